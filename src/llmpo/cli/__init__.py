@@ -1,0 +1,18 @@
+"""The ``llmpo`` command line. Each group of commands lives in its own module and registers on ``app``."""
+
+from __future__ import annotations
+
+import typer
+
+app = typer.Typer(
+    name="llmpo",
+    help="Find the best LLM policy with as few judged comparisons as statistics allows.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+# Command modules register themselves on `app` when imported.
+from llmpo.cli import core as _core  # noqa: E402,F401
+
+__all__ = ["app"]

@@ -1,0 +1,302 @@
+"""The ask/tell experiment (DESIGN §5): the one object every runner, store and CLI drives.
+
+>>> from llmpo import Experiment, Unstructured
+>>> exp = Experiment(Unstructured(["a", "b", "c"]), delta=0.05)
+>>> pairs = exp.ask(n=4)   # compare these next
+>>> exp.tell(*pairs[0], outcome=1.0)
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+from numpy.typing import NDArray
+
+from llmpo.models.base import Pair
+from llmpo.spaces import Space, Unstructured
+from llmpo.stats.thresholds import Threshold, make_threshold
+from llmpo.strategies.base import Strategy, Uniform
+
+OUTCOMES = (0.0, 0.5, 1.0)
+StopReason = Literal["certified", "budget"]
+
+
+@dataclass(frozen=True)
+class Result:
+    """What an experiment concluded, or has concluded so far.
+
+    Attributes
+    ----------
+    policies : tuple of str
+        Policy names, indexed as everywhere else.
+    best : int
+        The certified policy, or the current leader when not (yet) certified.
+    certified : bool
+        True when the stopping rule certified ``best`` at confidence 1 − δ. False while running
+        and when the comparison budget ran out first (then ``best`` is only the best so far).
+    stop_reason : {"certified", "budget"} or None
+        Why the experiment stopped; None while it runs.
+    n_comparisons : int
+        Comparisons told.
+    rivals, statistics, thresholds : list
+        Per rival of ``best``: its index, the GLR statistic and the stopping threshold.
+    win_prob_hat : ndarray
+        K×K estimated P(i ≻ j).
+    counts : ndarray
+        K×K comparisons per pair.
+    target_proportions : list of (int, int, float)
+        Current plug-in optimal shares per pair.
+    delta, epsilon : float
+        Confidence parameter and indifference margin.
+    threshold : str
+        Name of the stopping threshold; ``threshold_heuristic`` is True when it has no proof.
+    strategy : str
+        Name of the sampling rule.
+    """
+
+    policies: tuple[str, ...]
+    best: int
+    certified: bool
+    stop_reason: StopReason | None
+    n_comparisons: int
+    rivals: list[int]
+    statistics: list[float]
+    thresholds: list[float]
+    win_prob_hat: NDArray[np.float64] = field(repr=False)
+    counts: NDArray[np.float64] = field(repr=False)
+    target_proportions: list[tuple[int, int, float]] = field(repr=False)
+    delta: float
+    epsilon: float
+    threshold: str
+    threshold_heuristic: bool
+    strategy: str
+
+    @property
+    def best_name(self) -> str:
+        """Name of ``best``."""
+        return self.policies[self.best]
+
+    @property
+    def min_margin(self) -> float:
+        """Smallest statistic − threshold over the rivals (> 0 when certified)."""
+        return min(s - b for s, b in zip(self.statistics, self.thresholds, strict=True))
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dictionary."""
+        return {
+            "best": self.best_name,
+            "best_index": self.best,
+            "certified": self.certified,
+            "stop_reason": self.stop_reason,
+            "n_comparisons": self.n_comparisons,
+            "delta": self.delta,
+            "epsilon": self.epsilon,
+            "threshold": self.threshold,
+            "threshold_heuristic": self.threshold_heuristic,
+            "strategy": self.strategy,
+            "rivals": [
+                {
+                    "policy": self.policies[r],
+                    "statistic": _finite(s),
+                    "threshold": _finite(b),
+                    "comparisons": int(self.counts[self.best, r]),
+                    "win_prob_hat": float(self.win_prob_hat[self.best, r]),
+                }
+                for r, s, b in zip(self.rivals, self.statistics, self.thresholds, strict=True)
+            ],
+            "policies": list(self.policies),
+            "win_prob_hat": self.win_prob_hat.tolist(),
+            "counts": self.counts.astype(int).tolist(),
+            "target_proportions": [
+                {"pair": [self.policies[a], self.policies[b]], "share": w}
+                for a, b, w in self.target_proportions
+            ],
+        }
+
+
+def _finite(value: float) -> float | None:
+    return float(value) if math.isfinite(value) else None
+
+
+class Experiment:
+    """Adaptive, δ-correct identification of the best policy by ask/tell (LLM-PO).
+
+    Parameters
+    ----------
+    space : Space, int or sequence of str
+        The policy space; a count or a list of names means :class:`~llmpo.spaces.Unstructured`.
+    delta : float
+        Error probability: the certified policy is optimal with probability ≥ 1 − δ.
+    strategy : str or Strategy
+        ``"llmpo"`` (the space's default rule), another rule of the space (``"llmpo-tracking"``),
+        ``"uniform"`` (round-robin over all pairs), or a :class:`~llmpo.strategies.base.Strategy`
+        (e.g. :class:`~llmpo.strategies.base.Oracle`).
+    threshold : str or Threshold
+        ``"kt"`` (provably valid, default) or ``"gk16-heuristic"`` (not proven valid).
+    epsilon : float
+        Indifference margin ε ∈ [0, ½): certify a policy whose every rival has P(best ≻ rival) >
+        ½ − ε. Stops sooner when policies are nearly tied.
+    assume_condorcet : bool
+        Class B statistics and sampling (DESIGN §2): much cheaper when rivals have strong
+        opponents other than the winner, but δ-correct **only if a Condorcet winner exists**.
+    max_comparisons : int, optional
+        Comparison budget: when reached, the experiment stops and reports the best policy so far,
+        flagged as not certified.
+    seed : int, optional
+        Seed of the generator handed to randomized strategies.
+
+    Raises
+    ------
+    ValueError
+        On a parameter out of range, naming it.
+    """
+
+    def __init__(
+        self,
+        space: Space | int | Sequence[str],
+        delta: float = 0.05,
+        strategy: str | Strategy = "llmpo",
+        *,
+        threshold: str | Threshold = "kt",
+        epsilon: float = 0.0,
+        assume_condorcet: bool = False,
+        max_comparisons: int | None = None,
+        seed: int | None = None,
+    ) -> None:
+        if not isinstance(space, Space):
+            space = Unstructured(space)
+        if not 0.0 < delta < 0.5:
+            raise ValueError(f"delta must lie in (0, 0.5), got {delta}")
+        if not 0.0 <= epsilon < 0.5:
+            raise ValueError(f"epsilon must lie in [0, 0.5), got {epsilon}")
+        if max_comparisons is not None and max_comparisons < 1:
+            raise ValueError(f"max_comparisons must be a positive integer, got {max_comparisons}")
+        self.space = space
+        self.delta = delta
+        self.epsilon = epsilon
+        self.max_comparisons = max_comparisons
+        self.threshold = make_threshold(threshold)
+        self.model = space.make_model(delta, self.threshold, epsilon, assume_condorcet)
+        self.strategy = self._make_strategy(strategy)
+        self.rng = np.random.default_rng(seed)
+        self._stop_reason: StopReason | None = None
+        self._final: Result | None = None
+
+    def _make_strategy(self, strategy: str | Strategy) -> Strategy:
+        if isinstance(strategy, Strategy):
+            return strategy
+        adaptive = self.space.strategies()
+        if strategy == "llmpo":
+            return next(iter(adaptive.values()))()
+        if strategy in adaptive:
+            return adaptive[strategy]()
+        if strategy == Uniform.name:
+            return Uniform()
+        known = ", ".join(["llmpo", *[n for n in adaptive if n != "llmpo"], Uniform.name])
+        raise ValueError(
+            f"strategy: unknown {strategy!r}; choose one of {known}, or pass a Strategy object"
+        )
+
+    # ---- the loop ------------------------------------------------------------------------------
+    @property
+    def done(self) -> bool:
+        """True once the leader is certified or the comparison budget is spent."""
+        return self._stop_reason is not None
+
+    @property
+    def n_comparisons(self) -> int:
+        """Comparisons told so far."""
+        return self.model.n_told
+
+    @property
+    def n_pending(self) -> int:
+        """Comparisons asked and not yet told."""
+        return self.model.n_pending
+
+    def ask(self, n: int = 1) -> list[Pair]:
+        """Propose the next ``n`` pairs to compare (fewer near the budget, none when done).
+
+        Each proposed pair counts as sampled for the rest of the batch and for later calls until
+        its outcome is told, so a batch spreads over the pairs the rule wants most.
+        """
+        if n < 1:
+            raise ValueError(f"n must be a positive integer, got {n}")
+        if self.done:
+            return []
+        if self.max_comparisons is not None:
+            n = min(n, self.max_comparisons - self.model.n_told - self.model.n_pending)
+        pairs: list[Pair] = []
+        for _ in range(max(n, 0)):
+            a, b = self.strategy.select(self.model, self.rng)
+            self.model.mark_pending(a, b)
+            pairs.append((a, b))
+        return pairs
+
+    def tell(self, i: int, j: int, outcome: float) -> None:
+        """Record the outcome of comparing policy ``i`` with policy ``j``.
+
+        Parameters
+        ----------
+        i, j : int
+            Policy indices, i ≠ j, in any order (need not have been asked).
+        outcome : float
+            1 if i won, 0.5 for a tie, 0 if j won.
+
+        Raises
+        ------
+        ValueError
+            For an outcome outside {0, 0.5, 1} or an unknown pair; the experiment is unchanged.
+        RuntimeError
+            When the experiment is already done.
+        """
+        k = self.space.n_policies
+        if not (isinstance(i, int | np.integer) and isinstance(j, int | np.integer)):
+            raise ValueError(f"unknown pair ({i!r}, {j!r}): policies are integers 0..{k - 1}")
+        if not (0 <= i < k and 0 <= j < k) or i == j:
+            raise ValueError(f"unknown pair ({i}, {j}): need two distinct policies in 0..{k - 1}")
+        if outcome not in OUTCOMES:
+            raise ValueError(f"outcome must be 0, 0.5 or 1 (1 means policy {i} won), got {outcome!r}")
+        if self.done:
+            raise RuntimeError("the experiment is done; its result is final")
+        i, j, outcome = int(i), int(j), float(outcome)
+        self.model.unmark_pending(i, j)
+        self.model.tell(i, j, outcome)
+        if self.model.is_certified():
+            self._stop("certified")
+        elif self.max_comparisons is not None and self.model.n_told >= self.max_comparisons:
+            self._stop("budget")
+
+    def _stop(self, reason: StopReason) -> None:
+        self._stop_reason = reason
+        self._final = self._snapshot()
+
+    # ---- results -------------------------------------------------------------------------------
+    @property
+    def result(self) -> Result:
+        """The answer: final once done, the current state while running."""
+        return self._final if self._final is not None else self._snapshot()
+
+    def _snapshot(self) -> Result:
+        certificate = self.model.certificate()
+        return Result(
+            policies=self.space.policies,
+            best=certificate.leader,
+            certified=self._stop_reason == "certified",
+            stop_reason=self._stop_reason,
+            n_comparisons=self.model.n_told,
+            rivals=[int(r) for r in certificate.rivals],
+            statistics=[float(s) for s in certificate.statistics],
+            thresholds=[float(b) for b in certificate.thresholds],
+            win_prob_hat=self.model.win_prob_hat(),
+            counts=self.model.counts(),
+            target_proportions=self.model.target_proportions(),
+            delta=self.delta,
+            epsilon=self.epsilon,
+            threshold=self.threshold.name,
+            threshold_heuristic=self.threshold.heuristic,
+            strategy=self.strategy.name,
+        )

@@ -1,0 +1,166 @@
+"""Simulation instances (DESIGN §6): known win probabilities, loaded from JSON and validated.
+
+Unstructured instance file::
+
+    {"policies": ["a", "b", "c"],
+     "win_prob": [[0.5, 0.6, 0.7], [0.4, 0.5, 0.6], [0.3, 0.4, 0.5]],
+     "tie_prob": [[0, 0.2, 0], [0.2, 0, 0], [0, 0, 0]]}     # optional
+
+``win_prob[i][j]`` is P(i ≻ j) counting a tie as ½, so it is the mean outcome of i against j;
+``tie_prob[i][j]`` (symmetric) is the probability of a tie.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from llmpo.spaces import policy_names
+from llmpo.stats.unstructured import condorcet_winner
+
+TOLERANCE = 1e-9
+
+
+class InstanceError(ValueError):
+    """An instance file or matrix that cannot be used, with the reason and the fix."""
+
+
+@dataclass(frozen=True)
+class UnstructuredInstance:
+    """A preference matrix with optional tie probabilities.
+
+    Attributes
+    ----------
+    policies : tuple of str
+        Policy names.
+    win_prob : ndarray
+        K×K matrix of P(i ≻ j) (ties counted ½).
+    tie_prob : ndarray
+        K×K symmetric matrix of tie probabilities (zeros when there are no ties).
+    """
+
+    policies: tuple[str, ...]
+    win_prob: NDArray[np.float64]
+    tie_prob: NDArray[np.float64]
+
+    @property
+    def n_policies(self) -> int:
+        """Number of policies K."""
+        return len(self.policies)
+
+    @property
+    def best(self) -> int | None:
+        """The Condorcet winner, or None."""
+        return condorcet_winner(self.win_prob)
+
+    def to_json(self) -> dict[str, Any]:
+        """The instance-file form."""
+        data: dict[str, Any] = {"policies": list(self.policies), "win_prob": self.win_prob.tolist()}
+        if np.any(self.tie_prob):
+            data["tie_prob"] = self.tie_prob.tolist()
+        return data
+
+
+def _square_matrix(values: Any, name: str, size: int) -> NDArray[np.float64]:
+    try:
+        matrix = np.asarray(values, dtype=float)
+    except (TypeError, ValueError):
+        raise InstanceError(f"{name}: must be a K×K matrix of numbers") from None
+    if matrix.ndim != 2 or matrix.shape[0] != matrix.shape[1]:
+        raise InstanceError(f"{name}: must be square (K×K), got shape {matrix.shape}")
+    if matrix.shape[0] != size:
+        raise InstanceError(f"{name}: is {matrix.shape[0]}×{matrix.shape[0]} but there are {size} policies")
+    if not np.all(np.isfinite(matrix)):
+        raise InstanceError(f"{name}: contains a non-finite value")
+    return matrix
+
+
+def make_unstructured_instance(
+    win_prob: Any,
+    policies: list[str] | None = None,
+    tie_prob: Any = None,
+    require_winner: bool = True,
+) -> UnstructuredInstance:
+    """Validate a preference matrix (and tie matrix) and build an instance.
+
+    Raises
+    ------
+    InstanceError
+        Naming the first problem found: shape, range, p_ij + p_ji ≠ 1, diagonal, duplicate
+        names, fewer than 2 policies, tie probabilities incompatible with p, no Condorcet winner.
+    """
+    try:
+        size = len(win_prob)
+    except TypeError:
+        raise InstanceError("win_prob: must be a K×K matrix of numbers") from None
+    try:
+        names = policy_names(policies if policies is not None else size)
+    except ValueError as error:
+        raise InstanceError(str(error)) from None
+    matrix = _square_matrix(win_prob, "win_prob", len(names))
+    if np.any((matrix < 0) | (matrix > 1)):
+        i, j = np.argwhere((matrix < 0) | (matrix > 1))[0]
+        raise InstanceError(f"win_prob[{i}][{j}] = {matrix[i, j]} is outside [0, 1]")
+    asymmetry = np.abs(matrix + matrix.T - 1.0)
+    np.fill_diagonal(asymmetry, 0.0)
+    if np.any(asymmetry > TOLERANCE):
+        i, j = np.argwhere(asymmetry > TOLERANCE)[0]
+        raise InstanceError(
+            f"win_prob[{i}][{j}] + win_prob[{j}][{i}] = {matrix[i, j] + matrix[j, i]:.12g}, "
+            "must equal 1 (P(i beats j) + P(j beats i), ties counted 1/2)"
+        )
+    if np.any(np.abs(np.diag(matrix) - 0.5) > TOLERANCE):
+        raise InstanceError("win_prob: the diagonal must be 0.5")
+    ties = np.zeros_like(matrix) if tie_prob is None else _square_matrix(tie_prob, "tie_prob", len(names))
+    np.fill_diagonal(ties, 0.0)
+    if np.any(np.abs(ties - ties.T) > TOLERANCE):
+        raise InstanceError("tie_prob: must be symmetric (a tie of i and j is a tie of j and i)")
+    too_many = (ties < 0) | (ties / 2 > np.minimum(matrix, 1 - matrix) + TOLERANCE)
+    if np.any(too_many):
+        i, j = np.argwhere(too_many)[0]
+        raise InstanceError(
+            f"tie_prob[{i}][{j}] = {ties[i, j]}: must lie in [0, 2·min(p, 1−p)] so that "
+            "P(win) = p − tie/2 and P(loss) = 1 − p − tie/2 are probabilities"
+        )
+    if require_winner and condorcet_winner(matrix) is None:
+        raise InstanceError(
+            "win_prob: no Condorcet winner (no policy beats every other with p > 1/2); "
+            "the optimal policy is undefined"
+        )
+    return UnstructuredInstance(names, matrix, ties)
+
+
+def load_instance(path: str | Path, require_winner: bool = True) -> UnstructuredInstance:
+    """Read and validate an instance file (DESIGN §6).
+
+    Raises
+    ------
+    InstanceError
+        When the file cannot be read or is not a valid instance; the message names the file.
+    """
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except OSError as error:
+        raise InstanceError(f"{path}: cannot read ({error.strerror})") from None
+    except json.JSONDecodeError as error:
+        raise InstanceError(f"{path}: not valid JSON ({error.msg} at line {error.lineno})") from None
+    if not isinstance(data, dict) or "win_prob" not in data:
+        raise InstanceError(f"{path}: expected an object with 'policies' and 'win_prob'")
+    try:
+        return make_unstructured_instance(
+            data["win_prob"], data.get("policies"), data.get("tie_prob"), require_winner
+        )
+    except InstanceError as error:
+        raise InstanceError(f"{path}: {error}") from None
+
+
+def bradley_terry_matrix(utilities: Any) -> NDArray[np.float64]:
+    """p_ij = σ(θ_i − θ_j): the preference matrix of a Bradley–Terry model."""
+    theta = np.asarray(utilities, dtype=float)
+    return 1.0 / (1.0 + np.exp(-(theta[:, None] - theta[None, :])))

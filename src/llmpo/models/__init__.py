@@ -1,0 +1,1 @@
+"""Sufficient statistics, leaders and stopping rules of the policy spaces."""

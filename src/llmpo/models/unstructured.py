@@ -1,0 +1,211 @@
+"""Incremental statistics of the unstructured space (DESIGN §2), for the ask/tell loop.
+
+Every tell touches one pair, so the model updates that pair's estimate and divergence in pure
+Python and the two affected row minima with numpy; the leader is recomputed lazily. The stopping
+check first tests, in O(1), whether the leader beats every rival empirically, and only then
+computes the per-rival statistics and thresholds.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numpy.typing import NDArray
+
+from llmpo.models.base import Certificate, PreferenceModel
+from llmpo.stats.bernoulli import kl_bernoulli_scalar
+from llmpo.stats.thresholds import LOG2, Threshold
+from llmpo.stats.unstructured import HALF, leader_from_row_min
+
+# Smallest divergence used when inverting 1/d for plug-in proportions: a pair whose estimate is on
+# the wrong side of the level gets (almost) all the weight.
+MIN_DIVERGENCE = 1e-9
+
+
+class UnstructuredModel(PreferenceModel):
+    """Pair counts, estimates and GLR stopping of the unstructured space.
+
+    Parameters
+    ----------
+    n_policies : int
+        K ≥ 2.
+    delta : float
+        Error probability of the certificate.
+    threshold : Threshold
+        Stopping threshold.
+    epsilon : float
+        Indifference margin: certify a leader whose every rival has p > ½ − ε (class A only).
+    assume_condorcet : bool
+        Class B statistics (valid only if a Condorcet winner exists).
+    """
+
+    def __init__(
+        self,
+        n_policies: int,
+        delta: float,
+        threshold: Threshold,
+        epsilon: float = 0.0,
+        assume_condorcet: bool = False,
+    ) -> None:
+        if assume_condorcet and epsilon:
+            raise ValueError("epsilon > 0 is only supported with assume_condorcet=False")
+        self.n_policies = n_policies
+        self.delta = delta
+        self.threshold = threshold
+        self.level = HALF - epsilon
+        self.assume_condorcet = assume_condorcet
+        self.n_told = 0
+        self.n_pending = 0
+        size = (n_policies, n_policies)
+        self._counts = np.zeros(size)
+        self._pending = np.zeros(size)
+        self._wins = np.zeros(size)  # _wins[a, b]: sum of outcomes of a against b (ties ½)
+        self._p_masked = np.full(size, HALF)  # p̂ with +inf on the diagonal, for row minima
+        np.fill_diagonal(self._p_masked, np.inf)
+        unsampled = kl_bernoulli_scalar(HALF, self.level)
+        # Signed divergence: +d(p̂_ab, c) when p̂_ab > c, −d(p̂_ab, c) otherwise.
+        self._signed_divergence = np.full(size, -unsampled)
+        np.fill_diagonal(self._signed_divergence, 0.0)
+        self._row_min = np.full(n_policies, HALF)
+        self._leader: int | None = None
+        # Class A errs on one of the K − 1 pairs of the true winner; class B sums over at most
+        # K − 1 witness pairs of the true winner (see llmpo.stats.thresholds).
+        self._log_multiplicity = (
+            (n_policies - 1) * LOG2 if assume_condorcet else math.log(n_policies - 1)
+        )
+
+    # ---- updates -------------------------------------------------------------------------------
+    def tell(self, a: int, b: int, outcome: float) -> None:
+        counts, wins = self._counts, self._wins
+        counts[a, b] += 1.0
+        counts[b, a] += 1.0
+        wins[a, b] += outcome
+        wins[b, a] += 1.0 - outcome
+        p_ab = wins[a, b] / counts[a, b]
+        self._p_masked[a, b] = p_ab
+        self._p_masked[b, a] = 1.0 - p_ab
+        self._signed_divergence[a, b] = self._signed(p_ab)
+        self._signed_divergence[b, a] = self._signed(1.0 - p_ab)
+        self._row_min[a] = self._p_masked[a].min()
+        self._row_min[b] = self._p_masked[b].min()
+        self._leader = None
+        self.n_told += 1
+
+    def _signed(self, p: float) -> float:
+        divergence = kl_bernoulli_scalar(p, self.level)
+        return divergence if p > self.level else -divergence
+
+    def mark_pending(self, a: int, b: int) -> None:
+        self._pending[a, b] += 1.0
+        self._pending[b, a] += 1.0
+        self.n_pending += 1
+
+    def unmark_pending(self, a: int, b: int) -> bool:
+        if self._pending[a, b] <= 0:
+            return False
+        self._pending[a, b] -= 1.0
+        self._pending[b, a] -= 1.0
+        self.n_pending -= 1
+        return True
+
+    def effective_count(self, a: int, b: int) -> float:
+        return float(self._counts[a, b] + self._pending[a, b])
+
+    def effective_row(self, a: int) -> NDArray[np.float64]:
+        """Told plus pending comparisons of ``a`` with every policy."""
+        return self._counts[a] + self._pending[a]
+
+    def effective_counts(self) -> NDArray[np.float64]:
+        """K×K told plus pending comparisons."""
+        return self._counts + self._pending
+
+    # ---- estimates -----------------------------------------------------------------------------
+    @property
+    def leader(self) -> int:
+        if self._leader is None:
+            self._leader = leader_from_row_min(self._row_min, self._p_masked)
+        return self._leader
+
+    def signed_divergence_row(self, a: int) -> NDArray[np.float64]:
+        """±d(p̂_ak, c) for every k: positive where a beats k empirically (by more than c)."""
+        return self._signed_divergence[a]
+
+    def signed_divergence(
+        self, rows: NDArray[np.intp], cols: NDArray[np.intp]
+    ) -> NDArray[np.float64]:
+        """±d(p̂_ab, c) for the pairs (rows[i], cols[i])."""
+        return self._signed_divergence[rows, cols]
+
+    def witnesses(self) -> NDArray[np.intp]:
+        """b̂(j) = argmax_k p̂_kj = argmin_k p̂_jk: each policy's strongest opponent so far."""
+        return np.argmin(self._p_masked, axis=1)
+
+    def win_prob_hat(self) -> NDArray[np.float64]:
+        matrix = self._p_masked.copy()
+        np.fill_diagonal(matrix, HALF)
+        return matrix
+
+    def counts(self) -> NDArray[np.float64]:
+        return self._counts.copy()
+
+    # ---- stopping ------------------------------------------------------------------------------
+    def is_certified(self) -> bool:
+        leader = self.leader
+        if self.assume_condorcet:
+            # Every rival must lose at least one pair empirically before its statistic is > 0.
+            others = np.delete(self._row_min, leader)
+            if not np.all(others < HALF):
+                return False
+        elif self._row_min[leader] <= self.level:
+            return False
+        return self.certificate().certified
+
+    def certificate(self) -> Certificate:
+        leader = self.leader
+        rivals = np.delete(np.arange(self.n_policies), leader)
+        t = float(self.n_told)
+        if self.assume_condorcet:
+            # Z_j = Σ_{k: p̂_jk < ½} n_jk d(p̂_jk, ½); d is symmetric about ½.
+            losing = self._signed_divergence < 0
+            per_pair = np.where(losing, -self._signed_divergence * self._counts, 0.0)
+            statistics = per_pair[rivals].sum(axis=1)
+            thresholds = np.array([
+                self.threshold.pair_set(
+                    self._counts[j][losing[j]], t, self.delta, self._log_multiplicity
+                )
+                for j in rivals
+            ])
+        else:
+            divergence = self._signed_divergence[leader, rivals]
+            statistics = np.where(divergence > 0, divergence * self._counts[leader, rivals], 0.0)
+            thresholds = self.threshold.pair(
+                self._counts[leader, rivals], t, self.delta, self._log_multiplicity
+            )
+        return Certificate(leader, rivals, statistics, np.asarray(thresholds, dtype=float))
+
+    # ---- allocation ----------------------------------------------------------------------------
+    def plugin_weights(self) -> tuple[NDArray[np.intp], NDArray[np.intp], NDArray[np.float64]]:
+        """w*(p̂): the closed form of DESIGN §2 at the current estimates.
+
+        Returns rows, columns and shares of the pairs with positive weight. Pairs whose estimate
+        sits on the wrong side of the level get divergence 1e-9, so they take nearly all weight.
+        """
+        leader = self.leader
+        if self.assume_condorcet:
+            cols = np.delete(np.arange(self.n_policies), leader)
+            rows = self.witnesses()[cols]
+            divergence = self._signed_divergence[rows, cols]
+        else:
+            cols = np.delete(np.arange(self.n_policies), leader)
+            rows = np.full(cols.shape, leader)
+            divergence = self._signed_divergence[leader, cols]
+        inverse = 1.0 / np.maximum(divergence, MIN_DIVERGENCE)
+        return rows, cols, inverse / inverse.sum()
+
+    def target_proportions(self) -> list[tuple[int, int, float]]:
+        rows, cols, shares = self.plugin_weights()
+        return [
+            (int(min(a, b)), int(max(a, b)), float(w))
+            for a, b, w in zip(rows, cols, shares, strict=True)
+        ]

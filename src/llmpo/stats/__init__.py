@@ -1,0 +1,1 @@
+"""Pure statistics (numpy/scipy only): divergences, bounds, allocations, thresholds."""

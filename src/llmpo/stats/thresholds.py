@@ -1,0 +1,119 @@
+"""Stopping thresholds β for generalized-likelihood-ratio (GLR) statistics.
+
+A GLR statistic here is a sum over a set S of pairs of ``n_ab · d(p̂_ab, c)``. The procedure stops when
+every alternative answer has a statistic above its threshold. A threshold is *valid* when, whatever
+the sampling rule, the probability that the statistic of the true answer's alternative ever crosses it
+is at most δ.
+
+Why the Krichevsky–Trofimov (KT) threshold is valid (DESIGN §2). For one pair with true mean p and
+outcomes y ∈ [0, 1] (ties count ½), the likelihood ratio ``Π (q/p)^y ((1−q)/(1−p))^(1−y)`` is a
+non-negative supermartingale for each q (the map y ↦ (q/p)^y((1−q)/(1−p))^(1−y) is convex, so its mean
+is at most its value at the Bernoulli endpoints, which is 1). So is its mixture over q ~ Beta(½, ½),
+the KT mixture ``KT_n``. The KT regret bound ``log(max_q L_n(q) / KT_n) ≤ ½ log n + log 2`` then
+gives ``n d(p̂, p) ≤ log(KT_n / L_n(p)) + ½ log n + log 2``; Ville's inequality bounds the probability
+that ``KT_n / L_n(p)`` ever exceeds 1/δ' by δ'. On the wrong answer, d(p̂, c) ≤ d(p̂, p) because
+p ≤ c < p̂. For a sum over a data-dependent set S of pairs, ``Π_{k∈S} X_k ≤ 2^m Π_k (1 + X_k)/2``
+(m = number of pairs that may enter S), and the product on the right is again a supermartingale
+because each comparison moves one factor only; this costs m·log 2.
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+
+import numpy as np
+from numpy.typing import NDArray
+
+LOG2 = math.log(2.0)
+
+
+class Threshold(ABC):
+    """One stopping threshold: β as a function of the counts, the time t and δ.
+
+    ``log_multiplicity`` is the log of the number of ways the procedure can be wrong that the
+    union bound must pay for (e.g. log(K − 1) for class A: the error is on one of the pairs of the
+    true winner, not known in advance).
+    """
+
+    #: Name used on the command line and in configs.
+    name: str
+    #: True when no proof of δ-correctness is known for this threshold.
+    heuristic: bool = False
+
+    @abstractmethod
+    def pair(
+        self, counts: NDArray[np.float64], t: float, delta: float, log_multiplicity: float
+    ) -> NDArray[np.float64]:
+        """Per-pair thresholds for statistics ``n · d(p̂, c)`` of single pairs with these counts."""
+
+    @abstractmethod
+    def pair_set(
+        self, counts: NDArray[np.float64], t: float, delta: float, log_multiplicity: float
+    ) -> float:
+        """Threshold for a statistic summed over the pairs with these counts."""
+
+
+class KTThreshold(Threshold):
+    """KT-mixture threshold (valid): β = log(M/δ) + Σ_{pairs} (½ log n + log 2).
+
+    See the module docstring for the proof; ``tests/stats/test_thresholds.py`` checks the KT regret
+    bound numerically (also for fractional counts from ties) and the crossing probability by
+    Monte Carlo.
+    """
+
+    name = "kt"
+
+    def pair(
+        self, counts: NDArray[np.float64], t: float, delta: float, log_multiplicity: float
+    ) -> NDArray[np.float64]:
+        base = log_multiplicity + math.log(1.0 / delta) + LOG2
+        return base + 0.5 * np.log(np.maximum(counts, 1.0))
+
+    def pair_set(
+        self, counts: NDArray[np.float64], t: float, delta: float, log_multiplicity: float
+    ) -> float:
+        base = log_multiplicity + math.log(1.0 / delta)
+        return base + float(np.sum(0.5 * np.log(np.maximum(counts, 1.0)) + LOG2))
+
+
+class GK16HeuristicThreshold(Threshold):
+    """Heuristic β(t, δ) = log((1 + log t)/δ) (Garivier & Kaufmann 2016, §6). NOT proven valid.
+
+    Common in experiments because it is much smaller than any valid threshold; offered for
+    comparison only, under a name that says so.
+    """
+
+    name = "gk16-heuristic"
+    heuristic = True
+
+    def pair(
+        self, counts: NDArray[np.float64], t: float, delta: float, log_multiplicity: float
+    ) -> NDArray[np.float64]:
+        return np.full(np.shape(counts), self._value(t, delta))
+
+    def pair_set(
+        self, counts: NDArray[np.float64], t: float, delta: float, log_multiplicity: float
+    ) -> float:
+        return self._value(t, delta)
+
+    @staticmethod
+    def _value(t: float, delta: float) -> float:
+        return math.log((1.0 + math.log(max(t, 1.0))) / delta)
+
+
+THRESHOLDS: dict[str, type[Threshold]] = {
+    KTThreshold.name: KTThreshold,
+    GK16HeuristicThreshold.name: GK16HeuristicThreshold,
+}
+
+
+def make_threshold(name: str | Threshold) -> Threshold:
+    """Return the threshold called ``name`` (``"kt"`` or ``"gk16-heuristic"``), or pass one through."""
+    if isinstance(name, Threshold):
+        return name
+    try:
+        return THRESHOLDS[name]()
+    except KeyError:
+        known = ", ".join(sorted(THRESHOLDS))
+        raise ValueError(f"unknown threshold {name!r}; choose one of: {known}") from None

@@ -1,0 +1,78 @@
+"""LLM-PO sampling rules for the unstructured space (DESIGN §2).
+
+Both rules first apply forced exploration (D-tracking of Garivier & Kaufmann 2016): when some pair
+has fewer than √t − P/2 comparisons (P = K(K−1)/2 pairs), the least-sampled pair is compared. This
+makes every estimate consistent, so the leader and the plug-in proportions converge, which is what
+the asymptotic-optimality proofs use; it costs O(√t) comparisons.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from llmpo.models.base import Pair
+from llmpo.models.unstructured import UnstructuredModel
+from llmpo.strategies.base import Strategy
+
+
+def forced_exploration_pair(model: UnstructuredModel) -> Pair | None:
+    """The least-sampled pair if it has fewer than √t − P/2 comparisons, else None."""
+    k = model.n_policies
+    floor = math.sqrt(model.n_told + model.n_pending) - k * (k - 1) / 4.0
+    if floor <= 0:  # the usual case until t > P²/4: skip the O(K²) scan
+        return None
+    counts = model.effective_counts()
+    upper = np.triu_indices(k, 1)
+    pair_counts = counts[upper]
+    least = int(np.argmin(pair_counts))
+    if pair_counts[least] >= floor:
+        return None
+    return int(upper[0][least]), int(upper[1][least])
+
+
+class BalanceRule(Strategy):
+    """LLM-PO's default rule: sample the leader's pair with the smallest evidence n·d(p̂, c).
+
+    This enforces the optimality condition w_k · d_k = constant of the closed form directly, which
+    is far less noisy than inverting d(p̂, ½) near ½. A pair that the leader is losing has negative
+    evidence and is sampled first. With ``assume_condorcet`` (class B) the pair is (b̂(j), j) for the
+    rival j with the least evidence, b̂(j) its strongest opponent so far.
+    """
+
+    name = "llmpo"
+
+    def select(self, model: UnstructuredModel, rng: np.random.Generator) -> Pair:  # type: ignore[override]
+        forced = forced_exploration_pair(model)
+        if forced is not None:
+            return forced
+        leader = model.leader
+        if model.assume_condorcet:
+            witnesses = model.witnesses()
+            rivals = np.arange(model.n_policies)
+            evidence = model.effective_counts()[witnesses, rivals] * model.signed_divergence(
+                witnesses, rivals
+            )
+            evidence[leader] = np.inf
+            rival = int(np.argmin(evidence))
+            return int(witnesses[rival]), rival
+        evidence = model.effective_row(leader) * model.signed_divergence_row(leader)
+        evidence[leader] = np.inf
+        return leader, int(np.argmin(evidence))
+
+
+class TrackingRule(Strategy):
+    """Plug-in D-tracking: sample argmax_ab (t·ŵ_ab − n_ab) with ŵ = w*(p̂) (DESIGN §2)."""
+
+    name = "llmpo-tracking"
+
+    def select(self, model: UnstructuredModel, rng: np.random.Generator) -> Pair:  # type: ignore[override]
+        forced = forced_exploration_pair(model)
+        if forced is not None:
+            return forced
+        rows, cols, shares = model.plugin_weights()
+        t = model.n_told + model.n_pending + 1
+        counts = model.effective_counts()[rows, cols]
+        best = int(np.argmax(t * shares - counts))
+        return int(rows[best]), int(cols[best])
