@@ -1,0 +1,326 @@
+"""Experiment configuration files (YAML), validated with pydantic.
+
+The smallest useful file::
+
+    space: unstructured
+    delta: 0.05
+    seed: 3
+    environment:
+      type: replay
+      path: judgments.jsonl
+    store: runs.db
+
+Every field has a default except ``environment``. Values come, by precedence, from command-line
+flags, then the file, then the defaults. Relative paths in a file are relative to the file's folder.
+The *resolved* configuration (absolute paths, the seed actually used) is saved with each run, so a
+run resumes from the store alone.
+
+Fields
+------
+name : str, optional
+    A label for the experiment in the store and reports.
+policies : list, optional
+    Which policies to compare: names, or ``{name, features}`` / ``{name, levels}`` mappings for a
+    structured space. Default: every policy present in the environment's data.
+space : ``unstructured`` | ``structured``
+    The statistical model (DESIGN §2–§3). ``structured`` needs features or factor levels.
+features : list of str, optional
+    Structured space with factor levels: the factors, in the order they become one-hot features.
+delta, epsilon : float
+    Error probability δ ∈ (0, ½) and indifference margin ε ∈ [0, ½).
+strategy, threshold : str
+    Sampling rule (``llmpo``, ``llmpo-tracking``, ``uniform``) and stopping threshold (``kt``).
+assume_condorcet : bool
+    Class B statistics; δ-correct only when a Condorcet winner exists.
+max_comparisons : int, optional
+    Comparison budget; the run then reports the best policy so far, not certified.
+batch_size : int
+    Pairs proposed at once.
+seed : int, optional
+    Seed of every random choice; drawn and saved when omitted.
+environment : mapping
+    ``{type: synthetic, instance: FILE}`` or
+    ``{type: replay, path: FILE, format: auto|judgments|counts|arena|pandalm, dense_subset: bool,
+    min_pair_records: int}``; both accept ``latency_seconds`` (simulated time per comparison,
+    for demos and for the interruption tests).
+store : path
+    The SQLite store (created when missing).
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot be used; the message names the file, the field and the fix."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class PolicyConfig(_Strict):
+    """One policy of a structured space: a name with a feature vector or factor levels."""
+
+    name: str = Field(min_length=1)
+    features: list[float] | None = None
+    levels: dict[str, str | int | float | bool] | None = None
+
+
+class SyntheticEnvironmentConfig(_Strict):
+    """Outcomes drawn from a known preference matrix (an instance file, DESIGN §6)."""
+
+    type: Literal["synthetic"]
+    instance: Path
+    latency_seconds: float = Field(default=0.0, ge=0.0, le=60.0)
+
+
+class ReplayEnvironmentConfig(_Strict):
+    """Recorded judgments or pair counts, sampled with replacement.
+
+    ``path`` may be omitted only for ``format: arena`` with the ``llmpo[arena]`` extra installed.
+    """
+
+    type: Literal["replay"]
+    path: Path | None = None
+    format: Literal["auto", "judgments", "counts", "arena", "pandalm"] = "auto"
+    dense_subset: bool = False
+    min_pair_records: int = Field(default=1, ge=1)
+    latency_seconds: float = Field(default=0.0, ge=0.0, le=60.0)
+
+    @model_validator(mode="after")
+    def _path_needed(self) -> ReplayEnvironmentConfig:
+        if self.path is None and self.format != "arena":
+            raise ValueError(
+                "path|is required for this format|add path: FILE (JSONL judgments or counts); "
+                "only format: arena can read its data from the installed leaderbot package"
+            )
+        return self
+
+
+EnvironmentConfig = Annotated[
+    SyntheticEnvironmentConfig | ReplayEnvironmentConfig, Field(discriminator="type")
+]
+
+
+class ExperimentConfig(_Strict):
+    """A validated experiment configuration; see the module docstring for the fields."""
+
+    name: str | None = None
+    policies: list[str | PolicyConfig] | None = None
+    space: Literal["unstructured", "structured"] = "unstructured"
+    features: list[str] | None = None
+    delta: float = Field(default=0.05, gt=0.0, lt=0.5)
+    epsilon: float = Field(default=0.0, ge=0.0, lt=0.5)
+    strategy: str = "llmpo"
+    threshold: str = "kt"
+    assume_condorcet: bool = False
+    max_comparisons: int | None = Field(default=None, ge=1)
+    batch_size: int = Field(default=1, ge=1, le=10_000)
+    seed: int | None = Field(default=None, ge=0)
+    environment: EnvironmentConfig
+    store: Path = Path("llmpo.db")
+
+    @model_validator(mode="after")
+    def _policies_consistent(self) -> ExperimentConfig:
+        names = self.policy_names
+        if names is not None:
+            if len(names) < 2:
+                raise ValueError("policies|lists fewer than 2 policies|list at least 2, or omit it")
+            duplicates = sorted({n for n in names if names.count(n) > 1})
+            if duplicates:
+                raise ValueError(f"policies|duplicate names {duplicates}|list each policy once")
+        if self.space == "structured":
+            specs = [p for p in self.policies or [] if isinstance(p, PolicyConfig)]
+            if not specs or len(specs) != len(self.policies or []):
+                raise ValueError(
+                    "policies|space: structured needs every policy as a mapping|write each as "
+                    "{name: ..., features: [...]} or {name: ..., levels: {factor: level}}"
+                )
+            if any(p.features is None and p.levels is None for p in specs):
+                raise ValueError(
+                    "policies|a policy of a structured space has neither features nor levels|"
+                    "give each policy features: [...] or levels: {factor: level}"
+                )
+        return self
+
+    @property
+    def policy_names(self) -> list[str] | None:
+        """The names of the configured policies, or None for every policy in the data."""
+        if self.policies is None:
+            return None
+        return [p if isinstance(p, str) else p.name for p in self.policies]
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON-ready form saved with a run (paths as strings)."""
+        return json.loads(self.model_dump_json())
+
+
+#: Fix suggested for each kind of pydantic error.
+_FIXES = {
+    "missing": "add this field",
+    "extra_forbidden": "remove it, or fix its spelling",
+    "literal_error": "use one of the allowed values",
+    "union_tag_invalid": "set environment.type to 'synthetic' or 'replay'",
+    "union_tag_not_found": "add environment.type: synthetic or replay",
+    "greater_than": "use a larger value",
+    "greater_than_equal": "use a larger value",
+    "less_than": "use a smaller value",
+    "less_than_equal": "use a smaller value",
+    "int_parsing": "write a whole number",
+    "int_from_float": "write a whole number",
+    "float_parsing": "write a number",
+    "bool_parsing": "write true or false",
+}
+
+
+def _field_names(model: type[BaseModel]) -> list[str]:
+    return list(model.model_fields)
+
+
+def _describe(error: dict[str, Any], source: str) -> str:
+    location = [
+        str(part) for part in error["loc"] if not str(part).startswith(("function-", "tagged-"))
+    ]
+    # Drop union member names that pydantic inserts (e.g. "replay" under environment).
+    location = [
+        part for part in location if part not in ("synthetic", "replay", "str", "PolicyConfig")
+    ]
+    field = ".".join(location) or "(top level)"
+    message = str(error["msg"]).removeprefix("Value error, ")
+    fix = _FIXES.get(error["type"], "correct the value")
+    if error["type"] == "value_error" and message.count("|") == 2:
+        # Our own validators write "field|problem|fix".
+        sub_field, problem, fix = message.split("|")
+        field = (
+            ".".join([*location, sub_field])
+            if location and location[-1] != sub_field
+            else sub_field
+        )
+        return f"{source}: field '{field}': {problem}. Fix: {fix}."
+    if error["type"] == "extra_forbidden":
+        parent = ExperimentConfig if len(location) == 1 else None
+        if parent is not None:
+            close = difflib.get_close_matches(location[-1], _field_names(parent), n=1)
+            fix = (
+                f"did you mean '{close[0]}'"
+                if close
+                else "remove it; known fields: " + ", ".join(_field_names(parent))
+            )
+    got = "" if error["type"] == "missing" else f" (got {error.get('input')!r})"
+    if isinstance(error.get("input"), dict):
+        got = ""
+    return f"{source}: field '{field}': {message}{got}. Fix: {fix}."
+
+
+def _merge(data: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(data)
+    for dotted, value in overrides.items():
+        if value is None:
+            continue
+        target = merged
+        *parents, leaf = dotted.split(".")
+        for parent in parents:
+            child = target.get(parent)
+            target[parent] = dict(child) if isinstance(child, dict) else {}
+            target = target[parent]
+        target[leaf] = value
+    return merged
+
+
+def _absolute(path: Path | None, base: Path) -> Path | None:
+    if path is None:
+        return None
+    path = path.expanduser()
+    return path if path.is_absolute() else (base / path).resolve()
+
+
+def parse_config(
+    data: Any,
+    source: str = "<config>",
+    base_dir: Path | None = None,
+    overrides: dict[str, Any] | None = None,
+) -> ExperimentConfig:
+    """Validate a configuration mapping, apply overrides and make its paths absolute.
+
+    Parameters
+    ----------
+    data : Any
+        The parsed YAML document.
+    source : str
+        Where it came from, used in error messages.
+    base_dir : Path, optional
+        Folder relative paths refer to (the config file's folder); default the working directory.
+    overrides : dict, optional
+        Dotted field names (``"environment.dense_subset"``) to values; None values are ignored.
+        They take precedence over ``data``.
+
+    Raises
+    ------
+    ConfigError
+        Naming the source, the field and the fix, one line per problem.
+    """
+    if not isinstance(data, dict):
+        raise ConfigError(
+            f"{source}: expected a mapping of fields (space, delta, environment, …), "
+            f"got {type(data).__name__}. Fix: see examples/ for a complete file."
+        )
+    try:
+        config = ExperimentConfig.model_validate(_merge(data, overrides or {}))
+    except ValidationError as error:
+        lines = [_describe(e, source) for e in error.errors()]
+        raise ConfigError("\n".join(lines)) from None
+    base = (base_dir or Path.cwd()).resolve()
+    environment = config.environment
+    if isinstance(environment, SyntheticEnvironmentConfig):
+        environment = environment.model_copy(
+            update={"instance": _absolute(environment.instance, base)}
+        )
+    else:
+        environment = environment.model_copy(update={"path": _absolute(environment.path, base)})
+    return config.model_copy(
+        update={"environment": environment, "store": _absolute(config.store, base)}
+    )
+
+
+def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> ExperimentConfig:
+    """Read, validate and resolve a YAML configuration file.
+
+    Parameters
+    ----------
+    path : str or Path
+        The YAML file.
+    overrides : dict, optional
+        Command-line values by dotted field name; they win over the file.
+
+    Raises
+    ------
+    ConfigError
+        When the file cannot be read, is not valid YAML, or holds an invalid field.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as error:
+        raise ConfigError(
+            f"{path}: cannot read the configuration ({error.strerror}). Fix: check the path."
+        ) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(error, "problem", None) or "syntax error"
+        raise ConfigError(
+            f"{path}: not valid YAML{where}: {problem}. Fix: check indentation and quoting there."
+        ) from None
+    if data is None:
+        data = {}
+    return parse_config(data, str(path), path.parent, overrides)

@@ -1,0 +1,426 @@
+"""Replay of recorded judgments: answer a comparison by drawing a recorded one, with replacement.
+
+Judgments file (JSONL, one JSON object per line; blank lines are allowed)::
+
+    {"policy_a": "gpt-4o", "policy_b": "llama-3-70b", "task_id": "q17", "outcome": 1}
+    {"policy_a": "llama-3-70b", "policy_b": "gpt-4o", "task_id": "q18", "outcome": 0.5,
+     "judge": "gpt-4-turbo", "order": "ba"}
+
+``outcome`` is 1 when ``policy_a`` won, 0.5 for a tie, 0 when ``policy_b`` won; ``judge`` and
+``order`` (``"ab"``: policy_a was shown first, ``"ba"``: second) are optional.
+
+Pair-counts file (JSONL, aggregated judgments)::
+
+    {"policy_a": "gpt-4o", "policy_b": "llama-3-70b", "wins": 120, "losses": 80, "ties": 15}
+
+``wins`` and ``losses`` are those of ``policy_a``; ``ties`` is optional (default 0).
+
+A malformed line is an error naming the file and the line; nothing is skipped silently. A
+comparison of (a, b) draws one record of the pair uniformly (a pair count of n draws a win, a loss
+or a tie with probabilities proportional to the counts), so the replay's win probabilities are the
+data's empirical ones. Every pair of the chosen policies must have records: the environment refuses
+otherwise, or, with ``dense_subset=True``, keeps a subset of policies in which every pair has at
+least ``min_pair_records`` records and reports the policies it dropped.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from llmpo.environments.base import Comparison, Environment
+
+OUTCOMES = (0.0, 0.5, 1.0)
+ORDERS = ("ab", "ba")
+
+
+class ReplayError(ValueError):
+    """Replay data that cannot be used, with the file, line or pair and the fix."""
+
+
+@dataclass(frozen=True)
+class Judgment:
+    """One recorded judgment of ``policy_a`` against ``policy_b`` (outcome for policy_a)."""
+
+    policy_a: str
+    policy_b: str
+    outcome: float
+    task_id: str | None = None
+    judge: str | None = None
+    order: str | None = None
+
+
+@dataclass(frozen=True)
+class PairCount:
+    """Aggregated judgments of one pair: wins, losses and ties of ``policy_a``."""
+
+    policy_a: str
+    policy_b: str
+    wins: int
+    losses: int
+    ties: int = 0
+
+
+def _read_jsonl(path: Path) -> Iterable[tuple[int, dict[str, Any]]]:
+    try:
+        handle = path.open(encoding="utf-8")
+    except OSError as error:
+        raise ReplayError(f"{path}: cannot read ({error.strerror})") from None
+    with handle:
+        for line_number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as error:
+                raise ReplayError(
+                    f"{path}, line {line_number}: not valid JSON ({error.msg}); "
+                    "each line must be one JSON object"
+                ) from None
+            if not isinstance(record, dict):
+                raise ReplayError(f"{path}, line {line_number}: expected a JSON object")
+            yield line_number, record
+
+
+def _policy(record: dict[str, Any], key: str, where: str) -> str:
+    value = record.get(key)
+    if not isinstance(value, str) or not value:
+        raise ReplayError(f"{where}: '{key}' must be a non-empty string, got {value!r}")
+    return value
+
+
+def _optional_text(record: dict[str, Any], key: str, where: str) -> str | None:
+    value = record.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        raise ReplayError(f"{where}: '{key}' must be a string, got {value!r}")
+    return str(value)
+
+
+def read_judgments(path: str | Path) -> list[Judgment]:
+    """Read a JSONL judgments file (format in the module docstring).
+
+    Raises
+    ------
+    ReplayError
+        At the first malformed line, naming the file and the line number.
+    """
+    path = Path(path)
+    judgments = []
+    for line_number, record in _read_jsonl(path):
+        where = f"{path}, line {line_number}"
+        policy_a, policy_b = _policy(record, "policy_a", where), _policy(record, "policy_b", where)
+        if policy_a == policy_b:
+            raise ReplayError(f"{where}: policy_a and policy_b are both {policy_a!r}")
+        outcome = record.get("outcome")
+        if isinstance(outcome, bool) or outcome not in OUTCOMES:
+            raise ReplayError(
+                f"{where}: 'outcome' must be 1 (policy_a won), 0.5 (tie) or 0, got {outcome!r}"
+            )
+        order = _optional_text(record, "order", where)
+        if order is not None and order not in ORDERS:
+            raise ReplayError(f"{where}: 'order' must be 'ab' or 'ba', got {order!r}")
+        judgments.append(
+            Judgment(
+                policy_a,
+                policy_b,
+                float(outcome),
+                _optional_text(record, "task_id", where),
+                _optional_text(record, "judge", where),
+                order,
+            )
+        )
+    if not judgments:
+        raise ReplayError(f"{path}: contains no judgments")
+    return judgments
+
+
+def read_pair_counts(path: str | Path) -> list[PairCount]:
+    """Read a JSONL pair-counts file (format in the module docstring).
+
+    Raises
+    ------
+    ReplayError
+        At the first malformed line, naming the file and the line number.
+    """
+    path = Path(path)
+    counts = []
+    for line_number, record in _read_jsonl(path):
+        where = f"{path}, line {line_number}"
+        policy_a, policy_b = _policy(record, "policy_a", where), _policy(record, "policy_b", where)
+        if policy_a == policy_b:
+            raise ReplayError(f"{where}: policy_a and policy_b are both {policy_a!r}")
+        values = []
+        for key in ("wins", "losses", "ties"):
+            value = record.get(key, 0 if key == "ties" else None)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ReplayError(f"{where}: '{key}' must be a count (integer ≥ 0), got {value!r}")
+            values.append(value)
+        counts.append(PairCount(policy_a, policy_b, *values))
+    if not counts:
+        raise ReplayError(f"{path}: contains no pair counts")
+    return counts
+
+
+def detect_format(path: str | Path) -> str:
+    """``"judgments"`` or ``"counts"`` from the first record of a JSONL file, ``"arena"`` or
+    ``"pandalm"`` from the shape of a JSON file.
+
+    Raises
+    ------
+    ReplayError
+        When the format cannot be told; the message lists the formats.
+    """
+    path = Path(path)
+    hint = "set environment.format to judgments, counts, arena or pandalm"
+    try:
+        with path.open(encoding="utf-8") as handle:
+            head = handle.read(4096).lstrip()
+    except OSError as error:
+        raise ReplayError(f"{path}: cannot read ({error.strerror})") from None
+    if head.startswith("["):
+        return "pandalm"
+    if head.startswith("{") and '"models"' in head and head.count("\n") < 3:
+        return "arena"
+    for _, record in _read_jsonl(path):
+        if "outcome" in record:
+            return "judgments"
+        if "wins" in record or "losses" in record:
+            return "counts"
+        break
+    raise ReplayError(f"{path}: cannot tell the replay format from the first record; {hint}")
+
+
+class ReplayEnvironment(Environment):
+    """Answers comparisons by drawing recorded judgments of the pair with replacement.
+
+    Build it with :meth:`from_judgments` or :meth:`from_counts`.
+
+    Parameters
+    ----------
+    policies : sequence of str
+        The policies compared, indexed as in the experiment.
+    outcomes, weights : dict
+        Per unordered pair (lo, hi) of indices: the recorded outcomes for ``lo`` and their weights
+        (1 per judgment, or the count of each outcome).
+    metadata : dict
+        Per pair, per record: (task id, judge, order as seen from ``lo``), or None for counts.
+    dropped : tuple of str
+        Policies of the data left out by the dense-subset restriction.
+    seed : int or numpy Generator, optional
+        Source of randomness.
+    """
+
+    def __init__(
+        self,
+        policies: Sequence[str],
+        outcomes: dict[tuple[int, int], NDArray[np.float64]],
+        weights: dict[tuple[int, int], NDArray[np.float64]],
+        metadata: dict[tuple[int, int], list[tuple[str | None, str | None, str | None]] | None],
+        dropped: tuple[str, ...] = (),
+        seed: int | np.random.Generator | None = None,
+    ) -> None:
+        self.policies = tuple(policies)
+        self.dropped = dropped
+        self.rng = np.random.default_rng(seed)
+        self._outcomes = outcomes
+        self._cumulative = {pair: np.cumsum(w) for pair, w in weights.items()}
+        self._metadata = metadata
+
+    # ---- construction --------------------------------------------------------------------------
+    @classmethod
+    def from_judgments(
+        cls,
+        judgments: Sequence[Judgment],
+        policies: Sequence[str] | None = None,
+        *,
+        dense_subset: bool = False,
+        min_pair_records: int = 1,
+        seed: int | np.random.Generator | None = None,
+    ) -> ReplayEnvironment:
+        """Replay individual judgments.
+
+        Parameters
+        ----------
+        judgments : sequence of Judgment
+            The records.
+        policies : sequence of str, optional
+            Policies to compare (default: every policy in the records, in order of appearance).
+        dense_subset : bool
+            Drop policies until every pair has ``min_pair_records`` records, instead of refusing.
+        min_pair_records : int
+            Records a pair needs.
+        seed : int or numpy Generator, optional
+            Source of randomness.
+
+        Raises
+        ------
+        ReplayError
+            For unknown policy names, or a pair without enough records (unless ``dense_subset``).
+        """
+        present = list(dict.fromkeys(n for j in judgments for n in (j.policy_a, j.policy_b)))
+        records = [
+            (j.policy_a, j.policy_b, j.outcome, 1.0, (j.task_id, j.judge, j.order))
+            for j in judgments
+        ]
+        return cls._build(present, records, policies, dense_subset, min_pair_records, seed, True)
+
+    @classmethod
+    def from_counts(
+        cls,
+        counts: Sequence[PairCount],
+        policies: Sequence[str] | None = None,
+        *,
+        dense_subset: bool = False,
+        min_pair_records: int = 1,
+        seed: int | np.random.Generator | None = None,
+    ) -> ReplayEnvironment:
+        """Replay aggregated pair counts (parameters as :meth:`from_judgments`)."""
+        present = list(dict.fromkeys(n for c in counts for n in (c.policy_a, c.policy_b)))
+        records = [
+            (c.policy_a, c.policy_b, outcome, float(weight), None)
+            for c in counts
+            for outcome, weight in ((1.0, c.wins), (0.0, c.losses), (0.5, c.ties))
+            if weight > 0
+        ]
+        return cls._build(present, records, policies, dense_subset, min_pair_records, seed, False)
+
+    @classmethod
+    def _build(
+        cls,
+        present: list[str],
+        records: list[
+            tuple[str, str, float, float, tuple[str | None, str | None, str | None] | None]
+        ],
+        policies: Sequence[str] | None,
+        dense_subset: bool,
+        min_pair_records: int,
+        seed: int | np.random.Generator | None,
+        keep_metadata: bool,
+    ) -> ReplayEnvironment:
+        chosen = list(present) if policies is None else list(policies)
+        unknown = [name for name in chosen if name not in present]
+        if unknown:
+            raise ReplayError(
+                f"unknown policies {unknown}: the replay data has no record of them; "
+                f"known policies: {', '.join(sorted(present))}"
+            )
+        index = {name: k for k, name in enumerate(chosen)}
+        record_counts = np.zeros((len(chosen), len(chosen)))
+        for policy_a, policy_b, _, weight, _ in records:
+            if policy_a in index and policy_b in index:
+                record_counts[index[policy_a], index[policy_b]] += weight
+                record_counts[index[policy_b], index[policy_a]] += weight
+        dropped: tuple[str, ...] = ()
+        if dense_subset:
+            kept = dense_policy_subset(record_counts, min_pair_records)
+            dropped = tuple(chosen[k] for k in range(len(chosen)) if k not in set(kept))
+            chosen = [chosen[k] for k in kept]
+            index = {name: k for k, name in enumerate(chosen)}
+            if len(chosen) < 2:
+                raise ReplayError(
+                    f"no two policies have {min_pair_records} records of their pair; "
+                    "lower min_pair_records"
+                )
+        else:
+            _require_every_pair(chosen, record_counts, min_pair_records)
+        pooled: dict[tuple[int, int], list[tuple[float, float, Any]]] = {}
+        for policy_a, policy_b, outcome, weight, meta in records:
+            if policy_a not in index or policy_b not in index:
+                continue
+            a, b = index[policy_a], index[policy_b]
+            if a < b:
+                pooled.setdefault((a, b), []).append((outcome, weight, meta))
+            else:
+                order = None if meta is None else meta[2]
+                flipped = None if meta is None else (meta[0], meta[1], _flip(order))
+                pooled.setdefault((b, a), []).append((1.0 - outcome, weight, flipped))
+        outcomes = {pair: np.array([r[0] for r in rows]) for pair, rows in pooled.items()}
+        weights = {pair: np.array([r[1] for r in rows]) for pair, rows in pooled.items()}
+        metadata = {
+            pair: ([r[2] for r in rows] if keep_metadata else None) for pair, rows in pooled.items()
+        }
+        return cls(chosen, outcomes, weights, metadata, dropped, seed)
+
+    # ---- comparisons ---------------------------------------------------------------------------
+    def record_count(self, a: int, b: int) -> float:
+        """Number of records of the pair (a, b)."""
+        pair = (min(a, b), max(a, b))
+        return float(self._cumulative[pair][-1]) if pair in self._cumulative else 0.0
+
+    def compare(self, a: int, b: int) -> Comparison:
+        if a == b or not (0 <= a < len(self.policies) and 0 <= b < len(self.policies)):
+            raise ReplayError(f"no such pair ({a}, {b}) among {len(self.policies)} policies")
+        pair = (min(a, b), max(a, b))
+        if pair not in self._cumulative:
+            raise ReplayError(
+                f"no records of the pair ({self.policies[a]!r}, {self.policies[b]!r}); "
+                "choose policies whose pairs all have records, or use the dense subset"
+            )
+        cumulative = self._cumulative[pair]
+        record = int(np.searchsorted(cumulative, self.rng.random() * cumulative[-1], side="right"))
+        outcome = float(self._outcomes[pair][record])
+        metadata = self._metadata[pair]
+        task_id = judge = order = None
+        if metadata is not None:
+            task_id, judge, order = metadata[record]
+        if a != pair[0]:
+            outcome, order = 1.0 - outcome, _flip(order)
+        return Comparison(outcome=outcome, task_id=task_id, order=order, raw=judge)
+
+
+def _flip(order: str | None) -> str | None:
+    return None if order is None else ("ba" if order == "ab" else "ab")
+
+
+def _require_every_pair(names: list[str], record_counts: NDArray[np.float64], needed: int) -> None:
+    missing = [
+        (names[a], names[b])
+        for a in range(len(names))
+        for b in range(a + 1, len(names))
+        if record_counts[a, b] < needed
+    ]
+    if missing:
+        shown = ", ".join(f"({a}, {b})" for a, b in missing[:5])
+        more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
+        raise ReplayError(
+            f"{len(missing)} pairs have fewer than {needed} records, so replay cannot compare "
+            f"them: {shown}{more}. Fix: list policies whose pairs all have records, or set "
+            "environment.dense_subset: true (--dense-subset) to drop policies until they do"
+        )
+
+
+def dense_policy_subset(record_counts: NDArray[np.float64], min_pair_records: int = 1) -> list[int]:
+    """A large subset of policies in which every pair has at least ``min_pair_records`` records.
+
+    Greedy: repeatedly drop the policy with the most deficient pairs (ties: the one with fewer
+    records in total, then the later one). Deterministic.
+
+    Parameters
+    ----------
+    record_counts : ndarray
+        Symmetric K×K matrix of records per pair.
+    min_pair_records : int
+        Records each kept pair needs.
+
+    Returns
+    -------
+    list of int
+        Indices of the kept policies, in increasing order.
+    """
+    kept = list(range(record_counts.shape[0]))
+    while len(kept) > 1:
+        sub = record_counts[np.ix_(kept, kept)]
+        deficient = (sub < min_pair_records).sum(axis=1) - (np.diag(sub) < min_pair_records)
+        if deficient.max() == 0:
+            break
+        worst = max(range(len(kept)), key=lambda k: (deficient[k], -sub[k].sum(), k))
+        kept.pop(worst)
+    return kept

@@ -1,0 +1,443 @@
+"""The synchronous runner: ask → compare → store → tell, and resume by replaying the store.
+
+Determinism. The experiment's sampling rule draws from one generator seeded with the configured
+seed, and it is driven by the same sequence of ask/tell calls on every run; the environment is
+reseeded before comparison number ``seq`` with (seed, seq). So every comparison is a function of
+(seed, sequence number) alone, and a run killed at any instant then resumed performs exactly the
+comparisons of an uninterrupted run: the stored ones are replayed (and checked against what the
+experiment asks), the missing ones are run.
+
+Interruption. SIGINT or SIGTERM asks the runner to stop: the comparison in flight is finished and
+committed, the experiment is marked ``interrupted``, and ``llmpo resume`` continues it. A second
+SIGINT stops at once (the comparison in flight is then lost, never half-stored).
+"""
+
+from __future__ import annotations
+
+import math
+import secrets
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from llmpo.config import (
+    ConfigError,
+    ExperimentConfig,
+    ReplayEnvironmentConfig,
+    SyntheticEnvironmentConfig,
+)
+from llmpo.datasets import load_arena_counts, load_pandalm
+from llmpo.environments.base import Environment
+from llmpo.environments.replay import (
+    ReplayEnvironment,
+    detect_format,
+    read_judgments,
+    read_pair_counts,
+)
+from llmpo.environments.synthetic import SyntheticEnvironment
+from llmpo.experiment import Experiment, Result
+from llmpo.instances import load_instance, make_unstructured_instance
+from llmpo.spaces import Space, Unstructured
+from llmpo.store import ComparisonRecord, ExperimentRecord, Store, StoreError
+
+#: Shown when no estimate of the remaining comparisons exists yet.
+UNKNOWN = None
+
+
+@dataclass(frozen=True)
+class Progress:
+    """What a progress display shows after a comparison.
+
+    Attributes
+    ----------
+    n_comparisons : int
+        Comparisons told so far (replayed ones included).
+    max_comparisons : int or None
+        The budget.
+    leader : str
+        The current best policy.
+    min_margin : float
+        Smallest GLR statistic − threshold over the leader's rivals (> 0 everywhere: certified).
+    binding_rival : str
+        The rival with that smallest margin.
+    estimated_remaining : int or None
+        Rough comparisons still needed, extrapolating each rival's statistic linearly; None
+        before every rival has evidence.
+    cost_usd : float or None
+        Money spent so far, when the environment reports it.
+    elapsed_seconds : float
+        Wall time of this process so far.
+    """
+
+    n_comparisons: int
+    max_comparisons: int | None
+    leader: str
+    min_margin: float
+    binding_rival: str
+    estimated_remaining: int | None
+    cost_usd: float | None
+    elapsed_seconds: float
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    """How a run (or a resumed run) ended."""
+
+    experiment_id: int
+    status: str
+    result: Result
+    replayed: int
+    new_comparisons: int
+
+    def to_dict(self, store: str) -> dict[str, Any]:
+        """The JSON form printed by ``llmpo run --json``."""
+        return {
+            "experiment_id": self.experiment_id,
+            "store": store,
+            "status": self.status,
+            "winner": self.result.best_name,
+            **self.result.to_dict(),
+            "replayed_comparisons": self.replayed,
+            "new_comparisons": self.new_comparisons,
+        }
+
+
+# ---- building the pieces -------------------------------------------------------------------------
+def build_environment(config: ExperimentConfig, seed: int | None = None) -> Environment:
+    """The environment a configuration describes, restricted to its policies.
+
+    Raises
+    ------
+    ConfigError
+        When the environment's data cannot be read or used; the message names the file.
+    """
+    environment = config.environment
+    wanted = config.policy_names
+    try:
+        if isinstance(environment, SyntheticEnvironmentConfig):
+            instance = load_instance(environment.instance, require_winner=False)
+            if wanted is not None:
+                unknown = [name for name in wanted if name not in instance.policies]
+                if unknown:
+                    raise ConfigError(
+                        f"policies: unknown {unknown}; {environment.instance} has "
+                        f"{', '.join(instance.policies)}"
+                    )
+                keep = [instance.policies.index(name) for name in wanted]
+                instance = make_unstructured_instance(
+                    instance.win_prob[keep][:, keep],
+                    wanted,
+                    instance.tie_prob[keep][:, keep],
+                    require_winner=False,
+                )
+            return SyntheticEnvironment(instance, seed)
+        return _replay_environment(environment, wanted, seed)
+    except ValueError as error:  # InstanceError, ReplayError, DatasetError
+        if isinstance(error, ConfigError):
+            raise
+        raise ConfigError(f"environment: {error}") from None
+
+
+def _replay_environment(
+    environment: ReplayEnvironmentConfig, wanted: list[str] | None, seed: int | None
+) -> ReplayEnvironment:
+    data_format = environment.format
+    if data_format == "auto":
+        if environment.path is None:
+            raise ConfigError("environment.path: required unless format is arena")
+        data_format = detect_format(environment.path)
+    options: dict[str, Any] = {
+        "dense_subset": environment.dense_subset,
+        "min_pair_records": environment.min_pair_records,
+        "seed": seed,
+    }
+    if data_format == "judgments":
+        judgments = read_judgments(environment.path)  # type: ignore[arg-type]
+        return ReplayEnvironment.from_judgments(judgments, wanted, **options)
+    if data_format == "pandalm":
+        judgments = load_pandalm(environment.path)  # type: ignore[arg-type]
+        return ReplayEnvironment.from_judgments(judgments, wanted, **options)
+    counts = (
+        load_arena_counts(environment.path)
+        if data_format == "arena"
+        else read_pair_counts(environment.path)  # type: ignore[arg-type]
+    )
+    return ReplayEnvironment.from_counts(counts, wanted, **options)
+
+
+def build_space(config: ExperimentConfig, policies: tuple[str, ...]) -> Space:
+    """The policy space of a configuration over the environment's policies.
+
+    Raises
+    ------
+    ConfigError
+        For a structured space when this llmpo has none.
+    """
+    if config.space == "unstructured":
+        return Unstructured(policies)
+    raise ConfigError(
+        "space: 'structured' is not available in this version of llmpo. "
+        "Fix: use space: unstructured"
+    )
+
+
+def build_experiment(config: ExperimentConfig, policies: tuple[str, ...]) -> Experiment:
+    """The ask/tell experiment of a resolved configuration.
+
+    Raises
+    ------
+    ConfigError
+        For an unknown strategy or threshold, or an invalid combination of options.
+    """
+    try:
+        return Experiment(
+            build_space(config, policies),
+            config.delta,
+            config.strategy,
+            threshold=config.threshold,
+            epsilon=config.epsilon,
+            assume_condorcet=config.assume_condorcet,
+            max_comparisons=config.max_comparisons,
+            seed=config.seed,
+        )
+    except ConfigError:
+        raise
+    except ValueError as error:
+        raise ConfigError(f"configuration: {error}") from None
+
+
+def start_experiment(config: ExperimentConfig, store: Store) -> int:
+    """Validate a configuration against its data, record a new experiment and return its id.
+
+    The saved configuration is the resolved one, with the seed drawn now when none was given.
+    """
+    resolved = (
+        config
+        if config.seed is not None
+        else config.model_copy(update={"seed": secrets.randbits(32)})
+    )
+    environment = build_environment(resolved)
+    build_experiment(resolved, environment.policies)  # fail on bad options before storing
+    experiment_id = store.create_experiment(
+        resolved.to_json(), list(environment.policies), resolved.name
+    )
+    dropped = getattr(environment, "dropped", ())
+    if dropped:
+        store.add_event(experiment_id, "dense_subset", {"dropped": list(dropped)})
+    return experiment_id
+
+
+def find_experiment(config: ExperimentConfig, store: Store) -> ExperimentRecord | None:
+    """The latest stored experiment started from this configuration (any seed if it has none)."""
+    wanted = config.to_json()
+    for record in reversed(store.experiments()):
+        stored = dict(record.config)
+        if config.seed is None:
+            stored["seed"] = None
+        if stored == wanted:
+            return record
+    return None
+
+
+# ---- running -------------------------------------------------------------------------------------
+class Runner:
+    """Runs (or resumes) one stored experiment to its end.
+
+    Parameters
+    ----------
+    store : Store
+        The store, opened as writer.
+    experiment_id : int
+        The experiment to run.
+    on_progress : callable, optional
+        Called with a :class:`Progress` at most every ``progress_interval`` seconds and at the end.
+    progress_interval : float
+        Seconds between progress reports.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        experiment_id: int,
+        on_progress: Callable[[Progress], None] | None = None,
+        progress_interval: float = 0.5,
+    ) -> None:
+        self.store = store
+        self.record = store.experiment(experiment_id)
+        try:
+            self.config = ExperimentConfig.model_validate(self.record.config)
+        except ValueError:
+            raise StoreError(
+                f"{store.path}: experiment {experiment_id} has a configuration this llmpo "
+                "cannot read"
+            ) from None
+        if self.config.seed is None:
+            raise StoreError(f"{store.path}: experiment {experiment_id} has no seed; cannot resume")
+        self.seed = self.config.seed
+        self.environment = build_environment(self.config)
+        if list(self.environment.policies) != self.record.policies:
+            raise StoreError(
+                f"experiment {experiment_id}: its data now gives policies "
+                f"{list(self.environment.policies)}, but it ran on {self.record.policies}; "
+                "the data changed since it started, so it cannot be resumed"
+            )
+        self.experiment = build_experiment(self.config, self.environment.policies)
+        self.on_progress = on_progress
+        self.progress_interval = progress_interval
+        self._stop_requested = threading.Event()
+        self._cost_usd: float | None = None
+
+    def request_stop(self) -> None:
+        """Stop after the comparison in flight is committed (what Ctrl-C does)."""
+        self._stop_requested.set()
+
+    def run(self) -> RunOutcome:
+        """Replay the stored comparisons, then run new ones until the experiment is done.
+
+        Raises
+        ------
+        StoreError
+            When the stored comparisons diverge from what the experiment asks (the code or the
+            data changed since they were stored).
+        """
+        stored = self.store.comparisons(self.record.id)
+        for record in stored:
+            if record.cost_usd is not None:
+                self._cost_usd = (self._cost_usd or 0.0) + record.cost_usd
+        experiment_id = self.record.id
+        if self.record.status in ("running", "interrupted"):
+            self.store.set_status(
+                experiment_id,
+                "running",
+                event="resumed" if stored else "started",
+                detail={"stored_comparisons": len(stored)},
+            )
+        started = time.monotonic()
+        last_report = -math.inf
+        sequence = 0
+        new = 0
+        with self._stop_on_signals():
+            while not self.experiment.done and not self._stop_requested.is_set():
+                for a, b in self.experiment.ask(self.config.batch_size):
+                    if self.experiment.done:
+                        break
+                    sequence += 1
+                    if sequence <= len(stored):
+                        outcome = self._replayed(stored[sequence - 1], a, b)
+                    elif self._stop_requested.is_set():
+                        break
+                    else:
+                        outcome = self._compare_and_store(sequence, a, b)
+                        new += 1
+                    self.experiment.tell(a, b, outcome)
+                    now = time.monotonic()
+                    if self.on_progress is not None and now - last_report >= self.progress_interval:
+                        last_report = now
+                        self.on_progress(self.progress(now - started))
+        if sequence < len(stored):
+            raise StoreError(
+                f"experiment {experiment_id}: the store holds {len(stored)} comparisons but the "
+                f"experiment stopped after {sequence}; the code or data changed since they were run"
+            )
+        result = self.experiment.result
+        if self.experiment.done:
+            status = str(result.stop_reason)
+            self.store.set_status(
+                experiment_id,
+                status,
+                result.to_dict(),
+                event="finished",
+                detail={"comparisons": result.n_comparisons},
+            )
+        else:
+            status = "interrupted"
+            self.store.set_status(
+                experiment_id, status, event="interrupted", detail={"comparisons": sequence}
+            )
+        if self.on_progress is not None:
+            self.on_progress(self.progress(time.monotonic() - started))
+        return RunOutcome(experiment_id, status, result, min(sequence, len(stored)), new)
+
+    def _replayed(self, record: ComparisonRecord, a: int, b: int) -> float:
+        if (record.policy_a, record.policy_b) != (a, b):
+            raise StoreError(
+                f"experiment {self.record.id}: stored comparison #{record.seq} is of "
+                f"({record.policy_a}, {record.policy_b}) but the experiment now asks ({a}, {b}); "
+                "the code or the data changed since it was stored, so it cannot be resumed"
+            )
+        return record.outcome
+
+    def _compare_and_store(self, sequence: int, a: int, b: int) -> float:
+        self.environment.reseed((self.seed, sequence))
+        started_at = time.time()
+        comparison = self.environment.compare(a, b)
+        if self.config.environment.latency_seconds:
+            time.sleep(self.config.environment.latency_seconds)
+        record = ComparisonRecord(
+            seq=sequence,
+            policy_a=a,
+            policy_b=b,
+            outcome=comparison.outcome,
+            task_id=comparison.task_id,
+            order=comparison.order,
+            raw=comparison.raw,
+            started_at=started_at,
+            finished_at=time.time(),
+            cost_usd=comparison.cost_usd,
+            input_tokens=comparison.input_tokens,
+            output_tokens=comparison.output_tokens,
+        )
+        self.store.append_comparison(self.record.id, record)  # committed before it is told
+        if comparison.cost_usd is not None:
+            self._cost_usd = (self._cost_usd or 0.0) + comparison.cost_usd
+        return comparison.outcome
+
+    def progress(self, elapsed_seconds: float) -> Progress:
+        """The current state, for a progress display."""
+        certificate = self.experiment.model.certificate()
+        margins = certificate.statistics - certificate.thresholds
+        binding = int(margins.argmin())
+        counts = self.experiment.model.counts()[certificate.leader, certificate.rivals]
+        remaining: int | None = 0
+        for statistic, threshold, count in zip(
+            certificate.statistics, certificate.thresholds, counts, strict=True
+        ):
+            if statistic > threshold:
+                continue
+            if statistic <= 0 or count == 0:
+                remaining = UNKNOWN
+                break
+            remaining += math.ceil(threshold * count / statistic - count)  # type: ignore[operator]
+        policies = self.environment.policies
+        return Progress(
+            n_comparisons=self.experiment.n_comparisons,
+            max_comparisons=self.config.max_comparisons,
+            leader=policies[certificate.leader],
+            min_margin=float(margins[binding]),
+            binding_rival=policies[int(certificate.rivals[binding])],
+            estimated_remaining=remaining,
+            cost_usd=self._cost_usd,
+            elapsed_seconds=elapsed_seconds,
+        )
+
+    @contextmanager
+    def _stop_on_signals(self) -> Iterator[None]:
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+
+        def handle(signum: int, frame: object) -> None:
+            if signum == signal.SIGINT and self._stop_requested.is_set():
+                raise KeyboardInterrupt
+            self.request_stop()
+
+        previous = {sig: signal.signal(sig, handle) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)

@@ -1,0 +1,468 @@
+"""The experiment store: one SQLite file per project (stdlib ``sqlite3``, WAL journal).
+
+Tables (schema version 1):
+
+- ``experiments``: id, name, status (``running`` | ``interrupted`` | ``certified`` | ``budget``),
+  the resolved configuration (JSON), the policy names, the llmpo version that created it, and the
+  final result (JSON) once done;
+- ``comparisons``: one row per judged comparison, keyed by (experiment, sequence number): pair,
+  task, presentation order, outcome, the judge's raw verdict, timings and cost fields;
+- ``events``: what happened to an experiment and when (created, resumed, interrupted, finished).
+
+Every comparison is committed before its outcome is told to the experiment, so a run killed at any
+instant loses at most the comparison in flight and resumes by replaying the store. The file is
+marked with an SQLite ``application_id`` and its schema version in ``user_version``; a file of
+another application, a corrupt file, or a store of a newer schema is refused without being changed,
+and an older schema is migrated in one transaction. One process writes a store at a time: a second
+writer is refused with the first one's process id (readers — reports, exports — never wait).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - not POSIX
+    fcntl = None  # type: ignore[assignment]
+
+from llmpo import __version__
+
+#: "llpo" in ASCII, written in the SQLite header of every llmpo store.
+APPLICATION_ID = 0x6C6C706F
+SCHEMA_VERSION = 1
+STATUSES = ("running", "interrupted", "certified", "budget")
+
+_SCHEMA_V1 = """
+CREATE TABLE experiments (
+    id INTEGER PRIMARY KEY,
+    name TEXT,
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL,
+    status TEXT NOT NULL,
+    code_version TEXT NOT NULL,
+    config TEXT NOT NULL,
+    policies TEXT NOT NULL,
+    result TEXT
+);
+CREATE TABLE comparisons (
+    experiment_id INTEGER NOT NULL REFERENCES experiments(id),
+    seq INTEGER NOT NULL,
+    policy_a INTEGER NOT NULL,
+    policy_b INTEGER NOT NULL,
+    task_id TEXT,
+    presentation_order TEXT,
+    outcome REAL NOT NULL CHECK (outcome IN (0.0, 0.5, 1.0)),
+    raw TEXT,
+    started_at REAL,
+    finished_at REAL,
+    cost_usd REAL,
+    input_tokens INTEGER,
+    output_tokens INTEGER,
+    PRIMARY KEY (experiment_id, seq)
+) WITHOUT ROWID;
+CREATE TABLE events (
+    id INTEGER PRIMARY KEY,
+    experiment_id INTEGER REFERENCES experiments(id),
+    at TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    detail TEXT
+);
+"""
+
+
+def _create_schema_v1(connection: sqlite3.Connection) -> None:
+    for statement in _SCHEMA_V1.split(";"):
+        if statement.strip():
+            connection.execute(statement)
+
+
+#: MIGRATIONS[v] brings a store from schema v − 1 to v (v = 1 creates it), inside a transaction.
+MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {1: _create_schema_v1}
+
+
+class StoreError(RuntimeError):
+    """A store that cannot be used (corrupt, foreign, newer, busy, missing), with the fix."""
+
+
+@dataclass(frozen=True)
+class ExperimentRecord:
+    """One stored experiment."""
+
+    id: int
+    name: str | None
+    created_at: str
+    updated_at: str
+    status: str
+    code_version: str
+    config: dict[str, Any]
+    policies: list[str]
+    result: dict[str, Any] | None
+
+
+@dataclass(frozen=True)
+class ComparisonRecord:
+    """One stored comparison; ``outcome`` is for ``policy_a`` (1 win, ½ tie, 0 loss)."""
+
+    seq: int
+    policy_a: int
+    policy_b: int
+    outcome: float
+    task_id: str | None = None
+    order: str | None = None
+    raw: Any = None
+    started_at: float | None = None
+    finished_at: float | None = None
+    cost_usd: float | None = None
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+
+
+COMPARISON_COLUMNS = (
+    "seq",
+    "policy_a",
+    "policy_b",
+    "outcome",
+    "task_id",
+    "presentation_order",
+    "raw",
+    "started_at",
+    "finished_at",
+    "cost_usd",
+    "input_tokens",
+    "output_tokens",
+)
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
+
+
+class Store:
+    """An llmpo store file.
+
+    Parameters
+    ----------
+    path : str or Path
+        The SQLite file; created (with its schema) when missing unless ``readonly``.
+    readonly : bool
+        Open for reading only (reports, exports): no lock, no migration, no change.
+    writer : bool
+        Take the store's writer lock (a ``.lock`` file beside it), so that one process at a time
+        runs experiments in it.
+
+    Raises
+    ------
+    StoreError
+        For a missing (read-only), corrupt, foreign or newer-schema file, or a store that another
+        process is writing; the file is left unchanged.
+    """
+
+    def __init__(self, path: str | Path, *, readonly: bool = False, writer: bool = False) -> None:
+        self.path = Path(path)
+        self._lock_handle: Any = None
+        if readonly and not self.path.is_file():
+            raise StoreError(f"{self.path}: no such store. Fix: check the path.")
+        if self.path.is_dir():
+            raise StoreError(f"{self.path}: is a folder, not a store file")
+        try:
+            uri = f"file:{self.path}?mode={'ro' if readonly else 'rwc'}"
+            self.connection = sqlite3.connect(uri, uri=True, isolation_level=None, timeout=10.0)
+        except sqlite3.Error as error:
+            raise StoreError(f"{self.path}: cannot open ({error})") from None
+        try:
+            version = self._inspect()
+            if readonly:
+                if version < SCHEMA_VERSION:
+                    raise StoreError(
+                        f"{self.path}: store of schema v{version}; open it once with "
+                        "'llmpo resume' to migrate it, then read it"
+                    )
+            else:
+                if writer:
+                    self._lock()
+                self.connection.execute("PRAGMA journal_mode=WAL")
+                self.connection.execute("PRAGMA synchronous=NORMAL")
+                self._migrate()
+            self.connection.execute("PRAGMA foreign_keys=ON")
+        except BaseException:
+            self.close()
+            raise
+
+    # ---- opening -------------------------------------------------------------------------------
+    def _inspect(self) -> int:
+        """Check that the file is an llmpo store (or empty) without changing it; its version."""
+        try:
+            application = self.connection.execute("PRAGMA application_id").fetchone()[0]
+            version = self.connection.execute("PRAGMA user_version").fetchone()[0]
+            tables = self.connection.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
+        except sqlite3.DatabaseError as error:
+            raise StoreError(
+                f"{self.path}: not a readable SQLite database ({error}); the file is corrupt or "
+                "not a store. Fix: point to an llmpo store, or to a new file name"
+            ) from None
+        if application == 0 and version == 0 and tables == 0:
+            return 0
+        if application != APPLICATION_ID:
+            raise StoreError(
+                f"{self.path}: an SQLite database of another application, not an llmpo store; "
+                "it was not changed. Fix: choose another store path"
+            )
+        if version > SCHEMA_VERSION:
+            raise StoreError(
+                f"{self.path}: written by a newer llmpo (store schema v{version}; this llmpo "
+                f"{__version__} reads up to v{SCHEMA_VERSION}); it was not changed. "
+                "Fix: upgrade llmpo"
+            )
+        return version
+
+    def _migrate(self) -> None:
+        with self._transaction():
+            version = self._inspect()  # again, under the write lock of the transaction
+            for target in range(version + 1, SCHEMA_VERSION + 1):
+                MIGRATIONS[target](self.connection)
+                self.connection.execute(f"PRAGMA user_version={target}")
+            if version == 0:
+                self.connection.execute(f"PRAGMA application_id={APPLICATION_ID}")
+
+    def _lock(self) -> None:
+        if fcntl is None:  # pragma: no cover - not POSIX
+            return
+        lock_path = self.path.with_name(self.path.name + ".lock")
+        handle = lock_path.open("a+")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            owner = handle.read().strip() or "unknown"
+            handle.close()
+            raise StoreError(
+                f"{self.path}: in use by another llmpo process (pid {owner}). Fix: wait for it "
+                "to finish (or stop it), or use another store"
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(str(os.getpid()))
+        handle.flush()
+        self._lock_handle = handle
+
+    def close(self) -> None:
+        """Close the connection and release the writer lock."""
+        self.connection.close()
+        if self._lock_handle is not None:
+            self._lock_handle.close()
+            self._lock_handle = None
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """BEGIN IMMEDIATE … COMMIT, rolled back on any exception."""
+        try:
+            self.connection.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as error:
+            raise StoreError(f"{self.path}: cannot write ({error})") from None
+        try:
+            yield self.connection
+        except BaseException:
+            self.connection.execute("ROLLBACK")
+            raise
+        self.connection.execute("COMMIT")
+
+    def _query(self, sql: str, parameters: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        try:
+            return self.connection.execute(sql, parameters).fetchall()
+        except sqlite3.DatabaseError as error:
+            raise StoreError(
+                f"{self.path}: cannot read ({error}); the store may be damaged"
+            ) from None
+
+    # ---- experiments ---------------------------------------------------------------------------
+    def create_experiment(
+        self, config: dict[str, Any], policies: list[str], name: str | None = None
+    ) -> int:
+        """Record a new experiment (status ``running``) and return its id."""
+        now = _now()
+        with self._transaction() as connection:
+            cursor = connection.execute(
+                "INSERT INTO experiments (name, created_at, updated_at, status, code_version, "
+                "config, policies) VALUES (?, ?, ?, 'running', ?, ?, ?)",
+                (name, now, now, __version__, json.dumps(config), json.dumps(policies)),
+            )
+            experiment_id = int(cursor.lastrowid or 0)
+            self._event(connection, experiment_id, "created", {"policies": len(policies)})
+        return experiment_id
+
+    def experiments(self) -> list[ExperimentRecord]:
+        """Every stored experiment, oldest first."""
+        rows = self._query(
+            "SELECT id, name, created_at, updated_at, status, code_version, config, policies, "
+            "result FROM experiments ORDER BY id"
+        )
+        return [
+            ExperimentRecord(
+                row[0],
+                row[1],
+                row[2],
+                row[3],
+                row[4],
+                row[5],
+                json.loads(row[6]),
+                json.loads(row[7]),
+                json.loads(row[8]) if row[8] else None,
+            )
+            for row in rows
+        ]
+
+    def experiment(self, experiment_id: int | None = None) -> ExperimentRecord:
+        """One experiment by id; the latest when ``experiment_id`` is None.
+
+        Raises
+        ------
+        StoreError
+            When there is no such experiment; the message lists the ids present.
+        """
+        records = self.experiments()
+        if not records:
+            raise StoreError(f"{self.path}: holds no experiment yet. Fix: 'llmpo run CONFIG' first")
+        if experiment_id is None:
+            return records[-1]
+        for record in records:
+            if record.id == experiment_id:
+                return record
+        ids = ", ".join(str(r.id) for r in records)
+        raise StoreError(f"{self.path}: no experiment {experiment_id}; it holds {ids}")
+
+    def set_status(
+        self,
+        experiment_id: int,
+        status: str,
+        result: dict[str, Any] | None = None,
+        event: str | None = None,
+        detail: dict[str, Any] | None = None,
+    ) -> None:
+        """Set an experiment's status (and final result), with an optional event, atomically."""
+        if status not in STATUSES:
+            raise ValueError(f"status must be one of {STATUSES}, got {status!r}")
+        with self._transaction() as connection:
+            connection.execute(
+                "UPDATE experiments SET status = ?, updated_at = ?, result = ? WHERE id = ?",
+                (status, _now(), json.dumps(result) if result is not None else None, experiment_id),
+            )
+            if event is not None:
+                self._event(connection, experiment_id, event, detail)
+
+    # ---- comparisons ---------------------------------------------------------------------------
+    def append_comparison(self, experiment_id: int, record: ComparisonRecord) -> None:
+        """Commit one comparison; its sequence number must follow the last stored one.
+
+        Raises
+        ------
+        StoreError
+            When the sequence number would leave a gap or repeat one.
+        """
+        with self._transaction() as connection:
+            last = connection.execute(
+                "SELECT coalesce(max(seq), 0) FROM comparisons WHERE experiment_id = ?",
+                (experiment_id,),
+            ).fetchone()[0]
+            if record.seq != last + 1:
+                raise StoreError(
+                    f"{self.path}: experiment {experiment_id} has {last} comparisons; cannot "
+                    f"store comparison #{record.seq} (is another process running it?)"
+                )
+            connection.execute(
+                f"INSERT INTO comparisons (experiment_id, {', '.join(COMPARISON_COLUMNS)}) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    experiment_id,
+                    record.seq,
+                    record.policy_a,
+                    record.policy_b,
+                    record.outcome,
+                    record.task_id,
+                    record.order,
+                    None if record.raw is None else json.dumps(record.raw, default=str),
+                    record.started_at,
+                    record.finished_at,
+                    record.cost_usd,
+                    record.input_tokens,
+                    record.output_tokens,
+                ),
+            )
+
+    def iter_comparisons(self, experiment_id: int) -> Iterator[ComparisonRecord]:
+        """The experiment's comparisons in sequence order."""
+        try:
+            cursor = self.connection.execute(
+                f"SELECT {', '.join(COMPARISON_COLUMNS)} FROM comparisons "
+                "WHERE experiment_id = ? ORDER BY seq",
+                (experiment_id,),
+            )
+            for row in cursor:
+                yield ComparisonRecord(
+                    row[0],
+                    row[1],
+                    row[2],
+                    row[3],
+                    row[4],
+                    row[5],
+                    json.loads(row[6]) if row[6] is not None else None,
+                    *row[7:],
+                )
+        except sqlite3.DatabaseError as error:
+            raise StoreError(
+                f"{self.path}: cannot read ({error}); the store may be damaged"
+            ) from None
+
+    def comparisons(self, experiment_id: int) -> list[ComparisonRecord]:
+        """The experiment's comparisons in sequence order, as a list."""
+        return list(self.iter_comparisons(experiment_id))
+
+    def comparison_count(self, experiment_id: int) -> int:
+        """How many comparisons are stored for the experiment."""
+        return int(
+            self._query(
+                "SELECT count(*) FROM comparisons WHERE experiment_id = ?", (experiment_id,)
+            )[0][0]
+        )
+
+    # ---- events --------------------------------------------------------------------------------
+    @staticmethod
+    def _event(
+        connection: sqlite3.Connection,
+        experiment_id: int | None,
+        kind: str,
+        detail: dict[str, Any] | None,
+    ) -> None:
+        connection.execute(
+            "INSERT INTO events (experiment_id, at, kind, detail) VALUES (?, ?, ?, ?)",
+            (experiment_id, _now(), kind, json.dumps(detail) if detail is not None else None),
+        )
+
+    def add_event(
+        self, experiment_id: int | None, kind: str, detail: dict[str, Any] | None = None
+    ) -> None:
+        """Record an event (committed at once)."""
+        with self._transaction() as connection:
+            self._event(connection, experiment_id, kind, detail)
+
+    def events(self, experiment_id: int) -> list[tuple[str, str, dict[str, Any] | None]]:
+        """The experiment's events: (time, kind, detail), oldest first."""
+        rows = self._query(
+            "SELECT at, kind, detail FROM events WHERE experiment_id = ? ORDER BY id",
+            (experiment_id,),
+        )
+        return [(at, kind, json.loads(detail) if detail else None) for at, kind, detail in rows]
