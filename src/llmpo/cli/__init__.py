@@ -14,5 +14,6 @@ app = typer.Typer(
 
 # Command modules register themselves on `app` when imported.
 from llmpo.cli import core as _core  # noqa: E402,F401
+from llmpo.cli import experiments as _experiments  # noqa: E402,F401
 
 __all__ = ["app"]

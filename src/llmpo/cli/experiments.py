@@ -1,0 +1,302 @@
+"""Commands for real experiments: ``run``, ``resume``, ``report`` and ``export``."""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.live import Live
+from rich.text import Text
+
+from llmpo.cli import app
+from llmpo.config import ConfigError, load_config
+from llmpo.environments.replay import ReplayError
+from llmpo.report import build_report, render_html, render_markdown
+from llmpo.runner import Progress, Runner, RunOutcome, find_experiment, start_experiment
+from llmpo.store import COMPARISON_COLUMNS, Store, StoreError
+
+error_console = Console(stderr=True)
+USER_ERRORS = (ConfigError, StoreError, ReplayError)
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as one JSON object.")]
+StoreArg = Annotated[Path, typer.Argument(help="The SQLite store file.")]
+IdArg = Annotated[
+    int | None, typer.Argument(help="Experiment id (default: the latest in the store).")
+]
+
+
+class ReportFormat(StrEnum):
+    """Formats of ``llmpo report``."""
+
+    html = "html"
+    md = "md"
+    json = "json"
+
+
+class ExportFormat(StrEnum):
+    """Formats of ``llmpo export``."""
+
+    csv = "csv"
+    parquet = "parquet"
+
+
+def _fail(message: str, code: int = 2) -> typer.Exit:
+    error_console.print(f"[bold red]error:[/] {message}", highlight=False, markup=True)
+    return typer.Exit(code)
+
+
+def _progress_line(progress: Progress) -> str:
+    budget = f"/{progress.max_comparisons:,}" if progress.max_comparisons else ""
+    remaining = (
+        f"~{progress.estimated_remaining:,} to go"
+        if progress.estimated_remaining is not None
+        else "remaining unknown"
+    )
+    cost = f"${progress.cost_usd:.4f}" if progress.cost_usd is not None else "n/a"
+    return (
+        f"{progress.n_comparisons:,}{budget} comparisons · leader {progress.leader} · "
+        f"smallest margin {progress.min_margin:+.2f} (vs {progress.binding_rival}) · "
+        f"{remaining} · cost {cost} · {progress.elapsed_seconds:.1f} s"
+    )
+
+
+class _Display:
+    """Rich live line on a terminal; a plain log line every few seconds otherwise."""
+
+    def __init__(self, quiet: bool) -> None:
+        self.quiet = quiet
+        self.live: Live | None = None
+        if not quiet and error_console.is_terminal:
+            self.live = Live(Text(""), console=error_console, refresh_per_second=4, transient=False)
+            self.live.start()
+
+    @property
+    def interval(self) -> float:
+        return 0.25 if self.live is not None else 5.0
+
+    def __call__(self, progress: Progress) -> None:
+        line = _progress_line(progress)
+        if self.live is not None:
+            self.live.update(Text(line))
+        elif not self.quiet:
+            print(f"[llmpo] {line}", file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        if self.live is not None:
+            self.live.stop()
+
+
+def _execute(store: Store, experiment_id: int, as_json: bool) -> None:
+    display = _Display(quiet=False)
+    runner = Runner(store, experiment_id, on_progress=display, progress_interval=display.interval)
+    try:
+        outcome = runner.run()
+    except KeyboardInterrupt:
+        display.close()
+        store.set_status(experiment_id, "interrupted", event="interrupted", detail={"forced": True})
+        raise _fail(
+            f"stopped at once; resume with: llmpo resume {store.path} {experiment_id}", 130
+        ) from None
+    finally:
+        display.close()
+    _print_outcome(outcome, store.path, as_json)
+    if outcome.status == "interrupted":
+        raise typer.Exit(130)
+
+
+def _print_outcome(outcome: RunOutcome, store_path: Path, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(outcome.to_dict(str(store_path))))
+        return
+    result = outcome.result
+    console = Console()
+    if outcome.status == "interrupted":
+        console.print(
+            f"Interrupted after {result.n_comparisons:,} comparisons (all stored). "
+            f"Resume with: llmpo resume {store_path} {outcome.experiment_id}"
+        )
+        return
+    verdict = "certified" if result.certified else "NOT certified (budget reached)"
+    console.print(
+        f"Experiment {outcome.experiment_id}: best policy [bold]{result.best_name}[/] — "
+        f"{verdict}, {result.n_comparisons:,} comparisons "
+        f"({outcome.replayed:,} replayed from the store, {outcome.new_comparisons:,} new)."
+    )
+    console.print(f"Report: llmpo report {store_path} {outcome.experiment_id}")
+
+
+@app.command()
+def run(
+    config: Annotated[Path, typer.Argument(help="Experiment configuration (YAML).")],
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Continue the interrupted run of this config.")
+    ] = False,
+    as_json: JsonOpt = False,
+    delta: Annotated[float | None, typer.Option(help="Override δ.")] = None,
+    epsilon: Annotated[float | None, typer.Option(help="Override ε.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Override the seed.")] = None,
+    max_comparisons: Annotated[int | None, typer.Option(help="Override the budget.")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Override the batch size.")] = None,
+    strategy: Annotated[str | None, typer.Option(help="Override the sampling rule.")] = None,
+    store: Annotated[Path | None, typer.Option(help="Override the store path.")] = None,
+    dense_subset: Annotated[
+        bool | None,
+        typer.Option(
+            "--dense-subset/--no-dense-subset",
+            help="Replay: drop policies until every pair has records.",
+        ),
+    ] = None,
+) -> None:
+    """Run an experiment from a YAML configuration (command-line flags override the file)."""
+    overrides: dict[str, Any] = {
+        "delta": delta,
+        "epsilon": epsilon,
+        "seed": seed,
+        "max_comparisons": max_comparisons,
+        "batch_size": batch_size,
+        "strategy": strategy,
+        "store": None if store is None else str(store.resolve()),
+        "environment.dense_subset": dense_subset,
+    }
+    try:
+        resolved = load_config(config, overrides)
+        with Store(resolved.store, writer=True) as opened:
+            if resume:
+                record = find_experiment(resolved, opened)
+                if record is None:
+                    raise _fail(
+                        f"{resolved.store} holds no experiment started from {config} with these "
+                        "settings. Fix: run without --resume to start one"
+                    )
+                experiment_id = record.id
+            else:
+                experiment_id = start_experiment(resolved, opened)
+            _execute(opened, experiment_id, as_json)
+    except USER_ERRORS as error:
+        raise _fail(str(error)) from None
+
+
+@app.command("resume")
+def resume_command(store: StoreArg, experiment_id: IdArg = None, as_json: JsonOpt = False) -> None:
+    """Continue an interrupted experiment of a store (the latest by default)."""
+    if not store.is_file():
+        raise _fail(f"{store}: no such store. Fix: check the path")
+    try:
+        with Store(store, writer=True) as opened:
+            _execute(opened, opened.experiment(experiment_id).id, as_json)
+    except USER_ERRORS as error:
+        raise _fail(str(error)) from None
+
+
+@app.command()
+def report(
+    store: StoreArg,
+    experiment_id: IdArg = None,
+    format: Annotated[ReportFormat, typer.Option("--format", help="Output format.")] = (
+        ReportFormat.html
+    ),
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            "--output",
+            "-o",
+            help="Output file (default: STORE-ID.html beside the store for html; else stdout).",
+        ),
+    ] = None,
+) -> None:
+    """Report of a stored experiment: the answer, its certificate, plots and costs."""
+    try:
+        with Store(store, readonly=True) as opened:
+            data = build_report(opened, experiment_id)
+    except USER_ERRORS as error:
+        raise _fail(str(error)) from None
+    if format is ReportFormat.json:
+        text = json.dumps(data, indent=2)
+    elif format is ReportFormat.md:
+        text = render_markdown(data)
+    else:
+        text = render_html(data)
+        if output is None:
+            output = store.with_name(f"{store.stem}-{data['experiment']['id']}.html")
+    if output is None:
+        print(text)
+        return
+    output.write_text(text, encoding="utf-8")
+    Console(stderr=True).print(f"Report written to {output}")
+
+
+@app.command()
+def export(
+    store: StoreArg,
+    format: Annotated[ExportFormat, typer.Option("--format", help="Output format.")] = (
+        ExportFormat.csv
+    ),
+    output: Annotated[
+        Path | None,
+        typer.Option("--output", "-o", help="Output file (default: stdout for csv)."),
+    ] = None,
+    experiment_id: Annotated[
+        int | None, typer.Option("--experiment", help="Only this experiment (default: all).")
+    ] = None,
+) -> None:
+    """Export stored comparisons, one row each, with policy names."""
+    try:
+        with Store(store, readonly=True) as opened:
+            records = (
+                [opened.experiment(experiment_id)]
+                if experiment_id is not None
+                else opened.experiments()
+            )
+            rows = [
+                _export_row(record.id, record.policies, comparison)
+                for record in records
+                for comparison in opened.iter_comparisons(record.id)
+            ]
+    except USER_ERRORS as error:
+        raise _fail(str(error)) from None
+    columns = ["experiment_id", "name_a", "name_b", *COMPARISON_COLUMNS]
+    if format is ExportFormat.parquet:
+        if output is None:
+            raise _fail("parquet needs --output FILE")
+        try:
+            import pyarrow as pa
+            import pyarrow.parquet as pq
+        except ImportError:
+            raise _fail("parquet export needs pyarrow: pip install 'llmpo[parquet]'") from None
+        table = pa.Table.from_pylist(rows) if rows else pa.table({c: [] for c in columns})
+        pq.write_table(table, output)
+        Console(stderr=True).print(f"{len(rows)} comparisons written to {output}")
+        return
+    handle = output.open("w", newline="", encoding="utf-8") if output else sys.stdout
+    writer = csv.DictWriter(handle, fieldnames=columns)
+    writer.writeheader()
+    writer.writerows(rows)
+    if output:
+        handle.close()
+        Console(stderr=True).print(f"{len(rows)} comparisons written to {output}")
+
+
+def _export_row(experiment_id: int, policies: list[str], comparison: Any) -> dict[str, Any]:
+    return {
+        "experiment_id": experiment_id,
+        "name_a": policies[comparison.policy_a],
+        "name_b": policies[comparison.policy_b],
+        "seq": comparison.seq,
+        "policy_a": comparison.policy_a,
+        "policy_b": comparison.policy_b,
+        "outcome": comparison.outcome,
+        "task_id": comparison.task_id,
+        "presentation_order": comparison.order,
+        "raw": None if comparison.raw is None else json.dumps(comparison.raw),
+        "started_at": comparison.started_at,
+        "finished_at": comparison.finished_at,
+        "cost_usd": comparison.cost_usd,
+        "input_tokens": comparison.input_tokens,
+        "output_tokens": comparison.output_tokens,
+    }

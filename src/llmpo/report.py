@@ -1,0 +1,576 @@
+"""Reports of stored experiments: one self-contained HTML page, Markdown or JSON.
+
+Contents: the answer with its certificate (per rival: GLR statistic, threshold, comparisons), the
+estimated win-probability matrix with pointwise 95% KL confidence intervals (heatmap), the
+allocation actually used against the optimal proportions at the estimates, the binding GLR
+statistic against its threshold over time, the savings against uniform sampling estimated from T*,
+and a table of time and cost per policy. The HTML page embeds its plots as PNG images (matplotlib),
+so it can be mailed or archived as one file.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import math
+from typing import Any
+
+import numpy as np
+
+from llmpo.config import ExperimentConfig
+from llmpo.runner import build_space
+from llmpo.stats.bernoulli import kl_bernoulli, kl_lower, kl_upper
+from llmpo.stats.thresholds import make_threshold
+from llmpo.store import ComparisonRecord, ExperimentRecord, Store
+
+#: Pointwise coverage of the intervals shown on the win-probability matrix.
+INTERVAL_LEVEL = 0.95
+TRACE_POINTS = 200
+HEATMAP_ANNOTATION_LIMIT = 8
+ALLOCATION_BARS = 15
+
+
+def _trace_checkpoints(total: int) -> set[int]:
+    if total == 0:
+        return set()
+    points = np.unique(np.geomspace(1, total, num=min(TRACE_POINTS, total)).astype(int))
+    return {int(p) for p in points} | {total}
+
+
+def build_report(store: Store, experiment_id: int | None = None) -> dict[str, Any]:
+    """Everything a report shows, as JSON-ready data.
+
+    Parameters
+    ----------
+    store : Store
+        The store (read-only is enough).
+    experiment_id : int, optional
+        Default: the latest experiment.
+
+    Returns
+    -------
+    dict
+        Keys ``experiment``, ``answer``, ``win_prob``, ``allocation``, ``trace``, ``savings``,
+        ``costs``.
+    """
+    record = store.experiment(experiment_id)
+    config = ExperimentConfig.model_validate(record.config)
+    policies = tuple(record.policies)
+    space = build_space(config, policies)
+    model = space.make_model(
+        config.delta, make_threshold(config.threshold), config.epsilon, config.assume_condorcet
+    )
+    comparisons = store.comparisons(record.id)
+    checkpoints = _trace_checkpoints(len(comparisons))
+    trace: list[dict[str, Any]] = []
+    for comparison in comparisons:
+        model.tell(comparison.policy_a, comparison.policy_b, comparison.outcome)
+        if comparison.seq in checkpoints:
+            certificate = model.certificate()
+            margins = certificate.margins
+            binding = int(margins.argmin())
+            trace.append(
+                {
+                    "comparisons": comparison.seq,
+                    "leader": policies[certificate.leader],
+                    "binding_rival": policies[int(certificate.rivals[binding])],
+                    "statistic": float(certificate.statistics[binding]),
+                    "threshold": float(certificate.thresholds[binding]),
+                }
+            )
+    if record.result is not None:
+        answer = record.result
+    else:
+        certificate = model.certificate()
+        counts = model.counts()
+        answer = {
+            "best": policies[certificate.leader],
+            "best_index": certificate.leader,
+            "certified": False,
+            "stop_reason": None,
+            "n_comparisons": len(comparisons),
+            "rivals": [
+                {
+                    "policy": policies[int(r)],
+                    "statistic": float(s),
+                    "threshold": float(b),
+                    "comparisons": int(counts[certificate.leader, int(r)]),
+                }
+                for r, s, b in zip(
+                    certificate.rivals, certificate.statistics, certificate.thresholds, strict=True
+                )
+            ],
+            "target_proportions": [
+                {"pair": [policies[a], policies[b]], "share": w}
+                for a, b, w in model.target_proportions()
+            ],
+        }
+    counts = model.counts()
+    win_prob = model.win_prob_hat()
+    return {
+        "experiment": _experiment_summary(record),
+        "answer": answer,
+        "win_prob": _win_prob_section(policies, win_prob, counts),
+        "allocation": _allocation_section(policies, counts, answer.get("target_proportions", [])),
+        "trace": trace,
+        "savings": _savings(policies, win_prob, answer, len(comparisons)),
+        "costs": _costs(policies, comparisons),
+        "structured": None,
+    }
+
+
+def _experiment_summary(record: ExperimentRecord) -> dict[str, Any]:
+    return {
+        "id": record.id,
+        "name": record.name,
+        "status": record.status,
+        "created_at": record.created_at,
+        "updated_at": record.updated_at,
+        "code_version": record.code_version,
+        "policies": record.policies,
+        "config": record.config,
+    }
+
+
+def _win_prob_section(
+    policies: tuple[str, ...], win_prob: np.ndarray, counts: np.ndarray
+) -> dict[str, Any]:
+    level = np.where(counts > 0, math.log(2 / (1 - INTERVAL_LEVEL)) / np.maximum(counts, 1), 0.0)
+    lower = np.where(counts > 0, kl_lower(np.clip(win_prob, 0, 1), level), 0.0)
+    upper = np.where(counts > 0, kl_upper(np.clip(win_prob, 0, 1), level), 1.0)
+    np.fill_diagonal(lower, 0.5)
+    np.fill_diagonal(upper, 0.5)
+    return {
+        "policies": list(policies),
+        "estimate": win_prob.tolist(),
+        "lower": np.asarray(lower).tolist(),
+        "upper": np.asarray(upper).tolist(),
+        "counts": counts.astype(int).tolist(),
+        "interval_level": INTERVAL_LEVEL,
+    }
+
+
+def _allocation_section(
+    policies: tuple[str, ...], counts: np.ndarray, targets: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    total = counts.sum() / 2
+    index = {name: k for k, name in enumerate(policies)}
+    target = {
+        (
+            min(index[t["pair"][0]], index[t["pair"][1]]),
+            max(index[t["pair"][0]], index[t["pair"][1]]),
+        ): float(t["share"])
+        for t in targets
+    }
+    rows = []
+    for a in range(len(policies)):
+        for b in range(a + 1, len(policies)):
+            used = float(counts[a, b] / total) if total else 0.0
+            optimal = target.get((a, b), 0.0)
+            if used or optimal:
+                rows.append(
+                    {
+                        "pair": [policies[a], policies[b]],
+                        "comparisons": int(counts[a, b]),
+                        "used_share": used,
+                        "optimal_share": optimal,
+                    }
+                )
+    rows.sort(key=lambda row: -max(row["used_share"], row["optimal_share"]))
+    return rows
+
+
+def _savings(
+    policies: tuple[str, ...], win_prob: np.ndarray, answer: dict[str, Any], used: int
+) -> dict[str, Any] | None:
+    """Comparisons uniform sampling would need, estimated from T* at the estimates."""
+    best = policies.index(answer["best"])
+    rivals = [k for k in range(len(policies)) if k != best]
+    p_best = win_prob[best, rivals]
+    thresholds = [r["threshold"] for r in answer["rivals"] if r["threshold"] is not None]
+    if np.any(p_best <= 0.5) or not thresholds:
+        return None
+    information = np.asarray(kl_bernoulli(p_best, 0.5))
+    threshold = max(thresholds)
+    n_pairs = len(policies) * (len(policies) - 1) / 2
+    t_star = float((1 / information).sum())
+    t_uniform = float(n_pairs / information.min())
+    uniform_estimate = t_uniform * threshold
+    return {
+        "t_star_hat": t_star,
+        "t_uniform_hat": t_uniform,
+        "threshold": threshold,
+        "adaptive_estimate": t_star * threshold,
+        "uniform_estimate": uniform_estimate,
+        "used": used,
+        "saving": 1 - used / uniform_estimate if uniform_estimate else None,
+    }
+
+
+def _costs(policies: tuple[str, ...], comparisons: list[ComparisonRecord]) -> dict[str, Any]:
+    rows = {
+        name: {
+            "policy": name,
+            "comparisons": 0,
+            "wins": 0,
+            "ties": 0,
+            "losses": 0,
+            "seconds": 0.0,
+            "cost_usd": None,
+            "input_tokens": None,
+            "output_tokens": None,
+        }
+        for name in policies
+    }
+
+    def add(row: dict[str, Any], key: str, value: float | None) -> None:
+        if value is not None:
+            row[key] = (row[key] or 0) + value
+
+    for c in comparisons:
+        seconds = (
+            c.finished_at - c.started_at
+            if c.finished_at is not None and c.started_at is not None
+            else 0.0
+        )
+        for policy, outcome in ((c.policy_a, c.outcome), (c.policy_b, 1 - c.outcome)):
+            row = rows[policies[policy]]
+            row["comparisons"] += 1
+            row["wins" if outcome == 1 else "losses" if outcome == 0 else "ties"] += 1
+            row["seconds"] += seconds
+            # A comparison's cost is shared by its two policies.
+            add(row, "cost_usd", None if c.cost_usd is None else c.cost_usd / 2)
+            add(row, "input_tokens", None if c.input_tokens is None else c.input_tokens / 2)
+            add(row, "output_tokens", None if c.output_tokens is None else c.output_tokens / 2)
+    started = [c.started_at for c in comparisons if c.started_at is not None]
+    finished = [c.finished_at for c in comparisons if c.finished_at is not None]
+    costs = [c.cost_usd for c in comparisons if c.cost_usd is not None]
+    return {
+        "per_policy": list(rows.values()),
+        "comparisons": len(comparisons),
+        "comparison_seconds": float(
+            sum(
+                c.finished_at - c.started_at
+                for c in comparisons
+                if c.finished_at is not None and c.started_at is not None
+            )
+        ),
+        "wall_seconds": float(max(finished) - min(started)) if started and finished else None,
+        "cost_usd": float(sum(costs)) if costs else None,
+    }
+
+
+# ---- plots ---------------------------------------------------------------------------------------
+def _png(figure: Any) -> str:
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+    import matplotlib.pyplot as plt
+
+    plt.close(figure)
+    return base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def plots(report: dict[str, Any]) -> dict[str, str]:
+    """The report's figures as base64 PNG, by name (``win_prob``, ``allocation``, ``trace``)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figures: dict[str, str] = {}
+    section = report["win_prob"]
+    names = section["policies"]
+    estimate = np.array(section["estimate"])
+    counts = np.array(section["counts"])
+    size = max(4.0, 0.32 * len(names) + 2)
+    figure, axes = plt.subplots(figsize=(size + 1.5, size))
+    shown = np.ma.masked_where(counts == 0, estimate)
+    np.fill_diagonal(shown.mask, True)
+    image = axes.imshow(shown, cmap="RdBu", vmin=0, vmax=1)
+    axes.set_xticks(range(len(names)), names, rotation=90, fontsize=7)
+    axes.set_yticks(range(len(names)), names, fontsize=7)
+    axes.set_title("Estimated P(row beats column); grey: not compared")
+    axes.set_facecolor("#dddddd")
+    figure.colorbar(image, ax=axes, fraction=0.046)
+    if len(names) <= HEATMAP_ANNOTATION_LIMIT:
+        lower, upper = np.array(section["lower"]), np.array(section["upper"])
+        for a in range(len(names)):
+            for b in range(len(names)):
+                if a != b and counts[a, b]:
+                    axes.text(
+                        b,
+                        a,
+                        f"{estimate[a, b]:.2f}\n[{lower[a, b]:.2f}, {upper[a, b]:.2f}]",
+                        ha="center",
+                        va="center",
+                        fontsize=7,
+                    )
+    figures["win_prob"] = _png(figure)
+
+    rows = report["allocation"][:ALLOCATION_BARS]
+    if rows:
+        figure, axes = plt.subplots(figsize=(7, 0.3 * len(rows) + 1.5))
+        positions = np.arange(len(rows))
+        axes.barh(positions - 0.2, [r["used_share"] for r in rows], 0.4, label="used")
+        axes.barh(positions + 0.2, [r["optimal_share"] for r in rows], 0.4, label="optimal w*(p̂)")
+        axes.set_yticks(positions, [" vs ".join(r["pair"]) for r in rows], fontsize=7)
+        axes.invert_yaxis()
+        axes.set_xlabel("share of comparisons")
+        axes.legend()
+        axes.set_title("Allocation used vs optimal proportions")
+        figures["allocation"] = _png(figure)
+
+    trace = report["trace"]
+    if trace:
+        figure, axes = plt.subplots(figsize=(7, 4))
+        steps = [t["comparisons"] for t in trace]
+        axes.plot(steps, [t["statistic"] for t in trace], label="GLR statistic (binding rival)")
+        axes.plot(steps, [t["threshold"] for t in trace], label="threshold", linestyle="--")
+        axes.set_xscale("log")
+        axes.set_xlabel("comparisons")
+        axes.legend()
+        axes.set_title("Smallest evidence against a rival vs the stopping threshold")
+        figures["trace"] = _png(figure)
+    return figures
+
+
+# ---- rendering -----------------------------------------------------------------------------------
+def _number(value: Any, digits: int = 3) -> str:
+    if value is None:
+        return "—"
+    if isinstance(value, float):
+        return f"{value:.{digits}g}" if abs(value) < 1e4 else f"{value:,.0f}"
+    return str(value)
+
+
+def _headline(report: dict[str, Any]) -> str:
+    answer = report["answer"]
+    experiment = report["experiment"]
+    if answer["certified"]:
+        delta = experiment["config"]["delta"]
+        return (
+            f"Best policy: {answer['best']} — certified optimal with probability ≥ "
+            f"{1 - delta:g} after {answer['n_comparisons']:,} comparisons."
+        )
+    reason = (
+        "the comparison budget ran out"
+        if answer.get("stop_reason") == "budget"
+        else (f"the experiment is {experiment['status']}")
+    )
+    return (
+        f"Best policy so far: {answer['best']} — not certified ({reason}) after "
+        f"{answer['n_comparisons']:,} comparisons."
+    )
+
+
+def _tables(report: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]]]]:
+    answer = report["answer"]
+    certificate = [
+        [
+            r["policy"],
+            _number(r["statistic"]),
+            _number(r["threshold"]),
+            str(r["comparisons"]),
+            "yes"
+            if r["statistic"] is not None
+            and r["threshold"] is not None
+            and r["statistic"] > r["threshold"]
+            else "no",
+        ]
+        for r in answer["rivals"]
+    ]
+    section = report["win_prob"]
+    best = section["policies"].index(answer["best"])
+    intervals = [
+        [
+            name,
+            _number(section["estimate"][best][k]),
+            f"[{section['lower'][best][k]:.3f}, {section['upper'][best][k]:.3f}]",
+            str(section["counts"][best][k]),
+        ]
+        for k, name in enumerate(section["policies"])
+        if k != best
+    ]
+    allocation = [
+        [
+            " vs ".join(r["pair"]),
+            str(r["comparisons"]),
+            f"{r['used_share']:.3f}",
+            f"{r['optimal_share']:.3f}",
+        ]
+        for r in report["allocation"][:ALLOCATION_BARS]
+    ]
+    costs = [
+        [
+            r["policy"],
+            str(r["comparisons"]),
+            str(r["wins"]),
+            str(r["ties"]),
+            str(r["losses"]),
+            f"{r['seconds']:.2f}",
+            _number(r["cost_usd"]),
+            _number(r["input_tokens"]),
+            _number(r["output_tokens"]),
+        ]
+        for r in report["costs"]["per_policy"]
+    ]
+    return [
+        (
+            "Certificate",
+            ["rival", "GLR statistic", "threshold", "comparisons", "ruled out"],
+            certificate,
+        ),
+        (
+            f"Win probability of {answer['best']} ({section['interval_level']:.0%} KL intervals, "
+            "pointwise)",
+            ["rival", "P(best beats rival)", "interval", "comparisons"],
+            intervals,
+        ),
+        (
+            "Allocation used vs optimal proportions",
+            ["pair", "comparisons", "used", "optimal"],
+            allocation,
+        ),
+        (
+            "Time and cost per policy (a comparison's cost is split between its two policies)",
+            [
+                "policy",
+                "comparisons",
+                "wins",
+                "ties",
+                "losses",
+                "seconds",
+                "cost (USD)",
+                "input tokens",
+                "output tokens",
+            ],
+            costs,
+        ),
+    ]
+
+
+def _savings_text(report: dict[str, Any]) -> str:
+    savings = report["savings"]
+    if savings is None:
+        return "Savings vs uniform: not estimated (the leader does not beat every rival yet)."
+    saving = savings["saving"]
+    return (
+        f"Savings vs uniform sampling, estimated from T* at the estimates: uniform allocation "
+        f"would need about {savings['uniform_estimate']:,.0f} comparisons "
+        f"(T̂_uniform = {savings['t_uniform_hat']:,.1f} × threshold {savings['threshold']:.1f}); "
+        f"the optimal allocation about {savings['adaptive_estimate']:,.0f} "
+        f"(T̂* = {savings['t_star_hat']:,.1f}); this run used {savings['used']:,}"
+        + (f", a saving of {saving:.0%}." if saving is not None else ".")
+    )
+
+
+def _cost_text(report: dict[str, Any]) -> str:
+    costs = report["costs"]
+    wall = costs["wall_seconds"]
+    money = costs["cost_usd"]
+    return (
+        f"{costs['comparisons']:,} comparisons; time in comparisons "
+        f"{costs['comparison_seconds']:.1f} s"
+        + (f"; wall time {wall:.1f} s" if wall is not None else "")
+        + (
+            f"; cost ${money:.4f}"
+            if money is not None
+            else "; cost not reported by this environment"
+        )
+        + "."
+    )
+
+
+def render_markdown(report: dict[str, Any]) -> str:
+    """The report as Markdown (tables only; the plots are in the HTML report)."""
+    experiment = report["experiment"]
+    lines = [
+        f"# llmpo report — experiment {experiment['id']}"
+        + (f" ({experiment['name']})" if experiment["name"] else ""),
+        "",
+        f"**{_headline(report)}**",
+        "",
+        f"Status: {experiment['status']}; δ = {experiment['config']['delta']}; "
+        f"strategy {experiment['config']['strategy']}; "
+        f"threshold {experiment['config']['threshold']}; "
+        f"{len(experiment['policies'])} policies; llmpo {experiment['code_version']}.",
+        "",
+        _savings_text(report),
+        "",
+        _cost_text(report),
+        "",
+    ]
+    for title, header, rows in _tables(report):
+        lines += [f"## {title}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        lines += [
+            "| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in rows
+        ]
+        lines.append("")
+    return "\n".join(lines)
+
+
+_STYLE = """
+body { font-family: system-ui, sans-serif; margin: 2rem auto; max-width: 60rem; color: #222; }
+table { border-collapse: collapse; margin: 0.5rem 0 1.5rem; font-size: 0.9rem; }
+th, td { border: 1px solid #ccc; padding: 0.2rem 0.5rem; text-align: right; }
+th:first-child, td:first-child { text-align: left; }
+.answer { font-size: 1.2rem; padding: 0.8rem; background: #eef6ee; border-left: 4px solid #3a3; }
+.uncertified { background: #fff4e5; border-left-color: #e90; }
+img { max-width: 100%; }
+"""
+
+
+def render_html(report: dict[str, Any]) -> str:
+    """The report as one self-contained HTML page, plots embedded as PNG."""
+    experiment = report["experiment"]
+    escape = html.escape
+    title = f"llmpo report — experiment {experiment['id']}" + (
+        f" ({experiment['name']})" if experiment["name"] else ""
+    )
+    css_class = "answer" if report["answer"]["certified"] else "answer uncertified"
+    parts = [
+        "<!DOCTYPE html>",
+        "<html lang='en'><head><meta charset='utf-8'>",
+        f"<title>{escape(title)}</title><style>{_STYLE}</style></head><body>",
+        f"<h1>{escape(title)}</h1>",
+        f"<p class='{css_class}' id='answer'>{escape(_headline(report))}</p>",
+        f"<p>Status {escape(experiment['status'])}; δ = {experiment['config']['delta']}; strategy "
+        f"{escape(experiment['config']['strategy'])}; threshold "
+        f"{escape(experiment['config']['threshold'])}; {len(experiment['policies'])} policies; "
+        f"llmpo {escape(experiment['code_version'])}; "
+        f"created {escape(experiment['created_at'])}.</p>",
+        f"<p>{escape(_savings_text(report))}</p>",
+        f"<p>{escape(_cost_text(report))}</p>",
+    ]
+    figures = plots(report)
+    captions = {
+        "win_prob": "Win-probability matrix",
+        "allocation": "Allocation used vs optimal proportions",
+        "trace": "GLR statistic vs threshold over time",
+    }
+    for title_text, header, rows in _tables(report):
+        parts.append(f"<h2>{escape(title_text)}</h2><table><tr>")
+        parts += [f"<th>{escape(h)}</th>" for h in header]
+        parts.append("</tr>")
+        for row in rows:
+            parts.append("<tr>" + "".join(f"<td>{escape(cell)}</td>" for cell in row) + "</tr>")
+        parts.append("</table>")
+    parts.append("<h2>Plots</h2>")
+    for name, data in figures.items():
+        parts.append(
+            f"<figure><img id='plot-{name}' alt='{escape(captions[name])}' "
+            f"src='data:image/png;base64,{data}'><figcaption>{escape(captions[name])}"
+            "</figcaption></figure>"
+        )
+    parts.append(
+        "<h2>Estimated utilities</h2><p>Only for structured experiments; this one is "
+        f"{escape(experiment['config']['space'])}.</p>"
+    )
+    parts.append(
+        "<h2>Configuration</h2><pre>"
+        + escape(json.dumps(experiment["config"], indent=2))
+        + "</pre></body></html>"
+    )
+    return "\n".join(parts)
