@@ -1,0 +1,102 @@
+"""Experiment configuration: defaults, precedence, resolution of paths, and errors that name the
+file, the field and the fix."""
+
+from pathlib import Path
+
+import pytest
+
+from llmpo.config import ConfigError, ReplayEnvironmentConfig, load_config, parse_config
+
+SMALLEST = """\
+space: unstructured
+delta: 0.05
+seed: 3
+environment:
+  type: replay
+  path: judgments.jsonl
+store: runs.db
+"""
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "experiment.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_smallest_config_gets_defaults_and_paths_relative_to_the_file(tmp_path):
+    config = load_config(write(tmp_path, SMALLEST))
+    assert config.delta == 0.05 and config.seed == 3 and config.space == "unstructured"
+    assert config.policies is None and config.policy_names is None
+    assert config.batch_size == 1 and config.max_comparisons is None and config.epsilon == 0
+    assert isinstance(config.environment, ReplayEnvironmentConfig)
+    assert config.environment.path == (tmp_path / "judgments.jsonl").resolve()
+    assert config.store == (tmp_path / "runs.db").resolve()
+
+
+def test_command_line_overrides_the_file_which_overrides_defaults(tmp_path):
+    path = write(tmp_path, SMALLEST + "batch_size: 4\n")
+    config = load_config(
+        path, {"delta": 0.01, "seed": None, "environment.dense_subset": True}
+    )
+    assert config.delta == 0.01  # flag beats file
+    assert config.seed == 3  # no flag: file
+    assert config.batch_size == 4  # file beats default
+    assert config.environment.dense_subset is True  # nested flag
+    assert config.epsilon == 0.0  # default
+
+
+def test_resolved_config_round_trips_through_json(tmp_path):
+    config = load_config(write(tmp_path, SMALLEST))
+    again = parse_config(config.to_json(), "stored")
+    assert again == config
+
+
+@pytest.mark.parametrize(
+    ("text", "field", "fix"),
+    [
+        (SMALLEST.replace("delta: 0.05", "delta: 0.7"), "'delta'", "smaller"),
+        (SMALLEST.replace("delta: 0.05", "delta: -1"), "'delta'", "larger"),
+        (SMALLEST.replace("delta: 0.05", "delat: 0.05"), "'delat'", "did you mean 'delta'"),
+        (SMALLEST.replace("seed: 3", "seed: three"), "'seed'", "whole number"),
+        (SMALLEST.replace("type: replay", "type: live"), "'environment'", "synthetic' or 'replay"),
+        (SMALLEST.replace("  path: judgments.jsonl\n", ""), "'environment.path'", "add path"),
+        (SMALLEST.replace("space: unstructured", "space: tree"), "'space'", "allowed values"),
+        ("delta: 0.05\n", "'environment'", "add this field"),
+        (SMALLEST + "policies: [a]\n", "'policies'", "at least 2"),
+        (SMALLEST + "policies: [a, a, b]\n", "'policies'", "each policy once"),
+        (SMALLEST + "batch_size: 0\n", "'batch_size'", "larger"),
+        (SMALLEST + "space: structured\npolicies: [a, b]\n", "'policies'", "features"),
+    ],
+)
+def test_bad_fields_name_file_field_and_fix(tmp_path, text, field, fix):
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as error:
+        load_config(path)
+    message = str(error.value)
+    assert str(path) in message and f"field {field}" in message and fix in message
+    assert "Traceback" not in message
+
+
+def test_yaml_syntax_error_gives_line(tmp_path):
+    path = write(tmp_path, "delta: 0.05\nenvironment: [unclosed\n")
+    with pytest.raises(ConfigError, match=r"not valid YAML at line \d+"):
+        load_config(path)
+
+
+def test_missing_file_and_non_mapping(tmp_path):
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_config(tmp_path / "absent.yaml")
+    with pytest.raises(ConfigError, match="expected a mapping"):
+        load_config(write(tmp_path, "- 1\n- 2\n"))
+
+
+def test_structured_policies_accept_features_or_levels(tmp_path):
+    config = load_config(
+        write(
+            tmp_path,
+            SMALLEST.replace("unstructured", "structured")
+            + "policies:\n  - {name: a, features: [1, 0]}\n  - {name: b, levels: {temp: high}}\n",
+        )
+    )
+    assert config.policy_names == ["a", "b"]

@@ -1,0 +1,127 @@
+"""The SQLite store: schema, append-only comparisons, refusal of files it must not touch."""
+
+import hashlib
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from llmpo.store import APPLICATION_ID, SCHEMA_VERSION, ComparisonRecord, Store, StoreError
+
+
+def digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_new_store_has_versioned_schema_and_wal(tmp_path):
+    path = tmp_path / "runs.db"
+    with Store(path, writer=True) as store:
+        experiment_id = store.create_experiment({"delta": 0.05}, ["a", "b"], "first")
+        store.append_comparison(
+            experiment_id, ComparisonRecord(1, 0, 1, 1.0, "t1", "ab", {"v": "A"})
+        )
+        store.append_comparison(experiment_id, ComparisonRecord(2, 1, 0, 0.5))
+        store.set_status(experiment_id, "certified", {"best": "a"}, event="finished")
+    connection = sqlite3.connect(path)
+    assert connection.execute("PRAGMA application_id").fetchone()[0] == APPLICATION_ID
+    assert connection.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    assert connection.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    connection.close()
+    with Store(path, readonly=True) as store:
+        record = store.experiment()
+        assert (record.id, record.name, record.status, record.policies) == (
+            experiment_id,
+            "first",
+            "certified",
+            ["a", "b"],
+        )
+        assert record.config == {"delta": 0.05} and record.result == {"best": "a"}
+        comparisons = store.comparisons(experiment_id)
+        assert [c.seq for c in comparisons] == [1, 2]
+        assert comparisons[0].raw == {"v": "A"} and comparisons[1].outcome == 0.5
+        assert [kind for _, kind, _ in store.events(experiment_id)] == ["created", "finished"]
+
+
+def test_sequence_numbers_cannot_repeat_or_skip(tmp_path):
+    with Store(tmp_path / "runs.db") as store:
+        experiment_id = store.create_experiment({}, ["a", "b"])
+        store.append_comparison(experiment_id, ComparisonRecord(1, 0, 1, 1.0))
+        for seq in (1, 3):
+            with pytest.raises(StoreError, match="has 1 comparisons"):
+                store.append_comparison(experiment_id, ComparisonRecord(seq, 0, 1, 1.0))
+        assert store.comparison_count(experiment_id) == 1
+
+
+def test_corrupt_file_is_refused_unchanged(tmp_path):
+    path = tmp_path / "runs.db"
+    path.write_bytes(b"this is not a database at all" * 100)
+    before = digest(path)
+    for options in ({}, {"readonly": True}, {"writer": True}):
+        with pytest.raises(StoreError, match="corrupt or not a store"):
+            Store(path, **options)
+    assert digest(path) == before
+
+
+def test_foreign_sqlite_file_is_refused_unchanged(tmp_path):
+    path = tmp_path / "other.db"
+    connection = sqlite3.connect(path)
+    connection.execute("CREATE TABLE customers (name TEXT)")
+    connection.execute("INSERT INTO customers VALUES ('x')")
+    connection.commit()
+    connection.close()
+    before = digest(path)
+    with pytest.raises(StoreError, match="another application"):
+        Store(path, writer=True)
+    assert digest(path) == before
+    assert not (tmp_path / "other.db-wal").exists()
+
+
+def test_newer_schema_is_refused_unchanged(tmp_path):
+    path = tmp_path / "runs.db"
+    with Store(path) as store:
+        store.create_experiment({}, ["a", "b"])
+    connection = sqlite3.connect(path)
+    connection.execute(f"PRAGMA user_version={SCHEMA_VERSION + 1}")
+    connection.commit()
+    connection.close()
+    before = digest(path)
+    with pytest.raises(StoreError, match=r"newer llmpo.*upgrade llmpo"):
+        Store(path)
+    with pytest.raises(StoreError, match="newer llmpo"):
+        Store(path, readonly=True)
+    assert digest(path) == before
+
+
+def test_missing_store_for_reading_and_unknown_experiment(tmp_path):
+    with pytest.raises(StoreError, match="no such store"):
+        Store(tmp_path / "absent.db", readonly=True)
+    assert not (tmp_path / "absent.db").exists()
+    with Store(tmp_path / "runs.db") as store:
+        with pytest.raises(StoreError, match="holds no experiment"):
+            store.experiment()
+        store.create_experiment({}, ["a", "b"])
+        with pytest.raises(StoreError, match="no experiment 7; it holds 1"):
+            store.experiment(7)
+
+
+def test_second_writer_is_refused_while_readers_go_on(tmp_path):
+    path = tmp_path / "runs.db"
+    with Store(path, writer=True) as store:
+        experiment_id = store.create_experiment({}, ["a", "b"])
+        store.append_comparison(experiment_id, ComparisonRecord(1, 0, 1, 1.0))
+        with pytest.raises(StoreError, match="in use by another llmpo process"):
+            Store(path, writer=True)
+        # Another process is refused too, with the holder's pid.
+        script = (
+            "import sys\nfrom llmpo.store import Store, StoreError\n"
+            f"try:\n    Store({str(path)!r}, writer=True)\n"
+            "except StoreError as e:\n    print(e)\n    sys.exit(3)\n"
+        )
+        child = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+        assert child.returncode == 3 and "in use by another llmpo process" in child.stdout
+        with Store(path, readonly=True) as reader:
+            assert reader.comparison_count(experiment_id) == 1
+    with Store(path, writer=True) as store:  # released on close
+        assert store.comparison_count(experiment_id) == 1
