@@ -1,0 +1,164 @@
+"""The sync runner: every comparison stored before it is told, and resume by replaying the store
+gives exactly the uninterrupted run."""
+
+import json
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from llmpo.config import ConfigError, parse_config
+from llmpo.instances import bradley_terry_matrix
+from llmpo.runner import Runner, find_experiment, start_experiment
+from llmpo.store import Store, StoreError
+
+
+def bt_instance(tmp_path: Path, utilities=(1.0, 0.6, 0.3, 0.0)) -> Path:
+    path = tmp_path / "bt.json"
+    names = [f"m{k}" for k in range(len(utilities))]
+    path.write_text(
+        json.dumps({"policies": names, "win_prob": bradley_terry_matrix(utilities).tolist()})
+    )
+    return path
+
+
+def synthetic_config(tmp_path: Path, **fields):
+    data = {
+        "delta": 0.05,
+        "seed": 11,
+        "environment": {"type": "synthetic", "instance": str(bt_instance(tmp_path))},
+        "store": str(tmp_path / "runs.db"),
+        **fields,
+    }
+    return parse_config(data, "test")
+
+
+def run_stopping_at(store: Store, experiment_id: int, stop_after: int):
+    runner = Runner(store, experiment_id)
+    compare = runner._compare_and_store
+
+    def compare_then_maybe_stop(sequence, a, b):
+        outcome = compare(sequence, a, b)
+        if sequence == stop_after:
+            runner.request_stop()
+        return outcome
+
+    runner._compare_and_store = compare_then_maybe_stop
+    return runner.run()
+
+
+def stored(store: Store, experiment_id: int):
+    return [(c.seq, c.policy_a, c.policy_b, c.outcome) for c in store.comparisons(experiment_id)]
+
+
+@pytest.mark.parametrize("batch_size", [1, 5])
+def test_interrupted_and_resumed_runs_equal_the_uninterrupted_run(tmp_path, batch_size):
+    config = synthetic_config(tmp_path, batch_size=batch_size)
+    with Store(config.store, writer=True) as store:
+        reference_id = start_experiment(config, store)
+        reference = Runner(store, reference_id).run()
+        assert reference.status == "certified" and reference.new_comparisons > 100
+        total = reference.result.n_comparisons
+
+        experiment_id = start_experiment(config, store)
+        for stop_after in (1, 2, 37, total // 3, total // 3 + 1, total - 1):
+            outcome = run_stopping_at(store, experiment_id, stop_after)
+            assert outcome.status == "interrupted"
+            assert store.comparison_count(experiment_id) == stop_after
+            assert store.experiment(experiment_id).status == "interrupted"
+        resumed = Runner(store, experiment_id).run()
+        assert resumed.replayed == total - 1 and resumed.new_comparisons == 1
+        assert stored(store, experiment_id) == stored(store, reference_id)
+        assert resumed.result.to_dict() == reference.result.to_dict()
+        assert store.experiment(experiment_id).result == reference.result.to_dict()
+        kinds = [kind for _, kind, _ in store.events(experiment_id)]
+        assert kinds[:2] == ["created", "started"] and kinds[-1] == "finished"
+        assert kinds.count("interrupted") == 6 and kinds.count("resumed") == 6
+
+        again = Runner(store, experiment_id).run()  # a finished experiment stays as it is
+        assert again.new_comparisons == 0 and again.result.to_dict() == reference.result.to_dict()
+
+
+def test_budget_stops_with_best_so_far(tmp_path):
+    config = synthetic_config(tmp_path, max_comparisons=40)
+    with Store(config.store, writer=True) as store:
+        outcome = Runner(store, start_experiment(config, store)).run()
+    assert outcome.status == "budget" and not outcome.result.certified
+    assert outcome.result.n_comparisons == 40
+
+
+def test_seed_is_drawn_and_saved_when_absent(tmp_path):
+    config = synthetic_config(tmp_path, seed=None, max_comparisons=10)
+    with Store(config.store, writer=True) as store:
+        experiment_id = start_experiment(config, store)
+        saved = store.experiment(experiment_id).config["seed"]
+        assert isinstance(saved, int)
+        assert find_experiment(config, store).id == experiment_id
+        assert find_experiment(config.model_copy(update={"delta": 0.1}), store) is None
+
+
+def test_resume_refuses_a_store_that_diverges_from_the_experiment(tmp_path):
+    config = synthetic_config(tmp_path)
+    with Store(config.store, writer=True) as store:
+        experiment_id = start_experiment(config, store)
+        run_stopping_at(store, experiment_id, 30)
+    connection = sqlite3.connect(config.store)
+    connection.execute("UPDATE comparisons SET policy_a = 3, policy_b = 2 WHERE seq = 10")
+    connection.commit()
+    connection.close()
+    with (
+        Store(config.store, writer=True) as store,
+        pytest.raises(StoreError, match="comparison #10 is of"),
+    ):
+        Runner(store, experiment_id).run()
+
+
+def test_resume_refuses_when_the_data_changed(tmp_path):
+    config = synthetic_config(tmp_path)
+    with Store(config.store, writer=True) as store:
+        experiment_id = start_experiment(config, store)
+    bt_path = Path(config.environment.instance)
+    data = json.loads(bt_path.read_text())
+    data["policies"][0] = "renamed"
+    bt_path.write_text(json.dumps(data))
+    with Store(config.store, writer=True) as store, pytest.raises(StoreError, match="data changed"):
+        Runner(store, experiment_id)
+
+
+def test_replay_run_stores_tasks_and_orders(tmp_path):
+    judgments = tmp_path / "judgments.jsonl"
+    lines = []
+    for k in range(30):
+        for a, b, outcome in (("x", "y", 1), ("x", "z", 1), ("y", "z", 1), ("y", "x", k % 3 == 0)):
+            lines.append(
+                {
+                    "policy_a": a,
+                    "policy_b": b,
+                    "task_id": f"q{k}",
+                    "outcome": int(outcome),
+                    "order": "ab",
+                }
+            )
+    judgments.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    config = parse_config(
+        {
+            "seed": 2,
+            "environment": {"type": "replay", "path": str(judgments)},
+            "store": str(tmp_path / "r.db"),
+        },
+        "test",
+    )
+    with Store(config.store, writer=True) as store:
+        outcome = Runner(store, start_experiment(config, store)).run()
+        comparisons = store.comparisons(outcome.experiment_id)
+    assert outcome.result.best_name == "x" and outcome.result.certified
+    assert all(c.task_id.startswith("q") and c.order in ("ab", "ba") for c in comparisons)
+
+
+def test_unknown_policies_and_structured_space_are_config_errors(tmp_path):
+    with Store(tmp_path / "runs.db", writer=True) as store:
+        with pytest.raises(ConfigError, match=r"policies: unknown \['nope'\]"):
+            start_experiment(synthetic_config(tmp_path, policies=["m0", "nope"]), store)
+        with pytest.raises(ConfigError, match="strategy: unknown"):
+            start_experiment(synthetic_config(tmp_path, strategy="magic"), store)
+        assert store.experiments() == []
