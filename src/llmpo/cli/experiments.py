@@ -12,6 +12,7 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 from rich.live import Live
+from rich.markup import escape
 from rich.text import Text
 
 from llmpo.cli import app
@@ -47,7 +48,7 @@ class ExportFormat(StrEnum):
 
 
 def _fail(message: str, code: int = 2) -> typer.Exit:
-    error_console.print(f"[bold red]error:[/] {message}", highlight=False, markup=True)
+    error_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     return typer.Exit(code)
 
 
@@ -115,20 +116,20 @@ def _print_outcome(outcome: RunOutcome, store_path: Path, as_json: bool) -> None
         print(json.dumps(outcome.to_dict(str(store_path))))
         return
     result = outcome.result
-    console = Console()
+    console = Console(soft_wrap=True, highlight=False)
     if outcome.status == "interrupted":
         console.print(
             f"Interrupted after {result.n_comparisons:,} comparisons (all stored). "
-            f"Resume with: llmpo resume {store_path} {outcome.experiment_id}"
+            f"Resume with: llmpo resume {escape(str(store_path))} {outcome.experiment_id}"
         )
         return
     verdict = "certified" if result.certified else "NOT certified (budget reached)"
     console.print(
-        f"Experiment {outcome.experiment_id}: best policy [bold]{result.best_name}[/] — "
+        f"Experiment {outcome.experiment_id}: best policy [bold]{escape(result.best_name)}[/] — "
         f"{verdict}, {result.n_comparisons:,} comparisons "
         f"({outcome.replayed:,} replayed from the store, {outcome.new_comparisons:,} new)."
     )
-    console.print(f"Report: llmpo report {store_path} {outcome.experiment_id}")
+    console.print(f"Report: llmpo report {escape(str(store_path))} {outcome.experiment_id}")
 
 
 @app.command()
@@ -228,7 +229,7 @@ def report(
         print(text)
         return
     output.write_text(text, encoding="utf-8")
-    Console(stderr=True).print(f"Report written to {output}")
+    error_console.print(f"Report written to {escape(str(output))}", soft_wrap=True)
 
 
 @app.command()
@@ -271,7 +272,9 @@ def export(
             raise _fail("parquet export needs pyarrow: pip install 'llmpo[parquet]'") from None
         table = pa.Table.from_pylist(rows) if rows else pa.table({c: [] for c in columns})
         pq.write_table(table, output)
-        Console(stderr=True).print(f"{len(rows)} comparisons written to {output}")
+        error_console.print(
+            f"{len(rows)} comparisons written to {escape(str(output))}", soft_wrap=True
+        )
         return
     handle = output.open("w", newline="", encoding="utf-8") if output else sys.stdout
     writer = csv.DictWriter(handle, fieldnames=columns)
@@ -279,7 +282,9 @@ def export(
     writer.writerows(rows)
     if output:
         handle.close()
-        Console(stderr=True).print(f"{len(rows)} comparisons written to {output}")
+        error_console.print(
+            f"{len(rows)} comparisons written to {escape(str(output))}", soft_wrap=True
+        )
 
 
 def _export_row(experiment_id: int, policies: list[str], comparison: Any) -> dict[str, Any]:
