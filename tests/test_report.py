@@ -1,0 +1,148 @@
+"""Reports of a synthetic and a replay run: the HTML parses, names the winner, embeds the plots."""
+
+import base64
+import json
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+
+from llmpo.config import parse_config
+from llmpo.instances import bradley_terry_matrix
+from llmpo.report import build_report, render_html, render_markdown
+from llmpo.runner import Runner, start_experiment
+from llmpo.store import Store
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+class Page(HTMLParser):
+    """Collects the images, the answer paragraph and the text of a page."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.images: dict[str, bytes] = {}
+        self.text: list[str] = []
+        self.open_tags: list[str] = []
+
+    def handle_starttag(self, tag, attrs):
+        attributes = dict(attrs)
+        if tag == "img":
+            source = attributes["src"]
+            assert source.startswith("data:image/png;base64,")  # self-contained
+            self.images[attributes["id"]] = base64.b64decode(source.split(",", 1)[1])
+        elif tag not in ("meta", "br"):
+            self.open_tags.append(tag)
+
+    def handle_endtag(self, tag):
+        assert self.open_tags.pop() == tag
+
+    def handle_data(self, data):
+        self.text.append(data)
+
+
+def synthetic_config(tmp_path: Path, **fields):
+    instance = tmp_path / "bt.json"
+    names = ["best", "second", "third"]
+    win_prob = bradley_terry_matrix([1.0, 0.4, 0.0]).tolist()
+    instance.write_text(json.dumps({"policies": names, "win_prob": win_prob}))
+    data = {"seed": 1, "environment": {"type": "synthetic", "instance": str(instance)}, **fields}
+    return parse_config({"store": str(tmp_path / "runs.db"), **data}, "test")
+
+
+def replay_config(tmp_path: Path):
+    lines = []
+    for k in range(40):
+        lines += [
+            {
+                "policy_a": "judge-favourite",
+                "policy_b": "runner-up",
+                "task_id": str(k),
+                "outcome": 1,
+            },
+            {
+                "policy_a": "runner-up",
+                "policy_b": "judge-favourite",
+                "task_id": str(k),
+                "outcome": k % 3 == 0,
+            },
+            {"policy_a": "runner-up", "policy_b": "<script>", "task_id": str(k), "outcome": 1},
+            {
+                "policy_a": "judge-favourite",
+                "policy_b": "<script>",
+                "task_id": str(k),
+                "outcome": 0.5 * (k % 2) + 0.5,
+            },
+        ]
+    path = tmp_path / "judgments.jsonl"
+    path.write_text(
+        "".join(json.dumps({**line, "outcome": float(line["outcome"])}) + "\n" for line in lines)
+    )
+    data = {"seed": 4, "environment": {"type": "replay", "path": str(path)}}
+    return parse_config({"store": str(tmp_path / "replay.db"), **data}, "test")
+
+
+def run(config):
+    with Store(config.store, writer=True) as store:
+        return Runner(store, start_experiment(config, store)).run()
+
+
+def report_of(config):
+    with Store(config.store, readonly=True) as store:
+        return build_report(store)
+
+
+@pytest.mark.parametrize("make_config", [synthetic_config, replay_config])
+def test_html_report_parses_names_the_winner_and_embeds_the_plots(tmp_path, make_config):
+    config = make_config(tmp_path)
+    outcome = run(config)
+    assert outcome.result.certified
+    data = report_of(config)
+    page = Page()
+    page.feed(render_html(data))
+    page.close()
+    assert page.open_tags == []
+    text = " ".join(page.text)
+    assert f"Best policy: {outcome.result.best_name} — certified" in text
+    assert set(page.images) == {"plot-win_prob", "plot-allocation", "plot-trace"}
+    assert all(image.startswith(PNG_SIGNATURE) for image in page.images.values())
+    for section in ("Certificate", "Allocation used vs optimal", "Time and cost per policy"):
+        assert section in text
+    assert "saving of" in text
+
+
+def test_report_contents(tmp_path):
+    config = synthetic_config(tmp_path)
+    outcome = run(config)
+    data = report_of(config)
+    assert data["answer"] == outcome.result.to_dict()
+    assert data["trace"][-1]["comparisons"] == outcome.result.n_comparisons
+    assert data["trace"][-1]["statistic"] > data["trace"][-1]["threshold"]
+    section = data["win_prob"]
+    lower, estimate, upper = (section[key][0][1] for key in ("lower", "estimate", "upper"))
+    assert lower < estimate < upper
+    costs = data["costs"]
+    assert (
+        sum(row["comparisons"] for row in costs["per_policy"]) == 2 * outcome.result.n_comparisons
+    )
+    assert costs["cost_usd"] is None and costs["wall_seconds"] >= 0
+    savings = data["savings"]
+    assert savings["uniform_estimate"] > savings["adaptive_estimate"] > 0
+    assert json.loads(json.dumps(data)) == data  # JSON-ready
+    markdown = render_markdown(data)
+    assert "| rival | GLR statistic | threshold | comparisons | ruled out |" in markdown
+
+
+def test_report_of_an_unfinished_run_says_not_certified(tmp_path):
+    config = synthetic_config(tmp_path, max_comparisons=6)
+    run(config)
+    data = report_of(config)
+    assert "not certified (the comparison budget ran out)" in render_markdown(data)
+    with Store(config.store, writer=True) as store:
+        experiment_id = start_experiment(config.model_copy(update={"seed": 2}), store)
+        store.set_status(experiment_id, "interrupted")
+        data = build_report(store, experiment_id)
+    assert data["answer"]["n_comparisons"] == 0
+    assert "the experiment is interrupted" in render_markdown(data)
+    page = Page()
+    page.feed(render_html(data))
