@@ -36,9 +36,7 @@ def test_smallest_config_gets_defaults_and_paths_relative_to_the_file(tmp_path):
 
 def test_command_line_overrides_the_file_which_overrides_defaults(tmp_path):
     path = write(tmp_path, SMALLEST + "batch_size: 4\n")
-    config = load_config(
-        path, {"delta": 0.01, "seed": None, "environment.dense_subset": True}
-    )
+    config = load_config(path, {"delta": 0.01, "seed": None, "environment.dense_subset": True})
     assert config.delta == 0.01  # flag beats file
     assert config.seed == 3  # no flag: file
     assert config.batch_size == 4  # file beats default
@@ -91,12 +89,40 @@ def test_missing_file_and_non_mapping(tmp_path):
         load_config(write(tmp_path, "- 1\n- 2\n"))
 
 
-def test_structured_policies_accept_features_or_levels(tmp_path):
+def test_structured_policies_with_feature_vectors(tmp_path):
     config = load_config(
         write(
             tmp_path,
             SMALLEST.replace("unstructured", "structured")
-            + "policies:\n  - {name: a, features: [1, 0]}\n  - {name: b, levels: {temp: high}}\n",
+            + "policies:\n  - {name: a, features: [1, 0]}\n  - {name: b, features: [0, 1.5]}\n",
         )
     )
     assert config.policy_names == ["a", "b"]
+    assert config.feature_matrix() == (["x0", "x1"], [[1, 0], [0, 1.5]])
+
+
+def test_factor_levels_are_one_hot_against_the_first_level(tmp_path):
+    text = SMALLEST.replace("unstructured", "structured") + (
+        "policies:\n"
+        "  - {name: a, levels: {prompt: plain, temperature: 0.2}}\n"
+        "  - {name: b, levels: {prompt: cot, temperature: 0.2}}\n"
+        "  - {name: c, levels: {prompt: cot, temperature: 0.8}}\n"
+        "  - {name: d, levels: {prompt: few-shot, temperature: 0.8}}\n"
+    )
+    names, rows = load_config(write(tmp_path, text)).feature_matrix()
+    assert names == ["prompt=cot", "prompt=few-shot", "temperature=0.8"]
+    assert rows == [[0, 0, 0], [1, 0, 0], [1, 0, 1], [0, 1, 1]]
+
+
+@pytest.mark.parametrize(
+    ("policies", "problem"),
+    [
+        ("  - {name: a, features: [1, 0]}\n  - {name: b, features: [1]}\n", "same length"),
+        ("  - {name: a, features: [1]}\n  - {name: b, levels: {t: x}}\n", "one kind for all"),
+        ("  - {name: a, levels: {t: x}}\n  - {name: b, levels: {u: y}}\n", "missing factors"),
+    ],
+)
+def test_inconsistent_structured_policies(tmp_path, policies, problem):
+    text = SMALLEST.replace("unstructured", "structured") + "policies:\n" + policies
+    with pytest.raises(ConfigError, match=problem):
+        load_config(write(tmp_path, text))

@@ -149,7 +149,68 @@ class ExperimentConfig(_Strict):
                     "policies|a policy of a structured space has neither features nor levels|"
                     "give each policy features: [...] or levels: {factor: level}"
                 )
+            self._check_features(specs)
         return self
+
+    def _check_features(self, specs: list[PolicyConfig]) -> None:
+        if all(p.features is not None for p in specs):
+            lengths = {len(p.features or []) for p in specs}
+            if len(lengths) > 1 or 0 in lengths:
+                raise ValueError(
+                    f"policies|feature vectors of lengths {sorted(lengths)}|give every policy "
+                    "a non-empty feature vector of the same length"
+                )
+            return
+        if any(p.levels is None for p in specs):
+            raise ValueError(
+                "policies|some policies give features and others levels|use one kind for all"
+            )
+        factors = self.factors
+        for policy in specs:
+            missing = [f for f in factors if f not in (policy.levels or {})]
+            extra = [f for f in policy.levels or {} if f not in factors]
+            if missing or extra:
+                problem = f"missing factors {missing}" if missing else f"unknown factors {extra}"
+                raise ValueError(
+                    f"policies|policy {policy.name!r} has {problem}|give every policy one level "
+                    f"of each factor in {factors}"
+                )
+
+    @property
+    def factors(self) -> list[str]:
+        """Factors of a structured space given by levels: ``features``, or in order of use."""
+        if self.features is not None:
+            return list(self.features)
+        specs = [p for p in self.policies or [] if isinstance(p, PolicyConfig)]
+        return list(dict.fromkeys(f for p in specs for f in p.levels or {}))
+
+    def feature_matrix(self) -> tuple[list[str], list[list[float]]]:
+        """Feature names and one feature row per policy, for a structured space.
+
+        Explicit ``features`` are used as given (named ``x0, x1, …``). Factor levels are one-hot
+        encoded against a reference: the first level seen of each factor is the baseline, and each
+        other level gets a 0/1 feature named ``factor=level``.
+
+        Raises
+        ------
+        ValueError
+            When the space is not structured.
+        """
+        specs = [p for p in self.policies or [] if isinstance(p, PolicyConfig)]
+        if self.space != "structured" or not specs:
+            raise ValueError("feature_matrix: only for a structured space")
+        if specs[0].features is not None:
+            width = len(specs[0].features)
+            return [f"x{k}" for k in range(width)], [list(p.features or []) for p in specs]
+        columns = []
+        for factor in self.factors:
+            levels = list(dict.fromkeys(str((p.levels or {})[factor]) for p in specs))
+            columns += [(factor, level) for level in levels[1:]]
+        rows = [
+            [float(str((p.levels or {})[factor]) == level) for factor, level in columns]
+            for p in specs
+        ]
+        return [f"{factor}={level}" for factor, level in columns], rows
 
     @property
     def policy_names(self) -> list[str] | None:
