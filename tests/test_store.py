@@ -125,3 +125,40 @@ def test_second_writer_is_refused_while_readers_go_on(tmp_path):
             assert reader.comparison_count(experiment_id) == 1
     with Store(path, writer=True) as store:  # released on close
         assert store.comparison_count(experiment_id) == 1
+
+
+def test_older_schema_is_migrated_in_one_transaction(tmp_path, monkeypatch):
+    import llmpo.store as store_module
+
+    path = tmp_path / "runs.db"
+    with Store(path) as store:
+        experiment_id = store.create_experiment({"delta": 0.1}, ["a", "b"])
+        store.append_comparison(experiment_id, ComparisonRecord(1, 0, 1, 1.0))
+
+    def broken(connection):
+        connection.execute("ALTER TABLE comparisons ADD COLUMN judge_model TEXT")
+        raise sqlite3.OperationalError("disk full, say")
+
+    monkeypatch.setattr(store_module, "SCHEMA_VERSION", SCHEMA_VERSION + 1)
+    monkeypatch.setitem(store_module.MIGRATIONS, SCHEMA_VERSION + 1, broken)
+    with pytest.raises(
+        StoreError, match=r"cannot migrate .* v1 to v2 \(disk full, say\).*not changed"
+    ):
+        Store(path)
+    with sqlite3.connect(path) as connection:  # rolled back: still the old schema
+        assert connection.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+        columns = [row[1] for row in connection.execute("PRAGMA table_info(comparisons)")]
+        assert "judge_model" not in columns
+
+    def add_column(connection):
+        connection.execute("ALTER TABLE comparisons ADD COLUMN judge_model TEXT")
+
+    monkeypatch.setitem(store_module.MIGRATIONS, SCHEMA_VERSION + 1, add_column)
+    with pytest.raises(StoreError, match="migrate"):
+        Store(path, readonly=True)  # readers never migrate
+    with Store(path) as store:
+        assert store.comparison_count(experiment_id) == 1
+    with sqlite3.connect(path) as connection:
+        assert connection.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION + 1
+        columns = [row[1] for row in connection.execute("PRAGMA table_info(comparisons)")]
+        assert "judge_model" in columns

@@ -228,7 +228,13 @@ class Store:
         with self._transaction():
             version = self._inspect()  # again, under the write lock of the transaction
             for target in range(version + 1, SCHEMA_VERSION + 1):
-                MIGRATIONS[target](self.connection)
+                try:
+                    MIGRATIONS[target](self.connection)
+                except sqlite3.Error as error:
+                    raise StoreError(
+                        f"{self.path}: cannot migrate the store from schema v{target - 1} to "
+                        f"v{target} ({error}); it was not changed"
+                    ) from None
                 self.connection.execute(f"PRAGMA user_version={target}")
             if version == 0:
                 self.connection.execute(f"PRAGMA application_id={APPLICATION_ID}")
