@@ -142,7 +142,8 @@ def test_older_schema_is_migrated_in_one_transaction(tmp_path, monkeypatch):
     monkeypatch.setattr(store_module, "SCHEMA_VERSION", SCHEMA_VERSION + 1)
     monkeypatch.setitem(store_module.MIGRATIONS, SCHEMA_VERSION + 1, broken)
     with pytest.raises(
-        StoreError, match=r"cannot migrate .* v1 to v2 \(disk full, say\).*not changed"
+        StoreError,
+        match=rf"v{SCHEMA_VERSION} to v{SCHEMA_VERSION + 1} \(disk full, say\).*not changed",
     ):
         Store(path)
     with sqlite3.connect(path) as connection:  # rolled back: still the old schema

@@ -344,20 +344,21 @@ class Runner:
                 f"experiment stopped after {sequence}; the code or data changed since they were run"
             )
         result = self.experiment.result
-        if self.experiment.done:
-            status = str(result.stop_reason)
-            self.store.set_status(
-                experiment_id,
-                status,
-                result.to_dict(),
-                event="finished",
-                detail={"comparisons": result.n_comparisons},
-            )
-        else:
+        if not self.experiment.done:
             status = "interrupted"
             self.store.set_status(
                 experiment_id, status, event="interrupted", detail={"comparisons": sequence}
             )
+        else:
+            status = str(result.stop_reason)
+            if self.record.status != status:  # a finished experiment stays untouched
+                self.store.set_status(
+                    experiment_id,
+                    status,
+                    result.to_dict(),
+                    event="finished",
+                    detail={"comparisons": result.n_comparisons},
+                )
         if self.on_progress is not None:
             self.on_progress(self.progress(time.monotonic() - started))
         return RunOutcome(experiment_id, status, result, min(sequence, len(stored)), new)

@@ -66,6 +66,7 @@ def test_smallest_config_as_written_prints_one_json_result(project):
 
 def test_resume_of_a_finished_run_changes_nothing(project):
     first = json.loads(invoke("run", "experiment.yaml", "--json").stdout)
+    before = digest(project / "runs.db")
     again = invoke("run", "experiment.yaml", "--resume", "--json")
     assert again.exit_code == 0
     second = json.loads(again.stdout)
@@ -73,6 +74,7 @@ def test_resume_of_a_finished_run_changes_nothing(project):
     assert second["rivals"] == first["rivals"]
     via_store = json.loads(invoke("resume", "runs.db", "--json").stdout)
     assert via_store["n_comparisons"] == first["n_comparisons"]
+    assert digest(project / "runs.db") == before
 
 
 def test_command_line_flags_override_the_file(project):
