@@ -162,3 +162,17 @@ def test_unknown_policies_and_structured_space_are_config_errors(tmp_path):
         with pytest.raises(ConfigError, match="strategy: unknown"):
             start_experiment(synthetic_config(tmp_path, strategy="magic"), store)
         assert store.experiments() == []
+
+
+def test_progress_reports_leader_margin_and_remaining(tmp_path):
+    config = synthetic_config(tmp_path)
+    seen = []
+    with Store(config.store, writer=True) as store:
+        runner = Runner(store, start_experiment(config, store), seen.append, progress_interval=0)
+        outcome = runner.run()
+    assert len(seen) == outcome.result.n_comparisons + 1  # after each comparison, and at the end
+    assert seen[0].estimated_remaining is None  # no evidence against some rival yet
+    last = seen[-1]
+    assert last.leader == outcome.result.best_name and last.min_margin > 0
+    assert last.estimated_remaining == 0 and last.cost_usd is None
+    assert any(p.estimated_remaining for p in seen[len(seen) // 2 :])

@@ -19,7 +19,7 @@ import secrets
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -43,9 +43,6 @@ from llmpo.experiment import Experiment, Result
 from llmpo.instances import load_instance, make_unstructured_instance
 from llmpo.spaces import Space, Unstructured
 from llmpo.store import ComparisonRecord, ExperimentRecord, Store, StoreError
-
-#: Shown when no estimate of the remaining comparisons exists yet.
-UNKNOWN = None
 
 
 @dataclass(frozen=True)
@@ -402,17 +399,11 @@ class Runner:
         certificate = self.experiment.model.certificate()
         margins = certificate.statistics - certificate.thresholds
         binding = int(margins.argmin())
-        counts = self.experiment.model.counts()[certificate.leader, certificate.rivals]
-        remaining: int | None = 0
-        for statistic, threshold, count in zip(
-            certificate.statistics, certificate.thresholds, counts, strict=True
-        ):
-            if statistic > threshold:
-                continue
-            if statistic <= 0 or count == 0:
-                remaining = UNKNOWN
-                break
-            remaining += math.ceil(threshold * count / statistic - count)  # type: ignore[operator]
+        counts = self.experiment.model.counts()
+        if self.config.assume_condorcet:  # class B: a rival's evidence is over all its pairs
+            evidence_counts = counts[certificate.rivals].sum(axis=1)
+        else:
+            evidence_counts = counts[certificate.leader, certificate.rivals]
         policies = self.environment.policies
         return Progress(
             n_comparisons=self.experiment.n_comparisons,
@@ -420,7 +411,9 @@ class Runner:
             leader=policies[certificate.leader],
             min_margin=float(margins[binding]),
             binding_rival=policies[int(certificate.rivals[binding])],
-            estimated_remaining=remaining,
+            estimated_remaining=_estimate_remaining(
+                certificate.statistics, certificate.thresholds, evidence_counts
+            ),
             cost_usd=self._cost_usd,
             elapsed_seconds=elapsed_seconds,
         )
@@ -442,3 +435,20 @@ class Runner:
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
+
+
+def _estimate_remaining(
+    statistics: Sequence[float], thresholds: Sequence[float], counts: Sequence[float]
+) -> int | None:
+    """Comparisons still needed if each statistic keeps growing linearly in its comparisons.
+
+    Rough (thresholds grow too, estimates move); None while some rival has no evidence yet.
+    """
+    needed = 0.0
+    for statistic, threshold, count in zip(statistics, thresholds, counts, strict=True):
+        if statistic > threshold:
+            continue
+        if statistic <= 0 or count == 0:
+            return None
+        needed += threshold * count / statistic - count
+    return math.ceil(needed)

@@ -1,11 +1,223 @@
-"""Commands of the statistics core: ``bound``, ``simulate``, ``demo``."""
+"""Commands of the statistics core: ``bound``, ``simulate`` and ``demo``."""
 
 from __future__ import annotations
 
+import json
+import math
+from importlib import resources
+from pathlib import Path
+from typing import Annotated, Any
+
+import numpy as np
+import typer
+from rich.console import Console
+from rich.table import Table
+
 from llmpo.cli import app
+from llmpo.instances import InstanceError, UnstructuredInstance, load_instance
+from llmpo.simulate import STRATEGIES, simulate
+from llmpo.stats.bernoulli import kl_confidence
+from llmpo.stats.thresholds import THRESHOLDS
+from llmpo.stats.unstructured import optimal_allocation
+
+console = Console()
+error_console = Console(stderr=True)
+
+InstanceArg = Annotated[Path, typer.Argument(help="Instance file (JSON, see DESIGN §6).")]
+DeltaOpt = Annotated[float, typer.Option(help="Error probability δ of the experiment.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object instead of tables.")]
+CondorcetOpt = Annotated[
+    bool,
+    typer.Option(
+        "--assume-condorcet",
+        help="Class B: assume a Condorcet winner exists (cheaper, only correct if it does).",
+    ),
+]
+
+
+def fail(message: str, code: int = 2) -> typer.Exit:
+    """Print a user error (no traceback) and return the exit to raise."""
+    error_console.print(f"[bold red]error:[/] {message}", highlight=False)
+    return typer.Exit(code)
+
+
+def _load(path: Path) -> UnstructuredInstance:
+    try:
+        instance = load_instance(path, require_winner=False)
+    except InstanceError as error:
+        raise fail(str(error)) from None
+    if instance.best is None:
+        raise fail(
+            f"{path}: no Condorcet winner (no policy beats every other with p > 1/2), "
+            "so there is no optimal policy to identify",
+            code=1,
+        )
+    return instance
+
+
+def bound_summary(
+    instance: UnstructuredInstance, delta: float, assume_condorcet: bool
+) -> dict[str, Any]:
+    """i*, T*, optimal proportions and the lower bound T*·kl(δ, 1−δ)."""
+    allocation = optimal_allocation(instance.win_prob, assume_condorcet)
+    upper = np.argwhere(np.triu(allocation.proportions) > 0)
+    return {
+        "best": instance.policies[allocation.best],
+        "best_index": allocation.best,
+        "class": "B" if assume_condorcet else "A",
+        "t_star": allocation.t_star,
+        "delta": delta,
+        "kl_delta": kl_confidence(delta),
+        "lower_bound": allocation.lower_bound(delta),
+        "proportions": [
+            {
+                "pair": [instance.policies[a], instance.policies[b]],
+                "share": float(allocation.proportions[a, b]),
+                "win_prob": float(instance.win_prob[a, b]),
+            }
+            for a, b in upper
+        ],
+    }
 
 
 @app.command()
-def demo() -> None:
-    """Run a complete adaptive experiment on a built-in synthetic instance."""
-    raise NotImplementedError
+def bound(
+    instance: InstanceArg,
+    delta: DeltaOpt = 0.05,
+    assume_condorcet: CondorcetOpt = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Optimal policy, characteristic time T*, optimal proportions and the lower bound."""
+    if not 0 < delta < 0.5:
+        raise fail(f"--delta must lie in (0, 0.5), got {delta}")
+    summary = bound_summary(_load(instance), delta, assume_condorcet)
+    if as_json:
+        print(json.dumps(summary, indent=2))
+        return
+    console.print(
+        f"optimal policy [bold]{summary['best']}[/]   T* = {summary['t_star']:.4g} (class "
+        f"{summary['class']})   lower bound at δ = {delta:g}: "
+        f"{summary['lower_bound']:.1f} comparisons"
+    )
+    table = Table("pair", "P(first ≻ second)", "optimal share")
+    for row in summary["proportions"]:
+        table.add_row(" vs ".join(row["pair"]), f"{row['win_prob']:.3f}", f"{row['share']:.4f}")
+    console.print(table)
+
+
+@app.command(name="simulate")
+def simulate_command(
+    instance: InstanceArg,
+    strategy: Annotated[
+        str, typer.Option(help=f"Sampling rule: {', '.join(STRATEGIES)}.")
+    ] = "llmpo",
+    delta: DeltaOpt = 0.05,
+    reps: Annotated[int, typer.Option(min=1, help="Monte Carlo replications.")] = 100,
+    seed: Annotated[int, typer.Option(help="Master seed (same seed, same numbers).")] = 0,
+    workers: Annotated[int, typer.Option(min=1, help="Worker processes.")] = 1,
+    threshold: Annotated[
+        str, typer.Option(help=f"Stopping threshold: {', '.join(THRESHOLDS)}.")
+    ] = "kt",
+    epsilon: Annotated[float, typer.Option(help="Indifference margin ε.")] = 0.0,
+    batch_size: Annotated[int, typer.Option(min=1, help="Pairs asked at once.")] = 1,
+    max_comparisons: Annotated[
+        int | None, typer.Option(min=1, help="Comparison budget per replication.")
+    ] = None,
+    assume_condorcet: CondorcetOpt = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Monte Carlo of a strategy on an instance: error rate and comparisons used."""
+    loaded = _load(instance)
+    try:
+        summary = simulate(
+            loaded, strategy, delta, reps, seed, workers,
+            threshold=threshold, epsilon=epsilon, assume_condorcet=assume_condorcet,
+            batch_size=batch_size, max_comparisons=max_comparisons,
+        )
+    except ValueError as error:
+        raise fail(str(error)) from None
+    summary["instance"] = str(instance)
+    if as_json:
+        print(json.dumps(summary, indent=2))
+        return
+    table = Table("quantity", "value", title=f"{strategy} on {instance} (δ = {delta:g})")
+    low, high = summary["error_rate_ci95"]
+    table.add_row("error rate", f"{summary['error_rate']:.4f}  (95% CI {low:.4f}–{high:.4f})")
+    table.add_row(
+        "mean comparisons",
+        f"{summary['mean_comparisons']:.1f} ± {summary['mean_comparisons_sem']:.1f}",
+    )
+    table.add_row("median comparisons", f"{summary['median_comparisons']:.0f}")
+    table.add_row("T*", f"{summary['t_star']:.4g}")
+    table.add_row("lower bound T*·kl(δ,1−δ)", f"{summary['lower_bound']:.1f}")
+    table.add_row("mean / (T*·log 1/δ)", f"{summary['ratio_to_bound']:.3f}")
+    console.print(table)
+
+
+def demo_instance() -> UnstructuredInstance:
+    """The built-in synthetic instance: six prompt × temperature policies, a cycle, 10% ties."""
+    source = resources.files("llmpo") / "data" / "demo.json"
+    with resources.as_file(source) as path:
+        return load_instance(path)
+
+
+@app.command()
+def demo(
+    delta: DeltaOpt = 0.05,
+    seed: Annotated[int, typer.Option(help="Seed of the run.")] = 0,
+    reps: Annotated[int, typer.Option(min=2, help="Replications for the saving figure.")] = 40,
+    workers: Annotated[int, typer.Option(min=1, help="Worker processes.")] = 2,
+) -> None:
+    """Run LLM-PO on a built-in synthetic instance and measure its saving over uniform allocation.
+
+    No API key, no network: outcomes are drawn from a known preference matrix of six
+    prompt/temperature policies (the truth is used only to score the answer).
+    """
+    from llmpo.environments.synthetic import SyntheticEnvironment
+    from llmpo.experiment import Experiment
+
+    instance = demo_instance()
+    environment = SyntheticEnvironment(instance, seed)
+    experiment = Experiment(instance.policies, delta=delta, seed=seed)
+    console.print(
+        f"[bold]llmpo demo[/]: {instance.n_policies} policies, δ = {delta:g}, "
+        "outcomes simulated from a known preference matrix"
+    )
+    while not experiment.done:
+        for a, b in experiment.ask(8):
+            experiment.tell(a, b, environment.outcome(a, b))
+            if experiment.done:
+                break
+    result = experiment.result
+    correct = "correct" if result.best == instance.best else "WRONG"
+    console.print(
+        f"winner: [bold green]{result.best_name}[/] (certified at 1 − δ = {1 - delta:g}; "
+        f"{correct} against the hidden truth) after {result.n_comparisons} comparisons"
+    )
+    table = Table("rival", "comparisons", "P̂(winner ≻ rival)", "GLR statistic", "threshold")
+    for rival, statistic, threshold in zip(
+        result.rivals, result.statistics, result.thresholds, strict=True
+    ):
+        table.add_row(
+            result.policies[rival],
+            f"{int(result.counts[result.best, rival])}",
+            f"{result.win_prob_hat[result.best, rival]:.3f}",
+            f"{statistic:.2f}",
+            f"{threshold:.2f}",
+        )
+    console.print(table)
+    console.print(f"measuring the saving over uniform allocation ({reps} runs each) …")
+    summaries = {
+        name: simulate(instance, name, delta, reps, seed, workers) for name in ("llmpo", "uniform")
+    }
+    adaptive, uniform = summaries["llmpo"], summaries["uniform"]
+    saving = 1.0 - adaptive["mean_comparisons"] / uniform["mean_comparisons"]
+    console.print(
+        f"LLM-PO: {adaptive['mean_comparisons']:.0f} comparisons on average "
+        f"({adaptive['errors']} wrong of {reps}); uniform: {uniform['mean_comparisons']:.0f} "
+        f"({uniform['errors']} wrong); saving [bold]{100 * saving:.0f}%[/] "
+        f"({uniform['mean_comparisons'] / adaptive['mean_comparisons']:.2f}× fewer). "
+        f"Lower bound T*·kl(δ,1−δ) = {adaptive['lower_bound']:.0f}."
+    )
+    if not math.isfinite(saving):
+        raise typer.Exit(1)

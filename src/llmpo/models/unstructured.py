@@ -67,8 +67,14 @@ class UnstructuredModel(PreferenceModel):
         # Signed divergence: +d(p̂_ab, c) when p̂_ab > c, −d(p̂_ab, c) otherwise.
         self._signed_divergence = np.full(size, -unsampled)
         np.fill_diagonal(self._signed_divergence, 0.0)
+        # statistic − local threshold per pair (n·(±d) − local(n)); +inf on the diagonal so that a
+        # row minimum runs over rivals only.
+        self._local_margin = np.full(size, -threshold.local_scalar(0.0))
+        np.fill_diagonal(self._local_margin, np.inf)
         self._row_min = np.full(n_policies, HALF)
         self._leader: int | None = None
+        self._upper = np.triu_indices(n_policies, 1)
+        self._least_pair_count = 0.0  # a lower bound on every pair's effective count
         # Class A errs on one of the K − 1 pairs of the true winner; class B sums over at most
         # K − 1 witness pairs of the true winner (see llmpo.stats.thresholds).
         self._log_multiplicity = (
@@ -85,8 +91,12 @@ class UnstructuredModel(PreferenceModel):
         p_ab = wins[a, b] / counts[a, b]
         self._p_masked[a, b] = p_ab
         self._p_masked[b, a] = 1.0 - p_ab
-        self._signed_divergence[a, b] = self._signed(p_ab)
-        self._signed_divergence[b, a] = self._signed(1.0 - p_ab)
+        n_ab = counts[a, b]
+        local = self.threshold.local_scalar(n_ab)
+        for row, col, p in ((a, b, p_ab), (b, a, 1.0 - p_ab)):
+            signed = self._signed(p)
+            self._signed_divergence[row, col] = signed
+            self._local_margin[row, col] = n_ab * signed - local
         self._row_min[a] = self._p_masked[a].min()
         self._row_min[b] = self._p_masked[b].min()
         self._leader = None
@@ -108,6 +118,20 @@ class UnstructuredModel(PreferenceModel):
         self._pending[b, a] -= 1.0
         self.n_pending -= 1
         return True
+
+    def least_sampled_pair(self, floor: float) -> tuple[int, int] | None:
+        """The pair with the fewest effective comparisons if that is below ``floor``, else None.
+
+        Counts only grow, so the O(K²) scan runs only when ``floor`` passes the last minimum seen.
+        """
+        if floor <= self._least_pair_count:
+            return None
+        pair_counts = (self._counts + self._pending)[self._upper]
+        least = int(np.argmin(pair_counts))
+        self._least_pair_count = float(pair_counts[least])
+        if self._least_pair_count >= floor:
+            return None
+        return int(self._upper[0][least]), int(self._upper[1][least])
 
     def effective_count(self, a: int, b: int) -> float:
         return float(self._counts[a, b] + self._pending[a, b])
@@ -154,16 +178,18 @@ class UnstructuredModel(PreferenceModel):
         leader = self.leader
         if self.assume_condorcet:
             # Every rival must lose at least one pair empirically before its statistic is > 0.
-            others = np.delete(self._row_min, leader)
-            if not np.all(others < HALF):
+            losing = self._row_min < HALF
+            if np.count_nonzero(losing) - losing[leader] < self.n_policies - 1:
                 return False
-        elif self._row_min[leader] <= self.level:
+            return self.certificate().certified
+        if self._row_min[leader] <= self.level:
             return False
-        return self.certificate().certified
+        common = self.threshold.common(self.n_told, self.delta, self._log_multiplicity)
+        return bool(self._local_margin[leader].min() > common)
 
     def certificate(self) -> Certificate:
         leader = self.leader
-        rivals = np.delete(np.arange(self.n_policies), leader)
+        rivals = self._rivals(leader)
         t = float(self.n_told)
         if self.assume_condorcet:
             # Z_j = Σ_{k: p̂_jk < ½} n_jk d(p̂_jk, ½); d is symmetric about ½.
@@ -184,6 +210,9 @@ class UnstructuredModel(PreferenceModel):
             )
         return Certificate(leader, rivals, statistics, np.asarray(thresholds, dtype=float))
 
+    def _rivals(self, leader: int) -> NDArray[np.intp]:
+        return np.delete(np.arange(self.n_policies), leader)
+
     # ---- allocation ----------------------------------------------------------------------------
     def plugin_weights(self) -> tuple[NDArray[np.intp], NDArray[np.intp], NDArray[np.float64]]:
         """w*(p̂): the closed form of DESIGN §2 at the current estimates.
@@ -193,11 +222,11 @@ class UnstructuredModel(PreferenceModel):
         """
         leader = self.leader
         if self.assume_condorcet:
-            cols = np.delete(np.arange(self.n_policies), leader)
+            cols = self._rivals(leader)
             rows = self.witnesses()[cols]
             divergence = self._signed_divergence[rows, cols]
         else:
-            cols = np.delete(np.arange(self.n_policies), leader)
+            cols = self._rivals(leader)
             rows = np.full(cols.shape, leader)
             divergence = self._signed_divergence[leader, cols]
         inverse = 1.0 / np.maximum(divergence, MIN_DIVERGENCE)

@@ -29,11 +29,13 @@ LOG2 = math.log(2.0)
 
 
 class Threshold(ABC):
-    """One stopping threshold: β as a function of the counts, the time t and δ.
+    """One stopping threshold, split as β = common(t, δ, M) + Σ_{pairs in the statistic} local(n).
 
-    ``log_multiplicity`` is the log of the number of ways the procedure can be wrong that the
-    union bound must pay for (e.g. log(K − 1) for class A: the error is on one of the pairs of the
-    true winner, not known in advance).
+    The split lets a model keep ``statistic − local(n)`` per pair up to date in O(1) per comparison
+    and check the stopping rule with one comparison against ``common``. ``log_multiplicity`` (log M)
+    is the log of the number of ways the procedure can be wrong that the union bound must pay for
+    (log(K − 1) for class A: the error is on one of the pairs of the true winner, not known in
+    advance).
     """
 
     #: Name used on the command line and in configs.
@@ -42,16 +44,28 @@ class Threshold(ABC):
     heuristic: bool = False
 
     @abstractmethod
+    def common(self, t: float, delta: float, log_multiplicity: float) -> float:
+        """The part of β shared by every pair."""
+
+    @abstractmethod
+    def local(self, counts: NDArray[np.float64]) -> NDArray[np.float64]:
+        """The part of β paid per pair in the statistic, as a function of its count (vectorized)."""
+
+    @abstractmethod
+    def local_scalar(self, count: float) -> float:
+        """:meth:`local` for one pair, in pure Python (the hot path)."""
+
     def pair(
         self, counts: NDArray[np.float64], t: float, delta: float, log_multiplicity: float
     ) -> NDArray[np.float64]:
         """Per-pair thresholds for statistics ``n · d(p̂, c)`` of single pairs with these counts."""
+        return self.common(t, delta, log_multiplicity) + self.local(counts)
 
-    @abstractmethod
     def pair_set(
         self, counts: NDArray[np.float64], t: float, delta: float, log_multiplicity: float
     ) -> float:
         """Threshold for a statistic summed over the pairs with these counts."""
+        return self.common(t, delta, log_multiplicity) + float(np.sum(self.local(counts)))
 
 
 class KTThreshold(Threshold):
@@ -64,42 +78,35 @@ class KTThreshold(Threshold):
 
     name = "kt"
 
-    def pair(
-        self, counts: NDArray[np.float64], t: float, delta: float, log_multiplicity: float
-    ) -> NDArray[np.float64]:
-        base = log_multiplicity + math.log(1.0 / delta) + LOG2
-        return base + 0.5 * np.log(np.maximum(counts, 1.0))
+    def common(self, t: float, delta: float, log_multiplicity: float) -> float:
+        return log_multiplicity + math.log(1.0 / delta)
 
-    def pair_set(
-        self, counts: NDArray[np.float64], t: float, delta: float, log_multiplicity: float
-    ) -> float:
-        base = log_multiplicity + math.log(1.0 / delta)
-        return base + float(np.sum(0.5 * np.log(np.maximum(counts, 1.0)) + LOG2))
+    def local(self, counts: NDArray[np.float64]) -> NDArray[np.float64]:
+        return 0.5 * np.log(np.maximum(counts, 1.0)) + LOG2
+
+    def local_scalar(self, count: float) -> float:
+        return 0.5 * math.log(max(count, 1.0)) + LOG2
 
 
 class GK16HeuristicThreshold(Threshold):
     """Heuristic β(t, δ) = log((1 + log t)/δ) (Garivier & Kaufmann 2016, §6). NOT proven valid.
 
     Common in experiments because it is much smaller than any valid threshold; offered for
-    comparison only, under a name that says so.
+    comparison only, under a name that says so. It ignores the union over answers and the number
+    of pairs in a summed statistic.
     """
 
     name = "gk16-heuristic"
     heuristic = True
 
-    def pair(
-        self, counts: NDArray[np.float64], t: float, delta: float, log_multiplicity: float
-    ) -> NDArray[np.float64]:
-        return np.full(np.shape(counts), self._value(t, delta))
-
-    def pair_set(
-        self, counts: NDArray[np.float64], t: float, delta: float, log_multiplicity: float
-    ) -> float:
-        return self._value(t, delta)
-
-    @staticmethod
-    def _value(t: float, delta: float) -> float:
+    def common(self, t: float, delta: float, log_multiplicity: float) -> float:
         return math.log((1.0 + math.log(max(t, 1.0))) / delta)
+
+    def local(self, counts: NDArray[np.float64]) -> NDArray[np.float64]:
+        return np.zeros(np.shape(counts))
+
+    def local_scalar(self, count: float) -> float:
+        return 0.0
 
 
 THRESHOLDS: dict[str, type[Threshold]] = {

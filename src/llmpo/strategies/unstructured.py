@@ -21,15 +21,7 @@ def forced_exploration_pair(model: UnstructuredModel) -> Pair | None:
     """The least-sampled pair if it has fewer than √t − P/2 comparisons, else None."""
     k = model.n_policies
     floor = math.sqrt(model.n_told + model.n_pending) - k * (k - 1) / 4.0
-    if floor <= 0:  # the usual case until t > P²/4: skip the O(K²) scan
-        return None
-    counts = model.effective_counts()
-    upper = np.triu_indices(k, 1)
-    pair_counts = counts[upper]
-    least = int(np.argmin(pair_counts))
-    if pair_counts[least] >= floor:
-        return None
-    return int(upper[0][least]), int(upper[1][least])
+    return model.least_sampled_pair(floor) if floor > 0 else None
 
 
 class BalanceRule(Strategy):

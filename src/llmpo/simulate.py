@@ -1,0 +1,201 @@
+"""Monte Carlo of a sampling strategy on a known instance: error rate and comparisons used.
+
+Replication r draws all its randomness from child r of ``SeedSequence(seed)``, so the numbers are
+the same whatever the number of worker processes.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from scipy.stats import binomtest
+
+from llmpo.environments.synthetic import SyntheticEnvironment
+from llmpo.experiment import Experiment
+from llmpo.instances import UnstructuredInstance
+from llmpo.spaces import Unstructured
+from llmpo.stats.bernoulli import kl_confidence
+from llmpo.stats.unstructured import optimal_allocation
+from llmpo.strategies.base import Oracle, Strategy
+
+STRATEGIES = ("llmpo", "llmpo-tracking", "uniform", "oracle")
+
+
+@dataclass(frozen=True)
+class SimulationSpec:
+    """Everything one replication needs (picklable, sent to worker processes)."""
+
+    instance: UnstructuredInstance
+    strategy: str
+    delta: float
+    threshold: str = "kt"
+    epsilon: float = 0.0
+    assume_condorcet: bool = False
+    batch_size: int = 1
+    max_comparisons: int | None = None
+
+    def make_strategy(self) -> str | Strategy:
+        """The strategy object; ``oracle`` tracks the instance's true optimal proportions."""
+        if self.strategy != "oracle":
+            return self.strategy
+        allocation = optimal_allocation(
+            self.instance.win_prob, self.assume_condorcet, self.epsilon
+        )
+        upper = np.argwhere(np.triu(allocation.proportions) > 0)
+        return Oracle(
+            [(int(a), int(b)) for a, b in upper],
+            [float(allocation.proportions[a, b]) for a, b in upper],
+        )
+
+
+@dataclass(frozen=True)
+class Replication:
+    """Outcome of one simulated experiment."""
+
+    best: int
+    certified: bool
+    n_comparisons: int
+
+
+def run_replication(spec: SimulationSpec, seed: np.random.SeedSequence) -> Replication:
+    """Run one experiment to its end on fresh synthetic outcomes.
+
+    Comparisons are counted when asked: with a batch size above 1, the pairs still pending when
+    the experiment stops were paid for too.
+    """
+    env_seed, strategy_seed = seed.spawn(2)
+    environment = SyntheticEnvironment(spec.instance, np.random.default_rng(env_seed))
+    experiment = Experiment(
+        Unstructured(spec.instance.policies),
+        delta=spec.delta,
+        strategy=spec.make_strategy(),
+        threshold=spec.threshold,
+        epsilon=spec.epsilon,
+        assume_condorcet=spec.assume_condorcet,
+        max_comparisons=spec.max_comparisons,
+        seed=int(strategy_seed.generate_state(1)[0]),
+    )
+    while not experiment.done:
+        for a, b in experiment.ask(spec.batch_size):
+            experiment.tell(a, b, environment.outcome(a, b))
+            if experiment.done:
+                break
+    result = experiment.result
+    return Replication(
+        best=result.best,
+        certified=result.certified,
+        n_comparisons=experiment.n_comparisons + experiment.n_pending,
+    )
+
+
+def _run_chunk(spec: SimulationSpec, seeds: list[np.random.SeedSequence]) -> list[Replication]:
+    return [run_replication(spec, seed) for seed in seeds]
+
+
+def run_replications(
+    spec: SimulationSpec, reps: int, seed: int, workers: int = 1
+) -> list[Replication]:
+    """Run ``reps`` replications, in ``workers`` processes; results in replication order."""
+    seeds = np.random.SeedSequence(seed).spawn(reps)
+    if workers <= 1 or reps <= 1:
+        return _run_chunk(spec, seeds)
+    # A few chunks per worker balances load without paying a process round-trip per replication.
+    n_chunks = min(reps, 4 * workers)
+    chunks = [seeds[i::n_chunks] for i in range(n_chunks)]
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        chunk_results = list(pool.map(_run_chunk, [spec] * n_chunks, chunks))
+    ordered: list[Replication | None] = [None] * reps
+    for i, results in enumerate(chunk_results):
+        for offset, replication in enumerate(results):
+            ordered[i + offset * n_chunks] = replication
+    return [r for r in ordered if r is not None]
+
+
+def is_correct(instance: UnstructuredInstance, answer: int, epsilon: float) -> bool:
+    """True when ``answer`` beats every rival with probability > ½ − ε."""
+    row = np.delete(instance.win_prob[answer], answer)
+    return bool(np.all(row > 0.5 - epsilon))
+
+
+def summarize(
+    spec: SimulationSpec, replications: list[Replication], seed: int, elapsed: float
+) -> dict[str, Any]:
+    """The JSON summary of DESIGN §6 with the error rate's exact (Clopper–Pearson) 95% interval."""
+    reps = len(replications)
+    comparisons = np.array([r.n_comparisons for r in replications], dtype=float)
+    errors = sum(not is_correct(spec.instance, r.best, spec.epsilon) for r in replications)
+    interval = binomtest(errors, reps).proportion_ci(confidence_level=0.95, method="exact")
+    t_star = optimal_allocation(
+        spec.instance.win_prob, spec.assume_condorcet, spec.epsilon
+    ).t_star
+    mean = float(comparisons.mean())
+    return {
+        "strategy": spec.strategy,
+        "delta": spec.delta,
+        "reps": reps,
+        "seed": seed,
+        "threshold": spec.threshold,
+        "epsilon": spec.epsilon,
+        "assume_condorcet": spec.assume_condorcet,
+        "batch_size": spec.batch_size,
+        "error_rate": errors / reps,
+        "error_rate_ci95": [float(interval.low), float(interval.high)],
+        "errors": int(errors),
+        "uncertified": int(sum(not r.certified for r in replications)),
+        "mean_comparisons": mean,
+        "mean_comparisons_sem": float(comparisons.std(ddof=1) / math.sqrt(reps)) if reps > 1 else 0.0,
+        "median_comparisons": float(np.median(comparisons)),
+        "t_star": t_star,
+        "lower_bound": t_star * kl_confidence(spec.delta),
+        "ratio_to_bound": mean / (t_star * math.log(1.0 / spec.delta)),
+        "seconds": elapsed,
+    }
+
+
+def simulate(
+    instance: UnstructuredInstance,
+    strategy: str = "llmpo",
+    delta: float = 0.05,
+    reps: int = 100,
+    seed: int = 0,
+    workers: int = 1,
+    **options: Any,
+) -> dict[str, Any]:
+    """Monte Carlo of ``strategy`` on ``instance``; see :func:`summarize` for the keys.
+
+    Parameters
+    ----------
+    instance : UnstructuredInstance
+        The true win probabilities (must have a Condorcet winner).
+    strategy : str
+        One of ``llmpo``, ``llmpo-tracking``, ``uniform``, ``oracle``.
+    delta : float
+        Error probability of each experiment.
+    reps : int
+        Number of replications.
+    seed : int
+        Master seed.
+    workers : int
+        Worker processes; the result does not depend on it.
+    **options
+        Further :class:`SimulationSpec` fields: ``threshold``, ``epsilon``, ``assume_condorcet``,
+        ``batch_size``, ``max_comparisons``.
+
+    Returns
+    -------
+    dict
+        The summary.
+    """
+    if strategy not in STRATEGIES:
+        raise ValueError(f"strategy: unknown {strategy!r}; choose one of {', '.join(STRATEGIES)}")
+    if reps < 1:
+        raise ValueError(f"reps must be a positive integer, got {reps}")
+    spec = SimulationSpec(instance=instance, strategy=strategy, delta=delta, **options)
+    start = time.perf_counter()
+    replications = run_replications(spec, reps, seed, workers)
+    return summarize(spec, replications, seed, time.perf_counter() - start)
