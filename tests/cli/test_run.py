@@ -191,3 +191,11 @@ def test_resume_without_a_matching_experiment(project):
     assert_clean_error(invoke("report", "absent.db"), "no such store")
     invoke("run", "experiment.yaml")
     assert_clean_error(invoke("report", "runs.db", "9"), "no experiment 9")
+
+
+def test_unwritable_outputs_are_clean_errors(project):
+    invoke("run", "experiment.yaml")
+    missing = str(project / "no" / "such" / "folder" / "out")
+    assert_clean_error(invoke("report", "runs.db", "-o", missing + ".html"), "cannot write")
+    assert_clean_error(invoke("export", "runs.db", "-o", missing + ".csv"), "cannot write")
+    assert_clean_error(invoke("export", "runs.db", "--format", "parquet"), "--output")

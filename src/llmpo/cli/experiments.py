@@ -20,7 +20,7 @@ from llmpo.config import ConfigError, load_config
 from llmpo.environments.replay import ReplayError
 from llmpo.report import build_report, render_html, render_markdown
 from llmpo.runner import Progress, Runner, RunOutcome, find_experiment, start_experiment
-from llmpo.store import COMPARISON_COLUMNS, Store, StoreError
+from llmpo.store import COMPARISON_COLUMNS, ComparisonRecord, Store, StoreError
 
 error_console = Console(stderr=True)
 USER_ERRORS = (ConfigError, StoreError, ReplayError)
@@ -228,7 +228,10 @@ def report(
     if output is None:
         print(text)
         return
-    output.write_text(text, encoding="utf-8")
+    try:
+        output.write_text(text, encoding="utf-8")
+    except OSError as error:
+        raise _fail(f"{output}: cannot write the report ({error.strerror})") from None
     error_console.print(f"Report written to {escape(str(output))}", soft_wrap=True)
 
 
@@ -261,10 +264,21 @@ def export(
             ]
     except USER_ERRORS as error:
         raise _fail(str(error)) from None
+    if format is ExportFormat.parquet and output is None:
+        raise _fail("parquet needs --output FILE")
+    try:
+        _write_export(rows, format, output)
+    except OSError as error:
+        raise _fail(f"{output}: cannot write ({error.strerror})") from None
+    if output is not None:
+        error_console.print(
+            f"{len(rows)} comparisons written to {escape(str(output))}", soft_wrap=True
+        )
+
+
+def _write_export(rows: list[dict[str, Any]], format: ExportFormat, output: Path | None) -> None:
     columns = ["experiment_id", "name_a", "name_b", *COMPARISON_COLUMNS]
     if format is ExportFormat.parquet:
-        if output is None:
-            raise _fail("parquet needs --output FILE")
         try:
             import pyarrow as pa
             import pyarrow.parquet as pq
@@ -272,22 +286,20 @@ def export(
             raise _fail("parquet export needs pyarrow: pip install 'llmpo[parquet]'") from None
         table = pa.Table.from_pylist(rows) if rows else pa.table({c: [] for c in columns})
         pq.write_table(table, output)
-        error_console.print(
-            f"{len(rows)} comparisons written to {escape(str(output))}", soft_wrap=True
-        )
         return
     handle = output.open("w", newline="", encoding="utf-8") if output else sys.stdout
-    writer = csv.DictWriter(handle, fieldnames=columns)
-    writer.writeheader()
-    writer.writerows(rows)
-    if output:
-        handle.close()
-        error_console.print(
-            f"{len(rows)} comparisons written to {escape(str(output))}", soft_wrap=True
-        )
+    try:
+        writer = csv.DictWriter(handle, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(rows)
+    finally:
+        if output:
+            handle.close()
 
 
-def _export_row(experiment_id: int, policies: list[str], comparison: Any) -> dict[str, Any]:
+def _export_row(
+    experiment_id: int, policies: list[str], comparison: ComparisonRecord
+) -> dict[str, Any]:
     return {
         "experiment_id": experiment_id,
         "name_a": policies[comparison.policy_a],
