@@ -89,6 +89,7 @@ class RunOutcome:
     result: Result
     replayed: int
     new_comparisons: int
+    dropped_policies: tuple[str, ...] = ()
 
     def to_dict(self, store: str) -> dict[str, Any]:
         """The JSON form printed by ``llmpo run --json``."""
@@ -100,6 +101,7 @@ class RunOutcome:
             **self.result.to_dict(),
             "replayed_comparisons": self.replayed,
             "new_comparisons": self.new_comparisons,
+            "dropped_policies": list(self.dropped_policies),
         }
 
 
@@ -222,10 +224,15 @@ def start_experiment(config: ExperimentConfig, store: Store) -> int:
     experiment_id = store.create_experiment(
         resolved.to_json(), list(environment.policies), resolved.name
     )
-    dropped = getattr(environment, "dropped", ())
+    dropped = dropped_policies(environment)
     if dropped:
         store.add_event(experiment_id, "dense_subset", {"dropped": list(dropped)})
     return experiment_id
+
+
+def dropped_policies(environment: Environment) -> tuple[str, ...]:
+    """Policies of the data an environment left out (replay with a dense subset), else ()."""
+    return tuple(getattr(environment, "dropped", ()))
 
 
 def find_experiment(config: ExperimentConfig, store: Store) -> ExperimentRecord | None:
@@ -287,6 +294,11 @@ class Runner:
         self.progress_interval = progress_interval
         self._stop_requested = threading.Event()
         self._cost_usd: float | None = None
+
+    @property
+    def dropped_policies(self) -> tuple[str, ...]:
+        """Policies of the data left out by the replay's dense-subset restriction."""
+        return dropped_policies(self.environment)
 
     def request_stop(self) -> None:
         """Stop after the comparison in flight is committed (what Ctrl-C does)."""
@@ -358,7 +370,9 @@ class Runner:
                 )
         if self.on_progress is not None:
             self.on_progress(self.progress(time.monotonic() - started))
-        return RunOutcome(experiment_id, status, result, min(sequence, len(stored)), new)
+        return RunOutcome(
+            experiment_id, status, result, min(sequence, len(stored)), new, self.dropped_policies
+        )
 
     def _replayed(self, record: ComparisonRecord, a: int, b: int) -> float:
         if (record.policy_a, record.policy_b) != (a, b):

@@ -151,6 +151,8 @@ def test_pair_without_records_is_refused_unless_dense_subset(project):
     result = invoke("run", "experiment.yaml", "--dense-subset", "--json")
     assert result.exit_code == 0, result.output
     assert set(json.loads(result.stdout)["policies"]) == {"alpha", "beta", "gamma"}
+    assert json.loads(result.stdout)["dropped_policies"] == ["delta"]
+    assert "dropped 1 without enough records of every pair: delta" in result.stderr
     with sqlite3.connect(project / "runs.db") as connection:
         detail = connection.execute(
             "SELECT detail FROM events WHERE kind = 'dense_subset'"

@@ -96,6 +96,14 @@ class _Display:
 def _execute(store: Store, experiment_id: int, as_json: bool) -> None:
     display = _Display(quiet=False)
     runner = Runner(store, experiment_id, on_progress=display, progress_interval=display.interval)
+    if runner.dropped_policies:
+        error_console.print(
+            f"Dense subset: {len(runner.environment.policies)} policies kept; dropped "
+            f"{len(runner.dropped_policies)} without enough records of every pair: "
+            + escape(", ".join(runner.dropped_policies)),
+            soft_wrap=True,
+            highlight=False,
+        )
     try:
         outcome = runner.run()
     except KeyboardInterrupt:
