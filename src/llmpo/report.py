@@ -109,8 +109,13 @@ def build_report(store: Store, experiment_id: int | None = None) -> dict[str, An
         }
     counts = model.counts()
     win_prob = model.win_prob_hat()
+    events = store.events(record.id)
+    dropped = [
+        name for _, kind, detail in events if kind == "dense_subset" for name in detail["dropped"]
+    ]
     return {
-        "experiment": _experiment_summary(record),
+        "experiment": {**_experiment_summary(record), "dropped_policies": dropped},
+        "events": [{"at": at, "kind": kind, "detail": detail} for at, kind, detail in events],
         "answer": answer,
         "win_prob": _win_prob_section(policies, win_prob, counts),
         "allocation": _allocation_section(policies, counts, answer.get("target_proportions", [])),
@@ -483,6 +488,17 @@ def _cost_text(report: dict[str, Any]) -> str:
     )
 
 
+def _dropped_text(report: dict[str, Any]) -> str:
+    dropped = report["experiment"]["dropped_policies"]
+    if not dropped:
+        return "Policies: every policy of the configuration took part."
+    count = f"{len(dropped)} policy was" if len(dropped) == 1 else f"{len(dropped)} policies were"
+    return (
+        f"Dense subset: {count} left out of the data because some of their pairs lack records: "
+        f"{', '.join(dropped)}."
+    )
+
+
 def render_markdown(report: dict[str, Any]) -> str:
     """The report as Markdown (tables only; the plots are in the HTML report)."""
     experiment = report["experiment"]
@@ -500,6 +516,8 @@ def render_markdown(report: dict[str, Any]) -> str:
         _savings_text(report),
         "",
         _cost_text(report),
+        "",
+        _dropped_text(report),
         "",
     ]
     for title, header, rows in _tables(report):
@@ -543,6 +561,7 @@ def render_html(report: dict[str, Any]) -> str:
         f"created {escape(experiment['created_at'])}.</p>",
         f"<p>{escape(_savings_text(report))}</p>",
         f"<p>{escape(_cost_text(report))}</p>",
+        f"<p>{escape(_dropped_text(report))}</p>",
     ]
     figures = plots(report)
     captions = {

@@ -153,6 +153,8 @@ def test_pair_without_records_is_refused_unless_dense_subset(project):
     assert set(json.loads(result.stdout)["policies"]) == {"alpha", "beta", "gamma"}
     assert json.loads(result.stdout)["dropped_policies"] == ["delta"]
     assert "dropped 1 without enough records of every pair: delta" in result.stderr
+    markdown = invoke("report", "runs.db", "--format", "md").stdout
+    assert "Dense subset: 1 policy was left out" in markdown and "delta" in markdown
     with sqlite3.connect(project / "runs.db") as connection:
         detail = connection.execute(
             "SELECT detail FROM events WHERE kind = 'dense_subset'"
