@@ -126,3 +126,10 @@ def test_inconsistent_structured_policies(tmp_path, policies, problem):
     text = SMALLEST.replace("unstructured", "structured") + "policies:\n" + policies
     with pytest.raises(ConfigError, match=problem):
         load_config(write(tmp_path, text))
+
+
+def test_error_in_an_overridden_value_names_the_flag(tmp_path):
+    with pytest.raises(ConfigError, match=r"\(overridden by --delta\): field 'delta'"):
+        load_config(write(tmp_path, SMALLEST), {"delta": 0.9})
+    with pytest.raises(ConfigError, match=r"\(overridden by --max-comparisons\)"):
+        load_config(write(tmp_path, SMALLEST), {"max_comparisons": 0})

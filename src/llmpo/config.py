@@ -246,6 +246,15 @@ def _field_names(model: type[BaseModel]) -> list[str]:
     return list(model.model_fields)
 
 
+def _origin(error: dict[str, Any], source: str, overridden: set[str]) -> str:
+    """Where a bad value came from: the file, or the command-line flag that overrode it."""
+    location = [str(part) for part in error["loc"] if str(part) not in ("synthetic", "replay")]
+    for key in overridden:
+        if location[: len(key.split("."))] == key.split("."):
+            return f"{source} (overridden by --{key.split('.')[-1].replace('_', '-')})"
+    return source
+
+
 def _describe(error: dict[str, Any], source: str) -> str:
     location = [
         str(part) for part in error["loc"] if not str(part).startswith(("function-", "tagged-"))
@@ -336,7 +345,8 @@ def parse_config(
     try:
         config = ExperimentConfig.model_validate(_merge(data, overrides or {}))
     except ValidationError as error:
-        lines = [_describe(e, source) for e in error.errors()]
+        given = {key for key, value in (overrides or {}).items() if value is not None}
+        lines = [_describe(e, _origin(e, source, given)) for e in error.errors()]
         raise ConfigError("\n".join(lines)) from None
     base = (base_dir or Path.cwd()).resolve()
     environment = config.environment
