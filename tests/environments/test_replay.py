@@ -208,3 +208,14 @@ def test_arena_file_of_wrong_shape(tmp_path):
     path.write_text(json.dumps({"models": ["a"], "X": [[0, 1]]}))
     with pytest.raises(DatasetError, match="'models', 'X' and 'Y'"):
         load_arena_counts(path)
+
+
+def test_arena_counts_are_read_from_the_installed_leaderbot_package(tmp_path, monkeypatch):
+    package = tmp_path / "leaderbot"
+    (package / "data").mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    arena = {"models": ["m0", "m1", "m2"], "X": [[0, 1], [1, 2]], "Y": [[5, 3, 1, 1], [2, 2, 0, 0]]}
+    (package / "data" / "chatbotarena_20240814.json").write_text(json.dumps(arena))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    counts = load_arena_counts()
+    assert counts == [PairCount("m0", "m1", 5, 3, 2), PairCount("m1", "m2", 2, 2, 0)]
