@@ -271,18 +271,13 @@ def _costs(policies: tuple[str, ...], comparisons: list[ComparisonRecord]) -> di
 def _png(figure: Any) -> str:
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
-    import matplotlib.pyplot as plt
-
-    plt.close(figure)
     return base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
 def plots(report: dict[str, Any]) -> dict[str, str]:
     """The report's figures as base64 PNG, by name (``win_prob``, ``allocation``, ``trace``)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    # Figure objects without pyplot: no GUI backend, no global state.
+    from matplotlib.figure import Figure
 
     figures: dict[str, str] = {}
     section = report["win_prob"]
@@ -290,7 +285,8 @@ def plots(report: dict[str, Any]) -> dict[str, str]:
     estimate = np.array(section["estimate"])
     counts = np.array(section["counts"])
     size = max(4.0, 0.32 * len(names) + 2)
-    figure, axes = plt.subplots(figsize=(size + 1.5, size))
+    figure = Figure(figsize=(size + 1.5, size))
+    axes = figure.subplots()
     shown = np.ma.masked_where(counts == 0, estimate)
     np.fill_diagonal(shown.mask, True)
     image = axes.imshow(shown, cmap="RdBu", vmin=0, vmax=1)
@@ -316,7 +312,8 @@ def plots(report: dict[str, Any]) -> dict[str, str]:
 
     rows = report["allocation"][:ALLOCATION_BARS]
     if rows:
-        figure, axes = plt.subplots(figsize=(7, 0.3 * len(rows) + 1.5))
+        figure = Figure(figsize=(7, 0.3 * len(rows) + 1.5))
+        axes = figure.subplots()
         positions = np.arange(len(rows))
         axes.barh(positions - 0.2, [r["used_share"] for r in rows], 0.4, label="used")
         axes.barh(positions + 0.2, [r["optimal_share"] for r in rows], 0.4, label="optimal w*(p̂)")
@@ -329,7 +326,8 @@ def plots(report: dict[str, Any]) -> dict[str, str]:
 
     trace = report["trace"]
     if trace:
-        figure, axes = plt.subplots(figsize=(7, 4))
+        figure = Figure(figsize=(7, 4))
+        axes = figure.subplots()
         steps = [t["comparisons"] for t in trace]
         axes.plot(steps, [t["statistic"] for t in trace], label="GLR statistic (binding rival)")
         axes.plot(steps, [t["threshold"] for t in trace], label="threshold", linestyle="--")
