@@ -219,3 +219,25 @@ def test_arena_counts_are_read_from_the_installed_leaderbot_package(tmp_path, mo
     monkeypatch.syspath_prepend(str(tmp_path))
     counts = load_arena_counts()
     assert counts == [PairCount("m0", "m1", 5, 3, 2), PairCount("m1", "m2", 2, 2, 0)]
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        (json.dumps(judgment("a", "b", 1)) + "\n", "judgments"),
+        ('{"policy_a": "a", "policy_b": "b", "wins": 1, "losses": 0}\n', "counts"),
+        (json.dumps({"models": ["a"], "X": [], "Y": []}, indent=2), "arena"),
+        (json.dumps([{"cmp_key": "a_b", "annotator1": 1}], indent=2), "pandalm"),
+    ],
+)
+def test_format_detection(tmp_path, content, expected):
+    path = tmp_path / "data"
+    path.write_text(content)
+    assert detect_format(path) == expected
+
+
+def test_unknown_format_asks_for_it(tmp_path):
+    path = tmp_path / "data.jsonl"
+    path.write_text('{"a": 1}\n')
+    with pytest.raises(ReplayError, match=r"set environment\.format"):
+        detect_format(path)

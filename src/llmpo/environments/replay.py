@@ -170,32 +170,44 @@ def read_pair_counts(path: str | Path) -> list[PairCount]:
 
 
 def detect_format(path: str | Path) -> str:
-    """``"judgments"`` or ``"counts"`` from the first record of a JSONL file, ``"arena"`` or
-    ``"pandalm"`` from the shape of a JSON file.
+    """Tell the format of a replay file.
+
+    ``"judgments"`` or ``"counts"`` when the first line is a JSON object with ``outcome`` or
+    ``wins``/``losses``; ``"arena"`` for a JSON object with ``models``, ``X`` and ``Y``;
+    ``"pandalm"`` for a JSON list of items with ``cmp_key``.
 
     Raises
     ------
     ReplayError
-        When the format cannot be told; the message lists the formats.
+        When the format cannot be told; the message says how to name it.
     """
     path = Path(path)
     hint = "set environment.format to judgments, counts, arena or pandalm"
     try:
-        with path.open(encoding="utf-8") as handle:
-            head = handle.read(4096).lstrip()
+        text = path.read_text(encoding="utf-8")
     except OSError as error:
         raise ReplayError(f"{path}: cannot read ({error.strerror})") from None
-    if head.startswith("["):
-        return "pandalm"
-    if head.startswith("{") and '"models"' in head and head.count("\n") < 3:
+    except UnicodeDecodeError:
+        raise ReplayError(f"{path}: not a text file") from None
+    first_line = next((line for line in text.splitlines() if line.strip()), "")
+    try:
+        record = json.loads(first_line)
+    except json.JSONDecodeError:
+        record = None
+    if isinstance(record, dict) and "outcome" in record:
+        return "judgments"
+    if isinstance(record, dict) and ("wins" in record or "losses" in record):
+        return "counts"
+    try:
+        document = json.loads(text)
+    except json.JSONDecodeError:
+        document = None
+    if isinstance(document, dict) and {"models", "X", "Y"} <= document.keys():
         return "arena"
-    for _, record in _read_jsonl(path):
-        if "outcome" in record:
-            return "judgments"
-        if "wins" in record or "losses" in record:
-            return "counts"
-        break
-    raise ReplayError(f"{path}: cannot tell the replay format from the first record; {hint}")
+    first = document[0] if isinstance(document, list) and document else None
+    if isinstance(first, dict) and "cmp_key" in first:
+        return "pandalm"
+    raise ReplayError(f"{path}: cannot tell the replay format from its content; {hint}")
 
 
 class ReplayEnvironment(Environment):
