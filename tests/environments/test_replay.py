@@ -21,7 +21,6 @@ from llmpo.stats.unstructured import condorcet_winner
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
 ARENA = SHARED_DATA / "chatbotarena_20240814.json"
-PANDALM = SHARED_DATA / "pandalm_testset-v1.json"
 
 
 def needs(path: Path) -> None:
