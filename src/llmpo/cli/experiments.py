@@ -70,10 +70,9 @@ def _progress_line(progress: Progress) -> str:
 class _Display:
     """Rich live line on a terminal; a plain log line every few seconds otherwise."""
 
-    def __init__(self, quiet: bool) -> None:
-        self.quiet = quiet
+    def __init__(self) -> None:
         self.live: Live | None = None
-        if not quiet and error_console.is_terminal:
+        if error_console.is_terminal:
             self.live = Live(Text(""), console=error_console, refresh_per_second=4, transient=False)
             self.live.start()
 
@@ -85,7 +84,7 @@ class _Display:
         line = _progress_line(progress)
         if self.live is not None:
             self.live.update(Text(line))
-        elif not self.quiet:
+        else:
             print(f"[llmpo] {line}", file=sys.stderr, flush=True)
 
     def close(self) -> None:
@@ -94,7 +93,7 @@ class _Display:
 
 
 def _execute(store: Store, experiment_id: int, as_json: bool) -> None:
-    display = _Display(quiet=False)
+    display = _Display()
     runner = Runner(store, experiment_id, on_progress=display, progress_interval=display.interval)
     if runner.dropped_policies:
         error_console.print(
