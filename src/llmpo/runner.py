@@ -24,6 +24,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from llmpo.config import (
     ConfigError,
     ExperimentConfig,
@@ -31,7 +33,7 @@ from llmpo.config import (
     SyntheticEnvironmentConfig,
 )
 from llmpo.datasets import load_arena_counts, load_pandalm
-from llmpo.environments.base import Environment
+from llmpo.environments.base import Comparison, Environment
 from llmpo.environments.replay import (
     ReplayEnvironment,
     detect_format,
@@ -40,7 +42,7 @@ from llmpo.environments.replay import (
 )
 from llmpo.environments.synthetic import SyntheticEnvironment
 from llmpo.experiment import Experiment, Result
-from llmpo.instances import load_instance, make_unstructured_instance
+from llmpo.instances import UnstructuredInstance, load_instance, make_unstructured_instance
 from llmpo.spaces import Space, Unstructured
 from llmpo.store import ComparisonRecord, ExperimentRecord, Store, StoreError
 
@@ -106,7 +108,26 @@ class RunOutcome:
 
 
 # ---- building the pieces -------------------------------------------------------------------------
-def build_environment(config: ExperimentConfig, seed: int | None = None) -> Environment:
+class _ReseededSynthetic(Environment):
+    """A synthetic environment whose every comparison is drawn from its own seed.
+
+    :meth:`reseed` starts a fresh :class:`SyntheticEnvironment` seeded with (experiment seed,
+    sequence number), so an outcome never depends on the comparisons drawn before it.
+    """
+
+    def __init__(self, instance: UnstructuredInstance, seed: int | None) -> None:
+        self.instance = instance
+        self.policies = instance.policies
+        self._current = SyntheticEnvironment(instance, np.random.SeedSequence(seed))
+
+    def reseed(self, seed: Sequence[int]) -> None:
+        self._current = SyntheticEnvironment(self.instance, np.random.SeedSequence(list(seed)))
+
+    def compare(self, a: int, b: int) -> Comparison:
+        return self._current.compare(a, b)
+
+
+def build_environment(config: ExperimentConfig) -> Environment:
     """The environment a configuration describes, restricted to its policies.
 
     Raises
@@ -133,8 +154,8 @@ def build_environment(config: ExperimentConfig, seed: int | None = None) -> Envi
                     instance.tie_prob[keep][:, keep],
                     require_winner=False,
                 )
-            return SyntheticEnvironment(instance, seed)
-        return _replay_environment(environment, wanted, seed)
+            return _ReseededSynthetic(instance, config.seed)
+        return _replay_environment(environment, wanted, config.seed)
     except ValueError as error:  # InstanceError, ReplayError, DatasetError
         if isinstance(error, ConfigError):
             raise

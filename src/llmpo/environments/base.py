@@ -7,8 +7,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
-
 
 @dataclass(frozen=True)
 class Comparison:
@@ -40,23 +38,24 @@ class Comparison:
 
 
 class Environment(ABC):
-    """Something that compares two policies and returns the judged outcome.
-
-    Environments draw their randomness from ``self.rng``.
-    """
+    """Something that compares two policies and returns the judged outcome."""
 
     #: Policy names, indexed as in the experiment.
     policies: tuple[str, ...]
-    #: Source of the environment's randomness.
-    rng: np.random.Generator
 
     def reseed(self, seed: Sequence[int]) -> None:
-        """Draw the randomness of the next comparison from ``seed`` alone.
+        """Make the randomness of the next comparison a function of ``seed`` alone.
 
         The runner calls it before each comparison with (experiment seed, sequence number), so a
-        resumed run draws exactly what the uninterrupted run would have drawn.
+        resumed run draws exactly what the uninterrupted run would have drawn. Environments that
+        draw random numbers override it.
+
+        Raises
+        ------
+        NotImplementedError
+            By default: this environment cannot replay its randomness.
         """
-        self.rng = np.random.default_rng(list(seed))
+        raise NotImplementedError(f"{type(self).__name__} cannot be reseeded per comparison")
 
     @abstractmethod
     def compare(self, a: int, b: int) -> Comparison:

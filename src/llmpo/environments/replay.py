@@ -362,6 +362,10 @@ class ReplayEnvironment(Environment):
         return cls(chosen, outcomes, weights, metadata, dropped, seed)
 
     # ---- comparisons ---------------------------------------------------------------------------
+    def reseed(self, seed: Sequence[int]) -> None:
+        """Draw the next comparisons from a generator seeded with ``seed`` alone."""
+        self.rng = np.random.default_rng(list(seed))
+
     def record_count(self, a: int, b: int) -> float:
         """Number of records of the pair (a, b)."""
         pair = (min(a, b), max(a, b))
