@@ -56,6 +56,12 @@ def test_resolved_config_round_trips_through_json(tmp_path):
         (SMALLEST.replace("delta: 0.05", "delta: 0.7"), "'delta'", "smaller"),
         (SMALLEST.replace("delta: 0.05", "delta: -1"), "'delta'", "larger"),
         (SMALLEST.replace("delta: 0.05", "delat: 0.05"), "'delat'", "did you mean 'delta'"),
+        (SMALLEST + "colour: blue\n", "'colour'", "known fields: name, policies"),
+        (
+            SMALLEST.replace("  path:", "  dense_subst: true\n  path:"),
+            "'environment.dense_subst'",
+            "did you mean 'dense_subset'",
+        ),
         (SMALLEST.replace("seed: 3", "seed: three"), "'seed'", "whole number"),
         (SMALLEST.replace("type: replay", "type: live"), "'environment'", "synthetic' or 'replay"),
         (SMALLEST.replace("  path: judgments.jsonl\n", ""), "'environment.path'", "add path"),

@@ -242,8 +242,15 @@ _FIXES = {
 }
 
 
-def _field_names(model: type[BaseModel]) -> list[str]:
-    return list(model.model_fields)
+def _known_fields(parent: list[str]) -> list[str]:
+    """Field names allowed at a location (top level, environment, or a policy)."""
+    if not parent:
+        models: list[type[BaseModel]] = [ExperimentConfig]
+    elif parent[0] == "environment":
+        models = [SyntheticEnvironmentConfig, ReplayEnvironmentConfig]
+    else:
+        models = [PolicyConfig]
+    return list(dict.fromkeys(name for model in models for name in model.model_fields))
 
 
 def _origin(error: dict[str, Any], source: str, overridden: set[str]) -> str:
@@ -276,14 +283,13 @@ def _describe(error: dict[str, Any], source: str) -> str:
         )
         return f"{source}: field '{field}': {problem}. Fix: {fix}."
     if error["type"] == "extra_forbidden":
-        parent = ExperimentConfig if len(location) == 1 else None
-        if parent is not None:
-            close = difflib.get_close_matches(location[-1], _field_names(parent), n=1)
-            fix = (
-                f"did you mean '{close[0]}'"
-                if close
-                else "remove it; known fields: " + ", ".join(_field_names(parent))
-            )
+        known = _known_fields(location[:-1])
+        close = difflib.get_close_matches(location[-1], known, n=1)
+        fix = (
+            f"did you mean '{close[0]}'"
+            if close
+            else "remove it; known fields: " + ", ".join(known)
+        )
     got = "" if error["type"] == "missing" else f" (got {error.get('input')!r})"
     if isinstance(error.get("input"), dict):
         got = ""

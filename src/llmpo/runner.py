@@ -227,7 +227,7 @@ def build_experiment(config: ExperimentConfig, policies: tuple[str, ...]) -> Exp
     except ConfigError:
         raise
     except ValueError as error:
-        raise ConfigError(f"configuration: {error}") from None
+        raise ConfigError(f"{error}. Fix: change it in the configuration") from None
 
 
 def start_experiment(config: ExperimentConfig, store: Store) -> int:

@@ -126,6 +126,13 @@ def test_bad_config_names_file_field_and_fix(project):
     assert not (project / "runs.db").exists()
 
 
+def test_unknown_strategy_and_threshold(project):
+    (project / "s.yaml").write_text(SMALLEST + "strategy: magic\n")
+    assert_clean_error(invoke("run", "s.yaml"), "s.yaml: strategy: unknown 'magic'", "llmpo")
+    (project / "t.yaml").write_text(SMALLEST + "threshold: nope\n")
+    assert_clean_error(invoke("run", "t.yaml"), "t.yaml: unknown threshold 'nope'", "kt")
+
+
 def test_unknown_policy_names(project):
     (project / "named.yaml").write_text(SMALLEST + "policies: [alpha, omega]\n")
     assert_clean_error(invoke("run", "named.yaml"), "unknown policies ['omega']", "alpha")

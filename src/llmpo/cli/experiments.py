@@ -186,6 +186,11 @@ def run(
             else:
                 experiment_id = start_experiment(resolved, opened)
             _execute(opened, experiment_id, as_json)
+    except ConfigError as error:
+        message = str(error)
+        raise _fail(
+            message if message.startswith(str(config)) else f"{config}: {message}"
+        ) from None
     except USER_ERRORS as error:
         raise _fail(str(error)) from None
 
