@@ -21,8 +21,9 @@ import numpy as np
 
 from llmpo.config import ExperimentConfig
 from llmpo.runner import build_space
-from llmpo.stats.bernoulli import kl_bernoulli, kl_lower, kl_upper
+from llmpo.stats.bernoulli import kl_lower, kl_upper
 from llmpo.stats.thresholds import make_threshold
+from llmpo.stats.unstructured import condorcet_winner, optimal_allocation
 from llmpo.store import ComparisonRecord, ExperimentRecord, Store
 
 #: Pointwise coverage of the intervals shown on the win-probability matrix.
@@ -120,7 +121,7 @@ def build_report(store: Store, experiment_id: int | None = None) -> dict[str, An
         "win_prob": _win_prob_section(policies, win_prob, counts),
         "allocation": _allocation_section(policies, counts, answer.get("target_proportions", [])),
         "trace": trace,
-        "savings": _savings(policies, win_prob, answer, len(comparisons)),
+        "savings": _savings(config, policies, win_prob, answer, len(comparisons)),
         "costs": _costs(policies, comparisons),
         "structured": None,
     }
@@ -188,20 +189,30 @@ def _allocation_section(
 
 
 def _savings(
-    policies: tuple[str, ...], win_prob: np.ndarray, answer: dict[str, Any], used: int
+    config: ExperimentConfig,
+    policies: tuple[str, ...],
+    win_prob: np.ndarray,
+    answer: dict[str, Any],
+    used: int,
 ) -> dict[str, Any] | None:
-    """Comparisons uniform sampling would need, estimated from T* at the estimates."""
-    best = policies.index(answer["best"])
-    rivals = [k for k in range(len(policies)) if k != best]
-    p_best = win_prob[best, rivals]
+    """Comparisons uniform sampling would need, estimated from T* at the estimates.
+
+    With the plug-in optimal proportions w* and characteristic time T* of the estimated matrix
+    (class A or B as run), a pair with share w needs about w·T*·β comparisons, β the threshold.
+    Uniform sampling gives every one of the P pairs the same share, so it needs about
+    P·max(w*)·T*·β comparisons before the hardest pair is settled.
+    """
     thresholds = [r["threshold"] for r in answer["rivals"] if r["threshold"] is not None]
-    if np.any(p_best <= 0.5) or not thresholds:
+    if not thresholds or condorcet_winner(win_prob) != policies.index(answer["best"]):
         return None
-    information = np.asarray(kl_bernoulli(p_best, 0.5))
+    try:
+        allocation = optimal_allocation(win_prob, config.assume_condorcet, config.epsilon)
+    except ValueError:  # an estimate at exactly ½: no finite T*
+        return None
     threshold = max(thresholds)
     n_pairs = len(policies) * (len(policies) - 1) / 2
-    t_star = float((1 / information).sum())
-    t_uniform = float(n_pairs / information.min())
+    t_star = allocation.t_star
+    t_uniform = float(n_pairs * allocation.proportions.max() * t_star)
     uniform_estimate = t_uniform * threshold
     return {
         "t_star_hat": t_star,
@@ -210,7 +221,7 @@ def _savings(
         "adaptive_estimate": t_star * threshold,
         "uniform_estimate": uniform_estimate,
         "used": used,
-        "saving": 1 - used / uniform_estimate if uniform_estimate else None,
+        "saving": 1 - used / uniform_estimate,
     }
 
 
@@ -458,14 +469,13 @@ def _savings_text(report: dict[str, Any]) -> str:
     savings = report["savings"]
     if savings is None:
         return "Savings vs uniform: not estimated (the leader does not beat every rival yet)."
-    saving = savings["saving"]
     return (
         f"Savings vs uniform sampling, estimated from T* at the estimates: uniform allocation "
         f"would need about {savings['uniform_estimate']:,.0f} comparisons "
         f"(T̂_uniform = {savings['t_uniform_hat']:,.1f} × threshold {savings['threshold']:.1f}); "
         f"the optimal allocation about {savings['adaptive_estimate']:,.0f} "
-        f"(T̂* = {savings['t_star_hat']:,.1f}); this run used {savings['used']:,}"
-        + (f", a saving of {saving:.0%}." if saving is not None else ".")
+        f"(T̂* = {savings['t_star_hat']:,.1f}); this run used {savings['used']:,}, "
+        f"a saving of {savings['saving']:.0%}."
     )
 
 
