@@ -33,6 +33,23 @@ def synthetic_config(tmp_path: Path, **fields):
     return parse_config(data, "test")
 
 
+def counts_config(tmp_path: Path, **fields):
+    counts = tmp_path / "counts.jsonl"
+    records = [
+        {"policy_a": "a", "policy_b": "b", "wins": 60, "losses": 35, "ties": 5},
+        {"policy_a": "a", "policy_b": "c", "wins": 70, "losses": 30},
+        {"policy_a": "c", "policy_b": "b", "wins": 40, "losses": 50, "ties": 10},
+    ]
+    counts.write_text("".join(json.dumps(record) + "\n" for record in records))
+    data = {
+        "seed": 5,
+        "environment": {"type": "replay", "path": str(counts)},
+        "store": str(tmp_path / "runs.db"),
+        **fields,
+    }
+    return parse_config(data, "test")
+
+
 def run_stopping_at(store: Store, experiment_id: int, stop_after: int):
     runner = Runner(store, experiment_id)
     compare = runner._compare_and_store
@@ -51,9 +68,14 @@ def stored(store: Store, experiment_id: int):
     return [(c.seq, c.policy_a, c.policy_b, c.outcome) for c in store.comparisons(experiment_id)]
 
 
-@pytest.mark.parametrize("batch_size", [1, 5])
-def test_interrupted_and_resumed_runs_equal_the_uninterrupted_run(tmp_path, batch_size):
-    config = synthetic_config(tmp_path, batch_size=batch_size)
+@pytest.mark.parametrize(
+    ("make_config", "batch_size"),
+    [(synthetic_config, 1), (synthetic_config, 5), (counts_config, 1), (counts_config, 3)],
+)
+def test_interrupted_and_resumed_runs_equal_the_uninterrupted_run(
+    tmp_path, make_config, batch_size
+):
+    config = make_config(tmp_path, batch_size=batch_size)
     with Store(config.store, writer=True) as store:
         reference_id = start_experiment(config, store)
         reference = Runner(store, reference_id).run()
