@@ -97,6 +97,10 @@ def test_newer_schema_is_refused_unchanged(tmp_path):
 def test_missing_store_for_reading_and_unknown_experiment(tmp_path):
     with pytest.raises(StoreError, match="no such store"):
         Store(tmp_path / "absent.db", readonly=True)
+    with pytest.raises(StoreError, match=r"does not exist\. Fix: create it"):
+        Store(tmp_path / "no-folder" / "runs.db")
+    with pytest.raises(StoreError, match="is a folder"):
+        Store(tmp_path)
     assert not (tmp_path / "absent.db").exists()
     with Store(tmp_path / "runs.db") as store:
         with pytest.raises(StoreError, match="holds no experiment"):

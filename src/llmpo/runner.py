@@ -230,18 +230,34 @@ def build_experiment(config: ExperimentConfig, policies: tuple[str, ...]) -> Exp
         raise ConfigError(f"{error}. Fix: change it in the configuration") from None
 
 
-def start_experiment(config: ExperimentConfig, store: Store) -> int:
+def check_config(config: ExperimentConfig) -> Environment:
+    """Build the environment and the experiment of a configuration, to refuse it before storing.
+
+    Raises
+    ------
+    ConfigError
+        For unreadable data, unknown policies, pairs without records, bad options.
+    """
+    environment = build_environment(config)
+    build_experiment(config, environment.policies)
+    return environment
+
+
+def start_experiment(
+    config: ExperimentConfig, store: Store, environment: Environment | None = None
+) -> int:
     """Validate a configuration against its data, record a new experiment and return its id.
 
     The saved configuration is the resolved one, with the seed drawn now when none was given.
+    ``environment`` is the one :func:`check_config` returned for this configuration, if at hand.
     """
     resolved = (
         config
         if config.seed is not None
         else config.model_copy(update={"seed": secrets.randbits(32)})
     )
-    environment = build_environment(resolved)
-    build_experiment(resolved, environment.policies)  # fail on bad options before storing
+    if environment is None:
+        environment = check_config(resolved)
     experiment_id = store.create_experiment(
         resolved.to_json(), list(environment.policies), resolved.name
     )

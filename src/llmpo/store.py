@@ -173,6 +173,11 @@ class Store:
             raise StoreError(f"{self.path}: no such store. Fix: check the path.")
         if self.path.is_dir():
             raise StoreError(f"{self.path}: is a folder, not a store file")
+        if not self.path.parent.is_dir():
+            raise StoreError(
+                f"{self.path}: the folder {self.path.parent} does not exist. "
+                "Fix: create it, or choose another store path"
+            )
         try:
             uri = f"file:{self.path}?mode={'ro' if readonly else 'rwc'}"
             self.connection = sqlite3.connect(uri, uri=True, isolation_level=None, timeout=10.0)

@@ -131,6 +131,7 @@ def test_unknown_strategy_and_threshold(project):
     assert_clean_error(invoke("run", "s.yaml"), "s.yaml: strategy: unknown 'magic'", "llmpo")
     (project / "t.yaml").write_text(SMALLEST + "threshold: nope\n")
     assert_clean_error(invoke("run", "t.yaml"), "t.yaml: unknown threshold 'nope'", "kt")
+    assert not (project / "runs.db").exists()  # refused before the store was touched
 
 
 def test_unknown_policy_names(project):

@@ -19,7 +19,14 @@ from llmpo.cli import app
 from llmpo.config import ConfigError, load_config
 from llmpo.environments.replay import ReplayError
 from llmpo.report import build_report, render_html, render_markdown
-from llmpo.runner import Progress, Runner, RunOutcome, find_experiment, start_experiment
+from llmpo.runner import (
+    Progress,
+    Runner,
+    RunOutcome,
+    check_config,
+    find_experiment,
+    start_experiment,
+)
 from llmpo.store import COMPARISON_COLUMNS, ComparisonRecord, Store, StoreError
 
 error_console = Console(stderr=True)
@@ -174,6 +181,7 @@ def run(
     }
     try:
         resolved = load_config(config, overrides)
+        environment = None if resume else check_config(resolved)  # before touching the store
         with Store(resolved.store, writer=True) as opened:
             if resume:
                 record = find_experiment(resolved, opened)
@@ -184,7 +192,7 @@ def run(
                     )
                 experiment_id = record.id
             else:
-                experiment_id = start_experiment(resolved, opened)
+                experiment_id = start_experiment(resolved, opened, environment)
             _execute(opened, experiment_id, as_json)
     except ConfigError as error:
         message = str(error)
