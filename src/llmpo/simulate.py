@@ -69,7 +69,7 @@ def run_replication(spec: SimulationSpec, seed: np.random.SeedSequence) -> Repli
     the experiment stops were paid for too.
     """
     env_seed, strategy_seed = seed.spawn(2)
-    environment = SyntheticEnvironment(spec.instance, np.random.default_rng(env_seed))
+    environment = SyntheticEnvironment(spec.instance, env_seed)
     experiment = Experiment(
         Unstructured(spec.instance.policies),
         delta=spec.delta,

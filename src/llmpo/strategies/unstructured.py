@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from numpy.typing import NDArray
 
 from llmpo.models.base import Pair
 from llmpo.models.unstructured import UnstructuredModel
@@ -24,12 +25,28 @@ def forced_exploration_pair(model: UnstructuredModel) -> Pair | None:
     return model.least_sampled_pair(floor) if floor > 0 else None
 
 
+def balance_key(
+    effective_counts: NDArray[np.float64], signed_divergence: NDArray[np.float64]
+) -> NDArray[np.float64]:
+    """Sampling priority of the balance rule (smallest first).
+
+    Pairs that the leader wins empirically rank by their evidence n·d(p̂, c). Pairs it does not
+    win (yet) come first, least-sampled first (−1/(n + 1)); counting pending comparisons in n
+    spreads a batch over them instead of piling it on one pair.
+    """
+    return np.where(
+        signed_divergence > 0,
+        effective_counts * signed_divergence,
+        -1.0 / (effective_counts + 1.0),
+    )
+
+
 class BalanceRule(Strategy):
     """LLM-PO's default rule: sample the leader's pair with the smallest evidence n·d(p̂, c).
 
     This enforces the optimality condition w_k · d_k = constant of the closed form directly, which
-    is far less noisy than inverting d(p̂, ½) near ½. A pair that the leader is losing has negative
-    evidence and is sampled first. With ``assume_condorcet`` (class B) the pair is (b̂(j), j) for the
+    is far less noisy than inverting d(p̂, ½) near ½. Pairs that the leader does not win yet are
+    sampled first (see :func:`balance_key`). With ``assume_condorcet`` (class B) the pair is (b̂(j), j) for the
     rival j with the least evidence, b̂(j) its strongest opponent so far.
     """
 
@@ -43,13 +60,14 @@ class BalanceRule(Strategy):
         if model.assume_condorcet:
             witnesses = model.witnesses()
             rivals = np.arange(model.n_policies)
-            evidence = model.effective_counts()[witnesses, rivals] * model.signed_divergence(
-                witnesses, rivals
+            evidence = balance_key(
+                model.effective_counts()[witnesses, rivals],
+                model.signed_divergence(witnesses, rivals),
             )
             evidence[leader] = np.inf
             rival = int(np.argmin(evidence))
             return int(witnesses[rival]), rival
-        evidence = model.effective_row(leader) * model.signed_divergence_row(leader)
+        evidence = balance_key(model.effective_row(leader), model.signed_divergence_row(leader))
         evidence[leader] = np.inf
         return leader, int(np.argmin(evidence))
 

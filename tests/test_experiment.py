@@ -1,0 +1,128 @@
+"""The ask/tell Experiment: bad input, budget, ε-optimal stopping, batches, results."""
+
+import numpy as np
+import pytest
+
+from llmpo import Experiment, Unstructured
+from llmpo.environments import SyntheticEnvironment
+from llmpo.reference import reference_instance
+from llmpo.strategies import Oracle
+
+
+def run(experiment: Experiment, environment: SyntheticEnvironment, batch: int = 1) -> None:
+    while not experiment.done:
+        for a, b in experiment.ask(batch):
+            experiment.tell(a, b, environment.outcome(a, b))
+            if experiment.done:
+                break
+
+
+@pytest.mark.parametrize(
+    ("i", "j", "outcome", "message"),
+    [
+        (0, 1, 0.7, "outcome must be 0, 0.5 or 1"),
+        (0, 1, "1", "outcome must be 0, 0.5 or 1"),
+        (0, 1, float("nan"), "outcome must be 0, 0.5 or 1"),
+        (0, 0, 1.0, "unknown pair"),
+        (0, 3, 1.0, "unknown pair"),
+        (-1, 2, 1.0, "unknown pair"),
+        ("a", 1, 1.0, "unknown pair"),
+    ],
+)
+def test_bad_tell_raises_and_changes_nothing(i, j, outcome, message):
+    experiment = Experiment(3, delta=0.1)
+    pairs = experiment.ask(2)
+    experiment.tell(*pairs[0], 1.0)
+    before = experiment.result
+    with pytest.raises(ValueError, match=message):
+        experiment.tell(i, j, outcome)
+    after = experiment.result
+    assert after.n_comparisons == before.n_comparisons == 1
+    np.testing.assert_array_equal(after.counts, before.counts)
+    np.testing.assert_array_equal(after.win_prob_hat, before.win_prob_hat)
+    assert experiment.n_pending == 1
+
+
+def test_constructor_refuses_bad_parameters():
+    with pytest.raises(ValueError, match="delta"):
+        Experiment(3, delta=0.0)
+    with pytest.raises(ValueError, match="epsilon"):
+        Experiment(3, epsilon=0.5)
+    with pytest.raises(ValueError, match="max_comparisons"):
+        Experiment(3, max_comparisons=0)
+    with pytest.raises(ValueError, match="strategy: unknown 'best'"):
+        Experiment(3, strategy="best")
+    with pytest.raises(ValueError, match="at least 2 policies"):
+        Experiment(["only"])
+    with pytest.raises(ValueError, match="duplicate names"):
+        Experiment(["a", "b", "a"])
+    with pytest.raises(ValueError, match="epsilon > 0"):
+        Experiment(3, epsilon=0.1, assume_condorcet=True)
+
+
+def test_certified_result_and_tell_after_done():
+    instance = reference_instance("BT4")
+    experiment = Experiment(Unstructured(instance.policies), delta=0.05, seed=1)
+    run(experiment, SyntheticEnvironment(instance, 1))
+    result = experiment.result
+    assert result.certified and result.stop_reason == "certified" and result.best == 0
+    assert all(s > b for s, b in zip(result.statistics, result.thresholds, strict=True))
+    assert result.min_margin > 0
+    assert result.n_comparisons == int(np.triu(result.counts).sum())
+    assert experiment.ask(4) == []
+    with pytest.raises(RuntimeError, match="done"):
+        experiment.tell(0, 1, 1.0)
+    as_dict = result.to_dict()
+    assert as_dict["best"] == "p0" and len(as_dict["rivals"]) == 3
+    assert sum(row["share"] for row in as_dict["target_proportions"]) == pytest.approx(1.0)
+
+
+def test_budget_stops_uncertified_with_best_so_far():
+    instance = reference_instance("BT10")
+    experiment = Experiment(instance.n_policies, delta=0.01, max_comparisons=300)
+    environment = SyntheticEnvironment(instance, 0)
+    asked = 0
+    while not experiment.done:
+        pairs = experiment.ask(7)
+        asked += len(pairs)
+        for a, b in pairs:
+            experiment.tell(a, b, environment.outcome(a, b))
+    result = experiment.result
+    assert asked == 300 and result.n_comparisons == 300
+    assert not result.certified and result.stop_reason == "budget"
+    assert result.min_margin < 0  # the certificate is visibly incomplete
+    assert len(result.statistics) == 9
+
+
+def test_epsilon_optimal_stopping_certifies_a_near_tie_quickly():
+    """Two policies tied at the top: exact identification is impossible, ε-optimal is not."""
+    matrix = np.array([[0.5, 0.5, 0.8], [0.5, 0.5, 0.8], [0.2, 0.2, 0.5]])
+    # p_01 = ½ exactly: no Condorcet winner, so build the environment directly from the matrix.
+    from llmpo.instances import make_unstructured_instance
+
+    instance = make_unstructured_instance(matrix, require_winner=False)
+    experiment = Experiment(3, delta=0.05, epsilon=0.1, max_comparisons=20_000)
+    run(experiment, SyntheticEnvironment(instance, 4))
+    result = experiment.result
+    assert result.certified and result.best in (0, 1)
+    assert result.n_comparisons < 5_000
+
+
+def test_batches_spread_over_pairs_and_count_pending():
+    experiment = Experiment(5, delta=0.05)
+    pairs = experiment.ask(16)
+    assert len(pairs) == 16 and experiment.n_pending == 16
+    assert len(set(pairs)) == 4  # the balance rule cycles over the leader's 4 pairs
+    experiment.tell(*pairs[0], 0.5)
+    assert experiment.n_pending == 15
+
+
+def test_oracle_strategy_and_tracking_rule_reach_the_winner():
+    instance = reference_instance("BT5")
+    oracle = Oracle([(0, k) for k in range(1, 5)], [0.696, 0.177, 0.080, 0.047])
+    for strategy in (oracle, "llmpo-tracking", "uniform"):
+        experiment = Experiment(5, delta=0.1, strategy=strategy)
+        run(experiment, SyntheticEnvironment(instance, 2))
+        assert experiment.result.certified and experiment.result.best == 0
+    with pytest.raises(ValueError, match="one share per pair"):
+        Oracle([(0, 1)], [0.5, 0.5])
