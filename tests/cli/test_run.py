@@ -104,6 +104,19 @@ def test_report_and_export_commands(project):
     assert {r["name_a"] for r in rows} <= {"alpha", "beta", "gamma"} and rows[0]["task_id"]
 
 
+def test_experiments_lists_the_store(project):
+    invoke("run", "experiment.yaml")
+    invoke("run", "experiment.yaml", "--max-comparisons", "3", "--seed", "9")
+    rows = json.loads(invoke("experiments", "runs.db", "--json").stdout)
+    assert [(r["id"], r["status"], r["best"]) for r in rows] == [
+        (1, "certified", "alpha"),
+        (2, "budget", rows[1]["best"]),
+    ]
+    assert rows[1]["comparisons"] == 3 and not rows[1]["certified"]
+    table = invoke("experiments", "runs.db")
+    assert table.exit_code == 0 and "certified" in table.stdout and "budget" in table.stdout
+
+
 def test_export_parquet(project):
     pyarrow_parquet = pytest.importorskip("pyarrow.parquet")
     invoke("run", "experiment.yaml")

@@ -13,6 +13,7 @@ import typer
 from rich.console import Console
 from rich.live import Live
 from rich.markup import escape
+from rich.table import Table
 from rich.text import Text
 
 from llmpo.cli import app
@@ -213,6 +214,41 @@ def resume_command(store: StoreArg, experiment_id: IdArg = None, as_json: JsonOp
             _execute(opened, opened.experiment(experiment_id).id, as_json)
     except USER_ERRORS as error:
         raise _fail(str(error)) from None
+
+
+@app.command()
+def experiments(store: StoreArg, as_json: JsonOpt = False) -> None:
+    """List the experiments of a store: id, name, status, comparisons, best policy."""
+    try:
+        with Store(store, readonly=True) as opened:
+            rows = [
+                {
+                    "id": record.id,
+                    "name": record.name,
+                    "status": record.status,
+                    "comparisons": opened.comparison_count(record.id),
+                    "best": (record.result or {}).get("best"),
+                    "certified": (record.result or {}).get("certified", False),
+                    "created_at": record.created_at,
+                }
+                for record in opened.experiments()
+            ]
+    except USER_ERRORS as error:
+        raise _fail(str(error)) from None
+    if as_json:
+        print(json.dumps(rows))
+        return
+    table = Table("id", "name", "status", "comparisons", "best", "created (UTC)")
+    for row in rows:
+        table.add_row(
+            str(row["id"]),
+            escape(row["name"] or ""),
+            row["status"],
+            f"{row['comparisons']:,}",
+            escape(row["best"] or "—"),
+            row["created_at"][:19].replace("T", " "),
+        )
+    Console().print(table)
 
 
 @app.command()
