@@ -1,9 +1,12 @@
 """LLM-PO sampling rules for the unstructured space (DESIGN §2).
 
 Both rules first apply forced exploration (D-tracking of Garivier & Kaufmann 2016): when some pair
-has fewer than √t − P/2 comparisons (P = K(K−1)/2 pairs), the least-sampled pair is compared. This
-makes every estimate consistent, so the leader and the plug-in proportions converge, which is what
-the asymptotic-optimality proofs use; it costs O(√t) comparisons.
+has fewer than √t − P/2 comparisons (P = K(K−1)/2 pairs), the least-sampled pair is compared. Every
+estimate is then consistent, so the leader and the plug-in proportions converge, which is what the
+asymptotic-optimality argument uses; it costs O(P√t) comparisons. (Cheaper restrictions, forcing
+only the leader's pairs at √t and all pairs at a slower rate, were measured and rejected: a true
+winner whose row holds an unlucky early loss is then rarely re-sampled, and some runs take 10–50×
+longer; see the closing notes of issue 2.)
 """
 
 from __future__ import annotations
@@ -26,17 +29,21 @@ def forced_exploration_pair(model: UnstructuredModel) -> Pair | None:
 
 
 def balance_key(
-    effective_counts: NDArray[np.float64], signed_divergence: NDArray[np.float64]
+    effective_counts: NDArray[np.float64],
+    signed_divergence: NDArray[np.float64],
+    local_threshold: NDArray[np.float64],
 ) -> NDArray[np.float64]:
     """Sampling priority of the balance rule (smallest first).
 
-    Pairs that the leader wins empirically rank by their evidence n·d(p̂, c). Pairs it does not
-    win (yet) come first, least-sampled first (−1/(n + 1)); counting pending comparisons in n
-    spreads a batch over them instead of piling it on one pair.
+    Pairs that the leader wins empirically rank by their margin to the stopping threshold,
+    n·d(p̂, c) − local(n) (the part of the threshold that depends on the pair's count), so that
+    all rivals reach the threshold together. Pairs it does not win (yet) get −1/(n + 1) ∈ [−1, 0):
+    least-sampled first, ahead of every winner with a positive margin; counting pending
+    comparisons in n spreads a batch over them instead of piling it on one pair.
     """
     return np.where(
         signed_divergence > 0,
-        effective_counts * signed_divergence,
+        effective_counts * signed_divergence - local_threshold,
         -1.0 / (effective_counts + 1.0),
     )
 
@@ -45,7 +52,8 @@ class BalanceRule(Strategy):
     """LLM-PO's default rule: sample the leader's pair with the smallest evidence n·d(p̂, c).
 
     This enforces the optimality condition w_k · d_k = constant of the closed form directly, which
-    is far less noisy than inverting d(p̂, ½) near ½. Pairs that the leader does not win yet are
+    is far less noisy than inverting d(p̂, ½) near ½; balancing the margins to the threshold
+    rather than the raw evidence lets all rivals cross it together. Pairs that the leader does not win yet are
     sampled first (see :func:`balance_key`). With ``assume_condorcet`` (class B) the pair is (b̂(j), j) for the
     rival j with the least evidence, b̂(j) its strongest opponent so far.
     """
@@ -60,14 +68,17 @@ class BalanceRule(Strategy):
         if model.assume_condorcet:
             witnesses = model.witnesses()
             rivals = np.arange(model.n_policies)
+            counts = model.effective_counts()[witnesses, rivals]
             evidence = balance_key(
-                model.effective_counts()[witnesses, rivals],
-                model.signed_divergence(witnesses, rivals),
+                counts, model.signed_divergence(witnesses, rivals), model.threshold.local(counts)
             )
             evidence[leader] = np.inf
             rival = int(np.argmin(evidence))
             return int(witnesses[rival]), rival
-        evidence = balance_key(model.effective_row(leader), model.signed_divergence_row(leader))
+        row = model.effective_row(leader)
+        evidence = balance_key(
+            row, model.signed_divergence_row(leader), model.threshold.local(row)
+        )
         evidence[leader] = np.inf
         return leader, int(np.argmin(evidence))
 

@@ -1,0 +1,5 @@
+"""``python -m llmpo`` runs the command line."""
+
+from llmpo.cli import app
+
+app()
