@@ -151,6 +151,10 @@ class UnstructuredModel(PreferenceModel):
             self._leader = leader_from_row_min(self._row_min, self._p_masked)
         return self._leader
 
+    def leader_wins_all(self) -> bool:
+        """True when the leader beats every rival empirically by more than the level c."""
+        return bool(self._row_min[self.leader] > self.level)
+
     def signed_divergence_row(self, a: int) -> NDArray[np.float64]:
         """±d(p̂_ak, c) for every k: positive where a beats k empirically (by more than c)."""
         return self._signed_divergence[a]
@@ -182,7 +186,7 @@ class UnstructuredModel(PreferenceModel):
             if np.count_nonzero(losing) - losing[leader] < self.n_policies - 1:
                 return False
             return self.certificate().certified
-        if self._row_min[leader] <= self.level:
+        if not self.leader_wins_all():
             return False
         common = self.threshold.common(self.n_told, self.delta, self._log_multiplicity)
         return bool(self._local_margin[leader].min() > common)
