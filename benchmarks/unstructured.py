@@ -51,7 +51,7 @@ def decision_time(instance: UnstructuredInstance, strategy: str, decisions: int)
         experiment = Experiment(instance.policies, delta=1e-6, strategy=strategy)
         while not experiment.done and done < decisions:
             start = time.perf_counter()
-            (a, b), = experiment.ask(1)
+            ((a, b),) = experiment.ask(1)
             elapsed += time.perf_counter() - start
             outcome = environment.outcome(a, b)
             start = time.perf_counter()
@@ -104,8 +104,10 @@ def main() -> None:
         errors = {d: runs[d]["errors"] for d in DELTAS}
         if any(errors.values()):
             print(f"  (K = {n_policies}: errors per δ {errors})")
-    print(f"\nreps = {args.reps} (uniform: {args.baseline_reps}), seed = {args.seed}, "
-          f"numpy {np.__version__}")
+    print(
+        f"\nreps = {args.reps} (uniform: {args.baseline_reps}), seed = {args.seed}, "
+        f"numpy {np.__version__}"
+    )
 
 
 if __name__ == "__main__":

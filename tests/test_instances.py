@@ -13,7 +13,10 @@ from llmpo.instances import InstanceError, load_instance, make_unstructured_inst
         ({"win_prob": [[0.5, 1.2], [-0.2, 0.5]]}, r"win_prob\[0\]\[1\] = 1.2 is outside \[0, 1\]"),
         ({"win_prob": [[0.5]]}, "at least 2 policies"),
         ({"policies": ["a", "a"], "win_prob": [[0.5, 0.6], [0.4, 0.5]]}, "duplicate names"),
-        ({"policies": ["a", "b", "c"], "win_prob": [[0.5, 0.6], [0.4, 0.5]]}, "there are 3 policies"),
+        (
+            {"policies": ["a", "b", "c"], "win_prob": [[0.5, 0.6], [0.4, 0.5]]},
+            "there are 3 policies",
+        ),
         (
             {"win_prob": [[0.5, 0.6, 0.3], [0.4, 0.5, 0.6], [0.7, 0.4, 0.5]]},
             "no Condorcet winner",

@@ -71,7 +71,9 @@ def test_batches_of_16_stay_correct_and_cost_at_most_10_percent_more():
     )
     errors = sum(r.best != 0 for r in batched)
     assert binomtest(errors, reps, DELTA, alternative="greater").pvalue > 0.01
-    extra = np.array([b.n_comparisons - s.n_comparisons for b, s in zip(batched, single, strict=True)])
+    extra = np.array(
+        [b.n_comparisons - s.n_comparisons for b, s in zip(batched, single, strict=True)]
+    )
     mean_single = np.mean([s.n_comparisons for s in single])
     upper = extra.mean() + 2.58 * extra.std(ddof=1) / np.sqrt(reps)  # one-sided 99.5% bound
     assert upper <= 0.10 * mean_single, (extra.mean(), upper, mean_single)
@@ -83,7 +85,9 @@ def test_same_numbers_whatever_the_worker_count():
     two = simulate(instance, "llmpo", 0.2, reps=12, seed=5, workers=2)
     for key in ("mean_comparisons", "median_comparisons", "error_rate", "error_rate_ci95"):
         assert one[key] == two[key]
-    assert one["ratio_to_bound"] == pytest.approx(one["mean_comparisons"] / (one["t_star"] * np.log(5)))
+    assert one["ratio_to_bound"] == pytest.approx(
+        one["mean_comparisons"] / (one["t_star"] * np.log(5))
+    )
 
 
 def test_class_b_is_far_cheaper_on_the_cycle_and_correct():

@@ -43,9 +43,7 @@ class SimulationSpec:
         """The strategy object; ``oracle`` tracks the instance's true optimal proportions."""
         if self.strategy != "oracle":
             return self.strategy
-        allocation = optimal_allocation(
-            self.instance.win_prob, self.assume_condorcet, self.epsilon
-        )
+        allocation = optimal_allocation(self.instance.win_prob, self.assume_condorcet, self.epsilon)
         upper = np.argwhere(np.triu(allocation.proportions) > 0)
         return Oracle(
             [(int(a), int(b)) for a, b in upper],
@@ -130,9 +128,7 @@ def summarize(
     comparisons = np.array([r.n_comparisons for r in replications], dtype=float)
     errors = sum(not is_correct(spec.instance, r.best, spec.epsilon) for r in replications)
     interval = binomtest(errors, reps).proportion_ci(confidence_level=0.95, method="exact")
-    t_star = optimal_allocation(
-        spec.instance.win_prob, spec.assume_condorcet, spec.epsilon
-    ).t_star
+    t_star = optimal_allocation(spec.instance.win_prob, spec.assume_condorcet, spec.epsilon).t_star
     mean = float(comparisons.mean())
     return {
         "strategy": spec.strategy,
@@ -148,7 +144,9 @@ def summarize(
         "errors": int(errors),
         "uncertified": int(sum(not r.certified for r in replications)),
         "mean_comparisons": mean,
-        "mean_comparisons_sem": float(comparisons.std(ddof=1) / math.sqrt(reps)) if reps > 1 else 0.0,
+        "mean_comparisons_sem": float(comparisons.std(ddof=1) / math.sqrt(reps))
+        if reps > 1
+        else 0.0,
         "median_comparisons": float(np.median(comparisons)),
         "t_star": t_star,
         "lower_bound": t_star * kl_confidence(spec.delta),

@@ -49,14 +49,33 @@ def test_bound_refuses_bad_instances(tmp_path):
 
 def test_simulate_json_keys(cyc4_file):
     done = llmpo(
-        "simulate", str(cyc4_file), "--strategy", "oracle", "--delta", "0.1", "--reps", "6",
-        "--seed", "4", "--workers", "2", "--json",
+        "simulate",
+        str(cyc4_file),
+        "--strategy",
+        "oracle",
+        "--delta",
+        "0.1",
+        "--reps",
+        "6",
+        "--seed",
+        "4",
+        "--workers",
+        "2",
+        "--json",
     )
     assert done.returncode == 0, done.stderr
     summary = json.loads(done.stdout)
     for key in (
-        "strategy", "delta", "reps", "error_rate", "error_rate_ci95", "mean_comparisons",
-        "median_comparisons", "t_star", "lower_bound", "ratio_to_bound",
+        "strategy",
+        "delta",
+        "reps",
+        "error_rate",
+        "error_rate_ci95",
+        "mean_comparisons",
+        "median_comparisons",
+        "t_star",
+        "lower_bound",
+        "ratio_to_bound",
     ):
         assert key in summary
     assert summary["strategy"] == "oracle" and summary["reps"] == 6

@@ -20,7 +20,10 @@ def test_outcome_frequencies_match_win_and_tie_probabilities():
         win = instance.win_prob[a, b] - tie / 2
         for value, probability in [(1.0, win), (0.5, tie)]:
             frequency = np.mean(outcomes == value)
-            assert abs(frequency - probability) <= 5 * np.sqrt(probability * (1 - probability) / n) + 1e-12
+            assert (
+                abs(frequency - probability)
+                <= 5 * np.sqrt(probability * (1 - probability) / n) + 1e-12
+            )
         assert outcomes.mean() == pytest.approx(instance.win_prob[a, b], abs=5 * 0.5 / np.sqrt(n))
 
 

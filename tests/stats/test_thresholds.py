@@ -31,8 +31,13 @@ def test_kt_regret_bound_holds_for_integer_and_fractional_counts(n):
 
 
 def first_crossings(
-    p: float, threshold: KTThreshold | GK16HeuristicThreshold, delta: float, horizon: int,
-    reps: int, rng: np.random.Generator, tie_prob: float = 0.0,
+    p: float,
+    threshold: KTThreshold | GK16HeuristicThreshold,
+    delta: float,
+    horizon: int,
+    reps: int,
+    rng: np.random.Generator,
+    tie_prob: float = 0.0,
 ) -> int:
     """Number of runs in which n·d(p̂, ½)·1[p̂ > ½] ever exceeds β(n) for n ≤ horizon."""
     crossed = 0
@@ -40,7 +45,9 @@ def first_crossings(
     beta = threshold.pair(n.astype(float), n, delta, 0.0)
     for _ in range(reps // 200):
         draws = rng.random((200, horizon))
-        outcomes = np.where(draws < p - tie_prob / 2, 1.0, np.where(draws < p + tie_prob / 2, 0.5, 0.0))
+        outcomes = np.where(
+            draws < p - tie_prob / 2, 1.0, np.where(draws < p + tie_prob / 2, 0.5, 0.0)
+        )
         means = np.cumsum(outcomes, axis=1) / n
         statistic = np.where(means > 0.5, n * kl_bernoulli(means, 0.5), 0.0)
         crossed += int(np.any(statistic > beta, axis=1).sum())
@@ -84,6 +91,8 @@ def test_threshold_parts_and_names():
     assert kt.local_scalar(10.0) == pytest.approx(float(kt.local(np.array([10.0]))[0]))
     heuristic = make_threshold("gk16-heuristic")
     assert heuristic.heuristic and not kt.heuristic
-    assert heuristic.pair(counts, 100, 0.1, 5.0)[0] == pytest.approx(math.log((1 + math.log(100)) / 0.1))
+    assert heuristic.pair(counts, 100, 0.1, 5.0)[0] == pytest.approx(
+        math.log((1 + math.log(100)) / 0.1)
+    )
     with pytest.raises(ValueError, match="unknown threshold 'nope'"):
         make_threshold("nope")

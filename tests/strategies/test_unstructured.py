@@ -18,7 +18,7 @@ def test_forced_exploration_keeps_every_pair_above_its_floor_on_a_long_run():
     environment = SyntheticEnvironment(instance, 0)
     floors_checked = 0
     while not experiment.done:
-        (a, b), = experiment.ask(1)
+        ((a, b),) = experiment.ask(1)
         experiment.tell(a, b, environment.outcome(a, b))
         t = experiment.n_comparisons
         if t % 500 == 0:
@@ -66,7 +66,7 @@ def test_balance_rule_samples_the_leaders_pairs_in_optimal_proportions():
         experiment = Experiment(5, delta=1e-8)
         environment = SyntheticEnvironment(instance, seed)
         while not experiment.done:
-            (a, b), = experiment.ask(1)
+            ((a, b),) = experiment.ask(1)
             experiment.tell(a, b, environment.outcome(a, b))
         counts = experiment.result.counts
         shares += counts[0, 1:] / np.triu(counts).sum() / 10

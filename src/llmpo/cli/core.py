@@ -130,9 +130,17 @@ def simulate_command(
     loaded = _load(instance)
     try:
         summary = simulate(
-            loaded, strategy, delta, reps, seed, workers,
-            threshold=threshold, epsilon=epsilon, assume_condorcet=assume_condorcet,
-            batch_size=batch_size, max_comparisons=max_comparisons,
+            loaded,
+            strategy,
+            delta,
+            reps,
+            seed,
+            workers,
+            threshold=threshold,
+            epsilon=epsilon,
+            assume_condorcet=assume_condorcet,
+            batch_size=batch_size,
+            max_comparisons=max_comparisons,
         )
     except ValueError as error:
         raise fail(str(error)) from None

@@ -36,7 +36,9 @@ class SyntheticEnvironment(Environment):
     ) -> None:
         self.instance = instance
         self.policies = instance.policies
-        self._seed = seed if isinstance(seed, np.random.SeedSequence) else np.random.SeedSequence(seed)
+        self._seed = (
+            seed if isinstance(seed, np.random.SeedSequence) else np.random.SeedSequence(seed)
+        )
         self._win = (instance.win_prob - instance.tie_prob / 2).tolist()
         self._win_or_tie = (instance.win_prob + instance.tie_prob / 2).tolist()
         self._draws: dict[tuple[int, int], list[float]] = {}

@@ -62,7 +62,7 @@ class PreferenceModel(ABC):
 
     @abstractmethod
     def tell(self, a: int, b: int, outcome: float) -> None:
-        """Record one outcome of ``a`` vs ``b`` (1: a wins, ½: tie, 0: b wins); already validated."""
+        """Record one validated outcome of ``a`` vs ``b`` (1: a wins, ½: tie, 0: b wins)."""
 
     @abstractmethod
     def mark_pending(self, a: int, b: int) -> None:

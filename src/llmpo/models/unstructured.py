@@ -200,12 +200,14 @@ class UnstructuredModel(PreferenceModel):
             losing = self._signed_divergence < 0
             per_pair = np.where(losing, -self._signed_divergence * self._counts, 0.0)
             statistics = per_pair[rivals].sum(axis=1)
-            thresholds = np.array([
-                self.threshold.pair_set(
-                    self._counts[j][losing[j]], t, self.delta, self._log_multiplicity
-                )
-                for j in rivals
-            ])
+            thresholds = np.array(
+                [
+                    self.threshold.pair_set(
+                        self._counts[j][losing[j]], t, self.delta, self._log_multiplicity
+                    )
+                    for j in rivals
+                ]
+            )
         else:
             divergence = self._signed_divergence[leader, rivals]
             statistics = np.where(divergence > 0, divergence * self._counts[leader, rivals], 0.0)

@@ -35,7 +35,7 @@ def kl_bernoulli(p: ArrayLike, q: ArrayLike) -> NDArray[np.float64] | float:
 
 
 def kl_bernoulli_scalar(p: float, q: float) -> float:
-    """Scalar d(p, q) in pure Python, for the ask/tell hot path (≈10× faster than numpy on floats)."""
+    """Scalar d(p, q) in pure Python for the ask/tell hot path (≈10× faster than numpy)."""
     q = min(max(q, PROB_CLIP), 1.0 - PROB_CLIP)
     value = 0.0
     if p > 0.0:
@@ -46,8 +46,12 @@ def kl_bernoulli_scalar(p: float, q: float) -> float:
 
 
 def _bisect(
-    p: NDArray[np.float64], level: NDArray[np.float64], lo: NDArray[np.float64],
-    hi: NDArray[np.float64], upward: bool, iterations: int,
+    p: NDArray[np.float64],
+    level: NDArray[np.float64],
+    lo: NDArray[np.float64],
+    hi: NDArray[np.float64],
+    upward: bool,
+    iterations: int,
 ) -> NDArray[np.float64]:
     """Bisection for the q on one side of p where d(p, q) crosses ``level`` (monotone there)."""
     for _ in range(iterations):

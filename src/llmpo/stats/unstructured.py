@@ -65,7 +65,9 @@ def condorcet_winner(win_prob: ArrayLike) -> int | None:
 def _require_winner(matrix: NDArray[np.float64]) -> int:
     best = condorcet_winner(matrix)
     if best is None:
-        raise ValueError("win_prob has no Condorcet winner: no policy beats every other with p > 1/2")
+        raise ValueError(
+            "win_prob has no Condorcet winner: no policy beats every other with p > 1/2"
+        )
     return best
 
 

@@ -29,7 +29,7 @@ class Strategy(ABC):
 
 
 def pair_from_index(index: int, n_policies: int) -> Pair:
-    """The index-th pair (a, b), a < b, in lexicographic order, without listing all K(K−1)/2 pairs."""
+    """The index-th pair (a, b), a < b, in lexicographic order, without listing all pairs."""
     # Pairs with first element < a number a·K − a(a+1)/2; invert that quadratic, then correct.
     k = n_policies
     a = int((2 * k - 1 - math.sqrt((2 * k - 1) ** 2 - 8 * index)) // 2)

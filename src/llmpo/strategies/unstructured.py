@@ -75,9 +75,9 @@ class BalanceRule(Strategy):
 
     This enforces the optimality condition w_k · d_k = constant of the closed form directly, which
     is far less noisy than inverting d(p̂, ½) near ½; balancing the margins to the threshold
-    rather than the raw evidence lets all rivals cross it together. Pairs that the leader does not win yet are
-    sampled first (see :func:`balance_key`). With ``assume_condorcet`` (class B) the pair is (b̂(j), j) for the
-    rival j with the least evidence, b̂(j) its strongest opponent so far.
+    rather than the raw evidence lets all rivals cross it together (priorities:
+    :func:`balance_key`). With ``assume_condorcet`` (class B) the pair is (b̂(j), j) for the rival j
+    with the least evidence, b̂(j) its strongest opponent so far.
     """
 
     name = "llmpo"
@@ -98,9 +98,7 @@ class BalanceRule(Strategy):
             rival = int(np.argmin(evidence))
             return int(witnesses[rival]), rival
         row = model.effective_row(leader)
-        evidence = balance_key(
-            row, model.signed_divergence_row(leader), model.threshold.local(row)
-        )
+        evidence = balance_key(row, model.signed_divergence_row(leader), model.threshold.local(row))
         evidence[leader] = np.inf
         return leader, int(np.argmin(evidence))
 
