@@ -45,25 +45,24 @@ def kl_bernoulli_scalar(p: float, q: float) -> float:
     return value
 
 
-def _bisect(
-    p: NDArray[np.float64],
-    level: NDArray[np.float64],
-    lo: NDArray[np.float64],
-    hi: NDArray[np.float64],
-    upward: bool,
-    iterations: int,
-) -> NDArray[np.float64]:
-    """Bisection for the q on one side of p where d(p, q) crosses ``level`` (monotone there)."""
+def _kl_inverse(
+    p: ArrayLike, level: ArrayLike, upward: bool, iterations: int
+) -> NDArray[np.float64] | float:
+    """Bisection for the q on one side of p where d(p, q) reaches ``level`` (monotone there)."""
+    p_arr, level_arr = np.broadcast_arrays(np.asarray(p, float), np.asarray(level, float))
+    if np.any(level_arr < 0):
+        raise ValueError("level must be non-negative")
+    lo, hi = (p_arr.copy(), np.ones_like(p_arr)) if upward else (np.zeros_like(p_arr), p_arr.copy())
     for _ in range(iterations):
         mid = 0.5 * (lo + hi)
-        inside = np.asarray(kl_bernoulli(p, mid)) <= level
+        inside = np.asarray(kl_bernoulli(p_arr, mid)) <= level_arr
+        # Moving towards p keeps d(p, q) ≤ level; the boundary lies on the far side of `inside`.
         if upward:
-            lo = np.where(inside, mid, lo)
-            hi = np.where(inside, hi, mid)
+            lo, hi = np.where(inside, mid, lo), np.where(inside, hi, mid)
         else:
-            hi = np.where(inside, mid, hi)
-            lo = np.where(inside, lo, mid)
-    return lo if upward else hi
+            lo, hi = np.where(inside, lo, mid), np.where(inside, mid, hi)
+    result = lo if upward else hi
+    return float(result) if result.ndim == 0 else result
 
 
 def kl_upper(p: ArrayLike, level: ArrayLike, iterations: int = 60) -> NDArray[np.float64] | float:
@@ -83,35 +82,12 @@ def kl_upper(p: ArrayLike, level: ArrayLike, iterations: int = 60) -> NDArray[np
     float or ndarray
         The bound, elementwise.
     """
-    p_arr, level_arr = np.broadcast_arrays(np.asarray(p, float), np.asarray(level, float))
-    if np.any(level_arr < 0):
-        raise ValueError("level must be non-negative")
-    result = _bisect(p_arr, level_arr, p_arr.copy(), np.ones_like(p_arr), True, iterations)
-    return float(result) if result.ndim == 0 else result
+    return _kl_inverse(p, level, True, iterations)
 
 
 def kl_lower(p: ArrayLike, level: ArrayLike, iterations: int = 60) -> NDArray[np.float64] | float:
-    """Smallest q ≤ p with d(p, q) ≤ level (the KL lower confidence bound).
-
-    Parameters
-    ----------
-    p : float or array_like
-        Empirical means in [0, 1].
-    level : float or array_like
-        Non-negative divergence budget.
-    iterations : int
-        Bisection steps.
-
-    Returns
-    -------
-    float or ndarray
-        The bound, elementwise.
-    """
-    p_arr, level_arr = np.broadcast_arrays(np.asarray(p, float), np.asarray(level, float))
-    if np.any(level_arr < 0):
-        raise ValueError("level must be non-negative")
-    result = _bisect(p_arr, level_arr, np.zeros_like(p_arr), p_arr.copy(), False, iterations)
-    return float(result) if result.ndim == 0 else result
+    """Smallest q ≤ p with d(p, q) ≤ level (the KL lower confidence bound); see :func:`kl_upper`."""
+    return _kl_inverse(p, level, False, iterations)
 
 
 def kl_confidence(delta: float) -> float:
