@@ -135,8 +135,11 @@ class Experiment:
         ``"llmpo"`` (the space's default rule), another rule of the space (``"llmpo-tracking"``),
         ``"uniform"`` (round-robin over all pairs), or a :class:`~llmpo.strategies.base.Strategy`
         (e.g. :class:`~llmpo.strategies.base.Oracle`).
-    threshold : str or Threshold
-        ``"kt"`` (provably valid, default) or ``"gk16-heuristic"`` (not proven valid).
+    threshold : str or Threshold, optional
+        ``"kt"`` (provably valid), ``"universal"`` (provably valid, structured space only) or
+        ``"gk16-heuristic"`` (not proven valid). Default: the space's ``default_threshold``
+        (``"kt"`` for :class:`~llmpo.spaces.Unstructured`, ``"universal"`` for
+        :class:`~llmpo.spaces.Structured`).
     epsilon : float
         Indifference margin ε ∈ [0, ½): certify a policy whose every rival has P(best ≻ rival) >
         ½ − ε. Stops sooner when policies are nearly tied.
@@ -161,7 +164,7 @@ class Experiment:
         delta: float = 0.05,
         strategy: str | Strategy = "llmpo",
         *,
-        threshold: str | Threshold = "kt",
+        threshold: str | Threshold | None = None,
         epsilon: float = 0.0,
         assume_condorcet: bool = False,
         max_comparisons: int | None = None,
@@ -179,7 +182,7 @@ class Experiment:
         self.delta = delta
         self.epsilon = epsilon
         self.max_comparisons = max_comparisons
-        self.threshold = make_threshold(threshold)
+        self.threshold = make_threshold(space.default_threshold if threshold is None else threshold)
         self.model = space.make_model(delta, self.threshold, epsilon, assume_condorcet)
         self.strategy = self._make_strategy(strategy)
         self.rng = np.random.default_rng(seed)

@@ -8,6 +8,10 @@ Unstructured instance file::
 
 ``win_prob[i][j]`` is P(i ≻ j) counting a tie as ½, so it is the mean outcome of i against j;
 ``tie_prob[i][j]`` (symmetric) is the probability of a tie.
+
+Structured instance file (Bradley–Terry with features, P(i ≻ j) = σ(θᵀ(x_i − x_j)))::
+
+    {"policies": ["a", "b", "c"], "features": [[1, 0], [0, 1], [0, 0]], "theta": [0.5, 0.2]}
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from llmpo.spaces import policy_names
+from llmpo.spaces import Structured, policy_names
 from llmpo.stats.unstructured import condorcet_winner
 
 TOLERANCE = 1e-9
@@ -135,8 +139,94 @@ def make_unstructured_instance(
     return UnstructuredInstance(names, matrix, ties)
 
 
-def load_instance(path: str | Path, require_winner: bool = True) -> UnstructuredInstance:
-    """Read and validate an instance file (DESIGN §6).
+@dataclass(frozen=True)
+class StructuredInstance:
+    """A Bradley–Terry model with features: P(a ≻ b) = σ(θᵀ(x_a − x_b)) (DESIGN §3).
+
+    Attributes
+    ----------
+    policies : tuple of str
+        Policy names.
+    features : ndarray
+        K × d feature matrix (validated as by :class:`~llmpo.spaces.Structured`).
+    theta : ndarray
+        The true parameter (d,).
+    """
+
+    policies: tuple[str, ...]
+    features: NDArray[np.float64]
+    theta: NDArray[np.float64]
+
+    @property
+    def n_policies(self) -> int:
+        """Number of policies K."""
+        return len(self.policies)
+
+    @property
+    def utilities(self) -> NDArray[np.float64]:
+        """θᵀx_i for every policy."""
+        return self.features @ self.theta
+
+    @property
+    def best(self) -> int | None:
+        """argmax θᵀx, or None when the top utility is shared (no unique optimal policy)."""
+        utilities = self.utilities
+        top = np.flatnonzero(utilities >= utilities.max() - TOLERANCE)
+        return int(top[0]) if top.size == 1 else None
+
+    def space(self) -> Structured:
+        """The policy space of this instance."""
+        return Structured(self.features, self.policies)
+
+    def to_json(self) -> dict[str, Any]:
+        """The instance-file form."""
+        return {
+            "policies": list(self.policies),
+            "features": self.features.tolist(),
+            "theta": self.theta.tolist(),
+        }
+
+
+def make_structured_instance(
+    features: Any, theta: Any, policies: list[str] | None = None, require_winner: bool = True
+) -> StructuredInstance:
+    """Validate features and θ and build an instance.
+
+    Raises
+    ------
+    InstanceError
+        Naming the first problem: features refused by :class:`~llmpo.spaces.Structured`, θ of
+        the wrong length or not finite, or (with ``require_winner``) a tie for the best utility.
+    """
+    try:
+        space = Structured(features, policies)
+    except ValueError as error:
+        raise InstanceError(str(error)) from None
+    try:
+        parameter = np.asarray(theta, dtype=float)
+    except (TypeError, ValueError):
+        raise InstanceError("theta: must be a list of numbers") from None
+    if parameter.shape != (space.dimension,):
+        raise InstanceError(
+            f"theta: has shape {parameter.shape}, expected one number per feature "
+            f"({space.dimension})"
+        )
+    if not np.all(np.isfinite(parameter)):
+        raise InstanceError("theta: contains a non-finite value")
+    instance = StructuredInstance(space.policies, space.features, parameter)
+    if require_winner and instance.best is None:
+        raise InstanceError(
+            "theta: several policies share the best utility; the optimum is not unique"
+        )
+    return instance
+
+
+def load_instance(
+    path: str | Path, require_winner: bool = True
+) -> UnstructuredInstance | StructuredInstance:
+    """Read and validate an instance file (DESIGN §6): unstructured or structured.
+
+    A file with ``"features"`` and ``"theta"`` is structured, one with ``"win_prob"`` is not.
 
     Raises
     ------
@@ -149,9 +239,23 @@ def load_instance(path: str | Path, require_winner: bool = True) -> Unstructured
     except OSError as error:
         raise InstanceError(f"{path}: cannot read ({error.strerror})") from None
     except json.JSONDecodeError as error:
-        raise InstanceError(f"{path}: not valid JSON ({error.msg} at line {error.lineno})") from None
+        raise InstanceError(
+            f"{path}: not valid JSON ({error.msg} at line {error.lineno})"
+        ) from None
+    if isinstance(data, dict) and "features" in data:
+        if "theta" not in data:
+            raise InstanceError(f"{path}: a structured instance needs 'theta' next to 'features'")
+        try:
+            return make_structured_instance(
+                data["features"], data["theta"], data.get("policies"), require_winner
+            )
+        except InstanceError as error:
+            raise InstanceError(f"{path}: {error}") from None
     if not isinstance(data, dict) or "win_prob" not in data:
-        raise InstanceError(f"{path}: expected an object with 'policies' and 'win_prob'")
+        raise InstanceError(
+            f"{path}: expected an object with 'policies' and 'win_prob' (unstructured) or "
+            "'features' and 'theta' (structured)"
+        )
     try:
         return make_unstructured_instance(
             data["win_prob"], data.get("policies"), data.get("tie_prob"), require_winner

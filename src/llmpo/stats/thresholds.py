@@ -109,14 +109,39 @@ class GK16HeuristicThreshold(Threshold):
         return 0.0
 
 
+class UniversalInferenceThreshold(Threshold):
+    """Universal-inference threshold (valid) of the structured space: log(1/δ) + prediction regret.
+
+    It needs the running log-likelihood of sequential predictions, which only a likelihood model
+    has; :class:`~llmpo.models.structured.StructuredModel` computes it and documents the proof
+    (Wasserman, Ramdas & Balakrishnan 2020). It has no per-pair form, so the pair-count interface
+    refuses it.
+    """
+
+    name = "universal"
+
+    def common(self, t: float, delta: float, log_multiplicity: float) -> float:
+        raise ValueError(
+            "threshold 'universal' needs a likelihood model: use it with the structured space, "
+            "or choose 'kt'"
+        )
+
+    def local(self, counts: NDArray[np.float64]) -> NDArray[np.float64]:
+        return self.common(0.0, 1.0, 0.0) + np.zeros(np.shape(counts))
+
+    def local_scalar(self, count: float) -> float:
+        return self.common(0.0, 1.0, 0.0)
+
+
 THRESHOLDS: dict[str, type[Threshold]] = {
     KTThreshold.name: KTThreshold,
     GK16HeuristicThreshold.name: GK16HeuristicThreshold,
+    UniversalInferenceThreshold.name: UniversalInferenceThreshold,
 }
 
 
 def make_threshold(name: str | Threshold) -> Threshold:
-    """Return the threshold called ``name`` (``"kt"`` or ``"gk16-heuristic"``), or pass one through."""
+    """The threshold called ``name`` (``"kt"``, ``"gk16-heuristic"``, …); Thresholds pass."""
     if isinstance(name, Threshold):
         return name
     try:
