@@ -102,3 +102,14 @@ def test_class_b_is_far_cheaper_on_the_cycle_and_correct():
 def test_simulate_refuses_unknown_strategy():
     with pytest.raises(ValueError, match="strategy: unknown 'best'"):
         simulate(reference_instance("BT4"), "best", 0.1, reps=1)
+
+
+def test_epsilon_optimal_stopping_is_delta_correct():
+    """ε = 0.05: policy 1 (p_10 = 0.43) is not ε-good, policy 0 is; 300 runs, binomial test."""
+    instance = make_unstructured_instance(
+        [[0.5, 0.57, 0.8, 0.75], [0.43, 0.5, 0.8, 0.7], [0.2, 0.2, 0.5, 0.6], [0.25, 0.3, 0.4, 0.5]]
+    )
+    summary = simulate(instance, "llmpo", DELTA, reps=300, seed=6, workers=2, epsilon=0.05)
+    assert binomtest(summary["errors"], 300, DELTA, alternative="greater").pvalue > 0.01
+    exact = simulate(instance, "llmpo", DELTA, reps=100, seed=6, workers=2)
+    assert summary["mean_comparisons"] < exact["mean_comparisons"]
