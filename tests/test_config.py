@@ -95,29 +95,31 @@ def test_missing_file_and_non_mapping(tmp_path):
         load_config(write(tmp_path, "- 1\n- 2\n"))
 
 
-def test_structured_policies_with_feature_vectors(tmp_path):
+def test_structured_policies_with_feature_vectors_or_levels(tmp_path):
+    structured = SMALLEST.replace("unstructured", "structured")
     config = load_config(
         write(
             tmp_path,
-            SMALLEST.replace("unstructured", "structured")
-            + "policies:\n  - {name: a, features: [1, 0]}\n  - {name: b, features: [0, 1.5]}\n",
+            structured + "policies:\n  - {name: a, features: [1, 0]}\n"
+            "  - {name: b, features: [0, 1.5]}\n",
         )
     )
-    assert config.policy_names == ["a", "b"]
-    assert config.feature_matrix() == (["x0", "x1"], [[1, 0], [0, 1.5]])
-
-
-def test_factor_levels_are_one_hot_against_the_first_level(tmp_path):
-    text = SMALLEST.replace("unstructured", "structured") + (
-        "policies:\n"
-        "  - {name: a, levels: {prompt: plain, temperature: 0.2}}\n"
-        "  - {name: b, levels: {prompt: cot, temperature: 0.2}}\n"
-        "  - {name: c, levels: {prompt: cot, temperature: 0.8}}\n"
-        "  - {name: d, levels: {prompt: few-shot, temperature: 0.8}}\n"
+    assert config.policy_names == ["a", "b"] and config.policies[1].features == [0, 1.5]
+    config = load_config(
+        write(
+            tmp_path,
+            structured + "features: [t, p]\npolicies:\n"
+            "  - {name: a, levels: {p: x, t: 1}}\n  - {name: b, levels: {p: y, t: 1}}\n",
+        )
     )
-    names, rows = load_config(write(tmp_path, text)).feature_matrix()
-    assert names == ["prompt=cot", "prompt=few-shot", "temperature=0.8"]
-    assert rows == [[0, 0, 0], [1, 0, 0], [1, 0, 1], [0, 1, 1]]
+    assert config.factors == ["t", "p"]
+
+
+def test_structured_space_may_take_features_from_a_synthetic_instance(tmp_path):
+    text = "space: structured\nenvironment: {type: synthetic, instance: feat.json}\n"
+    assert load_config(write(tmp_path, text)).policies is None
+    with pytest.raises(ConfigError, match="needs every policy as a mapping"):
+        load_config(write(tmp_path, SMALLEST.replace("unstructured", "structured")))
 
 
 @pytest.mark.parametrize(

@@ -26,6 +26,7 @@ def run_json(*arguments: str) -> dict:
     [
         ("smallest.yaml", ["judgments.jsonl"], "few-shot"),
         ("synthetic.yaml", ["bt5.json"], "p0"),
+        ("structured.yaml", ["feat10.json"], "q2"),
     ],
 )
 def test_example_runs_exactly_as_written(tmp_path, monkeypatch, config, files, winner):

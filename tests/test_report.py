@@ -5,6 +5,7 @@ import json
 from html.parser import HTMLParser
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from llmpo.config import parse_config
@@ -146,3 +147,29 @@ def test_report_of_an_unfinished_run_says_not_certified(tmp_path):
     assert "the experiment is interrupted" in render_markdown(data)
     page = Page()
     page.feed(render_html(data))
+
+
+def test_structured_report_shows_utilities_with_intervals(tmp_path):
+    features = np.random.default_rng(0).normal(size=(6, 2))
+    instance = tmp_path / "feat.json"
+    instance.write_text(json.dumps({"features": features.tolist(), "theta": [1.0, -0.5]}))
+    config = parse_config(
+        {
+            "space": "structured",
+            "seed": 3,
+            "environment": {"type": "synthetic", "instance": str(instance)},
+            "store": str(tmp_path / "s.db"),
+        },
+        "test",
+    )
+    outcome = run(config)
+    data = report_of(config)
+    utilities = {u["policy"]: u for u in data["utilities"]}
+    best = utilities[outcome.result.best_name]
+    assert best["utility_vs_best"] == 0 and best["lower"] <= 0 <= best["upper"]
+    assert all(u["lower"] <= u["utility_vs_best"] <= u["upper"] for u in utilities.values())
+    assert data["savings"] is None
+    page = Page()
+    page.feed(render_html(data))
+    assert "plot-utilities" in page.images
+    assert "Estimated utilities relative to the best" in " ".join(page.text)

@@ -5,11 +5,12 @@ import json
 import sqlite3
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from llmpo.config import ConfigError, parse_config
 from llmpo.instances import bradley_terry_matrix
-from llmpo.runner import Runner, find_experiment, start_experiment
+from llmpo.runner import Runner, build_space, find_experiment, start_experiment
 from llmpo.store import Store, StoreError
 
 
@@ -198,3 +199,74 @@ def test_progress_reports_leader_margin_and_remaining(tmp_path):
     assert last.leader == outcome.result.best_name and last.min_margin > 0
     assert last.estimated_remaining == 0 and last.cost_usd is None
     assert any(p.estimated_remaining for p in seen[len(seen) // 2 :])
+
+
+def feat10_config(tmp_path: Path, **fields):
+    features = np.random.default_rng(0).normal(size=(10, 3))
+    features /= np.linalg.norm(features, axis=1, keepdims=True)
+    instance = tmp_path / "feat10.json"
+    names = [f"q{k}" for k in range(10)]
+    instance.write_text(
+        json.dumps({"policies": names, "features": features.tolist(), "theta": [1, 0.5, -0.3]})
+    )
+    data = {
+        "space": "structured",
+        "seed": 2,
+        "environment": {"type": "synthetic", "instance": str(instance)},
+        "store": str(tmp_path / "runs.db"),
+        **fields,
+    }
+    return parse_config(data, "test")
+
+
+def test_structured_run_on_a_feature_instance_resumes_exactly(tmp_path):
+    config = feat10_config(tmp_path)
+    seen = []
+    with Store(config.store, writer=True) as store:
+        reference = Runner(store, start_experiment(config, store)).run()
+        assert reference.result.certified and reference.result.best_name == "q2"  # DESIGN §7
+        assert reference.result.threshold == "universal"  # the structured space's default
+        experiment_id = start_experiment(config, store)
+        run_stopping_at(store, experiment_id, reference.result.n_comparisons // 2)
+        resumed = Runner(store, experiment_id, seen.append, progress_interval=0).run()
+        assert stored(store, experiment_id) == stored(store, reference.experiment_id)
+    assert resumed.result.to_dict() == reference.result.to_dict()
+    assert any(p.estimated_remaining for p in seen[:-1]) and seen[-1].estimated_remaining == 0
+
+
+def test_structured_space_from_factor_levels(tmp_path):
+    policies = [
+        {"name": "a", "levels": {"prompt": "plain", "temperature": 0.2}},
+        {"name": "b", "levels": {"prompt": "cot", "temperature": 0.2}},
+        {"name": "c", "levels": {"prompt": "cot", "temperature": 0.8}},
+        {"name": "d", "levels": {"prompt": "few-shot", "temperature": 0.8}},
+    ]
+    config = counts_config(tmp_path).model_copy()
+    config = parse_config(
+        {**config.to_json(), "space": "structured", "policies": policies, "seed": 1}, "test"
+    )
+    space = build_space(config, ("a", "b", "c", "d"))
+    assert space.feature_names == ("prompt=cot", "prompt=few-shot", "temperature=0.8")
+    assert space.features.tolist() == [[0, 0, 0], [1, 0, 0], [1, 0, 1], [0, 1, 1]]
+    reordered = build_space(config, ("d", "c", "b", "a"))  # rows follow the environment's order
+    assert reordered.features.tolist() == space.features[::-1].tolist()
+
+
+def test_structured_space_without_features_is_a_config_error(tmp_path):
+    config = synthetic_config(tmp_path, space="structured")  # an unstructured instance
+    with pytest.raises(ConfigError, match="structured needs features"):
+        build_space(config, ("m0", "m1", "m2", "m3"))
+    collinear = parse_config(
+        {
+            **counts_config(tmp_path).to_json(),
+            "space": "structured",
+            "policies": [
+                {"name": "a", "features": [1, 2]},
+                {"name": "b", "features": [2, 4]},
+                {"name": "c", "features": [3, 6]},
+            ],
+        },
+        "test",
+    )
+    with pytest.raises(ConfigError, match="not identifiable"):
+        build_space(collinear, ("a", "b", "c"))

@@ -23,13 +23,17 @@ policies : list, optional
     Which policies to compare: names, or ``{name, features}`` / ``{name, levels}`` mappings for a
     structured space. Default: every policy present in the environment's data.
 space : ``unstructured`` | ``structured``
-    The statistical model (DESIGN §2–§3). ``structured`` needs features or factor levels.
+    The statistical model (DESIGN §2–§3). ``structured`` needs each policy's features or factor
+    levels, or a structured synthetic instance (``features`` and ``theta``) that has them.
 features : list of str, optional
-    Structured space with factor levels: the factors, in the order they become one-hot features.
+    Structured space with factor levels: the factors, in the order they become one-hot features
+    (the first level of each factor is the reference).
 delta, epsilon : float
     Error probability δ ∈ (0, ½) and indifference margin ε ∈ [0, ½).
-strategy, threshold : str
-    Sampling rule (``llmpo``, ``llmpo-tracking``, ``uniform``) and stopping threshold (``kt``).
+strategy : str
+    Sampling rule: ``llmpo`` (the space's default rule), another rule of the space, ``uniform``.
+threshold : str, optional
+    Stopping threshold; default the space's (``kt`` unstructured, ``universal`` structured).
 assume_condorcet : bool
     Class B statistics; δ-correct only when a Condorcet winner exists.
 max_comparisons : int, optional
@@ -120,7 +124,7 @@ class ExperimentConfig(_Strict):
     delta: float = Field(default=0.05, gt=0.0, lt=0.5)
     epsilon: float = Field(default=0.0, ge=0.0, lt=0.5)
     strategy: str = "llmpo"
-    threshold: str = "kt"
+    threshold: str | None = None
     assume_condorcet: bool = False
     max_comparisons: int | None = Field(default=None, ge=1)
     batch_size: int = Field(default=1, ge=1, le=10_000)
@@ -137,7 +141,9 @@ class ExperimentConfig(_Strict):
             duplicates = sorted({n for n in names if names.count(n) > 1})
             if duplicates:
                 raise ValueError(f"policies|duplicate names {duplicates}|list each policy once")
-        if self.space == "structured":
+        if self.space == "structured" and (
+            self.policies is not None or self.environment.type != "synthetic"
+        ):
             specs = [p for p in self.policies or [] if isinstance(p, PolicyConfig)]
             if not specs or len(specs) != len(self.policies or []):
                 raise ValueError(
@@ -183,34 +189,6 @@ class ExperimentConfig(_Strict):
             return list(self.features)
         specs = [p for p in self.policies or [] if isinstance(p, PolicyConfig)]
         return list(dict.fromkeys(f for p in specs for f in p.levels or {}))
-
-    def feature_matrix(self) -> tuple[list[str], list[list[float]]]:
-        """Feature names and one feature row per policy, for a structured space.
-
-        Explicit ``features`` are used as given (named ``x0, x1, …``). Factor levels are one-hot
-        encoded against a reference: the first level seen of each factor is the baseline, and each
-        other level gets a 0/1 feature named ``factor=level``.
-
-        Raises
-        ------
-        ValueError
-            When the space is not structured.
-        """
-        specs = [p for p in self.policies or [] if isinstance(p, PolicyConfig)]
-        if self.space != "structured" or not specs:
-            raise ValueError("feature_matrix: only for a structured space")
-        if specs[0].features is not None:
-            width = len(specs[0].features)
-            return [f"x{k}" for k in range(width)], [list(p.features or []) for p in specs]
-        columns = []
-        for factor in self.factors:
-            levels = list(dict.fromkeys(str((p.levels or {})[factor]) for p in specs))
-            columns += [(factor, level) for level in levels[1:]]
-        rows = [
-            [float(str((p.levels or {})[factor]) == level) for factor, level in columns]
-            for p in specs
-        ]
-        return [f"{factor}={level}" for factor, level in columns], rows
 
     @property
     def policy_names(self) -> list[str] | None:

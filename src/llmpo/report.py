@@ -20,6 +20,8 @@ from typing import Any
 import numpy as np
 
 from llmpo.config import ExperimentConfig
+from llmpo.models.base import PreferenceModel
+from llmpo.models.structured import StructuredModel
 from llmpo.runner import build_space
 from llmpo.stats.bernoulli import kl_lower, kl_upper
 from llmpo.stats.thresholds import make_threshold
@@ -60,8 +62,12 @@ def build_report(store: Store, experiment_id: int | None = None) -> dict[str, An
     config = ExperimentConfig.model_validate(record.config)
     policies = tuple(record.policies)
     space = build_space(config, policies)
+    threshold = make_threshold(config.threshold or space.default_threshold)
     model = space.make_model(
-        config.delta, make_threshold(config.threshold), config.epsilon, config.assume_condorcet
+        config.delta,
+        threshold,
+        config.epsilon,
+        config.assume_condorcet,
     )
     comparisons = store.comparisons(record.id)
     checkpoints = _trace_checkpoints(len(comparisons))
@@ -115,7 +121,11 @@ def build_report(store: Store, experiment_id: int | None = None) -> dict[str, An
         name for _, kind, detail in events if kind == "dense_subset" for name in detail["dropped"]
     ]
     return {
-        "experiment": {**_experiment_summary(record), "dropped_policies": dropped},
+        "experiment": {
+            **_experiment_summary(record),
+            "threshold": threshold.name,
+            "dropped_policies": dropped,
+        },
         "events": [{"at": at, "kind": kind, "detail": detail} for at, kind, detail in events],
         "answer": answer,
         "win_prob": _win_prob_section(policies, win_prob, counts),
@@ -123,8 +133,26 @@ def build_report(store: Store, experiment_id: int | None = None) -> dict[str, An
         "trace": trace,
         "savings": _savings(config, policies, win_prob, answer, len(comparisons)),
         "costs": _costs(policies, comparisons),
-        "structured": None,
+        "utilities": _utilities(policies, model),
     }
+
+
+def _utilities(policies: tuple[str, ...], model: PreferenceModel) -> list[dict[str, Any]] | None:
+    """Structured runs: estimated utilities relative to the leader, with 95% Wald intervals."""
+    if not isinstance(model, StructuredModel):
+        return None
+    leader = model.leader
+    utilities = model.utilities()
+    intervals = model.utility_intervals(INTERVAL_LEVEL)
+    return [
+        {
+            "policy": name,
+            "utility_vs_best": float(utilities[k] - utilities[leader]),
+            "lower": float(intervals[k, 0]),
+            "upper": float(intervals[k, 1]),
+        }
+        for k, name in enumerate(policies)
+    ]
 
 
 def _experiment_summary(record: ExperimentRecord) -> dict[str, Any]:
@@ -203,6 +231,8 @@ def _savings(
     P·max(w*)·T*·β comparisons before the hardest pair is settled.
     """
     thresholds = [r["threshold"] for r in answer["rivals"] if r["threshold"] is not None]
+    if config.space == "structured":  # T* of the structured model: not estimated here
+        return None
     if not thresholds or condorcet_winner(win_prob) != policies.index(answer["best"]):
         return None
     try:
@@ -335,6 +365,23 @@ def plots(report: dict[str, Any]) -> dict[str, str]:
         axes.set_title("Allocation used vs optimal proportions")
         figures["allocation"] = _png(figure)
 
+    utilities = report["utilities"]
+    if utilities:
+        rows = sorted(utilities, key=lambda u: -u["utility_vs_best"])[:40]
+        figure = Figure(figsize=(7, 0.25 * len(rows) + 1.5))
+        axes = figure.subplots()
+        centre = np.array([u["utility_vs_best"] for u in rows])
+        spread = np.array(
+            [[c - u["lower"], u["upper"] - c] for c, u in zip(centre, rows, strict=True)]
+        )
+        axes.errorbar(centre, np.arange(len(rows)), xerr=spread.T, fmt="o", capsize=3)
+        axes.set_yticks(range(len(rows)), [u["policy"] for u in rows], fontsize=7)
+        axes.invert_yaxis()
+        axes.axvline(0, color="grey", linewidth=0.8)
+        axes.set_xlabel("estimated utility θ̂ᵀ(x − x_best)")
+        axes.set_title("Estimated utilities with 95% intervals (structured model)")
+        figures["utilities"] = _png(figure)
+
     trace = report["trace"]
     if trace:
         figure = Figure(figsize=(7, 4))
@@ -430,7 +477,7 @@ def _tables(report: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]
         ]
         for r in report["costs"]["per_policy"]
     ]
-    return [
+    tables = [
         (
             "Certificate",
             ["rival", "GLR statistic", "threshold", "comparisons", "ruled out"],
@@ -463,12 +510,29 @@ def _tables(report: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]
             costs,
         ),
     ]
+    if report["utilities"] is not None:
+        rows = [
+            [u["policy"], f"{u['utility_vs_best']:+.3f}", f"[{u['lower']:+.3f}, {u['upper']:+.3f}]"]
+            for u in sorted(report["utilities"], key=lambda u: -u["utility_vs_best"])
+        ]
+        tables.insert(
+            1,
+            (
+                "Estimated utilities relative to the best (95% Wald intervals, not anytime-valid)",
+                ["policy", "utility − best", "interval"],
+                rows,
+            ),
+        )
+    return tables
 
 
 def _savings_text(report: dict[str, Any]) -> str:
     savings = report["savings"]
     if savings is None:
-        return "Savings vs uniform: not estimated (the leader does not beat every rival yet)."
+        return (
+            "Savings vs uniform: not estimated (structured run, or the leader does not beat "
+            "every rival yet)."
+        )
     return (
         f"Savings vs uniform sampling, estimated from T* at the estimates: uniform allocation "
         f"would need about {savings['uniform_estimate']:,.0f} comparisons "
@@ -518,7 +582,7 @@ def render_markdown(report: dict[str, Any]) -> str:
         "",
         f"Status: {experiment['status']}; δ = {experiment['config']['delta']}; "
         f"strategy {experiment['config']['strategy']}; "
-        f"threshold {experiment['config']['threshold']}; "
+        f"threshold {experiment['threshold']}; "
         f"{len(experiment['policies'])} policies; llmpo {experiment['code_version']}.",
         "",
         _savings_text(report),
@@ -564,7 +628,7 @@ def render_html(report: dict[str, Any]) -> str:
         f"<p class='{css_class}' id='answer'>{escape(_headline(report))}</p>",
         f"<p>Status {escape(experiment['status'])}; δ = {experiment['config']['delta']}; strategy "
         f"{escape(experiment['config']['strategy'])}; threshold "
-        f"{escape(experiment['config']['threshold'])}; {len(experiment['policies'])} policies; "
+        f"{escape(experiment['threshold'])}; {len(experiment['policies'])} policies; "
         f"llmpo {escape(experiment['code_version'])}; "
         f"created {escape(experiment['created_at'])}.</p>",
         f"<p>{escape(_savings_text(report))}</p>",
@@ -576,6 +640,7 @@ def render_html(report: dict[str, Any]) -> str:
         "win_prob": "Win-probability matrix",
         "allocation": "Allocation used vs optimal proportions",
         "trace": "GLR statistic vs threshold over time",
+        "utilities": "Estimated utilities with intervals",
     }
     for title_text, header, rows in _tables(report):
         parts.append(f"<h2>{escape(title_text)}</h2><table><tr>")
@@ -591,10 +656,11 @@ def render_html(report: dict[str, Any]) -> str:
             f"src='data:image/png;base64,{data}'><figcaption>{escape(captions[name])}"
             "</figcaption></figure>"
         )
-    parts.append(
-        "<h2>Estimated utilities</h2><p>Only for structured experiments; this one is "
-        f"{escape(experiment['config']['space'])}.</p>"
-    )
+    if report["utilities"] is None:
+        parts.append(
+            "<h2>Estimated utilities</h2><p>Only for structured experiments; this one is "
+            f"{escape(experiment['config']['space'])}.</p>"
+        )
     parts.append(
         "<h2>Configuration</h2><pre>"
         + escape(json.dumps(experiment["config"], indent=2))

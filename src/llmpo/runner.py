@@ -22,6 +22,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -29,6 +30,7 @@ import numpy as np
 from llmpo.config import (
     ConfigError,
     ExperimentConfig,
+    PolicyConfig,
     ReplayEnvironmentConfig,
     SyntheticEnvironmentConfig,
 )
@@ -40,10 +42,17 @@ from llmpo.environments.replay import (
     read_judgments,
     read_pair_counts,
 )
+from llmpo.environments.structured import StructuredEnvironment
 from llmpo.environments.synthetic import SyntheticEnvironment
 from llmpo.experiment import Experiment, Result
-from llmpo.instances import UnstructuredInstance, load_instance, make_unstructured_instance
-from llmpo.spaces import Space, Unstructured
+from llmpo.instances import (
+    StructuredInstance,
+    UnstructuredInstance,
+    load_instance,
+    make_structured_instance,
+    make_unstructured_instance,
+)
+from llmpo.spaces import Space, Structured, Unstructured
 from llmpo.store import ComparisonRecord, ExperimentRecord, Store, StoreError
 
 
@@ -111,20 +120,49 @@ class RunOutcome:
 class _ReseededSynthetic(Environment):
     """A synthetic environment whose every comparison is drawn from its own seed.
 
-    :meth:`reseed` starts a fresh :class:`SyntheticEnvironment` seeded with (experiment seed,
-    sequence number), so an outcome never depends on the comparisons drawn before it.
+    :meth:`reseed` starts a fresh synthetic environment (a preference matrix, or Bradley–Terry
+    with features) seeded with (experiment seed, sequence number), so an outcome never depends on
+    the comparisons drawn before it.
     """
 
-    def __init__(self, instance: UnstructuredInstance, seed: int | None) -> None:
+    def __init__(
+        self, instance: UnstructuredInstance | StructuredInstance, seed: int | None
+    ) -> None:
         self.instance = instance
         self.policies = instance.policies
-        self._current = SyntheticEnvironment(instance, np.random.SeedSequence(seed))
+        self._current = self._environment(np.random.SeedSequence(seed))
+
+    def _environment(self, seed: np.random.SeedSequence) -> Environment:
+        if isinstance(self.instance, StructuredInstance):
+            return StructuredEnvironment(self.instance, seed)
+        return SyntheticEnvironment(self.instance, seed)
 
     def reseed(self, seed: Sequence[int]) -> None:
-        self._current = SyntheticEnvironment(self.instance, np.random.SeedSequence(list(seed)))
+        self._current = self._environment(np.random.SeedSequence(list(seed)))
 
     def compare(self, a: int, b: int) -> Comparison:
         return self._current.compare(a, b)
+
+
+def _restricted(
+    instance: UnstructuredInstance | StructuredInstance, wanted: list[str], source: Path
+) -> UnstructuredInstance | StructuredInstance:
+    unknown = [name for name in wanted if name not in instance.policies]
+    if unknown:
+        raise ConfigError(
+            f"policies: unknown {unknown}; {source} has {', '.join(instance.policies)}"
+        )
+    keep = [instance.policies.index(name) for name in wanted]
+    if isinstance(instance, StructuredInstance):
+        return make_structured_instance(
+            instance.features[keep], instance.theta, wanted, require_winner=False
+        )
+    return make_unstructured_instance(
+        instance.win_prob[keep][:, keep],
+        wanted,
+        instance.tie_prob[keep][:, keep],
+        require_winner=False,
+    )
 
 
 def build_environment(config: ExperimentConfig) -> Environment:
@@ -141,19 +179,7 @@ def build_environment(config: ExperimentConfig) -> Environment:
         if isinstance(environment, SyntheticEnvironmentConfig):
             instance = load_instance(environment.instance, require_winner=False)
             if wanted is not None:
-                unknown = [name for name in wanted if name not in instance.policies]
-                if unknown:
-                    raise ConfigError(
-                        f"policies: unknown {unknown}; {environment.instance} has "
-                        f"{', '.join(instance.policies)}"
-                    )
-                keep = [instance.policies.index(name) for name in wanted]
-                instance = make_unstructured_instance(
-                    instance.win_prob[keep][:, keep],
-                    wanted,
-                    instance.tie_prob[keep][:, keep],
-                    require_winner=False,
-                )
+                instance = _restricted(instance, wanted, environment.instance)
             return _ReseededSynthetic(instance, config.seed)
         return _replay_environment(environment, wanted, config.seed)
     except ValueError as error:  # InstanceError, ReplayError, DatasetError
@@ -192,16 +218,44 @@ def _replay_environment(
 def build_space(config: ExperimentConfig, policies: tuple[str, ...]) -> Space:
     """The policy space of a configuration over the environment's policies.
 
+    A structured space takes the policies' feature vectors, or their factor levels one-hot
+    encoded (the first level of each factor is the reference), or, when the configuration lists
+    no policies, the features of its structured synthetic instance.
+
     Raises
     ------
     ConfigError
-        For a structured space when this llmpo has none.
+        When a structured space has no features, or features it cannot use.
     """
     if config.space == "unstructured":
         return Unstructured(policies)
+    specs = {p.name: p for p in config.policies or [] if isinstance(p, PolicyConfig)}
+    try:
+        if specs:
+            ordered = [specs[name] for name in policies]
+            if ordered[0].features is not None:
+                return Structured([p.features for p in ordered], policies)
+            # Encode in the configuration's order (it fixes the reference levels), then follow
+            # the environment's order of the policies.
+            levels = [{f: str((p.levels or {})[f]) for f in config.factors} for p in specs.values()]
+            encoded = Structured.from_factors(levels, list(specs))
+            rows = [list(specs).index(name) for name in policies]
+            return Structured(encoded.features[rows], policies, encoded.feature_names)
+        environment = config.environment
+        if isinstance(environment, SyntheticEnvironmentConfig):
+            instance = load_instance(environment.instance, require_winner=False)
+            if isinstance(instance, StructuredInstance):
+                return Structured(
+                    _restricted(instance, list(policies), environment.instance).features, policies
+                )
+    except ValueError as error:
+        if isinstance(error, ConfigError):
+            raise
+        raise ConfigError(f"{error}. Fix: change the policies' features or levels") from None
     raise ConfigError(
-        "space: 'structured' is not available in this version of llmpo. "
-        "Fix: use space: unstructured"
+        "space: structured needs features: give each policy features or levels, or use a "
+        "structured instance (with 'features' and 'theta'). Fix: add them, or use "
+        "space: unstructured"
     )
 
 
@@ -451,10 +505,24 @@ class Runner:
         margins = certificate.statistics - certificate.thresholds
         binding = int(margins.argmin())
         counts = self.experiment.model.counts()
-        if self.config.assume_condorcet:  # class B: a rival's evidence is over all its pairs
-            evidence_counts = counts[certificate.rivals].sum(axis=1)
+        if self.config.space == "structured":
+            # Every comparison informs every rival's statistic: the slowest one decides.
+            told = float(self.experiment.n_comparisons)
+            remaining = max(
+                (
+                    _estimate_remaining([s], [b], [told])
+                    for s, b in zip(certificate.statistics, certificate.thresholds, strict=True)
+                ),
+                key=lambda r: math.inf if r is None else r,
+            )
         else:
-            evidence_counts = counts[certificate.leader, certificate.rivals]
+            if self.config.assume_condorcet:  # class B: a rival's evidence is over all its pairs
+                evidence_counts = counts[certificate.rivals].sum(axis=1)
+            else:
+                evidence_counts = counts[certificate.leader, certificate.rivals]
+            remaining = _estimate_remaining(
+                certificate.statistics, certificate.thresholds, evidence_counts
+            )
         policies = self.environment.policies
         return Progress(
             n_comparisons=self.experiment.n_comparisons,
@@ -462,9 +530,7 @@ class Runner:
             leader=policies[certificate.leader],
             min_margin=float(margins[binding]),
             binding_rival=policies[int(certificate.rivals[binding])],
-            estimated_remaining=_estimate_remaining(
-                certificate.statistics, certificate.thresholds, evidence_counts
-            ),
+            estimated_remaining=remaining,
             cost_usd=self._cost_usd,
             elapsed_seconds=elapsed_seconds,
         )
