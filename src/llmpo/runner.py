@@ -191,28 +191,23 @@ def build_environment(config: ExperimentConfig) -> Environment:
 def _replay_environment(
     environment: ReplayEnvironmentConfig, wanted: list[str] | None, seed: int | None
 ) -> ReplayEnvironment:
+    path = environment.path  # None only with format: arena (the configuration checks it)
     data_format = environment.format
-    if data_format == "auto":
-        if environment.path is None:
-            raise ConfigError("environment.path: required unless format is arena")
-        data_format = detect_format(environment.path)
+    if data_format == "auto" and path is not None:
+        data_format = detect_format(path)
     options: dict[str, Any] = {
         "dense_subset": environment.dense_subset,
         "min_pair_records": environment.min_pair_records,
         "seed": seed,
     }
+    if data_format == "arena":
+        return ReplayEnvironment.from_counts(load_arena_counts(path), wanted, **options)
+    source = Path(str(path))
     if data_format == "judgments":
-        judgments = read_judgments(environment.path)  # type: ignore[arg-type]
-        return ReplayEnvironment.from_judgments(judgments, wanted, **options)
+        return ReplayEnvironment.from_judgments(read_judgments(source), wanted, **options)
     if data_format == "pandalm":
-        judgments = load_pandalm(environment.path)  # type: ignore[arg-type]
-        return ReplayEnvironment.from_judgments(judgments, wanted, **options)
-    counts = (
-        load_arena_counts(environment.path)
-        if data_format == "arena"
-        else read_pair_counts(environment.path)  # type: ignore[arg-type]
-    )
-    return ReplayEnvironment.from_counts(counts, wanted, **options)
+        return ReplayEnvironment.from_judgments(load_pandalm(source), wanted, **options)
+    return ReplayEnvironment.from_counts(read_pair_counts(source), wanted, **options)
 
 
 def build_space(config: ExperimentConfig, policies: tuple[str, ...]) -> Space:
