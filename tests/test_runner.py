@@ -270,3 +270,15 @@ def test_structured_space_without_features_is_a_config_error(tmp_path):
     )
     with pytest.raises(ConfigError, match="not identifiable"):
         build_space(collinear, ("a", "b", "c"))
+
+
+def test_stop_during_the_replay_of_a_resume_keeps_the_store(tmp_path):
+    config = synthetic_config(tmp_path)
+    with Store(config.store, writer=True) as store:
+        experiment_id = start_experiment(config, store)
+        run_stopping_at(store, experiment_id, 200)
+        runner = Runner(store, experiment_id, lambda progress: runner.request_stop(), 0)
+        outcome = runner.run()  # asked to stop while replaying the stored comparisons
+        assert outcome.status == "interrupted" and outcome.new_comparisons == 0
+        assert store.comparison_count(experiment_id) == 200
+        assert Runner(store, experiment_id).run().status == "certified"

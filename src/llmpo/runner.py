@@ -433,7 +433,7 @@ class Runner:
                     if self.on_progress is not None and now - last_report >= self.progress_interval:
                         last_report = now
                         self.on_progress(self.progress(now - started))
-        if sequence < len(stored):
+        if self.experiment.done and sequence < len(stored):
             raise StoreError(
                 f"experiment {experiment_id}: the store holds {len(stored)} comparisons but the "
                 f"experiment stopped after {sequence}; the code or data changed since they were run"
@@ -442,7 +442,10 @@ class Runner:
         if not self.experiment.done:
             status = "interrupted"
             self.store.set_status(
-                experiment_id, status, event="interrupted", detail={"comparisons": sequence}
+                experiment_id,
+                status,
+                event="interrupted",
+                detail={"comparisons": max(sequence, len(stored))},
             )
         else:
             status = str(result.stop_reason)
