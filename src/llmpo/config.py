@@ -42,8 +42,11 @@ batch_size : int
     Pairs proposed at once.
 seed : int, optional
     Seed of every random choice; drawn and saved when omitted.
+max_cost : float, optional
+    Money budget in USD (live LLMs with a price table): the run stops, uncertified, once spent.
 environment : mapping
-    ``{type: synthetic, instance: FILE}`` or
+    ``{type: llm, tasks: FILE, judge: {...}}`` (live LLM policies, see
+    :class:`LLMEnvironmentConfig`), ``{type: synthetic, instance: FILE}`` or
     ``{type: replay, path: FILE, format: auto|judgments|counts|arena|pandalm, dense_subset: bool,
     min_pair_records: int}``; both accept ``latency_seconds`` (simulated time per comparison,
     for demos and for the interruption tests).
@@ -70,12 +73,35 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class BackendConfig(_Strict):
+    """An OpenAI-compatible chat-completions endpoint (OpenAI, vLLM, Ollama, llama.cpp, …).
+
+    ``api_key_env`` names the environment variable that holds the key; the key itself is read at
+    run time and never stored. Without it a placeholder key is sent (local servers ignore it).
+    """
+
+    type: Literal["openai"]
+    model: str = Field(min_length=1)
+    base_url: str | None = None
+    api_key_env: str | None = Field(default=None, min_length=1)
+
+
 class PolicyConfig(_Strict):
-    """One policy of a structured space: a name with a feature vector or factor levels."""
+    """One policy: a name, with features or factor levels (structured space), and for live LLMs
+    its backend, prompts and decoding parameters (``prompt_template`` is Jinja2 over the task's
+    fields; default ``{{ prompt }}``)."""
 
     name: str = Field(min_length=1)
     features: list[float] | None = None
     levels: dict[str, str | int | float | bool] | None = None
+    backend: BackendConfig | None = None
+    system_prompt: str | None = None
+    prompt_template: str | None = None
+    temperature: float | None = Field(default=None, ge=0.0, le=2.0)
+    top_p: float | None = Field(default=None, gt=0.0, le=1.0)
+    max_tokens: int | None = Field(default=None, ge=1)
+    seed: int | None = None
+    stop: list[str] | None = None
 
 
 class SyntheticEnvironmentConfig(_Strict):
@@ -109,8 +135,73 @@ class ReplayEnvironmentConfig(_Strict):
         return self
 
 
+class ReferenceJudgeConfig(_Strict):
+    """Compare each answer with the task's ``reference``: ``exact``, ``normalized`` (case,
+    punctuation, articles and spacing ignored), ``contains`` (normalized reference inside the
+    normalized answer) or ``numeric`` (last number of the answer within ``tolerance``)."""
+
+    type: Literal["reference"]
+    match: Literal["exact", "normalized", "contains", "numeric"] = "normalized"
+    tolerance: float = Field(default=1e-6, ge=0.0)
+
+
+class LLMJudgeConfig(_Strict):
+    """Pairwise LLM-as-judge; ``prompt`` is a Jinja2 template (default
+    :data:`llmpo.llm.judges.DEFAULT_JUDGE_PROMPT`) that must make the judge answer A, B or TIE."""
+
+    type: Literal["llm"]
+    backend: BackendConfig
+    order: Literal["random", "both"] = "random"
+    prompt: str | None = None
+    system_prompt: str | None = None
+    temperature: float = Field(default=0.0, ge=0.0, le=2.0)
+    max_tokens: int = Field(default=8, ge=1)
+
+
+class PythonJudgeConfig(_Strict):
+    """A user function ``module:function(task, answer_a, answer_b) -> 0 | 0.5 | 1`` (``path``:
+    a folder searched first for the module; default the configuration's folder)."""
+
+    type: Literal["python"]
+    function: str = Field(pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+    path: Path | None = None
+
+
+JudgeConfig = Annotated[
+    ReferenceJudgeConfig | LLMJudgeConfig | PythonJudgeConfig, Field(discriminator="type")
+]
+
+
+class PriceConfig(_Strict):
+    """Price of a model in USD per million tokens."""
+
+    input: float = Field(ge=0.0)
+    output: float = Field(ge=0.0)
+
+
+class LLMEnvironmentConfig(_Strict):
+    """Live LLM policies answering tasks, judged by ``judge``.
+
+    ``tasks`` is a JSONL or CSV file (``id``, ``prompt`` or template fields, optional
+    ``reference``); each comparison draws one task uniformly. Every call has a hard timeout of
+    ``timeout_seconds`` and is retried up to ``max_retries`` times (exponential backoff from
+    ``backoff_seconds``, with jitter, honouring ``Retry-After``). ``prices`` maps model names to
+    USD per million input and output tokens.
+    """
+
+    type: Literal["llm"]
+    tasks: Path
+    judge: JudgeConfig
+    timeout_seconds: float = Field(default=60.0, gt=0.0, le=3600.0)
+    max_retries: int = Field(default=6, ge=0, le=100)
+    backoff_seconds: float = Field(default=1.0, ge=0.0, le=600.0)
+    max_backoff_seconds: float = Field(default=60.0, ge=0.0, le=3600.0)
+    prices: dict[str, PriceConfig] = Field(default_factory=dict)
+
+
 EnvironmentConfig = Annotated[
-    SyntheticEnvironmentConfig | ReplayEnvironmentConfig, Field(discriminator="type")
+    SyntheticEnvironmentConfig | ReplayEnvironmentConfig | LLMEnvironmentConfig,
+    Field(discriminator="type"),
 ]
 
 
@@ -127,6 +218,7 @@ class ExperimentConfig(_Strict):
     threshold: str | None = None
     assume_condorcet: bool = False
     max_comparisons: int | None = Field(default=None, ge=1)
+    max_cost: float | None = Field(default=None, gt=0.0)
     batch_size: int = Field(default=1, ge=1, le=10_000)
     seed: int | None = Field(default=None, ge=0)
     environment: EnvironmentConfig
@@ -156,6 +248,19 @@ class ExperimentConfig(_Strict):
                     "give each policy features: [...] or levels: {factor: level}"
                 )
             self._check_features(specs)
+        if self.environment.type == "llm":
+            if self.policies is None:
+                raise ValueError(
+                    "policies|environment type llm needs its policies|list each policy as "
+                    "{name: ..., backend: {type: openai, model: ...}}"
+                )
+            for policy in self.policies:
+                if isinstance(policy, str) or policy.backend is None:
+                    name = policy if isinstance(policy, str) else policy.name
+                    raise ValueError(
+                        f"policies|policy {name!r} has no backend|give it backend: "
+                        "{type: openai, base_url: ..., model: ..., api_key_env: ...}"
+                    )
         return self
 
     def _check_features(self, specs: list[PolicyConfig]) -> None:
@@ -207,8 +312,9 @@ _FIXES = {
     "missing": "add this field",
     "extra_forbidden": "remove it, or fix its spelling",
     "literal_error": "use one of the allowed values",
-    "union_tag_invalid": "set environment.type to 'synthetic' or 'replay'",
-    "union_tag_not_found": "add environment.type: synthetic or replay",
+    "union_tag_invalid": "use one of the expected types",
+    "union_tag_not_found": "add a type field (environment: synthetic, replay or llm; "
+    "judge: reference, llm or python; backend: openai)",
     "greater_than": "use a larger value",
     "greater_than_equal": "use a larger value",
     "less_than": "use a smaller value",
@@ -220,12 +326,20 @@ _FIXES = {
 }
 
 
+#: Union member names that pydantic inserts in error locations.
+_UNION_TAGS = ("synthetic", "replay", "llm", "reference", "python")
+
+
 def _known_fields(parent: list[str]) -> list[str]:
     """Field names allowed at a location (top level, environment, or a policy)."""
     if not parent:
         models: list[type[BaseModel]] = [ExperimentConfig]
+    elif parent[-1] == "judge":
+        models = [ReferenceJudgeConfig, LLMJudgeConfig, PythonJudgeConfig]
+    elif parent[-1] == "backend":
+        models = [BackendConfig]
     elif parent[0] == "environment":
-        models = [SyntheticEnvironmentConfig, ReplayEnvironmentConfig]
+        models = [SyntheticEnvironmentConfig, ReplayEnvironmentConfig, LLMEnvironmentConfig]
     else:
         models = [PolicyConfig]
     return list(dict.fromkeys(name for model in models for name in model.model_fields))
@@ -233,7 +347,7 @@ def _known_fields(parent: list[str]) -> list[str]:
 
 def _origin(error: dict[str, Any], source: str, overridden: set[str]) -> str:
     """Where a bad value came from: the file, or the command-line flag that overrode it."""
-    location = [str(part) for part in error["loc"] if str(part) not in ("synthetic", "replay")]
+    location = [str(part) for part in error["loc"] if str(part) not in _UNION_TAGS]
     for key in overridden:
         if location[: len(key.split("."))] == key.split("."):
             return f"{source} (overridden by --{key.split('.')[-1].replace('_', '-')})"
@@ -245,9 +359,7 @@ def _describe(error: dict[str, Any], source: str) -> str:
         str(part) for part in error["loc"] if not str(part).startswith(("function-", "tagged-"))
     ]
     # Drop union member names that pydantic inserts (e.g. "replay" under environment).
-    location = [
-        part for part in location if part not in ("synthetic", "replay", "str", "PolicyConfig")
-    ]
+    location = [part for part in location if part not in (*_UNION_TAGS, "str", "PolicyConfig")]
     field = ".".join(location) or "(top level)"
     message = str(error["msg"]).removeprefix("Value error, ")
     fix = _FIXES.get(error["type"], "correct the value")
@@ -268,6 +380,8 @@ def _describe(error: dict[str, Any], source: str) -> str:
             if close
             else "remove it; known fields: " + ", ".join(known)
         )
+    if error["type"] == "union_tag_invalid":
+        fix = f"set {field}.type to one of {error.get('ctx', {}).get('expected_tags', '')}"
     got = "" if error["type"] == "missing" else f" (got {error.get('input')!r})"
     if isinstance(error.get("input"), dict):
         got = ""
@@ -337,6 +451,13 @@ def parse_config(
     if isinstance(environment, SyntheticEnvironmentConfig):
         environment = environment.model_copy(
             update={"instance": _absolute(environment.instance, base)}
+        )
+    elif isinstance(environment, LLMEnvironmentConfig):
+        judge = environment.judge
+        if isinstance(judge, PythonJudgeConfig):
+            judge = judge.model_copy(update={"path": _absolute(judge.path or Path("."), base)})
+        environment = environment.model_copy(
+            update={"tasks": _absolute(environment.tasks, base), "judge": judge}
         )
     else:
         environment = environment.model_copy(update={"path": _absolute(environment.path, base)})

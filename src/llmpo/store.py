@@ -1,13 +1,16 @@
 """The experiment store: one SQLite file per project (stdlib ``sqlite3``, WAL journal).
 
-Tables (schema version 1):
+Tables (schema version 2):
 
 - ``experiments``: id, name, status (``running`` | ``interrupted`` | ``certified`` | ``budget``),
   the resolved configuration (JSON), the policy names, the llmpo version that created it, and the
   final result (JSON) once done;
 - ``comparisons``: one row per judged comparison, keyed by (experiment, sequence number): pair,
   task, presentation order, outcome, the judge's raw verdict, timings and cost fields;
-- ``events``: what happened to an experiment and when (created, resumed, interrupted, finished).
+- ``events``: what happened to an experiment and when (created, resumed, interrupted, finished);
+- ``generations`` (v2): the cache of live LLM answers, keyed by (policy, task, replicate index,
+  request key — a hash of the model, endpoint, messages and decoding parameters), so re-runs and
+  resumed runs never pay twice for the same sample.
 
 Every comparison is committed before its outcome is told to the experiment, so a run killed at any
 instant loses at most the comparison in flight and resumes by replaying the store. The file is
@@ -38,7 +41,7 @@ from llmpo import __version__
 
 #: "llpo" in ASCII, written in the SQLite header of every llmpo store.
 APPLICATION_ID = 0x6C6C706F
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 STATUSES = ("running", "interrupted", "certified", "budget")
 
 _SCHEMA_V1 = """
@@ -85,8 +88,39 @@ def _create_schema_v1(connection: sqlite3.Connection) -> None:
             connection.execute(statement)
 
 
+def _add_generations(connection: sqlite3.Connection) -> None:
+    connection.execute(
+        """CREATE TABLE generations (
+            policy TEXT NOT NULL,
+            task_id TEXT NOT NULL,
+            replicate INTEGER NOT NULL,
+            request_key TEXT NOT NULL,
+            model TEXT NOT NULL,
+            text TEXT NOT NULL,
+            input_tokens INTEGER,
+            output_tokens INTEGER,
+            seconds REAL,
+            created_at TEXT NOT NULL,
+            PRIMARY KEY (policy, task_id, replicate, request_key)
+        ) WITHOUT ROWID"""
+    )
+
+
 #: MIGRATIONS[v] brings a store from schema v − 1 to v (v = 1 creates it), inside a transaction.
-MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {1: _create_schema_v1}
+MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {
+    1: _create_schema_v1,
+    2: _add_generations,
+}
+
+
+@dataclass(frozen=True)
+class CachedGeneration:
+    """One cached LLM answer."""
+
+    text: str
+    input_tokens: int | None
+    output_tokens: int | None
+    seconds: float | None
 
 
 class StoreError(RuntimeError):
@@ -477,3 +511,48 @@ class Store:
             (experiment_id,),
         )
         return [(at, kind, json.loads(detail) if detail else None) for at, kind, detail in rows]
+
+    # ---- generation cache ----------------------------------------------------------------------
+    def cached_generation(
+        self, policy: str, task_id: str, replicate: int, request_key: str
+    ) -> CachedGeneration | None:
+        """The cached answer of a policy to a task for one replicate and request, if any."""
+        rows = self._query(
+            "SELECT text, input_tokens, output_tokens, seconds FROM generations WHERE policy = ? "
+            "AND task_id = ? AND replicate = ? AND request_key = ?",
+            (policy, task_id, replicate, request_key),
+        )
+        return CachedGeneration(*rows[0]) if rows else None
+
+    def cache_generation(
+        self,
+        policy: str,
+        task_id: str,
+        replicate: int,
+        request_key: str,
+        model: str,
+        generation: CachedGeneration,
+    ) -> None:
+        """Commit an answer to the cache (a repeated key keeps the first answer)."""
+        with self._transaction() as connection:
+            connection.execute(
+                "INSERT OR IGNORE INTO generations (policy, task_id, replicate, request_key, "
+                "model, text, input_tokens, output_tokens, seconds, created_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    policy,
+                    task_id,
+                    replicate,
+                    request_key,
+                    model,
+                    generation.text,
+                    generation.input_tokens,
+                    generation.output_tokens,
+                    generation.seconds,
+                    _now(),
+                ),
+            )
+
+    def generation_count(self) -> int:
+        """How many answers the cache holds."""
+        return int(self._query("SELECT count(*) FROM generations")[0][0])
