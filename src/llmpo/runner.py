@@ -30,6 +30,7 @@ import numpy as np
 from llmpo.config import (
     ConfigError,
     ExperimentConfig,
+    LLMEnvironmentConfig,
     PolicyConfig,
     ReplayEnvironmentConfig,
     SyntheticEnvironmentConfig,
@@ -54,6 +55,11 @@ from llmpo.instances import (
 )
 from llmpo.spaces import Space, Structured, Unstructured
 from llmpo.store import ComparisonRecord, ExperimentRecord, Store, StoreError
+
+
+class RunFailedError(RuntimeError):
+    """A run stopped by a failure it cannot retry (a live backend); every finished comparison
+    is stored, so it can be resumed."""
 
 
 @dataclass(frozen=True)
@@ -175,6 +181,8 @@ def build_environment(config: ExperimentConfig) -> Environment:
     """
     environment = config.environment
     wanted = config.policy_names
+    if isinstance(environment, LLMEnvironmentConfig):
+        return _llm_environment(config)
     try:
         if isinstance(environment, SyntheticEnvironmentConfig):
             instance = load_instance(environment.instance, require_winner=False)
@@ -185,6 +193,16 @@ def build_environment(config: ExperimentConfig) -> Environment:
     except ValueError as error:  # InstanceError, ReplayError, DatasetError
         if isinstance(error, ConfigError):
             raise
+        raise ConfigError(f"environment: {error}") from None
+
+
+def _llm_environment(config: ExperimentConfig) -> Any:
+    """The live LLM environment (imported here: simulations need no HTTP client)."""
+    from llmpo.llm.environment import LLMEnvironment, LLMSetupError
+
+    try:
+        return LLMEnvironment(config)
+    except LLMSetupError as error:
         raise ConfigError(f"environment: {error}") from None
 
 

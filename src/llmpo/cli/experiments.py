@@ -22,6 +22,7 @@ from llmpo.environments.replay import ReplayError
 from llmpo.report import build_report, render_html, render_markdown
 from llmpo.runner import (
     Progress,
+    RunFailedError,
     Runner,
     RunOutcome,
     check_config,
@@ -100,9 +101,27 @@ class _Display:
             self.live.stop()
 
 
-def _execute(store: Store, experiment_id: int, as_json: bool) -> None:
+ConcurrencyOpt = Annotated[
+    int,
+    typer.Option(
+        "--concurrency", min=1, max=1024, help="Live LLM experiments: comparisons in flight."
+    ),
+]
+
+
+def _execute(store: Store, experiment_id: int, as_json: bool, concurrency: int = 8) -> None:
     display = _Display()
-    runner = Runner(store, experiment_id, on_progress=display, progress_interval=display.interval)
+    runner: Runner
+    if store.experiment(experiment_id).config["environment"]["type"] == "llm":
+        from llmpo.llm.runner import AsyncRunner
+
+        runner = AsyncRunner(
+            store, experiment_id, concurrency, display, progress_interval=display.interval
+        )
+    else:
+        runner = Runner(
+            store, experiment_id, on_progress=display, progress_interval=display.interval
+        )
     if runner.dropped_policies:
         error_console.print(
             f"Dense subset: {len(runner.environment.policies)} policies kept; dropped "
@@ -113,6 +132,9 @@ def _execute(store: Store, experiment_id: int, as_json: bool) -> None:
         )
     try:
         outcome = runner.run()
+    except RunFailedError as error:
+        display.close()
+        raise _fail(str(error), 1) from None
     except KeyboardInterrupt:
         display.close()
         store.set_status(experiment_id, "interrupted", event="interrupted", detail={"forced": True})
@@ -161,6 +183,7 @@ def run(
     batch_size: Annotated[int | None, typer.Option(help="Override the batch size.")] = None,
     strategy: Annotated[str | None, typer.Option(help="Override the sampling rule.")] = None,
     store: Annotated[Path | None, typer.Option(help="Override the store path.")] = None,
+    concurrency: ConcurrencyOpt = 8,
     dense_subset: Annotated[
         bool | None,
         typer.Option(
@@ -194,7 +217,7 @@ def run(
                 experiment_id = record.id
             else:
                 experiment_id = start_experiment(resolved, opened, environment)
-            _execute(opened, experiment_id, as_json)
+            _execute(opened, experiment_id, as_json, concurrency)
     except ConfigError as error:
         message = str(error)
         raise _fail(
@@ -205,13 +228,18 @@ def run(
 
 
 @app.command("resume")
-def resume_command(store: StoreArg, experiment_id: IdArg = None, as_json: JsonOpt = False) -> None:
+def resume_command(
+    store: StoreArg,
+    experiment_id: IdArg = None,
+    as_json: JsonOpt = False,
+    concurrency: ConcurrencyOpt = 8,
+) -> None:
     """Continue an interrupted experiment of a store (the latest by default)."""
     if not store.is_file():
         raise _fail(f"{store}: no such store. Fix: check the path")
     try:
         with Store(store, writer=True) as opened:
-            _execute(opened, opened.experiment(experiment_id).id, as_json)
+            _execute(opened, opened.experiment(experiment_id).id, as_json, concurrency)
     except USER_ERRORS as error:
         raise _fail(str(error)) from None
 

@@ -1,0 +1,1 @@
+"""Live LLM policies: tasks, backends, judges, and the concurrent runner with its cache."""

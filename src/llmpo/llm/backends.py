@@ -1,0 +1,254 @@
+"""Backends that generate answers, behind one async interface, and the retry policy around them.
+
+A backend makes *one attempt* at a chat completion (:meth:`Backend.complete`);
+:func:`call_with_retries` adds the hard per-call timeout and retries transient failures (HTTP 429
+and 5xx, timeouts, lost connections, malformed or empty responses) with exponential backoff and full
+jitter, waiting at least what a ``Retry-After`` header asks. Permanent failures (a bad request, a
+wrong key, an unknown model) are raised at once.
+
+API keys are read from the environment variable a configuration names, at run time, and are scrubbed
+from every error message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import numpy as np
+import openai
+
+from llmpo.config import BackendConfig
+
+#: Sent when a configuration names no key variable (local servers accept anything).
+PLACEHOLDER_KEY = "not-needed"
+
+
+class BackendError(RuntimeError):
+    """A generation that failed for good (after retries, or a permanent error)."""
+
+
+class TransientBackendError(BackendError):
+    """A failure worth retrying; ``retry_after`` is the server's requested wait in seconds."""
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    """One chat completion to make: messages and decoding parameters (None: server default)."""
+
+    messages: tuple[tuple[str, str], ...]
+    model: str
+    temperature: float | None = None
+    top_p: float | None = None
+    max_tokens: int | None = None
+    seed: int | None = None
+    stop: tuple[str, ...] | None = None
+
+
+@dataclass(frozen=True)
+class Generation:
+    """A generated answer with its token counts and the wall time of the successful attempt."""
+
+    text: str
+    input_tokens: int | None
+    output_tokens: int | None
+    seconds: float
+
+
+class Backend(ABC):
+    """Something that answers chat completions."""
+
+    #: Label used in messages (endpoint and model family), never a secret.
+    label: str
+
+    @abstractmethod
+    async def complete(self, request: GenerationRequest, timeout: float) -> Generation:
+        """Make one attempt.
+
+        Raises
+        ------
+        TransientBackendError
+            For a failure that a retry may fix.
+        BackendError
+            For a permanent failure.
+        """
+
+    @abstractmethod
+    async def aclose(self) -> None:
+        """Release connections."""
+
+
+def _retry_after(headers: object) -> float | None:
+    value = getattr(headers, "get", lambda _key: None)("retry-after")
+    if value is None:
+        return None
+    try:
+        return max(float(value), 0.0)
+    except ValueError:
+        return None
+
+
+class OpenAIBackend(Backend):
+    """Any OpenAI-compatible chat-completions endpoint, through the official ``openai`` SDK.
+
+    Parameters
+    ----------
+    config : BackendConfig
+        Endpoint (``base_url``), and the name of the environment variable with the key.
+
+    Raises
+    ------
+    BackendError
+        When the named environment variable is not set.
+    """
+
+    def __init__(self, config: BackendConfig) -> None:
+        self.label = f"{config.base_url or 'OpenAI'}"
+        key = PLACEHOLDER_KEY
+        if config.api_key_env is not None:
+            value = os.environ.get(config.api_key_env)
+            if not value:
+                raise BackendError(
+                    f"the environment variable {config.api_key_env} (api_key_env of "
+                    f"{self.label}) is not set. Fix: export {config.api_key_env}=<your key>"
+                )
+            key = value
+        self._secret = key
+        # Retries and timeouts are ours (they honour Retry-After and count every attempt).
+        self.client = openai.AsyncOpenAI(api_key=key, base_url=config.base_url, max_retries=0)
+
+    def _scrub(self, text: str) -> str:
+        return text.replace(self._secret, "***") if self._secret != PLACEHOLDER_KEY else text
+
+    async def complete(self, request: GenerationRequest, timeout: float) -> Generation:
+        options: dict[str, object] = {
+            name: value
+            for name, value in (
+                ("temperature", request.temperature),
+                ("top_p", request.top_p),
+                ("max_tokens", request.max_tokens),
+                ("seed", request.seed),
+                ("stop", list(request.stop) if request.stop else None),
+            )
+            if value is not None
+        }
+        messages = [{"role": role, "content": content} for role, content in request.messages]
+        started = time.monotonic()
+        try:
+            response = await self.client.chat.completions.create(
+                model=request.model, messages=messages, timeout=timeout, **options
+            )
+        except openai.APIStatusError as error:
+            message = self._scrub(
+                f"{self.label}: HTTP {error.status_code} for model {request.model}: "
+                f"{str(error.message)[:300]}"
+            )
+            if error.status_code == 429 or error.status_code >= 500:
+                raise TransientBackendError(message, _retry_after(error.response.headers)) from None
+            raise BackendError(message) from None
+        except (openai.APITimeoutError, openai.APIConnectionError) as error:
+            raise TransientBackendError(
+                self._scrub(f"{self.label}: {type(error).__name__}: {error}")
+            ) from None
+        except ValueError as error:  # a body that is not JSON
+            raise TransientBackendError(
+                self._scrub(f"{self.label}: malformed response ({str(error)[:200]})")
+            ) from None
+        choices = getattr(response, "choices", None)
+        if not choices:
+            raise TransientBackendError(f"{self.label}: response with no choices")
+        content = getattr(getattr(choices[0], "message", None), "content", None)
+        if not isinstance(content, str):
+            raise TransientBackendError(f"{self.label}: response without message content")
+        usage = getattr(response, "usage", None)
+        return Generation(
+            content,
+            getattr(usage, "prompt_tokens", None),
+            getattr(usage, "completion_tokens", None),
+            time.monotonic() - started,
+        )
+
+    async def aclose(self) -> None:
+        await self.client.close()
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Hard per-call timeout and retries of transient failures.
+
+    Attempt k (k = 1, 2, …) that fails transiently waits a uniform draw in
+    [0, min(max_backoff, backoff · 2^(k−1))] ("full jitter"), and never less than the server's
+    ``Retry-After``, before attempt k + 1; at most ``max_retries`` retries.
+    """
+
+    timeout_seconds: float = 60.0
+    max_retries: int = 6
+    backoff_seconds: float = 1.0
+    max_backoff_seconds: float = 60.0
+
+    def delay(self, attempt: int, retry_after: float | None, rng: np.random.Generator) -> float:
+        """Seconds to wait after failed attempt number ``attempt`` (1-based)."""
+        cap = min(self.max_backoff_seconds, self.backoff_seconds * 2.0 ** (attempt - 1))
+        jittered = float(rng.uniform(0.0, cap)) if cap > 0 else 0.0
+        return max(jittered, retry_after or 0.0)
+
+
+async def call_with_retries(
+    backend: Backend,
+    request: GenerationRequest,
+    policy: RetryPolicy,
+    rng: np.random.Generator,
+    on_retry: Callable[[int, TransientBackendError, float], Awaitable[None] | None] | None = None,
+) -> Generation:
+    """Complete ``request``, retrying transient failures per ``policy``.
+
+    Parameters
+    ----------
+    backend : Backend
+        Where to send it.
+    request : GenerationRequest
+        What to ask.
+    policy : RetryPolicy
+        Timeout and retries.
+    rng : numpy.random.Generator
+        Source of the jitter.
+    on_retry : callable, optional
+        Called with (attempt, error, delay) before each wait (for logs and counters).
+
+    Raises
+    ------
+    BackendError
+        A permanent failure, or the last transient one once the retries are spent.
+    """
+    attempt = 0
+    while True:
+        attempt += 1
+        try:
+            return await asyncio.wait_for(
+                backend.complete(request, policy.timeout_seconds), policy.timeout_seconds
+            )
+        except TimeoutError:
+            error = TransientBackendError(
+                f"{backend.label}: no answer within {policy.timeout_seconds:g} s"
+            )
+        except TransientBackendError as transient:
+            error = transient
+        if attempt > policy.max_retries:
+            raise BackendError(
+                f"{error} (gave up after {attempt} attempts; raise environment.max_retries or "
+                "fix the endpoint)"
+            )
+        delay = policy.delay(attempt, error.retry_after, rng)
+        if on_retry is not None:
+            outcome = on_retry(attempt, error, delay)
+            if outcome is not None:
+                await outcome
+        await asyncio.sleep(delay)

@@ -1,0 +1,325 @@
+"""Live LLM policies answering tasks, judged pairwise, with a generation cache in the store.
+
+A comparison of policies (a, b) number n: draw the task from (seed, n), generate both answers
+concurrently — each answer keyed by (policy, task, replicate index, request key) and looked up in
+the store's cache first — then ask the judge. The replicate index is chosen by the runner: a
+policy's r-th sample on a task has index r, so repeated comparisons on a task draw fresh answers,
+and a re-run or resumed run finds the answers it already paid for.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import os
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import jinja2
+import numpy as np
+
+from llmpo.config import BackendConfig, ExperimentConfig, LLMEnvironmentConfig, PolicyConfig
+from llmpo.llm.backends import (
+    Backend,
+    BackendError,
+    Generation,
+    GenerationRequest,
+    OpenAIBackend,
+    RetryPolicy,
+    call_with_retries,
+)
+from llmpo.llm.judges import Judge, Verdict, build_judge
+from llmpo.llm.tasks import Task, draw_task, load_tasks
+from llmpo.store import CachedGeneration, Store
+
+_TEMPLATES = jinja2.Environment(undefined=jinja2.StrictUndefined, autoescape=False)
+
+#: Template of a policy without ``prompt_template``.
+DEFAULT_PROMPT_TEMPLATE = "{{ prompt }}"
+
+
+class LLMSetupError(ValueError):
+    """A live-LLM configuration that cannot run (tasks, templates, judge, keys)."""
+
+
+def _backend_key(config: BackendConfig) -> tuple[str, str | None, str | None]:
+    return (config.type, config.base_url, config.api_key_env)
+
+
+@dataclass(frozen=True)
+class LivePolicy:
+    """How one policy turns a task into a chat request."""
+
+    name: str
+    backend: BackendConfig
+    system_prompt: str | None
+    template: jinja2.Template
+    temperature: float | None
+    top_p: float | None
+    max_tokens: int | None
+    seed: int | None
+    stop: tuple[str, ...] | None
+
+    @classmethod
+    def from_config(cls, config: PolicyConfig) -> LivePolicy:
+        """Compile a configured policy (it must have a backend)."""
+        assert config.backend is not None  # the configuration checks it
+        try:
+            template = _TEMPLATES.from_string(config.prompt_template or DEFAULT_PROMPT_TEMPLATE)
+        except jinja2.TemplateSyntaxError as error:
+            raise LLMSetupError(
+                f"policy {config.name!r}: prompt_template is not valid Jinja2 ({error.message}, "
+                f"line {error.lineno}). Fix: correct the template"
+            ) from None
+        return cls(
+            config.name,
+            config.backend,
+            config.system_prompt,
+            template,
+            config.temperature,
+            config.top_p,
+            config.max_tokens,
+            config.seed,
+            tuple(config.stop) if config.stop else None,
+        )
+
+    def request(self, task: Task, replicate: int) -> GenerationRequest:
+        """The chat request for one sample; a configured seed is offset by the replicate index.
+
+        Raises
+        ------
+        LLMSetupError
+            When the template uses a field the task lacks.
+        """
+        try:
+            prompt = self.template.render(**task.fields)
+        except jinja2.UndefinedError as error:
+            raise LLMSetupError(
+                f"policy {self.name!r}: its prompt template needs a field task {task.id!r} lacks "
+                f"({error.message}). Fix: add the field to every task, or change the template"
+            ) from None
+        system = (("system", self.system_prompt),) if self.system_prompt else ()
+        return GenerationRequest(
+            (*system, ("user", prompt)),
+            self.backend.model,
+            self.temperature,
+            self.top_p,
+            self.max_tokens,
+            None if self.seed is None else self.seed + replicate,
+            self.stop,
+        )
+
+    def request_key(self, request: GenerationRequest) -> str:
+        """Hash of everything that shapes an answer: endpoint, model, messages, decoding."""
+        identity = {
+            "backend": self.backend.type,
+            "base_url": self.backend.base_url,
+            "request": [
+                request.messages,
+                request.model,
+                request.temperature,
+                request.top_p,
+                request.max_tokens,
+                request.seed,
+                request.stop,
+            ],
+        }
+        return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:32]
+
+
+@dataclass(frozen=True)
+class LiveComparison:
+    """A finished live comparison (valid or not), with what it cost."""
+
+    number: int
+    a: int
+    b: int
+    task_id: str
+    replicates: tuple[int, int]
+    verdict: Verdict
+    answers: tuple[str, str]
+    cached: tuple[bool, bool]
+    input_tokens: int | None
+    output_tokens: int | None
+    cost_usd: float | None
+    started_at: float
+    finished_at: float
+
+    def raw(self) -> dict[str, Any]:
+        """What the store records as the comparison's raw verdict."""
+        return {
+            "judge": self.verdict.raw,
+            "number": self.number,
+            "replicates": list(self.replicates),
+            "cached": list(self.cached),
+        }
+
+
+class LLMEnvironment:
+    """Live policies, their tasks and the judge of a configuration.
+
+    Parameters
+    ----------
+    config : ExperimentConfig
+        A resolved configuration with ``environment.type: llm``.
+
+    Raises
+    ------
+    LLMSetupError
+        For unreadable tasks, a judge that cannot use them, a bad template, or a missing key
+        variable; the message names the fix and never a key.
+    """
+
+    def __init__(self, config: ExperimentConfig) -> None:
+        environment = config.environment
+        assert isinstance(environment, LLMEnvironmentConfig)
+        self.config = environment
+        self.seed = config.seed
+        specs = [p for p in config.policies or [] if isinstance(p, PolicyConfig)]
+        self.live_policies = tuple(LivePolicy.from_config(p) for p in specs)
+        self.policies = tuple(p.name for p in self.live_policies)
+        try:
+            self.tasks = load_tasks(environment.tasks)
+            self.judge: Judge = build_judge(environment.judge, self._judge_generate)
+            self.judge.check_tasks(self.tasks)
+        except ValueError as error:
+            raise LLMSetupError(str(error)) from None
+        self.retry = RetryPolicy(
+            environment.timeout_seconds,
+            environment.max_retries,
+            environment.backoff_seconds,
+            environment.max_backoff_seconds,
+        )
+        self._backend_configs = {_backend_key(p.backend): p.backend for p in self.live_policies}
+        self._judge_backend: BackendConfig | None = getattr(environment.judge, "backend", None)
+        if self._judge_backend is not None:
+            self._backend_configs[_backend_key(self._judge_backend)] = self._judge_backend
+        for backend in self._backend_configs.values():
+            if backend.api_key_env is not None and not os.environ.get(backend.api_key_env):
+                raise LLMSetupError(
+                    f"the environment variable {backend.api_key_env} (api_key_env of "
+                    f"{backend.base_url or 'OpenAI'}) is not set. "
+                    f"Fix: export {backend.api_key_env}=<your key>"
+                )
+        self._backends: dict[tuple[str, str | None, str | None], Backend] = {}
+        self._jitter = np.random.default_rng()
+        self.cache: Store | None = None
+        #: Backend calls made by this process, and retries among them.
+        self.calls = 0
+        self.retries = 0
+
+    # ---- calls ---------------------------------------------------------------------------------
+    def _backend(self, config: BackendConfig) -> Backend:
+        key = _backend_key(config)
+        if key not in self._backends:
+            self._backends[key] = OpenAIBackend(config)
+        return self._backends[key]
+
+    async def _count_retry(self, attempt: int, error: BackendError, delay: float) -> None:
+        self.retries += 1
+
+    async def _call(self, backend: BackendConfig, request: GenerationRequest) -> Generation:
+        generation = await call_with_retries(
+            self._backend(backend), request, self.retry, self._jitter, self._count_retry
+        )
+        self.calls += 1
+        return generation
+
+    async def _judge_generate(self, request: GenerationRequest) -> Generation:
+        assert self._judge_backend is not None  # only an LLM judge generates
+        return await self._call(self._judge_backend, request)
+
+    def cost(self, model: str, generation: Generation) -> float | None:
+        """USD of one call by the price table, or None when the model has no price."""
+        price = self.config.prices.get(model)
+        if price is None:
+            return None
+        return (
+            (generation.input_tokens or 0) * price.input
+            + (generation.output_tokens or 0) * price.output
+        ) / 1e6
+
+    async def answer(self, policy: int, task: Task, replicate: int) -> tuple[Generation, bool]:
+        """A policy's answer for one replicate: from the cache, else generated and cached.
+
+        Returns the answer and whether it came from the cache.
+        """
+        live = self.live_policies[policy]
+        request = live.request(task, replicate)
+        key = live.request_key(request)
+        if self.cache is not None:
+            cached = self.cache.cached_generation(live.name, task.id, replicate, key)
+            if cached is not None:
+                return Generation(
+                    cached.text, cached.input_tokens, cached.output_tokens, cached.seconds or 0.0
+                ), True
+        generation = await self._call(live.backend, request)
+        if self.cache is not None:
+            self.cache.cache_generation(
+                live.name,
+                task.id,
+                replicate,
+                key,
+                request.model,
+                CachedGeneration(
+                    generation.text,
+                    generation.input_tokens,
+                    generation.output_tokens,
+                    generation.seconds,
+                ),
+            )
+        return generation, False
+
+    def task(self, number: int) -> Task:
+        """The task of comparison ``number`` (a function of the seed and the number)."""
+        return draw_task(self.tasks, self.seed or 0, number)
+
+    async def compare(
+        self, a: int, b: int, number: int, task: Task, replicates: tuple[int, int]
+    ) -> LiveComparison:
+        """Answer ``task`` with policies a and b (concurrently), then judge.
+
+        Raises
+        ------
+        BackendError
+            When a call fails for good.
+        """
+        started_at = time.time()
+        (answer_a, cached_a), (answer_b, cached_b) = await asyncio.gather(
+            self.answer(a, task, replicates[0]), self.answer(b, task, replicates[1])
+        )
+        judge_rng = np.random.default_rng(np.random.SeedSequence([self.seed or 0, number, 1]))
+        verdict = await self.judge.judge(task, answer_a.text, answer_b.text, judge_rng)
+        paid = [
+            (self.live_policies[p].backend.model, g)
+            for p, g, cached in ((a, answer_a, cached_a), (b, answer_b, cached_b))
+            if not cached
+        ]
+        if self._judge_backend is not None:
+            paid += [(self._judge_backend.model, g) for g in verdict.generations]
+        tokens_in = [g.input_tokens for _, g in paid if g.input_tokens is not None]
+        tokens_out = [g.output_tokens for _, g in paid if g.output_tokens is not None]
+        costs = [c for c in (self.cost(model, g) for model, g in paid) if c is not None]
+        return LiveComparison(
+            number,
+            a,
+            b,
+            task.id,
+            replicates,
+            verdict,
+            (answer_a.text, answer_b.text),
+            (cached_a, cached_b),
+            sum(tokens_in),
+            sum(tokens_out),
+            sum(costs) if costs else (0.0 if not paid and self.config.prices else None),
+            started_at,
+            time.time(),
+        )
+
+    async def aclose(self) -> None:
+        """Close the backends' connections."""
+        for backend in self._backends.values():
+            await backend.aclose()
+        self._backends.clear()

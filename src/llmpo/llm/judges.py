@@ -1,0 +1,351 @@
+"""Judges decide which of two answers to a task is better, behind one async interface.
+
+Each returns a :class:`Verdict`: the outcome for the first policy (1 win, ½ tie, 0 loss), or
+None when the verdict is invalid (then the comparison is recorded as invalid and not told), and
+the judge's raw output, which is always recorded.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import math
+import re
+import string
+import sys
+from abc import ABC, abstractmethod
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jinja2
+import numpy as np
+
+from llmpo.config import (
+    JudgeConfig,
+    LLMJudgeConfig,
+    PythonJudgeConfig,
+    ReferenceJudgeConfig,
+)
+from llmpo.llm.backends import Generation, GenerationRequest
+from llmpo.llm.tasks import Task
+
+#: The LLM judge's default prompt (Jinja2). It sees the task's fields as ``task``, the two
+#: answers in presentation order as ``first`` and ``second``, and must reply A, B or TIE.
+DEFAULT_JUDGE_PROMPT = """\
+Two assistants answered the same task. Decide which answer is better: more correct first, then
+more helpful and concise. Ignore the order in which they are shown and their length.
+
+[Task]
+{{ task.prompt }}
+{% if task.reference %}
+[Reference answer]
+{{ task.reference }}
+{% endif %}
+[Answer A]
+{{ first }}
+
+[Answer B]
+{{ second }}
+
+Reply with exactly one word: A if answer A is better, B if answer B is better, TIE if they are
+equally good."""
+
+#: Accepted verdicts of the LLM judge, after stripping spaces, quotes, brackets and a final period.
+VERDICTS = {"A": 1.0, "B": 0.0, "TIE": 0.5}
+
+_TEMPLATES = jinja2.Environment(undefined=jinja2.StrictUndefined, autoescape=False)
+
+Generate = Callable[[GenerationRequest], Awaitable[Generation]]
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """A judge's decision on (answer of policy a, answer of policy b).
+
+    Attributes
+    ----------
+    outcome : float or None
+        1 if a's answer is better, ½ tie, 0 if b's; None when the verdict is invalid.
+    order : str or None
+        Presentation order: ``"ab"``, ``"ba"``, or ``"both"``.
+    raw : Any
+        The judge's raw output (JSON-ready).
+    generations : tuple of Generation
+        The judge's own LLM calls (for tokens and costs).
+    """
+
+    outcome: float | None
+    order: str | None
+    raw: Any
+    generations: tuple[Generation, ...] = ()
+
+
+class Judge(ABC):
+    """Decides which of two answers to a task is better."""
+
+    @abstractmethod
+    async def judge(
+        self, task: Task, answer_a: str, answer_b: str, rng: np.random.Generator
+    ) -> Verdict:
+        """Judge answer ``a`` against answer ``b``; ``rng`` draws any random choice."""
+
+    def check_tasks(self, tasks: tuple[Task, ...]) -> None:  # noqa: B027 - optional hook
+        """Refuse a task set this judge cannot use (by default: accept every set).
+
+        Raises
+        ------
+        ValueError
+            Naming the task and the fix.
+        """
+
+
+# ---- reference ----------------------------------------------------------------------------------
+_ARTICLES = re.compile(r"\b(a|an|the)\b")
+_NUMBER = re.compile(r"[-+]?(?:\d+(?:,\d{3})*(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?")
+
+
+def normalize(text: str) -> str:
+    """Lower case, without punctuation, articles and repeated spaces."""
+    lowered = text.lower().translate(str.maketrans("", "", string.punctuation))
+    return " ".join(_ARTICLES.sub(" ", lowered).split())
+
+
+def last_number(text: str) -> float | None:
+    """The last number written in ``text`` (thousands separators allowed), or None."""
+    found = _NUMBER.findall(text)
+    if not found:
+        return None
+    try:
+        return float(found[-1].replace(",", ""))
+    except ValueError:
+        return None
+
+
+class ReferenceJudge(Judge):
+    """Scores each answer against the task's reference; the answer that matches wins.
+
+    Both or neither matching is a tie. Modes: ``exact`` (after trimming spaces), ``normalized``,
+    ``contains`` (normalized reference inside the normalized answer), ``numeric`` (the answer's last
+    number within ``tolerance`` of the reference's).
+    """
+
+    def __init__(self, match: str = "normalized", tolerance: float = 1e-6) -> None:
+        self.match = match
+        self.tolerance = tolerance
+
+    def matches(self, answer: str, reference: str) -> bool:
+        """Whether one answer matches the reference."""
+        if self.match == "exact":
+            return answer.strip() == reference.strip()
+        if self.match == "normalized":
+            return normalize(answer) == normalize(reference)
+        if self.match == "contains":
+            return normalize(reference) in normalize(answer)
+        expected, got = last_number(reference), last_number(answer)
+        return expected is not None and got is not None and abs(got - expected) <= self.tolerance
+
+    def check_tasks(self, tasks: tuple[Task, ...]) -> None:
+        missing = [task.id for task in tasks if task.reference is None]
+        if missing:
+            raise ValueError(
+                f"tasks {missing[:5]} have no 'reference', which the reference judge needs. "
+                "Fix: add a reference to every task, or use another judge"
+            )
+        if self.match == "numeric":
+            bad = [task.id for task in tasks if last_number(task.reference or "") is None]
+            if bad:
+                raise ValueError(
+                    f"tasks {bad[:5]} have a reference without a number. Fix: write a number, "
+                    "or use match: normalized"
+                )
+
+    async def judge(
+        self, task: Task, answer_a: str, answer_b: str, rng: np.random.Generator
+    ) -> Verdict:
+        reference = task.reference or ""
+        match_a, match_b = self.matches(answer_a, reference), self.matches(answer_b, reference)
+        outcome = 0.5 if match_a == match_b else (1.0 if match_a else 0.0)
+        return Verdict(outcome, None, {"match_a": match_a, "match_b": match_b})
+
+
+# ---- LLM ----------------------------------------------------------------------------------------
+def parse_verdict(text: str) -> float | None:
+    """The first answer's score from a judge's reply (A → 1, B → 0, TIE → ½), None if unparseable.
+
+    Strict: the reply must be one of A, B, TIE (any case), optionally wrapped in spaces, quotes,
+    brackets or ``**`` and followed by a period.
+    """
+    cleaned = text.strip().strip("*\"'`[]() ").rstrip(".").strip("*\"'`[]() ").upper()
+    return VERDICTS.get(cleaned)
+
+
+class LLMJudge(Judge):
+    """Pairwise LLM-as-judge with position-bias control.
+
+    ``order: random`` shows the two answers in a random order (recorded); ``order: both`` asks
+    twice, once in each order, and a wins only if both orders prefer a (b likewise), anything else
+    is a tie, so a judge that always prefers the first position yields ties. An unparseable reply
+    is asked once more; a second failure makes the verdict invalid.
+
+    Parameters
+    ----------
+    generate : callable
+        Sends a :class:`GenerationRequest` to the judge's model (with retries).
+    model : str
+        The judge's model.
+    order : {"random", "both"}
+        Presentation order.
+    prompt : str, optional
+        Jinja2 template; default :data:`DEFAULT_JUDGE_PROMPT`.
+    system_prompt : str, optional
+        The judge's system message.
+    temperature : float
+        Sampling temperature of the judge.
+    max_tokens : int
+        Longest reply.
+    """
+
+    def __init__(
+        self,
+        generate: Generate,
+        model: str,
+        order: str = "random",
+        prompt: str | None = None,
+        system_prompt: str | None = None,
+        temperature: float = 0.0,
+        max_tokens: int = 8,
+    ) -> None:
+        self.generate = generate
+        self.model = model
+        self.order = order
+        self.template = _TEMPLATES.from_string(prompt or DEFAULT_JUDGE_PROMPT)
+        self.system_prompt = system_prompt
+        self.temperature = temperature
+        self.max_tokens = max_tokens
+
+    def _request(self, task: Task, first: str, second: str) -> GenerationRequest:
+        content = self.template.render(task=task.fields, first=first, second=second)
+        messages = (("system", self.system_prompt),) if self.system_prompt else ()
+        return GenerationRequest(
+            (*messages, ("user", content)),
+            self.model,
+            temperature=self.temperature,
+            max_tokens=self.max_tokens,
+        )
+
+    async def _ask(
+        self, task: Task, first: str, second: str
+    ) -> tuple[float | None, list[str], list[Generation]]:
+        """Score of the first-shown answer, the raw replies, and the calls made."""
+        replies: list[str] = []
+        calls: list[Generation] = []
+        for _ in range(2):  # an unparseable reply is asked once more
+            generation = await self.generate(self._request(task, first, second))
+            calls.append(generation)
+            replies.append(generation.text)
+            score = parse_verdict(generation.text)
+            if score is not None:
+                return score, replies, calls
+        return None, replies, calls
+
+    async def judge(
+        self, task: Task, answer_a: str, answer_b: str, rng: np.random.Generator
+    ) -> Verdict:
+        if self.order == "both":
+            score_ab, replies_ab, calls_ab = await self._ask(task, answer_a, answer_b)
+            score_ba, replies_ba, calls_ba = await self._ask(task, answer_b, answer_a)
+            raw = {"ab": replies_ab, "ba": replies_ba}
+            calls = (*calls_ab, *calls_ba)
+            if score_ab is None or score_ba is None:
+                return Verdict(None, "both", {**raw, "invalid": True}, calls)
+            a_first, a_second = score_ab, 1.0 - score_ba
+            outcome = a_first if a_first == a_second else 0.5
+            return Verdict(outcome, "both", raw, calls)
+        swapped = bool(rng.integers(2))
+        first, second = (answer_b, answer_a) if swapped else (answer_a, answer_b)
+        score, replies, calls = await self._ask(task, first, second)
+        order = "ba" if swapped else "ab"
+        if score is None:
+            return Verdict(None, order, {"replies": replies, "invalid": True}, tuple(calls))
+        return Verdict(1.0 - score if swapped else score, order, {"replies": replies}, tuple(calls))
+
+
+# ---- python -------------------------------------------------------------------------------------
+class PythonJudge(Judge):
+    """A user function ``f(task, answer_a, answer_b) -> 0 | 0.5 | 1`` (plain or ``async``).
+
+    ``task`` is the task's row as a dict. Any other return value, or an exception, makes the
+    verdict invalid (recorded with the reason, not told).
+    """
+
+    def __init__(self, function: Callable[[dict[str, Any], str, str], Any]) -> None:
+        self.function = function
+
+    @classmethod
+    def from_spec(cls, spec: str, folder: Path | None = None) -> PythonJudge:
+        """Import ``module:function``, looking in ``folder`` first.
+
+        Raises
+        ------
+        ValueError
+            When the module or the function cannot be found.
+        """
+        module_name, function_name = spec.split(":")
+        if folder is not None and str(folder) not in sys.path:
+            sys.path.insert(0, str(folder))
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as error:
+            raise ValueError(
+                f"judge.function: cannot import {module_name!r} ({error}). Fix: put it in the "
+                "configuration's folder or judge.path, or install it"
+            ) from None
+        function = getattr(module, function_name, None)
+        if not callable(function):
+            raise ValueError(
+                f"judge.function: {module_name} has no function {function_name!r}. Fix: check "
+                "the name"
+            )
+        return cls(function)
+
+    async def judge(
+        self, task: Task, answer_a: str, answer_b: str, rng: np.random.Generator
+    ) -> Verdict:
+        try:
+            value = self.function(dict(task.fields), answer_a, answer_b)
+            if inspect.isawaitable(value):
+                value = await value
+            score = float(value)
+        except Exception as error:  # the user's code: any failure is an invalid verdict
+            return Verdict(None, None, {"error": f"{type(error).__name__}: {error}"})
+        if math.isnan(score) or score not in VERDICTS.values():
+            return Verdict(None, None, {"value": repr(value), "invalid": True})
+        return Verdict(score, None, {"value": score})
+
+
+def build_judge(config: JudgeConfig, generate: Generate | None = None) -> Judge:
+    """The judge a configuration describes; ``generate`` sends the LLM judge's requests.
+
+    Raises
+    ------
+    ValueError
+        For a Python judge that cannot be imported.
+    """
+    if isinstance(config, ReferenceJudgeConfig):
+        return ReferenceJudge(config.match, config.tolerance)
+    if isinstance(config, PythonJudgeConfig):
+        return PythonJudge.from_spec(config.function, config.path)
+    assert isinstance(config, LLMJudgeConfig)
+    if generate is None:
+        raise ValueError("an LLM judge needs a generate function")
+    return LLMJudge(
+        generate,
+        config.backend.model,
+        config.order,
+        config.prompt,
+        config.system_prompt,
+        config.temperature,
+        config.max_tokens,
+    )

@@ -1,0 +1,155 @@
+"""A small OpenAI-compatible chat-completions server for the tests (aiohttp, in a thread).
+
+It answers ``POST /v1/chat/completions`` with ``responder(request body) -> str``, after
+``latency`` seconds, and measures what the tests check: requests served, the largest number in
+flight at once, the bodies and authorization headers received. ``faults`` is a queue of failures
+served to the next requests, one each: ``"429"`` (with ``Retry-After``), ``"500"``, ``"timeout"``
+(no answer for ``hang_seconds``), ``"malformed"`` (a 200 whose body is not JSON), ``"empty"`` (a
+200 with an empty choice list), ``"401"``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import json
+import zlib
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from aiohttp import web
+
+
+def echo_last_message(body: dict[str, Any]) -> str:
+    """Default responder: the last message's content."""
+    return str(body["messages"][-1]["content"])
+
+
+class FakeOpenAIServer:
+    """Start with :meth:`start`, stop with :meth:`stop`; ``base_url`` ends in ``/v1``."""
+
+    def __init__(
+        self,
+        responder: Callable[[dict[str, Any]], str] = echo_last_message,
+        latency: float = 0.0,
+        retry_after: str = "0.05",
+        hang_seconds: float = 5.0,
+    ) -> None:
+        self.responder = responder
+        self.latency = latency
+        self.retry_after = retry_after
+        self.hang_seconds = hang_seconds
+        self.faults: collections.deque[str] = collections.deque()
+        self.bodies: list[dict[str, Any]] = []
+        self.authorizations: list[str] = []
+        self.served = 0
+        self.faults_served: list[str] = []
+        self.in_flight = 0
+        self.max_in_flight = 0
+        self._lock = threading.Lock()
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self._runner: web.AppRunner | None = None
+        self.port = 0
+
+    @property
+    def base_url(self) -> str:
+        """The endpoint to give the ``openai`` client."""
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        with self._lock:
+            self.in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self.in_flight)
+            fault = self.faults.popleft() if self.faults else None
+            if fault:
+                self.faults_served.append(fault)
+        try:
+            body = await request.json()
+            self.authorizations.append(request.headers.get("Authorization", ""))
+            if self.latency:
+                await asyncio.sleep(self.latency)
+            if fault == "429":
+                return web.json_response(
+                    {"error": {"message": "rate limited"}},
+                    status=429,
+                    headers={"Retry-After": self.retry_after},
+                )
+            if fault == "500":
+                return web.json_response({"error": {"message": "boom"}}, status=500)
+            if fault == "401":
+                return web.json_response({"error": {"message": "bad key"}}, status=401)
+            if fault == "timeout":
+                await asyncio.sleep(self.hang_seconds)
+            if fault == "malformed":
+                return web.Response(text='{"id": "x", "choices": [', content_type="application/json")
+            with self._lock:
+                self.bodies.append(body)
+                self.served += 1
+            choices = (
+                []
+                if fault == "empty"
+                else [
+                    {
+                        "index": 0,
+                        "message": {"role": "assistant", "content": self.responder(body)},
+                        "finish_reason": "stop",
+                    }
+                ]
+            )
+            prompt_tokens = sum(len(str(m["content"]).split()) for m in body["messages"])
+            return web.json_response(
+                {
+                    "id": f"chatcmpl-{self.served}",
+                    "object": "chat.completion",
+                    "created": 0,
+                    "model": body["model"],
+                    "choices": choices,
+                    "usage": {
+                        "prompt_tokens": prompt_tokens,
+                        "completion_tokens": 3,
+                        "total_tokens": prompt_tokens + 3,
+                    },
+                }
+            )
+        finally:
+            with self._lock:
+                self.in_flight -= 1
+
+    async def _start(self) -> None:
+        app = web.Application()
+        app.router.add_post("/v1/chat/completions", self._handle)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0, backlog=1024)
+        await site.start()
+        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+
+    def start(self) -> FakeOpenAIServer:
+        """Serve on a free port of 127.0.0.1 from a background thread."""
+        self._thread.start()
+        asyncio.run_coroutine_threadsafe(self._start(), self._loop).result(10)
+        return self
+
+    def stop(self) -> None:
+        """Stop serving and end the thread."""
+        if self._runner is not None:
+            asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+
+
+def answers_by_system_prompt(body: dict[str, Any]) -> str:
+    """Responder for arithmetic tasks: right with a system prompt, often wrong without.
+
+    The user prompt is ``What is X + Y?``; with a system message the answer is the sum, without
+    one it is the sum only when the request's seed (or temperature draw) says so.
+    """
+    messages = body["messages"]
+    question = str(messages[-1]["content"])
+    left, right = question.removeprefix("What is ").rstrip("?").split(" + ")
+    total = int(left) + int(right)
+    if messages[0]["role"] == "system":
+        return str(total)
+    return f"about {total + 1}" if zlib.crc32(json.dumps(body, sort_keys=True).encode()) % 3 else str(total)
