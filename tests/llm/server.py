@@ -13,8 +13,8 @@ from __future__ import annotations
 import asyncio
 import collections
 import json
-import zlib
 import threading
+import zlib
 from collections.abc import Callable
 from typing import Any
 
@@ -83,7 +83,9 @@ class FakeOpenAIServer:
             if fault == "timeout":
                 await asyncio.sleep(self.hang_seconds)
             if fault == "malformed":
-                return web.Response(text='{"id": "x", "choices": [', content_type="application/json")
+                return web.Response(
+                    text='{"id": "x", "choices": [', content_type="application/json"
+                )
             with self._lock:
                 self.bodies.append(body)
                 self.served += 1
@@ -152,4 +154,8 @@ def answers_by_system_prompt(body: dict[str, Any]) -> str:
     total = int(left) + int(right)
     if messages[0]["role"] == "system":
         return str(total)
-    return f"about {total + 1}" if zlib.crc32(json.dumps(body, sort_keys=True).encode()) % 3 else str(total)
+    return (
+        f"about {total + 1}"
+        if zlib.crc32(json.dumps(body, sort_keys=True).encode()) % 3
+        else str(total)
+    )

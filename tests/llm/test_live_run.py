@@ -55,10 +55,14 @@ def test_missing_key_variable_is_a_config_error_naming_the_variable(project, mon
 
 
 def test_report_shows_tokens_and_costs_with_a_price_table(project):
-    text = (project / "live.yaml").read_text().replace(
-        "  judge: {type: reference, match: contains}\n",
-        "  judge: {type: reference, match: contains}\n"
-        "  prices: {m1: {input: 1.0, output: 2.0}}\n",
+    text = (
+        (project / "live.yaml")
+        .read_text()
+        .replace(
+            "  judge: {type: reference, match: contains}\n",
+            "  judge: {type: reference, match: contains}\n"
+            "  prices: {m1: {input: 1.0, output: 2.0}}\n",
+        )
     )
     (project / "live.yaml").write_text(text)
     assert runner.invoke(app, ["run", "live.yaml"]).exit_code == 0
@@ -72,12 +76,16 @@ def test_report_shows_tokens_and_costs_with_a_price_table(project):
 
 
 def test_max_cost_stops_the_run_uncertified(project):
-    text = (project / "live.yaml").read_text().replace(
-        "  judge: {type: reference, match: contains}\n",
-        "  judge: {type: reference, match: contains}\n"
-        "  prices: {m1: {input: 1000.0, output: 1000.0}}\n",
-    ).replace("store: runs.db", "store: runs.db\nmax_cost: 0.05\ndelta: 0.001").replace(
-        "delta: 0.1\n", ""
+    text = (
+        (project / "live.yaml")
+        .read_text()
+        .replace(
+            "  judge: {type: reference, match: contains}\n",
+            "  judge: {type: reference, match: contains}\n"
+            "  prices: {m1: {input: 1000.0, output: 1000.0}}\n",
+        )
+        .replace("store: runs.db", "store: runs.db\nmax_cost: 0.05\ndelta: 0.001")
+        .replace("delta: 0.1\n", "")
     )
     (project / "live.yaml").write_text(text)
     result = runner.invoke(app, ["run", "live.yaml", "--json", "--concurrency", "1"])

@@ -1,0 +1,104 @@
+"""The openai backend against the local server: faults are retried or reported as designed."""
+
+import asyncio
+import time
+
+import numpy as np
+import pytest
+
+from llmpo.config import BackendConfig
+from llmpo.llm.backends import (
+    BackendError,
+    GenerationRequest,
+    OpenAIBackend,
+    RetryPolicy,
+    call_with_retries,
+)
+from tests.llm.conftest import SECRET
+
+REQUEST = GenerationRequest((("user", "What is 1 + 2?"),), "m1", temperature=0.0)
+
+
+def call(server, policy: RetryPolicy, request: GenerationRequest = REQUEST):
+    async def once():
+        backend = OpenAIBackend(BackendConfig(type="openai", model="m1", base_url=server.base_url))
+        try:
+            return await call_with_retries(backend, request, policy, np.random.default_rng(0))
+        finally:
+            await backend.aclose()
+
+    return asyncio.run(once())
+
+
+FAST = RetryPolicy(timeout_seconds=0.5, max_retries=3, backoff_seconds=0.001)
+
+
+@pytest.mark.parametrize("fault", ["429", "500", "malformed", "empty", "timeout"])
+def test_transient_faults_are_retried(server, fault):
+    server.hang_seconds = 2.0
+    server.faults.append(fault)
+    generation = call(server, FAST)
+    assert generation.text == "3" or generation.text.startswith("about")
+    assert server.faults_served == [fault]
+    assert generation.input_tokens and generation.output_tokens == 3
+
+
+def test_retry_after_is_honoured(server):
+    server.retry_after = "0.4"
+    server.faults.extend(["429", "429"])
+    started = time.monotonic()
+    call(server, FAST)
+    assert time.monotonic() - started >= 0.8
+    assert server.faults_served == ["429", "429"]
+
+
+def test_retries_are_bounded_and_the_error_says_so(server):
+    server.faults.extend(["500"] * 10)
+    with pytest.raises(BackendError, match=r"HTTP 500.*gave up after 3 attempts"):
+        call(server, RetryPolicy(timeout_seconds=0.5, max_retries=2, backoff_seconds=0.001))
+    assert len(server.faults_served) == 3
+
+
+def test_permanent_errors_are_not_retried(server):
+    server.faults.extend(["401", "401"])
+    with pytest.raises(BackendError, match="HTTP 401") as error:
+        call(server, FAST)
+    assert type(error.value) is BackendError and server.faults_served == ["401"]
+
+
+def test_hard_timeout_per_call(server):
+    server.hang_seconds = 1.0
+    server.faults.extend(["timeout"] * 3)
+    started = time.monotonic()
+    with pytest.raises(BackendError, match="gave up after 2 attempts"):
+        call(server, RetryPolicy(timeout_seconds=0.3, max_retries=1, backoff_seconds=0.001))
+    assert time.monotonic() - started < 1.5
+
+
+def test_backoff_grows_with_jitter_and_respects_the_cap():
+    policy = RetryPolicy(backoff_seconds=1.0, max_backoff_seconds=5.0)
+    rng = np.random.default_rng(1)
+    delays = [[policy.delay(k, None, rng) for _ in range(200)] for k in (1, 2, 3, 6)]
+    assert [max(d) <= cap for d, cap in zip(delays, (1, 2, 4, 5), strict=True)] == [True] * 4
+    assert np.mean(delays[2]) > np.mean(delays[0])
+    assert policy.delay(1, 7.5, rng) == 7.5
+
+
+def test_the_key_is_scrubbed_from_error_messages(server, monkeypatch):
+    monkeypatch.setenv("MY_KEY", SECRET)
+    backend = OpenAIBackend(
+        BackendConfig(type="openai", model="m1", base_url=server.base_url, api_key_env="MY_KEY")
+    )
+    server.responder = lambda body: "unused"
+    server.faults.append("401")
+
+    async def fail():
+        try:
+            await backend.complete(REQUEST, 1.0)
+        finally:
+            await backend.aclose()
+
+    with pytest.raises(BackendError) as error:
+        asyncio.run(fail())
+    assert SECRET not in str(error.value)
+    assert server.authorizations == [f"Bearer {SECRET}"]

@@ -1,0 +1,110 @@
+"""Live runs under faults: nothing recorded is lost, resumes pay nothing twice, replicates are
+fresh samples."""
+
+import json
+from collections import Counter
+
+import pytest
+
+from llmpo.config import load_config
+from llmpo.llm.runner import AsyncRunner
+from llmpo.runner import RunFailedError, find_experiment, start_experiment
+from llmpo.store import Store
+from tests.llm.server import answers_by_system_prompt
+
+FAST_RETRIES = "  type: llm\n  timeout_seconds: 0.5\n  max_retries: 3\n  backoff_seconds: 0.001\n"
+
+
+@pytest.fixture
+def fast(project):
+    path = project / "live.yaml"
+    path.write_text(path.read_text().replace("  type: llm\n", FAST_RETRIES))
+    return path
+
+
+def run(config_path, concurrency=4, **overrides):
+    config = load_config(config_path, overrides)
+    with Store(config.store, writer=True) as store:
+        record = find_experiment(config, store)
+        experiment_id = record.id if record else start_experiment(config, store)
+        return AsyncRunner(store, experiment_id, concurrency).run()
+
+
+def used_samples(store: Store, experiment_id: int) -> list[tuple[int, str, int]]:
+    samples = []
+    for c in store.comparisons(experiment_id):
+        ra, rb = c.raw["replicates"]
+        samples += [(c.policy_a, c.task_id, ra), (c.policy_b, c.task_id, rb)]
+    return samples
+
+
+def test_a_run_with_injected_faults_completes_and_loses_nothing(fast, server):
+    server.hang_seconds = 1.0
+    server.responder = lambda body: "0"  # ties: the budget ends the run, nothing is cancelled
+    server.faults.extend(["429", "500", "malformed", "empty", "timeout"] * 3)
+    outcome = run(fast, concurrency=8, max_comparisons=60, delta=0.001)
+    assert len(server.faults_served) == 15
+    with Store(fast.parent / "runs.db", readonly=True) as store:
+        stored = store.comparisons(outcome.experiment_id)
+        events = store.events(outcome.experiment_id)
+    assert outcome.result.n_comparisons == len(stored) == outcome.new_comparisons == 60
+    finished = next(detail for _, kind, detail in events if kind == "finished")
+    assert finished["retries"] >= 15
+
+
+def test_a_failing_backend_stops_cleanly_and_the_run_resumes(fast, server):
+    def fail_after_30(body):
+        if server.served == 30:
+            server.faults.extend(["500"] * 1000)
+        return answers_by_system_prompt(body)
+
+    server.responder = fail_after_30
+    with pytest.raises(RunFailedError, match=r"(?s)HTTP 500.*gave up.*all stored.*--resume"):
+        run(fast, max_comparisons=40, delta=0.001)
+    with Store(fast.parent / "runs.db", readonly=True) as store:
+        record = store.experiment()
+        stored = store.comparison_count(record.id)
+        kinds = [kind for _, kind, _ in store.events(record.id)]
+    assert record.status == "interrupted" and "backend_failed" in kinds
+    assert 0 < stored <= 20  # ~15 before the failure, plus the few in flight
+    server.faults.clear()
+    server.responder = answers_by_system_prompt
+    outcome = run(fast, max_comparisons=40, delta=0.001)
+    assert outcome.status in ("certified", "budget") and outcome.replayed == stored
+    told = outcome.result.n_comparisons
+    assert told == stored + outcome.new_comparisons
+    with Store(fast.parent / "runs.db", readonly=True) as store:
+        # Every answer was generated once: the resume re-used the ones paid for.
+        assert server.served == store.generation_count()
+        samples = used_samples(store, outcome.experiment_id)
+    assert len(samples) == len(set(samples)) == 2 * told  # fresh samples in every comparison
+
+
+def test_a_resumed_or_repeated_run_makes_no_new_generation_call(fast, server):
+    first = run(fast, concurrency=1)
+    served = server.served
+    again = run(fast, concurrency=1)  # the same configuration: resume of a finished run
+    assert again.new_comparisons == 0 and server.served == served
+    config = load_config(fast)
+    with Store(config.store, writer=True) as store:  # a repeated run: a new experiment
+        repeated = AsyncRunner(store, start_experiment(config, store), 1).run()
+        assert store.generation_count() == served
+    assert server.served == served
+    assert repeated.result.n_comparisons == first.result.n_comparisons
+    assert repeated.result.best == first.result.best
+
+
+def test_replicates_draw_fresh_samples_with_distinct_seeds(project, server):
+    path = project / "live.yaml"
+    text = path.read_text().replace("    temperature: 1.0\n", "    temperature: 1.0\n    seed: 7\n")
+    path.write_text(text)
+    (project / "tasks.jsonl").write_text(
+        json.dumps({"id": "only", "prompt": "What is 1 + 2?", "reference": "3"}) + "\n"
+    )
+    outcome = run(path, max_comparisons=12, delta=0.001)
+    seeds = [b["seed"] for b in server.bodies if "seed" in b]
+    assert sorted(seeds) == list(range(7, 7 + len(seeds)))  # seed + replicate index
+    with Store(project / "runs.db", readonly=True) as store:
+        samples = used_samples(store, outcome.experiment_id)
+    counts = Counter((policy, task) for policy, task, _ in samples)
+    assert counts[(1, "only")] == 12 and len(set(samples)) == len(samples)
