@@ -1,0 +1,161 @@
+"""Judges: reference matching, the LLM judge's order control and strict parsing, Python judges."""
+
+import asyncio
+import json
+
+import numpy as np
+import pytest
+
+from llmpo.config import load_config
+from llmpo.llm.backends import Generation, GenerationRequest
+from llmpo.llm.judges import LLMJudge, PythonJudge, ReferenceJudge, parse_verdict
+from llmpo.llm.runner import AsyncRunner
+from llmpo.llm.tasks import Task
+from llmpo.runner import start_experiment
+from llmpo.store import Store
+
+TASK = Task("t1", {"id": "t1", "prompt": "What is 2 + 3?", "reference": "5"})
+
+
+def judge(j, a: str, b: str, seed: int = 0):
+    return asyncio.run(j.judge(TASK, a, b, np.random.default_rng(seed)))
+
+
+@pytest.mark.parametrize(
+    ("match", "a", "b", "outcome"),
+    [
+        ("exact", "5", " 5 ", 0.5),
+        ("exact", "5", "five", 1.0),
+        ("normalized", "The 5.", "about 6", 1.0),
+        ("contains", "It is 5", "It is 6", 1.0),
+        ("contains", "It is 6", "5!", 0.0),
+        ("numeric", "5.0000001", "1,005", 1.0),
+        ("numeric", "no number", "=5", 0.0),
+    ],
+)
+def test_reference_judge_modes(match, a, b, outcome):
+    verdict = judge(ReferenceJudge(match), a, b)
+    assert verdict.outcome == outcome and set(verdict.raw) == {"match_a", "match_b"}
+
+
+def test_reference_judge_refuses_tasks_without_reference():
+    with pytest.raises(ValueError, match="no 'reference'"):
+        ReferenceJudge().check_tasks((Task("x", {"id": "x", "prompt": "?"}),))
+
+
+@pytest.mark.parametrize(
+    ("reply", "score"),
+    [
+        ("A", 1.0),
+        (" b.\n", 0.0),
+        ("**TIE**", 0.5),
+        ("[[A]]", 1.0),
+        ("A is better", None),
+        ("", None),
+    ],
+)
+def test_verdicts_are_parsed_strictly(reply, score):
+    assert parse_verdict(reply) == score
+
+
+class ScriptedJudgeModel:
+    """A judge model: ``reply(first, second)`` from the answers in presentation order."""
+
+    def __init__(self, reply):
+        self.reply = reply
+        self.prompts: list[str] = []
+
+    async def __call__(self, request: GenerationRequest) -> Generation:
+        prompt = request.messages[-1][1]
+        self.prompts.append(prompt)
+        first = prompt.split("[Answer A]\n")[1].split("\n")[0]
+        second = prompt.split("[Answer B]\n")[1].split("\n")[0]
+        return Generation(self.reply(first, second), 10, 1, 0.0)
+
+
+def test_random_order_is_applied_and_undone():
+    model = ScriptedJudgeModel(lambda first, second: "A" if first == "good" else "B")
+    verdicts = [judge(LLMJudge(model, "j"), "good", "bad", seed) for seed in range(20)]
+    assert {v.order for v in verdicts} == {"ab", "ba"}
+    assert all(v.outcome == 1.0 for v in verdicts)  # the better answer wins in either order
+    shown_first = [p.split("[Answer A]\n")[1].split("\n")[0] for p in model.prompts]
+    assert {"good", "bad"} == set(shown_first)
+
+
+def test_a_judge_that_always_prefers_the_first_position_gives_ties_under_both():
+    model = ScriptedJudgeModel(lambda first, second: "A")
+    verdict = judge(LLMJudge(model, "j", order="both"), "x", "y")
+    assert verdict.outcome == 0.5 and verdict.order == "both"
+    assert verdict.raw == {"ab": ["A"], "ba": ["A"]} and len(model.prompts) == 2
+    consistent = ScriptedJudgeModel(lambda first, second: "A" if first == "x" else "B")
+    assert judge(LLMJudge(consistent, "j", order="both"), "x", "y").outcome == 1.0
+
+
+def test_an_unparseable_verdict_is_retried_once_then_invalid():
+    replies = iter(["I think A", "A"])
+    recovered = judge(LLMJudge(ScriptedJudgeModel(lambda f, s: next(replies)), "j"), "x", "y")
+    assert recovered.outcome is not None and len(recovered.raw["replies"]) == 2
+    model = ScriptedJudgeModel(lambda first, second: "Both are fine")
+    verdict = judge(LLMJudge(model, "j"), "x", "y")
+    assert verdict.outcome is None and verdict.raw["invalid"] is True
+    assert len(model.prompts) == 2 and len(verdict.generations) == 2
+
+
+def test_python_judge(tmp_path, monkeypatch):
+    (tmp_path / "my_judges.py").write_text(
+        "def shorter(task, a, b):\n    return 0.5 if len(a) == len(b) else float(len(a) < len(b))\n"
+        "async def broken(task, a, b):\n    return 0.7\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    shorter = PythonJudge.from_spec("my_judges:shorter", tmp_path)
+    assert judge(shorter, "5", "five").outcome == 1.0
+    assert judge(PythonJudge.from_spec("my_judges:broken", tmp_path), "5", "6").outcome is None
+    with pytest.raises(ValueError, match="no function 'missing'"):
+        PythonJudge.from_spec("my_judges:missing", tmp_path)
+
+
+LLM_JUDGE = """  judge:
+    type: llm
+    order: ORDER
+    backend: {type: openai, base_url: "BASE_URL", model: judge-model, api_key_env: MY_KEY}
+"""
+
+
+def live_run_with_judge(project, server, order: str, judge_reply, max_comparisons: int = 20):
+    path = project / "live.yaml"
+    judge_block = LLM_JUDGE.replace("ORDER", order).replace("BASE_URL", server.base_url)
+    path.write_text(
+        path.read_text().replace("  judge: {type: reference, match: contains}\n", judge_block)
+    )
+    answer = server.responder
+    server.responder = lambda body: (
+        judge_reply(body) if body["model"] == "judge-model" else answer(body)
+    )
+    config = load_config(path, {"max_comparisons": max_comparisons})
+    with Store(config.store, writer=True) as store:
+        experiment_id = start_experiment(config, store)
+        outcome = AsyncRunner(store, experiment_id, 4).run()
+        return outcome, store.comparisons(experiment_id), store.events(experiment_id)
+
+
+def test_live_llm_judge_always_first_gives_only_ties_under_both(project, server):
+    outcome, comparisons, _ = live_run_with_judge(project, server, "both", lambda body: "A")
+    assert outcome.status == "budget" and len(comparisons) == 20
+    assert {c.outcome for c in comparisons} == {0.5}
+    assert {c.order for c in comparisons} == {"both"}
+    judge_calls = [b for b in server.bodies if b["model"] == "judge-model"]
+    assert len(judge_calls) == 2 * 20
+
+
+def test_live_unparseable_verdicts_are_recorded_and_not_told(project, server):
+    outcome, comparisons, events = live_run_with_judge(
+        project,
+        server,
+        "random",
+        lambda body: "A" if "What is 1 +" in json.dumps(body) else "?",
+        max_comparisons=4,
+    )
+    invalid = [detail for _, kind, detail in events if kind == "invalid_verdict"]
+    assert invalid and all(d["judge"]["replies"] == ["?", "?"] for d in invalid)
+    assert all(c.task_id == "t1" for c in comparisons)  # only task t1 gets valid verdicts
+    assert outcome.result.n_comparisons == len(comparisons) == 4
