@@ -11,6 +11,7 @@ from llmpo.stats.structured import (
     AllocationSolver,
     all_pairs,
     candidate_pairs,
+    fisher_frank_wolfe,
     fit_constrained_mle,
     fit_mle,
     log_likelihood,
@@ -258,3 +259,15 @@ def test_candidate_pairs_contain_every_pair_of_the_leader():
     assert leader_pairs.sum() == 399
     assert rows.size < 400 * 399 // 2 // 20
     assert np.all(rows < cols)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_frank_wolfe_is_within_two_percent_of_the_accurate_solver(seed):
+    x, theta = random_instance(seed, 30)
+    pairs = all_pairs(x.shape[0])
+    accurate = AllocationSolver(x, form="fisher", regularization=1e-3, tolerance=1e-4).solve(theta)
+    first_order = fisher_frank_wolfe(x, theta, pairs, accurate.best, iterations=1000)
+    assert accurate.t_star <= first_order.t_star * (1 + 1e-6)  # FW's value is attained by its w
+    assert first_order.t_star == pytest.approx(accurate.t_star, rel=0.02)
+    warm = fisher_frank_wolfe(x, theta, pairs, accurate.best, first_order.shares, 1000, 200)
+    assert warm.t_star <= first_order.t_star * 1.001

@@ -52,9 +52,9 @@ from scipy.stats import norm
 
 from llmpo.models.base import Certificate, PreferenceModel
 from llmpo.stats.structured import (
-    AllocationSolver,
     StructuredAllocation,
     candidate_pairs,
+    fisher_frank_wolfe,
     fit_constrained_mle,
     fit_mle,
     log_likelihood,
@@ -68,11 +68,10 @@ RIDGE = 1.0
 SCREEN_SHARE = 0.5
 # Regularization η of the Fisher program solved inside the loop (DESIGN §3: ~1% cost in T*).
 FISHER_REGULARIZATION = 1e-3
-# Relative gap at which the in-loop allocation solver stops: w*(θ̂) is only a tracking target.
-SOLVER_TOLERANCE = 1e-3
-# Cap on the LP solves of one in-loop re-solve: near-ties of θ̂ can make the gap close slowly, and
-# the best point found so far is a fine tracking target (the next re-solve starts from it).
-SOLVER_MAX_ITERATIONS = 50
+# Frank–Wolfe steps per lazy re-solve of w*(θ̂), and the cap on the age of a warm start (so that
+# later steps can still move the weights when θ̂ has moved).
+SOLVER_ITERATIONS = 200
+MAX_WARM_START_AGE = 400
 # Lazy re-solve schedule of w*(θ̂): at t ≥ RESOLVE_GROWTH × (t of the last solve), or when the
 # leader changes.
 RESOLVE_GROWTH = 1.25
@@ -112,15 +111,9 @@ class StructuredModel(PreferenceModel):
         self._leader = 0
         # Σ_s log p_{θ̃_{s−1}}(y_s): the universal-inference running log-likelihood.
         self.predictive_log_likelihood = 0.0
-        self._solver = AllocationSolver(
-            self.features,
-            form="fisher",
-            regularization=FISHER_REGULARIZATION,
-            tolerance=SOLVER_TOLERANCE,
-            max_iterations=SOLVER_MAX_ITERATIONS,
-        )
         self._allocation: StructuredAllocation | None = None
         self._allocation_time = 0
+        self._solver_age = 0  # Frank–Wolfe steps behind the current warm start
 
     # ---- updates -------------------------------------------------------------------------------
     @property
@@ -320,23 +313,44 @@ class StructuredModel(PreferenceModel):
 
     # ---- allocation ----------------------------------------------------------------------------
     def plugin_allocation(self) -> StructuredAllocation:
-        """w*(θ̂) from the fast Fisher-form solver, re-solved lazily.
+        """w*(θ̂) from Frank–Wolfe on the Fisher form, re-solved lazily and warm-started.
 
         Schedule: the program is solved again when t has grown by the factor 1.25 since the last
         solve (t = 1.25^k, k = 1, 2, …: O(log t) solves in a run) or when the leader changed
-        (w* then changes discontinuously). Between solves the warm-started solver keeps its cuts.
+        (w* then changes discontinuously; the solve starts afresh). Otherwise each solve starts
+        from the previous weights, on the candidate pairs of :func:`candidate_pairs` at θ̂ plus
+        the previous support.
         """
         leader = self.leader
         t = self.n_told + self.n_pending
+        previous = self._allocation
         if (
-            self._allocation is None
-            or self._allocation.best != leader
-            or t >= RESOLVE_GROWTH * max(self._allocation_time, 1)
+            previous is not None
+            and previous.best == leader
+            and t < RESOLVE_GROWTH * max(self._allocation_time, 1)
         ):
-            theta = self.estimate()
-            pairs = candidate_pairs(self.features, theta)
-            self._allocation = self._solver.solve(theta, pairs, best=leader)
-            self._allocation_time = t
+            return previous
+        theta = self.estimate()
+        rows, cols = candidate_pairs(self.features, theta)
+        start, age = None, 0
+        if previous is not None and previous.best == leader:
+            support = previous.shares > 0
+            keys = np.concatenate([
+                rows * self.n_policies + cols,
+                previous.rows[support] * self.n_policies + previous.cols[support],
+            ])
+            keys = np.unique(keys)
+            rows, cols = keys // self.n_policies, keys % self.n_policies
+            start = np.zeros(keys.size)
+            previous_keys = previous.rows[support] * self.n_policies + previous.cols[support]
+            start[np.searchsorted(keys, previous_keys)] = previous.shares[support]
+            age = min(self._solver_age, MAX_WARM_START_AGE)
+        self._allocation = fisher_frank_wolfe(
+            self.features, theta, (rows, cols), leader, start, age, SOLVER_ITERATIONS,
+            FISHER_REGULARIZATION,
+        )
+        self._solver_age = age + SOLVER_ITERATIONS
+        self._allocation_time = t
         return self._allocation
 
     def target_proportions(self) -> list[tuple[int, int, float]]:

@@ -13,9 +13,11 @@ Contents
 * the characteristic time T*(θ) in its two convex forms, solved by cvxpy (the references):
   :func:`optimal_allocation_exact` (exponential cone) and :func:`optimal_allocation_fisher`
   (matrix-fractional);
-* :class:`AllocationSolver`, the fast solver used inside the sampling loop (a cutting-plane
-  method over alternatives and pairs, warm-startable), and :func:`candidate_pairs`, the pair set
-  it uses when K is large.
+* :class:`AllocationSolver`, a fast and accurate solver of either form (a cutting-plane method
+  over alternatives and pairs, warm-startable; ~0.1–2 s at K ≤ 30, agrees with cvxpy to 1e-4),
+  used for ``llmpo bound`` and the oracle; :func:`fisher_frank_wolfe`, the cheap first-order
+  solver of the Fisher form used inside the sampling loop (≈1% accuracy, ~0.3 s at K = 10,000),
+  and :func:`candidate_pairs`, the pair set both use when K is large.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from typing import Literal
 import cvxpy as cp
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
-from scipy.optimize import linprog
+from scipy.optimize import OptimizeResult, linprog
 from scipy.special import expit, log_expit
 
 from llmpo.stats.bernoulli import kl_bernoulli, kl_confidence
@@ -418,6 +420,8 @@ MAX_ALL_PAIRS = 5_000
 # Golden-section steps of the solver's segment search (the interval shrinks by 0.618 per step).
 SEGMENT_SEARCH_STEPS = 12
 CUT_PATIENCE = 20
+# Rivals that carry the smoothed maximum in one Frank–Wolfe step.
+MAX_ACTIVE_RIVALS = 32
 
 
 def candidate_pairs(
@@ -469,8 +473,30 @@ def candidate_pairs(
     return (unique // k).astype(np.intp), (unique % k).astype(np.intp)
 
 
+def _solve_cut_lp(divergence: NDArray[np.float64]) -> OptimizeResult | None:
+    """max_{w∈Δ, t} t s.t. t ≤ wᵀD[:, k] for every cut k (D: pairs × cuts), by HiGHS.
+
+    Dual simplex first, then the interior-point method if HiGHS reports numerical trouble (it
+    does on some degenerate programs with many cuts); None if both fail.
+    """
+    n_pairs, n_cuts = divergence.shape
+    for method in ("highs-ds", "highs-ipm"):
+        result = linprog(
+            c=np.concatenate([np.zeros(n_pairs), [-1.0]]),
+            A_ub=np.hstack([-divergence.T, np.ones((n_cuts, 1))]),
+            b_ub=np.zeros(n_cuts),
+            A_eq=np.concatenate([np.ones(n_pairs), [0.0]])[None, :],
+            b_eq=[1.0],
+            bounds=[(0.0, None)] * n_pairs + [(None, None)],
+            method=method,
+        )
+        if result.status == 0:
+            return result
+    return None
+
+
 class AllocationSolver:
-    """Fast solver of max_{w∈Δ} min_{j≠i*} f_j(w): T*(θ) and w*(θ) inside the sampling loop.
+    """Accurate solver of max_{w∈Δ} min_{j≠i*} f_j(w): T*(θ) and w*(θ) without cvxpy.
 
     Why a cutting-plane method. For fixed w, f_j(w) = min_{λ∈Alt_j} Σ_ab w_ab D_ab(λ) with
     Alt_j = {λ : λᵀ(x_j − x_{i*}) ≥ 0} and D_ab(λ) the divergence of pair ab between θ and λ
@@ -496,8 +522,9 @@ class AllocationSolver:
 
     Best responses: Fisher form in closed form, λ_j = θ − (Δ_j / y_jᵀA⁻¹y_j) A⁻¹y_j with
     A = H(w) + ηI, for all rivals at once; exact form by the constrained Newton fit of
-    :func:`fit_constrained_mle` with counts w and soft wins w·s, one rival at a time (so the exact
-    form is meant for moderate K; the sampling loop uses the Fisher form).
+    :func:`fit_constrained_mle` with counts w and soft wins w·s, one rival at a time. The LP grows
+    with the pairs the optimum uses, so this solver is meant for moderate K (the sampling loop
+    uses :func:`fisher_frank_wolfe`).
 
     Parameters
     ----------
@@ -651,21 +678,16 @@ class AllocationSolver:
         cuts = np.vstack([self._cuts, alternatives[np.argsort(values)[: self.cuts_per_iteration]]])
 
         idle = np.zeros(cuts.shape[0], dtype=int)  # LP solves since each cut last had weight
+        mixture = np.zeros(0)
         self.iterations = 0
         while self.iterations < self.max_iterations:
             self.iterations += 1
             columns = np.array(working)
             divergence = self._divergences(th, z[columns], s[columns], cuts)  # pairs × cuts
             n_cols = columns.size
-            result = linprog(
-                c=np.concatenate([np.zeros(n_cols), [-1.0]]),
-                A_ub=np.hstack([-divergence.T, np.ones((cuts.shape[0], 1))]),
-                b_ub=np.zeros(cuts.shape[0]),
-                A_eq=np.concatenate([np.ones(n_cols), [0.0]])[None, :],
-                b_eq=[1.0],
-                bounds=[(0.0, None)] * n_cols + [(None, None)],
-                method="highs",
-            )
+            result = _solve_cut_lp(divergence)
+            if result is None:  # HiGHS failed with every method: keep the best point so far
+                break
             upper = -float(result.fun)
             mixture = -np.asarray(result.ineqlin.marginals)  # π ≥ 0, sums to 1
             idle = np.where(mixture > 0, 0, idle + 1)
@@ -709,3 +731,97 @@ class AllocationSolver:
         }
         t_star = 1.0 / best_lower if best_lower > 0 else math.inf
         return StructuredAllocation(best, t_star, rows, cols, best_weights, self.form)
+
+
+def fisher_frank_wolfe(
+    features: ArrayLike,
+    theta: ArrayLike,
+    pairs: tuple[ArrayLike, ArrayLike],
+    best: int,
+    start: ArrayLike | None = None,
+    start_age: int = 0,
+    iterations: int = 200,
+    regularization: float = 1e-3,
+    smoothing: float = 0.01,
+) -> StructuredAllocation:
+    """Frank–Wolfe on the Fisher form: a cheap, warm-startable w*(θ) for the sampling loop.
+
+    Minimizes G(w) = max_j 2 y_jᵀA(w)⁻¹y_j / Δ_j², A(w) = Σ_ab w_ab s_ab(1 − s_ab) z_ab z_abᵀ + ηI,
+    over the simplex on the given pairs, as in the optimal-design algorithms for linear bandits
+    (Fiez, Jain, Jamieson & Ratliff 2019, "Sequential experimental design for transductive linear
+    bandits", §4). The max over rivals is smoothed by softmax weights π_j ∝ exp((g_j − max g) /
+    (smoothing · max g)), so the direction is the pair maximizing
+    Σ_j π_j s_ab(1 − s_ab)(z_abᵀA⁻¹y_j)²/Δ_j² (minus the partial derivative), and the step is
+    1/(k + 2) at iteration k (counted from the warm start's age). Each iteration costs a rank-one
+    update of A, one d×d solve for all rivals, and O(P·d·m) for P pairs and the m ≤ 32 rivals of
+    largest softmax weight, so it scales to K = 10,000 with a candidate pair set. Accuracy is that
+    of a first-order method (≈1% after a few hundred iterations); :class:`AllocationSolver` is the
+    accurate solver.
+
+    Parameters
+    ----------
+    features : array_like
+        K × d feature matrix.
+    theta : array_like
+        Parameter (true or estimated).
+    pairs : (rows, cols)
+        Candidate pairs; they must include pairs whose differences span R^d (e.g. the leader's).
+    best : int
+        The policy to certify.
+    start : array_like, optional
+        Warm start: weights on ``pairs`` (uniform by default).
+    start_age : int
+        Frank–Wolfe steps already behind the warm start (so its first steps are small).
+    iterations : int
+        Frank–Wolfe steps.
+    regularization : float
+        η > 0, so that A(w) is invertible at every vertex.
+    smoothing : float
+        Relative temperature of the softmax over rivals.
+
+    Returns
+    -------
+    StructuredAllocation
+        ``t_star`` is G(w) at the returned w (an upper bound on the Fisher-form T*).
+    """
+    x = np.asarray(features, float)
+    th = np.asarray(theta, float)
+    rows, cols = np.asarray(pairs[0], dtype=np.intp), np.asarray(pairs[1], dtype=np.intp)
+    z = x[rows] - x[cols]
+    p = expit(z @ th)
+    curvature = p * (1.0 - p)
+    rivals = np.delete(np.arange(x.shape[0]), best)
+    gaps = x[best] - x[rivals]
+    gap_values = gaps @ th
+    scale = 2.0 / np.maximum(gap_values, 1e-12) ** 2
+    if start is None:
+        weights = np.full(rows.size, 1.0 / rows.size)
+    else:
+        weights = np.asarray(start, float).copy()
+        weights /= weights.sum()
+    ridge = regularization * np.eye(x.shape[1])
+    information = (z.T * (weights * curvature)) @ z + ridge
+
+    def objective(matrix: NDArray[np.float64]) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+        solved = np.linalg.solve(matrix, gaps.T)  # A⁻¹ y_j, columns
+        return scale * np.einsum("jd,dj->j", gaps, solved), solved
+
+    for step in range(start_age, start_age + iterations):
+        values, solved = objective(information)
+        top = values.max()
+        # The MAX_ACTIVE_RIVALS largest values carry the softmax; the rest is negligible.
+        active = np.argpartition(-values, min(MAX_ACTIVE_RIVALS, values.size) - 1)[
+            :MAX_ACTIVE_RIVALS
+        ]
+        softmax = np.exp((values[active] - top) / (smoothing * top))
+        softmax /= softmax.sum()
+        projections = z @ solved[:, active]  # z_abᵀA⁻¹y_j
+        gain = curvature * ((projections**2) @ (softmax * scale[active]))
+        vertex = int(np.argmax(gain))
+        size = 1.0 / (step + 2.0)
+        weights *= 1.0 - size
+        weights[vertex] += size
+        information = (1.0 - size) * (information - ridge) + ridge
+        information += size * curvature[vertex] * np.outer(z[vertex], z[vertex])
+    values, _ = objective(information)
+    return StructuredAllocation(best, float(values.max()), rows, cols, weights, "fisher")
