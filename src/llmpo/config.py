@@ -19,9 +19,12 @@ Fields
 ------
 name : str, optional
     A label for the experiment in the store and reports.
-policies : list, optional
+policies : list or mapping, optional
     Which policies to compare: names, or ``{name, features}`` / ``{name, levels}`` mappings for a
-    structured space. Default: every policy present in the environment's data.
+    structured space; live LLM policies add ``backend``, ``system_prompt``, ``prompt_template``,
+    ``temperature``, ``top_p``, ``max_tokens``, ``seed``, ``stop``. A mapping
+    ``{base: {...}, factors: {field: levels}}`` expands a product of levels into policies
+    (:func:`expand_policy_factors`). Default: every policy present in the environment's data.
 space : ``unstructured`` | ``structured``
     The statistical model (DESIGN §2–§3). ``structured`` needs each policy's features or factor
     levels, or a structured synthetic instance (``features`` and ``theta``) that has them.
@@ -57,6 +60,7 @@ store : path
 from __future__ import annotations
 
 import difflib
+import itertools
 import json
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -205,6 +209,74 @@ EnvironmentConfig = Annotated[
 ]
 
 
+#: Policy fields a factor may vary.
+FACTOR_FIELDS = (
+    "backend",
+    "system_prompt",
+    "prompt_template",
+    "temperature",
+    "top_p",
+    "max_tokens",
+    "seed",
+    "stop",
+)
+
+
+def expand_policy_factors(spec: Any) -> list[dict[str, Any]]:
+    """Expand ``{base: {...}, factors: {field: levels}}`` into one policy per combination.
+
+    A factor is a policy field (:data:`FACTOR_FIELDS`) with its levels: a list of values (each
+    level named by its value) or a mapping of level names to values. Each policy is ``base`` with
+    one level of every factor, named by its level names joined with ``/`` and carrying them as
+    ``levels`` (so ``space: structured`` one-hot encodes them, the first level of each factor being
+    the reference).
+
+    Raises
+    ------
+    ValueError
+        In the ``field|problem|fix`` form of the configuration's own checks.
+    """
+    if not isinstance(spec, dict) or set(spec) - {"base", "factors"} or "factors" not in spec:
+        raise ValueError(
+            "policies|a mapping of policies needs exactly 'factors' (and optionally 'base')|"
+            "write policies: {base: {backend: ...}, factors: {temperature: [0.2, 1.0]}}, or a list"
+        )
+    base, factors = spec.get("base") or {}, spec["factors"]
+    if not isinstance(base, dict) or not isinstance(factors, dict) or not factors:
+        raise ValueError(
+            "policies.factors|must be a non-empty mapping of fields to levels (and base a "
+            "mapping)|write factors: {temperature: [0.2, 1.0], system_prompt: {terse: ...}}"
+        )
+    named_levels: dict[str, list[tuple[str, Any]]] = {}
+    for factor, levels in factors.items():
+        if factor not in FACTOR_FIELDS:
+            raise ValueError(
+                f"policies.factors|{factor!r} is not a policy field a factor can vary|use "
+                f"{', '.join(FACTOR_FIELDS)}"
+            )
+        if isinstance(levels, dict):
+            pairs = [(str(name), value) for name, value in levels.items()]
+        elif isinstance(levels, list):
+            pairs = [(str(value), value) for value in levels]
+        else:
+            pairs = []
+        names = [name for name, _ in pairs]
+        if len(pairs) < 1 or len(set(names)) != len(names):
+            raise ValueError(
+                f"policies.factors.{factor}|needs distinct levels|give a list of values or a "
+                "mapping {level name: value}"
+            )
+        named_levels[factor] = pairs
+    policies = []
+    for combination in itertools.product(*named_levels.values()):
+        chosen = list(zip(named_levels, combination, strict=True))
+        policy = {**base, **{factor: value for factor, (_, value) in chosen}}
+        policy["name"] = "/".join(name for name, _ in combination)
+        policy["levels"] = {factor: name for factor, (name, _) in chosen}
+        policies.append(policy)
+    return policies
+
+
 class ExperimentConfig(_Strict):
     """A validated experiment configuration; see the module docstring for the fields."""
 
@@ -223,6 +295,13 @@ class ExperimentConfig(_Strict):
     seed: int | None = Field(default=None, ge=0)
     environment: EnvironmentConfig
     store: Path = Path("llmpo.db")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _expand_factors(cls, data: Any) -> Any:
+        if isinstance(data, dict) and isinstance(data.get("policies"), dict):
+            return {**data, "policies": expand_policy_factors(data["policies"])}
+        return data
 
     @model_validator(mode="after")
     def _policies_consistent(self) -> ExperimentConfig:

@@ -111,3 +111,23 @@ def test_concurrency_32_keeps_at_least_30_requests_in_flight(project, server):
     assert server.max_in_flight >= 30
     # 160 comparisons of one 0.2 s round each, 32 at a time: 1 s if the pipeline stays full.
     assert seconds < 3.0
+
+
+FACTORS = """policies:
+  base:
+    backend: {type: openai, base_url: "BASE_URL", model: m1, api_key_env: MY_KEY}
+  factors:
+    system_prompt: {plain: null, careful: "Answer with the number only."}
+    temperature: [0.2, 1.0]
+store: runs.db
+"""
+
+
+def test_factor_levels_run_as_a_structured_live_experiment(project, server):
+    text = (project / "live.yaml").read_text()
+    text = text.split("policies:")[0].replace("space: unstructured", "space: structured")
+    (project / "live.yaml").write_text(text + FACTORS.replace("BASE_URL", server.base_url))
+    result = runner.invoke(app, ["run", "live.yaml", "--json", "--concurrency", "8"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["certified"] and data["winner"].startswith("careful/")
