@@ -16,10 +16,11 @@ from typing import Any, Literal
 import numpy as np
 from numpy.typing import NDArray
 
-from llmpo.models.base import Pair
+from llmpo.models.base import Certificate, Pair
 from llmpo.spaces import Space, Unstructured
 from llmpo.stats.thresholds import Threshold, make_threshold
-from llmpo.strategies.base import Strategy, Uniform
+from llmpo.strategies.base import SelfStopping, Strategy, Uniform
+from llmpo.strategies.baselines import UNSTRUCTURED_BASELINES
 
 OUTCOMES = (0.0, 0.5, 1.0)
 StopReason = Literal["certified", "budget"]
@@ -133,8 +134,12 @@ class Experiment:
         Error probability: the certified policy is optimal with probability ≥ 1 − δ.
     strategy : str or Strategy
         ``"llmpo"`` (the space's default rule), another rule of the space (``"llmpo-tracking"``),
-        ``"uniform"`` (round-robin over all pairs), or a :class:`~llmpo.strategies.base.Strategy`
-        (e.g. :class:`~llmpo.strategies.base.Oracle`).
+        ``"uniform"`` (round-robin over all pairs), a baseline of the unstructured space
+        (``"top-two"``, ``"successive-elimination"``, ``"knockout"``:
+        :mod:`llmpo.strategies.baselines`), or a :class:`~llmpo.strategies.base.Strategy`
+        (e.g. :class:`~llmpo.strategies.base.Oracle`). A
+        :class:`~llmpo.strategies.base.SelfStopping` strategy stops by its own rule instead of
+        the model's GLR rule.
     threshold : str or Threshold, optional
         ``"kt"`` (provably valid), ``"universal"`` (provably valid, structured space only) or
         ``"gk16-heuristic"`` (not proven valid). Default: the space's ``default_threshold``
@@ -199,7 +204,12 @@ class Experiment:
             return adaptive[strategy]()
         if strategy == Uniform.name:
             return Uniform()
-        known = ", ".join(["llmpo", *[n for n in adaptive if n != "llmpo"], Uniform.name])
+        if strategy in UNSTRUCTURED_BASELINES and isinstance(self.space, Unstructured):
+            return UNSTRUCTURED_BASELINES[strategy]()
+        baselines = list(UNSTRUCTURED_BASELINES) if isinstance(self.space, Unstructured) else []
+        known = ", ".join(
+            ["llmpo", *[n for n in adaptive if n != "llmpo"], Uniform.name, *baselines]
+        )
         raise ValueError(
             f"strategy: unknown {strategy!r}; choose one of {known}, or pass a Strategy object"
         )
@@ -268,10 +278,20 @@ class Experiment:
         i, j, outcome = int(i), int(j), float(outcome)
         self.model.unmark_pending(i, j)
         self.model.tell(i, j, outcome)
-        if self.model.is_certified():
+        if self._is_certified():
             self._stop("certified")
         elif self.max_comparisons is not None and self.model.n_told >= self.max_comparisons:
             self._stop("budget")
+
+    def _is_certified(self) -> bool:
+        if isinstance(self.strategy, SelfStopping):
+            return self.strategy.is_certified(self.model)
+        return self.model.is_certified()
+
+    def _certificate(self) -> Certificate:
+        if isinstance(self.strategy, SelfStopping):
+            return self.strategy.certificate(self.model)
+        return self.model.certificate()
 
     def _stop(self, reason: StopReason) -> None:
         self._stop_reason = reason
@@ -284,7 +304,7 @@ class Experiment:
         return self._final if self._final is not None else self._snapshot()
 
     def _snapshot(self) -> Result:
-        certificate = self.model.certificate()
+        certificate = self._certificate()
         return Result(
             policies=self.space.policies,
             best=certificate.leader,

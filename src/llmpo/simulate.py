@@ -22,8 +22,9 @@ from llmpo.spaces import Unstructured
 from llmpo.stats.bernoulli import kl_confidence
 from llmpo.stats.unstructured import optimal_allocation
 from llmpo.strategies.base import Oracle, Strategy
+from llmpo.strategies.baselines import UNSTRUCTURED_BASELINES
 
-STRATEGIES = ("llmpo", "llmpo-tracking", "uniform", "oracle")
+STRATEGIES = ("llmpo", "llmpo-tracking", "uniform", "oracle", *UNSTRUCTURED_BASELINES)
 
 
 @dataclass(frozen=True)
@@ -171,7 +172,8 @@ def simulate(
     instance : UnstructuredInstance
         The true win probabilities (must have a Condorcet winner).
     strategy : str
-        One of ``llmpo``, ``llmpo-tracking``, ``uniform``, ``oracle``.
+        One of ``llmpo``, ``llmpo-tracking``, ``uniform``, ``oracle``, or a baseline:
+        ``top-two``, ``successive-elimination``, ``knockout``.
     delta : float
         Error probability of each experiment.
     reps : int

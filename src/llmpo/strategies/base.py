@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from llmpo.models.base import Pair, PreferenceModel
+from llmpo.models.base import Certificate, Pair, PreferenceModel
 
 
 class Strategy(ABC):
@@ -26,6 +26,25 @@ class Strategy(ABC):
     @abstractmethod
     def select(self, model: PreferenceModel, rng: np.random.Generator) -> Pair:
         """Return the next pair (a, b) with a ≠ b to compare."""
+
+
+class SelfStopping(Strategy):
+    """A strategy with its own stopping rule, used by the experiment instead of the model's GLR.
+
+    Classical procedures such as successive elimination or a knockout tournament decide when to
+    stop from their own state (who is eliminated, which matches are decided), not from the
+    model's GLR statistic. The :class:`~llmpo.experiment.Experiment` calls :meth:`is_certified`
+    after every tell (so the strategy may update its state there) and reports
+    :meth:`certificate`; everything else (counts, estimates, budgets) stays with the model.
+    """
+
+    @abstractmethod
+    def is_certified(self, model: PreferenceModel) -> bool:
+        """True when this strategy's own rule certifies its answer (called after every tell)."""
+
+    @abstractmethod
+    def certificate(self, model: PreferenceModel) -> Certificate:
+        """The answer (as ``leader``) and, per rival, the statistic and threshold ruling it out."""
 
 
 def pair_from_index(index: int, n_policies: int) -> Pair:
