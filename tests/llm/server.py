@@ -159,3 +159,25 @@ def answers_by_system_prompt(body: dict[str, Any]) -> str:
         if zlib.crc32(json.dumps(body, sort_keys=True).encode()) % 3
         else str(total)
     )
+
+
+def main() -> None:
+    """Serve in the foreground (for benchmarks): print the port, answer ``--reply`` to all."""
+    import argparse
+    import time
+
+    parser = argparse.ArgumentParser(description="Local OpenAI-compatible test server.")
+    parser.add_argument("--latency", type=float, default=0.0)
+    parser.add_argument("--reply", default="0")
+    arguments = parser.parse_args()
+    server = FakeOpenAIServer(lambda body: arguments.reply, latency=arguments.latency).start()
+    print(server.port, flush=True)
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        server.stop()
+
+
+if __name__ == "__main__":
+    main()

@@ -27,6 +27,9 @@ from llmpo.config import BackendConfig
 #: Sent when a configuration names no key variable (local servers accept anything).
 PLACEHOLDER_KEY = "not-needed"
 
+#: HTTP clients (connection pools) per backend, used in turn.
+CLIENTS_PER_BACKEND = 8
+
 
 class BackendError(RuntimeError):
     """A generation that failed for good (after retries, or a permanent error)."""
@@ -123,7 +126,13 @@ class OpenAIBackend(Backend):
             key = value
         self._secret = key
         # Retries and timeouts are ours (they honour Retry-After and count every attempt).
-        self.client = openai.AsyncOpenAI(api_key=key, base_url=config.base_url, max_retries=0)
+        # Requests are spread over several clients: one connection pool scans all its
+        # connections for every request, which costs more than the request at high concurrency.
+        self.clients = [
+            openai.AsyncOpenAI(api_key=key, base_url=config.base_url, max_retries=0)
+            for _ in range(CLIENTS_PER_BACKEND)
+        ]
+        self._next_client = 0
 
     def _scrub(self, text: str) -> str:
         return text.replace(self._secret, "***") if self._secret != PLACEHOLDER_KEY else text
@@ -141,9 +150,11 @@ class OpenAIBackend(Backend):
             if value is not None
         }
         messages = [{"role": role, "content": content} for role, content in request.messages]
+        client = self.clients[self._next_client]
+        self._next_client = (self._next_client + 1) % len(self.clients)
         started = time.monotonic()
         try:
-            response = await self.client.chat.completions.create(
+            response = await client.chat.completions.create(
                 model=request.model, messages=messages, timeout=timeout, **options
             )
         except openai.APIStatusError as error:
@@ -177,7 +188,8 @@ class OpenAIBackend(Backend):
         )
 
     async def aclose(self) -> None:
-        await self.client.close()
+        for client in self.clients:
+            await client.close()
 
 
 @dataclass(frozen=True)
