@@ -11,7 +11,7 @@ from llmpo.llm.backends import Generation, GenerationRequest
 from llmpo.llm.judges import LLMJudge, PythonJudge, ReferenceJudge, parse_verdict
 from llmpo.llm.runner import AsyncRunner
 from llmpo.llm.tasks import Task
-from llmpo.runner import start_experiment
+from llmpo.runner import RunFailedError, start_experiment
 from llmpo.store import Store
 
 TASK = Task("t1", {"id": "t1", "prompt": "What is 2 + 3?", "reference": "5"})
@@ -152,10 +152,19 @@ def test_live_unparseable_verdicts_are_recorded_and_not_told(project, server):
         project,
         server,
         "random",
-        lambda body: "A" if "What is 1 +" in json.dumps(body) else "?",
-        max_comparisons=4,
+        lambda body: "A" if "What is 1" in json.dumps(body) else "?",
+        max_comparisons=10,
     )
     invalid = [detail for _, kind, detail in events if kind == "invalid_verdict"]
     assert invalid and all(d["judge"]["replies"] == ["?", "?"] for d in invalid)
-    assert all(c.task_id == "t1" for c in comparisons)  # only task t1 gets valid verdicts
-    assert outcome.result.n_comparisons == len(comparisons) == 4
+    valid_tasks = {"t1", *(f"t{k}" for k in range(10, 20))}  # prompts "What is 1…"
+    assert {d["task_id"] for d in invalid}.isdisjoint(valid_tasks)
+    assert {c.task_id for c in comparisons} <= valid_tasks
+    assert outcome.result.n_comparisons == len(comparisons) == 10
+
+
+def test_a_judge_that_is_never_parseable_stops_the_run(project, server):
+    with pytest.raises(RunFailedError, match=r"judge gave \d+ invalid verdicts in \d+ comparisons"):
+        live_run_with_judge(project, server, "random", lambda body: "?", max_comparisons=10)
+    with Store(project / "runs.db", readonly=True) as store:
+        assert store.experiment().status == "interrupted"

@@ -16,9 +16,10 @@ Resuming. Completion order depends on timing, so a resumed run does not re-ask t
 it tells the stored comparisons in their stored order (the model's state is what the stopping rule
 needs), then continues. Invalid verdicts are recorded as ``invalid_verdict`` events and not told.
 
-Failures. A call that still fails after its retries stops the run: it records a
-``backend_failed`` event, marks the experiment ``interrupted`` (every finished comparison is
-already stored) and raises :class:`RunFailedError`; ``llmpo run CONFIG --resume`` continues it.
+Failures. A call that still fails after its retries, or a judge whose verdicts are more than 90%
+invalid (after 50 results), stops the run: it records a ``backend_failed`` event, marks the
+experiment ``interrupted`` (every finished comparison is already stored) and raises
+:class:`RunFailedError`; ``llmpo run CONFIG --resume`` continues it.
 """
 
 from __future__ import annotations
@@ -33,6 +34,10 @@ from llmpo.llm.backends import BackendError
 from llmpo.llm.environment import LiveComparison, LLMEnvironment, LLMSetupError
 from llmpo.runner import Progress, RunFailedError, Runner, RunOutcome
 from llmpo.store import ComparisonRecord, Store, StoreError
+
+#: A run stops when more than this share of its verdicts are invalid (after enough results).
+MAX_INVALID_SHARE = 0.9
+MIN_RESULTS_FOR_JUDGE_CHECK = 50
 
 
 class AsyncRunner(Runner):
@@ -129,6 +134,17 @@ class AsyncRunner(Runner):
                     self._cost_usd = (self._cost_usd or 0.0) + detail["cost_usd"]
         return len(stored)
 
+    def _judge_failure(self) -> str | None:
+        """A message when the judge's verdicts are mostly invalid (the run would never end)."""
+        results = self._new + self._invalid
+        if results < MIN_RESULTS_FOR_JUDGE_CHECK or self._invalid <= MAX_INVALID_SHARE * results:
+            return None
+        return (
+            f"the judge gave {self._invalid} invalid verdicts in {results} comparisons of this "
+            "run (see the invalid_verdict events for its raw replies). Fix the judge's prompt or "
+            "model"
+        )
+
     def _over_cost(self) -> bool:
         limit = self.config.max_cost
         return limit is not None and self._cost_usd is not None and self._cost_usd >= limit
@@ -221,9 +237,10 @@ class AsyncRunner(Runner):
                         continue
                     if error is not None:
                         raise error
-                    if self.experiment.done or failure:
-                        continue  # not told: the answer is final, or the run is failing
+                    if self.experiment.done:
+                        continue  # not told: the answer is final
                     self._settle(task.result())
+                    failure = failure or self._judge_failure()
                 now = time.monotonic()
                 if self.on_progress is not None and now - last_report >= self.progress_interval:
                     last_report = now
