@@ -189,8 +189,9 @@ class LLMEnvironmentConfig(_Strict):
     ``tasks`` is a JSONL or CSV file (``id``, ``prompt`` or template fields, optional
     ``reference``); each comparison draws one task uniformly. Every call has a hard timeout of
     ``timeout_seconds`` and is retried up to ``max_retries`` times (exponential backoff from
-    ``backoff_seconds``, with jitter, honouring ``Retry-After``). ``prices`` maps model names to
-    USD per million input and output tokens.
+    ``backoff_seconds``, with jitter, honouring ``Retry-After``); ``requests_per_minute`` caps the
+    calls started per minute on each endpoint. ``prices`` maps model names to USD per million
+    input and output tokens.
     """
 
     type: Literal["llm"]
@@ -200,6 +201,7 @@ class LLMEnvironmentConfig(_Strict):
     max_retries: int = Field(default=6, ge=0, le=100)
     backoff_seconds: float = Field(default=1.0, ge=0.0, le=600.0)
     max_backoff_seconds: float = Field(default=60.0, ge=0.0, le=3600.0)
+    requests_per_minute: float | None = Field(default=None, gt=0.0)
     prices: dict[str, PriceConfig] = Field(default_factory=dict)
 
 

@@ -11,6 +11,7 @@ from llmpo.llm.backends import (
     BackendError,
     GenerationRequest,
     OpenAIBackend,
+    RequestRateLimiter,
     RetryPolicy,
     call_with_retries,
 )
@@ -102,3 +103,20 @@ def test_the_key_is_scrubbed_from_error_messages(server, monkeypatch):
         asyncio.run(fail())
     assert SECRET not in str(error.value)
     assert server.authorizations == [f"Bearer {SECRET}"]
+
+
+def test_requests_per_minute_spaces_the_calls(server):
+    async def calls():
+        backend = OpenAIBackend(BackendConfig(type="openai", model="m1", base_url=server.base_url))
+        limiter = RequestRateLimiter(per_minute=1200)  # one call every 50 ms
+        rng = np.random.default_rng(0)
+        try:
+            started = time.monotonic()
+            await asyncio.gather(
+                *(call_with_retries(backend, REQUEST, FAST, rng, None, limiter) for _ in range(11))
+            )
+            return time.monotonic() - started
+        finally:
+            await backend.aclose()
+
+    assert asyncio.run(calls()) >= 0.5 and server.served == 11

@@ -192,6 +192,25 @@ class OpenAIBackend(Backend):
             await client.close()
 
 
+class RequestRateLimiter:
+    """Spaces the start of calls to at most ``per_minute`` a minute (evenly, 60/per_minute s apart).
+
+    Shared by every call to one endpoint, retries included; single event loop.
+    """
+
+    def __init__(self, per_minute: float) -> None:
+        self.interval = 60.0 / per_minute
+        self._next_start = -float("inf")
+
+    async def wait(self) -> None:
+        """Return when the next call may start."""
+        now = time.monotonic()
+        start = max(now, self._next_start)
+        self._next_start = start + self.interval
+        if start > now:
+            await asyncio.sleep(start - now)
+
+
 @dataclass(frozen=True)
 class RetryPolicy:
     """Hard per-call timeout and retries of transient failures.
@@ -219,6 +238,7 @@ async def call_with_retries(
     policy: RetryPolicy,
     rng: np.random.Generator,
     on_retry: Callable[[int, TransientBackendError, float], Awaitable[None] | None] | None = None,
+    limiter: RequestRateLimiter | None = None,
 ) -> Generation:
     """Complete ``request``, retrying transient failures per ``policy``.
 
@@ -234,6 +254,8 @@ async def call_with_retries(
         Source of the jitter.
     on_retry : callable, optional
         Called with (attempt, error, delay) before each wait (for logs and counters).
+    limiter : RequestRateLimiter, optional
+        Waited on before every attempt.
 
     Raises
     ------
@@ -243,6 +265,8 @@ async def call_with_retries(
     attempt = 0
     while True:
         attempt += 1
+        if limiter is not None:
+            await limiter.wait()
         try:
             return await asyncio.wait_for(
                 backend.complete(request, policy.timeout_seconds), policy.timeout_seconds

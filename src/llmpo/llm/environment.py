@@ -27,6 +27,7 @@ from llmpo.llm.backends import (
     Generation,
     GenerationRequest,
     OpenAIBackend,
+    RequestRateLimiter,
     RetryPolicy,
     call_with_retries,
 )
@@ -204,6 +205,10 @@ class LLMEnvironment:
                     f"Fix: export {backend.api_key_env}=<your key>"
                 )
         self._backends: dict[tuple[str, str | None, str | None], Backend] = {}
+        rate = environment.requests_per_minute
+        self._limiters = {
+            key: RequestRateLimiter(rate) for key in self._backend_configs if rate is not None
+        }
         self._jitter = np.random.default_rng()
         self.cache: Store | None = None
         #: Backend calls made by this process, and retries among them.
@@ -222,7 +227,12 @@ class LLMEnvironment:
 
     async def _call(self, backend: BackendConfig, request: GenerationRequest) -> Generation:
         generation = await call_with_retries(
-            self._backend(backend), request, self.retry, self._jitter, self._count_retry
+            self._backend(backend),
+            request,
+            self.retry,
+            self._jitter,
+            self._count_retry,
+            self._limiters.get(_backend_key(backend)),
         )
         self.calls += 1
         return generation
