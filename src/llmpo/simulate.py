@@ -15,35 +15,57 @@ from typing import Any
 import numpy as np
 from scipy.stats import binomtest
 
+from llmpo.environments.structured import StructuredEnvironment
 from llmpo.environments.synthetic import SyntheticEnvironment
 from llmpo.experiment import Experiment
-from llmpo.instances import UnstructuredInstance
-from llmpo.spaces import Unstructured
+from llmpo.instances import StructuredInstance, UnstructuredInstance
+from llmpo.spaces import Space, Unstructured
 from llmpo.stats.bernoulli import kl_confidence
+from llmpo.stats.structured import characteristic_time
 from llmpo.stats.unstructured import optimal_allocation
 from llmpo.strategies.base import Oracle, Strategy
 from llmpo.strategies.baselines import UNSTRUCTURED_BASELINES
 
 STRATEGIES = ("llmpo", "llmpo-tracking", "uniform", "oracle", *UNSTRUCTURED_BASELINES)
+# On a structured instance: the structured rules, uniform and oracle with the structured stopping
+# rule, and unstructured LLM-PO on the same outcomes for comparison.
+STRUCTURED_STRATEGIES = ("llmpo", "llmpo-tracking", "uniform", "oracle", "llmpo-unstructured")
 
 
 @dataclass(frozen=True)
 class SimulationSpec:
     """Everything one replication needs (picklable, sent to worker processes)."""
 
-    instance: UnstructuredInstance
+    instance: UnstructuredInstance | StructuredInstance
     strategy: str
     delta: float
-    threshold: str = "kt"
+    threshold: str | None = None  # None: the space's default (kt; universal when structured)
     epsilon: float = 0.0
     assume_condorcet: bool = False
     batch_size: int = 1
     max_comparisons: int | None = None
 
+    @property
+    def structured(self) -> bool:
+        """True when the structured model runs (a structured instance, not llmpo-unstructured)."""
+        structured_instance = isinstance(self.instance, StructuredInstance)
+        return structured_instance and self.strategy != "llmpo-unstructured"
+
+    def make_space(self) -> Space:
+        """The policy space the experiment runs in."""
+        if self.structured:
+            return self.instance.space()  # type: ignore[union-attr]
+        return Unstructured(self.instance.policies)
+
     def make_strategy(self) -> str | Strategy:
         """The strategy object; ``oracle`` tracks the instance's true optimal proportions."""
+        if self.strategy == "llmpo-unstructured":
+            return "llmpo"
         if self.strategy != "oracle":
             return self.strategy
+        if isinstance(self.instance, StructuredInstance):
+            support = characteristic_time(self.instance.features, self.instance.theta).support()
+            return Oracle([(a, b) for a, b, _ in support], [share for _, _, share in support])
         allocation = optimal_allocation(self.instance.win_prob, self.assume_condorcet, self.epsilon)
         upper = np.argwhere(np.triu(allocation.proportions) > 0)
         return Oracle(
@@ -68,9 +90,13 @@ def run_replication(spec: SimulationSpec, seed: np.random.SeedSequence) -> Repli
     the experiment stops were paid for too.
     """
     env_seed, strategy_seed = seed.spawn(2)
-    environment = SyntheticEnvironment(spec.instance, env_seed)
+    environment = (
+        StructuredEnvironment(spec.instance, env_seed)
+        if isinstance(spec.instance, StructuredInstance)
+        else SyntheticEnvironment(spec.instance, env_seed)
+    )
     experiment = Experiment(
-        Unstructured(spec.instance.policies),
+        spec.make_space(),
         delta=spec.delta,
         strategy=spec.make_strategy(),
         threshold=spec.threshold,
@@ -115,8 +141,12 @@ def run_replications(
     return [r for r in ordered if r is not None]
 
 
-def is_correct(instance: UnstructuredInstance, answer: int, epsilon: float) -> bool:
-    """True when ``answer`` beats every rival with probability > ½ − ε."""
+def is_correct(
+    instance: UnstructuredInstance | StructuredInstance, answer: int, epsilon: float
+) -> bool:
+    """True when ``answer`` beats every rival with probability > ½ − ε (structured: is i*)."""
+    if isinstance(instance, StructuredInstance):
+        return answer == instance.best
     row = np.delete(instance.win_prob[answer], answer)
     return bool(np.all(row > 0.5 - epsilon))
 
@@ -129,14 +159,19 @@ def summarize(
     comparisons = np.array([r.n_comparisons for r in replications], dtype=float)
     errors = sum(not is_correct(spec.instance, r.best, spec.epsilon) for r in replications)
     interval = binomtest(errors, reps).proportion_ci(confidence_level=0.95, method="exact")
-    t_star = optimal_allocation(spec.instance.win_prob, spec.assume_condorcet, spec.epsilon).t_star
+    if isinstance(spec.instance, StructuredInstance):
+        # The bound of the structured problem, also for llmpo-unstructured on the instance.
+        t_star = characteristic_time(spec.instance.features, spec.instance.theta).t_star
+    else:
+        allocation = optimal_allocation(spec.instance.win_prob, spec.assume_condorcet, spec.epsilon)
+        t_star = allocation.t_star
     mean = float(comparisons.mean())
     return {
         "strategy": spec.strategy,
         "delta": spec.delta,
         "reps": reps,
         "seed": seed,
-        "threshold": spec.threshold,
+        "threshold": spec.threshold or spec.make_space().default_threshold,
         "epsilon": spec.epsilon,
         "assume_condorcet": spec.assume_condorcet,
         "batch_size": spec.batch_size,
@@ -157,7 +192,7 @@ def summarize(
 
 
 def simulate(
-    instance: UnstructuredInstance,
+    instance: UnstructuredInstance | StructuredInstance,
     strategy: str = "llmpo",
     delta: float = 0.05,
     reps: int = 100,
@@ -169,11 +204,14 @@ def simulate(
 
     Parameters
     ----------
-    instance : UnstructuredInstance
-        The true win probabilities (must have a Condorcet winner).
+    instance : UnstructuredInstance or StructuredInstance
+        The true win probabilities (must have a Condorcet winner), or features and θ.
     strategy : str
         One of ``llmpo``, ``llmpo-tracking``, ``uniform``, ``oracle``, or a baseline:
-        ``top-two``, ``successive-elimination``, ``knockout``.
+        ``top-two``, ``successive-elimination``, ``knockout``. On a structured instance: one of
+        ``llmpo``, ``llmpo-tracking``, ``uniform``, ``oracle`` (structured model and stopping
+        rule) or ``llmpo-unstructured`` (unstructured LLM-PO on the same outcomes); ``t_star``
+        is then the structured T*(θ) in every case.
     delta : float
         Error probability of each experiment.
     reps : int
@@ -191,8 +229,9 @@ def simulate(
     dict
         The summary.
     """
-    if strategy not in STRATEGIES:
-        raise ValueError(f"strategy: unknown {strategy!r}; choose one of {', '.join(STRATEGIES)}")
+    known = STRUCTURED_STRATEGIES if isinstance(instance, StructuredInstance) else STRATEGIES
+    if strategy not in known:
+        raise ValueError(f"strategy: unknown {strategy!r}; choose one of {', '.join(known)}")
     if reps < 1:
         raise ValueError(f"reps must be a positive integer, got {reps}")
     spec = SimulationSpec(instance=instance, strategy=strategy, delta=delta, **options)

@@ -14,9 +14,15 @@ from rich.console import Console
 from rich.table import Table
 
 from llmpo.cli import app
-from llmpo.instances import InstanceError, UnstructuredInstance, load_instance
-from llmpo.simulate import STRATEGIES, simulate
+from llmpo.instances import (
+    InstanceError,
+    StructuredInstance,
+    UnstructuredInstance,
+    load_instance,
+)
+from llmpo.simulate import STRATEGIES, STRUCTURED_STRATEGIES, simulate
 from llmpo.stats.bernoulli import kl_confidence
+from llmpo.stats.structured import characteristic_time
 from llmpo.stats.thresholds import THRESHOLDS
 from llmpo.stats.unstructured import optimal_allocation
 
@@ -41,18 +47,43 @@ def fail(message: str, code: int = 2) -> typer.Exit:
     return typer.Exit(code)
 
 
-def _load(path: Path) -> UnstructuredInstance:
+def _load(path: Path) -> UnstructuredInstance | StructuredInstance:
     try:
         instance = load_instance(path, require_winner=False)
     except InstanceError as error:
         raise fail(str(error)) from None
     if instance.best is None:
-        raise fail(
-            f"{path}: no Condorcet winner (no policy beats every other with p > 1/2), "
-            "so there is no optimal policy to identify",
-            code=1,
+        reason = (
+            "several policies share the best utility θᵀx"
+            if isinstance(instance, StructuredInstance)
+            else "no Condorcet winner (no policy beats every other with p > 1/2)"
         )
+        raise fail(f"{path}: {reason}, so there is no optimal policy to identify", code=1)
     return instance
+
+
+def structured_bound_summary(instance: StructuredInstance, delta: float) -> dict[str, Any]:
+    """i*, T*(θ), optimal proportions and the lower bound of a structured instance (DESIGN §3)."""
+    allocation = characteristic_time(instance.features, instance.theta)
+    utilities = instance.utilities
+    return {
+        "best": instance.policies[allocation.best],
+        "best_index": allocation.best,
+        "class": "structured",
+        "form": allocation.form,
+        "t_star": allocation.t_star,
+        "delta": delta,
+        "kl_delta": kl_confidence(delta),
+        "lower_bound": allocation.lower_bound(delta),
+        "proportions": [
+            {
+                "pair": [instance.policies[a], instance.policies[b]],
+                "share": share,
+                "win_prob": float(1.0 / (1.0 + np.exp(utilities[b] - utilities[a]))),
+            }
+            for a, b, share in allocation.support()
+        ],
+    }
 
 
 def bound_summary(
@@ -90,7 +121,11 @@ def bound(
     """Optimal policy, characteristic time T*, optimal proportions and the lower bound."""
     if not 0 < delta < 0.5:
         raise fail(f"--delta must lie in (0, 0.5), got {delta}")
-    summary = bound_summary(_load(instance), delta, assume_condorcet)
+    loaded = _load(instance)
+    if isinstance(loaded, StructuredInstance):
+        summary = structured_bound_summary(loaded, delta)
+    else:
+        summary = bound_summary(loaded, delta, assume_condorcet)
     if as_json:
         print(json.dumps(summary, indent=2))
         return
@@ -109,15 +144,23 @@ def bound(
 def simulate_command(
     instance: InstanceArg,
     strategy: Annotated[
-        str, typer.Option(help=f"Sampling rule: {', '.join(STRATEGIES)}.")
+        str,
+        typer.Option(
+            help=f"Sampling rule: {', '.join(STRATEGIES)}; on a structured instance "
+            f"{', '.join(STRUCTURED_STRATEGIES)}."
+        ),
     ] = "llmpo",
     delta: DeltaOpt = 0.05,
     reps: Annotated[int, typer.Option(min=1, help="Monte Carlo replications.")] = 100,
     seed: Annotated[int, typer.Option(help="Master seed (same seed, same numbers).")] = 0,
     workers: Annotated[int, typer.Option(min=1, help="Worker processes.")] = 1,
     threshold: Annotated[
-        str, typer.Option(help=f"Stopping threshold: {', '.join(THRESHOLDS)}.")
-    ] = "kt",
+        str | None,
+        typer.Option(
+            help=f"Stopping threshold: {', '.join(THRESHOLDS)}. Default: kt, or universal on a "
+            "structured instance."
+        ),
+    ] = None,
     epsilon: Annotated[float, typer.Option(help="Indifference margin ε.")] = 0.0,
     batch_size: Annotated[int, typer.Option(min=1, help="Pairs asked at once.")] = 1,
     max_comparisons: Annotated[
