@@ -132,3 +132,21 @@ def test_factor_levels_run_as_a_structured_live_experiment(project, server):
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
     assert data["certified"] and data["winner"].startswith("careful/")
+
+
+def test_a_failing_run_exits_with_the_fix_and_keeps_the_key_out_of_the_store(project, server):
+    text = (project / "live.yaml").read_text()
+    (project / "live.yaml").write_text(
+        text.replace("  type: llm\n", "  type: llm\n  max_retries: 1\n")
+    )
+    server.faults.extend(["401"] * 100)
+    result = runner.invoke(app, ["run", "live.yaml"])
+    assert result.exit_code == 1
+    assert "HTTP 401" in result.output and "--resume" in result.output
+    assert SECRET not in result.output
+    for path in project.iterdir():
+        if path.is_file():
+            assert SECRET.encode() not in path.read_bytes(), path
+    with Store(project / "runs.db", readonly=True) as store:
+        kinds = [kind for _, kind, _ in store.events(1)]
+        assert store.experiment(1).status == "interrupted" and "backend_failed" in kinds
