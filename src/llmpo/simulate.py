@@ -19,6 +19,7 @@ from llmpo.environments.structured import StructuredEnvironment
 from llmpo.environments.synthetic import SyntheticEnvironment
 from llmpo.experiment import Experiment
 from llmpo.instances import StructuredInstance, UnstructuredInstance
+from llmpo.peers import is_peer, peer_class_name, peer_fault, run_peer
 from llmpo.spaces import Space, Unstructured
 from llmpo.stats.bernoulli import kl_confidence
 from llmpo.stats.structured import characteristic_time
@@ -87,8 +88,12 @@ def run_replication(spec: SimulationSpec, seed: np.random.SeedSequence) -> Repli
     """Run one experiment to its end on fresh synthetic outcomes.
 
     Comparisons are counted when asked: with a batch size above 1, the pairs still pending when
-    the experiment stops were paid for too.
+    the experiment stops were paid for too. A duelpy peer runs its own loop (:func:`run_peer`)
+    on the environment seeded the same way.
     """
+    if is_peer(spec.strategy):
+        peer = run_peer(spec.strategy, spec.instance, spec.delta, seed, spec.max_comparisons)
+        return Replication(peer.best, peer.finished, peer.n_comparisons)
     env_seed, strategy_seed = seed.spawn(2)
     environment = (
         StructuredEnvironment(spec.instance, env_seed)
@@ -147,6 +152,8 @@ def is_correct(
     """True when ``answer`` beats every rival with probability > ½ − ε (structured: is i*)."""
     if isinstance(instance, StructuredInstance):
         return answer == instance.best
+    if answer < 0:  # a peer that named no policy
+        return False
     row = np.delete(instance.win_prob[answer], answer)
     return bool(np.all(row > 0.5 - epsilon))
 
@@ -191,6 +198,38 @@ def summarize(
     }
 
 
+def _simulate_peer(
+    instance: Any, strategy: str, delta: float, reps: int, seed: int, workers: int, **options: Any
+) -> dict[str, Any]:
+    """:func:`simulate` for a duelpy peer ``duelpy:<ClassName>`` (:mod:`llmpo.peers`).
+
+    The peer stops by its own rule, so ``threshold`` does not apply (reported as None); it has
+    no ε, class B or batch option. The summary adds ``peer_fault``: the peer's known defect, or
+    None.
+    """
+    peer_class_name(strategy)
+    if not isinstance(instance, UnstructuredInstance):
+        raise ValueError(f"strategy: {strategy} runs on unstructured instances only")
+    refused = {"epsilon": 0.0, "assume_condorcet": False, "batch_size": 1}
+    for option, default in refused.items():
+        if options.get(option, default) != default:
+            raise ValueError(f"{option}: not supported by duelpy peers (strategy {strategy})")
+    if reps < 1:
+        raise ValueError(f"reps must be a positive integer, got {reps}")
+    spec = SimulationSpec(
+        instance=instance,
+        strategy=strategy,
+        delta=delta,
+        max_comparisons=options.get("max_comparisons"),
+    )
+    start = time.perf_counter()
+    replications = run_replications(spec, reps, seed, workers)
+    summary = summarize(spec, replications, seed, time.perf_counter() - start)
+    summary["threshold"] = None
+    summary["peer_fault"] = peer_fault(strategy)
+    return summary
+
+
 def simulate(
     instance: UnstructuredInstance | StructuredInstance,
     strategy: str = "llmpo",
@@ -229,6 +268,8 @@ def simulate(
     dict
         The summary.
     """
+    if is_peer(strategy):
+        return _simulate_peer(instance, strategy, delta, reps, seed, workers, **options)
     known = STRUCTURED_STRATEGIES if isinstance(instance, StructuredInstance) else STRATEGIES
     if strategy not in known:
         raise ValueError(f"strategy: unknown {strategy!r}; choose one of {', '.join(known)}")

@@ -146,8 +146,8 @@ def simulate_command(
     strategy: Annotated[
         str,
         typer.Option(
-            help=f"Sampling rule: {', '.join(STRATEGIES)}; on a structured instance "
-            f"{', '.join(STRUCTURED_STRATEGIES)}."
+            help=f"Sampling rule: {', '.join(STRATEGIES)}, or a duelpy peer duelpy:<ClassName> "
+            f"(extra llmpo[peers]); on a structured instance {', '.join(STRUCTURED_STRATEGIES)}.",
         ),
     ] = "llmpo",
     delta: DeltaOpt = 0.05,
@@ -188,6 +188,8 @@ def simulate_command(
     except ValueError as error:
         raise fail(str(error)) from None
     summary["instance"] = str(instance)
+    if summary.get("peer_fault"):
+        error_console.print(f"[bold yellow]warning:[/] {strategy}: {summary['peer_fault']}")
     if as_json:
         print(json.dumps(summary, indent=2))
         return

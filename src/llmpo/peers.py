@@ -1,0 +1,195 @@
+"""Peer comparators: PAC dueling-bandit algorithms of the ``duelpy`` library on our environments.
+
+Install with ``pip install 'llmpo[peers]'`` (duelpy 1.0.0). A peer is selected as strategy
+``duelpy:<ClassName>`` in :func:`llmpo.simulate.simulate`, ``llmpo simulate`` and bench suites.
+
+duelpy algorithms pull comparisons themselves (``algorithm.run()`` calls ``duel(i, j)`` on a
+feedback mechanism until its own stopping rule holds), so a peer does not go through the ask/tell
+:class:`~llmpo.experiment.Experiment`: :func:`run_peer` hands the algorithm a feedback mechanism
+that answers from the same :class:`~llmpo.environments.synthetic.SyntheticEnvironment` the
+simulations use (same per-pair random streams, so common random numbers with our strategies)
+and counts every duel. A tie (outcome ½) becomes a win of either side by a fair coin. Each
+algorithm gets ``failure_probability = δ`` and, where it takes one, a seeded ``random_state``; its
+other constructor arguments keep duelpy's defaults unless given by keyword (``options``). Several
+of them are (ε, δ)-PAC with a default ε > 0 (e.g. SequentialElimination ε = 0.05,
+PlackettLucePACItem ε = 0.1): they may then return a policy within ε of the winner, which our
+simulations count as an error.
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+
+from llmpo.environments.synthetic import SyntheticEnvironment
+from llmpo.instances import UnstructuredInstance
+
+PEER_PREFIX = "duelpy:"
+
+#: duelpy's PAC algorithms offered as peers, and the method that names each one's answer.
+PEER_ALGORITHMS: dict[str, str] = {
+    "SequentialElimination": "get_copeland_winner",
+    "KLDivergenceBasedPAC": "get_copeland_winner",
+    "OptMax": "get_copeland_winner",
+    "MallowsMPI": "get_condorcet_winner",
+    "PlackettLucePACItem": "get_approximate_condorcet_winners",
+    "KnockoutTournament": "get_condorcet_winner",
+    "Savage": "get_copeland_winner",
+}
+
+#: Known defects of peers in duelpy 1.0.0, printed with every result of that peer.
+PEER_FAULTS: dict[str, str] = {
+    "Savage": (
+        "duelpy 1.0.0 Savage has a defective confidence radius: it scales the failure "
+        "probability by 3/(π²·P·n²) < 1 and HoeffdingConfidenceRadius returns radius 0 when "
+        "scale/δ < 1, so every pair is decided after about one duel; its answers carry no "
+        "δ guarantee"
+    ),
+}
+
+
+class PeerUnavailableError(RuntimeError):
+    """duelpy is not installed (install the ``peers`` extra)."""
+
+
+def is_peer(strategy: str) -> bool:
+    """True when ``strategy`` names a duelpy peer (``duelpy:<ClassName>``)."""
+    return strategy.startswith(PEER_PREFIX)
+
+
+def peer_class_name(strategy: str) -> str:
+    """The duelpy class of ``duelpy:<ClassName>``; refuses classes not offered as peers."""
+    name = strategy.removeprefix(PEER_PREFIX)
+    if name not in PEER_ALGORITHMS:
+        known = ", ".join(PEER_PREFIX + n for n in PEER_ALGORITHMS)
+        raise ValueError(f"strategy: unknown peer {strategy!r}; choose one of {known}")
+    return name
+
+
+def peer_fault(strategy: str) -> str | None:
+    """The known defect of a peer, to be stated with its results, or None."""
+    return PEER_FAULTS.get(peer_class_name(strategy))
+
+
+def import_duelpy() -> ModuleType:
+    """Import duelpy 1.0.0, first restoring the NumPy aliases it still uses.
+
+    duelpy 1.0.0 refers to ``np.float``, ``np.bool`` and ``np.infty``, which NumPy removed
+    (1.24 and 2.0). This is the one place that puts them back, as the builtins or constants they
+    were aliases of, and only when missing; nothing else in llmpo relies on them.
+
+    Raises
+    ------
+    PeerUnavailableError
+        When duelpy is not installed.
+    """
+    for alias, value in (("float", float), ("bool", bool), ("infty", np.inf)):
+        if alias not in np.__dict__:
+            setattr(np, alias, value)
+    try:
+        import duelpy.algorithms
+        import duelpy.feedback
+    except ImportError as error:
+        raise PeerUnavailableError(
+            "duelpy peers need the optional extra: pip install 'llmpo[peers]'"
+        ) from error
+    return duelpy
+
+
+@dataclass(frozen=True)
+class PeerRun:
+    """Outcome of one run of a peer algorithm.
+
+    Attributes
+    ----------
+    best : int
+        The policy it named (−1 when it named none).
+    finished : bool
+        True when the algorithm's own stopping rule ended the run (not the budget).
+    n_comparisons : int
+        Duels it asked for.
+    """
+
+    best: int
+    finished: bool
+    n_comparisons: int
+
+
+class _BudgetSpentError(Exception):
+    """Raised inside duelpy when the comparison budget is spent."""
+
+
+def run_peer(
+    strategy: str,
+    instance: UnstructuredInstance,
+    delta: float,
+    seed: np.random.SeedSequence,
+    max_comparisons: int | None = None,
+    options: dict[str, Any] | None = None,
+) -> PeerRun:
+    """Run the duelpy algorithm ``strategy`` to its end on synthetic outcomes of ``instance``.
+
+    Parameters
+    ----------
+    strategy : str
+        ``duelpy:<ClassName>``, one of :data:`PEER_ALGORITHMS`.
+    instance : UnstructuredInstance
+        True win and tie probabilities.
+    delta : float
+        Passed as ``failure_probability``.
+    seed : SeedSequence
+        Spawns the environment's seed (first child, as in :func:`llmpo.simulate.run_replication`)
+        and the algorithm's and tie coin's.
+    max_comparisons : int, optional
+        Budget: the run is cut when spent and reports the algorithm's answer so far, if any.
+    options : dict, optional
+        Further constructor arguments of the duelpy class, by keyword.
+
+    Returns
+    -------
+    PeerRun
+        The answer and the duels used.
+    """
+    duelpy = import_duelpy()
+    name = peer_class_name(strategy)
+    env_seed, algorithm_seed = seed.spawn(2)
+    environment = SyntheticEnvironment(instance, env_seed)
+    coin = np.random.default_rng(algorithm_seed.spawn(1)[0])
+
+    class EnvironmentFeedback(duelpy.feedback.FeedbackMechanism):
+        """duelpy's view of the environment: a boolean per duel, counted."""
+
+        def __init__(self) -> None:
+            super().__init__(list(range(instance.n_policies)))
+            self.n_duels = 0
+
+        def duel(self, arm_i_index: int, arm_j_index: int) -> bool:
+            if max_comparisons is not None and self.n_duels >= max_comparisons:
+                raise _BudgetSpentError
+            self.n_duels += 1
+            outcome = environment.outcome(int(arm_i_index), int(arm_j_index))
+            return bool(coin.random() < 0.5) if outcome == 0.5 else outcome == 1.0
+
+    feedback = EnvironmentFeedback()
+    algorithm_class = getattr(duelpy.algorithms, name)
+    arguments: dict[str, Any] = {"feedback_mechanism": feedback, "failure_probability": delta}
+    if "random_state" in inspect.signature(algorithm_class).parameters:
+        state = int(algorithm_seed.generate_state(1)[0])
+        arguments["random_state"] = np.random.RandomState(state)
+    algorithm = algorithm_class(**{**arguments, **(options or {})})
+    finished = True
+    try:
+        algorithm.run()
+    except _BudgetSpentError:
+        finished = False
+    answer = getattr(algorithm, PEER_ALGORITHMS[name])()
+    if isinstance(answer, list | tuple | set | np.ndarray):
+        # A set of (approximate) winners: name one of them by a fair draw.
+        candidates = sorted(int(a) for a in answer)
+        answer = candidates[int(coin.integers(len(candidates)))] if candidates else None
+    best = -1 if answer is None else int(answer)
+    return PeerRun(best=best, finished=finished and best >= 0, n_comparisons=feedback.n_duels)
