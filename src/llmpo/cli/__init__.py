@@ -13,6 +13,7 @@ app = typer.Typer(
 )
 
 # Command modules register themselves on `app` when imported.
+from llmpo.cli import bench as _bench  # noqa: E402,F401
 from llmpo.cli import core as _core  # noqa: E402,F401
 from llmpo.cli import experiments as _experiments  # noqa: E402,F401
 
