@@ -343,7 +343,9 @@ def plot_results(cells: list[Cell], out: Path) -> dict[str, Path]:
         mine = [c for c in cells if c.instance == name]
         strategies = list(dict.fromkeys(c.strategy for c in mine))
         figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
-        for strategy in strategies:
+        # tab20 keeps up to 20 strategies apart (the default cycle repeats after 10).
+        colors = plt.get_cmap("tab20")(np.linspace(0.0, 1.0, max(len(strategies), 2)))
+        for strategy, color in zip(strategies, colors, strict=False):
             series = sorted((c for c in mine if c.strategy == strategy), key=lambda c: -c.delta)
             x = [math.log(1 / c.delta) for c in series]
             left.errorbar(
@@ -355,14 +357,20 @@ def plot_results(cells: list[Cell], out: Path) -> dict[str, Path]:
                 ],
                 marker="o",
                 capsize=3,
+                color=color,
                 label=strategy,
             )
             right.plot(
-                [c.delta for c in series], [c.error_rate for c in series], "o-", label=strategy
+                [c.delta for c in series],
+                [c.error_rate for c in series],
+                "o-",
+                color=color,
+                label=strategy,
             )
         deltas = sorted({c.delta for c in mine}, reverse=True)
         t_star = mine[0].t_star
-        line_x = np.linspace(0, max(math.log(1 / d) for d in deltas) * 1.05, 50)
+        logs = [math.log(1 / d) for d in deltas]
+        line_x = np.linspace(0.9 * min(logs), 1.05 * max(logs), 50)
         left.plot(line_x, t_star * line_x, "k--", label="T*·log(1/δ)")
         left.set(xlabel="log(1/δ)", ylabel="mean comparisons", title=f"{name}: comparisons")
         left.set_yscale("log")
