@@ -151,7 +151,9 @@ class SuccessiveElimination(SelfStopping):
         least = int(np.argmin(counts[upper]))
         return int(active[upper[0][least]]), int(active[upper[1][least]])
 
-    def _threshold(self, model: UnstructuredModel, counts: NDArray[np.float64]):
+    def _threshold(
+        self, model: UnstructuredModel, counts: NDArray[np.float64]
+    ) -> NDArray[np.float64]:
         return model.threshold.pair(
             counts, float(model.n_told), model.delta, math.log(model.n_policies - 1)
         )
