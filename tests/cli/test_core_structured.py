@@ -1,17 +1,11 @@
 """`llmpo bound` and `llmpo simulate` on structured instances (features and θ)."""
 
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
-
-def llmpo(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "llmpo", *args], capture_output=True, text=True, timeout=300
-    )
+from tests.cli.test_core import llmpo
 
 
 @pytest.fixture
