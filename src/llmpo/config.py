@@ -90,6 +90,22 @@ class BackendConfig(_Strict):
     api_key_env: str | None = Field(default=None, min_length=1)
 
 
+class LocalBackendConfig(_Strict):
+    """A small model on the CPU, offline (extra ``llmpo[local]``): ``model: smollm2``.
+
+    Requests arriving within ``batch_wait_seconds`` of each other are answered together, at
+    most ``max_batch`` at a time.
+    """
+
+    type: Literal["local"]
+    model: Literal["smollm2"] = "smollm2"
+    batch_wait_seconds: float = Field(default=0.05, ge=0.0, le=10.0)
+    max_batch: int = Field(default=16, ge=1, le=256)
+
+
+AnyBackendConfig = Annotated[BackendConfig | LocalBackendConfig, Field(discriminator="type")]
+
+
 class PolicyConfig(_Strict):
     """One policy: a name, with features or factor levels (structured space), and for live LLMs
     its backend, prompts and decoding parameters (``prompt_template`` is Jinja2 over the task's
@@ -98,7 +114,7 @@ class PolicyConfig(_Strict):
     name: str = Field(min_length=1)
     features: list[float] | None = None
     levels: dict[str, str | int | float | bool] | None = None
-    backend: BackendConfig | None = None
+    backend: AnyBackendConfig | None = None
     system_prompt: str | None = None
     prompt_template: str | None = None
     temperature: float | None = Field(default=None, ge=0.0, le=2.0)
@@ -154,7 +170,7 @@ class LLMJudgeConfig(_Strict):
     :data:`llmpo.llm.judges.DEFAULT_JUDGE_PROMPT`) that must make the judge answer A, B or TIE."""
 
     type: Literal["llm"]
-    backend: BackendConfig
+    backend: AnyBackendConfig
     order: Literal["random", "both"] = "random"
     prompt: str | None = None
     system_prompt: str | None = None
@@ -408,7 +424,7 @@ _FIXES = {
 
 
 #: Union member names that pydantic inserts in error locations.
-_UNION_TAGS = ("synthetic", "replay", "llm", "reference", "python")
+_UNION_TAGS = ("synthetic", "replay", "llm", "reference", "python", "openai", "local")
 
 
 def _known_fields(parent: list[str]) -> list[str]:
@@ -418,7 +434,7 @@ def _known_fields(parent: list[str]) -> list[str]:
     elif parent[-1] == "judge":
         models = [ReferenceJudgeConfig, LLMJudgeConfig, PythonJudgeConfig]
     elif parent[-1] == "backend":
-        models = [BackendConfig]
+        models = [BackendConfig, LocalBackendConfig]
     elif parent[0] == "environment":
         models = [SyntheticEnvironmentConfig, ReplayEnvironmentConfig, LLMEnvironmentConfig]
     else:

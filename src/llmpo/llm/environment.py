@@ -20,7 +20,13 @@ from typing import Any
 import jinja2
 import numpy as np
 
-from llmpo.config import BackendConfig, ExperimentConfig, LLMEnvironmentConfig, PolicyConfig
+from llmpo.config import (
+    AnyBackendConfig,
+    BackendConfig,
+    ExperimentConfig,
+    LLMEnvironmentConfig,
+    PolicyConfig,
+)
 from llmpo.llm.backends import (
     Backend,
     BackendError,
@@ -45,8 +51,10 @@ class LLMSetupError(ValueError):
     """A live-LLM configuration that cannot run (tasks, templates, judge, keys)."""
 
 
-def _backend_key(config: BackendConfig) -> tuple[str, str | None, str | None]:
-    return (config.type, config.base_url, config.api_key_env)
+def _backend_key(config: AnyBackendConfig) -> tuple[str, str | None, str | None]:
+    if isinstance(config, BackendConfig):
+        return (config.type, config.base_url, config.api_key_env)
+    return (config.type, config.model, None)
 
 
 @dataclass(frozen=True)
@@ -54,7 +62,7 @@ class LivePolicy:
     """How one policy turns a task into a chat request."""
 
     name: str
-    backend: BackendConfig
+    backend: AnyBackendConfig
     system_prompt: str | None
     template: jinja2.Template
     temperature: float | None
@@ -115,8 +123,7 @@ class LivePolicy:
     def request_key(self, request: GenerationRequest) -> str:
         """Hash of everything that shapes an answer: endpoint, model, messages, decoding."""
         identity = {
-            "backend": self.backend.type,
-            "base_url": self.backend.base_url,
+            "backend": _backend_key(self.backend)[:2],
             "request": [
                 request.messages,
                 request.model,
@@ -194,15 +201,16 @@ class LLMEnvironment:
             environment.max_backoff_seconds,
         )
         self._backend_configs = {_backend_key(p.backend): p.backend for p in self.live_policies}
-        self._judge_backend: BackendConfig | None = getattr(environment.judge, "backend", None)
+        self._judge_backend: AnyBackendConfig | None = getattr(environment.judge, "backend", None)
         if self._judge_backend is not None:
             self._backend_configs[_backend_key(self._judge_backend)] = self._judge_backend
         for backend in self._backend_configs.values():
-            if backend.api_key_env is not None and not os.environ.get(backend.api_key_env):
+            key_env = getattr(backend, "api_key_env", None)
+            if key_env is not None and not os.environ.get(key_env):
                 raise LLMSetupError(
-                    f"the environment variable {backend.api_key_env} (api_key_env of "
-                    f"{backend.base_url or 'OpenAI'}) is not set. "
-                    f"Fix: export {backend.api_key_env}=<your key>"
+                    f"the environment variable {key_env} (api_key_env of "
+                    f"{getattr(backend, 'base_url', None) or 'OpenAI'}) is not set. "
+                    f"Fix: export {key_env}=<your key>"
                 )
         self._backends: dict[tuple[str, str | None, str | None], Backend] = {}
         rate = environment.requests_per_minute
@@ -216,16 +224,21 @@ class LLMEnvironment:
         self.retries = 0
 
     # ---- calls ---------------------------------------------------------------------------------
-    def _backend(self, config: BackendConfig) -> Backend:
+    def _backend(self, config: AnyBackendConfig) -> Backend:
         key = _backend_key(config)
         if key not in self._backends:
-            self._backends[key] = OpenAIBackend(config)
+            if isinstance(config, BackendConfig):
+                self._backends[key] = OpenAIBackend(config)
+            else:
+                from llmpo.llm.local import LocalBackend  # torch only when asked for
+
+                self._backends[key] = LocalBackend(config)
         return self._backends[key]
 
     async def _count_retry(self, attempt: int, error: BackendError, delay: float) -> None:
         self.retries += 1
 
-    async def _call(self, backend: BackendConfig, request: GenerationRequest) -> Generation:
+    async def _call(self, backend: AnyBackendConfig, request: GenerationRequest) -> Generation:
         generation = await call_with_retries(
             self._backend(backend),
             request,
