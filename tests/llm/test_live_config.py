@@ -127,10 +127,11 @@ def test_tasks_are_drawn_uniformly_from_seed_and_number(tmp_path):
     assert all(900 < draws.count(f"t{k}") < 1100 for k in range(4))
 
 
-def test_openai_example_is_a_valid_configuration(tmp_path):
+@pytest.mark.parametrize("name", ["openai.yaml", "local.yaml"])
+def test_live_examples_are_valid_configurations(name):
     from pathlib import Path
 
-    example = Path(__file__).resolve().parents[2] / "examples" / "openai.yaml"
+    example = Path(__file__).resolve().parents[2] / "examples" / name
     data = yaml.safe_load(example.read_text())
     config = parse_config(data, str(example), example.parent)
     assert config.environment.type == "llm" and len(config.policy_names) >= 4
