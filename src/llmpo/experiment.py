@@ -272,7 +272,9 @@ class Experiment:
         if not (0 <= i < k and 0 <= j < k) or i == j:
             raise ValueError(f"unknown pair ({i}, {j}): need two distinct policies in 0..{k - 1}")
         if outcome not in OUTCOMES:
-            raise ValueError(f"outcome must be 0, 0.5 or 1 (1 means policy {i} won), got {outcome!r}")
+            raise ValueError(
+                f"outcome must be 0, 0.5 or 1 (1 means policy {i} won), got {outcome!r}"
+            )
         if self.done:
             raise RuntimeError("the experiment is done; its result is final")
         i, j, outcome = int(i), int(j), float(outcome)

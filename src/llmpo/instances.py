@@ -78,7 +78,9 @@ def _square_matrix(values: Any, name: str, size: int) -> NDArray[np.float64]:
     if matrix.ndim != 2 or matrix.shape[0] != matrix.shape[1]:
         raise InstanceError(f"{name}: must be square (K×K), got shape {matrix.shape}")
     if matrix.shape[0] != size:
-        raise InstanceError(f"{name}: is {matrix.shape[0]}×{matrix.shape[0]} but there are {size} policies")
+        raise InstanceError(
+            f"{name}: is {matrix.shape[0]}×{matrix.shape[0]} but there are {size} policies"
+        )
     if not np.all(np.isfinite(matrix)):
         raise InstanceError(f"{name}: contains a non-finite value")
     return matrix
@@ -120,7 +122,11 @@ def make_unstructured_instance(
         )
     if np.any(np.abs(np.diag(matrix) - 0.5) > TOLERANCE):
         raise InstanceError("win_prob: the diagonal must be 0.5")
-    ties = np.zeros_like(matrix) if tie_prob is None else _square_matrix(tie_prob, "tie_prob", len(names))
+    ties = (
+        np.zeros_like(matrix)
+        if tie_prob is None
+        else _square_matrix(tie_prob, "tie_prob", len(names))
+    )
     np.fill_diagonal(ties, 0.0)
     if np.any(np.abs(ties - ties.T) > TOLERANCE):
         raise InstanceError("tie_prob: must be symmetric (a tie of i and j is a tie of j and i)")

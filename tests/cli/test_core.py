@@ -1,6 +1,7 @@
 """The installed `llmpo` command: bound, simulate and demo, run as a user runs them."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -10,8 +11,14 @@ from llmpo.reference import reference_instance
 
 
 def llmpo(*args: str) -> subprocess.CompletedProcess:
+    # A wide terminal keeps rich from wrapping error lines (whose breaks depend on the tmp path).
+    environment = {**os.environ, "COLUMNS": "400"}
     return subprocess.run(
-        [sys.executable, "-m", "llmpo", *args], capture_output=True, text=True, timeout=300
+        [sys.executable, "-m", "llmpo", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=environment,
     )
 
 
