@@ -63,7 +63,11 @@ def test_resolved_config_round_trips_through_json(tmp_path):
             "did you mean 'dense_subset'",
         ),
         (SMALLEST.replace("seed: 3", "seed: three"), "'seed'", "whole number"),
-        (SMALLEST.replace("type: replay", "type: live"), "'environment'", "'synthetic', 'replay', 'llm'"),
+        (
+            SMALLEST.replace("type: replay", "type: live"),
+            "'environment'",
+            "'synthetic', 'replay', 'llm'",
+        ),
         (SMALLEST.replace("  path: judgments.jsonl\n", ""), "'environment.path'", "add path"),
         (SMALLEST.replace("space: unstructured", "space: tree"), "'space'", "allowed values"),
         ("delta: 0.05\n", "'environment'", "add this field"),

@@ -1,4 +1,4 @@
-"""The ``llmpo`` command line. Each group of commands lives in its own module and registers on ``app``."""
+"""The ``llmpo`` command line; each group of commands is a module that registers on ``app``."""
 
 from __future__ import annotations
 
