@@ -11,8 +11,8 @@ from llmpo.reference import reference_instance
 
 
 def llmpo(*args: str) -> subprocess.CompletedProcess:
-    # A wide terminal keeps rich from wrapping error lines (whose breaks depend on the tmp path).
-    environment = {**os.environ, "COLUMNS": "400"}
+    # A narrow terminal: error lines must still come out whole (long tmp paths included).
+    environment = {**os.environ, "COLUMNS": "60"}
     return subprocess.run(
         [sys.executable, "-m", "llmpo", *args],
         capture_output=True,

@@ -26,8 +26,8 @@ from llmpo.stats.structured import characteristic_time
 from llmpo.stats.thresholds import THRESHOLDS
 from llmpo.stats.unstructured import optimal_allocation
 
-console = Console()
-error_console = Console(stderr=True)
+console = Console(soft_wrap=True)  # sentences stay on one line; tables fit the terminal
+error_console = Console(stderr=True, soft_wrap=True)  # never break an error line
 
 InstanceArg = Annotated[Path, typer.Argument(help="Instance file (JSON, see DESIGN §6).")]
 DeltaOpt = Annotated[float, typer.Option(help="Error probability δ of the experiment.")]

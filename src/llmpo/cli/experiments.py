@@ -31,7 +31,7 @@ from llmpo.runner import (
 )
 from llmpo.store import COMPARISON_COLUMNS, ComparisonRecord, Store, StoreError
 
-error_console = Console(stderr=True)
+error_console = Console(stderr=True, soft_wrap=True)  # never break an error line
 USER_ERRORS = (ConfigError, StoreError, ReplayError)
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as one JSON object.")]
