@@ -6,16 +6,7 @@ from pathlib import Path
 import pytest
 
 from llmpo.config import ConfigError, ReplayEnvironmentConfig, load_config, parse_config
-
-SMALLEST = """\
-space: unstructured
-delta: 0.05
-seed: 3
-environment:
-  type: replay
-  path: judgments.jsonl
-store: runs.db
-"""
+from tests.cli.test_run import SMALLEST
 
 
 def write(tmp_path: Path, text: str) -> Path:
