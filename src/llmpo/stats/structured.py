@@ -310,6 +310,25 @@ def _pairs_or_all(
     return np.asarray(pairs[0], dtype=np.intp), np.asarray(pairs[1], dtype=np.intp)
 
 
+def _allocation_problem(
+    features: ArrayLike, theta: ArrayLike, pairs: tuple[ArrayLike, ArrayLike] | None
+) -> tuple[
+    NDArray[np.float64],
+    int,
+    NDArray[np.intp],
+    NDArray[np.intp],
+    NDArray[np.float64],
+    NDArray[np.float64],
+]:
+    """Features, best policy, pairs (rows, cols), differences z and win probabilities σ(θᵀz)."""
+    x = np.asarray(features, float)
+    th = np.asarray(theta, float)
+    best = best_policy(x, th)
+    rows, cols = _pairs_or_all(x.shape[0], pairs)
+    z = x[rows] - x[cols]
+    return x, best, rows, cols, z, expit(z @ th)
+
+
 def _binary_entropy(p: NDArray[np.float64]) -> NDArray[np.float64]:
     return -(p * np.log(p) + (1.0 - p) * np.log1p(-p))
 
@@ -342,12 +361,7 @@ def optimal_allocation_exact(
     -------
     StructuredAllocation
     """
-    x = np.asarray(features, float)
-    th = np.asarray(theta, float)
-    best = best_policy(x, th)
-    rows, cols = _pairs_or_all(x.shape[0], pairs)
-    z = x[rows] - x[cols]
-    s = expit(z @ th)
+    x, best, rows, cols, z, s = _allocation_problem(features, theta, pairs)
     entropy = _binary_entropy(s)
     w = cp.Variable(rows.size, nonneg=True)
     t = cp.Variable()
@@ -393,12 +407,7 @@ def optimal_allocation_fisher(
     -------
     StructuredAllocation
     """
-    x = np.asarray(features, float)
-    th = np.asarray(theta, float)
-    best = best_policy(x, th)
-    rows, cols = _pairs_or_all(x.shape[0], pairs)
-    z = x[rows] - x[cols]
-    s = expit(z @ th)
+    x, best, rows, cols, z, s = _allocation_problem(features, theta, pairs)
     w = cp.Variable(rows.size, nonneg=True)
     t = cp.Variable()
     information = z.T @ cp.diag(cp.multiply(s * (1.0 - s), w)) @ z
@@ -408,7 +417,8 @@ def optimal_allocation_fisher(
         if j == best:
             continue
         y = x[best] - x[j]
-        constraints.append(2.0 * cp.matrix_frac(y, information) / float(th @ y) ** 2 <= t)
+        gap = float(np.asarray(theta, float) @ y)
+        constraints.append(2.0 * cp.matrix_frac(y, information) / gap**2 <= t)
     cp.Problem(cp.Minimize(t), constraints).solve(solver=cp.CLARABEL, **CLARABEL_OPTIONS)
     shares = np.clip(np.asarray(w.value, float), 0.0, None)
     return StructuredAllocation(best, float(t.value), rows, cols, shares / shares.sum(), "fisher")
@@ -571,7 +581,10 @@ class AllocationSolver:
 
     # divergences D_ab(λ) of the candidate pairs (rows) for each alternative (columns)
     def _divergences(
-        self, theta: NDArray[np.float64], z: NDArray[np.float64], s: NDArray[np.float64],
+        self,
+        theta: NDArray[np.float64],
+        z: NDArray[np.float64],
+        s: NDArray[np.float64],
         alternatives: NDArray[np.float64],
     ) -> NDArray[np.float64]:
         if self.form == "exact":
@@ -581,8 +594,13 @@ class AllocationSolver:
         return 0.5 * (s * (1.0 - s))[:, None] * (z @ shift.T) ** 2 + ridge_term
 
     def _best_responses(
-        self, theta: NDArray[np.float64], z: NDArray[np.float64], s: NDArray[np.float64],
-        weights: NDArray[np.float64], best: int, rivals: NDArray[np.intp],
+        self,
+        theta: NDArray[np.float64],
+        z: NDArray[np.float64],
+        s: NDArray[np.float64],
+        weights: NDArray[np.float64],
+        best: int,
+        rivals: NDArray[np.intp],
     ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
         """f_j(w) and the minimizing alternatives λ_j for every rival."""
         used = weights > 0
@@ -605,9 +623,15 @@ class AllocationSolver:
         return values, alternatives
 
     def _segment_search(
-        self, theta: NDArray[np.float64], z: NDArray[np.float64], s: NDArray[np.float64],
-        best: int, rivals: NDArray[np.intp], start: NDArray[np.float64],
-        end: NDArray[np.float64], start_value: float,
+        self,
+        theta: NDArray[np.float64],
+        z: NDArray[np.float64],
+        s: NDArray[np.float64],
+        best: int,
+        rivals: NDArray[np.intp],
+        start: NDArray[np.float64],
+        end: NDArray[np.float64],
+        start_value: float,
     ) -> tuple[float, NDArray[np.float64]]:
         """Golden-section search of the concave F on the segment [start, end]."""
         ratio = (math.sqrt(5.0) - 1.0) / 2.0
@@ -660,9 +684,7 @@ class AllocationSolver:
         x = self.features
         if best is None:
             best = best_policy(x, th)
-        rows, cols = (
-            candidate_pairs(x, th) if pairs is None else _pairs_or_all(x.shape[0], pairs)
-        )
+        rows, cols = candidate_pairs(x, th) if pairs is None else _pairs_or_all(x.shape[0], pairs)
         z = x[rows] - x[cols]
         s = expit(z @ th)
         rivals = np.delete(np.arange(x.shape[0]), best)
@@ -730,9 +752,7 @@ class AllocationSolver:
 
         # Keep the cuts the LP used and the pairs with weight, for the next (warm) call.
         self._cuts = cuts[mixture > 0] if mixture.size == cuts.shape[0] else cuts
-        self._support = {
-            (int(rows[k]), int(cols[k])) for k in np.flatnonzero(best_weights > 0)
-        }
+        self._support = {(int(rows[k]), int(cols[k])) for k in np.flatnonzero(best_weights > 0)}
         t_star = 1.0 / best_lower if best_lower > 0 else math.inf
         return StructuredAllocation(best, t_star, rows, cols, best_weights, self.form)
 
