@@ -62,28 +62,46 @@ def _load(path: Path) -> UnstructuredInstance | StructuredInstance:
     return instance
 
 
+def _summary(
+    policies: tuple[str, ...],
+    best: int,
+    t_star: float,
+    delta: float,
+    pairs: list[tuple[int, int, float, float]],
+    **space: Any,
+) -> dict[str, Any]:
+    """The bound's JSON: i*, T*, the lower bound at δ and (pair, share, win_prob) per pair."""
+    return {
+        "best": policies[best],
+        "best_index": best,
+        **space,
+        "t_star": t_star,
+        "delta": delta,
+        "kl_delta": kl_confidence(delta),
+        "lower_bound": t_star * kl_confidence(delta),
+        "proportions": [
+            {"pair": [policies[a], policies[b]], "share": share, "win_prob": win_prob}
+            for a, b, share, win_prob in pairs
+        ],
+    }
+
+
 def structured_bound_summary(instance: StructuredInstance, delta: float) -> dict[str, Any]:
     """i*, T*(θ), optimal proportions and the lower bound of a structured instance (DESIGN §3)."""
     allocation = characteristic_time(instance.features, instance.theta)
     utilities = instance.utilities
-    return {
-        "best": instance.policies[allocation.best],
-        "best_index": allocation.best,
-        "class": "structured",
-        "form": allocation.form,
-        "t_star": allocation.t_star,
-        "delta": delta,
-        "kl_delta": kl_confidence(delta),
-        "lower_bound": allocation.lower_bound(delta),
-        "proportions": [
-            {
-                "pair": [instance.policies[a], instance.policies[b]],
-                "share": share,
-                "win_prob": float(1.0 / (1.0 + np.exp(utilities[b] - utilities[a]))),
-            }
-            for a, b, share in allocation.support()
-        ],
-    }
+    pairs = [
+        (a, b, share, float(1.0 / (1.0 + np.exp(utilities[b] - utilities[a]))))
+        for a, b, share in allocation.support()
+    ]
+    return _summary(
+        instance.policies,
+        allocation.best,
+        allocation.t_star,
+        delta,
+        pairs,
+        **{"class": "structured", "form": allocation.form},
+    )
 
 
 def bound_summary(
@@ -91,24 +109,18 @@ def bound_summary(
 ) -> dict[str, Any]:
     """i*, T*, optimal proportions and the lower bound T*·kl(δ, 1−δ)."""
     allocation = optimal_allocation(instance.win_prob, assume_condorcet)
-    upper = np.argwhere(np.triu(allocation.proportions) > 0)
-    return {
-        "best": instance.policies[allocation.best],
-        "best_index": allocation.best,
-        "class": "B" if assume_condorcet else "A",
-        "t_star": allocation.t_star,
-        "delta": delta,
-        "kl_delta": kl_confidence(delta),
-        "lower_bound": allocation.lower_bound(delta),
-        "proportions": [
-            {
-                "pair": [instance.policies[a], instance.policies[b]],
-                "share": float(allocation.proportions[a, b]),
-                "win_prob": float(instance.win_prob[a, b]),
-            }
-            for a, b in upper
-        ],
-    }
+    pairs = [
+        (int(a), int(b), float(allocation.proportions[a, b]), float(instance.win_prob[a, b]))
+        for a, b in np.argwhere(np.triu(allocation.proportions) > 0)
+    ]
+    return _summary(
+        instance.policies,
+        allocation.best,
+        allocation.t_star,
+        delta,
+        pairs,
+        **{"class": "B" if assume_condorcet else "A"},
+    )
 
 
 @app.command()
