@@ -308,6 +308,8 @@ def create_app(
                 name, str(form.get("item", "")), str(form.get("lease", "")), choice, comment
             )
         except LeaseError as error:
+            if server.finished():  # the experiment ended meanwhile: show its result
+                return RedirectResponse("/judge", 303)
             return page(
                 "message.html",
                 409,

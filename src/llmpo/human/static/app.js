@@ -15,7 +15,13 @@
     var tick = function () {
       fetch(live.getAttribute("data-src"), { credentials: "same-origin" })
         .then(function (response) { return response.ok ? response.text() : null; })
-        .then(function (html) { if (html !== null) { live.innerHTML = html; } })
+        .then(function (html) {
+          if (html === null) { return; }
+          live.innerHTML = html;
+          var mine = document.getElementById("mine-now");
+          var shown = document.getElementById("mine");
+          if (mine && shown) { shown.textContent = mine.getAttribute("data-mine"); }
+        })
         .catch(function () { /* the server may be restarting: try again later */ })
         .then(function () { window.setTimeout(tick, every); });
     };
