@@ -18,8 +18,13 @@ from pathlib import Path
 
 import pytest
 
-pytest.importorskip("fastapi")
-playwright_api = pytest.importorskip("playwright.sync_api")
+#: CI sets LLMPO_REQUIRE_BROWSER=1 so that a missing browser fails the run instead of skipping.
+REQUIRED = os.environ.get("LLMPO_REQUIRE_BROWSER") == "1"
+if REQUIRED:
+    import playwright.sync_api as playwright_api
+else:
+    pytest.importorskip("fastapi")
+    playwright_api = pytest.importorskip("playwright.sync_api")
 
 from llmpo.store import Store  # noqa: E402
 from tests.human.conftest import KEY, human_choice  # noqa: E402
@@ -27,7 +32,9 @@ from tests.human.conftest import KEY, human_choice  # noqa: E402
 CHROMIUM = next(
     (p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome")) if p), None
 )
-pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="no Chromium (apt-get install chromium)")
+pytestmark = pytest.mark.skipif(
+    CHROMIUM is None and not REQUIRED, reason="no Chromium (apt-get install chromium)"
+)
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -109,6 +116,7 @@ def comparisons_shown(page) -> int:
 
 
 def test_judges_in_a_browser_finish_an_experiment_to_a_certified_winner(human_project, tmp_path):
+    assert CHROMIUM is not None, "no Chromium: apt-get install chromium"
     _, store, tokens = human_project()
     shots = [tmp_path]
     if os.environ.get("LLMPO_SCREENSHOT_DIR"):
@@ -128,7 +136,8 @@ def test_judges_in_a_browser_finish_an_experiment_to_a_certified_winner(human_pr
             alice.fill("#comment", "Both are short; A gives the exact sum.")
             for folder in shots:
                 folder.mkdir(parents=True, exist_ok=True)
-                alice.screenshot(path=str(folder / "judging.png"))
+                clip = {"x": 0, "y": 0, "width": 1200, "height": 580}  # the page, not the void
+                alice.screenshot(path=str(folder / "judging.png"), clip=clip)
             alice.fill("#comment", "")
             status = alice.context.new_page()
             status.goto(f"{server.url}/status")

@@ -103,3 +103,13 @@ def test_the_core_does_not_import_the_web_stack():
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     ).stdout
     assert output.strip() == "[]"
+
+
+def test_the_example_is_a_valid_human_configuration():
+    from pathlib import Path
+
+    from llmpo.config import load_config
+
+    example = Path(__file__).resolve().parents[2] / "examples" / "human.yaml"
+    config = load_config(example)
+    assert config.environment.judge.type == "human" and len(config.policy_names) == 3
