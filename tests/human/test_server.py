@@ -3,6 +3,7 @@ access control, leases, verdicts through the store, restarts."""
 
 from __future__ import annotations
 
+import re
 import time
 
 import pytest
@@ -73,10 +74,14 @@ def test_two_judges_to_a_certified_winner_through_the_store(human_project):
     _, store, tokens = human_project()
     alice = client_for(store, concurrency=2)
     with alice:
-        signin = alice.post("/signin", data={"token": tokens["alice"]})
+        form = alice.get("/signin")
+        nonce = re.search(r'name="nonce" value="([^"]+)"', form.text).group(1)
+        signin = alice.post("/signin", data={"token": tokens["alice"], "nonce": nonce})
         assert signin.status_code == 303 and signin.headers["location"] == "/judge"
-        assert "httponly" in signin.headers["set-cookie"].lower()
-        assert "samesite=strict" in signin.headers["set-cookie"].lower()
+        (cookie,) = [
+            c for c in signin.headers.get_list("set-cookie") if c.startswith("llmpo_judge=")
+        ]
+        assert "httponly" in cookie.lower() and "samesite=strict" in cookie.lower()
         bob = As(alice, tokens["bob"])  # alice signed in by cookie, bob sends his token
         done = {"alice": 0, "bob": 0}
         for step in range(200):
@@ -182,12 +187,15 @@ def test_requests_without_a_valid_token_or_with_a_forged_form_change_nothing(hum
             anonymous.get("/judge", headers={"Cookie": "llmpo_judge=llmpo_guess"}),
             anonymous.post("/judge", data=form),
             anonymous.post("/judge", data=form, headers=wrong),
-            anonymous.post("/signin", data={"token": "llmpo_guess"}),
-            anonymous.post("/signin", data={"token": ""}),
         ]
+        form_page = anonymous.get("/signin")
+        for guess in ("llmpo_guess", "", tokens["alice"] + "x"):
+            nonce = re.search(r'name="nonce" value="([^"]+)"', form_page.text).group(1)
+            form_page = anonymous.post("/signin", data={"token": guess, "nonce": nonce})
+            refused.append(form_page)  # each refusal comes with a fresh form
         assert [r.status_code for r in refused] == [401] * len(refused)
         assert all("Sign in" in r.text for r in refused if not r.url.path.startswith("/api"))
-        assert all("set-cookie" not in r.headers for r in refused)
+        assert not any("llmpo_judge=" in r.headers.get("set-cookie", "") for r in refused)
         # A valid token with a forged form: no CSRF value, a made-up one, bob's value.
         bob_csrf = parse_judging_page(As(anonymous, tokens["bob"]).get("/judge").text)["csrf"]
         forged = [
@@ -196,6 +204,13 @@ def test_requests_without_a_valid_token_or_with_a_forged_form_change_nothing(hum
             alice.post("/judge", data={**form, "csrf": bob_csrf}),
             alice.post("/signout", data={"csrf": bob_csrf}),
         ]
+        # A sign-in form not made by the server (login forgery), even with a valid token.
+        signin_forged = [
+            anonymous.post("/signin", data={"token": tokens["alice"]}),
+            anonymous.post("/signin", data={"token": tokens["alice"], "nonce": "x" * 22}),
+        ]
+        assert [r.status_code for r in signin_forged] == [403, 403]
+        assert not any("llmpo_judge=" in r.headers.get("set-cookie", "") for r in signin_forged)
         assert [r.status_code for r in forged] == [403] * len(forged)
         assert all("Nothing was recorded" in r.text for r in forged)
         # Nothing changed: no comparison, no event, and alice still holds the same comparison.

@@ -92,6 +92,13 @@ def serve(
             soft_wrap=True,
             highlight=False,
         )
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        error_console.print(
+            f"Listening on {escape(host)}: other machines can reach the judging pages. Use it "
+            "only behind HTTPS (a reverse proxy), since tokens travel in cookies.",
+            soft_wrap=True,
+            highlight=False,
+        )
     error_console.print(
         f"Serving experiment {experiment} of {escape(str(store_path))} to judges at "
         f"http://{host}:{port}/ (Ctrl-C stops; serve again to resume)",

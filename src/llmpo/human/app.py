@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import math
+import secrets
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
@@ -33,6 +34,7 @@ from llmpo.human.tokens import csrf_token, judge_for_token
 from llmpo.store import Store
 
 COOKIE = "llmpo_judge"
+SIGNIN_COOKIE = "llmpo_signin"
 COOKIE_MAX_AGE = 30 * 24 * 3600
 HERE = Path(__file__).parent
 _PAGES = jinja2.Environment(
@@ -213,10 +215,19 @@ def create_app(
         name = judge_for_token(server.store, token)
         return None if name is None or token is None else (name, token)
 
+    def signin_page(status_code: int = 200, error: str | None = None) -> Response:
+        """The sign-in form, with a fresh anti-forgery nonce in a cookie and in the form."""
+        nonce = secrets.token_urlsafe(16)
+        response = page("signin.html", status_code, error=error, nonce=nonce, title="Sign in")
+        response.set_cookie(
+            SIGNIN_COOKIE, nonce, max_age=3600, httponly=True, samesite="strict", path="/signin"
+        )
+        return response
+
     def refuse(request: Request, message: str | None = None) -> Response:
         if request.url.path.startswith("/api/"):
             return JSONResponse({"error": "sign in with a judge's token"}, 401)
-        return page("signin.html", 401, error=message, title="Sign in")
+        return signin_page(401, message)
 
     def common(name: str, token: str) -> dict[str, Any]:
         record = server.live.record
@@ -235,16 +246,20 @@ def create_app(
 
     @app.get("/signin", response_model=None)
     async def signin_form(request: Request) -> Response:
-        return page("signin.html", error=None, title="Sign in")
+        return signin_page()
 
     @app.post("/signin", response_model=None)
     async def signin(request: Request) -> Response:
         form = await request.form()
+        nonce = request.cookies.get(SIGNIN_COOKIE, "")
+        if not nonce or not hmac.compare_digest(str(form.get("nonce", "")), nonce):
+            return signin_page(403, "This sign-in form is stale or forged: sign in again here.")
         token = str(form.get("token", "")).strip()
         assert server.store is not None
         if judge_for_token(server.store, token) is None:
-            return page("signin.html", 401, error="This token is not valid here.", title="Sign in")
+            return signin_page(401, "This token is not valid here.")
         response = RedirectResponse("/judge", 303)
+        response.delete_cookie(SIGNIN_COOKIE, path="/signin")
         response.set_cookie(
             COOKIE, token, max_age=COOKIE_MAX_AGE, httponly=True, samesite="strict", path="/"
         )
