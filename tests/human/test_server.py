@@ -258,3 +258,53 @@ def test_a_restart_loses_no_verdict_and_resumes(human_project):
     assert final["certified"] and final["leader"] == "careful" and status == "certified"
     assert comparisons[:3] == first
     assert count == final["comparisons"] > 3
+
+
+def test_judges_asking_at_the_same_instant_get_distinct_comparisons(human_project):
+    """Six judges hit a live uvicorn server at once while three comparisons wait."""
+    import socket
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    import httpx
+
+    uvicorn = pytest.importorskip("uvicorn")
+    _, store, tokens = human_project(judges=tuple(f"judge{k}" for k in range(6)))
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    app = create_app(store, concurrency=3, assign_wait_seconds=1.0)
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{port}"
+    first = {"Authorization": f"Bearer {tokens['judge0']}"}
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{url}/api/status", headers=first).json()["waiting"] == 3:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.05)
+        barrier = threading.Barrier(len(tokens))
+
+        def ask(token: str) -> str:
+            barrier.wait()
+            headers = {"Authorization": f"Bearer {token}"}
+            return httpx.get(f"{url}/judge", headers=headers, timeout=30).text
+
+        with ThreadPoolExecutor(len(tokens)) as pool:
+            pages = list(pool.map(ask, tokens.values()))
+        status = httpx.get(f"{url}/api/status", headers=first).json()
+    finally:
+        server.should_exit = True
+        thread.join(30)
+    items = [parse_judging_page(page).get("item") for page in pages]
+    handed = [item for item in items if item is not None]
+    assert len(handed) == 3 and len(set(handed)) == 3
+    assert sum("Waiting for the next comparison" in page for page in pages) == 3
+    assert status["waiting"] == 0 and status["being_judged"] == 3
+    assert sorted(j["judging_now"] for j in status["judges"]) == [0, 0, 0, 1, 1, 1]
+    assert stored(store)[0] == 0
