@@ -41,12 +41,15 @@ def test_judges_add_prints_a_token_once_and_stores_only_its_hash(tmp_path):
     assert listed.stdout.split() == ["alice"]
 
 
-def test_run_refuses_an_experiment_judged_by_people(human_project):
+def test_run_and_resume_refuse_an_experiment_judged_by_people(human_project):
     folder, store, _ = human_project()
-    result = runner.invoke(app, ["run", str(folder / "human.yaml"), "--resume"])
-    assert result.exit_code == 2
-    assert "judged by people" in result.output and "llmpo serve" in result.output
+    for command in (["run", str(folder / "human.yaml")], ["resume", str(store)]):
+        result = runner.invoke(app, command)
+        assert result.exit_code == 2, result.output
+        assert "people judge" in result.output or "judged by people" in result.output
+        assert "llmpo serve" in result.output
     with Store(store, readonly=True) as opened:
+        assert len(opened.experiments()) == 1  # run started nothing
         assert opened.comparison_count(opened.experiment().id) == 0
 
 

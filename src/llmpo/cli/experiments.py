@@ -211,6 +211,11 @@ def run(
     }
     try:
         resolved = load_config(config, overrides)
+        if getattr(getattr(resolved.environment, "judge", None), "type", None) == "human":
+            raise _fail(
+                f"{config}: judge: human means people judge. Fix: serve it to them with "
+                f"llmpo serve {config}"
+            )
         environment = None if resume else check_config(resolved)  # before touching the store
         with Store(resolved.store, writer=True) as opened:
             if resume:
