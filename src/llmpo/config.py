@@ -187,8 +187,19 @@ class PythonJudgeConfig(_Strict):
     path: Path | None = None
 
 
+class HumanJudgeConfig(_Strict):
+    """People judge in the browser (``llmpo serve``; extra ``llmpo[human]``). Each pending
+    comparison is leased to one judge for ``lease_seconds``, then handed to another if abandoned;
+    ``show_reference`` shows the task's reference answer beside the two answers."""
+
+    type: Literal["human"]
+    lease_seconds: float = Field(default=600.0, gt=0.0, le=86_400.0)
+    show_reference: bool = True
+
+
 JudgeConfig = Annotated[
-    ReferenceJudgeConfig | LLMJudgeConfig | PythonJudgeConfig, Field(discriminator="type")
+    ReferenceJudgeConfig | LLMJudgeConfig | PythonJudgeConfig | HumanJudgeConfig,
+    Field(discriminator="type"),
 ]
 
 
@@ -411,7 +422,7 @@ _FIXES = {
     "literal_error": "use one of the allowed values",
     "union_tag_invalid": "use one of the expected types",
     "union_tag_not_found": "add a type field (environment: synthetic, replay or llm; "
-    "judge: reference, llm or python; backend: openai)",
+    "judge: reference, llm, python or human; backend: openai)",
     "greater_than": "use a larger value",
     "greater_than_equal": "use a larger value",
     "less_than": "use a smaller value",
@@ -424,7 +435,7 @@ _FIXES = {
 
 
 #: Union member names that pydantic inserts in error locations.
-_UNION_TAGS = ("synthetic", "replay", "llm", "reference", "python", "openai", "local")
+_UNION_TAGS = ("synthetic", "replay", "llm", "reference", "python", "human", "openai", "local")
 
 
 def _known_fields(parent: list[str]) -> list[str]:
@@ -432,7 +443,7 @@ def _known_fields(parent: list[str]) -> list[str]:
     if not parent:
         models: list[type[BaseModel]] = [ExperimentConfig]
     elif parent[-1] == "judge":
-        models = [ReferenceJudgeConfig, LLMJudgeConfig, PythonJudgeConfig]
+        models = [ReferenceJudgeConfig, LLMJudgeConfig, PythonJudgeConfig, HumanJudgeConfig]
     elif parent[-1] == "backend":
         models = [BackendConfig, LocalBackendConfig]
     elif parent[0] == "environment":

@@ -1,6 +1,6 @@
 """The experiment store: one SQLite file per project (stdlib ``sqlite3``, WAL journal).
 
-Tables (schema version 2):
+Tables (schema version 3):
 
 - ``experiments``: id, name, status (``running`` | ``interrupted`` | ``certified`` | ``budget``),
   the resolved configuration (JSON), the policy names, the llmpo version that created it, and the
@@ -10,7 +10,9 @@ Tables (schema version 2):
 - ``events``: what happened to an experiment and when (created, resumed, interrupted, finished);
 - ``generations`` (v2): the cache of live LLM answers, keyed by (policy, task, replicate index,
   request key — a hash of the model, endpoint, messages and decoding parameters), so re-runs and
-  resumed runs never pay twice for the same sample.
+  resumed runs never pay twice for the same sample;
+- ``judges`` (v3): the people who may judge through ``llmpo serve``: name, and a salted SHA-256
+  hash of their sign-in token (the token itself is shown once and never stored).
 
 Every comparison is committed before its outcome is told to the experiment, so a run killed at any
 instant loses at most the comparison in flight and resumes by replaying the store. The file is
@@ -41,7 +43,7 @@ from llmpo import __version__
 
 #: "llpo" in ASCII, written in the SQLite header of every llmpo store.
 APPLICATION_ID = 0x6C6C706F
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 STATUSES = ("running", "interrupted", "certified", "budget")
 
 _SCHEMA_V1 = """
@@ -106,10 +108,22 @@ def _add_generations(connection: sqlite3.Connection) -> None:
     )
 
 
+def _add_judges(connection: sqlite3.Connection) -> None:
+    connection.execute(
+        """CREATE TABLE judges (
+            name TEXT PRIMARY KEY,
+            salt TEXT NOT NULL,
+            token_hash TEXT NOT NULL,
+            created_at TEXT NOT NULL
+        ) WITHOUT ROWID"""
+    )
+
+
 #: MIGRATIONS[v] brings a store from schema v − 1 to v (v = 1 creates it), inside a transaction.
 MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {
     1: _create_schema_v1,
     2: _add_generations,
+    3: _add_judges,
 }
 
 
@@ -556,3 +570,30 @@ class Store:
     def generation_count(self) -> int:
         """How many answers the cache holds."""
         return int(self._query("SELECT count(*) FROM generations")[0][0])
+
+    # ---- human judges --------------------------------------------------------------------------
+    def set_judge(self, name: str, salt: str, token_hash: str, replace: bool = False) -> None:
+        """Record a judge's salted token hash (``replace``: a new token for an existing judge).
+
+        Raises
+        ------
+        StoreError
+            When the judge exists and ``replace`` is False.
+        """
+        with self._transaction() as connection:
+            exists = connection.execute("SELECT 1 FROM judges WHERE name = ?", (name,)).fetchone()
+            if exists and not replace:
+                raise StoreError(
+                    f"{self.path}: judge {name!r} already exists. Fix: choose another name, or "
+                    "add --replace to give them a new token (the old one stops working)"
+                )
+            connection.execute(
+                "INSERT OR REPLACE INTO judges (name, salt, token_hash, created_at) "
+                "VALUES (?, ?, ?, ?)",
+                (name, salt, token_hash, _now()),
+            )
+
+    def judge_credentials(self) -> list[tuple[str, str, str]]:
+        """Every judge as (name, salt, token hash), by name."""
+        rows = self._query("SELECT name, salt, token_hash FROM judges ORDER BY name")
+        return [(str(n), str(s), str(h)) for n, s, h in rows]

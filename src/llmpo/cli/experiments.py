@@ -110,6 +110,12 @@ ConcurrencyOpt = Annotated[
 
 
 def _execute(store: Store, experiment_id: int, as_json: bool, concurrency: int = 8) -> None:
+    judge = store.experiment(experiment_id).config["environment"].get("judge") or {}
+    if judge.get("type") == "human":
+        raise _fail(
+            f"experiment {experiment_id} is judged by people. Fix: serve it to them with "
+            f"llmpo serve {store.path}"
+        )
     display = _Display()
     runner: Runner
     if store.experiment(experiment_id).config["environment"]["type"] == "llm":
@@ -205,6 +211,11 @@ def run(
     }
     try:
         resolved = load_config(config, overrides)
+        if getattr(getattr(resolved.environment, "judge", None), "type", None) == "human":
+            raise _fail(
+                f"{config}: judge: human means people judge. Fix: serve it to them with "
+                f"llmpo serve {config}"
+            )
         environment = None if resume else check_config(resolved)  # before touching the store
         with Store(resolved.store, writer=True) as opened:
             if resume:
