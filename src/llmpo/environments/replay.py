@@ -366,6 +366,12 @@ class ReplayEnvironment(Environment):
         """Draw the next comparisons from a generator seeded with ``seed`` alone."""
         self.rng = np.random.default_rng(list(seed))
 
+    def task_ids(self) -> set[str] | None:
+        """The task ids of the records (None for pair counts, which have none)."""
+        if any(rows is None for rows in self._metadata.values()):
+            return None
+        return {meta[0] for rows in self._metadata.values() for meta in rows or () if meta[0]}
+
     def record_count(self, a: int, b: int) -> float:
         """Number of records of the pair (a, b)."""
         pair = (min(a, b), max(a, b))
