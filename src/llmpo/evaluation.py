@@ -8,7 +8,8 @@ evaluation time (refused if any of its tasks was open to the run). Every compari
 * live LLM policies answer with fresh samples — each policy's replicate index on a task is the
   smallest one no stored comparison of the experiment (selection or evaluation) has used — through
   the same store, generation cache, judge, retries and price table as the run;
-* replay environments draw only records of held-out task ids;
+* replay environments use only records of held-out task ids, each at most once (in a seeded
+  order): the number of comparisons is capped at the held-out records of the pair;
 * synthetic instances (which have no tasks) draw fresh outcomes from the evaluation's own seed.
 
 Comparison number n of an evaluation takes the task at position (n − 1) mod T of a permutation of
@@ -156,7 +157,7 @@ class Evaluation:
             settings = self.evaluation.settings
             comparisons = int(settings["comparisons"])
             tasks = Path(settings["tasks"]) if settings.get("tasks") else None
-        self.comparisons = comparisons
+        requested = comparisons
         self.tasks = tasks
         config = _restricted_config(self.config, [self.winner, self.baseline])
         self.environment = build_environment(config, "evaluation", tasks)
@@ -167,6 +168,11 @@ class Evaluation:
             record.policies.index(self.winner),
             record.policies.index(self.baseline),
         )
+        records = self._record_count()
+        if records is not None and comparisons > records:
+            # Replayed records are fixed: repeating one adds no information. One each at most.
+            comparisons = records
+        self.comparisons = comparisons
         if self.evaluation is None:
             evaluation_id = store.create_evaluation(
                 record.id,
@@ -174,12 +180,21 @@ class Evaluation:
                 self.baseline,
                 {
                     "comparisons": comparisons,
+                    "requested_comparisons": requested,
                     "tasks": None if tasks is None else str(tasks),
                     "held_out_tasks": sorted(self._pool or ()),
+                    "held_out_records": self._record_count(),
                 },
             )
             self.evaluation = store.evaluation(evaluation_id)
         self.seed = _evaluation_seed(self.config.seed or 0, self.evaluation.id)
+
+    def _record_count(self) -> int | None:
+        """Replay: the held-out records of the evaluated pair."""
+        if not isinstance(self.environment, ReplayEnvironment):
+            return None
+        records = self.environment.records(*self.env_pair)
+        return None if records is None else len(records)
 
     def _check_held_out(self) -> None:
         """Refuse an evaluation whose tasks the selection run used or could have used."""
@@ -252,10 +267,21 @@ class Evaluation:
         assert self.evaluation is not None
         done = len(self.store.evaluation_comparisons(self.evaluation.id))
         a, b = self.env_pair
+        records = (
+            self.environment.records(a, b)
+            if isinstance(self.environment, ReplayEnvironment)
+            else None
+        )
+        if records:  # each held-out record once (seeded order) before any repeats
+            rng = np.random.default_rng(np.random.SeedSequence([self.seed, 1]))
+            records = [records[k] for k in rng.permutation(len(records))]
         for seq in range(done + 1, self.comparisons + 1):
-            self.environment.reseed((self.seed, seq))
             started = time.time()
-            comparison = self.environment.compare(a, b)
+            if records:
+                comparison = records[(seq - 1) % len(records)]
+            else:
+                self.environment.reseed((self.seed, seq))
+                comparison = self.environment.compare(a, b)
             self._record(
                 seq,
                 comparison.outcome,
@@ -412,6 +438,7 @@ def summarize_evaluation(store: Store, evaluation: EvaluationRecord) -> dict[str
         "ties": ties,
         "losses": losses,
         "held_out_tasks": len(evaluation.settings.get("held_out_tasks") or []) or None,
+        "held_out_records": evaluation.settings.get("held_out_records"),
         "tasks_used": len({c.task_id for c in comparisons if c.task_id is not None}) or None,
         "cost_usd": sum(costs) if costs else None,
         "input_tokens": sum(c.input_tokens or 0 for c in comparisons),
@@ -426,6 +453,7 @@ def summarize_evaluation(store: Store, evaluation: EvaluationRecord) -> dict[str
         "win_rate": None,
         "interval": None,
         "accuracy": None,
+        "caveat": None,
     }
     if not comparisons:
         summary["sentence"] = "No evaluation comparison yet."
@@ -439,16 +467,26 @@ def summarize_evaluation(store: Store, evaluation: EvaluationRecord) -> dict[str
     summary["interval"] = [rate.lower, rate.upper]
     summary["accuracy"] = _accuracies(comparisons, evaluation.winner, evaluation.baseline)
     tie_note = f"; {ties} of {len(comparisons)} were ties, counted as half" if ties else ""
+    shown = rate.lower > 0.5 or rate.upper < 0.5
+    verb = "beats" if rate.lower > 0.5 else "wins against"
     verdict = (
         ""
-        if rate.lower > 0.5 or rate.upper < 0.5
-        else " — not distinguishable from today's policy at this number of comparisons"
+        if shown
+        else "; the interval includes 50%, so it is not shown better than today's policy at "
+        "this number of comparisons"
     )
     summary["sentence"] = (
-        f"Policy {evaluation.winner} beats today's policy {evaluation.baseline} on "
+        f"Policy {evaluation.winner} {verb} today's policy {evaluation.baseline} on "
         f"{_percent(rate.estimate)} of new questions ({LEVEL:.0%} CI {_percent(rate.lower)}–"
         f"{_percent(rate.upper)}; {len(comparisons)} comparisons{tie_note}){verdict}."
     )
+    distinct = summary["held_out_tasks"]
+    if summary["held_out_records"] is None and distinct and len(comparisons) > distinct:
+        summary["caveat"] = (
+            f"{len(comparisons)} comparisons over {distinct} held-out tasks: tasks repeat (with "
+            f"fresh answers), so the interval is for the win rate on these {distinct} tasks; for "
+            "new questions at large, hold out more tasks"
+        )
     return summary
 
 

@@ -595,6 +595,8 @@ def _gain_lines(report: dict[str, Any]) -> list[str]:
             f"({summary['interval_method']}); "
             + (f"cost ${cost:.4f}." if cost is not None else "cost not reported.")
         )
+        if summary.get("caveat"):
+            text += f" Note: {summary['caveat']}."
         for name, accuracy in (summary.get("accuracy") or {}).items():
             a_low, a_high = accuracy["interval"]
             text += (

@@ -466,6 +466,8 @@ def evaluate(
         f"(ties ½) {summary['win_rate']:.3f}, 95% interval [{low:.3f}, {high:.3f}] "
         f"({summary['interval_method']}); cost {cost}."
     )
+    if summary.get("caveat"):
+        console.print(f"Note: {escape(summary['caveat'])}.")
     for name, accuracy in (summary["accuracy"] or {}).items():
         a_low, a_high = accuracy["interval"]
         console.print(

@@ -372,6 +372,20 @@ class ReplayEnvironment(Environment):
             return None
         return {meta[0] for rows in self._metadata.values() for meta in rows or () if meta[0]}
 
+    def records(self, a: int, b: int) -> list[Comparison] | None:
+        """Every recorded judgment of the pair, as comparisons of ``a`` against ``b`` (None for
+        pair counts, whose records are not individual)."""
+        pair = (min(a, b), max(a, b))
+        metadata = self._metadata.get(pair)
+        if metadata is None:
+            return None
+        comparisons = []
+        for outcome, (task_id, judge, order) in zip(self._outcomes[pair], metadata, strict=True):
+            if a != pair[0]:
+                outcome, order = 1.0 - outcome, _flip(order)
+            comparisons.append(Comparison(float(outcome), task_id, order, judge))
+        return comparisons
+
     def record_count(self, a: int, b: int) -> float:
         """Number of records of the pair (a, b)."""
         pair = (min(a, b), max(a, b))
