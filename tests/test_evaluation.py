@@ -184,6 +184,10 @@ def test_pandalm_replay_split_by_prompt_evaluates_only_held_out_prompts(tmp_path
     assert f"today's policy {baseline} on " in summary["sentence"]
     report = runner.invoke(app, ["report", "runs.db", "--format", "md"])
     assert "## Gain over baseline" in report.stdout and summary["sentence"] in report.stdout
+    html = runner.invoke(app, ["report", "runs.db", "--output", "report.html"])
+    assert html.exit_code == 0
+    page = (tmp_path / "report.html").read_text()
+    assert "id='gain'" in page and f"{n} comparisons of {winner} against the baseline" in page
 
 
 @pytest.mark.skipif(not PANDALM.is_file(), reason="shared PandaLM data absent")
@@ -247,6 +251,18 @@ def test_synthetic_evaluation_end_to_end_is_stored_and_reproducible(tmp_path):
     again.mkdir()
     write_instance(again)
     assert run_and_evaluate(again, seed=3, comparisons=200)["interval"] == summary["interval"]
+
+
+def test_when_the_winner_is_todays_policy_nothing_is_compared(tmp_path, monkeypatch):
+    write_instance(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    write(tmp_path, SYNTHETIC.replace("SEED", "2") + "baseline: best\n")
+    assert runner.invoke(app, ["run", "experiment.yaml"]).exit_code == 0
+    result = runner.invoke(app, ["evaluate", "runs.db"])
+    assert result.exit_code == 0
+    assert "chose today's policy best: there is nothing to switch to" in result.stdout
+    with Store(tmp_path / "runs.db", readonly=True) as store:
+        assert store.evaluations(1) == []
 
 
 @pytest.mark.slow
