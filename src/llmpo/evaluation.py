@@ -115,8 +115,10 @@ class Evaluation:
     Raises
     ------
     EvaluationError
-        For an unfinished experiment, no held-out tasks, held-out tasks open to the run, or
-        nothing to resume.
+        For an unfinished experiment, tasks the selection run used, or nothing to resume.
+    ConfigError
+        When there are no held-out tasks (no holdout declared and no ``tasks``), or a ``tasks``
+        file holds tasks that were open to the selection run.
     """
 
     def __init__(
