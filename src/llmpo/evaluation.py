@@ -471,6 +471,7 @@ def summarize_evaluation(store: Store, evaluation: EvaluationRecord) -> dict[str
     tie_note = f"; {ties} of {len(comparisons)} were ties, counted as half" if ties else ""
     shown = rate.lower > 0.5 or rate.upper < 0.5
     verb = "beats" if rate.lower > 0.5 else "wins against"
+    uncertified = "" if summary["certified"] else " (the best so far, not certified)"
     verdict = (
         ""
         if shown
@@ -478,7 +479,7 @@ def summarize_evaluation(store: Store, evaluation: EvaluationRecord) -> dict[str
         "this number of comparisons"
     )
     summary["sentence"] = (
-        f"Policy {evaluation.winner} {verb} today's policy {evaluation.baseline} on "
+        f"Policy {evaluation.winner}{uncertified} {verb} today's policy {evaluation.baseline} on "
         f"{_percent(rate.estimate)} of new questions ({LEVEL:.0%} CI {_percent(rate.lower)}–"
         f"{_percent(rate.upper)}; {len(comparisons)} comparisons{tie_note}){verdict}."
     )
