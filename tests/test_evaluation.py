@@ -226,6 +226,32 @@ def test_evaluation_without_held_out_tasks_or_of_an_unfinished_run_is_refused(tm
             Evaluation(store, experiment_id)
 
 
+def test_a_run_without_seed_records_the_split_of_the_seed_it_drew(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    rows = [
+        {"policy_a": "a", "policy_b": "b", "task_id": f"q{k % 30}", "outcome": float(k % 3 == 0)}
+        for k in range(300)
+    ]
+    (tmp_path / "judgments.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    text = (
+        "space: unstructured\ndelta: 0.1\nholdout: {fraction: 0.3}\nenvironment:\n"
+        "  type: replay\n  path: judgments.jsonl\nstore: runs.db\n"
+    )
+    write(tmp_path, text)
+    run = runner.invoke(app, ["run", "experiment.yaml", "--json"])
+    assert run.exit_code == 0, run.output
+    assert json.loads(run.stdout)["winner"] == "b"
+    with Store(tmp_path / "runs.db", readonly=True) as store:
+        seed = store.experiment(1).config["seed"]
+        held = store.holdout_tasks(1)
+    assert held == list(split_holdout({r["task_id"] for r in rows}, 0.3, seed))
+    evaluation = runner.invoke(app, ["evaluate", "runs.db", "--json"])
+    assert evaluation.exit_code == 0, evaluation.output
+    summary = json.loads(evaluation.stdout)
+    assert summary["comparisons"] == 90  # 9 held-out tasks × 10 records, each once
+    assert summary["baseline"] == "a" and summary["interval"][0] > 0.5
+
+
 # ---- synthetic: coverage end to end through the store --------------------------------------------
 def run_and_evaluate(folder: Path, seed: int, comparisons: int) -> dict:
     text = SYNTHETIC.replace("SEED", str(seed)) + "baseline: today\n"

@@ -433,8 +433,8 @@ def start_experiment(
         if config.seed is not None
         else config.model_copy(update={"seed": secrets.randbits(32)})
     )
-    if environment is None:
-        environment = check_config(resolved)
+    if environment is None or (config.seed is None and config.holdout is not None):
+        environment = check_config(resolved)  # the held-out split depends on the seed drawn
     held = getattr(environment, "holdout_task_ids", None)
     experiment_id = store.create_experiment(
         resolved.to_json(),
