@@ -55,6 +55,13 @@ environment : mapping
     for demos and for the interruption tests).
 store : path
     The SQLite store (created when missing).
+baseline : str, optional
+    The policy in use today, against which ``llmpo evaluate`` measures the certified policy's
+    gain; default the first policy.
+holdout : mapping, optional
+    Tasks kept out of the selection run for ``llmpo evaluate``: ``{fraction: 0.2}`` (a split of
+    the task ids fixed by the seed) or ``{tasks: FILE}`` (a task file; for replay only its ids
+    are used). Live LLM and replay environments only; recorded in the store when the run starts.
 """
 
 from __future__ import annotations
@@ -232,6 +239,25 @@ class LLMEnvironmentConfig(_Strict):
     prices: dict[str, PriceConfig] = Field(default_factory=dict)
 
 
+class HoldoutConfig(_Strict):
+    """Held-out tasks: a ``fraction`` of the task ids drawn from the seed, or a ``tasks`` file.
+
+    The selection run never sees a held-out task; ``llmpo evaluate`` uses only them.
+    """
+
+    fraction: float | None = Field(default=None, gt=0.0, lt=1.0)
+    tasks: Path | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> HoldoutConfig:
+        if (self.fraction is None) == (self.tasks is None):
+            raise ValueError(
+                "holdout|needs exactly one of fraction and tasks|write holdout: {fraction: 0.2} "
+                "or holdout: {tasks: heldout.jsonl}"
+            )
+        return self
+
+
 EnvironmentConfig = Annotated[
     SyntheticEnvironmentConfig | ReplayEnvironmentConfig | LLMEnvironmentConfig,
     Field(discriminator="type"),
@@ -324,6 +350,8 @@ class ExperimentConfig(_Strict):
     seed: int | None = Field(default=None, ge=0)
     environment: EnvironmentConfig
     store: Path = Path("llmpo.db")
+    baseline: str | None = Field(default=None, min_length=1)
+    holdout: HoldoutConfig | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -341,6 +369,16 @@ class ExperimentConfig(_Strict):
             duplicates = sorted({n for n in names if names.count(n) > 1})
             if duplicates:
                 raise ValueError(f"policies|duplicate names {duplicates}|list each policy once")
+            if self.baseline is not None and self.baseline not in names:
+                raise ValueError(
+                    f"baseline|{self.baseline!r} is not one of the policies {names}|set it to "
+                    "the policy in use today, or omit it (default: the first policy)"
+                )
+        if self.holdout is not None and self.environment.type == "synthetic":
+            raise ValueError(
+                "holdout|a synthetic environment has no tasks to hold out|remove holdout (every "
+                "evaluation comparison of a synthetic instance is a fresh draw)"
+            )
         if self.space == "structured" and (
             self.policies is not None or self.environment.type != "synthetic"
         ):
@@ -446,6 +484,8 @@ def _known_fields(parent: list[str]) -> list[str]:
         models = [ReferenceJudgeConfig, LLMJudgeConfig, PythonJudgeConfig, HumanJudgeConfig]
     elif parent[-1] == "backend":
         models = [BackendConfig, LocalBackendConfig]
+    elif parent[-1] == "holdout":
+        models = [HoldoutConfig]
     elif parent[0] == "environment":
         models = [SyntheticEnvironmentConfig, ReplayEnvironmentConfig, LLMEnvironmentConfig]
     else:
@@ -482,7 +522,7 @@ def _describe(error: dict[str, Any], source: str) -> str:
         return f"{source}: field '{field}': {problem}. Fix: {fix}."
     if error["type"] == "extra_forbidden":
         known = _known_fields(location[:-1])
-        close = difflib.get_close_matches(location[-1], known, n=1)
+        close = difflib.get_close_matches(location[-1], known, n=1, cutoff=0.7)
         fix = (
             f"did you mean '{close[0]}'"
             if close
@@ -569,8 +609,15 @@ def parse_config(
         )
     else:
         environment = environment.model_copy(update={"path": _absolute(environment.path, base)})
+    holdout = config.holdout
+    if holdout is not None and holdout.tasks is not None:
+        holdout = holdout.model_copy(update={"tasks": _absolute(holdout.tasks, base)})
     return config.model_copy(
-        update={"environment": environment, "store": _absolute(config.store, base)}
+        update={
+            "environment": environment,
+            "store": _absolute(config.store, base),
+            "holdout": holdout,
+        }
     )
 
 

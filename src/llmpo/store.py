@@ -1,6 +1,6 @@
 """The experiment store: one SQLite file per project (stdlib ``sqlite3``, WAL journal).
 
-Tables (schema version 3):
+Tables (schema version 4):
 
 - ``experiments``: id, name, status (``running`` | ``interrupted`` | ``certified`` | ``budget``),
   the resolved configuration (JSON), the policy names, the llmpo version that created it, and the
@@ -12,7 +12,12 @@ Tables (schema version 3):
   request key — a hash of the model, endpoint, messages and decoding parameters), so re-runs and
   resumed runs never pay twice for the same sample;
 - ``judges`` (v3): the people who may judge through ``llmpo serve``: name, and a salted SHA-256
-  hash of their sign-in token (the token itself is shown once and never stored).
+  hash of their sign-in token (the token itself is shown once and never stored);
+- ``holdout_tasks`` (v4): the task ids an experiment held out of its selection run, recorded when
+  it is created;
+- ``evaluations`` and ``evaluation_comparisons`` (v4): held-out evaluations of an experiment's
+  certified policy against its baseline (``llmpo evaluate``), their comparisons stored like those
+  of a run.
 
 Every comparison is committed before its outcome is told to the experiment, so a run killed at any
 instant loses at most the comparison in flight and resumes by replaying the store. The file is
@@ -43,8 +48,9 @@ from llmpo import __version__
 
 #: "llpo" in ASCII, written in the SQLite header of every llmpo store.
 APPLICATION_ID = 0x6C6C706F
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 STATUSES = ("running", "interrupted", "certified", "budget")
+EVALUATION_STATUSES = ("running", "interrupted", "done")
 
 _SCHEMA_V1 = """
 CREATE TABLE experiments (
@@ -119,11 +125,53 @@ def _add_judges(connection: sqlite3.Connection) -> None:
     )
 
 
+def _add_holdout_and_evaluations(connection: sqlite3.Connection) -> None:
+    connection.execute(
+        """CREATE TABLE holdout_tasks (
+            experiment_id INTEGER NOT NULL REFERENCES experiments(id),
+            task_id TEXT NOT NULL,
+            PRIMARY KEY (experiment_id, task_id)
+        ) WITHOUT ROWID"""
+    )
+    connection.execute(
+        """CREATE TABLE evaluations (
+            id INTEGER PRIMARY KEY,
+            experiment_id INTEGER NOT NULL REFERENCES experiments(id),
+            created_at TEXT NOT NULL,
+            updated_at TEXT NOT NULL,
+            status TEXT NOT NULL,
+            winner TEXT NOT NULL,
+            baseline TEXT NOT NULL,
+            settings TEXT NOT NULL,
+            result TEXT
+        )"""
+    )
+    connection.execute(
+        """CREATE TABLE evaluation_comparisons (
+            evaluation_id INTEGER NOT NULL REFERENCES evaluations(id),
+            seq INTEGER NOT NULL,
+            policy_a INTEGER NOT NULL,
+            policy_b INTEGER NOT NULL,
+            task_id TEXT,
+            presentation_order TEXT,
+            outcome REAL NOT NULL CHECK (outcome IN (0.0, 0.5, 1.0)),
+            raw TEXT,
+            started_at REAL,
+            finished_at REAL,
+            cost_usd REAL,
+            input_tokens INTEGER,
+            output_tokens INTEGER,
+            PRIMARY KEY (evaluation_id, seq)
+        ) WITHOUT ROWID"""
+    )
+
+
 #: MIGRATIONS[v] brings a store from schema v − 1 to v (v = 1 creates it), inside a transaction.
 MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {
     1: _create_schema_v1,
     2: _add_generations,
     3: _add_judges,
+    4: _add_holdout_and_evaluations,
 }
 
 
@@ -135,6 +183,21 @@ class CachedGeneration:
     input_tokens: int | None
     output_tokens: int | None
     seconds: float | None
+
+
+@dataclass(frozen=True)
+class EvaluationRecord:
+    """One stored held-out evaluation of an experiment's winner against its baseline."""
+
+    id: int
+    experiment_id: int
+    created_at: str
+    updated_at: str
+    status: str
+    winner: str
+    baseline: str
+    settings: dict[str, Any]
+    result: dict[str, Any] | None
 
 
 class StoreError(RuntimeError):
@@ -188,6 +251,30 @@ COMPARISON_COLUMNS = (
     "input_tokens",
     "output_tokens",
 )
+
+
+def _insert_comparison(
+    connection: sqlite3.Connection, table: str, key: str, owner_id: int, record: ComparisonRecord
+) -> None:
+    connection.execute(
+        f"INSERT INTO {table} ({key}, {', '.join(COMPARISON_COLUMNS)}) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            owner_id,
+            record.seq,
+            record.policy_a,
+            record.policy_b,
+            record.outcome,
+            record.task_id,
+            record.order,
+            None if record.raw is None else json.dumps(record.raw, default=str),
+            record.started_at,
+            record.finished_at,
+            record.cost_usd,
+            record.input_tokens,
+            record.output_tokens,
+        ),
+    )
 
 
 def _now() -> str:
@@ -350,9 +437,17 @@ class Store:
 
     # ---- experiments ---------------------------------------------------------------------------
     def create_experiment(
-        self, config: dict[str, Any], policies: list[str], name: str | None = None
+        self,
+        config: dict[str, Any],
+        policies: list[str],
+        name: str | None = None,
+        holdout_tasks: list[str] | None = None,
     ) -> int:
-        """Record a new experiment (status ``running``) and return its id."""
+        """Record a new experiment (status ``running``) and return its id.
+
+        ``holdout_tasks``, the task ids kept out of its selection run, are recorded with it in
+        the same transaction.
+        """
         now = _now()
         with self._transaction() as connection:
             cursor = connection.execute(
@@ -361,8 +456,27 @@ class Store:
                 (name, now, now, __version__, json.dumps(config), json.dumps(policies)),
             )
             experiment_id = int(cursor.lastrowid or 0)
-            self._event(connection, experiment_id, "created", {"policies": len(policies)})
+            if holdout_tasks is not None:
+                connection.executemany(
+                    "INSERT INTO holdout_tasks (experiment_id, task_id) VALUES (?, ?)",
+                    [(experiment_id, task_id) for task_id in holdout_tasks],
+                )
+            self._event(
+                connection,
+                experiment_id,
+                "created",
+                {"policies": len(policies)}
+                | ({} if holdout_tasks is None else {"holdout_tasks": len(holdout_tasks)}),
+            )
         return experiment_id
+
+    def holdout_tasks(self, experiment_id: int) -> list[str] | None:
+        """The task ids the experiment held out of its selection run (None: no holdout)."""
+        rows = self._query(
+            "SELECT task_id FROM holdout_tasks WHERE experiment_id = ? ORDER BY task_id",
+            (experiment_id,),
+        )
+        return [row[0] for row in rows] or None
 
     def experiments(self) -> list[ExperimentRecord]:
         """Every stored experiment, oldest first."""
@@ -442,33 +556,17 @@ class Store:
                     f"{self.path}: experiment {experiment_id} has {last} comparisons; cannot "
                     f"store comparison #{record.seq} (is another process running it?)"
                 )
-            connection.execute(
-                f"INSERT INTO comparisons (experiment_id, {', '.join(COMPARISON_COLUMNS)}) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    experiment_id,
-                    record.seq,
-                    record.policy_a,
-                    record.policy_b,
-                    record.outcome,
-                    record.task_id,
-                    record.order,
-                    None if record.raw is None else json.dumps(record.raw, default=str),
-                    record.started_at,
-                    record.finished_at,
-                    record.cost_usd,
-                    record.input_tokens,
-                    record.output_tokens,
-                ),
-            )
+            _insert_comparison(connection, "comparisons", "experiment_id", experiment_id, record)
 
     def iter_comparisons(self, experiment_id: int) -> Iterator[ComparisonRecord]:
         """The experiment's comparisons in sequence order."""
+        return self._iter_comparisons("comparisons", "experiment_id", experiment_id)
+
+    def _iter_comparisons(self, table: str, key: str, owner_id: int) -> Iterator[ComparisonRecord]:
         try:
             cursor = self.connection.execute(
-                f"SELECT {', '.join(COMPARISON_COLUMNS)} FROM comparisons "
-                "WHERE experiment_id = ? ORDER BY seq",
-                (experiment_id,),
+                f"SELECT {', '.join(COMPARISON_COLUMNS)} FROM {table} WHERE {key} = ? ORDER BY seq",
+                (owner_id,),
             )
             for row in cursor:
                 yield ComparisonRecord(
@@ -525,6 +623,97 @@ class Store:
             (experiment_id,),
         )
         return [(at, kind, json.loads(detail) if detail else None) for at, kind, detail in rows]
+
+    # ---- held-out evaluations -------------------------------------------------------------------
+    def create_evaluation(
+        self, experiment_id: int, winner: str, baseline: str, settings: dict[str, Any]
+    ) -> int:
+        """Record a new evaluation (status ``running``) of an experiment and return its id."""
+        now = _now()
+        with self._transaction() as connection:
+            cursor = connection.execute(
+                "INSERT INTO evaluations (experiment_id, created_at, updated_at, status, winner, "
+                "baseline, settings) VALUES (?, ?, ?, 'running', ?, ?, ?)",
+                (experiment_id, now, now, winner, baseline, json.dumps(settings)),
+            )
+            evaluation_id = int(cursor.lastrowid or 0)
+            self._event(
+                connection, experiment_id, "evaluation_created", {"evaluation": evaluation_id}
+            )
+        return evaluation_id
+
+    def evaluations(self, experiment_id: int | None = None) -> list[EvaluationRecord]:
+        """The evaluations of an experiment (of every experiment when None), oldest first."""
+        where, parameters = (
+            ("WHERE experiment_id = ?", (experiment_id,))
+            if experiment_id
+            else (
+                "",
+                (),
+            )
+        )
+        rows = self._query(
+            "SELECT id, experiment_id, created_at, updated_at, status, winner, baseline, "
+            f"settings, result FROM evaluations {where} ORDER BY id",
+            parameters,
+        )
+        return [
+            EvaluationRecord(*row[:7], json.loads(row[7]), json.loads(row[8]) if row[8] else None)
+            for row in rows
+        ]
+
+    def evaluation(self, evaluation_id: int) -> EvaluationRecord:
+        """One evaluation by id.
+
+        Raises
+        ------
+        StoreError
+            When there is no such evaluation.
+        """
+        for record in self.evaluations():
+            if record.id == evaluation_id:
+                return record
+        raise StoreError(f"{self.path}: no evaluation {evaluation_id}")
+
+    def set_evaluation_status(
+        self, evaluation_id: int, status: str, result: dict[str, Any] | None = None
+    ) -> None:
+        """Set an evaluation's status (and final result)."""
+        if status not in EVALUATION_STATUSES:
+            raise ValueError(f"status must be one of {EVALUATION_STATUSES}, got {status!r}")
+        with self._transaction() as connection:
+            connection.execute(
+                "UPDATE evaluations SET status = ?, updated_at = ?, result = ? WHERE id = ?",
+                (status, _now(), json.dumps(result) if result is not None else None, evaluation_id),
+            )
+
+    def append_evaluation_comparison(self, evaluation_id: int, record: ComparisonRecord) -> None:
+        """Commit one comparison of an evaluation; its sequence number must follow the last.
+
+        Raises
+        ------
+        StoreError
+            When the sequence number would leave a gap or repeat one.
+        """
+        with self._transaction() as connection:
+            last = connection.execute(
+                "SELECT coalesce(max(seq), 0) FROM evaluation_comparisons WHERE evaluation_id = ?",
+                (evaluation_id,),
+            ).fetchone()[0]
+            if record.seq != last + 1:
+                raise StoreError(
+                    f"{self.path}: evaluation {evaluation_id} has {last} comparisons; cannot "
+                    f"store comparison #{record.seq} (is another process running it?)"
+                )
+            _insert_comparison(
+                connection, "evaluation_comparisons", "evaluation_id", evaluation_id, record
+            )
+
+    def evaluation_comparisons(self, evaluation_id: int) -> list[ComparisonRecord]:
+        """The evaluation's comparisons in sequence order."""
+        return list(
+            self._iter_comparisons("evaluation_comparisons", "evaluation_id", evaluation_id)
+        )
 
     # ---- generation cache ----------------------------------------------------------------------
     def cached_generation(
