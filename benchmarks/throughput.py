@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -38,8 +39,19 @@ from llmpo.runner import start_experiment
 from llmpo.store import Store
 
 
-def measure(base_url: str, concurrency: int, comparisons: int) -> float:
-    """Comparisons per second of one run to a budget of ``comparisons``."""
+def process_cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process so far (Linux ``/proc``)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def load_average() -> str:
+    """The 1-minute load average and the number of CPUs (the machine may be shared)."""
+    return f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs"
+
+
+def measure(base_url: str, concurrency: int, comparisons: int) -> tuple[float, float]:
+    """Comparisons per second of one run to a budget of ``comparisons``, and CPU s per one."""
     with tempfile.TemporaryDirectory() as folder:
         tasks = Path(folder) / "tasks.jsonl"
         tasks.write_text(
@@ -63,11 +75,11 @@ def measure(base_url: str, concurrency: int, comparisons: int) -> float:
         )
         with Store(config.store, writer=True) as store:
             experiment_id = start_experiment(config, store)
-            started = time.monotonic()
+            started, cpu = time.monotonic(), time.process_time()
             outcome = AsyncRunner(store, experiment_id, concurrency).run()
-            seconds = time.monotonic() - started
+            seconds, cpu = time.monotonic() - started, time.process_time() - cpu
     assert outcome.new_comparisons == comparisons
-    return comparisons / seconds
+    return comparisons / seconds, cpu / comparisons
 
 
 def main() -> None:
@@ -86,15 +98,21 @@ def main() -> None:
     try:
         assert server.stdout is not None
         base_url = f"http://127.0.0.1:{int(server.stdout.readline())}/v1"
-        print("| concurrency | comparisons | comparisons/s | ideal/s | fraction of ideal |")
-        print("|---:|---:|---:|---:|---:|")
+        print(
+            "| concurrency | comparisons | comparisons/s | ideal/s | fraction of ideal "
+            "| client CPU ms/comparison | server CPU ms/comparison | load average |"
+        )
+        print("|---:|---:|---:|---:|---:|---:|---:|---|")
         for concurrency in arguments.concurrency:
             ideal = concurrency / arguments.latency
             comparisons = max(concurrency, round(ideal * arguments.seconds))
-            rate = measure(base_url, concurrency, comparisons)
+            load = load_average()
+            server_cpu = process_cpu_seconds(server.pid)
+            rate, client_cpu = measure(base_url, concurrency, comparisons)
+            server_cpu = (process_cpu_seconds(server.pid) - server_cpu) / comparisons
             print(
                 f"| {concurrency} | {comparisons} | {rate:.1f} | {ideal:.1f} | "
-                f"{rate / ideal:.1%} |",
+                f"{rate / ideal:.1%} | {client_cpu * 1e3:.2f} | {server_cpu * 1e3:.2f} | {load} |",
                 flush=True,
             )
     finally:
