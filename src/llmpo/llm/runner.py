@@ -241,6 +241,7 @@ class AsyncRunner(Runner):
                         continue  # not told: the answer is final
                     self._settle(task.result())
                     failure = failure or self._judge_failure()
+                self.store.flush_stale()  # answers of unfinished comparisons: within ~1 s
                 now = time.monotonic()
                 if self.on_progress is not None and now - last_report >= self.progress_interval:
                     last_report = now
