@@ -105,3 +105,16 @@ def test_every_told_comparison_is_committed_with_its_answers_first(project, serv
     for told, on_disk, answers in seen:
         assert on_disk >= told + 1  # committed before told
         assert answers >= 2 * (told + 1)  # with both of its answers
+
+
+def test_fresh_replicates_are_the_smallest_unused_indices(project):
+    config = load_config(project / "live.yaml")
+    with Store(config.store, writer=True) as store:
+        runner = AsyncRunner(store, start_experiment(config, store), concurrency=2)
+        for replicate in (0, 2):  # as a replay marks them, out of order
+            runner._use(0, "t1", replicate)
+        assert [runner._fresh_replicate(0, "t1") for _ in range(2)] == [1, 3]
+        runner._use(0, "t1", 5)
+        runner._use(0, "t1", 4)
+        assert [runner._fresh_replicate(0, "t1") for _ in range(2)] == [6, 7]
+        assert runner._fresh_replicate(1, "t1") == runner._fresh_replicate(0, "t2") == 0

@@ -74,6 +74,7 @@ class AsyncRunner(Runner):
         self.live.cache = store
         self.concurrency = concurrency
         self._used_replicates: dict[tuple[int, str], set[int]] = {}
+        self._lowest_free: dict[tuple[int, str], int] = {}  # every replicate below it is used
         self._next_number = 1
         self._sequence = 0
         self._new = 0
@@ -97,9 +98,13 @@ class AsyncRunner(Runner):
         self._used_replicates.setdefault((policy, task_id), set()).add(replicate)
 
     def _fresh_replicate(self, policy: int, task_id: str) -> int:
-        used = self._used_replicates.setdefault((policy, task_id), set())
-        replicate = next(r for r in range(len(used) + 1) if r not in used)
+        key = (policy, task_id)
+        used = self._used_replicates.setdefault(key, set())
+        replicate = self._lowest_free.get(key, 0)  # amortised O(1), not a scan from 0
+        while replicate in used:
+            replicate += 1
         used.add(replicate)
+        self._lowest_free[key] = replicate + 1
         return replicate
 
     def _remember(self, raw: Any, a: int, b: int, task_id: str | None) -> None:
