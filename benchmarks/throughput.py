@@ -17,35 +17,41 @@ of this process), the CPU the client would need to run at the ideal rate, the se
 comparison (``/proc``) and the load average: on a shared machine the wall rate measures the
 contention as much as the code, the CPU figures do not.
 
-Measured on 2 CPU cores shared with other work (load average 13–17), ``--latency 0.2 --seconds 4``,
-two runs each:
+Measured on 2 CPU cores shared with other work, ``--latency 0.2 --seconds 4``, before (commit
+703997b) and after this change, run back to back twice each at a load average of 7.8–8.2:
 
-=========== ============================== ==============================
-concurrency before (one commit earlier)    after
-=========== ============================== ==============================
-1           77% of ideal, 18 ms CPU/comp.  88–89% of ideal, 6.6 ms CPU/comp.
-8           66–71%, 5.0–5.3 ms             77–80%, 2.1–2.2 ms
-64          21–26%, 4.0–4.2 ms             40–46%, 1.9–2.0 ms
-=========== ============================== ==============================
+=========== ======================================== ========================================
+concurrency before: fraction of ideal, client CPU      after: fraction of ideal, client CPU
+=========== ======================================== ========================================
+1           81–83%, 17.5–17.7 ms per comparison      91–92%, 6.5–6.6 ms per comparison
+8           74–76%, 4.6–5.1 ms                       83–87%, 1.9–2.0 ms
+64          33–34%, 3.7–3.9 ms                       50–65%, 1.7–1.9 ms
+=========== ======================================== ========================================
 
-(At concurrency 1 the CPU per comparison includes the start of the run, amortised over 20.) The
-target (≥ 90% at 64) is **not** met on this machine: at the ideal 320 comparisons/s the client needs
-~0.6 of a core (1.9 ms × 320/s), and under that load the process got ~0.3. The server is not the
-bottleneck (0.3 ms of CPU per comparison, two requests). Where the client's CPU goes at 64
-(``py-spy``, share of the busy event loop): the ``openai`` SDK with its ``httpx2`` and ``aiohttp``
-layers 73% (~0.75 ms per request), the runner, environment and retry loop 11%, the store 8% (three
-SQLite commits per comparison, WAL with ``synchronous=NORMAL``, no fsync: ~0.03 ms of CPU per
-comparison for SQLite itself, so grouping them would gain < 2%), the experiment's ask/tell and
-stopping check 3%, prompt rendering and cache keys 3%, the judge 1%. ``uvloop`` made no measurable
-difference (the cost is in the SDK's Python code, not in the event loop).
+(At concurrency 1 the CPU per comparison includes the start of the run, amortised over 20
+comparisons.) Earlier, at a load average of 13–17, the same comparison (with the backend change
+alone) gave 21–26% → 40–46% at 64: the wall fraction follows the machine's load, the CPU per
+comparison does not. The target (≥ 90%
+at 64) is **not** met on this machine: at the ideal 320 comparisons/s the client needs ~0.6 of a
+core (1.8 ms × 320/s; it needed 1.2 before), more than a shared 2-core machine gives it. The server
+is not the bottleneck: 0.3 ms of CPU per comparison (two requests; 0.5 before).
+
+Where the client's CPU goes at 64 (``py-spy``, share of the busy event loop): the ``openai`` SDK
+with its ``httpx2`` and ``aiohttp`` layers 75% (~0.75 ms per request), the runner, environment and
+retry loop 10%, the store 6% (one SQLite commit per comparison, WAL with ``synchronous=NORMAL``, no
+fsync; the cache look-ups), prompt rendering and cache keys 3%, the experiment's ask/tell and
+stopping check 2%, the judge < 1%. ``uvloop`` made no measurable difference (the cost is in the
+SDK's Python code, not in the event loop), so it is not used.
 
 What changed: the backend used eight SDK clients per endpoint on the default ``httpx`` transport,
 whose connection pool scans all its connections (a ``getpeername`` each) for every request, and the
 typed ``chat.completions.create``, whose parameter transform and response models cost ~0.5 ms per
-call; it now uses one client per endpoint on the SDK's own ``aiohttp`` transport with no pool cap
-of its own (the runner bounds the calls in flight) and posts the plain JSON body through the same
-client (auth, headers, status errors and timeouts unchanged) — ~0.75 ms of CPU per request instead
-of ~1.9 ms, and half the server's CPU (the body no longer arrives in a second packet).
+call. It now uses one client per endpoint on the SDK's own ``aiohttp`` transport (when ``aiohttp``
+is installed) with no pool cap of its own — the runner bounds the calls in flight — and posts the
+plain JSON body through the same client (auth, headers, status errors and timeouts unchanged):
+~0.75 ms of CPU per request instead of ~1.9 ms, and half the server's CPU (httpx sent each request
+in two writes, headers then body). The store commits a comparison's cached answers in the
+comparison's own transaction instead of one commit each (three commits per comparison became one).
 """
 
 from __future__ import annotations
