@@ -2,7 +2,8 @@
 
 The experiment is asked for as many pairs as there are free slots (pending pairs count as
 sampled, so a batch spreads over the pairs the rule wants most); each finished comparison is
-committed to the store, then told, and the stopping rule is checked after every one. Once the
+committed to the store (its newly cached answers in the same transaction), then told, and the
+stopping rule is checked after every one. Once the
 experiment is done the comparisons still in flight are cancelled (their finished generations stay
 in the cache) and never told.
 
