@@ -6,8 +6,10 @@ import time
 import numpy as np
 import pytest
 
+import llmpo.llm.backends
 from llmpo.config import BackendConfig
 from llmpo.llm.backends import (
+    CLIENTS_PER_BACKEND,
     BackendError,
     GenerationRequest,
     OpenAIBackend,
@@ -135,6 +137,16 @@ def test_auto_transport_is_aiohttp_when_installed():
     asyncio.run(backend.aclose())
     with pytest.raises(ValueError, match="transport must be"):
         OpenAIBackend(BackendConfig(type="openai", model="m1"), "curl")
+
+
+def test_without_aiohttp_the_backend_falls_back_to_httpx(monkeypatch):
+    monkeypatch.setattr(llmpo.llm.backends, "_aiohttp_client", lambda: None)
+    config = BackendConfig(type="openai", model="m1", base_url="http://127.0.0.1:9/v1")
+    backend = OpenAIBackend(config)
+    assert backend.transport == "httpx" and len(backend.clients) == CLIENTS_PER_BACKEND
+    asyncio.run(backend.aclose())
+    with pytest.raises(BackendError, match="pip install aiohttp"):
+        OpenAIBackend(config, "aiohttp")
 
 
 @pytest.mark.parametrize("transport", ["aiohttp", "httpx"])

@@ -33,12 +33,22 @@ PLACEHOLDER_KEY = "not-needed"
 CLIENTS_PER_BACKEND = 8
 
 
-def _aiohttp_available() -> bool:
+def _aiohttp_client() -> object | None:
+    """The SDK's aiohttp-based HTTP client with no connection cap, or None when unavailable.
+
+    ``max_connections=0`` is aiohttp's "no limit" (its default caps a pool at 100); the runner
+    bounds the calls in flight. Needs ``aiohttp`` and an ``openai`` release with
+    ``DefaultAioHttpClient``.
+    """
     try:
         import aiohttp  # noqa: F401
-    except ImportError:
-        return False
-    return True
+
+        limits = type(openai.DEFAULT_CONNECTION_LIMITS)(
+            max_connections=0, max_keepalive_connections=None
+        )
+        return openai.DefaultAioHttpClient(limits=limits)
+    except (ImportError, AttributeError, RuntimeError):
+        return None
 
 
 def _count(value: object) -> int | None:
@@ -146,28 +156,30 @@ class OpenAIBackend(Backend):
         # SDK's aiohttp transport, whose pool has no connection cap of its own (the runner bounds
         # the calls in flight) and costs far less CPU per request than the default httpx one;
         # without it, requests are spread over several httpx clients.
-        if transport == "auto":
-            transport = "aiohttp" if _aiohttp_available() else "httpx"
-        if transport == "aiohttp":
-            # max_connections=0 is aiohttp's "no limit" (its default caps a pool at 100).
-            limits = type(openai.DEFAULT_CONNECTION_LIMITS)(
-                max_connections=0, max_keepalive_connections=None
+        if transport not in ("auto", "aiohttp", "httpx"):
+            raise ValueError(f"transport must be 'auto', 'aiohttp' or 'httpx', got {transport!r}")
+        http_client = _aiohttp_client() if transport != "httpx" else None
+        if http_client is None and transport == "aiohttp":
+            raise BackendError(
+                "the aiohttp transport needs the aiohttp package and an openai release with "
+                "DefaultAioHttpClient. Fix: pip install aiohttp, or upgrade openai"
             )
+        if http_client is not None:
+            transport = "aiohttp"
             self.clients = [
                 openai.AsyncOpenAI(
                     api_key=key,
                     base_url=config.base_url,
                     max_retries=0,
-                    http_client=openai.DefaultAioHttpClient(limits=limits),
+                    http_client=http_client,  # type: ignore[arg-type]
                 )
             ]
-        elif transport == "httpx":
+        else:
+            transport = "httpx"
             self.clients = [
                 openai.AsyncOpenAI(api_key=key, base_url=config.base_url, max_retries=0)
                 for _ in range(CLIENTS_PER_BACKEND)
             ]
-        else:
-            raise ValueError(f"transport must be 'auto', 'aiohttp' or 'httpx', got {transport!r}")
         self.transport = transport
         self._next_client = 0
 
