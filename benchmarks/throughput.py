@@ -29,12 +29,19 @@ concurrency before: fraction of ideal, client CPU      after: fraction of ideal,
 =========== ======================================== ========================================
 
 (At concurrency 1 the CPU per comparison includes the start of the run, amortised over 20
-comparisons.) Earlier, at a load average of 13–17, the same comparison (with the backend change
-alone) gave 21–26% → 40–46% at 64: the wall fraction follows the machine's load, the CPU per
-comparison does not. The target (≥ 90%
-at 64) is **not** met on this machine: at the ideal 320 comparisons/s the client needs ~0.6 of a
-core (1.8 ms × 320/s; it needed 1.2 before), more than a shared 2-core machine gives it. The server
-is not the bottleneck: 0.3 ms of CPU per comparison (two requests; 0.5 before).
+comparisons.) The same pairs of runs at a load average of 2.6–4.4: before 88%, 82–84%, 47–49%;
+after 91–94%, 87–88%, 67–69% (1.7–1.8 ms of client CPU per comparison at 64). At 13–17, with the
+backend change alone: 21–26% → 40–46% at 64. The wall fraction follows the machine's load; the CPU
+per comparison does not.
+
+The target (≥ 90% at 64) is **not** met. The server is not the bottleneck (0.3 ms of CPU per
+comparison for its two requests; 0.5 before), nor the network (a bare ``aiohttp`` round trip takes
+202–207 ms). The client is: at the ideal 320 comparisons/s it needs ~0.55–0.6 of a core (1.2
+before), and with 64 comparisons in flight and a fixed latency the results arrive in bursts that
+one event loop works through serially (64 × 1.75 ms ≈ 110 ms of work per 200 ms cycle), so a
+comparison takes ~250 ms on average at 64 against ~212 ms at 1. Spreading the first 64 dispatches
+over one latency (tried, not kept) gained only 3–8 points: the bursts re-form. By that account,
+90% needs ≲ 0.7 ms of client CPU per comparison, while the SDK alone takes ~1.5 ms (two requests).
 
 Where the client's CPU goes at 64 (``py-spy``, share of the busy event loop): the ``openai`` SDK
 with its ``httpx2`` and ``aiohttp`` layers 75% (~0.75 ms per request), the runner, environment and
