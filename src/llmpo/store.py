@@ -20,7 +20,12 @@ Tables (schema version 4):
   of a run.
 
 Every comparison is committed before its outcome is told to the experiment, so a run killed at any
-instant loses at most the comparison in flight and resumes by replaying the store. The file is
+instant loses at most the comparison in flight and resumes by replaying the store. Cached answers
+are not committed on their own: they join the store's next transaction (the comparison that used
+them, an event, a status), or are committed at :meth:`Store.close`, by :meth:`Store.flush`, or once
+the oldest has waited ``CACHE_FLUSH_SECONDS`` — so a comparison and its answers are committed
+together, and a process killed outright loses at most the last second's answers (paid again, never
+reused wrongly). The file is
 marked with an SQLite ``application_id`` and its schema version in ``user_version``; a file of
 another application, a corrupt file, or a store of a newer schema is refused without being changed,
 and an older schema is migrated in one transaction. One process writes a store at a time: a second
@@ -32,6 +37,7 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -51,6 +57,9 @@ APPLICATION_ID = 0x6C6C706F
 SCHEMA_VERSION = 4
 STATUSES = ("running", "interrupted", "certified", "budget")
 EVALUATION_STATUSES = ("running", "interrupted", "done")
+
+#: Cached answers wait at most this long (seconds) for the next write of the store to commit them.
+CACHE_FLUSH_SECONDS = 1.0
 
 _SCHEMA_V1 = """
 CREATE TABLE experiments (
@@ -304,6 +313,9 @@ class Store:
     def __init__(self, path: str | Path, *, readonly: bool = False, writer: bool = False) -> None:
         self.path = Path(path)
         self._lock_handle: Any = None
+        #: Answers waiting for the next transaction: key → row, and when the first one arrived.
+        self._pending_generations: dict[tuple[str, str, int, str], tuple[Any, ...]] = {}
+        self._pending_since = 0.0
         if readonly and not self.path.is_file():
             raise StoreError(f"{self.path}: no such store. Fix: check the path.")
         if self.path.is_dir():
@@ -401,11 +413,14 @@ class Store:
         self._lock_handle = handle
 
     def close(self) -> None:
-        """Close the connection and release the writer lock."""
-        self.connection.close()
-        if self._lock_handle is not None:
-            self._lock_handle.close()
-            self._lock_handle = None
+        """Commit the cached answers still pending, close the connection, release the lock."""
+        try:
+            self.flush()
+        finally:
+            self.connection.close()
+            if self._lock_handle is not None:
+                self._lock_handle.close()
+                self._lock_handle = None
 
     def __enter__(self) -> Store:
         return self
@@ -421,11 +436,19 @@ class Store:
         except sqlite3.OperationalError as error:
             raise StoreError(f"{self.path}: cannot write ({error})") from None
         try:
+            if self._pending_generations:
+                self.connection.executemany(
+                    "INSERT OR IGNORE INTO generations (policy, task_id, replicate, request_key, "
+                    "model, text, input_tokens, output_tokens, seconds, created_at) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    self._pending_generations.values(),
+                )
             yield self.connection
         except BaseException:
             self.connection.execute("ROLLBACK")
             raise
         self.connection.execute("COMMIT")
+        self._pending_generations.clear()
 
     def _query(self, sql: str, parameters: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
         try:
@@ -720,6 +743,9 @@ class Store:
         self, policy: str, task_id: str, replicate: int, request_key: str
     ) -> CachedGeneration | None:
         """The cached answer of a policy to a task for one replicate and request, if any."""
+        pending = self._pending_generations.get((policy, task_id, replicate, request_key))
+        if pending is not None:
+            return CachedGeneration(*pending[5:9])
         rows = self._query(
             "SELECT text, input_tokens, output_tokens, seconds FROM generations WHERE policy = ? "
             "AND task_id = ? AND replicate = ? AND request_key = ?",
@@ -736,28 +762,46 @@ class Store:
         model: str,
         generation: CachedGeneration,
     ) -> None:
-        """Commit an answer to the cache (a repeated key keeps the first answer)."""
-        with self._transaction() as connection:
-            connection.execute(
-                "INSERT OR IGNORE INTO generations (policy, task_id, replicate, request_key, "
-                "model, text, input_tokens, output_tokens, seconds, created_at) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    policy,
-                    task_id,
-                    replicate,
-                    request_key,
-                    model,
-                    generation.text,
-                    generation.input_tokens,
-                    generation.output_tokens,
-                    generation.seconds,
-                    _now(),
-                ),
-            )
+        """Add an answer to the cache (a repeated key keeps the first answer).
+
+        It is committed with the store's next transaction, at the latest ``CACHE_FLUSH_SECONDS``
+        after the oldest pending answer arrived (checked here and by :meth:`flush_stale`), or at
+        :meth:`close`.
+        """
+        key = (policy, task_id, replicate, request_key)
+        if not self._pending_generations:
+            self._pending_since = time.monotonic()
+        self._pending_generations.setdefault(
+            key,
+            (
+                *key,
+                model,
+                generation.text,
+                generation.input_tokens,
+                generation.output_tokens,
+                generation.seconds,
+                _now(),
+            ),
+        )
+        self.flush_stale()
+
+    def flush(self) -> None:
+        """Commit the cached answers still pending (if any)."""
+        if self._pending_generations:
+            with self._transaction():
+                pass
+
+    def flush_stale(self) -> None:
+        """Commit the pending cached answers once the oldest has waited ``CACHE_FLUSH_SECONDS``."""
+        if (
+            self._pending_generations
+            and time.monotonic() - self._pending_since >= CACHE_FLUSH_SECONDS
+        ):
+            self.flush()
 
     def generation_count(self) -> int:
-        """How many answers the cache holds."""
+        """How many answers the cache holds (pending ones are committed first)."""
+        self.flush()
         return int(self._query("SELECT count(*) FROM generations")[0][0])
 
     # ---- human judges --------------------------------------------------------------------------
