@@ -94,13 +94,15 @@ class LocalBackendConfig(_Strict):
     """A small model on the CPU, offline (extra ``llmpo[local]``): ``model: smollm2``.
 
     Requests arriving within ``batch_wait_seconds`` of each other are answered together, at
-    most ``max_batch`` at a time.
+    most ``max_batch`` at a time, on ``threads`` CPU threads (default: the cores left idle by
+    the machine's load when the model loads, at least one).
     """
 
     type: Literal["local"]
     model: Literal["smollm2"] = "smollm2"
     batch_wait_seconds: float = Field(default=0.05, ge=0.0, le=10.0)
     max_batch: int = Field(default=16, ge=1, le=256)
+    threads: int | None = Field(default=None, ge=1, le=256)
 
 
 AnyBackendConfig = Annotated[BackendConfig | LocalBackendConfig, Field(discriminator="type")]
@@ -157,8 +159,9 @@ class ReplayEnvironmentConfig(_Strict):
 
 class ReferenceJudgeConfig(_Strict):
     """Compare each answer with the task's ``reference``: ``exact``, ``normalized`` (case,
-    punctuation, articles and spacing ignored), ``contains`` (normalized reference inside the
-    normalized answer) or ``numeric`` (last number of the answer within ``tolerance``)."""
+    punctuation, articles and spacing ignored, number words as digits), ``contains`` (normalized
+    reference among the normalized answer's words) or ``numeric`` (last number of the answer
+    within ``tolerance``)."""
 
     type: Literal["reference"]
     match: Literal["exact", "normalized", "contains", "numeric"] = "normalized"

@@ -106,10 +106,35 @@ _ARTICLES = re.compile(r"\b(a|an|the)\b")
 _NUMBER = re.compile(r"[-+]?(?:\d+(?:,\d{3})*(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?")
 
 
+#: Number words that :func:`normalize` writes as digits ("eight legs" matches the reference "8").
+NUMBER_WORDS = {
+    word: str(value)
+    for value, word in enumerate(
+        [
+            *("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"),
+            *("ten", "eleven", "twelve", "thirteen", "fourteen", "fifteen", "sixteen"),
+            *("seventeen", "eighteen", "nineteen", "twenty"),
+        ]
+    )
+} | {"thirty": "30", "forty": "40", "fifty": "50", "hundred": "100"}
+
+
 def normalize(text: str) -> str:
-    """Lower case, without punctuation, articles and repeated spaces."""
+    """Lower case, without punctuation, articles and repeated spaces; number words as digits."""
     lowered = text.lower().translate(str.maketrans("", "", string.punctuation))
-    return " ".join(_ARTICLES.sub(" ", lowered).split())
+    return " ".join(NUMBER_WORDS.get(word, word) for word in _ARTICLES.sub(" ", lowered).split())
+
+
+def contains_words(answer: str, reference: str) -> bool:
+    """Whether the normalized reference occurs in the normalized answer as whole words.
+
+    "Paris" is in "The capital is Paris.", but "5" is not in "25" and "au" not in "Australia".
+    """
+    wanted, words = normalize(reference).split(), normalize(answer).split()
+    return bool(wanted) and any(
+        words[start : start + len(wanted)] == wanted
+        for start in range(len(words) - len(wanted) + 1)
+    )
 
 
 def last_number(text: str) -> float | None:
@@ -126,9 +151,10 @@ def last_number(text: str) -> float | None:
 class ReferenceJudge(Judge):
     """Scores each answer against the task's reference; the answer that matches wins.
 
-    Both or neither matching is a tie. Modes: ``exact`` (after trimming spaces), ``normalized``,
-    ``contains`` (normalized reference inside the normalized answer), ``numeric`` (the answer's last
-    number within ``tolerance`` of the reference's).
+    Both or neither matching is a tie. Modes: ``exact`` (after trimming spaces), ``normalized``
+    (see :func:`normalize`), ``contains`` (the normalized reference among the normalized answer's
+    words, see :func:`contains_words`), ``numeric`` (the answer's last number within ``tolerance``
+    of the reference's).
     """
 
     def __init__(self, match: str = "normalized", tolerance: float = 1e-6) -> None:
@@ -142,7 +168,7 @@ class ReferenceJudge(Judge):
         if self.match == "normalized":
             return normalize(answer) == normalize(reference)
         if self.match == "contains":
-            return normalize(reference) in normalize(answer)
+            return contains_words(answer, reference)
         expected, got = last_number(reference), last_number(answer)
         return expected is not None and got is not None and abs(got - expected) <= self.tolerance
 
