@@ -132,23 +132,26 @@ class OpenAIBackend(Backend):
                 )
             key = value
         self._secret = key
-        # Requests are spread over several clients, one per CALLS_PER_CLIENT calls in flight:
-        # a connection pool scans all its connections for every request, which costs more than
-        # the request at high concurrency. Clients are made when first needed (each costs ~30 ms
-        # of CPU to set up).
+        # Requests are spread in turn over several clients, one per CALLS_PER_CLIENT calls in
+        # flight: a connection pool scans all its connections for every request, which costs
+        # more than the request at high concurrency. Clients are made when first needed (each
+        # costs ~30 ms of CPU to set up).
         self._key = key
         self._base_url = config.base_url
         self.clients: list[openai.AsyncOpenAI] = []
         self._in_flight = 0
+        self._turn = 0
 
     def _client(self) -> openai.AsyncOpenAI:
-        index = min(self._in_flight // CALLS_PER_CLIENT, CLIENTS_PER_BACKEND - 1)
-        while len(self.clients) <= index:
+        """The next client in turn, after making one more if the calls in flight need it."""
+        needed = min(self._in_flight // CALLS_PER_CLIENT + 1, CLIENTS_PER_BACKEND)
+        if len(self.clients) < needed:
             # Retries and timeouts are ours (they honour Retry-After and count every attempt).
             self.clients.append(
                 openai.AsyncOpenAI(api_key=self._key, base_url=self._base_url, max_retries=0)
             )
-        return self.clients[index]
+        self._turn = (self._turn + 1) % len(self.clients)
+        return self.clients[self._turn]
 
     def _scrub(self, text: str) -> str:
         return text.replace(self._secret, "***") if self._secret != PLACEHOLDER_KEY else text
