@@ -12,16 +12,18 @@ comparison chains one round of calls: the ideal rate is concurrency ÷ latency. 
 tie, so each run goes to its comparison budget (≈ ``--seconds`` of ideal work). Target: ≥ 90% of
 the ideal at concurrency 64.
 
-Measured on 2 CPU cores shared with other jobs (load average 3.5–4.5; ``--latency 0.2
---seconds 4``): 94% at concurrency 1, 85% at 8, 51% at 64 (54% before the changes below, within
-the run-to-run spread of ±4 points). At 64 the client is CPU-bound: 128 calls in flight need 640
-requests a second, and the client spends ~1.4 ms of CPU on each (measured: 3.6 s of CPU for 2,560
-requests; the server process 0.7 s) while the other jobs leave it about half a core. The runner
-itself (asking, telling, SQLite) is under 5% of that; the rest is the ``openai`` SDK's request
-path and its HTTP stack. Already done: the SDK's generic ``client.post`` instead of
-``chat.completions.create`` (which transforms typed parameters and replies, ~2 ms a call), up to
-8 clients made on demand (16 calls in flight each, so a connection pool stays small), uvloop when
-installed. Not reached: the 90% target at 64 on this shared machine.
+Measured on 2 CPU cores shared with other jobs (``--latency 0.2 --seconds 4``): at load average
+~7, 89% at concurrency 1, 82% at 8, 43% at 64; earlier at load 3.5–4.5, 94%, 85%, 51% (with the
+clients not yet taken in turn, which alone gained 6–7 points at 64 in alternated runs). At 64
+the client is CPU-starved: 128 calls in flight need 640 requests a second, the client spends
+~1.35 ms of CPU on each (measured at load ~7: 3.4 s of CPU for 2,560 requests in 9.4 s of wall
+time, i.e. the other jobs left it about a third of a core; the server process used 0.6 s). The
+runner itself (asking, telling, SQLite) is under 5% of that CPU; the rest is the ``openai``
+SDK's request path and its HTTP stack. Done: the SDK's generic ``client.post`` instead of
+``chat.completions.create`` (which transforms typed parameters and replies, ~2 ms a call), calls
+spread in turn over up to 8 clients made on demand (one per 16 calls in flight, so no connection
+pool grows large), uvloop when installed. Not reached: the 90% target at 64 on this shared
+machine.
 """
 
 from __future__ import annotations
