@@ -101,13 +101,15 @@ class LocalBackendConfig(_Strict):
     """A small model on the CPU, offline (extra ``llmpo[local]``): ``model: smollm2``.
 
     Requests arriving within ``batch_wait_seconds`` of each other are answered together, at
-    most ``max_batch`` at a time.
+    most ``max_batch`` at a time, on ``threads`` CPU threads (default: the cores left idle by
+    the machine's load when the model loads, at least one).
     """
 
     type: Literal["local"]
     model: Literal["smollm2"] = "smollm2"
     batch_wait_seconds: float = Field(default=0.05, ge=0.0, le=10.0)
     max_batch: int = Field(default=16, ge=1, le=256)
+    threads: int | None = Field(default=None, ge=1, le=256)
 
 
 AnyBackendConfig = Annotated[BackendConfig | LocalBackendConfig, Field(discriminator="type")]
@@ -164,12 +166,15 @@ class ReplayEnvironmentConfig(_Strict):
 
 class ReferenceJudgeConfig(_Strict):
     """Compare each answer with the task's ``reference``: ``exact``, ``normalized`` (case,
-    punctuation, articles and spacing ignored), ``contains`` (normalized reference inside the
-    normalized answer) or ``numeric`` (last number of the answer within ``tolerance``)."""
+    punctuation, articles and spacing ignored, number words as digits), ``contains`` (normalized
+    reference among the normalized answer's words), ``numeric`` (last number of the answer
+    within ``tolerance``) or ``embedding`` (cosine similarity of the answer's and the reference's
+    all-MiniLM-L6-v2 embeddings at least ``similarity``; extra ``llmpo[embeddings]``)."""
 
     type: Literal["reference"]
-    match: Literal["exact", "normalized", "contains", "numeric"] = "normalized"
+    match: Literal["exact", "normalized", "contains", "numeric", "embedding"] = "normalized"
     tolerance: float = Field(default=1e-6, ge=0.0)
+    similarity: float = Field(default=0.7, ge=-1.0, le=1.0)
 
 
 class LLMJudgeConfig(_Strict):
@@ -224,8 +229,9 @@ class LLMEnvironmentConfig(_Strict):
     ``reference``); each comparison draws one task uniformly. Every call has a hard timeout of
     ``timeout_seconds`` and is retried up to ``max_retries`` times (exponential backoff from
     ``backoff_seconds``, with jitter, honouring ``Retry-After``); ``requests_per_minute`` caps the
-    calls started per minute on each endpoint. ``prices`` maps model names to USD per million
-    input and output tokens.
+    calls started per minute on each endpoint and ``tokens_per_minute`` the tokens (prompt and
+    answer; a call reserves its prompt and ``max_tokens`` before it starts). ``prices`` maps
+    model names to USD per million input and output tokens.
     """
 
     type: Literal["llm"]
@@ -236,6 +242,7 @@ class LLMEnvironmentConfig(_Strict):
     backoff_seconds: float = Field(default=1.0, ge=0.0, le=600.0)
     max_backoff_seconds: float = Field(default=60.0, ge=0.0, le=3600.0)
     requests_per_minute: float | None = Field(default=None, gt=0.0)
+    tokens_per_minute: float | None = Field(default=None, gt=0.0)
     prices: dict[str, PriceConfig] = Field(default_factory=dict)
 
 

@@ -15,9 +15,12 @@ from llmpo.llm.backends import (
     OpenAIBackend,
     RequestRateLimiter,
     RetryPolicy,
+    TokenRateLimiter,
     call_with_retries,
+    estimate_tokens,
 )
 from tests.llm.conftest import SECRET
+from tests.llm.server import FakeOpenAIServer
 
 REQUEST = GenerationRequest((("user", "What is 1 + 2?"),), "m1", temperature=0.0)
 
@@ -198,3 +201,53 @@ def test_one_backend_keeps_more_calls_in_flight_than_a_default_pool_allows(serve
     FAST_ENOUGH = RetryPolicy(timeout_seconds=20.0, max_retries=0)
     assert len(asyncio.run(calls())) == 150
     assert server.max_in_flight > 100
+
+
+def test_tokens_per_minute_keeps_the_tokens_within_the_limit():
+    """The server reports (words of the prompt) + 3 tokens a call: 100 here. At 12,000 tokens a
+    minute (200 a second, a bucket of 12,000) 124 calls use 12,400, so the last one cannot start
+    before the bucket has refilled (123 × 100 + its reservation − 12,000) / 200 ≈ 2.1 s."""
+    request = GenerationRequest((("user", " ".join(["word"] * 97)),), "m1", max_tokens=3)
+    reservation = estimate_tokens(request)
+    assert reservation == -(-(4 + len(request.messages[0][1])) // 4) + 3
+
+    server = FakeOpenAIServer().start()  # echoes the prompt
+    patient = RetryPolicy(timeout_seconds=30.0, max_retries=0)  # a retry would reserve again
+
+    async def calls(limiter: TokenRateLimiter | None):
+        backend = OpenAIBackend(BackendConfig(type="openai", model="m1", base_url=server.base_url))
+        rng = np.random.default_rng(0)
+        try:
+            started = time.monotonic()
+            generations = await asyncio.gather(
+                *(
+                    call_with_retries(backend, request, patient, rng, None, None, limiter)
+                    for _ in range(124)
+                )
+            )
+            return time.monotonic() - started, generations, limiter
+        finally:
+            await backend.aclose()
+
+    limiter = TokenRateLimiter(per_minute=12_000)
+    try:
+        unlimited, _, _ = asyncio.run(calls(None))
+        seconds, generations, limiter = asyncio.run(calls(limiter))
+    finally:
+        server.stop()
+    assert {g.input_tokens + g.output_tokens for g in generations} == {100}
+    earliest = (123 * 100 + reservation - 12_000) / 200
+    assert earliest <= seconds < earliest + 5.0
+    assert seconds > unlimited + 1.0  # the limiter, not the machine, made it wait
+    assert limiter.level <= limiter.capacity  # every call charged what it reported
+
+
+def test_token_limiter_lets_a_call_larger_than_the_bucket_start_when_it_is_full():
+    async def reserve():
+        limiter = TokenRateLimiter(per_minute=600)
+        started = time.monotonic()
+        await limiter.reserve(5_000)  # more than a minute's worth: waits for a full bucket only
+        return time.monotonic() - started, limiter.level
+
+    seconds, level = asyncio.run(reserve())
+    assert seconds < 0.5 and level == pytest.approx(600 - 5_000, abs=1)

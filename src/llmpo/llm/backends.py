@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import os
 import time
 from abc import ABC, abstractmethod
@@ -121,6 +122,11 @@ def _retry_after(headers: object) -> float | None:
         return max(float(value), 0.0)
     except ValueError:
         return None
+
+
+def _count(value: object) -> int | None:
+    """A token count from a reply, or None when absent or not a count."""
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 class OpenAIBackend(Backend):
@@ -268,6 +274,50 @@ class RequestRateLimiter:
             await asyncio.sleep(start - now)
 
 
+def estimate_tokens(request: GenerationRequest) -> int:
+    """Tokens a call may use before its answer tells: the prompt at ~4 characters a token, plus
+    ``max_tokens`` (providers count it against token limits too)."""
+    characters = sum(len(role) + len(content) for role, content in request.messages)
+    return math.ceil(characters / 4) + (request.max_tokens or 0)
+
+
+class TokenRateLimiter:
+    """Keeps the tokens used on one endpoint within ``per_minute`` (a token bucket).
+
+    The bucket holds a minute's worth and refills continuously. A call reserves its
+    :func:`estimate_tokens` before it starts (waiting until the bucket holds that much, or is
+    full) and is charged its reported input + output tokens when it ends, so the bucket can go
+    into debt that later calls wait out. Failed attempts keep their reservation. Shared by every
+    call to one endpoint; single event loop.
+    """
+
+    def __init__(self, per_minute: float) -> None:
+        self.capacity = float(per_minute)
+        self.rate = per_minute / 60.0
+        self.level = self.capacity
+        self._updated = time.monotonic()
+
+    def _refill(self) -> None:
+        now = time.monotonic()
+        self.level = min(self.capacity, self.level + (now - self._updated) * self.rate)
+        self._updated = now
+
+    async def reserve(self, tokens: int) -> None:
+        """Wait until ``tokens`` (at most a full bucket) are available, then take them."""
+        needed = min(float(tokens), self.capacity)
+        while True:
+            self._refill()
+            if self.level >= needed:
+                self.level -= tokens
+                return
+            await asyncio.sleep((needed - self.level) / self.rate)
+
+    def settle(self, reserved: int, used: int) -> None:
+        """Charge the difference between what a finished call used and what it reserved."""
+        self._refill()
+        self.level -= used - reserved
+
+
 @dataclass(frozen=True)
 class RetryPolicy:
     """Hard per-call timeout and retries of transient failures.
@@ -296,6 +346,7 @@ async def call_with_retries(
     rng: np.random.Generator,
     on_retry: Callable[[int, TransientBackendError, float], Awaitable[None] | None] | None = None,
     limiter: RequestRateLimiter | None = None,
+    token_limiter: TokenRateLimiter | None = None,
 ) -> Generation:
     """Complete ``request``, retrying transient failures per ``policy``.
 
@@ -313,6 +364,9 @@ async def call_with_retries(
         Called with (attempt, error, delay) before each wait (for logs and counters).
     limiter : RequestRateLimiter, optional
         Waited on before every attempt.
+    token_limiter : TokenRateLimiter, optional
+        Reserves the request's estimated tokens before every attempt; a success is charged
+        its reported tokens.
 
     Raises
     ------
@@ -324,9 +378,17 @@ async def call_with_retries(
         attempt += 1
         if limiter is not None:
             await limiter.wait()
+        reserved = 0
+        if token_limiter is not None:
+            reserved = estimate_tokens(request)
+            await token_limiter.reserve(reserved)
         try:
             async with asyncio.timeout(policy.timeout_seconds):  # no extra task per call
-                return await backend.complete(request, policy.timeout_seconds)
+                generation = await backend.complete(request, policy.timeout_seconds)
+            if token_limiter is not None and generation.input_tokens is not None:
+                used = generation.input_tokens + (generation.output_tokens or 0)
+                token_limiter.settle(reserved, used)
+            return generation
         except TimeoutError:
             error = TransientBackendError(
                 f"{backend.label}: no answer within {policy.timeout_seconds:g} s"

@@ -35,6 +35,7 @@ from llmpo.llm.backends import (
     OpenAIBackend,
     RequestRateLimiter,
     RetryPolicy,
+    TokenRateLimiter,
     call_with_retries,
 )
 from llmpo.llm.judges import Judge, Verdict, build_judge
@@ -217,6 +218,10 @@ class LLMEnvironment:
         self._limiters = {
             key: RequestRateLimiter(rate) for key in self._backend_configs if rate is not None
         }
+        tokens = environment.tokens_per_minute
+        self._token_limiters = {
+            key: TokenRateLimiter(tokens) for key in self._backend_configs if tokens is not None
+        }
         self._jitter = np.random.default_rng()
         self.cache: Store | None = None
         #: Task ids held out of the selection run (set by the runner's builder), or None.
@@ -248,6 +253,7 @@ class LLMEnvironment:
             self._jitter,
             self._count_retry,
             self._limiters.get(_backend_key(backend)),
+            self._token_limiters.get(_backend_key(backend)),
         )
         self.calls += 1
         return generation

