@@ -109,9 +109,23 @@ def test_experiment_certifies_the_best_policy(strategy):
     assert result.win_prob_hat.shape == (10, 10) and result.counts.sum() == 2 * result.n_comparisons
 
 
-def test_structured_space_refuses_epsilon():
-    with pytest.raises(ValueError, match="epsilon"):
-        Experiment(Structured(feat10()[0]), delta=0.05, epsilon=0.05)
+def _run_to_the_end(experiment: Experiment, instance: StructuredInstance, seed: int):
+    environment = StructuredEnvironment(instance, seed)
+    while not experiment.done:
+        for a, b in experiment.ask():
+            experiment.tell(a, b, environment.outcome(a, b))
+    return experiment.result
+
+
+def test_epsilon_certifies_a_near_tie_sooner():
+    # Policies 0 and 1 are 0.02 apart in utility; ε = 0.05 (γ = logit .55 = 0.2) accepts either,
+    # while ε = 0 must separate them and is still uncertified after 3× as many comparisons.
+    x = np.eye(4)[:, :3]
+    instance = make_structured_instance(x, [1.0, 0.98, 0.3])
+    near = _run_to_the_end(Experiment(Structured(x), 0.05, epsilon=0.05, seed=1), instance, 1)
+    assert near.certified and near.best in (0, 1) and near.epsilon == 0.05
+    exact = Experiment(Structured(x), 0.05, seed=1, max_comparisons=3 * near.n_comparisons)
+    assert not _run_to_the_end(exact, instance, 1).certified
 
 
 def test_universal_threshold_is_refused_by_the_unstructured_space():

@@ -231,10 +231,12 @@ class Structured(Space):
     def make_model(
         self, delta: float, threshold: Threshold, epsilon: float, assume_condorcet: bool
     ) -> StructuredModel:
-        """The structured statistics. ``assume_condorcet`` is moot: a BT model always has one."""
-        if epsilon:
-            raise ValueError("epsilon > 0 is not supported for the structured space yet; use 0")
-        return StructuredModel(self.features, delta, threshold)
+        """The structured statistics. ``assume_condorcet`` is moot: a BT model always has one.
+
+        ``epsilon`` is on the win-probability scale, as in the unstructured space: the certified
+        policy beats every other with probability > ½ − ε.
+        """
+        return StructuredModel(self.features, delta, threshold, epsilon)
 
     def strategies(self) -> dict[str, type[Strategy]]:
         return {BestResponse.name: BestResponse, StructuredTracking.name: StructuredTracking}

@@ -102,6 +102,22 @@ def test_constrained_mle_lies_on_the_hyperplane_and_is_optimal():
     assert value <= log_likelihood(fit_mle(z, n, s), z, n, s) + 1e-9
 
 
+def test_constrained_mle_on_a_shifted_hyperplane_is_optimal():
+    # λᵀy = c (the ε-optimal alternative): on the hyperplane, and no better point on it.
+    z, n, s, _ = random_stats(8)
+    direction = np.array([0.5, -1.0, 0.0, 1.0])
+    fit = fit_constrained_mle(z, n, s, direction, level=0.3)
+    assert fit.converged
+    assert fit.lam @ direction == pytest.approx(0.3, abs=1e-10)
+    basis = np.linalg.svd(direction[None, :])[2][1:]
+    anchor = 0.3 * direction / (direction @ direction)
+    reference = minimize(
+        lambda mu: -log_likelihood(anchor + mu @ basis, z, n, s), np.zeros(3), method="BFGS",
+        options={"gtol": 1e-10},
+    )
+    assert fit.log_likelihood == pytest.approx(-reference.fun, abs=1e-7)
+
+
 def test_constrained_fit_with_one_hot_features_merges_two_utilities():
     # Three policies, one-hot with the last utility 0: tying policies 0 and 1 is a BT fit in
     # which they share one utility.

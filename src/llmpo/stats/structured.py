@@ -112,23 +112,29 @@ def _newton(
     objective_terms: tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float64]],
     start: NDArray[np.float64],
     ridge: float,
+    offset: NDArray[np.float64] | None = None,
 ) -> tuple[NDArray[np.float64], bool]:
     """Maximize LL(θ) − (ridge/2)‖θ‖² by Newton with backtracking, from ``start``.
 
+    With ``offset`` o the margins are z_kᵀθ + o_k (an affine constraint in reduced coordinates).
     Returns the maximizer and whether the Newton decrement fell below the tolerance (False when
     the maximum lies at infinity, e.g. for separable data without ridge).
     """
     z, n, s = objective_terms
+    shift = np.zeros(n.size) if offset is None else offset
     theta = start.copy()
 
     def penalized(value: NDArray[np.float64]) -> float:
-        return log_likelihood(value, z, n, s) - 0.5 * ridge * float(value @ value)
+        margin = z @ value + shift
+        fit = float(s @ log_expit(margin) + (n - s) @ log_expit(-margin))
+        return fit - 0.5 * ridge * float(value @ value)
 
     current = penalized(theta)
     identity = np.eye(theta.size)
     for _ in range(NEWTON_MAX_ITERATIONS):
-        gradient = log_likelihood_gradient(theta, z, n, s) - ridge * theta
-        curvature = -log_likelihood_hessian(theta, z, n, s) + (ridge + HESSIAN_JITTER) * identity
+        p = expit(z @ theta + shift)
+        gradient = (s - n * p) @ z - ridge * theta
+        curvature = (z.T * (n * p * (1.0 - p))) @ z + (ridge + HESSIAN_JITTER) * identity
         step = np.linalg.solve(curvature, gradient)
         decrement = 0.5 * float(gradient @ step)
         if decrement < NEWTON_TOLERANCE:
@@ -216,12 +222,14 @@ def fit_constrained_mle(
     wins: ArrayLike,
     direction: ArrayLike,
     start: ArrayLike | None = None,
+    level: float = 0.0,
 ) -> ConstrainedFit:
-    """max LL(λ) subject to λᵀy = 0: the best fit in which the two policies of y tie.
+    """max LL(λ) subject to λᵀy = c: the best fit in which the two policies of y tie (c = 0).
 
     With y = x_j − x_î this is the GLR's alternative "j is as good as î" (DESIGN §3); for one-hot
-    features it merges the two utilities. Solved by Newton in the coordinates of an orthonormal
-    basis of the hyperplane, so it has d − 1 unknowns.
+    features it merges the two utilities. With c = γ > 0 it is "j beats î by γ in utility", the
+    alternative of ε-optimal identification. Solved by Newton in the coordinates of an
+    orthonormal basis of the hyperplane, λ = c·y/‖y‖² + Bμ, so it has d − 1 unknowns.
 
     Parameters
     ----------
@@ -231,18 +239,22 @@ def fit_constrained_mle(
         y (d,), non-zero.
     start : array_like, optional
         Warm start; projected onto the hyperplane.
+    level : float
+        c, the value of λᵀy on the hyperplane.
 
     Returns
     -------
     ConstrainedFit
     """
     z = np.asarray(differences, float)
-    basis = hyperplane_basis(np.asarray(direction, float))
+    y = np.asarray(direction, float)
+    basis = hyperplane_basis(y)
+    anchor = (level / float(y @ y)) * y
     reduced = z @ basis
     mu0 = np.zeros(basis.shape[1]) if start is None else basis.T @ np.asarray(start, float)
     n, s = np.asarray(counts, float), np.asarray(wins, float)
-    mu, converged = _newton((reduced, n, s), mu0, 0.0)
-    lam = basis @ mu
+    mu, converged = _newton((reduced, n, s), mu0, 0.0, z @ anchor if level else None)
+    lam = anchor + basis @ mu
     return ConstrainedFit(lam, log_likelihood(lam, z, n, s), converged)
 
 
@@ -767,6 +779,7 @@ def fisher_frank_wolfe(
     iterations: int = 200,
     regularization: float = 1e-3,
     smoothing: float = 0.01,
+    margin: float = 0.0,
 ) -> StructuredAllocation:
     """Frank–Wolfe on the Fisher form: a cheap, warm-startable w*(θ) for the sampling loop.
 
@@ -802,6 +815,9 @@ def fisher_frank_wolfe(
         η > 0, so that A(w) is invertible at every vertex.
     smoothing : float
         Relative temperature of the softmax over rivals.
+    margin : float
+        γ ≥ 0 added to every gap Δ_j (ε-optimal identification: the alternatives are
+        λᵀ(x_j − x_best) ≥ γ).
 
     Returns
     -------
@@ -816,7 +832,7 @@ def fisher_frank_wolfe(
     curvature = p * (1.0 - p)
     rivals = np.delete(np.arange(x.shape[0]), best)
     gaps = x[best] - x[rivals]
-    gap_values = gaps @ th
+    gap_values = gaps @ th + margin
     scale = 2.0 / np.maximum(gap_values, 1e-12) ** 2
     if start is None:
         weights = np.full(rows.size, 1.0 / rows.size)
