@@ -515,6 +515,15 @@ class StructuredModel(PreferenceModel):
     def target_proportions(self) -> list[tuple[int, int, float]]:
         return [(a, b, share) for a, b, share in self.plugin_allocation().support()]
 
+    def compared_pairs(self) -> list[tuple[int, int, int, float]]:
+        """The distinct pairs told, ``(a, b, comparisons, σ(θ̂ᵀ(x_a − x_b)))``, without K×K work."""
+        rows, cols, z, n, _ = self.pair_statistics()
+        p = expit(z @ self.estimate())
+        return [
+            (int(a), int(b), int(c), float(q))
+            for a, b, c, q in zip(rows, cols, n, p, strict=True)
+        ]
+
     def win_prob_hat(self) -> NDArray[np.float64]:
         utilities = self.utilities()
         return expit(utilities[:, None] - utilities[None, :])
