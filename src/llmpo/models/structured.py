@@ -72,6 +72,9 @@ RIDGE = 1.0
 SCREEN_SHARE = 0.5
 # Rivals whose bounds are checked before those of all the others.
 PRECHECKED_RIVALS = 8
+# Largest violation of the duality bound's linear constraint, relative to Σ n_k‖z_k‖₁, that is
+# accepted as rounding.
+FEASIBILITY_TOLERANCE = 1e-10
 # Rivals per block of the duality bound (memory: pairs × DUAL_CHUNK floats).
 DUAL_CHUNK = 512
 # Most exact constrained fits in one certificate (the other rivals get their provable bound).
@@ -308,7 +311,8 @@ class StructuredModel(PreferenceModel):
           p_k = σ(λ*ᵀz_k) for the constrained optimum λ*. The p used is that of the Gaussian
           alternative λ_j corrected by one Newton step in the metric H₀ so that it satisfies the
           linear constraint exactly; Z_j ≥ LL(θ̂) − (that upper bound), tight to second order.
-          Rivals whose corrected p leaves [0, 1] get no bound from here.
+          Rivals whose corrected p leaves [0, 1], or misses the constraint by more than rounding
+          (checked on the p used), get no bound from here.
         * **Self-concordance.** With D_j = (Δ_j + γ)/‖y_j‖_{A⁻¹}, ζ = max_k ‖z_k‖_{A⁻¹} and
           κ = 1 − ρ/λ_min(A): Z_j ≥ κ·ψ(ζD_j)/ζ² − ‖g‖_{A⁻¹}D_j, ψ(r) = e^{−r} + r − 1. Along
           any direction u the logistic loss has |third derivative| ≤ max_k |z_kᵀu| × second
@@ -326,6 +330,8 @@ class StructuredModel(PreferenceModel):
         leader = self._leader
         if rivals is None:
             rivals = np.delete(np.arange(self.n_policies), leader)
+        if self.n_pairs == 0:
+            return np.zeros(rivals.size)
         gaps = self.features[leader] - self.features[rivals]
         delta = gaps @ theta + self.margin
 
@@ -351,9 +357,9 @@ class StructuredModel(PreferenceModel):
         curvature = (z.T * weights) @ z
         try:  # H₀ exactly (no jitter): the corrected p must satisfy the constraint exactly
             np.linalg.cholesky(curvature)
+            inverse = np.linalg.inv(curvature)  # d × d; a product per block beats a solve
         except np.linalg.LinAlgError:  # the pairs do not span R^d yet
             return np.where(delta > 0, np.maximum(concordant, 0.0), 0.0)
-        inverse = np.linalg.inv(curvature)  # d × d; a product per block beats a solve
         solved_gaps = inverse @ gaps.T  # H₀⁻¹y_j, d × J
         quadratic = np.einsum("dj,dj->j", gaps.T, solved_gaps)
         alternatives = theta[:, None] - (delta / quadratic) * solved_gaps  # on λᵀy_j = −γ
@@ -370,9 +376,16 @@ class StructuredModel(PreferenceModel):
             safe = np.clip(corrected, 1e-300, 1.0 - 1e-16)
             entropy = -(safe * np.log(safe) + (1.0 - safe) * np.log1p(-safe))
             entropy = np.where((corrected <= 0.0) | (corrected >= 1.0), 0.0, entropy)
-            # Σ(s − np)z = r − H₀·step = μ·y = −μ·(x_j − x_î): ν = −μ, and the bound is νγ − Σnh.
-            upper = -multiplier * self.margin - n @ entropy
-            dual[part] = np.where(inside, fitted - upper, -np.inf)
+            # Σ(s − np)z = r − H₀·step = μ·y_j (y_j = −(x_j − x_î)), so ν = −μ. Checked on the
+            # p actually used: the part of Σ(s − np)z off the line of y_j must be rounding only
+            # (an ill-conditioned H₀ fails this, and the rival gets no bound from here).
+            achieved = z.T @ (s[:, None] - n[:, None] * corrected)  # d × J
+            y = gaps[part].T
+            along = np.einsum("dj,dj->j", y, achieved) / np.einsum("dj,dj->j", y, y)
+            off = np.linalg.norm(achieved - along * y, axis=0)
+            feasible = inside & (off <= FEASIBILITY_TOLERANCE * (1.0 + float(n @ np.abs(z).sum(1))))
+            upper = -along * self.margin - n @ entropy
+            dual[part] = np.where(feasible, fitted - upper, -np.inf)
         bound = np.maximum(concordant, dual)
         return np.where(delta > 0, np.maximum(bound, 0.0), 0.0)
 
