@@ -349,6 +349,7 @@ def optimal_allocation_exact(
     features: ArrayLike,
     theta: ArrayLike,
     pairs: tuple[ArrayLike, ArrayLike] | None = None,
+    entropy: float = 0.0,
 ) -> StructuredAllocation:
     """T*(θ) and w* from the exact program of DESIGN §3 (exponential cone, cvxpy + Clarabel).
 
@@ -368,12 +369,21 @@ def optimal_allocation_exact(
         True parameter (d,); the best policy must be unique.
     pairs : (rows, cols), optional
         The pairs allowed weight; all K(K−1)/2 by default.
+    entropy : float
+        η ≥ 0 of DESIGN §3's entropy regularizer: maximize min_j f_j(w) + η·Σ_ab w_ab log(1/w_ab)
+        instead (``cp.entr``, exponential cone). Strictly concave, so w* is unique and continuous
+        in θ (what tracking needs). ``t_star`` is then 1/min_j f_j(w_η), the characteristic time
+        of the regularized allocation (≥ the unregularized T*). The cost is not scale-free:
+        1/T_η ≥ 1/T* − η·log P, so η = 1e-3 costs ~1% where T* is a few hundred (BT5: 266.7 →
+        269.8) but much more where T* is large (a K = 5, d = 2 instance: 517 → 988); choose
+        η ≪ 1/(T*·log P).
 
     Returns
     -------
     StructuredAllocation
     """
     x, best, rows, cols, z, s = _allocation_problem(features, theta, pairs)
+    regularization = entropy
     entropy = _binary_entropy(s)
     w = cp.Variable(rows.size, nonneg=True)
     t = cp.Variable()
@@ -389,7 +399,10 @@ def optimal_allocation_exact(
             v >= 0,
             v <= w,
         ]
-    cp.Problem(cp.Maximize(t), constraints).solve(solver=cp.CLARABEL, **CLARABEL_OPTIONS)
+    objective = t + regularization * cp.sum(cp.entr(w)) if regularization > 0 else t
+    cp.Problem(cp.Maximize(objective), constraints).solve(
+        solver=cp.CLARABEL, **CLARABEL_OPTIONS
+    )
     shares = np.clip(np.asarray(w.value, float), 0.0, None)
     shares /= shares.sum()
     return StructuredAllocation(best, 1.0 / float(t.value), rows, cols, shares, "exact")
