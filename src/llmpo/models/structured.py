@@ -123,6 +123,9 @@ class StructuredModel(PreferenceModel):
         self.epsilon = epsilon
         #: γ = logit(½ + ε): a rival counts as better only when it leads by γ in utility.
         self.margin = float(logit(0.5 + epsilon))
+        self._gaps_leader = -1
+        self._rivals = np.zeros(0, dtype=np.intp)
+        self._gaps = np.zeros((0, self.dimension))
         self._exact_cache: dict[int, float] = {}
         self._exact_cache_time = -1
         #: Constrained fits run by the last :meth:`is_certified` that passed the screen.
@@ -287,14 +290,22 @@ class StructuredModel(PreferenceModel):
         form); γ = logit(½ + ε) is the utility margin of ε-optimal identification (0 for ε = 0).
         """
         theta = self.estimate()
-        leader = self._leader
-        rivals = np.delete(np.arange(self.n_policies), leader)
-        gaps = self.features[leader] - self.features[rivals]
+        rivals, gaps = self._rival_gaps()
         delta = gaps @ theta + self.margin
-        solved = np.linalg.solve(self.observed_information(include_pending), gaps.T)
-        quadratic = np.einsum("jd,dj->j", gaps, solved)
-        alternatives = theta - (delta / quadratic)[:, None] * solved.T
+        # H is d × d and symmetric: one inverse and a product beat a solve with K right-hand sides.
+        solved = gaps @ np.linalg.inv(self.observed_information(include_pending))  # rows H⁻¹y_j
+        quadratic = np.einsum("jd,jd->j", gaps, solved)
+        alternatives = theta - (delta / quadratic)[:, None] * solved
         return rivals, delta**2 / (2.0 * quadratic), alternatives
+
+    def _rival_gaps(self) -> tuple[NDArray[np.intp], NDArray[np.float64]]:
+        """The leader's rivals and y_j = x_î − x_j (K − 1 rows), cached while the leader stays."""
+        leader = self.leader
+        if self._gaps_leader != leader:
+            self._rivals = np.delete(np.arange(self.n_policies), leader)
+            self._gaps = self.features[leader] - self.features[self._rivals]
+            self._gaps_leader = leader
+        return self._rivals, self._gaps
 
     def statistic_lower_bounds(
         self, rivals: NDArray[np.intp] | None = None
@@ -329,15 +340,18 @@ class StructuredModel(PreferenceModel):
         factor = np.linalg.cholesky(information)
         leader = self._leader
         if rivals is None:
-            rivals = np.delete(np.arange(self.n_policies), leader)
+            rivals, gaps = self._rival_gaps()
+        else:
+            gaps = self.features[leader] - self.features[rivals]
         if self.n_pairs == 0:
             return np.zeros(rivals.size)
-        gaps = self.features[leader] - self.features[rivals]
         delta = gaps @ theta + self.margin
 
+        whitening = np.linalg.inv(factor)  # L⁻¹ (d × d): ‖v‖_{A⁻¹} = ‖L⁻¹v‖
+
         def inverse_norms(vectors: NDArray[np.float64]) -> NDArray[np.float64]:
-            whitened = np.linalg.solve(factor, vectors.T)  # L⁻¹v, ‖v‖_{A⁻¹} = ‖L⁻¹v‖
-            return np.sqrt(np.einsum("dk,dk->k", whitened, whitened))
+            whitened = vectors @ whitening.T
+            return np.sqrt(np.einsum("kd,kd->k", whitened, whitened))
 
         # Self-concordance bound.
         distance = delta / inverse_norms(gaps)
@@ -472,7 +486,7 @@ class StructuredModel(PreferenceModel):
         """
         threshold = self.stopping_threshold()
         rivals, screened, alternatives = self.gaussian_statistics()
-        statistics = self.statistic_lower_bounds(rivals)
+        statistics = self.statistic_lower_bounds()
         chosen = np.argsort(screened)[:MAX_EXACT_REPORTED]
         if self._exact_cache_time == self.n_told and self._exact_cache:
             position = {int(r): k for k, r in enumerate(rivals)}
