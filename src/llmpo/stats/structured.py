@@ -858,8 +858,10 @@ def fisher_frank_wolfe(
     def objective(
         matrix: NDArray[np.float64], subset: NDArray[np.intp]
     ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
-        solved = np.linalg.solve(matrix, gaps[subset].T)  # A⁻¹ y_j, columns
-        return scale[subset] * np.einsum("jd,dj->j", gaps[subset], solved), solved
+        # A is d × d: its inverse times the gaps beats a solve with up to K right-hand sides.
+        chosen = gaps[subset]
+        solved = np.linalg.inv(matrix) @ chosen.T  # A⁻¹ y_j, columns
+        return scale[subset] * np.einsum("dj,dj->j", chosen.T, solved), solved
 
     everyone = np.arange(rivals.size)
     watched = everyone
