@@ -47,7 +47,9 @@ class Result:
     n_comparisons : int
         Comparisons told.
     rivals, statistics, thresholds : list
-        Per rival of ``best``: its index, the GLR statistic and the stopping threshold.
+        Per rival of ``best``: its index, the GLR statistic and the stopping threshold. In a
+        structured space the statistic is exact for the 200 weakest rivals and for every rival
+        the stopping rule had to fit, and a proven lower bound of it for the others.
     win_prob_hat : ndarray or None
         K×K estimated P(i ≻ j); None for a structured space with more than
         ``DENSE_RESULT_MAX_POLICIES`` policies.
