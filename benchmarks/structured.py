@@ -136,6 +136,9 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=10, help="replications at K ≤ 100")
     parser.add_argument("--large-reps", type=int, default=2, help="replications at K ≥ 1000")
     parser.add_argument("--sizes", type=str, default=None, help="e.g. 20x4,100x6")
+    parser.add_argument(
+        "--tracking-max", type=int, default=None, help="run llmpo-tracking only up to this K"
+    )
     args = parser.parse_args()
     sizes = SIZES if args.sizes is None else tuple(
         tuple(int(v) for v in s.split("x")) for s in args.sizes.split(",")
@@ -157,7 +160,11 @@ def main() -> None:
         reps = args.reps if n_policies <= 100 else args.large_reps
         seeds = range(reps)
         structured = [run(instance, instance.space(), "llmpo", 0.05, s) for s in seeds]
-        tracking = [run(instance, instance.space(), "llmpo-tracking", 0.05, s) for s in seeds]
+        tracking = (
+            [run(instance, instance.space(), "llmpo-tracking", 0.05, s) for s in seeds]
+            if args.tracking_max is None or n_policies <= args.tracking_max
+            else []
+        )
         structured_mean = float(np.mean([n for n, _, _ in structured]))
         estimate = uniform_estimate(instance, t_star, structured_mean)
         bound = unstructured_lower_bound(instance, 0.05)
@@ -186,9 +193,10 @@ def main() -> None:
 
         rows.append(
             f"| {n_policies} | {dimension} | {t_star:,.1f} | {resolve:.2f} | "
-            f"{structured_mean:,.0f} | {mean_cell(tracking, None)} | {uniform_cell} | "
-            f"{unstructured_cell} | ≥ {bound:,.0f} | {slope:.2f} | "
-            f"{per_decision(structured):.2f} | {per_decision(tracking):.2f} | {reps} |"
+            f"{structured_mean:,.0f} | {mean_cell(tracking, None) if tracking else 'not run'} | "
+            f"{uniform_cell} | {unstructured_cell} | ≥ {bound:,.0f} | {slope:.2f} | "
+            f"{per_decision(structured):.2f} | "
+            f"{f'{per_decision(tracking):.2f}' if tracking else '—'} | {reps} |"
         )
         print(rows[-1], flush=True)
     print()
