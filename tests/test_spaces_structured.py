@@ -109,11 +109,67 @@ def test_experiment_certifies_the_best_policy(strategy):
     assert result.win_prob_hat.shape == (10, 10) and result.counts.sum() == 2 * result.n_comparisons
 
 
-def test_structured_space_refuses_epsilon():
-    with pytest.raises(ValueError, match="epsilon"):
-        Experiment(Structured(feat10()[0]), delta=0.05, epsilon=0.05)
+def _run_to_the_end(experiment: Experiment, instance: StructuredInstance, seed: int):
+    environment = StructuredEnvironment(instance, seed)
+    while not experiment.done:
+        for a, b in experiment.ask():
+            experiment.tell(a, b, environment.outcome(a, b))
+    return experiment.result
+
+
+def test_epsilon_certifies_a_near_tie_sooner():
+    # Policies 0 and 1 are 0.02 apart in utility; ε = 0.05 (γ = logit .55 = 0.2) accepts either,
+    # while ε = 0 must separate them and is still uncertified after 3× as many comparisons.
+    x = np.eye(4)[:, :3]
+    instance = make_structured_instance(x, [1.0, 0.98, 0.3])
+    near = _run_to_the_end(Experiment(Structured(x), 0.05, epsilon=0.05, seed=1), instance, 1)
+    assert near.certified and near.best in (0, 1) and near.epsilon == 0.05
+    exact = Experiment(Structured(x), 0.05, seed=1, max_comparisons=3 * near.n_comparisons)
+    assert not _run_to_the_end(exact, instance, 1).certified
 
 
 def test_universal_threshold_is_refused_by_the_unstructured_space():
     with pytest.raises(ValueError, match="structured space"):
         Experiment(3, delta=0.05, threshold="universal").tell(0, 1, 1.0)
+
+
+def test_large_structured_results_have_no_dense_matrices_but_utilities_and_pairs():
+    # K = 150 > DENSE_RESULT_MAX_POLICIES: no K×K matrices; per-rival figures, compared pairs and
+    # utilities with intervals instead, all JSON-ready.
+    from llmpo.experiment import DENSE_RESULT_MAX_POLICIES
+
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(150, 4))
+    instance = make_structured_instance(x, [1.0, -0.5, 0.3, 0.8])
+    assert instance.n_policies > DENSE_RESULT_MAX_POLICIES
+    experiment = Experiment(instance.space(), 0.05, seed=0, max_comparisons=300)
+    result = _run_to_the_end(experiment, instance, 0)
+    assert result.win_prob_hat is None and result.counts is None
+    assert sum(n for _, _, n, _ in result.compared_pairs) == result.n_comparisons
+    compared = {(a, b): n for a, b, n, _ in result.compared_pairs}
+    for rival, n in zip(result.rivals, result.rival_comparisons, strict=True):
+        assert n == compared.get((min(result.best, rival), max(result.best, rival)), 0)
+    assert result.utilities is not None and result.utility_intervals is not None
+    assert result.utilities[result.best] == 0.0 and np.all(result.utilities <= 0.0)
+    assert np.all(result.utility_intervals[:, 0] <= result.utilities)
+    assert np.all(result.utilities <= result.utility_intervals[:, 1])
+    # P̂(best ≻ rival) is σ of the utility gap.
+    gaps = -result.utilities[result.rivals]
+    np.testing.assert_allclose(result.rival_win_prob, 1 / (1 + np.exp(-gaps)))
+    data = json.loads(json.dumps(result.to_dict()))
+    assert data["win_prob_hat"] is None and data["counts"] is None
+    assert len(data["utilities"]) == 150 and len(data["rivals"]) == 149
+    assert data["utilities"][result.best]["utility_vs_best"] == 0.0
+
+
+def test_small_structured_results_keep_the_matrices_and_agree_with_them():
+    x, theta = feat10()
+    instance = make_structured_instance(x, theta)
+    result = _run_to_the_end(Experiment(instance.space(), 0.05, seed=3), instance, 3)
+    assert result.counts is not None and result.win_prob_hat is not None
+    for rival, n, p in zip(
+        result.rivals, result.rival_comparisons, result.rival_win_prob, strict=True
+    ):
+        assert n == result.counts[result.best, rival]
+        assert p == pytest.approx(result.win_prob_hat[result.best, rival])
+    assert len(result.to_dict()["utilities"]) == 10

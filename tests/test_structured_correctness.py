@@ -43,10 +43,17 @@ def random100() -> StructuredInstance:
 
 
 def run(
-    instance: StructuredInstance, space, delta: float, seed: int, max_comparisons=None
+    instance: StructuredInstance,
+    space,
+    delta: float,
+    seed: int,
+    max_comparisons=None,
+    epsilon: float = 0.0,
 ) -> tuple[int, int, bool]:
     """One experiment: (answer, comparisons, certified)."""
-    experiment = Experiment(space, delta, seed=seed, max_comparisons=max_comparisons)
+    experiment = Experiment(
+        space, delta, seed=seed, max_comparisons=max_comparisons, epsilon=epsilon
+    )
     environment = StructuredEnvironment(instance, seed)
     while not experiment.done:
         for a, b in experiment.ask():
@@ -67,6 +74,21 @@ def test_structured_llmpo_is_delta_correct(make_instance):
         answer, _, certified = run(instance, instance.space(), 0.1, seed)
         assert certified
         errors += answer != instance.best
+    assert binomtest(errors, 100, 0.1, alternative="greater").pvalue > 0.01
+
+
+@pytest.mark.slow
+def test_epsilon_optimal_identification_is_delta_correct():
+    """ε = 0.05 (utility margin γ = logit .55 = 0.2), δ = 0.1, 100 replications, one-hot BT with
+    utilities 1, .95, .9, .78, .6, .4, .2, 0: policies 0–2 are ε-optimal, policy 3 just is not
+    (0.22 behind). An error is certifying a policy outside 0–2; one-sided binomial test at 1%."""
+    utilities = np.array([1.0, 0.95, 0.9, 0.78, 0.6, 0.4, 0.2, 0.0])
+    instance = make_structured_instance(np.eye(8)[:, :7], utilities[:7])
+    errors = 0
+    for seed in range(100):
+        answer, _, certified = run(instance, instance.space(), 0.1, seed, epsilon=0.05)
+        assert certified
+        errors += answer not in (0, 1, 2)
     assert binomtest(errors, 100, 0.1, alternative="greater").pvalue > 0.01
 
 

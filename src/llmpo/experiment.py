@@ -23,6 +23,9 @@ from llmpo.strategies.base import SelfStopping, Strategy, Uniform
 from llmpo.strategies.baselines import UNSTRUCTURED_BASELINES
 
 OUTCOMES = (0.0, 0.5, 1.0)
+#: Above this many policies a structured space's Result carries no K×K matrices (at K = 10,000
+#: each would take 800 MB): per-rival figures, compared pairs and utilities stand in for them.
+DENSE_RESULT_MAX_POLICIES = 100
 StopReason = Literal["certified", "budget"]
 
 
@@ -44,11 +47,24 @@ class Result:
     n_comparisons : int
         Comparisons told.
     rivals, statistics, thresholds : list
-        Per rival of ``best``: its index, the GLR statistic and the stopping threshold.
-    win_prob_hat : ndarray
-        K×K estimated P(i ≻ j).
-    counts : ndarray
-        K×K comparisons per pair.
+        Per rival of ``best``: its index, the GLR statistic and the stopping threshold. In a
+        structured space the statistic is exact for the 200 weakest rivals and for every rival
+        the stopping rule had to fit, and a proven lower bound of it for the others.
+    win_prob_hat : ndarray or None
+        K×K estimated P(i ≻ j); None for a structured space with more than
+        ``DENSE_RESULT_MAX_POLICIES`` policies.
+    counts : ndarray or None
+        K×K comparisons per pair; None when ``win_prob_hat`` is.
+    rival_comparisons, rival_win_prob : list
+        Per rival of ``best``: comparisons of the pair (best, rival) and estimated
+        P(best ≻ rival).
+    compared_pairs : list of (int, int, int, float)
+        Every pair compared, as (a, b, comparisons, P̂(a ≻ b)) with a < b.
+    utilities : ndarray or None
+        Structured space: estimated utilities θ̂ᵀx_i − θ̂ᵀx_best of every policy (tested or not).
+    utility_intervals : ndarray or None
+        Structured space: K × 2 95% Wald intervals of those utility differences (approximate,
+        not anytime-valid; the certificate is the GLR rule).
     target_proportions : list of (int, int, float)
         Current plug-in optimal shares per pair.
     delta, epsilon : float
@@ -67,14 +83,19 @@ class Result:
     rivals: list[int]
     statistics: list[float]
     thresholds: list[float]
-    win_prob_hat: NDArray[np.float64] = field(repr=False)
-    counts: NDArray[np.float64] = field(repr=False)
+    win_prob_hat: NDArray[np.float64] | None = field(repr=False)
+    counts: NDArray[np.float64] | None = field(repr=False)
     target_proportions: list[tuple[int, int, float]] = field(repr=False)
     delta: float
     epsilon: float
     threshold: str
     threshold_heuristic: bool
     strategy: str
+    rival_comparisons: list[int] = field(default_factory=list, repr=False)
+    rival_win_prob: list[float] = field(default_factory=list, repr=False)
+    compared_pairs: list[tuple[int, int, int, float]] = field(default_factory=list, repr=False)
+    utilities: NDArray[np.float64] | None = field(default=None, repr=False)
+    utility_intervals: NDArray[np.float64] | None = field(default=None, repr=False)
 
     @property
     def best_name(self) -> str:
@@ -87,7 +108,25 @@ class Result:
         return min(s - b for s, b in zip(self.statistics, self.thresholds, strict=True))
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready dictionary."""
+        """A JSON-ready dictionary.
+
+        ``win_prob_hat`` and ``counts`` are null when the result has no K×K matrices (large
+        structured spaces); ``compared_pairs`` and, for structured spaces, ``utilities`` (each
+        policy's estimated utility relative to the best, with its interval) are always there.
+        """
+        utilities = None
+        if self.utilities is not None and self.utility_intervals is not None:
+            utilities = [
+                {
+                    "policy": name,
+                    "utility_vs_best": float(u),
+                    "lower": float(low),
+                    "upper": float(high),
+                }
+                for name, u, (low, high) in zip(
+                    self.policies, self.utilities, self.utility_intervals, strict=True
+                )
+            ]
         return {
             "best": self.best_name,
             "best_index": self.best,
@@ -104,14 +143,26 @@ class Result:
                     "policy": self.policies[r],
                     "statistic": _finite(s),
                     "threshold": _finite(b),
-                    "comparisons": int(self.counts[self.best, r]),
-                    "win_prob_hat": float(self.win_prob_hat[self.best, r]),
+                    "comparisons": n,
+                    "win_prob_hat": p,
                 }
-                for r, s, b in zip(self.rivals, self.statistics, self.thresholds, strict=True)
+                for r, s, b, n, p in zip(
+                    self.rivals,
+                    self.statistics,
+                    self.thresholds,
+                    self.rival_comparisons,
+                    self.rival_win_prob,
+                    strict=True,
+                )
             ],
             "policies": list(self.policies),
-            "win_prob_hat": self.win_prob_hat.tolist(),
-            "counts": self.counts.astype(int).tolist(),
+            "win_prob_hat": None if self.win_prob_hat is None else self.win_prob_hat.tolist(),
+            "counts": None if self.counts is None else self.counts.astype(int).tolist(),
+            "compared_pairs": [
+                {"pair": [self.policies[a], self.policies[b]], "comparisons": n, "win_prob_hat": p}
+                for a, b, n, p in self.compared_pairs
+            ],
+            "utilities": utilities,
             "target_proportions": [
                 {"pair": [self.policies[a], self.policies[b]], "share": w}
                 for a, b, w in self.target_proportions
@@ -307,21 +358,51 @@ class Experiment:
 
     def _snapshot(self) -> Result:
         certificate = self._certificate()
+        model = self.model
+        leader = certificate.leader
+        rivals = [int(r) for r in certificate.rivals]
+        dense = self.space.n_policies <= DENSE_RESULT_MAX_POLICIES or not hasattr(
+            model, "utility_intervals"
+        )
+        win_prob = model.win_prob_hat() if dense else None
+        counts = model.counts() if dense else None
+        utilities = intervals = None
+        if hasattr(model, "utility_intervals"):  # structured: θ̂ᵀx for every policy
+            raw = model.utilities()
+            utilities = raw - raw[leader]
+            intervals = model.utility_intervals()
+        if win_prob is not None and counts is not None:
+            rival_win_prob = [float(win_prob[leader, r]) for r in rivals]
+            rival_comparisons = [int(counts[leader, r]) for r in rivals]
+        else:  # large structured space: P̂(best ≻ r) = σ(û_best − û_r) from the utilities
+            gaps = np.zeros(0) if utilities is None else utilities[rivals]
+            rival_win_prob = [float(p) for p in 1.0 / (1.0 + np.exp(gaps))]
+            with_leader = {
+                (a, b): n for a, b, n, _ in model.compared_pairs() if leader in (a, b)
+            }
+            rival_comparisons = [
+                with_leader.get((min(leader, r), max(leader, r)), 0) for r in rivals
+            ]
         return Result(
             policies=self.space.policies,
             best=certificate.leader,
             certified=self._stop_reason == "certified",
             stop_reason=self._stop_reason,
             n_comparisons=self.model.n_told,
-            rivals=[int(r) for r in certificate.rivals],
+            rivals=rivals,
             statistics=[float(s) for s in certificate.statistics],
             thresholds=[float(b) for b in certificate.thresholds],
-            win_prob_hat=self.model.win_prob_hat(),
-            counts=self.model.counts(),
+            win_prob_hat=win_prob,
+            counts=counts,
             target_proportions=self.model.target_proportions(),
             delta=self.delta,
             epsilon=self.epsilon,
             threshold=self.threshold.name,
             threshold_heuristic=self.threshold.heuristic,
             strategy=self.strategy.name,
+            rival_comparisons=rival_comparisons,
+            rival_win_prob=rival_win_prob,
+            compared_pairs=model.compared_pairs(),
+            utilities=utilities,
+            utility_intervals=intervals,
         )

@@ -644,7 +644,6 @@ class Runner:
         certificate = self.experiment.model.certificate()
         margins = certificate.statistics - certificate.thresholds
         binding = int(margins.argmin())
-        counts = self.experiment.model.counts()
         if self.config.space == "structured":
             # Every comparison informs every rival's statistic: the slowest one decides.
             told = float(self.experiment.n_comparisons)
@@ -656,6 +655,7 @@ class Runner:
                 key=lambda r: math.inf if r is None else r,
             )
         else:
+            counts = self.experiment.model.counts()  # K×K: unstructured spaces only
             if self.config.assume_condorcet:  # class B: a rival's evidence is over all its pairs
                 evidence_counts = counts[certificate.rivals].sum(axis=1)
             else:

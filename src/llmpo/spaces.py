@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import itertools
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
@@ -27,7 +28,7 @@ def policy_names(policies: int | Sequence[str]) -> tuple[str, ...]:
         names = tuple(str(name) for name in policies)
     if len(names) < 2:
         raise ValueError(f"policies: need at least 2 policies, got {len(names)}")
-    duplicates = sorted({name for name in names if names.count(name) > 1})
+    duplicates = sorted(name for name, n in collections.Counter(names).items() if n > 1)
     if duplicates:
         raise ValueError(f"policies: duplicate names {duplicates}; give each policy its own name")
     return names
@@ -156,7 +157,10 @@ class Structured(Space):
 
     def _check_identifiable(self, matrix: NDArray[np.float64]) -> None:
         differences = matrix[1:] - matrix[0]
-        _, singular, axes = np.linalg.svd(differences, full_matrices=True)
+        # Full V (d × d) is all the null space needs; full U would be K × K (800 MB at 10,000).
+        _, singular, axes = np.linalg.svd(
+            differences, full_matrices=differences.shape[0] < differences.shape[1]
+        )
         scale = max(float(singular[0]) if singular.size else 0.0, 1.0)
         rank = int(np.sum(singular > 1e-9 * scale))
         if rank == matrix.shape[1]:
@@ -231,10 +235,12 @@ class Structured(Space):
     def make_model(
         self, delta: float, threshold: Threshold, epsilon: float, assume_condorcet: bool
     ) -> StructuredModel:
-        """The structured statistics. ``assume_condorcet`` is moot: a BT model always has one."""
-        if epsilon:
-            raise ValueError("epsilon > 0 is not supported for the structured space yet; use 0")
-        return StructuredModel(self.features, delta, threshold)
+        """The structured statistics. ``assume_condorcet`` is moot: a BT model always has one.
+
+        ``epsilon`` is on the win-probability scale, as in the unstructured space: the certified
+        policy beats every other with probability > ½ − ε.
+        """
+        return StructuredModel(self.features, delta, threshold, epsilon)
 
     def strategies(self) -> dict[str, type[Strategy]]:
         return {BestResponse.name: BestResponse, StructuredTracking.name: StructuredTracking}

@@ -166,3 +166,66 @@ def test_leader_and_utilities_rank_untested_policies():
     assert np.argsort(model.utilities())[0] == 1  # (0, 1): the true worst, never compared
     intervals = model.utility_intervals()
     assert intervals[model.leader, 0] == pytest.approx(0.0) and intervals.shape == (6, 2)
+
+
+def _random_model(seed: int, n_policies: int, n_comparisons: int, epsilon: float = 0.0):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n_policies, 4)) / 2.0
+    theta = rng.normal(size=4)
+    model = StructuredModel(x, 0.05, UniversalInferenceThreshold(), epsilon)
+    for _ in range(n_comparisons):
+        a, b = rng.choice(n_policies, size=2, replace=False)
+        p = 1 / (1 + np.exp(-(x[a] - x[b]) @ theta))
+        model.tell(int(a), int(b), float(rng.random() < p))
+    return model
+
+
+@pytest.mark.parametrize("epsilon", [0.0, 0.05])
+@pytest.mark.parametrize(("seed", "n_comparisons"), [(0, 40), (1, 300), (2, 3000), (3, 10000)])
+def test_statistic_lower_bounds_never_exceed_the_exact_statistics(seed, n_comparisons, epsilon):
+    model = _random_model(seed, 25, n_comparisons, epsilon)
+    rivals, _, alternatives = model.gaussian_statistics()
+    lower = model.statistic_lower_bounds(rivals)
+    exact = np.array(
+        [model.exact_statistic(int(j), lam) for j, lam in zip(rivals, alternatives, strict=True)]
+    )
+    assert np.all(lower >= 0.0)
+    assert np.all(lower <= exact + 1e-8)
+    if n_comparisons >= 3000:  # once data pin θ down, over half the exact value where stopping
+        near = exact <= max(40.0, exact.min())  # decisions are made (statistics of order 10–40)
+        assert np.all(lower[near] > 0.5 * exact[near])
+
+
+def test_large_k_certification_fits_only_the_rivals_near_the_threshold():
+    # K = 1,000 rivals: the bounds clear (almost) all of them without a constrained fit.
+    from llmpo import Experiment, Structured
+    from llmpo.environments.structured import StructuredEnvironment
+    from llmpo.instances import make_structured_instance
+
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(1000, 5)) / math.sqrt(5)
+    theta = rng.normal(size=5)
+    instance = make_structured_instance(x, 1.5 * theta / np.linalg.norm(theta))
+    experiment = Experiment(Structured(instance.features), 0.05, seed=0)
+    environment = StructuredEnvironment(instance, 0)
+    while not experiment.done:
+        for a, b in experiment.ask():
+            experiment.tell(a, b, environment.outcome(a, b))
+    result = experiment.result
+    assert result.certified and result.best == instance.best
+    assert experiment.model.exact_fits_last_check < 50
+    assert min(result.statistics) > result.thresholds[0]
+
+
+def test_epsilon_moves_the_alternative_by_the_utility_margin():
+    model = _random_model(4, 10, 500, epsilon=0.1)
+    gamma = math.log(0.6 / 0.4)
+    assert model.margin == pytest.approx(gamma)
+    plain = _random_model(4, 10, 500)
+    # Same data: every statistic grows with the margin, and the alternative hyperplane moves.
+    _, screened_eps, alternatives = model.gaussian_statistics()
+    rivals, screened, _ = plain.gaussian_statistics()
+    assert np.all(screened_eps > screened)
+    gaps = model.features[rivals] - model.features[model.leader]
+    np.testing.assert_allclose(np.einsum("jd,jd->j", alternatives, gaps), gamma, atol=1e-9)
+    assert model.exact_statistic(int(rivals[0])) > plain.exact_statistic(int(rivals[0]))

@@ -102,6 +102,22 @@ def test_constrained_mle_lies_on_the_hyperplane_and_is_optimal():
     assert value <= log_likelihood(fit_mle(z, n, s), z, n, s) + 1e-9
 
 
+def test_constrained_mle_on_a_shifted_hyperplane_is_optimal():
+    # λᵀy = c (the ε-optimal alternative): on the hyperplane, and no better point on it.
+    z, n, s, _ = random_stats(8)
+    direction = np.array([0.5, -1.0, 0.0, 1.0])
+    fit = fit_constrained_mle(z, n, s, direction, level=0.3)
+    assert fit.converged
+    assert fit.lam @ direction == pytest.approx(0.3, abs=1e-10)
+    basis = np.linalg.svd(direction[None, :])[2][1:]
+    anchor = 0.3 * direction / (direction @ direction)
+    reference = minimize(
+        lambda mu: -log_likelihood(anchor + mu @ basis, z, n, s), np.zeros(3), method="BFGS",
+        options={"gtol": 1e-10},
+    )
+    assert fit.log_likelihood == pytest.approx(-reference.fun, abs=1e-7)
+
+
 def test_constrained_fit_with_one_hot_features_merges_two_utilities():
     # Three policies, one-hot with the last utility 0: tying policies 0 and 1 is a BT fit in
     # which they share one utility.
@@ -271,3 +287,74 @@ def test_frank_wolfe_is_within_two_percent_of_the_accurate_solver(seed):
     assert first_order.t_star == pytest.approx(accurate.t_star, rel=0.02)
     warm = fisher_frank_wolfe(x, theta, pairs, accurate.best, first_order.shares, 1000, 200)
     assert warm.t_star <= first_order.t_star * 1.001
+
+
+# ---- entropy-regularized allocation ------------------------------------------------------------
+def _regularized_by_scipy(features, theta, eta):
+    """max_w min_j f_j(w) + η Σ w log(1/w) by SLSQP on the epigraph form, with f_j(w) from exact
+    constrained fits (each f_j is concave with supergradient KL_ab(λ_j) by Danskin's theorem)."""
+    from llmpo.stats.bernoulli import kl_bernoulli
+
+    x = np.asarray(features, float)
+    rows, cols = all_pairs(x.shape[0])
+    z = x[rows] - x[cols]
+    s = expit(z @ theta)
+    best = int(np.argmax(x @ theta))
+    rivals = [j for j in range(x.shape[0]) if j != best]
+
+    def responses(w):
+        values, gradients = [], []
+        for j in rivals:
+            lam = fit_constrained_mle(z, w, w * s, x[j] - x[best], start=theta).lam
+            divergence = np.asarray(kl_bernoulli(s, expit(z @ lam)))
+            values.append(float(w @ divergence))
+            gradients.append(divergence)
+        return np.array(values), np.array(gradients)
+
+    p = rows.size
+
+    def objective(v):  # v = (w, t); minimize −t − ηH(w)
+        w = v[:p]
+        return -v[p] + eta * float(w @ np.log(w))
+
+    def objective_gradient(v):
+        return np.concatenate([eta * (np.log(v[:p]) + 1.0), [-1.0]])
+
+    constraints = [
+        {"type": "eq", "fun": lambda v: v[:p].sum() - 1.0,
+         "jac": lambda v: np.concatenate([np.ones(p), [0.0]])},
+        {"type": "ineq", "fun": lambda v: responses(v[:p])[0] - v[p],
+         "jac": lambda v: np.hstack([responses(v[:p])[1], -np.ones((len(rivals), 1))])},
+    ]
+    start = np.concatenate([np.full(p, 1.0 / p), [0.0]])
+    result = minimize(
+        objective, start, jac=objective_gradient, constraints=constraints, method="SLSQP",
+        bounds=[(1e-10, 1.0)] * p + [(None, None)], options={"ftol": 1e-14, "maxiter": 500},
+    )
+    w = result.x[:p] / result.x[:p].sum()
+    return -result.fun, w, 1.0 / responses(w)[0].min()
+
+
+@pytest.mark.parametrize(
+    ("features", "theta"),
+    [
+        one_hot([0.5, 0.3, 0.25, 0.0]),  # BT4
+        (np.random.default_rng(1).normal(size=(5, 2)), np.array([1.0, -0.4])),
+    ],
+    ids=["BT4", "K5-d2"],
+)
+@pytest.mark.parametrize("eta", [1e-3, 1e-2])
+def test_entropy_regularized_allocation_matches_a_direct_optimization(features, theta, eta):
+    allocation = optimal_allocation_exact(features, theta, entropy=eta)
+    value, shares, t_star = _regularized_by_scipy(features, theta, eta)
+    entropy = -float(allocation.shares @ np.log(allocation.shares))
+    assert 1.0 / allocation.t_star + eta * entropy == pytest.approx(value, rel=1e-5)
+    np.testing.assert_allclose(allocation.shares, shares, atol=2e-3)
+    assert allocation.t_star == pytest.approx(t_star, rel=1e-4)
+    # The cost in T*: F(w_η) ≥ F(w*) − η·(H(w_η) − H(w*)) ≥ F(w*) − η·log P (F = 1/T), and w_η
+    # has full support.
+    plain = optimal_allocation_exact(features, theta)
+    assert plain.t_star <= allocation.t_star * (1 + 1e-6)
+    bound = 1.0 / (1.0 / plain.t_star - eta * np.log(allocation.shares.size))
+    assert bound < 0 or allocation.t_star <= bound * (1 + 1e-6)
+    assert np.all(allocation.shares > 0)

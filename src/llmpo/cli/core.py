@@ -260,13 +260,18 @@ def demo(
         f"{correct} against the hidden truth) after {result.n_comparisons} comparisons"
     )
     table = Table("rival", "comparisons", "P̂(winner ≻ rival)", "GLR statistic", "threshold")
-    for rival, statistic, threshold in zip(
-        result.rivals, result.statistics, result.thresholds, strict=True
+    for rival, statistic, threshold, comparisons, win_prob in zip(
+        result.rivals,
+        result.statistics,
+        result.thresholds,
+        result.rival_comparisons,
+        result.rival_win_prob,
+        strict=True,
     ):
         table.add_row(
             result.policies[rival],
-            f"{int(result.counts[result.best, rival])}",
-            f"{result.win_prob_hat[result.best, rival]:.3f}",
+            f"{comparisons}",
+            f"{win_prob:.3f}",
             f"{statistic:.2f}",
             f"{threshold:.2f}",
         )

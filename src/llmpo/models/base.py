@@ -100,3 +100,15 @@ class PreferenceModel(ABC):
     @abstractmethod
     def counts(self) -> NDArray[np.float64]:
         """K×K symmetric matrix of comparisons told per pair."""
+
+    def compared_pairs(self) -> list[tuple[int, int, int, float]]:
+        """The pairs compared so far as ``(a, b, comparisons, P̂(a ≻ b))`` with a < b.
+
+        Spaces whose K×K matrices are too large to build (the structured space) override this.
+        """
+        counts, win_prob = self.counts(), self.win_prob_hat()
+        rows, cols = np.nonzero(np.triu(counts, 1))
+        return [
+            (int(a), int(b), int(counts[a, b]), float(win_prob[a, b]))
+            for a, b in zip(rows, cols, strict=True)
+        ]

@@ -112,23 +112,29 @@ def _newton(
     objective_terms: tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float64]],
     start: NDArray[np.float64],
     ridge: float,
+    offset: NDArray[np.float64] | None = None,
 ) -> tuple[NDArray[np.float64], bool]:
     """Maximize LL(θ) − (ridge/2)‖θ‖² by Newton with backtracking, from ``start``.
 
+    With ``offset`` o the margins are z_kᵀθ + o_k (an affine constraint in reduced coordinates).
     Returns the maximizer and whether the Newton decrement fell below the tolerance (False when
     the maximum lies at infinity, e.g. for separable data without ridge).
     """
     z, n, s = objective_terms
+    shift = np.zeros(n.size) if offset is None else offset
     theta = start.copy()
 
     def penalized(value: NDArray[np.float64]) -> float:
-        return log_likelihood(value, z, n, s) - 0.5 * ridge * float(value @ value)
+        margin = z @ value + shift
+        fit = float(s @ log_expit(margin) + (n - s) @ log_expit(-margin))
+        return fit - 0.5 * ridge * float(value @ value)
 
     current = penalized(theta)
     identity = np.eye(theta.size)
     for _ in range(NEWTON_MAX_ITERATIONS):
-        gradient = log_likelihood_gradient(theta, z, n, s) - ridge * theta
-        curvature = -log_likelihood_hessian(theta, z, n, s) + (ridge + HESSIAN_JITTER) * identity
+        p = expit(z @ theta + shift)
+        gradient = (s - n * p) @ z - ridge * theta
+        curvature = (z.T * (n * p * (1.0 - p))) @ z + (ridge + HESSIAN_JITTER) * identity
         step = np.linalg.solve(curvature, gradient)
         decrement = 0.5 * float(gradient @ step)
         if decrement < NEWTON_TOLERANCE:
@@ -216,12 +222,14 @@ def fit_constrained_mle(
     wins: ArrayLike,
     direction: ArrayLike,
     start: ArrayLike | None = None,
+    level: float = 0.0,
 ) -> ConstrainedFit:
-    """max LL(λ) subject to λᵀy = 0: the best fit in which the two policies of y tie.
+    """max LL(λ) subject to λᵀy = c: the best fit in which the two policies of y tie (c = 0).
 
     With y = x_j − x_î this is the GLR's alternative "j is as good as î" (DESIGN §3); for one-hot
-    features it merges the two utilities. Solved by Newton in the coordinates of an orthonormal
-    basis of the hyperplane, so it has d − 1 unknowns.
+    features it merges the two utilities. With c = γ > 0 it is "j beats î by γ in utility", the
+    alternative of ε-optimal identification. Solved by Newton in the coordinates of an
+    orthonormal basis of the hyperplane, λ = c·y/‖y‖² + Bμ, so it has d − 1 unknowns.
 
     Parameters
     ----------
@@ -231,18 +239,22 @@ def fit_constrained_mle(
         y (d,), non-zero.
     start : array_like, optional
         Warm start; projected onto the hyperplane.
+    level : float
+        c, the value of λᵀy on the hyperplane.
 
     Returns
     -------
     ConstrainedFit
     """
     z = np.asarray(differences, float)
-    basis = hyperplane_basis(np.asarray(direction, float))
+    y = np.asarray(direction, float)
+    basis = hyperplane_basis(y)
+    anchor = (level / float(y @ y)) * y
     reduced = z @ basis
     mu0 = np.zeros(basis.shape[1]) if start is None else basis.T @ np.asarray(start, float)
     n, s = np.asarray(counts, float), np.asarray(wins, float)
-    mu, converged = _newton((reduced, n, s), mu0, 0.0)
-    lam = basis @ mu
+    mu, converged = _newton((reduced, n, s), mu0, 0.0, z @ anchor if level else None)
+    lam = anchor + basis @ mu
     return ConstrainedFit(lam, log_likelihood(lam, z, n, s), converged)
 
 
@@ -337,6 +349,7 @@ def optimal_allocation_exact(
     features: ArrayLike,
     theta: ArrayLike,
     pairs: tuple[ArrayLike, ArrayLike] | None = None,
+    entropy: float = 0.0,
 ) -> StructuredAllocation:
     """T*(θ) and w* from the exact program of DESIGN §3 (exponential cone, cvxpy + Clarabel).
 
@@ -356,12 +369,21 @@ def optimal_allocation_exact(
         True parameter (d,); the best policy must be unique.
     pairs : (rows, cols), optional
         The pairs allowed weight; all K(K−1)/2 by default.
+    entropy : float
+        η ≥ 0 of DESIGN §3's entropy regularizer: maximize min_j f_j(w) + η·Σ_ab w_ab log(1/w_ab)
+        instead (``cp.entr``, exponential cone). Strictly concave, so w* is unique and continuous
+        in θ (what tracking needs). ``t_star`` is then 1/min_j f_j(w_η), the characteristic time
+        of the regularized allocation (≥ the unregularized T*). The cost is not scale-free:
+        1/T_η ≥ 1/T* − η·log P, so η = 1e-3 costs ~1% where T* is a few hundred (BT5: 266.7 →
+        269.8) but much more where T* is large (a K = 5, d = 2 instance: 517 → 988); choose
+        η ≪ 1/(T*·log P).
 
     Returns
     -------
     StructuredAllocation
     """
     x, best, rows, cols, z, s = _allocation_problem(features, theta, pairs)
+    regularization = entropy
     entropy = _binary_entropy(s)
     w = cp.Variable(rows.size, nonneg=True)
     t = cp.Variable()
@@ -377,7 +399,10 @@ def optimal_allocation_exact(
             v >= 0,
             v <= w,
         ]
-    cp.Problem(cp.Maximize(t), constraints).solve(solver=cp.CLARABEL, **CLARABEL_OPTIONS)
+    objective = t + regularization * cp.sum(cp.entr(w)) if regularization > 0 else t
+    cp.Problem(cp.Maximize(objective), constraints).solve(
+        solver=cp.CLARABEL, **CLARABEL_OPTIONS
+    )
     shares = np.clip(np.asarray(w.value, float), 0.0, None)
     shares /= shares.sum()
     return StructuredAllocation(best, 1.0 / float(t.value), rows, cols, shares, "exact")
@@ -767,6 +792,7 @@ def fisher_frank_wolfe(
     iterations: int = 200,
     regularization: float = 1e-3,
     smoothing: float = 0.01,
+    margin: float = 0.0,
 ) -> StructuredAllocation:
     """Frank–Wolfe on the Fisher form: a cheap, warm-startable w*(θ) for the sampling loop.
 
@@ -802,6 +828,9 @@ def fisher_frank_wolfe(
         η > 0, so that A(w) is invertible at every vertex.
     smoothing : float
         Relative temperature of the softmax over rivals.
+    margin : float
+        γ ≥ 0 added to every gap Δ_j (ε-optimal identification: the alternatives are
+        λᵀ(x_j − x_best) ≥ γ).
 
     Returns
     -------
@@ -816,7 +845,7 @@ def fisher_frank_wolfe(
     curvature = p * (1.0 - p)
     rivals = np.delete(np.arange(x.shape[0]), best)
     gaps = x[best] - x[rivals]
-    gap_values = gaps @ th
+    gap_values = gaps @ th + margin
     scale = 2.0 / np.maximum(gap_values, 1e-12) ** 2
     if start is None:
         weights = np.full(rows.size, 1.0 / rows.size)
@@ -829,8 +858,10 @@ def fisher_frank_wolfe(
     def objective(
         matrix: NDArray[np.float64], subset: NDArray[np.intp]
     ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
-        solved = np.linalg.solve(matrix, gaps[subset].T)  # A⁻¹ y_j, columns
-        return scale[subset] * np.einsum("jd,dj->j", gaps[subset], solved), solved
+        # A is d × d: its inverse times the gaps beats a solve with up to K right-hand sides.
+        chosen = gaps[subset]
+        solved = np.linalg.inv(matrix) @ chosen.T  # A⁻¹ y_j, columns
+        return scale[subset] * np.einsum("dj,dj->j", chosen.T, solved), solved
 
     everyone = np.arange(rivals.size)
     watched = everyone
