@@ -18,10 +18,10 @@ comparisons the outcomes are independent draws over new questions like the held-
 tasks repeat with fresh answers and the interval is for the win rate on this held-out set.
 
 The result is the winner's win rate against the baseline with ties counted ½ (ties also shown
-separately) and its 95% interval — Clopper–Pearson on the seeded tie-split, exact
-(:mod:`llmpo.stats.winrate`) — plus, for a ``reference`` judge, each policy's accuracy with its
-Clopper–Pearson interval. Each comparison is committed before the next is counted, so an
-interrupted evaluation resumes (``--resume``) where it stopped.
+separately) and its 95% interval — Clopper–Pearson on wins + ties/2: exact without ties,
+conservative with them (:mod:`llmpo.stats.winrate`) — plus, for a ``reference`` judge,
+each policy's accuracy with its Clopper–Pearson interval. Each comparison is committed before the
+next is counted, so an interrupted evaluation resumes (``--resume``) where it stopped.
 """
 
 from __future__ import annotations
@@ -42,8 +42,7 @@ from llmpo.store import ComparisonRecord, EvaluationRecord, ExperimentRecord, St
 
 #: Stream of the experiment's seed that seeds evaluations (distinct from the run and the split).
 EVALUATION_STREAM = 0x6576616C  # "eval"
-#: Stream of an evaluation's seed that splits the ties for the interval.
-TIE_SPLIT_STREAM = 0x74696573  # "ties"
+#: Confidence level of the win-rate and accuracy intervals.
 LEVEL = 0.95
 
 
@@ -460,11 +459,7 @@ def summarize_evaluation(store: Store, evaluation: EvaluationRecord) -> dict[str
     if not comparisons:
         summary["sentence"] = "No evaluation comparison yet."
         return summary
-    experiment_seed = int(record.config.get("seed") or 0)
-    seed = np.random.SeedSequence(
-        [_evaluation_seed(experiment_seed, evaluation.id), TIE_SPLIT_STREAM]
-    )
-    rate = win_rate_interval(wins, ties, losses, seed, LEVEL)
+    rate = win_rate_interval(wins, ties, losses, LEVEL)
     summary["win_rate"] = rate.estimate
     summary["interval"] = [rate.lower, rate.upper]
     summary["accuracy"] = _accuracies(comparisons, evaluation.winner, evaluation.baseline)
