@@ -26,11 +26,19 @@ from llmpo.stats.structured import characteristic_time
 from llmpo.stats.unstructured import optimal_allocation
 from llmpo.strategies.base import Oracle, Strategy
 from llmpo.strategies.baselines import UNSTRUCTURED_BASELINES
+from llmpo.strategies.structured_baselines import STRUCTURED_BASELINES
 
 STRATEGIES = ("llmpo", "llmpo-tracking", "uniform", "oracle", *UNSTRUCTURED_BASELINES)
 # On a structured instance: the structured rules, uniform and oracle with the structured stopping
 # rule, and unstructured LLM-PO on the same outcomes for comparison.
-STRUCTURED_STRATEGIES = ("llmpo", "llmpo-tracking", "uniform", "oracle", "llmpo-unstructured")
+STRUCTURED_STRATEGIES = (
+    "llmpo",
+    "llmpo-tracking",
+    "uniform",
+    "oracle",
+    *STRUCTURED_BASELINES,
+    "llmpo-unstructured",
+)
 
 
 @dataclass(frozen=True)
@@ -248,9 +256,9 @@ def simulate(
     strategy : str
         One of ``llmpo``, ``llmpo-tracking``, ``uniform``, ``oracle``, or a baseline:
         ``top-two``, ``successive-elimination``, ``knockout``. On a structured instance: one of
-        ``llmpo``, ``llmpo-tracking``, ``uniform``, ``oracle`` (structured model and stopping
-        rule) or ``llmpo-unstructured`` (unstructured LLM-PO on the same outcomes); ``t_star``
-        is then the structured T*(θ) in every case.
+        ``llmpo``, ``llmpo-tracking``, ``uniform``, ``oracle``, ``xy-static``, ``lucb``
+        (structured model and stopping rule) or ``llmpo-unstructured`` (unstructured LLM-PO on
+        the same outcomes); ``t_star`` is then the structured T*(θ) in every case.
     delta : float
         Error probability of each experiment.
     reps : int
