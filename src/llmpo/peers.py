@@ -13,17 +13,22 @@ algorithm gets ``failure_probability = δ`` and, where it takes one, a seeded ``
 other constructor arguments keep duelpy's defaults unless given by keyword (``options``). Several
 of them are (ε, δ)-PAC with a default ε > 0 (e.g. SequentialElimination ε = 0.05,
 PlackettLucePACItem ε = 0.1): they may then return a policy within ε of the winner, which our
-simulations count as an error.
+simulations count as an error, and they solve an easier problem than exact identification, so a
+benchmark should set ε = 0 where the algorithm allows it (``options: {epsilon: 0.0}``; the paper
+suite does so for PlackettLucePACItem, whose ε-Condorcet-winner test with ε = 0 is exact
+identification). PlackettLucePACItem also assumes a Plackett–Luce model (it adds rank-broken
+comparisons it never observed): it is δ-correct only on Bradley–Terry instances.
 """
 
 from __future__ import annotations
 
 import inspect
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 
 from llmpo.environments.synthetic import SyntheticEnvironment
 from llmpo.instances import UnstructuredInstance
@@ -75,6 +80,41 @@ def peer_fault(strategy: str) -> str | None:
     return PEER_FAULTS.get(peer_class_name(strategy))
 
 
+#: Constructor arguments the adapter sets itself and a suite may not override.
+RESERVED_OPTIONS = ("feedback_mechanism", "failure_probability", "random_state", "time_horizon")
+
+
+def check_peer_options(strategy: str, options: dict[str, Any]) -> None:
+    """Refuse constructor options a peer does not take, naming them and the accepted ones.
+
+    ``failure_probability`` is always δ and ``random_state`` is seeded by the adapter, so they
+    cannot be set. Without duelpy installed only the reserved names are checked.
+
+    Raises
+    ------
+    ValueError
+        Naming the option and the fix.
+    """
+    name = peer_class_name(strategy)
+    for option in options:
+        if option in RESERVED_OPTIONS:
+            raise ValueError(
+                f"options: {option!r} of {strategy} is set by llmpo (failure probability = δ, "
+                "seeded random state, no horizon); remove it"
+            )
+    try:
+        duelpy = import_duelpy()
+    except PeerUnavailableError:
+        return
+    parameters = inspect.signature(getattr(duelpy.algorithms, name)).parameters
+    accepted = [p for p in parameters if p not in RESERVED_OPTIONS]
+    for option in options:
+        if option not in parameters:
+            raise ValueError(
+                f"options: {strategy} has no argument {option!r}; it takes {', '.join(accepted)}"
+            )
+
+
 def import_duelpy() -> ModuleType:
     """Import duelpy 1.0.0, first restoring the NumPy aliases it still uses.
 
@@ -112,11 +152,14 @@ class PeerRun:
         True when the algorithm's own stopping rule ended the run (not the budget).
     n_comparisons : int
         Duels it asked for.
+    pair_counts : ndarray, optional
+        Duels per pair (a, b), a < b, in the order of ``numpy.triu_indices(K, 1)``.
     """
 
     best: int
     finished: bool
     n_comparisons: int
+    pair_counts: NDArray[np.float64] | None = field(default=None, compare=False, repr=False)
 
 
 class _BudgetSpentError(Exception):
@@ -166,11 +209,13 @@ def run_peer(
         def __init__(self) -> None:
             super().__init__(list(range(instance.n_policies)))
             self.n_duels = 0
+            self.counts = np.zeros((instance.n_policies, instance.n_policies))
 
         def duel(self, arm_i_index: int, arm_j_index: int) -> bool:
             if max_comparisons is not None and self.n_duels >= max_comparisons:
                 raise _BudgetSpentError
             self.n_duels += 1
+            self.counts[arm_i_index, arm_j_index] += 1
             outcome = environment.outcome(int(arm_i_index), int(arm_j_index))
             return bool(coin.random() < 0.5) if outcome == 0.5 else outcome == 1.0
 
@@ -192,4 +237,10 @@ def run_peer(
         candidates = sorted(int(a) for a in answer)
         answer = candidates[int(coin.integers(len(candidates)))] if candidates else None
     best = -1 if answer is None else int(answer)
-    return PeerRun(best=best, finished=finished and best >= 0, n_comparisons=feedback.n_duels)
+    symmetric = feedback.counts + feedback.counts.T
+    return PeerRun(
+        best=best,
+        finished=finished and best >= 0,
+        n_comparisons=feedback.n_duels,
+        pair_counts=symmetric[np.triu_indices(instance.n_policies, 1)],
+    )
