@@ -93,6 +93,25 @@ def test_bench_command_writes_results(small_suite, tmp_path):
     assert "| GAP3 | top-two |" in result.output
 
 
+TINY_SUITE = """
+name: tiny
+seed: 4
+reps: 4
+deltas: [0.1, 0.05]
+strategies: [llmpo, top-two, knockout, uniform]
+instances:
+  - name: GAP3
+    bradley_terry: [0.0, -1.5, -2.0]
+"""
+
+
+@pytest.fixture
+def tiny_suite(tmp_path):
+    path = tmp_path / "tiny.yaml"
+    path.write_text(TINY_SUITE)
+    return path
+
+
 OPTIONS_SUITE = """
 name: options
 seed: 5
@@ -177,19 +196,23 @@ def without_timing(cells):
     ]
 
 
-def test_allocation_used_is_reported_beside_w_star(small_suite):
-    cells = run_suite(load_suite(small_suite))
-    llmpo = next(c for c in cells if c.instance == "BT4" and c.strategy == "llmpo")
-    used = np.array([row[2] for row in llmpo.allocation])
-    optimal = np.array([row[3] for row in llmpo.allocation])
-    assert used.sum() == pytest.approx(1.0, abs=0.01)
-    assert optimal.sum() == pytest.approx(1.0, abs=0.01)
-    # LLM-PO puts most of its comparisons where w* does; knockout does not track w*.
-    assert np.abs(used - optimal).sum() < 0.8
+def test_allocation_used_is_reported_beside_w_star(tiny_suite):
+    cells = run_suite(load_suite(tiny_suite))
+
+    def distance_to_w_star(strategy):
+        cell = next(c for c in cells if c.strategy == strategy and c.delta == 0.05)
+        used = np.array([row[2] for row in cell.allocation])
+        optimal = np.array([row[3] for row in cell.allocation])
+        assert used.sum() == pytest.approx(1.0, abs=0.01)
+        assert optimal.sum() == pytest.approx(1.0, abs=0.01)
+        return np.abs(used - optimal).sum()
+
+    # w* of GAP3 puts nothing on the pair (1, 2), which round-robin samples a third of the time.
+    assert distance_to_w_star("llmpo") < distance_to_w_star("uniform") - 0.2
 
 
-def test_interrupted_suite_resumes_from_the_store_to_the_same_table(small_suite, tmp_path):
-    suite = load_suite(small_suite)
+def test_interrupted_suite_resumes_from_the_store_to_the_same_table(tiny_suite, tmp_path):
+    suite = load_suite(tiny_suite)
     reference = run_suite(suite)
     store = CellStore(tmp_path / "cells.db")
     ran: list[str] = []
@@ -215,9 +238,9 @@ def test_interrupted_suite_resumes_from_the_store_to_the_same_table(small_suite,
     assert not any(stored for *_, stored in reports)
 
 
-def test_bench_command_resumes_and_reports_stored_cells(small_suite, tmp_path):
+def test_bench_command_resumes_and_reports_stored_cells(tiny_suite, tmp_path):
     out = tmp_path / "results"
-    arguments = ["bench", str(small_suite), "--out", str(out), "--reps", "2", "--workers", "1"]
+    arguments = ["bench", str(tiny_suite), "--out", str(out), "--reps", "2", "--workers", "1"]
     first = CliRunner().invoke(app, arguments)
     assert first.exit_code == 0, first.output
     second = CliRunner().invoke(app, arguments)
@@ -226,24 +249,11 @@ def test_bench_command_resumes_and_reports_stored_cells(small_suite, tmp_path):
     assert (out / "cells.db").exists()
 
 
-RAY_SUITE = """
-name: ray
-seed: 11
-reps: 6
-deltas: [0.1]
-strategies: [llmpo, knockout]
-instances:
-  - {name: BT4, reference: BT4}
-"""
-
-
-def test_ray_and_process_backends_give_the_same_table(tmp_path):
+def test_ray_and_process_backends_give_the_same_table(tiny_suite):
     pytest.importorskip("ray")
     from llmpo.scaleout import RayBackend
 
-    path = tmp_path / "ray.yaml"
-    path.write_text(RAY_SUITE)
-    suite = load_suite(path)
+    suite = load_suite(tiny_suite)
     pooled = run_suite(suite, workers=2)
     with RayBackend(num_cpus=1) as backend:
         on_ray = run_suite(suite, workers=2, backend=backend)
