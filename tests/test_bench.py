@@ -265,3 +265,14 @@ def test_unknown_backend_and_address_without_ray_are_refused(small_suite):
     assert result.exit_code == 2 and "choose process or ray" in result.output
     result = CliRunner().invoke(app, ["bench", str(small_suite), "--address", "auto"])
     assert result.exit_code == 2 and "--address needs --backend ray" in result.output
+
+
+def test_bench_command_overrides_deltas(tiny_suite, tmp_path):
+    out = tmp_path / "results"
+    arguments = ["bench", str(tiny_suite), "--out", str(out), "--reps", "2", "--deltas", "0.2"]
+    result = CliRunner().invoke(app, [*arguments, "--workers", "1", "--json"])
+    assert result.exit_code == 0, result.output
+    cells = json.loads(result.stdout)["cells"]
+    assert {cell["delta"] for cell in cells} == {0.2} and len(cells) == 4
+    bad = CliRunner().invoke(app, ["bench", str(tiny_suite), "--deltas", "0.7"])
+    assert bad.exit_code == 2 and "--deltas" in bad.output

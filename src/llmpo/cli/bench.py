@@ -29,6 +29,10 @@ def bench(
     reps: Annotated[
         int | None, typer.Option(min=2, help="Override the suite's replications per cell.")
     ] = None,
+    deltas: Annotated[
+        str | None,
+        typer.Option(help="Override the suite's δ values, comma-separated (e.g. 0.01,0.001)."),
+    ] = None,
     backend: Annotated[
         str, typer.Option(help="Where replications run: process (local pool) or ray.")
     ] = "process",
@@ -69,6 +73,19 @@ def bench(
         raise typer.Exit(2) from None
     if reps is not None:
         loaded = replace(loaded, reps=reps)
+    if deltas is not None:
+        try:
+            values = tuple(float(d) for d in deltas.split(","))
+        except ValueError:
+            values = ()
+        if not values or not all(0 < d < 0.5 for d in values):
+            console.print(
+                f"[bold red]error:[/] --deltas: expected δ values in (0, 0.5) separated by "
+                f"commas, got {deltas!r}",
+                highlight=False,
+            )
+            raise typer.Exit(2)
+        loaded = replace(loaded, deltas=values)
     folder = out or Path(f"bench-{loaded.name}")
     cells_store = None
     if not no_store:
