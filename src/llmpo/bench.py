@@ -62,7 +62,7 @@ from llmpo.instances import (
     load_instance,
     make_unstructured_instance,
 )
-from llmpo.peers import check_peer_options, is_peer, peer_class_name, peer_fault
+from llmpo.peers import check_peer_options, is_peer, peer_class_name, peer_fault, peer_note
 from llmpo.reference import reference_instance
 from llmpo.simulate import (
     STRATEGIES,
@@ -169,6 +169,8 @@ class Cell:
     ratio_to_llmpo: float | None = None
     seconds: float = 0.0
     fault: str | None = field(default=None)
+    #: For a peer: the easier problem it solves (ε > 0, a model assumed), or None.
+    note: str | None = None
     #: The strategy's options as JSON ('' when none).
     settings: str = ""
     #: Per pair (a, b, mean share of comparisons used, optimal share w*), pairs where either is
@@ -429,6 +431,7 @@ def run_cell(
         ratio_to_bound=summary["ratio_to_bound"],
         seconds=summary["seconds"],
         fault=peer_fault(setting.name) if is_peer(setting.name) else None,
+        note=peer_note(setting.name, setting.peer_options) if is_peer(setting.name) else None,
         settings=setting.describe(),
         allocation=_allocation(spec, [r.pair_counts for r in replications]),
     )
@@ -461,6 +464,11 @@ def run_suite(
         row = store.get(key) if store is not None else None
         cell = None if row is None else cell_from_dict(row)
         stored = cell is not None
+        if cell is not None and is_peer(entry.setting(strategy).name):
+            # What the output states about a peer follows the current code, stored or not.
+            setting = entry.setting(strategy)
+            cell.fault = peer_fault(setting.name)
+            cell.note = peer_note(setting.name, setting.peer_options)
         if cell is None:
             cell = run_cell(
                 entry.name,
@@ -508,7 +516,7 @@ def markdown_table(cells: list[Cell]) -> str:
     )
     rows = []
     for c in cells:
-        flag = " †" if c.fault else ""
+        flag = (" †" if c.fault else "") + (" ‡" if c.note else "")
         capped = f" ({c.uncertified} uncertified)" if c.uncertified else ""
         rows.append(
             f"| {c.instance} | {c.strategy}{flag} | {c.delta:g} | "
@@ -519,6 +527,8 @@ def markdown_table(cells: list[Cell]) -> str:
         )
     faults = sorted({(c.strategy, c.fault) for c in cells if c.fault})
     notes = "".join(f"\n† {strategy}: {fault}\n" for strategy, fault in faults)
+    easier = sorted({(c.strategy, c.note) for c in cells if c.note})
+    notes += "".join(f"\n‡ {strategy}: {note}\n" for strategy, note in easier)
     return header + "\n".join(rows) + "\n" + notes
 
 

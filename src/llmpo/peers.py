@@ -57,6 +57,52 @@ PEER_FAULTS: dict[str, str] = {
 }
 
 
+#: The approximation parameter of each (ε, δ)-PAC peer (None: the peer has none).
+PEER_EPSILON: dict[str, str | None] = {
+    "SequentialElimination": "epsilon_upper",
+    "KLDivergenceBasedPAC": "epsilon",
+    "OptMax": "epsilon_range",
+    "MallowsMPI": None,
+    "PlackettLucePACItem": "epsilon",
+    "KnockoutTournament": "epsilon",
+    "Savage": None,
+}
+
+
+def peer_note(strategy: str, options: dict[str, Any] | None = None) -> str | None:
+    """The easier problem a peer solves, to be stated with its results, or None.
+
+    A peer run with its approximation parameter ε > 0 (its duelpy default unless ``options``
+    set it) may answer an ε-approximate winner in its own sense: an easier problem than the
+    exact identification every llmpo strategy solves. PlackettLucePACItem also assumes a
+    Plackett–Luce model. None when ε = 0 and no model is assumed. Without duelpy installed the
+    defaults cannot be read, and None is returned unless ``options`` set ε.
+    """
+    name = peer_class_name(strategy)
+    options = options or {}
+    notes = []
+    parameter = PEER_EPSILON.get(name)
+    if parameter is not None:
+        value = options.get(parameter)
+        if value is None:
+            try:
+                duelpy = import_duelpy()
+            except PeerUnavailableError:
+                return None
+            default = inspect.signature(getattr(duelpy.algorithms, name)).parameters[parameter]
+            value = default.default
+        if float(value) > 0:
+            notes.append(
+                f"(ε, δ)-PAC with {parameter} = {value:g}: may answer an ε-approximate winner, "
+                "an easier problem than exact identification"
+            )
+    if name == "PlackettLucePACItem":
+        notes.append("assumes a Plackett–Luce model (δ-correct on Bradley–Terry instances only)")
+    if name == "MallowsMPI":
+        notes.append("assumes a Mallows model (δ-correct on Mallows instances only)")
+    return "; ".join(notes) or None
+
+
 class PeerUnavailableError(RuntimeError):
     """duelpy is not installed (install the ``peers`` extra)."""
 
