@@ -85,3 +85,15 @@ def test_peers_solving_an_easier_problem_are_flagged_in_the_table(tmp_path):
     assert "epsilon = 0.05: may answer an ε-approximate winner" in table
     exact = next(c for c in cells if c.strategy.startswith("duelpy:Plackett"))
     assert "ε-approximate" not in exact.note and "Plackett–Luce" in exact.note
+
+
+def test_a_peer_that_stalls_without_duels_is_stopped_and_counted_unfinished():
+    # PlackettLucePACItem with ε = 0 on BT5: replication 8 of seed 2026 prunes every other
+    # policy while the survivor's lower bounds stay below ½, then steps without dueling forever.
+    seed = np.random.SeedSequence(2026).spawn(9)[8]
+    run = run_peer(
+        "duelpy:PlackettLucePACItem", reference_instance("BT5"), 0.01, seed, 300_000,
+        {"epsilon": 0.0},
+    )
+    assert not run.finished and run.best == -1
+    assert 0 < run.n_comparisons < 300_000

@@ -98,6 +98,12 @@ def peer_note(strategy: str, options: dict[str, Any] | None = None) -> str | Non
             )
     if name == "PlackettLucePACItem":
         notes.append("assumes a Plackett–Luce model (δ-correct on Bradley–Terry instances only)")
+        if parameter is not None and float(options.get(parameter, 1.0)) == 0.0:
+            notes.append(
+                "with ε = 0 a run can stall (every other policy pruned while the survivor's "
+                f"bounds against them stay below ½): stopped after {MAX_IDLE_STEPS:,} steps "
+                "without a duel, counted uncertified with no answer (an error)"
+            )
     if name == "MallowsMPI":
         notes.append("assumes a Mallows model (δ-correct on Mallows instances only)")
     return "; ".join(notes) or None
@@ -208,6 +214,10 @@ class PeerRun:
     pair_counts: NDArray[np.float64] | None = field(default=None, compare=False, repr=False)
 
 
+#: Consecutive steps without a duel after which a peer is deemed stalled (see :func:`run_peer`).
+MAX_IDLE_STEPS = 1_000
+
+
 class _BudgetSpentError(Exception):
     """Raised inside duelpy when the comparison budget is spent."""
 
@@ -273,8 +283,19 @@ def run_peer(
         arguments["random_state"] = np.random.RandomState(state)
     algorithm = algorithm_class(**{**arguments, **(options or {})})
     finished = True
+    idle_steps = 0
     try:
-        algorithm.run()
+        # duelpy's own run() loop, plus a guard: a step that asks for no duel cannot change the
+        # state, so a peer that takes MAX_IDLE_STEPS such steps in a row would loop forever
+        # (it happens to PlackettLucePACItem with ε = 0 once every other arm is pruned while
+        # the survivor's bounds against them stay below ½); the run then stops unfinished.
+        while not algorithm.is_finished():
+            before = feedback.n_duels
+            algorithm.step()
+            idle_steps = idle_steps + 1 if feedback.n_duels == before else 0
+            if idle_steps >= MAX_IDLE_STEPS:
+                finished = False
+                break
     except _BudgetSpentError:
         finished = False
     answer = getattr(algorithm, PEER_ALGORITHMS[name])()
