@@ -14,6 +14,7 @@ opponent is the leader), so its margin is small (measured: 3,561 vs 3,472 compar
 paired replications) but significant.
 """
 
+import functools
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +33,7 @@ MAIN = SUITE.instances[0]
 RIVALS = [label for label in MAIN.strategies if label != "llmpo" and label not in DEFECTIVE]
 
 
+@functools.cache
 def comparisons(label):
     spec = cell_spec(MAIN, label, DELTA, SUITE)
     return np.array([r.n_comparisons for r in run_replications(spec, REPS, SUITE.seed, workers=2)])
