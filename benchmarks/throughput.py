@@ -12,16 +12,60 @@ comparison chains one round of calls: the ideal rate is concurrency ÷ latency. 
 tie, so each run goes to its comparison budget (≈ ``--seconds`` of ideal work). Target: ≥ 90% of
 the ideal at concurrency 64.
 
-Measured on 2 shared CPU cores (``--latency 0.2 --seconds 4``): 88% at concurrency 1, 84% at 8,
-54% at 64. At 64 the client is CPU-bound: the ``openai`` SDK and its HTTP stack spend ~3–4 ms of
-CPU per request (request transformation, connection-pool bookkeeping, response parsing), and 64
-comparisons per 0.2 s need 640 requests per second.
+Besides the wall rate, each row reports the client's CPU time per comparison (``process_time``
+of this process), the CPU the client would need to run at the ideal rate, the server's CPU per
+comparison (``/proc``) and the load average: on a shared machine the wall rate measures the
+contention as much as the code, the CPU figures do not.
+
+Measured on 2 CPU cores shared with other work, ``--latency 0.2 --seconds 4``, before (commit
+703997b) and after this change, run back to back twice each at a load average of 7.8–8.2:
+
+=========== ======================================== ========================================
+concurrency before: fraction of ideal, client CPU      after: fraction of ideal, client CPU
+=========== ======================================== ========================================
+1           81–83%, 17.5–17.7 ms per comparison      91–92%, 6.5–6.6 ms per comparison
+8           74–76%, 4.6–5.1 ms                       83–87%, 1.9–2.0 ms
+64          33–34%, 3.7–3.9 ms                       50–65%, 1.7–1.9 ms
+=========== ======================================== ========================================
+
+(At concurrency 1 the CPU per comparison includes the start of the run, amortised over 20
+comparisons.) The same pairs of runs at a load average of 2.6–4.4: before 88%, 82–84%, 47–49%;
+after 91–94%, 87–88%, 67–69% (1.7–1.8 ms of client CPU per comparison at 64). At 13–17, with the
+backend change alone: 21–26% → 40–46% at 64. The wall fraction follows the machine's load; the CPU
+per comparison does not.
+
+The target (≥ 90% at 64) is **not** met. The server is not the bottleneck (0.3 ms of CPU per
+comparison for its two requests; 0.5 before), nor the network (a bare ``aiohttp`` round trip takes
+202–207 ms). The client is: at the ideal 320 comparisons/s it needs ~0.55–0.6 of a core (1.2
+before), and with 64 comparisons in flight and a fixed latency the results arrive in bursts that
+one event loop works through serially (64 × 1.75 ms ≈ 110 ms of work per 200 ms cycle), so a
+comparison takes ~250 ms on average at 64 against ~212 ms at 1. Spreading the first 64 dispatches
+over one latency (tried, not kept) gained only 3–8 points: the bursts re-form. By that account,
+90% needs ≲ 0.7 ms of client CPU per comparison, while the SDK alone takes ~1.5 ms (two requests).
+
+Where the client's CPU goes at 64 (``py-spy``, share of the busy event loop): the ``openai`` SDK
+with its ``httpx2`` and ``aiohttp`` layers 75% (~0.75 ms per request), the runner, environment and
+retry loop 10%, the store 6% (one SQLite commit per comparison, WAL with ``synchronous=NORMAL``, no
+fsync; the cache look-ups), prompt rendering and cache keys 3%, the experiment's ask/tell and
+stopping check 2%, the judge < 1%. ``uvloop`` made no measurable difference (the cost is in the
+SDK's Python code, not in the event loop), so it is not used.
+
+What changed: the backend used eight SDK clients per endpoint on the default ``httpx`` transport,
+whose connection pool scans all its connections (a ``getpeername`` each) for every request, and the
+typed ``chat.completions.create``, whose parameter transform and response models cost ~0.5 ms per
+call. It now uses one client per endpoint on the SDK's own ``aiohttp`` transport (when ``aiohttp``
+is installed) with no pool cap of its own — the runner bounds the calls in flight — and posts the
+plain JSON body through the same client (auth, headers, status errors and timeouts unchanged):
+~0.75 ms of CPU per request instead of ~1.9 ms, and half the server's CPU (httpx sent each request
+in two writes, headers then body). The store commits a comparison's cached answers in the
+comparison's own transaction instead of one commit each (three commits per comparison became one).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -38,8 +82,19 @@ from llmpo.runner import start_experiment
 from llmpo.store import Store
 
 
-def measure(base_url: str, concurrency: int, comparisons: int) -> float:
-    """Comparisons per second of one run to a budget of ``comparisons``."""
+def process_cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process so far (Linux ``/proc``)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def load_average() -> str:
+    """The 1-minute load average and the number of CPUs (the machine may be shared)."""
+    return f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs"
+
+
+def measure(base_url: str, concurrency: int, comparisons: int) -> tuple[float, float]:
+    """Comparisons per second of one run to a budget of ``comparisons``, and CPU s per one."""
     with tempfile.TemporaryDirectory() as folder:
         tasks = Path(folder) / "tasks.jsonl"
         tasks.write_text(
@@ -63,11 +118,11 @@ def measure(base_url: str, concurrency: int, comparisons: int) -> float:
         )
         with Store(config.store, writer=True) as store:
             experiment_id = start_experiment(config, store)
-            started = time.monotonic()
+            started, cpu = time.monotonic(), time.process_time()
             outcome = AsyncRunner(store, experiment_id, concurrency).run()
-            seconds = time.monotonic() - started
+            seconds, cpu = time.monotonic() - started, time.process_time() - cpu
     assert outcome.new_comparisons == comparisons
-    return comparisons / seconds
+    return comparisons / seconds, cpu / comparisons
 
 
 def main() -> None:
@@ -86,15 +141,23 @@ def main() -> None:
     try:
         assert server.stdout is not None
         base_url = f"http://127.0.0.1:{int(server.stdout.readline())}/v1"
-        print("| concurrency | comparisons | comparisons/s | ideal/s | fraction of ideal |")
-        print("|---:|---:|---:|---:|---:|")
+        print(
+            "| concurrency | comparisons | comparisons/s | ideal/s | fraction of ideal "
+            "| client CPU ms/comparison | client CPU at the ideal rate (cores) "
+            "| server CPU ms/comparison | load average |"
+        )
+        print("|---:|---:|---:|---:|---:|---:|---:|---:|---|")
         for concurrency in arguments.concurrency:
             ideal = concurrency / arguments.latency
             comparisons = max(concurrency, round(ideal * arguments.seconds))
-            rate = measure(base_url, concurrency, comparisons)
+            load = load_average()
+            server_cpu = process_cpu_seconds(server.pid)
+            rate, client_cpu = measure(base_url, concurrency, comparisons)
+            server_cpu = (process_cpu_seconds(server.pid) - server_cpu) / comparisons
             print(
                 f"| {concurrency} | {comparisons} | {rate:.1f} | {ideal:.1f} | "
-                f"{rate / ideal:.1%} |",
+                f"{rate / ideal:.1%} | {client_cpu * 1e3:.2f} | {client_cpu * ideal:.2f} | "
+                f"{server_cpu * 1e3:.2f} | {load} |",
                 flush=True,
             )
     finally:

@@ -55,6 +55,13 @@ environment : mapping
     for demos and for the interruption tests).
 store : path
     The SQLite store (created when missing).
+baseline : str, optional
+    The policy in use today, against which ``llmpo evaluate`` measures the certified policy's
+    gain; default the first policy.
+holdout : mapping, optional
+    Tasks kept out of the selection run for ``llmpo evaluate``: ``{fraction: 0.2}`` (a split of
+    the task ids fixed by the seed) or ``{tasks: FILE}`` (a task file; for replay only its ids
+    are used). Live LLM and replay environments only; recorded in the store when the run starts.
 """
 
 from __future__ import annotations
@@ -187,8 +194,19 @@ class PythonJudgeConfig(_Strict):
     path: Path | None = None
 
 
+class HumanJudgeConfig(_Strict):
+    """People judge in the browser (``llmpo serve``; extra ``llmpo[human]``). Each pending
+    comparison is leased to one judge for ``lease_seconds``, then handed to another if abandoned;
+    ``show_reference`` shows the task's reference answer beside the two answers."""
+
+    type: Literal["human"]
+    lease_seconds: float = Field(default=600.0, gt=0.0, le=86_400.0)
+    show_reference: bool = True
+
+
 JudgeConfig = Annotated[
-    ReferenceJudgeConfig | LLMJudgeConfig | PythonJudgeConfig, Field(discriminator="type")
+    ReferenceJudgeConfig | LLMJudgeConfig | PythonJudgeConfig | HumanJudgeConfig,
+    Field(discriminator="type"),
 ]
 
 
@@ -219,6 +237,25 @@ class LLMEnvironmentConfig(_Strict):
     max_backoff_seconds: float = Field(default=60.0, ge=0.0, le=3600.0)
     requests_per_minute: float | None = Field(default=None, gt=0.0)
     prices: dict[str, PriceConfig] = Field(default_factory=dict)
+
+
+class HoldoutConfig(_Strict):
+    """Held-out tasks: a ``fraction`` of the task ids drawn from the seed, or a ``tasks`` file.
+
+    The selection run never sees a held-out task; ``llmpo evaluate`` uses only them.
+    """
+
+    fraction: float | None = Field(default=None, gt=0.0, lt=1.0)
+    tasks: Path | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> HoldoutConfig:
+        if (self.fraction is None) == (self.tasks is None):
+            raise ValueError(
+                "holdout|needs exactly one of fraction and tasks|write holdout: {fraction: 0.2} "
+                "or holdout: {tasks: heldout.jsonl}"
+            )
+        return self
 
 
 EnvironmentConfig = Annotated[
@@ -313,6 +350,8 @@ class ExperimentConfig(_Strict):
     seed: int | None = Field(default=None, ge=0)
     environment: EnvironmentConfig
     store: Path = Path("llmpo.db")
+    baseline: str | None = Field(default=None, min_length=1)
+    holdout: HoldoutConfig | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -330,6 +369,16 @@ class ExperimentConfig(_Strict):
             duplicates = sorted({n for n in names if names.count(n) > 1})
             if duplicates:
                 raise ValueError(f"policies|duplicate names {duplicates}|list each policy once")
+            if self.baseline is not None and self.baseline not in names:
+                raise ValueError(
+                    f"baseline|{self.baseline!r} is not one of the policies {names}|set it to "
+                    "the policy in use today, or omit it (default: the first policy)"
+                )
+        if self.holdout is not None and self.environment.type == "synthetic":
+            raise ValueError(
+                "holdout|a synthetic environment has no tasks to hold out|remove holdout (every "
+                "evaluation comparison of a synthetic instance is a fresh draw)"
+            )
         if self.space == "structured" and (
             self.policies is not None or self.environment.type != "synthetic"
         ):
@@ -411,7 +460,7 @@ _FIXES = {
     "literal_error": "use one of the allowed values",
     "union_tag_invalid": "use one of the expected types",
     "union_tag_not_found": "add a type field (environment: synthetic, replay or llm; "
-    "judge: reference, llm or python; backend: openai)",
+    "judge: reference, llm, python or human; backend: openai)",
     "greater_than": "use a larger value",
     "greater_than_equal": "use a larger value",
     "less_than": "use a smaller value",
@@ -424,7 +473,7 @@ _FIXES = {
 
 
 #: Union member names that pydantic inserts in error locations.
-_UNION_TAGS = ("synthetic", "replay", "llm", "reference", "python", "openai", "local")
+_UNION_TAGS = ("synthetic", "replay", "llm", "reference", "python", "human", "openai", "local")
 
 
 def _known_fields(parent: list[str]) -> list[str]:
@@ -432,9 +481,11 @@ def _known_fields(parent: list[str]) -> list[str]:
     if not parent:
         models: list[type[BaseModel]] = [ExperimentConfig]
     elif parent[-1] == "judge":
-        models = [ReferenceJudgeConfig, LLMJudgeConfig, PythonJudgeConfig]
+        models = [ReferenceJudgeConfig, LLMJudgeConfig, PythonJudgeConfig, HumanJudgeConfig]
     elif parent[-1] == "backend":
         models = [BackendConfig, LocalBackendConfig]
+    elif parent[-1] == "holdout":
+        models = [HoldoutConfig]
     elif parent[0] == "environment":
         models = [SyntheticEnvironmentConfig, ReplayEnvironmentConfig, LLMEnvironmentConfig]
     else:
@@ -471,7 +522,7 @@ def _describe(error: dict[str, Any], source: str) -> str:
         return f"{source}: field '{field}': {problem}. Fix: {fix}."
     if error["type"] == "extra_forbidden":
         known = _known_fields(location[:-1])
-        close = difflib.get_close_matches(location[-1], known, n=1)
+        close = difflib.get_close_matches(location[-1], known, n=1, cutoff=0.7)
         fix = (
             f"did you mean '{close[0]}'"
             if close
@@ -558,8 +609,15 @@ def parse_config(
         )
     else:
         environment = environment.model_copy(update={"path": _absolute(environment.path, base)})
+    holdout = config.holdout
+    if holdout is not None and holdout.tasks is not None:
+        holdout = holdout.model_copy(update={"tasks": _absolute(holdout.tasks, base)})
     return config.model_copy(
-        update={"environment": environment, "store": _absolute(config.store, base)}
+        update={
+            "environment": environment,
+            "store": _absolute(config.store, base),
+            "holdout": holdout,
+        }
     )
 
 

@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections import Counter
 from importlib import resources
@@ -104,8 +105,19 @@ def pandalm_majority(labels: list[int]) -> float:
     return PANDALM_LABELS[label] if votes * 2 > len(labels) else 0.5
 
 
+def pandalm_prompt_id(item: dict[str, Any]) -> str:
+    """The task id of a PandaLM item: its prompt (instruction and input), hashed.
+
+    Several items (pairs of models) answer one prompt; they share this id, so a held-out split
+    over task ids never puts one prompt on both sides.
+    """
+    prompt = f"{item.get('instruction', '')}\x00{item.get('input', '')}"
+    return "p-" + hashlib.sha256(prompt.encode("utf-8")).hexdigest()[:12]
+
+
 def load_pandalm(path: str | Path) -> list[Judgment]:
-    """The PandaLM test set as judgments (majority of the human annotators).
+    """The PandaLM test set as judgments (majority of the human annotators), with the prompt as
+    each judgment's task id (:func:`pandalm_prompt_id`).
 
     Parameters
     ----------
@@ -134,7 +146,7 @@ def load_pandalm(path: str | Path) -> list[Judgment]:
             ) from None
         if any(label not in PANDALM_LABELS for label in labels):
             raise DatasetError(f"{where}: annotator labels must be 0, 1 or 2, got {labels}")
-        task_id = str(item.get("idx", position))
+        task_id = pandalm_prompt_id(item)
         judgments.append(
             Judgment(first, second, pandalm_majority(labels), task_id, "human-majority")
         )

@@ -134,7 +134,18 @@ def build_report(store: Store, experiment_id: int | None = None) -> dict[str, An
         "savings": _savings(config, policies, win_prob, answer, len(comparisons)),
         "costs": _costs(policies, comparisons),
         "utilities": _utilities(policies, model),
+        "gain": _gain(store, record),
     }
+
+
+def _gain(store: Store, record: ExperimentRecord) -> list[dict[str, Any]]:
+    """Held-out evaluations of the winner against the baseline (``llmpo evaluate``)."""
+    from llmpo.evaluation import summarize_evaluation
+
+    return [
+        evaluation.result or summarize_evaluation(store, evaluation)
+        for evaluation in store.evaluations(record.id)
+    ]
 
 
 def _utilities(policies: tuple[str, ...], model: PreferenceModel) -> list[dict[str, Any]] | None:
@@ -560,6 +571,42 @@ def _cost_text(report: dict[str, Any]) -> str:
     )
 
 
+def _gain_lines(report: dict[str, Any]) -> list[str]:
+    """The "gain over baseline" section: one paragraph per evaluation, latest first."""
+    evaluations = report.get("gain") or []
+    if not evaluations:
+        return [
+            "No held-out evaluation yet: llmpo evaluate STORE ID --comparisons N measures the "
+            "certified policy against the baseline on tasks the run never used."
+        ]
+    lines = []
+    for summary in reversed(evaluations):
+        if summary["comparisons"] == 0:
+            lines.append(f"Evaluation {summary['evaluation_id']}: no comparison yet.")
+            continue
+        low, high = summary["interval"]
+        cost = summary["cost_usd"]
+        text = (
+            f"{summary['sentence']} Evaluation {summary['evaluation_id']} ({summary['status']}): "
+            f"{summary['comparisons']:,} comparisons of {summary['winner']} against the "
+            f"baseline {summary['baseline']} on held-out tasks — {summary['wins']} wins, "
+            f"{summary['ties']} ties, {summary['losses']} losses; win rate (ties ½) "
+            f"{summary['win_rate']:.3f}, {summary['level']:.0%} interval [{low:.3f}, {high:.3f}] "
+            f"({summary['interval_method']}); "
+            + (f"cost ${cost:.4f}." if cost is not None else "cost not reported.")
+        )
+        if summary.get("caveat"):
+            text += f" Note: {summary['caveat']}."
+        for name, accuracy in (summary.get("accuracy") or {}).items():
+            a_low, a_high = accuracy["interval"]
+            text += (
+                f" Accuracy of {name}: {accuracy['accuracy']:.3f} ({accuracy['correct']}/"
+                f"{accuracy['n']}, interval [{a_low:.3f}, {a_high:.3f}])."
+            )
+        lines.append(text)
+    return lines
+
+
 def _dropped_text(report: dict[str, Any]) -> str:
     dropped = report["experiment"]["dropped_policies"]
     if not dropped:
@@ -591,7 +638,11 @@ def render_markdown(report: dict[str, Any]) -> str:
         "",
         _dropped_text(report),
         "",
+        "## Gain over baseline",
+        "",
     ]
+    for line in _gain_lines(report):
+        lines += [line, ""]
     for title, header, rows in _tables(report):
         lines += [f"## {title}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         lines += [
@@ -634,6 +685,8 @@ def render_html(report: dict[str, Any]) -> str:
         f"<p>{escape(_savings_text(report))}</p>",
         f"<p>{escape(_cost_text(report))}</p>",
         f"<p>{escape(_dropped_text(report))}</p>",
+        "<h2 id='gain'>Gain over baseline</h2>",
+        *(f"<p>{escape(line)}</p>" for line in _gain_lines(report)),
     ]
     figures = plots(report)
     captions = {

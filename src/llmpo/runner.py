@@ -38,6 +38,7 @@ from llmpo.config import (
 from llmpo.datasets import load_arena_counts, load_pandalm
 from llmpo.environments.base import Comparison, Environment
 from llmpo.environments.replay import (
+    Judgment,
     ReplayEnvironment,
     detect_format,
     read_judgments,
@@ -46,6 +47,7 @@ from llmpo.environments.replay import (
 from llmpo.environments.structured import StructuredEnvironment
 from llmpo.environments.synthetic import SyntheticEnvironment
 from llmpo.experiment import Experiment, Result
+from llmpo.holdout import split_holdout
 from llmpo.instances import (
     StructuredInstance,
     UnstructuredInstance,
@@ -171,44 +173,111 @@ def _restricted(
     )
 
 
-def build_environment(config: ExperimentConfig) -> Environment:
-    """The environment a configuration describes, restricted to its policies.
+def build_environment(
+    config: ExperimentConfig, part: str = "selection", evaluation_tasks: Path | None = None
+) -> Environment:
+    """The environment a configuration describes, restricted to its policies and to one part of
+    its tasks.
+
+    Parameters
+    ----------
+    config : ExperimentConfig
+        A resolved configuration.
+    part : {"selection", "evaluation"}
+        ``selection``: every task but the held-out ones (the run); ``evaluation``: only the
+        held-out tasks (``llmpo evaluate``). The held-out task ids are set as the environment's
+        ``holdout_task_ids`` (None without a holdout).
+    evaluation_tasks : Path, optional
+        A held-out task file given at evaluation time (``llmpo evaluate --tasks``), used instead
+        of the configuration's holdout for the ``evaluation`` part.
 
     Raises
     ------
     ConfigError
         When the environment's data cannot be read or used; the message names the file.
     """
+    if part not in ("selection", "evaluation"):
+        raise ValueError(f"part must be 'selection' or 'evaluation', got {part!r}")
     environment = config.environment
     wanted = config.policy_names
     if isinstance(environment, LLMEnvironmentConfig):
-        return _llm_environment(config)
+        return _llm_environment(config, part, evaluation_tasks)
     try:
         if isinstance(environment, SyntheticEnvironmentConfig):
             instance = load_instance(environment.instance, require_winner=False)
             if wanted is not None:
                 instance = _restricted(instance, wanted, environment.instance)
             return _ReseededSynthetic(instance, config.seed)
-        return _replay_environment(environment, wanted, config.seed)
+        return _replay_environment(config, environment, wanted, part, evaluation_tasks)
     except ValueError as error:  # InstanceError, ReplayError, DatasetError
         if isinstance(error, ConfigError):
             raise
         raise ConfigError(f"environment: {error}") from None
 
 
-def _llm_environment(config: ExperimentConfig) -> Any:
+def _read_task_ids(path: Path) -> list[str]:
+    from llmpo.llm.tasks import load_tasks
+
+    return [task.id for task in load_tasks(path)]
+
+
+def _llm_environment(
+    config: ExperimentConfig, part: str = "selection", evaluation_tasks: Path | None = None
+) -> Any:
     """The live LLM environment (imported here: simulations need no HTTP client)."""
     from llmpo.llm.environment import LLMEnvironment, LLMSetupError
+    from llmpo.llm.tasks import load_tasks
 
     try:
-        return LLMEnvironment(config)
-    except LLMSetupError as error:
+        live = LLMEnvironment(config)
+        every = live.tasks
+        held_tasks: tuple[Any, ...] | None = None
+        if config.holdout is not None and config.holdout.tasks is not None:
+            held_tasks = load_tasks(config.holdout.tasks)
+        elif config.holdout is not None and config.holdout.fraction is not None:
+            held = set(
+                split_holdout((t.id for t in every), config.holdout.fraction, config.seed or 0)
+            )
+            held_tasks = tuple(t for t in every if t.id in held)
+        held_ids = None if held_tasks is None else {t.id for t in held_tasks}
+        live.holdout_task_ids = None if held_ids is None else tuple(sorted(held_ids))
+        selection = tuple(t for t in every if held_ids is None or t.id not in held_ids)
+        if not selection:
+            raise LLMSetupError(
+                f"every task of {config.environment.tasks} is held out; the selection run "
+                "would have none. Fix: lower holdout.fraction, or hold out other tasks"
+            )
+        if part == "selection":
+            live.tasks = selection
+            return live
+        if evaluation_tasks is not None:
+            held_tasks = load_tasks(evaluation_tasks)
+            opened = sorted({t.id for t in held_tasks} & {t.id for t in selection})
+            if opened:
+                raise LLMSetupError(
+                    f"{evaluation_tasks}: tasks {opened[:5]} were open to the selection run "
+                    f"({len(opened)} in all). Fix: evaluate on tasks the run never saw"
+                )
+        if not held_tasks:
+            raise LLMSetupError(
+                "no held-out tasks to evaluate on. Fix: declare holdout: {fraction: 0.2} in the "
+                "configuration before the run, or pass --tasks FILE (tasks the run never saw)"
+            )
+        live.judge.check_tasks(held_tasks)
+        live.tasks = held_tasks
+        return live
+    except (LLMSetupError, ValueError) as error:
         raise ConfigError(f"environment: {error}") from None
 
 
 def _replay_environment(
-    environment: ReplayEnvironmentConfig, wanted: list[str] | None, seed: int | None
+    config: ExperimentConfig,
+    environment: ReplayEnvironmentConfig,
+    wanted: list[str] | None,
+    part: str = "selection",
+    evaluation_tasks: Path | None = None,
 ) -> ReplayEnvironment:
+    seed = config.seed
     path = environment.path  # None only with format: arena (the configuration checks it)
     data_format = environment.format
     if data_format == "auto" and path is not None:
@@ -218,14 +287,49 @@ def _replay_environment(
         "min_pair_records": environment.min_pair_records,
         "seed": seed,
     }
+    splits = config.holdout is not None or part == "evaluation"
+    if data_format in ("arena", "counts") and splits:
+        raise ConfigError(
+            "holdout: aggregated pair counts have no task ids to hold out. Fix: remove holdout, "
+            "or replay individual judgments (with task_id)"
+        )
     if data_format == "arena":
         return ReplayEnvironment.from_counts(load_arena_counts(path), wanted, **options)
     source = Path(str(path))
-    if data_format == "judgments":
-        return ReplayEnvironment.from_judgments(read_judgments(source), wanted, **options)
-    if data_format == "pandalm":
-        return ReplayEnvironment.from_judgments(load_pandalm(source), wanted, **options)
-    return ReplayEnvironment.from_counts(read_pair_counts(source), wanted, **options)
+    if data_format == "counts":
+        return ReplayEnvironment.from_counts(read_pair_counts(source), wanted, **options)
+    judgments = read_judgments(source) if data_format == "judgments" else load_pandalm(source)
+    held_ids: set[str] | None = None
+    if config.holdout is not None:
+        if any(j.task_id is None for j in judgments):
+            raise ConfigError(
+                f"holdout: {source} has judgments without task_id, so no split over tasks is "
+                "possible. Fix: give every judgment a task_id, or remove holdout"
+            )
+        ids = {str(j.task_id) for j in judgments}
+        if config.holdout.tasks is not None:
+            held_ids = set(_read_task_ids(config.holdout.tasks)) & ids
+        else:
+            held_ids = set(split_holdout(ids, config.holdout.fraction or 0.0, seed or 0))
+    selection = [j for j in judgments if held_ids is None or j.task_id not in held_ids]
+    chosen: list[Judgment] = selection
+    if part == "evaluation":
+        held = set(_read_task_ids(evaluation_tasks)) if evaluation_tasks else held_ids
+        opened = sorted((held or set()) & {str(j.task_id) for j in selection})
+        if opened:
+            raise ConfigError(
+                f"{evaluation_tasks}: tasks {opened[:5]} were open to the selection run "
+                f"({len(opened)} in all). Fix: evaluate on tasks the run never saw"
+            )
+        chosen = [j for j in judgments if held is not None and j.task_id in held]
+        if not chosen:
+            raise ConfigError(
+                "no held-out records to evaluate on. Fix: declare holdout: {fraction: 0.2} in "
+                "the configuration before the run, or pass --tasks FILE of held-out task ids"
+            )
+    replay = ReplayEnvironment.from_judgments(chosen, wanted, **options)
+    replay.holdout_task_ids = None if held_ids is None else tuple(sorted(held_ids))
+    return replay
 
 
 def build_space(config: ExperimentConfig, policies: tuple[str, ...]) -> Space:
@@ -307,6 +411,12 @@ def check_config(config: ExperimentConfig) -> Environment:
     """
     environment = build_environment(config)
     build_experiment(config, environment.policies)
+    if config.baseline is not None and config.baseline not in environment.policies:
+        raise ConfigError(
+            f"baseline: {config.baseline!r} is not one of the policies "
+            f"{list(environment.policies)}. Fix: set it to the policy in use today, or omit it "
+            "(default: the first policy)"
+        )
     return environment
 
 
@@ -323,10 +433,14 @@ def start_experiment(
         if config.seed is not None
         else config.model_copy(update={"seed": secrets.randbits(32)})
     )
-    if environment is None:
-        environment = check_config(resolved)
+    if environment is None or (config.seed is None and config.holdout is not None):
+        environment = check_config(resolved)  # the held-out split depends on the seed drawn
+    held = getattr(environment, "holdout_task_ids", None)
     experiment_id = store.create_experiment(
-        resolved.to_json(), list(environment.policies), resolved.name
+        resolved.to_json(),
+        list(environment.policies),
+        resolved.name,
+        holdout_tasks=None if held is None else list(held),
     )
     dropped = dropped_policies(environment)
     if dropped:
@@ -343,7 +457,10 @@ def find_experiment(config: ExperimentConfig, store: Store) -> ExperimentRecord 
     """The latest stored experiment started from this configuration (any seed if it has none)."""
     wanted = config.to_json()
     for record in reversed(store.experiments()):
-        stored = dict(record.config)
+        try:  # fill the defaults of fields added since the experiment was stored
+            stored = ExperimentConfig.model_validate(record.config).to_json()
+        except ValueError:
+            continue
         if config.seed is None:
             stored["seed"] = None
         if stored == wanted:
@@ -392,6 +509,13 @@ class Runner:
                 f"experiment {experiment_id}: its data now gives policies "
                 f"{list(self.environment.policies)}, but it ran on {self.record.policies}; "
                 "the data changed since it started, so it cannot be resumed"
+            )
+        held = getattr(self.environment, "holdout_task_ids", None)
+        if (None if held is None else list(held)) != store.holdout_tasks(experiment_id):
+            raise StoreError(
+                f"experiment {experiment_id}: its held-out tasks, drawn again from the seed and "
+                "the data, differ from those recorded when it started; the data changed, so it "
+                "cannot be resumed"
             )
         self.experiment = build_experiment(self.config, self.environment.policies)
         self.on_progress = on_progress

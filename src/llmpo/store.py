@@ -1,6 +1,6 @@
 """The experiment store: one SQLite file per project (stdlib ``sqlite3``, WAL journal).
 
-Tables (schema version 2):
+Tables (schema version 4):
 
 - ``experiments``: id, name, status (``running`` | ``interrupted`` | ``certified`` | ``budget``),
   the resolved configuration (JSON), the policy names, the llmpo version that created it, and the
@@ -10,10 +10,22 @@ Tables (schema version 2):
 - ``events``: what happened to an experiment and when (created, resumed, interrupted, finished);
 - ``generations`` (v2): the cache of live LLM answers, keyed by (policy, task, replicate index,
   request key — a hash of the model, endpoint, messages and decoding parameters), so re-runs and
-  resumed runs never pay twice for the same sample.
+  resumed runs never pay twice for the same sample;
+- ``judges`` (v3): the people who may judge through ``llmpo serve``: name, and a salted SHA-256
+  hash of their sign-in token (the token itself is shown once and never stored);
+- ``holdout_tasks`` (v4): the task ids an experiment held out of its selection run, recorded when
+  it is created;
+- ``evaluations`` and ``evaluation_comparisons`` (v4): held-out evaluations of an experiment's
+  certified policy against its baseline (``llmpo evaluate``), their comparisons stored like those
+  of a run.
 
 Every comparison is committed before its outcome is told to the experiment, so a run killed at any
-instant loses at most the comparison in flight and resumes by replaying the store. The file is
+instant loses at most the comparison in flight and resumes by replaying the store. Cached answers
+are not committed on their own: they join the store's next transaction (the comparison that used
+them, an event, a status), or are committed at :meth:`Store.close`, by :meth:`Store.flush`, or once
+the oldest has waited ``CACHE_FLUSH_SECONDS`` — so a comparison and its answers are committed
+together, and a process killed outright loses at most the last second's answers (paid again, never
+reused wrongly). The file is
 marked with an SQLite ``application_id`` and its schema version in ``user_version``; a file of
 another application, a corrupt file, or a store of a newer schema is refused without being changed,
 and an older schema is migrated in one transaction. One process writes a store at a time: a second
@@ -25,6 +37,7 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -41,8 +54,12 @@ from llmpo import __version__
 
 #: "llpo" in ASCII, written in the SQLite header of every llmpo store.
 APPLICATION_ID = 0x6C6C706F
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 4
 STATUSES = ("running", "interrupted", "certified", "budget")
+EVALUATION_STATUSES = ("running", "interrupted", "done")
+
+#: Cached answers wait at most this long (seconds) for the next write of the store to commit them.
+CACHE_FLUSH_SECONDS = 1.0
 
 _SCHEMA_V1 = """
 CREATE TABLE experiments (
@@ -106,10 +123,64 @@ def _add_generations(connection: sqlite3.Connection) -> None:
     )
 
 
+def _add_judges(connection: sqlite3.Connection) -> None:
+    connection.execute(
+        """CREATE TABLE judges (
+            name TEXT PRIMARY KEY,
+            salt TEXT NOT NULL,
+            token_hash TEXT NOT NULL,
+            created_at TEXT NOT NULL
+        ) WITHOUT ROWID"""
+    )
+
+
+def _add_holdout_and_evaluations(connection: sqlite3.Connection) -> None:
+    connection.execute(
+        """CREATE TABLE holdout_tasks (
+            experiment_id INTEGER NOT NULL REFERENCES experiments(id),
+            task_id TEXT NOT NULL,
+            PRIMARY KEY (experiment_id, task_id)
+        ) WITHOUT ROWID"""
+    )
+    connection.execute(
+        """CREATE TABLE evaluations (
+            id INTEGER PRIMARY KEY,
+            experiment_id INTEGER NOT NULL REFERENCES experiments(id),
+            created_at TEXT NOT NULL,
+            updated_at TEXT NOT NULL,
+            status TEXT NOT NULL,
+            winner TEXT NOT NULL,
+            baseline TEXT NOT NULL,
+            settings TEXT NOT NULL,
+            result TEXT
+        )"""
+    )
+    connection.execute(
+        """CREATE TABLE evaluation_comparisons (
+            evaluation_id INTEGER NOT NULL REFERENCES evaluations(id),
+            seq INTEGER NOT NULL,
+            policy_a INTEGER NOT NULL,
+            policy_b INTEGER NOT NULL,
+            task_id TEXT,
+            presentation_order TEXT,
+            outcome REAL NOT NULL CHECK (outcome IN (0.0, 0.5, 1.0)),
+            raw TEXT,
+            started_at REAL,
+            finished_at REAL,
+            cost_usd REAL,
+            input_tokens INTEGER,
+            output_tokens INTEGER,
+            PRIMARY KEY (evaluation_id, seq)
+        ) WITHOUT ROWID"""
+    )
+
+
 #: MIGRATIONS[v] brings a store from schema v − 1 to v (v = 1 creates it), inside a transaction.
 MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {
     1: _create_schema_v1,
     2: _add_generations,
+    3: _add_judges,
+    4: _add_holdout_and_evaluations,
 }
 
 
@@ -121,6 +192,21 @@ class CachedGeneration:
     input_tokens: int | None
     output_tokens: int | None
     seconds: float | None
+
+
+@dataclass(frozen=True)
+class EvaluationRecord:
+    """One stored held-out evaluation of an experiment's winner against its baseline."""
+
+    id: int
+    experiment_id: int
+    created_at: str
+    updated_at: str
+    status: str
+    winner: str
+    baseline: str
+    settings: dict[str, Any]
+    result: dict[str, Any] | None
 
 
 class StoreError(RuntimeError):
@@ -176,6 +262,30 @@ COMPARISON_COLUMNS = (
 )
 
 
+def _insert_comparison(
+    connection: sqlite3.Connection, table: str, key: str, owner_id: int, record: ComparisonRecord
+) -> None:
+    connection.execute(
+        f"INSERT INTO {table} ({key}, {', '.join(COMPARISON_COLUMNS)}) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            owner_id,
+            record.seq,
+            record.policy_a,
+            record.policy_b,
+            record.outcome,
+            record.task_id,
+            record.order,
+            None if record.raw is None else json.dumps(record.raw, default=str),
+            record.started_at,
+            record.finished_at,
+            record.cost_usd,
+            record.input_tokens,
+            record.output_tokens,
+        ),
+    )
+
+
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds")
 
@@ -203,6 +313,9 @@ class Store:
     def __init__(self, path: str | Path, *, readonly: bool = False, writer: bool = False) -> None:
         self.path = Path(path)
         self._lock_handle: Any = None
+        #: Answers waiting for the next transaction: key → row, and when the first one arrived.
+        self._pending_generations: dict[tuple[str, str, int, str], tuple[Any, ...]] = {}
+        self._pending_since = 0.0
         if readonly and not self.path.is_file():
             raise StoreError(f"{self.path}: no such store. Fix: check the path.")
         if self.path.is_dir():
@@ -300,11 +413,14 @@ class Store:
         self._lock_handle = handle
 
     def close(self) -> None:
-        """Close the connection and release the writer lock."""
-        self.connection.close()
-        if self._lock_handle is not None:
-            self._lock_handle.close()
-            self._lock_handle = None
+        """Commit the cached answers still pending, close the connection, release the lock."""
+        try:
+            self.flush()
+        finally:
+            self.connection.close()
+            if self._lock_handle is not None:
+                self._lock_handle.close()
+                self._lock_handle = None
 
     def __enter__(self) -> Store:
         return self
@@ -320,11 +436,19 @@ class Store:
         except sqlite3.OperationalError as error:
             raise StoreError(f"{self.path}: cannot write ({error})") from None
         try:
+            if self._pending_generations:
+                self.connection.executemany(
+                    "INSERT OR IGNORE INTO generations (policy, task_id, replicate, request_key, "
+                    "model, text, input_tokens, output_tokens, seconds, created_at) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    self._pending_generations.values(),
+                )
             yield self.connection
         except BaseException:
             self.connection.execute("ROLLBACK")
             raise
         self.connection.execute("COMMIT")
+        self._pending_generations.clear()
 
     def _query(self, sql: str, parameters: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
         try:
@@ -336,9 +460,17 @@ class Store:
 
     # ---- experiments ---------------------------------------------------------------------------
     def create_experiment(
-        self, config: dict[str, Any], policies: list[str], name: str | None = None
+        self,
+        config: dict[str, Any],
+        policies: list[str],
+        name: str | None = None,
+        holdout_tasks: list[str] | None = None,
     ) -> int:
-        """Record a new experiment (status ``running``) and return its id."""
+        """Record a new experiment (status ``running``) and return its id.
+
+        ``holdout_tasks``, the task ids kept out of its selection run, are recorded with it in
+        the same transaction.
+        """
         now = _now()
         with self._transaction() as connection:
             cursor = connection.execute(
@@ -347,8 +479,27 @@ class Store:
                 (name, now, now, __version__, json.dumps(config), json.dumps(policies)),
             )
             experiment_id = int(cursor.lastrowid or 0)
-            self._event(connection, experiment_id, "created", {"policies": len(policies)})
+            if holdout_tasks is not None:
+                connection.executemany(
+                    "INSERT INTO holdout_tasks (experiment_id, task_id) VALUES (?, ?)",
+                    [(experiment_id, task_id) for task_id in holdout_tasks],
+                )
+            self._event(
+                connection,
+                experiment_id,
+                "created",
+                {"policies": len(policies)}
+                | ({} if holdout_tasks is None else {"holdout_tasks": len(holdout_tasks)}),
+            )
         return experiment_id
+
+    def holdout_tasks(self, experiment_id: int) -> list[str] | None:
+        """The task ids the experiment held out of its selection run (None: no holdout)."""
+        rows = self._query(
+            "SELECT task_id FROM holdout_tasks WHERE experiment_id = ? ORDER BY task_id",
+            (experiment_id,),
+        )
+        return [row[0] for row in rows] or None
 
     def experiments(self) -> list[ExperimentRecord]:
         """Every stored experiment, oldest first."""
@@ -428,33 +579,17 @@ class Store:
                     f"{self.path}: experiment {experiment_id} has {last} comparisons; cannot "
                     f"store comparison #{record.seq} (is another process running it?)"
                 )
-            connection.execute(
-                f"INSERT INTO comparisons (experiment_id, {', '.join(COMPARISON_COLUMNS)}) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    experiment_id,
-                    record.seq,
-                    record.policy_a,
-                    record.policy_b,
-                    record.outcome,
-                    record.task_id,
-                    record.order,
-                    None if record.raw is None else json.dumps(record.raw, default=str),
-                    record.started_at,
-                    record.finished_at,
-                    record.cost_usd,
-                    record.input_tokens,
-                    record.output_tokens,
-                ),
-            )
+            _insert_comparison(connection, "comparisons", "experiment_id", experiment_id, record)
 
     def iter_comparisons(self, experiment_id: int) -> Iterator[ComparisonRecord]:
         """The experiment's comparisons in sequence order."""
+        return self._iter_comparisons("comparisons", "experiment_id", experiment_id)
+
+    def _iter_comparisons(self, table: str, key: str, owner_id: int) -> Iterator[ComparisonRecord]:
         try:
             cursor = self.connection.execute(
-                f"SELECT {', '.join(COMPARISON_COLUMNS)} FROM comparisons "
-                "WHERE experiment_id = ? ORDER BY seq",
-                (experiment_id,),
+                f"SELECT {', '.join(COMPARISON_COLUMNS)} FROM {table} WHERE {key} = ? ORDER BY seq",
+                (owner_id,),
             )
             for row in cursor:
                 yield ComparisonRecord(
@@ -512,11 +647,105 @@ class Store:
         )
         return [(at, kind, json.loads(detail) if detail else None) for at, kind, detail in rows]
 
+    # ---- held-out evaluations -------------------------------------------------------------------
+    def create_evaluation(
+        self, experiment_id: int, winner: str, baseline: str, settings: dict[str, Any]
+    ) -> int:
+        """Record a new evaluation (status ``running``) of an experiment and return its id."""
+        now = _now()
+        with self._transaction() as connection:
+            cursor = connection.execute(
+                "INSERT INTO evaluations (experiment_id, created_at, updated_at, status, winner, "
+                "baseline, settings) VALUES (?, ?, ?, 'running', ?, ?, ?)",
+                (experiment_id, now, now, winner, baseline, json.dumps(settings)),
+            )
+            evaluation_id = int(cursor.lastrowid or 0)
+            self._event(
+                connection, experiment_id, "evaluation_created", {"evaluation": evaluation_id}
+            )
+        return evaluation_id
+
+    def evaluations(self, experiment_id: int | None = None) -> list[EvaluationRecord]:
+        """The evaluations of an experiment (of every experiment when None), oldest first."""
+        where, parameters = (
+            ("WHERE experiment_id = ?", (experiment_id,))
+            if experiment_id
+            else (
+                "",
+                (),
+            )
+        )
+        rows = self._query(
+            "SELECT id, experiment_id, created_at, updated_at, status, winner, baseline, "
+            f"settings, result FROM evaluations {where} ORDER BY id",
+            parameters,
+        )
+        return [
+            EvaluationRecord(*row[:7], json.loads(row[7]), json.loads(row[8]) if row[8] else None)
+            for row in rows
+        ]
+
+    def evaluation(self, evaluation_id: int) -> EvaluationRecord:
+        """One evaluation by id.
+
+        Raises
+        ------
+        StoreError
+            When there is no such evaluation.
+        """
+        for record in self.evaluations():
+            if record.id == evaluation_id:
+                return record
+        raise StoreError(f"{self.path}: no evaluation {evaluation_id}")
+
+    def set_evaluation_status(
+        self, evaluation_id: int, status: str, result: dict[str, Any] | None = None
+    ) -> None:
+        """Set an evaluation's status (and final result)."""
+        if status not in EVALUATION_STATUSES:
+            raise ValueError(f"status must be one of {EVALUATION_STATUSES}, got {status!r}")
+        with self._transaction() as connection:
+            connection.execute(
+                "UPDATE evaluations SET status = ?, updated_at = ?, result = ? WHERE id = ?",
+                (status, _now(), json.dumps(result) if result is not None else None, evaluation_id),
+            )
+
+    def append_evaluation_comparison(self, evaluation_id: int, record: ComparisonRecord) -> None:
+        """Commit one comparison of an evaluation; its sequence number must follow the last.
+
+        Raises
+        ------
+        StoreError
+            When the sequence number would leave a gap or repeat one.
+        """
+        with self._transaction() as connection:
+            last = connection.execute(
+                "SELECT coalesce(max(seq), 0) FROM evaluation_comparisons WHERE evaluation_id = ?",
+                (evaluation_id,),
+            ).fetchone()[0]
+            if record.seq != last + 1:
+                raise StoreError(
+                    f"{self.path}: evaluation {evaluation_id} has {last} comparisons; cannot "
+                    f"store comparison #{record.seq} (is another process running it?)"
+                )
+            _insert_comparison(
+                connection, "evaluation_comparisons", "evaluation_id", evaluation_id, record
+            )
+
+    def evaluation_comparisons(self, evaluation_id: int) -> list[ComparisonRecord]:
+        """The evaluation's comparisons in sequence order."""
+        return list(
+            self._iter_comparisons("evaluation_comparisons", "evaluation_id", evaluation_id)
+        )
+
     # ---- generation cache ----------------------------------------------------------------------
     def cached_generation(
         self, policy: str, task_id: str, replicate: int, request_key: str
     ) -> CachedGeneration | None:
         """The cached answer of a policy to a task for one replicate and request, if any."""
+        pending = self._pending_generations.get((policy, task_id, replicate, request_key))
+        if pending is not None:
+            return CachedGeneration(*pending[5:9])
         rows = self._query(
             "SELECT text, input_tokens, output_tokens, seconds FROM generations WHERE policy = ? "
             "AND task_id = ? AND replicate = ? AND request_key = ?",
@@ -533,26 +762,71 @@ class Store:
         model: str,
         generation: CachedGeneration,
     ) -> None:
-        """Commit an answer to the cache (a repeated key keeps the first answer)."""
-        with self._transaction() as connection:
-            connection.execute(
-                "INSERT OR IGNORE INTO generations (policy, task_id, replicate, request_key, "
-                "model, text, input_tokens, output_tokens, seconds, created_at) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    policy,
-                    task_id,
-                    replicate,
-                    request_key,
-                    model,
-                    generation.text,
-                    generation.input_tokens,
-                    generation.output_tokens,
-                    generation.seconds,
-                    _now(),
-                ),
-            )
+        """Add an answer to the cache (a repeated key keeps the first answer).
+
+        It is committed with the store's next transaction, at the latest ``CACHE_FLUSH_SECONDS``
+        after the oldest pending answer arrived (checked here and by :meth:`flush_stale`), or at
+        :meth:`close`.
+        """
+        key = (policy, task_id, replicate, request_key)
+        if not self._pending_generations:
+            self._pending_since = time.monotonic()
+        self._pending_generations.setdefault(
+            key,
+            (
+                *key,
+                model,
+                generation.text,
+                generation.input_tokens,
+                generation.output_tokens,
+                generation.seconds,
+                _now(),
+            ),
+        )
+        self.flush_stale()
+
+    def flush(self) -> None:
+        """Commit the cached answers still pending (if any)."""
+        if self._pending_generations:
+            with self._transaction():
+                pass
+
+    def flush_stale(self) -> None:
+        """Commit the pending cached answers once the oldest has waited ``CACHE_FLUSH_SECONDS``."""
+        if (
+            self._pending_generations
+            and time.monotonic() - self._pending_since >= CACHE_FLUSH_SECONDS
+        ):
+            self.flush()
 
     def generation_count(self) -> int:
-        """How many answers the cache holds."""
+        """How many answers the cache holds (pending ones are committed first)."""
+        self.flush()
         return int(self._query("SELECT count(*) FROM generations")[0][0])
+
+    # ---- human judges --------------------------------------------------------------------------
+    def set_judge(self, name: str, salt: str, token_hash: str, replace: bool = False) -> None:
+        """Record a judge's salted token hash (``replace``: a new token for an existing judge).
+
+        Raises
+        ------
+        StoreError
+            When the judge exists and ``replace`` is False.
+        """
+        with self._transaction() as connection:
+            exists = connection.execute("SELECT 1 FROM judges WHERE name = ?", (name,)).fetchone()
+            if exists and not replace:
+                raise StoreError(
+                    f"{self.path}: judge {name!r} already exists. Fix: choose another name, or "
+                    "add --replace to give them a new token (the old one stops working)"
+                )
+            connection.execute(
+                "INSERT OR REPLACE INTO judges (name, salt, token_hash, created_at) "
+                "VALUES (?, ?, ?, ?)",
+                (name, salt, token_hash, _now()),
+            )
+
+    def judge_credentials(self) -> list[tuple[str, str, str]]:
+        """Every judge as (name, salt, token hash), by name."""
+        rows = self._query("SELECT name, salt, token_hash FROM judges ORDER BY name")
+        return [(str(n), str(s), str(h)) for n, s, h in rows]

@@ -6,8 +6,10 @@ import time
 import numpy as np
 import pytest
 
+import llmpo.llm.backends
 from llmpo.config import BackendConfig
 from llmpo.llm.backends import (
+    CLIENTS_PER_BACKEND,
     BackendError,
     GenerationRequest,
     OpenAIBackend,
@@ -20,9 +22,13 @@ from tests.llm.conftest import SECRET
 REQUEST = GenerationRequest((("user", "What is 1 + 2?"),), "m1", temperature=0.0)
 
 
-def call(server, policy: RetryPolicy, request: GenerationRequest = REQUEST):
+def call(
+    server, policy: RetryPolicy, request: GenerationRequest = REQUEST, transport: str = "auto"
+):
     async def once():
-        backend = OpenAIBackend(BackendConfig(type="openai", model="m1", base_url=server.base_url))
+        backend = OpenAIBackend(
+            BackendConfig(type="openai", model="m1", base_url=server.base_url), transport
+        )
         try:
             return await call_with_retries(backend, request, policy, np.random.default_rng(0))
         finally:
@@ -34,11 +40,12 @@ def call(server, policy: RetryPolicy, request: GenerationRequest = REQUEST):
 FAST = RetryPolicy(timeout_seconds=0.5, max_retries=3, backoff_seconds=0.001)
 
 
+@pytest.mark.parametrize("transport", ["aiohttp", "httpx"])
 @pytest.mark.parametrize("fault", ["429", "500", "malformed", "empty", "timeout"])
-def test_transient_faults_are_retried(server, fault):
+def test_transient_faults_are_retried(server, fault, transport):
     server.hang_seconds = 2.0
     server.faults.append(fault)
-    generation = call(server, FAST)
+    generation = call(server, FAST, transport=transport)
     assert generation.text == "3" or generation.text.startswith("about")
     assert server.faults_served == [fault]
     assert generation.input_tokens and generation.output_tokens == 3
@@ -120,3 +127,74 @@ def test_requests_per_minute_spaces_the_calls(server):
             await backend.aclose()
 
     assert asyncio.run(calls()) >= 0.5 and server.served == 11
+
+
+def test_auto_transport_is_aiohttp_when_installed():
+    backend = OpenAIBackend(
+        BackendConfig(type="openai", model="m1", base_url="http://127.0.0.1:9/v1")
+    )
+    assert backend.transport == "aiohttp" and len(backend.clients) == 1
+    asyncio.run(backend.aclose())
+    with pytest.raises(ValueError, match="transport must be"):
+        OpenAIBackend(BackendConfig(type="openai", model="m1"), "curl")
+
+
+def test_without_aiohttp_the_backend_falls_back_to_httpx(monkeypatch):
+    monkeypatch.setattr(llmpo.llm.backends, "_aiohttp_client", lambda: None)
+    config = BackendConfig(type="openai", model="m1", base_url="http://127.0.0.1:9/v1")
+    backend = OpenAIBackend(config)
+    assert backend.transport == "httpx" and len(backend.clients) == CLIENTS_PER_BACKEND
+    asyncio.run(backend.aclose())
+    with pytest.raises(BackendError, match="pip install aiohttp"):
+        OpenAIBackend(config, "aiohttp")
+
+
+@pytest.mark.parametrize("transport", ["aiohttp", "httpx"])
+def test_the_request_body_carries_exactly_the_set_decoding_parameters(server, transport):
+    request = GenerationRequest(
+        (("system", "Be brief."), ("user", "What is 1 + 2?")),
+        "m1",
+        temperature=0.7,
+        max_tokens=5,
+        seed=11,
+        stop=("\n",),
+    )
+    call(server, FAST, request, transport)
+    call(server, FAST, REQUEST, transport)
+    assert server.bodies == [
+        {
+            "model": "m1",
+            "messages": [
+                {"role": "system", "content": "Be brief."},
+                {"role": "user", "content": "What is 1 + 2?"},
+            ],
+            "temperature": 0.7,
+            "max_tokens": 5,
+            "seed": 11,
+            "stop": ["\n"],
+        },
+        {
+            "model": "m1",
+            "messages": [{"role": "user", "content": "What is 1 + 2?"}],
+            "temperature": 0.0,
+        },
+    ]
+
+
+def test_one_backend_keeps_more_calls_in_flight_than_a_default_pool_allows(server):
+    # aiohttp's default pool holds 100 connections; the runner, not the pool, bounds the calls.
+    server.latency = 0.5
+
+    async def calls():
+        backend = OpenAIBackend(BackendConfig(type="openai", model="m1", base_url=server.base_url))
+        rng = np.random.default_rng(0)
+        try:
+            return await asyncio.gather(
+                *(call_with_retries(backend, REQUEST, FAST_ENOUGH, rng) for _ in range(150))
+            )
+        finally:
+            await backend.aclose()
+
+    FAST_ENOUGH = RetryPolicy(timeout_seconds=20.0, max_retries=0)
+    assert len(asyncio.run(calls())) == 150
+    assert server.max_in_flight > 100

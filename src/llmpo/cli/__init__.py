@@ -16,5 +16,6 @@ app = typer.Typer(
 from llmpo.cli import bench as _bench  # noqa: E402,F401
 from llmpo.cli import core as _core  # noqa: E402,F401
 from llmpo.cli import experiments as _experiments  # noqa: E402,F401
+from llmpo.cli import human as _human  # noqa: E402,F401
 
 __all__ = ["app"]

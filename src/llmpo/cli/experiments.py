@@ -110,6 +110,12 @@ ConcurrencyOpt = Annotated[
 
 
 def _execute(store: Store, experiment_id: int, as_json: bool, concurrency: int = 8) -> None:
+    judge = store.experiment(experiment_id).config["environment"].get("judge") or {}
+    if judge.get("type") == "human":
+        raise _fail(
+            f"experiment {experiment_id} is judged by people. Fix: serve it to them with "
+            f"llmpo serve {store.path}"
+        )
     display = _Display()
     runner: Runner
     if store.experiment(experiment_id).config["environment"]["type"] == "llm":
@@ -205,6 +211,11 @@ def run(
     }
     try:
         resolved = load_config(config, overrides)
+        if getattr(getattr(resolved.environment, "judge", None), "type", None) == "human":
+            raise _fail(
+                f"{config}: judge: human means people judge. Fix: serve it to them with "
+                f"llmpo serve {config}"
+            )
         environment = None if resume else check_config(resolved)  # before touching the store
         with Store(resolved.store, writer=True) as opened:
             if resume:
@@ -401,3 +412,76 @@ def _export_row(
         "input_tokens": comparison.input_tokens,
         "output_tokens": comparison.output_tokens,
     }
+
+
+@app.command()
+def evaluate(
+    store: StoreArg,
+    experiment_id: IdArg = None,
+    tasks: Annotated[
+        Path | None,
+        typer.Option(
+            "--tasks",
+            help="Held-out task file (replay: its ids); default the split recorded at the run.",
+        ),
+    ] = None,
+    comparisons: Annotated[
+        int, typer.Option("--comparisons", min=1, help="Comparisons of winner vs baseline.")
+    ] = 200,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Continue the unfinished evaluation.")
+    ] = False,
+    concurrency: ConcurrencyOpt = 8,
+    as_json: JsonOpt = False,
+) -> None:
+    """Compare the certified policy with the baseline on held-out tasks: the gain, with its
+    95% interval."""
+    from llmpo.evaluation import Evaluation
+
+    if not store.is_file():
+        raise _fail(f"{store}: no such store. Fix: check the path")
+    try:
+        with Store(store, writer=True) as opened:
+            evaluation = Evaluation(
+                opened,
+                experiment_id,
+                comparisons,
+                None if tasks is None else tasks.resolve(),
+                concurrency,
+                resume,
+            )
+            try:
+                summary = evaluation.run()
+            except KeyboardInterrupt:
+                raise _fail(
+                    f"interrupted; every finished comparison is stored. Continue with: llmpo "
+                    f"evaluate {store} {evaluation.record.id} --resume",
+                    130,
+                ) from None
+    except RunFailedError as error:
+        raise _fail(str(error), 1) from None
+    except (*USER_ERRORS, ValueError) as error:
+        raise _fail(str(error)) from None
+    if as_json:
+        print(json.dumps(summary))
+        return
+    console = Console(soft_wrap=True, highlight=False)
+    console.print(escape(summary["sentence"]))
+    if summary.get("evaluation_id") is None:
+        return
+    low, high = summary["interval"]
+    cost = f"${summary['cost_usd']:.4f}" if summary["cost_usd"] is not None else "not reported"
+    console.print(
+        f"Evaluation {summary['evaluation_id']} of experiment {summary['experiment_id']}: "
+        f"{summary['wins']} wins, {summary['ties']} ties, {summary['losses']} losses; win rate "
+        f"(ties ½) {summary['win_rate']:.3f}, 95% interval [{low:.3f}, {high:.3f}] "
+        f"({summary['interval_method']}); cost {cost}."
+    )
+    if summary.get("caveat"):
+        console.print(f"Note: {escape(summary['caveat'])}.")
+    for name, accuracy in (summary["accuracy"] or {}).items():
+        a_low, a_high = accuracy["interval"]
+        console.print(
+            f"Accuracy of {escape(name)}: {accuracy['accuracy']:.3f} "
+            f"({accuracy['correct']}/{accuracy['n']}; 95% interval [{a_low:.3f}, {a_high:.3f}])"
+        )

@@ -42,6 +42,8 @@ class Environment(ABC):
 
     #: Policy names, indexed as in the experiment.
     policies: tuple[str, ...]
+    #: Task ids held out of the selection run (set by the runner's builder), or None.
+    holdout_task_ids: tuple[str, ...] | None = None
 
     def reseed(self, seed: Sequence[int]) -> None:
         """Make the randomness of the next comparison a function of ``seed`` alone.

@@ -366,6 +366,26 @@ class ReplayEnvironment(Environment):
         """Draw the next comparisons from a generator seeded with ``seed`` alone."""
         self.rng = np.random.default_rng(list(seed))
 
+    def task_ids(self) -> set[str] | None:
+        """The task ids of the records (None for pair counts, which have none)."""
+        if any(rows is None for rows in self._metadata.values()):
+            return None
+        return {meta[0] for rows in self._metadata.values() for meta in rows or () if meta[0]}
+
+    def records(self, a: int, b: int) -> list[Comparison] | None:
+        """Every recorded judgment of the pair, as comparisons of ``a`` against ``b`` (None for
+        pair counts, whose records are not individual)."""
+        pair = (min(a, b), max(a, b))
+        metadata = self._metadata.get(pair)
+        if metadata is None:
+            return None
+        comparisons = []
+        for outcome, (task_id, judge, order) in zip(self._outcomes[pair], metadata, strict=True):
+            if a != pair[0]:
+                outcome, order = 1.0 - outcome, _flip(order)
+            comparisons.append(Comparison(float(outcome), task_id, order, judge))
+        return comparisons
+
     def record_count(self, a: int, b: int) -> float:
         """Number of records of the pair (a, b)."""
         pair = (min(a, b), max(a, b))

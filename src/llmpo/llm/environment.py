@@ -219,6 +219,8 @@ class LLMEnvironment:
         }
         self._jitter = np.random.default_rng()
         self.cache: Store | None = None
+        #: Task ids held out of the selection run (set by the runner's builder), or None.
+        self.holdout_task_ids: tuple[str, ...] | None = None
         #: Backend calls made by this process, and retries among them.
         self.calls = 0
         self.retries = 0

@@ -23,6 +23,7 @@ import jinja2
 import numpy as np
 
 from llmpo.config import (
+    HumanJudgeConfig,
     JudgeConfig,
     LLMJudgeConfig,
     PythonJudgeConfig,
@@ -337,6 +338,10 @@ def build_judge(config: JudgeConfig, generate: Generate | None = None) -> Judge:
         return ReferenceJudge(config.match, config.tolerance)
     if isinstance(config, PythonJudgeConfig):
         return PythonJudge.from_spec(config.function, config.path)
+    if isinstance(config, HumanJudgeConfig):
+        from llmpo.human.queue import HumanJudge  # people judge through llmpo serve
+
+        return HumanJudge(config.lease_seconds, config.show_reference)
     assert isinstance(config, LLMJudgeConfig)
     if generate is None:
         raise ValueError("an LLM judge needs a generate function")

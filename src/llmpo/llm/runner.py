@@ -2,7 +2,8 @@
 
 The experiment is asked for as many pairs as there are free slots (pending pairs count as
 sampled, so a batch spreads over the pairs the rule wants most); each finished comparison is
-committed to the store, then told, and the stopping rule is checked after every one. Once the
+committed to the store (its newly cached answers in the same transaction), then told, and the
+stopping rule is checked after every one. Once the
 experiment is done the comparisons still in flight are cancelled (their finished generations stay
 in the cache) and never told.
 
@@ -74,6 +75,7 @@ class AsyncRunner(Runner):
         self.live.cache = store
         self.concurrency = concurrency
         self._used_replicates: dict[tuple[int, str], set[int]] = {}
+        self._lowest_free: dict[tuple[int, str], int] = {}  # every replicate below it is used
         self._next_number = 1
         self._sequence = 0
         self._new = 0
@@ -97,9 +99,13 @@ class AsyncRunner(Runner):
         self._used_replicates.setdefault((policy, task_id), set()).add(replicate)
 
     def _fresh_replicate(self, policy: int, task_id: str) -> int:
-        used = self._used_replicates.setdefault((policy, task_id), set())
-        replicate = next(r for r in range(len(used) + 1) if r not in used)
+        key = (policy, task_id)
+        used = self._used_replicates.setdefault(key, set())
+        replicate = self._lowest_free.get(key, 0)  # amortised O(1), not a scan from 0
+        while replicate in used:
+            replicate += 1
         used.add(replicate)
+        self._lowest_free[key] = replicate + 1
         return replicate
 
     def _remember(self, raw: Any, a: int, b: int, task_id: str | None) -> None:
@@ -241,6 +247,7 @@ class AsyncRunner(Runner):
                         continue  # not told: the answer is final
                     self._settle(task.result())
                     failure = failure or self._judge_failure()
+                self.store.flush_stale()  # answers of unfinished comparisons: within ~1 s
                 now = time.monotonic()
                 if self.on_progress is not None and now - last_report >= self.progress_interval:
                     last_report = now

@@ -1,0 +1,518 @@
+"""Held-out evaluation: the certified policy against the policy in use today (the baseline).
+
+After an experiment, ``llmpo evaluate`` compares its winner with the configuration's ``baseline``
+(default: the first policy) on tasks the selection run never used: the held-out split declared in
+the configuration and recorded in the store when the run started, or a held-out task file given at
+evaluation time (refused if any of its tasks was open to the run). Every comparison is a fresh one:
+
+* live LLM policies answer with fresh samples — each policy's replicate index on a task is the
+  smallest one no stored comparison of the experiment (selection or evaluation) has used — through
+  the same store, generation cache, judge, retries and price table as the run;
+* replay environments use only records of held-out task ids, each at most once (in a seeded
+  order): the number of comparisons is capped at the held-out records of the pair;
+* synthetic instances (which have no tasks) draw fresh outcomes from the evaluation's own seed.
+
+Comparison number n of an evaluation takes the task at position (n − 1) mod T of a permutation of
+the T held-out tasks drawn from the evaluation's seed: each task once before any repeats. With N ≤ T
+comparisons the outcomes are independent draws over new questions like the held-out ones; beyond,
+tasks repeat with fresh answers and the interval is for the win rate on this held-out set.
+
+The result is the winner's win rate against the baseline with ties counted ½ (ties also shown
+separately) and its 95% interval — Clopper–Pearson on the seeded tie-split, exact
+(:mod:`llmpo.stats.winrate`) — plus, for a ``reference`` judge, each policy's accuracy with its
+Clopper–Pearson interval. Each comparison is committed before the next is counted, so an
+interrupted evaluation resumes (``--resume``) where it stopped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from llmpo.config import ExperimentConfig
+from llmpo.environments.base import Environment
+from llmpo.environments.replay import ReplayEnvironment
+from llmpo.runner import RunFailedError, build_environment
+from llmpo.stats.winrate import WIN_RATE_METHOD, clopper_pearson, win_rate_interval
+from llmpo.store import ComparisonRecord, EvaluationRecord, ExperimentRecord, Store, StoreError
+
+#: Stream of the experiment's seed that seeds evaluations (distinct from the run and the split).
+EVALUATION_STREAM = 0x6576616C  # "eval"
+#: Stream of an evaluation's seed that splits the ties for the interval.
+TIE_SPLIT_STREAM = 0x74696573  # "ties"
+LEVEL = 0.95
+
+
+class EvaluationError(StoreError):
+    """An evaluation that cannot run (unfinished experiment, no held-out tasks, …), with the fix."""
+
+
+def baseline_of(record: ExperimentRecord) -> str:
+    """The experiment's baseline: its configured ``baseline``, else its first policy.
+
+    Raises
+    ------
+    EvaluationError
+        When the baseline is not among the experiment's policies (left out of the data).
+    """
+    baseline = record.config.get("baseline") or record.policies[0]
+    if baseline not in record.policies:
+        raise EvaluationError(
+            f"experiment {record.id}: its baseline {baseline!r} is not among the policies it "
+            f"compared ({', '.join(record.policies)}); it was left out of the data"
+        )
+    return baseline
+
+
+def _evaluation_seed(experiment_seed: int, evaluation_id: int) -> int:
+    sequence = np.random.SeedSequence([experiment_seed, EVALUATION_STREAM, evaluation_id])
+    return int(sequence.generate_state(1)[0])
+
+
+def _restricted_config(config: ExperimentConfig, names: list[str]) -> ExperimentConfig:
+    """The configuration with only the two evaluated policies (only their pair needs data)."""
+    policies = [
+        p for p in config.policies or names if (p if isinstance(p, str) else p.name) in names
+    ]
+    environment = config.environment
+    if environment.type == "replay":
+        environment = environment.model_copy(update={"dense_subset": False})
+    return config.model_copy(update={"policies": policies, "environment": environment})
+
+
+def _task_ids(environment: Environment) -> set[str] | None:
+    """Task ids the evaluation environment can use (None: it has no tasks)."""
+    tasks = getattr(environment, "tasks", None)
+    if tasks is not None:
+        return {task.id for task in tasks}
+    if isinstance(environment, ReplayEnvironment):
+        return environment.task_ids()
+    return None
+
+
+class Evaluation:
+    """Runs (or resumes) one held-out evaluation of a stored experiment.
+
+    Parameters
+    ----------
+    store : Store
+        The store, opened as writer.
+    experiment_id : int, optional
+        The experiment (default: the latest).
+    comparisons : int
+        Comparisons of the winner against the baseline (valid verdicts).
+    tasks : Path, optional
+        A held-out task file (for replay: its ids), instead of the recorded split.
+    concurrency : int
+        Live LLM experiments: comparisons in flight.
+    resume : bool
+        Continue the latest unfinished evaluation of the experiment instead of starting one.
+
+    Raises
+    ------
+    EvaluationError
+        For an unfinished experiment, tasks the selection run used, or nothing to resume.
+    ConfigError
+        When there are no held-out tasks (no holdout declared and no ``tasks``), or a ``tasks``
+        file holds tasks that were open to the selection run.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        experiment_id: int | None = None,
+        comparisons: int = 200,
+        tasks: Path | None = None,
+        concurrency: int = 8,
+        resume: bool = False,
+    ) -> None:
+        if comparisons < 1:
+            raise EvaluationError(f"--comparisons must be at least 1, got {comparisons}")
+        self.store = store
+        self.record = store.experiment(experiment_id)
+        self.concurrency = concurrency
+        record = self.record
+        if record.status not in ("certified", "budget") or record.result is None:
+            raise EvaluationError(
+                f"experiment {record.id} is {record.status}; evaluate it once it has finished. "
+                f"Fix: llmpo resume {store.path} {record.id}"
+            )
+        self.config = ExperimentConfig.model_validate(record.config)
+        self.winner = str(record.result["best"])
+        self.certified = bool(record.result.get("certified"))
+        self.baseline = baseline_of(record)
+        self.evaluation: EvaluationRecord | None = None
+        if self.winner == self.baseline:
+            return  # nothing to compare: the experiment chose today's policy
+        if resume:
+            unfinished = [e for e in store.evaluations(record.id) if e.status != "done"]
+            if not unfinished:
+                raise EvaluationError(
+                    f"experiment {record.id} has no unfinished evaluation to resume. Fix: run "
+                    "without --resume to start one"
+                )
+            self.evaluation = unfinished[-1]
+            settings = self.evaluation.settings
+            comparisons = int(settings["comparisons"])
+            tasks = Path(settings["tasks"]) if settings.get("tasks") else None
+        requested = comparisons
+        self.tasks = tasks
+        config = _restricted_config(self.config, [self.winner, self.baseline])
+        self.environment = build_environment(config, "evaluation", tasks)
+        self._check_held_out()
+        names = list(self.environment.policies)
+        self.env_pair = (names.index(self.winner), names.index(self.baseline))
+        self.stored_pair = (
+            record.policies.index(self.winner),
+            record.policies.index(self.baseline),
+        )
+        records = self._record_count()
+        if records is not None and comparisons > records:
+            # Replayed records are fixed: repeating one adds no information. One each at most.
+            comparisons = records
+        self.comparisons = comparisons
+        if self.evaluation is None:
+            evaluation_id = store.create_evaluation(
+                record.id,
+                self.winner,
+                self.baseline,
+                {
+                    "comparisons": comparisons,
+                    "requested_comparisons": requested,
+                    "tasks": None if tasks is None else str(tasks),
+                    "held_out_tasks": sorted(self._pool or ()),
+                    "held_out_records": self._record_count(),
+                },
+            )
+            self.evaluation = store.evaluation(evaluation_id)
+        self.seed = _evaluation_seed(self.config.seed or 0, self.evaluation.id)
+
+    def _record_count(self) -> int | None:
+        """Replay: the held-out records of the evaluated pair."""
+        if not isinstance(self.environment, ReplayEnvironment):
+            return None
+        records = self.environment.records(*self.env_pair)
+        return None if records is None else len(records)
+
+    def _check_held_out(self) -> None:
+        """Refuse an evaluation whose tasks the selection run used or could have used."""
+        pool = _task_ids(self.environment)
+        self._pool = pool
+        if pool is None:
+            return  # a synthetic instance: no tasks, every draw is fresh
+        recorded = self.store.holdout_tasks(self.record.id)
+        if self.tasks is None and recorded is not None and not pool <= set(recorded):
+            raise EvaluationError(
+                f"experiment {self.record.id}: the held-out tasks drawn again from the seed "
+                "differ from those recorded when it started; the data changed"
+            )
+        used = {c.task_id for c in self.store.iter_comparisons(self.record.id)} & pool
+        if used:
+            raise EvaluationError(
+                f"tasks {sorted(used)[:5]} were used by the selection run of experiment "
+                f"{self.record.id}; an evaluation must use tasks it never saw. Fix: evaluate on "
+                "other tasks"
+            )
+
+    # ---- running -------------------------------------------------------------------------------
+    def run(self) -> dict[str, Any]:
+        """Run the missing comparisons, mark the evaluation done and return its summary.
+
+        Raises
+        ------
+        RunFailedError
+            When a live backend fails for good (the evaluation is left ``interrupted``; every
+            finished comparison is stored).
+        """
+        if self.evaluation is None:
+            return same_policy_summary(self.record, self.winner, self.certified)
+        evaluation_id = self.evaluation.id
+        self.store.set_evaluation_status(evaluation_id, "running")
+        try:
+            if self.config.environment.type == "llm":
+                asyncio.run(self._run_live())
+            else:
+                self._run_offline()
+        except BaseException:
+            self.store.set_evaluation_status(evaluation_id, "interrupted")
+            raise
+        summary = {
+            **summarize_evaluation(self.store, self.store.evaluation(evaluation_id)),
+            "status": "done",
+        }
+        self.store.set_evaluation_status(evaluation_id, "done", summary)
+        self.store.add_event(
+            self.record.id,
+            "evaluation_finished",
+            {"evaluation": evaluation_id, "comparisons": summary["comparisons"]},
+        )
+        return summary
+
+    def _task_order(self) -> list[Any]:
+        tasks = list(getattr(self.environment, "tasks", ()))
+        rng = np.random.default_rng(np.random.SeedSequence([self.seed, 1]))
+        return [tasks[k] for k in rng.permutation(len(tasks))]
+
+    def _record(self, seq: int, outcome: float, **fields: Any) -> None:
+        assert self.evaluation is not None
+        a, b = self.stored_pair
+        self.store.append_evaluation_comparison(
+            self.evaluation.id,
+            ComparisonRecord(seq=seq, policy_a=a, policy_b=b, outcome=outcome, **fields),
+        )
+
+    def _run_offline(self) -> None:
+        assert self.evaluation is not None
+        done = len(self.store.evaluation_comparisons(self.evaluation.id))
+        a, b = self.env_pair
+        records = (
+            self.environment.records(a, b)
+            if isinstance(self.environment, ReplayEnvironment)
+            else None
+        )
+        if records:  # each held-out record once (seeded order) before any repeats
+            rng = np.random.default_rng(np.random.SeedSequence([self.seed, 1]))
+            records = [records[k] for k in rng.permutation(len(records))]
+        for seq in range(done + 1, self.comparisons + 1):
+            started = time.time()
+            if records:
+                comparison = records[(seq - 1) % len(records)]
+            else:
+                self.environment.reseed((self.seed, seq))
+                comparison = self.environment.compare(a, b)
+            self._record(
+                seq,
+                comparison.outcome,
+                task_id=comparison.task_id,
+                order=comparison.order,
+                raw=comparison.raw,
+                started_at=started,
+                finished_at=time.time(),
+                cost_usd=comparison.cost_usd,
+                input_tokens=comparison.input_tokens,
+                output_tokens=comparison.output_tokens,
+            )
+
+    def _used_replicates(self) -> dict[tuple[str, str], set[int]]:
+        """Replicates of every stored comparison of the experiment, by (policy name, task)."""
+        used: dict[tuple[str, str], set[int]] = {}
+        names = self.record.policies
+        stored = list(self.store.iter_comparisons(self.record.id))
+        for evaluation in self.store.evaluations(self.record.id):
+            stored += self.store.evaluation_comparisons(evaluation.id)
+        for comparison in stored:
+            raw = comparison.raw
+            replicates = raw.get("replicates") if isinstance(raw, dict) else None
+            if comparison.task_id is None or not isinstance(replicates, list):
+                continue
+            for policy, replicate in zip(
+                (comparison.policy_a, comparison.policy_b), replicates, strict=True
+            ):
+                used.setdefault((names[policy], comparison.task_id), set()).add(int(replicate))
+        return used
+
+    async def _run_live(self) -> None:
+        from llmpo.llm.backends import BackendError
+        from llmpo.llm.environment import LLMSetupError
+
+        assert self.evaluation is not None
+        live: Any = self.environment
+        live.cache = self.store
+        live.seed = self.seed  # the judge's random choices: the evaluation's own stream
+        stored = self.store.evaluation_comparisons(self.evaluation.id)
+        sequence = len(stored)
+        number = 1 + max(
+            (c.raw.get("number", 0) for c in stored if isinstance(c.raw, dict)), default=0
+        )
+        used = self._used_replicates()
+        order = self._task_order()
+        a, b = self.env_pair
+
+        def fresh(policy: str, task_id: str) -> int:
+            taken = used.setdefault((policy, task_id), set())
+            replicate = next(r for r in range(len(taken) + 1) if r not in taken)
+            taken.add(replicate)
+            return replicate
+
+        in_flight: set[asyncio.Task[Any]] = set()
+        failure: str | None = None
+        try:
+            while True:
+                while (
+                    not failure
+                    and sequence + len(in_flight) < self.comparisons
+                    and len(in_flight) < self.concurrency
+                ):
+                    task = order[(number - 1) % len(order)]
+                    replicates = (fresh(self.winner, task.id), fresh(self.baseline, task.id))
+                    in_flight.add(asyncio.create_task(live.compare(a, b, number, task, replicates)))
+                    number += 1
+                if not in_flight:
+                    break
+                finished, in_flight = await asyncio.wait(
+                    in_flight, return_when=asyncio.FIRST_COMPLETED
+                )
+                for done in finished:
+                    error = done.exception()
+                    if isinstance(error, BackendError | LLMSetupError):
+                        failure = failure or str(error)
+                        continue
+                    if error is not None:
+                        raise error
+                    result = done.result()
+                    if result.verdict.outcome is None:
+                        self.store.add_event(
+                            self.record.id,
+                            "evaluation_invalid_verdict",
+                            {
+                                **result.raw(),
+                                "evaluation": self.evaluation.id,
+                                "task_id": result.task_id,
+                                "cost_usd": result.cost_usd,
+                            },
+                        )
+                        continue
+                    sequence += 1
+                    self._record(
+                        sequence,
+                        result.verdict.outcome,
+                        task_id=result.task_id,
+                        order=result.verdict.order,
+                        raw=result.raw(),
+                        started_at=result.started_at,
+                        finished_at=result.finished_at,
+                        cost_usd=result.cost_usd,
+                        input_tokens=result.input_tokens,
+                        output_tokens=result.output_tokens,
+                    )
+        finally:
+            for pending in in_flight:
+                pending.cancel()
+            await asyncio.gather(*in_flight, return_exceptions=True)
+            await live.aclose()
+        if failure is not None:
+            raise RunFailedError(
+                f"{failure}\nStopped after {sequence} evaluation comparisons, all stored. Fix the "
+                f"endpoint, then continue: llmpo evaluate {self.store.path} {self.record.id} "
+                "--resume"
+            )
+
+
+# ---- summaries -----------------------------------------------------------------------------------
+def same_policy_summary(record: ExperimentRecord, winner: str, certified: bool) -> dict[str, Any]:
+    """The summary when the experiment chose the baseline itself: no switch, nothing to measure."""
+    return {
+        "experiment_id": record.id,
+        "evaluation_id": None,
+        "winner": winner,
+        "baseline": winner,
+        "certified": certified,
+        "comparisons": 0,
+        "sentence": f"The experiment chose today's policy {winner}: there is nothing to switch to.",
+    }
+
+
+def _percent(value: float) -> str:
+    return f"{100 * value:.0f}%"
+
+
+def summarize_evaluation(store: Store, evaluation: EvaluationRecord) -> dict[str, Any]:
+    """The JSON-ready result of an evaluation: win rate, interval, counts, cost, accuracies."""
+    record = store.experiment(evaluation.experiment_id)
+    comparisons = store.evaluation_comparisons(evaluation.id)
+    outcomes = [c.outcome for c in comparisons]
+    wins, ties = outcomes.count(1.0), outcomes.count(0.5)
+    losses = len(outcomes) - wins - ties
+    costs = [c.cost_usd for c in comparisons if c.cost_usd is not None]
+    summary: dict[str, Any] = {
+        "experiment_id": record.id,
+        "evaluation_id": evaluation.id,
+        "status": evaluation.status,
+        "winner": evaluation.winner,
+        "baseline": evaluation.baseline,
+        "certified": bool((record.result or {}).get("certified")),
+        "comparisons": len(comparisons),
+        "wins": wins,
+        "ties": ties,
+        "losses": losses,
+        "held_out_tasks": len(evaluation.settings.get("held_out_tasks") or []) or None,
+        "held_out_records": evaluation.settings.get("held_out_records"),
+        "tasks_used": len({c.task_id for c in comparisons if c.task_id is not None}) or None,
+        "cost_usd": sum(costs) if costs else None,
+        "input_tokens": sum(c.input_tokens or 0 for c in comparisons),
+        "output_tokens": sum(c.output_tokens or 0 for c in comparisons),
+        "seconds": sum(
+            (c.finished_at or 0.0) - (c.started_at or 0.0)
+            for c in comparisons
+            if c.started_at is not None
+        ),
+        "interval_method": WIN_RATE_METHOD,
+        "level": LEVEL,
+        "win_rate": None,
+        "interval": None,
+        "accuracy": None,
+        "caveat": None,
+    }
+    if not comparisons:
+        summary["sentence"] = "No evaluation comparison yet."
+        return summary
+    experiment_seed = int(record.config.get("seed") or 0)
+    seed = np.random.SeedSequence(
+        [_evaluation_seed(experiment_seed, evaluation.id), TIE_SPLIT_STREAM]
+    )
+    rate = win_rate_interval(wins, ties, losses, seed, LEVEL)
+    summary["win_rate"] = rate.estimate
+    summary["interval"] = [rate.lower, rate.upper]
+    summary["accuracy"] = _accuracies(comparisons, evaluation.winner, evaluation.baseline)
+    tie_note = f"; {ties} of {len(comparisons)} were ties, counted as half" if ties else ""
+    shown = rate.lower > 0.5 or rate.upper < 0.5
+    verb = "beats" if rate.lower > 0.5 else "wins against"
+    uncertified = "" if summary["certified"] else " (the best so far, not certified)"
+    verdict = (
+        ""
+        if shown
+        else "; the interval includes 50%, so it is not shown better than today's policy at "
+        "this number of comparisons"
+    )
+    summary["sentence"] = (
+        f"Policy {evaluation.winner}{uncertified} {verb} today's policy {evaluation.baseline} on "
+        f"{_percent(rate.estimate)} of new questions ({LEVEL:.0%} CI {_percent(rate.lower)}–"
+        f"{_percent(rate.upper)}; {len(comparisons)} comparisons{tie_note}){verdict}."
+    )
+    distinct = summary["held_out_tasks"]
+    if summary["held_out_records"] is None and distinct and len(comparisons) > distinct:
+        summary["caveat"] = (
+            f"{len(comparisons)} comparisons over {distinct} held-out tasks: tasks repeat (with "
+            f"fresh answers), so the interval is for the win rate on these {distinct} tasks; for "
+            "new questions at large, hold out more tasks"
+        )
+    return summary
+
+
+def _accuracies(
+    comparisons: list[ComparisonRecord], winner: str, baseline: str
+) -> dict[str, Any] | None:
+    """Each policy's share of answers matching the reference (reference judge), with intervals."""
+    matches: list[tuple[bool, bool]] = []
+    for comparison in comparisons:
+        raw = comparison.raw
+        judge = raw.get("judge") if isinstance(raw, dict) else None
+        if not isinstance(judge, dict) or not {"match_a", "match_b"} <= judge.keys():
+            return None
+        matches.append((bool(judge["match_a"]), bool(judge["match_b"])))
+    n = len(matches)
+    result = {}
+    for name, column in ((winner, 0), (baseline, 1)):
+        correct = sum(m[column] for m in matches)
+        lower, upper = clopper_pearson(correct, n, LEVEL)
+        result[name] = {
+            "correct": correct,
+            "n": n,
+            "accuracy": correct / n,
+            "interval": [lower, upper],
+        }
+    return result
