@@ -45,8 +45,8 @@ def test_the_main_instance_lists_every_baseline_and_peer():
     assert {"top-two", "successive-elimination", "knockout", "uniform"} <= names
     peers = {name for name in names if name.startswith("duelpy:")}
     assert len(peers) == 7
-    # Every peer that takes an ε runs as an exact-identification procedure or is the default
-    # stated in llmpo.peers; PlackettLucePACItem's default (0.1) would be an easier problem.
+    # PlackettLucePACItem runs with ε = 0 (exact identification; its default 0.1 is an easier
+    # problem that beat LLM-PO). The other peers keep their default ε, stated in the output.
     assert MAIN.setting("duelpy:PlackettLucePACItem[epsilon=0.0]").peer_options == {"epsilon": 0.0}
 
 
