@@ -67,3 +67,33 @@ def test_peer_names_are_checked():
         peer_class_name("duelpy:NoSuchAlgorithm")
     with pytest.raises(ValueError, match="epsilon"):
         simulate(reference_instance("BT5"), "duelpy:OptMax", 0.1, 2, 0, epsilon=0.1)
+
+
+def test_peers_solving_an_easier_problem_are_flagged_in_the_table(tmp_path):
+    pytest.importorskip("duelpy")
+    from llmpo.bench import load_suite, markdown_table, run_suite
+
+    path = tmp_path / "suite.yaml"
+    path.write_text(
+        "reps: 2\ndeltas: [0.2]\ninstances: [{name: BT4, reference: BT4, strategies: ["
+        "'duelpy:KnockoutTournament', {name: 'duelpy:PlackettLucePACItem', "
+        "options: {epsilon: 0.0}}]}]\n"
+    )
+    cells = run_suite(load_suite(path))
+    table = markdown_table(cells)
+    assert "| duelpy:KnockoutTournament ‡ |" in table
+    assert "epsilon = 0.05: may answer an ε-approximate winner" in table
+    exact = next(c for c in cells if c.strategy.startswith("duelpy:Plackett"))
+    assert "ε-approximate" not in exact.note and "Plackett–Luce" in exact.note
+
+
+def test_a_peer_that_stalls_without_duels_is_stopped_and_counted_unfinished():
+    # PlackettLucePACItem with ε = 0 on BT5: replication 8 of seed 2026 prunes every other
+    # policy while the survivor's lower bounds stay below ½, then steps without dueling forever.
+    seed = np.random.SeedSequence(2026).spawn(9)[8]
+    run = run_peer(
+        "duelpy:PlackettLucePACItem", reference_instance("BT5"), 0.01, seed, 300_000,
+        {"epsilon": 0.0},
+    )
+    assert not run.finished and run.best == -1
+    assert 0 < run.n_comparisons < 300_000

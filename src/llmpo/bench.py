@@ -7,24 +7,39 @@ A suite is a YAML file::
     reps: 100               # replications per cell
     deltas: [0.1, 0.01]
     max_comparisons: 200000 # optional budget per replication (a capped run counts as it ended)
-    strategies: [llmpo, top-two, uniform, "duelpy:SequentialElimination"]
+    strategies:             # a name, or a mapping with options
+      - llmpo
+      - top-two
+      - {name: llmpo, assume_condorcet: true}                     # label "llmpo[assume_condorcet]"
+      - {name: "duelpy:PlackettLucePACItem", options: {epsilon: 0.0}}
     instances:
       - {name: BT5, reference: BT5}                     # llmpo.reference
       - {name: GAP20, bradley_terry: [0, -0.4, ...]}    # utilities of a Bradley–Terry model
       - {name: mine, file: instances/mine.json}         # DESIGN §6 file, relative to the suite
         strategies: [llmpo, uniform]                    # optional, per instance
 
+A strategy mapping takes ``name``, an optional ``label`` (the row's name in the tables; by default
+the name followed by the options in brackets), the experiment options ``assume_condorcet``,
+``epsilon``, ``threshold`` and ``batch_size`` (for llmpo's own strategies), and ``options``: the
+constructor arguments of a duelpy peer by keyword (:func:`llmpo.peers.check_peer_options`).
+
 Every cell runs :func:`llmpo.simulate.run_replications` with the suite's seed, so strategies are
 compared on the same outcome streams, and the numbers do not depend on the number of workers.
 Per cell the table holds the error rate with its exact (Clopper–Pearson) 95% interval, the mean
 comparisons with a normal 95% interval, the median with its distribution-free 95% interval (order
 statistics), the ratio to the lower bound T*·log(1/δ), and the ratio of means to LLM-PO's in the
-same instance and δ.
+same instance and δ, and the allocation used (mean share of comparisons per pair) beside the
+optimal proportions w* of the lower bound.
+
+Cells can run on a local process pool (default) or on Ray (:mod:`llmpo.scaleout`), with the same
+numbers, and can be kept in a SQLite file (:class:`llmpo.benchstore.CellStore`) so that an
+interrupted suite resumes where it stopped.
 """
 
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import math
 import time
@@ -35,8 +50,10 @@ from typing import Any
 
 import numpy as np
 import yaml
+from numpy.typing import NDArray
 from scipy.stats import binom, binomtest
 
+from llmpo.benchstore import CellStore
 from llmpo.instances import (
     InstanceError,
     StructuredInstance,
@@ -45,20 +62,27 @@ from llmpo.instances import (
     load_instance,
     make_unstructured_instance,
 )
-from llmpo.peers import is_peer, peer_class_name, peer_fault
+from llmpo.peers import check_peer_options, is_peer, peer_class_name, peer_fault, peer_note
 from llmpo.reference import reference_instance
 from llmpo.simulate import (
     STRATEGIES,
     STRUCTURED_STRATEGIES,
+    ChunkRunner,
     SimulationSpec,
     run_replications,
     summarize,
 )
+from llmpo.stats.structured import characteristic_time
+from llmpo.stats.unstructured import optimal_allocation
 
 #: The strategy whose mean the column ``ratio_to_llmpo`` divides by.
 REFERENCE_STRATEGY = "llmpo"
 #: z for a two-sided 95% normal interval.
 Z95 = 1.959963984540054
+#: Options of a strategy entry that go to the experiment (``SimulationSpec`` fields).
+EXPERIMENT_OPTIONS = ("assume_condorcet", "epsilon", "threshold", "batch_size")
+#: Pairs whose used share and optimal share are both below this are left out of ``allocation``.
+ALLOCATION_FLOOR = 1e-3
 
 
 class SuiteError(ValueError):
@@ -66,12 +90,46 @@ class SuiteError(ValueError):
 
 
 @dataclass(frozen=True)
+class StrategySetting:
+    """A strategy with its options, as one row label of the tables.
+
+    Attributes
+    ----------
+    label : str
+        The name in the tables (``strategy`` column).
+    name : str
+        The strategy run (``llmpo``, ``knockout``, ``duelpy:<ClassName>``, …).
+    options : dict
+        Experiment options (:data:`EXPERIMENT_OPTIONS`).
+    peer_options : dict
+        Constructor arguments of a duelpy peer.
+    """
+
+    label: str
+    name: str
+    options: dict[str, Any] = field(default_factory=dict)
+    peer_options: dict[str, Any] = field(default_factory=dict)
+
+    def describe(self) -> str:
+        """The options as JSON ('' when none), for the tables."""
+        if not self.options and not self.peer_options:
+            return ""
+        merged = {**self.options, **({"options": self.peer_options} if self.peer_options else {})}
+        return json.dumps(merged, sort_keys=True)
+
+
+@dataclass(frozen=True)
 class SuiteInstance:
-    """One instance of a suite and the strategies run on it."""
+    """One instance of a suite and the strategies run on it (``strategies`` are the labels)."""
 
     name: str
     instance: UnstructuredInstance | StructuredInstance
     strategies: tuple[str, ...]
+    settings: dict[str, StrategySetting] = field(default_factory=dict)
+
+    def setting(self, label: str) -> StrategySetting:
+        """The strategy and options behind a label."""
+        return self.settings.get(label) or StrategySetting(label, label)
 
 
 @dataclass(frozen=True)
@@ -111,6 +169,13 @@ class Cell:
     ratio_to_llmpo: float | None = None
     seconds: float = 0.0
     fault: str | None = field(default=None)
+    #: For a peer: the easier problem it solves (ε > 0, a model assumed), or None.
+    note: str | None = None
+    #: The strategy's options as JSON ('' when none).
+    settings: str = ""
+    #: Per pair (a, b, mean share of comparisons used, optimal share w*), pairs where either is
+    #: at least 0.1%; JSON output only.
+    allocation: list[list[float]] = field(default_factory=list, compare=False)
 
 
 def _instance_from(entry: dict[str, Any], base: Path) -> UnstructuredInstance | StructuredInstance:
@@ -132,13 +197,59 @@ def _instance_from(entry: dict[str, Any], base: Path) -> UnstructuredInstance | 
 
 def _check_strategy(strategy: str, instance: UnstructuredInstance | StructuredInstance) -> None:
     if is_peer(strategy):
-        peer_class_name(strategy)
+        try:
+            peer_class_name(strategy)
+        except ValueError as error:
+            raise SuiteError(str(error)) from None
         if isinstance(instance, StructuredInstance):
             raise SuiteError(f"strategies: {strategy} runs on unstructured instances only")
         return
     known = STRUCTURED_STRATEGIES if isinstance(instance, StructuredInstance) else STRATEGIES
     if strategy not in known:
         raise SuiteError(f"strategies: unknown {strategy!r}; choose one of {', '.join(known)}")
+
+
+def _setting_from(entry: Any) -> StrategySetting:
+    """A strategy entry: a name, or a mapping with name, label, options (see the module)."""
+    if isinstance(entry, str):
+        return StrategySetting(entry, entry)
+    if not isinstance(entry, dict) or "name" not in entry:
+        raise SuiteError(
+            f"strategies: each entry is a name or a mapping with a name, got {entry!r}"
+        )
+    name = str(entry["name"])
+    unknown = set(entry) - {"name", "label", "options", *EXPERIMENT_OPTIONS}
+    if unknown:
+        raise SuiteError(
+            f"strategies: {name}: unknown field(s) {', '.join(sorted(unknown))}; use label, "
+            f"options (duelpy constructor arguments) or {', '.join(EXPERIMENT_OPTIONS)}"
+        )
+    options = {key: entry[key] for key in EXPERIMENT_OPTIONS if key in entry}
+    peer_options = entry.get("options") or {}
+    if not isinstance(peer_options, dict):
+        raise SuiteError(f"strategies: {name}: options must be a mapping of argument: value")
+    if is_peer(name):
+        if options:
+            raise SuiteError(
+                f"strategies: {name}: {', '.join(options)} not supported by duelpy peers; "
+                "give their own arguments under options"
+            )
+        try:
+            check_peer_options(name, peer_options)
+        except ValueError as error:
+            raise SuiteError(f"strategies: {error}") from None
+    elif peer_options:
+        raise SuiteError(
+            f"strategies: {name}: options are constructor arguments of duelpy peers; "
+            f"use {', '.join(EXPERIMENT_OPTIONS)} for llmpo's strategies"
+        )
+    shown = {**options, **peer_options}
+    default_label = name + (
+        "[" + ",".join(k if v is True else f"{k}={v}" for k, v in shown.items()) + "]"
+        if shown
+        else ""
+    )
+    return StrategySetting(str(entry.get("label", default_label)), name, options, peer_options)
 
 
 def load_suite(path: str | Path) -> Suite:
@@ -166,7 +277,7 @@ def load_suite(path: str | Path) -> Suite:
         if reps < 2:
             raise SuiteError("reps: need at least 2 replications per cell")
         budget = data.get("max_comparisons")
-        strategies = [str(s) for s in data.get("strategies", [REFERENCE_STRATEGY])]
+        strategies = data.get("strategies", [REFERENCE_STRATEGY])
         entries = data.get("instances") or []
         if not entries:
             raise SuiteError("instances: the suite lists none")
@@ -175,10 +286,22 @@ def load_suite(path: str | Path) -> Suite:
             if not isinstance(entry, dict) or "name" not in entry:
                 raise SuiteError(f"instances: each entry needs a name, got {entry!r}")
             instance = _instance_from(entry, path.parent)
-            chosen = tuple(str(s) for s in entry.get("strategies", strategies))
-            for strategy in chosen:
-                _check_strategy(strategy, instance)
-            instances.append(SuiteInstance(str(entry["name"]), instance, chosen))
+            settings = [_setting_from(s) for s in entry.get("strategies", strategies)]
+            labels = [setting.label for setting in settings]
+            if len(set(labels)) < len(labels):
+                raise SuiteError(
+                    f"strategies: {entry['name']!r} lists a label twice; give each a label"
+                )
+            for setting in settings:
+                _check_strategy(setting.name, instance)
+            instances.append(
+                SuiteInstance(
+                    str(entry["name"]),
+                    instance,
+                    tuple(labels),
+                    {setting.label: setting for setting in settings},
+                )
+            )
         return Suite(
             name=str(data.get("name", path.stem)),
             seed=int(data.get("seed", 0)),
@@ -200,6 +323,68 @@ def median_interval(values: np.ndarray, confidence: float = 0.95) -> tuple[float
     return float(ordered[max(low_rank - 1, 0)]), float(ordered[min(high_rank, n - 1)])
 
 
+def optimal_shares(spec: SimulationSpec) -> NDArray[np.float64]:
+    """w* of the cell's lower bound per pair, in the order of ``triu_indices(K, 1)``."""
+    k = spec.instance.n_policies
+    if isinstance(spec.instance, StructuredInstance):
+        support = characteristic_time(spec.instance.features, spec.instance.theta).support()
+        matrix = np.zeros((k, k))
+        for a, b, share in support:
+            matrix[min(a, b), max(a, b)] += share
+        return matrix[np.triu_indices(k, 1)]
+    allocation = optimal_allocation(spec.instance.win_prob, spec.assume_condorcet, spec.epsilon)
+    proportions = np.asarray(allocation.proportions, float)
+    upper = np.triu(proportions) + np.tril(proportions).T
+    shares = upper[np.triu_indices(k, 1)]
+    return shares / shares.sum()
+
+
+def _allocation(
+    spec: SimulationSpec, counts: list[NDArray[np.float64] | None]
+) -> list[list[float]]:
+    used = [c / c.sum() for c in counts if c is not None and c.sum() > 0]
+    if not used:
+        return []
+    mean = np.mean(used, axis=0)
+    optimal = optimal_shares(spec)
+    rows, cols = np.triu_indices(spec.instance.n_policies, 1)
+    keep = np.flatnonzero((mean >= ALLOCATION_FLOOR) | (optimal >= ALLOCATION_FLOOR))
+    return [
+        [int(rows[i]), int(cols[i]), round(float(mean[i]), 6), round(float(optimal[i]), 6)]
+        for i in keep
+    ]
+
+
+def cell_spec(entry: SuiteInstance, label: str, delta: float, suite: Suite) -> SimulationSpec:
+    """The simulation of one cell: strategy, options, δ and the suite's budget."""
+    setting = entry.setting(label)
+    return SimulationSpec(
+        instance=entry.instance,
+        strategy=setting.name,
+        delta=delta,
+        max_comparisons=suite.max_comparisons,
+        peer_options=tuple(setting.peer_options.items()),
+        **setting.options,
+    )
+
+
+def cell_key(entry: SuiteInstance, label: str, delta: float, suite: Suite) -> str:
+    """A fingerprint of everything that decides a cell's numbers (for the cell store)."""
+    setting = entry.setting(label)
+    content = {
+        "instance": entry.instance.to_json(),
+        "name": entry.name,
+        "label": label,
+        "strategy": setting.name,
+        "settings": setting.describe(),
+        "delta": delta,
+        "reps": suite.reps,
+        "seed": suite.seed,
+        "max_comparisons": suite.max_comparisons,
+    }
+    return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
+
+
 def run_cell(
     name: str,
     instance: UnstructuredInstance | StructuredInstance,
@@ -207,16 +392,19 @@ def run_cell(
     delta: float,
     suite: Suite,
     workers: int,
+    backend: ChunkRunner | None = None,
+    setting: StrategySetting | None = None,
 ) -> Cell:
-    """Run one cell of the suite (all its replications) and summarize it."""
-    spec = SimulationSpec(
-        instance=instance,
-        strategy=strategy,
-        delta=delta,
-        max_comparisons=suite.max_comparisons,
-    )
+    """Run one cell of the suite (all its replications) and summarize it.
+
+    ``strategy`` is the row's label; ``setting`` gives the strategy and options behind it
+    (default: the label is the strategy's name, no options).
+    """
+    setting = setting or StrategySetting(strategy, strategy)
+    entry = SuiteInstance(name, instance, (strategy,), {strategy: setting})
+    spec = cell_spec(entry, strategy, delta, suite)
     start = time.perf_counter()
-    replications = run_replications(spec, suite.reps, suite.seed, workers)
+    replications = run_replications(spec, suite.reps, suite.seed, workers, backend)
     summary = summarize(spec, replications, suite.seed, time.perf_counter() - start)
     comparisons = np.array([r.n_comparisons for r in replications], dtype=float)
     half_width = Z95 * summary["mean_comparisons_sem"]
@@ -242,16 +430,27 @@ def run_cell(
         lower_bound=summary["lower_bound"],
         ratio_to_bound=summary["ratio_to_bound"],
         seconds=summary["seconds"],
-        fault=peer_fault(strategy) if is_peer(strategy) else None,
+        fault=peer_fault(setting.name) if is_peer(setting.name) else None,
+        note=peer_note(setting.name, setting.peer_options) if is_peer(setting.name) else None,
+        settings=setting.describe(),
+        allocation=_allocation(spec, [r.pair_counts for r in replications]),
     )
 
 
 def run_suite(
-    suite: Suite, workers: int = 1, progress: Callable[[Cell, int, int], None] | None = None
+    suite: Suite,
+    workers: int = 1,
+    progress: Callable[[Cell, int, int, bool], None] | None = None,
+    backend: ChunkRunner | None = None,
+    store: CellStore | None = None,
 ) -> list[Cell]:
-    """Run every cell of ``suite``; ``progress(cell, done, total)`` is called after each one.
+    """Run every cell of ``suite``; ``progress(cell, done, total, stored)`` follows each one.
 
-    Replications of a cell run on a local process pool of ``workers`` processes.
+    Replications of a cell run on a local process pool of ``workers`` processes, or on
+    ``backend`` (:class:`llmpo.scaleout.RayBackend`). With a ``store``, a cell already in it
+    (same instance, strategy, options, δ, reps, seed and budget) is read back instead of run
+    (``stored`` is then True), and each new cell is saved as soon as it is done, so an
+    interrupted suite resumes where it stopped and gives the same table.
     """
     jobs = [
         (entry, strategy, delta)
@@ -261,10 +460,31 @@ def run_suite(
     ]
     cells: list[Cell] = []
     for done, (entry, strategy, delta) in enumerate(jobs, start=1):
-        cell = run_cell(entry.name, entry.instance, strategy, delta, suite, workers)
+        key = cell_key(entry, strategy, delta, suite)
+        row = store.get(key) if store is not None else None
+        cell = None if row is None else cell_from_dict(row)
+        stored = cell is not None
+        if cell is not None and is_peer(entry.setting(strategy).name):
+            # What the output states about a peer follows the current code, stored or not.
+            setting = entry.setting(strategy)
+            cell.fault = peer_fault(setting.name)
+            cell.note = peer_note(setting.name, setting.peer_options)
+        if cell is None:
+            cell = run_cell(
+                entry.name,
+                entry.instance,
+                strategy,
+                delta,
+                suite,
+                workers,
+                backend,
+                entry.setting(strategy),
+            )
+            if store is not None:
+                store.put(key, asdict(cell))
         cells.append(cell)
         if progress is not None:
-            progress(cell, done, len(jobs))
+            progress(cell, done, len(jobs), stored)
     reference = {
         (c.instance, c.delta): c.mean_comparisons for c in cells if c.strategy == REFERENCE_STRATEGY
     }
@@ -272,6 +492,11 @@ def run_suite(
         base = reference.get((cell.instance, cell.delta))
         cell.ratio_to_llmpo = None if base is None else cell.mean_comparisons / base
     return cells
+
+
+def cell_from_dict(row: dict[str, Any]) -> Cell:
+    """A :class:`Cell` from its :func:`dataclasses.asdict` form (JSON results, the store)."""
+    return Cell(**row)
 
 
 def _format(value: Any) -> str:
@@ -291,7 +516,7 @@ def markdown_table(cells: list[Cell]) -> str:
     )
     rows = []
     for c in cells:
-        flag = " †" if c.fault else ""
+        flag = (" †" if c.fault else "") + (" ‡" if c.note else "")
         capped = f" ({c.uncertified} uncertified)" if c.uncertified else ""
         rows.append(
             f"| {c.instance} | {c.strategy}{flag} | {c.delta:g} | "
@@ -302,6 +527,8 @@ def markdown_table(cells: list[Cell]) -> str:
         )
     faults = sorted({(c.strategy, c.fault) for c in cells if c.fault})
     notes = "".join(f"\n† {strategy}: {fault}\n" for strategy, fault in faults)
+    easier = sorted({(c.strategy, c.note) for c in cells if c.note})
+    notes += "".join(f"\n‡ {strategy}: {note}\n" for strategy, note in easier)
     return header + "\n".join(rows) + "\n" + notes
 
 
@@ -315,7 +542,8 @@ def write_results(cells: list[Cell], suite: Suite, out: Path) -> dict[str, Path]
     }
     rows = [asdict(c) for c in cells]
     with paths["csv"].open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        columns = [key for key in rows[0] if key != "allocation"]
+        writer = csv.DictWriter(handle, fieldnames=columns, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
     paths["markdown"].write_text(
@@ -332,7 +560,9 @@ def write_results(cells: list[Cell], suite: Suite, out: Path) -> dict[str, Path]
 
 
 def plot_results(cells: list[Cell], out: Path) -> dict[str, Path]:
-    """Per instance: mean comparisons vs log(1/δ) with the T*·log(1/δ) line; error rate vs δ."""
+    """Per instance: mean comparisons vs log(1/δ) with the T*·log(1/δ) line; error rate vs δ;
+    allocation used vs w* at the smallest δ (one point per pair and strategy: the mean share of
+    comparisons it spent on the pair against the pair's optimal proportion, with the diagonal)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -342,7 +572,9 @@ def plot_results(cells: list[Cell], out: Path) -> dict[str, Path]:
     for name in dict.fromkeys(c.instance for c in cells):
         mine = [c for c in cells if c.instance == name]
         strategies = list(dict.fromkeys(c.strategy for c in mine))
-        figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
+        figure, (left, right, third) = plt.subplots(1, 3, figsize=(16, 4.6))
+        smallest = min(c.delta for c in mine)
+        top = 0.0
         # tab20 keeps up to 20 strategies apart (the default cycle repeats after 10).
         colors = plt.get_cmap("tab20")(np.linspace(0.0, 1.0, max(len(strategies), 2)))
         for strategy, color in zip(strategies, colors, strict=False):
@@ -367,6 +599,12 @@ def plot_results(cells: list[Cell], out: Path) -> dict[str, Path]:
                 color=color,
                 label=strategy,
             )
+            used = [c for c in series if c.delta == smallest and c.allocation]
+            if used:
+                optimal = [row[3] for row in used[0].allocation]
+                share = [row[2] for row in used[0].allocation]
+                top = max(top, *optimal, *share)
+                third.scatter(optimal, share, s=14, color=color, label=strategy, alpha=0.8)
         deltas = sorted({c.delta for c in mine}, reverse=True)
         t_star = mine[0].t_star
         logs = [math.log(1 / d) for d in deltas]
@@ -376,8 +614,15 @@ def plot_results(cells: list[Cell], out: Path) -> dict[str, Path]:
         left.set_yscale("log")
         right.plot(deltas, deltas, "k--", label="error = δ")
         right.set(xscale="log", xlabel="δ", ylabel="error rate", title=f"{name}: error rate")
+        third.plot([0, top or 1.0], [0, top or 1.0], "k--", label="used = w*")
+        third.set(
+            xlabel="optimal share w* (pair)",
+            ylabel="share of comparisons used",
+            title=f"{name}: allocation at δ = {smallest:g}",
+        )
         left.legend(fontsize=7)
         right.legend(fontsize=7)
+        third.legend(fontsize=6)
         figure.tight_layout()
         path = out / f"{name}.png"
         figure.savefig(path, dpi=120)

@@ -21,6 +21,7 @@ from llmpo.spaces import Space, Unstructured
 from llmpo.stats.thresholds import Threshold, make_threshold
 from llmpo.strategies.base import SelfStopping, Strategy, Uniform
 from llmpo.strategies.baselines import UNSTRUCTURED_BASELINES
+from llmpo.strategies.structured_baselines import STRUCTURED_BASELINES
 
 OUTCOMES = (0.0, 0.5, 1.0)
 #: Above this many policies a structured space's Result carries no K×K matrices (at K = 10,000
@@ -187,8 +188,9 @@ class Experiment:
         ``"llmpo"`` (the space's default rule), another rule of the space (``"llmpo-tracking"``),
         ``"uniform"`` (round-robin over all pairs), a baseline of the unstructured space
         (``"top-two"``, ``"successive-elimination"``, ``"knockout"``:
-        :mod:`llmpo.strategies.baselines`), or a :class:`~llmpo.strategies.base.Strategy`
-        (e.g. :class:`~llmpo.strategies.base.Oracle`). A
+        :mod:`llmpo.strategies.baselines`), a baseline of the structured space (``"xy-static"``,
+        ``"lucb"``: :mod:`llmpo.strategies.structured_baselines`), or a
+        :class:`~llmpo.strategies.base.Strategy` (e.g. :class:`~llmpo.strategies.base.Oracle`). A
         :class:`~llmpo.strategies.base.SelfStopping` strategy stops by its own rule instead of
         the model's GLR rule.
     threshold : str or Threshold, optional
@@ -257,7 +259,11 @@ class Experiment:
             return Uniform()
         if strategy in UNSTRUCTURED_BASELINES and isinstance(self.space, Unstructured):
             return UNSTRUCTURED_BASELINES[strategy]()
-        baselines = list(UNSTRUCTURED_BASELINES) if isinstance(self.space, Unstructured) else []
+        if strategy in STRUCTURED_BASELINES and not isinstance(self.space, Unstructured):
+            return STRUCTURED_BASELINES[strategy]()
+        baselines = list(
+            UNSTRUCTURED_BASELINES if isinstance(self.space, Unstructured) else STRUCTURED_BASELINES
+        )
         known = ", ".join(
             ["llmpo", *[n for n in adaptive if n != "llmpo"], Uniform.name, *baselines]
         )

@@ -13,17 +13,22 @@ algorithm gets ``failure_probability = δ`` and, where it takes one, a seeded ``
 other constructor arguments keep duelpy's defaults unless given by keyword (``options``). Several
 of them are (ε, δ)-PAC with a default ε > 0 (e.g. SequentialElimination ε = 0.05,
 PlackettLucePACItem ε = 0.1): they may then return a policy within ε of the winner, which our
-simulations count as an error.
+simulations count as an error, and they solve an easier problem than exact identification, so a
+benchmark should set ε = 0 where the algorithm allows it (``options: {epsilon: 0.0}``; the paper
+suite does so for PlackettLucePACItem, whose ε-Condorcet-winner test with ε = 0 is exact
+identification). PlackettLucePACItem also assumes a Plackett–Luce model (it adds rank-broken
+comparisons it never observed): it is δ-correct only on Bradley–Terry instances.
 """
 
 from __future__ import annotations
 
 import inspect
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 
 from llmpo.environments.synthetic import SyntheticEnvironment
 from llmpo.instances import UnstructuredInstance
@@ -52,6 +57,58 @@ PEER_FAULTS: dict[str, str] = {
 }
 
 
+#: The approximation parameter of each (ε, δ)-PAC peer (None: the peer has none).
+PEER_EPSILON: dict[str, str | None] = {
+    "SequentialElimination": "epsilon_upper",
+    "KLDivergenceBasedPAC": "epsilon",
+    "OptMax": "epsilon_range",
+    "MallowsMPI": None,
+    "PlackettLucePACItem": "epsilon",
+    "KnockoutTournament": "epsilon",
+    "Savage": None,
+}
+
+
+def peer_note(strategy: str, options: dict[str, Any] | None = None) -> str | None:
+    """The easier problem a peer solves, to be stated with its results, or None.
+
+    A peer run with its approximation parameter ε > 0 (its duelpy default unless ``options``
+    set it) may answer an ε-approximate winner in its own sense: an easier problem than the
+    exact identification every llmpo strategy solves. PlackettLucePACItem also assumes a
+    Plackett–Luce model. None when ε = 0 and no model is assumed. Without duelpy installed the
+    defaults cannot be read, and None is returned unless ``options`` set ε.
+    """
+    name = peer_class_name(strategy)
+    options = options or {}
+    notes = []
+    parameter = PEER_EPSILON.get(name)
+    if parameter is not None:
+        value = options.get(parameter)
+        if value is None:
+            try:
+                duelpy = import_duelpy()
+            except PeerUnavailableError:
+                return None
+            default = inspect.signature(getattr(duelpy.algorithms, name)).parameters[parameter]
+            value = default.default
+        if float(value) > 0:
+            notes.append(
+                f"(ε, δ)-PAC with {parameter} = {value:g}: may answer an ε-approximate winner, "
+                "an easier problem than exact identification"
+            )
+    if name == "PlackettLucePACItem":
+        notes.append("assumes a Plackett–Luce model (δ-correct on Bradley–Terry instances only)")
+        if parameter is not None and float(options.get(parameter, 1.0)) == 0.0:
+            notes.append(
+                "with ε = 0 a run can stall (every other policy pruned while the survivor's "
+                f"bounds against them stay below ½): stopped after {MAX_IDLE_STEPS:,} steps "
+                "without a duel, counted uncertified with no answer (an error)"
+            )
+    if name == "MallowsMPI":
+        notes.append("assumes a Mallows model (δ-correct on Mallows instances only)")
+    return "; ".join(notes) or None
+
+
 class PeerUnavailableError(RuntimeError):
     """duelpy is not installed (install the ``peers`` extra)."""
 
@@ -73,6 +130,41 @@ def peer_class_name(strategy: str) -> str:
 def peer_fault(strategy: str) -> str | None:
     """The known defect of a peer, to be stated with its results, or None."""
     return PEER_FAULTS.get(peer_class_name(strategy))
+
+
+#: Constructor arguments the adapter sets itself and a suite may not override.
+RESERVED_OPTIONS = ("feedback_mechanism", "failure_probability", "random_state", "time_horizon")
+
+
+def check_peer_options(strategy: str, options: dict[str, Any]) -> None:
+    """Refuse constructor options a peer does not take, naming them and the accepted ones.
+
+    ``failure_probability`` is always δ and ``random_state`` is seeded by the adapter, so they
+    cannot be set. Without duelpy installed only the reserved names are checked.
+
+    Raises
+    ------
+    ValueError
+        Naming the option and the fix.
+    """
+    name = peer_class_name(strategy)
+    for option in options:
+        if option in RESERVED_OPTIONS:
+            raise ValueError(
+                f"options: {option!r} of {strategy} is set by llmpo (failure probability = δ, "
+                "seeded random state, no horizon); remove it"
+            )
+    try:
+        duelpy = import_duelpy()
+    except PeerUnavailableError:
+        return
+    parameters = inspect.signature(getattr(duelpy.algorithms, name)).parameters
+    accepted = [p for p in parameters if p not in RESERVED_OPTIONS]
+    for option in options:
+        if option not in parameters:
+            raise ValueError(
+                f"options: {strategy} has no argument {option!r}; it takes {', '.join(accepted)}"
+            )
 
 
 def import_duelpy() -> ModuleType:
@@ -112,11 +204,18 @@ class PeerRun:
         True when the algorithm's own stopping rule ended the run (not the budget).
     n_comparisons : int
         Duels it asked for.
+    pair_counts : ndarray, optional
+        Duels per pair (a, b), a < b, in the order of ``numpy.triu_indices(K, 1)``.
     """
 
     best: int
     finished: bool
     n_comparisons: int
+    pair_counts: NDArray[np.float64] | None = field(default=None, compare=False, repr=False)
+
+
+#: Consecutive steps without a duel after which a peer is deemed stalled (see :func:`run_peer`).
+MAX_IDLE_STEPS = 1_000
 
 
 class _BudgetSpentError(Exception):
@@ -166,11 +265,13 @@ def run_peer(
         def __init__(self) -> None:
             super().__init__(list(range(instance.n_policies)))
             self.n_duels = 0
+            self.counts = np.zeros((instance.n_policies, instance.n_policies))
 
         def duel(self, arm_i_index: int, arm_j_index: int) -> bool:
             if max_comparisons is not None and self.n_duels >= max_comparisons:
                 raise _BudgetSpentError
             self.n_duels += 1
+            self.counts[arm_i_index, arm_j_index] += 1
             outcome = environment.outcome(int(arm_i_index), int(arm_j_index))
             return bool(coin.random() < 0.5) if outcome == 0.5 else outcome == 1.0
 
@@ -182,8 +283,19 @@ def run_peer(
         arguments["random_state"] = np.random.RandomState(state)
     algorithm = algorithm_class(**{**arguments, **(options or {})})
     finished = True
+    idle_steps = 0
     try:
-        algorithm.run()
+        # duelpy's own run() loop, plus a guard: a step that asks for no duel cannot change the
+        # state, so a peer that takes MAX_IDLE_STEPS such steps in a row would loop forever
+        # (it happens to PlackettLucePACItem with ε = 0 once every other arm is pruned while
+        # the survivor's bounds against them stay below ½); the run then stops unfinished.
+        while not algorithm.is_finished():
+            before = feedback.n_duels
+            algorithm.step()
+            idle_steps = idle_steps + 1 if feedback.n_duels == before else 0
+            if idle_steps >= MAX_IDLE_STEPS:
+                finished = False
+                break
     except _BudgetSpentError:
         finished = False
     answer = getattr(algorithm, PEER_ALGORITHMS[name])()
@@ -192,4 +304,10 @@ def run_peer(
         candidates = sorted(int(a) for a in answer)
         answer = candidates[int(coin.integers(len(candidates)))] if candidates else None
     best = -1 if answer is None else int(answer)
-    return PeerRun(best=best, finished=finished and best >= 0, n_comparisons=feedback.n_duels)
+    symmetric = feedback.counts + feedback.counts.T
+    return PeerRun(
+        best=best,
+        finished=finished and best >= 0,
+        n_comparisons=feedback.n_duels,
+        pair_counts=symmetric[np.triu_indices(instance.n_policies, 1)],
+    )

@@ -9,10 +9,11 @@ from __future__ import annotations
 import math
 import time
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 import numpy as np
+from numpy.typing import NDArray
 from scipy.stats import binomtest
 
 from llmpo.environments.structured import StructuredEnvironment
@@ -26,11 +27,19 @@ from llmpo.stats.structured import characteristic_time
 from llmpo.stats.unstructured import optimal_allocation
 from llmpo.strategies.base import Oracle, Strategy
 from llmpo.strategies.baselines import UNSTRUCTURED_BASELINES
+from llmpo.strategies.structured_baselines import STRUCTURED_BASELINES
 
 STRATEGIES = ("llmpo", "llmpo-tracking", "uniform", "oracle", *UNSTRUCTURED_BASELINES)
 # On a structured instance: the structured rules, uniform and oracle with the structured stopping
 # rule, and unstructured LLM-PO on the same outcomes for comparison.
-STRUCTURED_STRATEGIES = ("llmpo", "llmpo-tracking", "uniform", "oracle", "llmpo-unstructured")
+STRUCTURED_STRATEGIES = (
+    "llmpo",
+    "llmpo-tracking",
+    "uniform",
+    "oracle",
+    *STRUCTURED_BASELINES,
+    "llmpo-unstructured",
+)
 
 
 @dataclass(frozen=True)
@@ -45,6 +54,8 @@ class SimulationSpec:
     assume_condorcet: bool = False
     batch_size: int = 1
     max_comparisons: int | None = None
+    #: Constructor arguments of a duelpy peer, by keyword, as (name, value) pairs.
+    peer_options: tuple[tuple[str, Any], ...] = ()
 
     @property
     def structured(self) -> bool:
@@ -82,6 +93,8 @@ class Replication:
     best: int
     certified: bool
     n_comparisons: int
+    #: Comparisons told per pair (a, b), a < b, in the order of ``numpy.triu_indices(K, 1)``.
+    pair_counts: NDArray[np.float64] | None = field(default=None, compare=False, repr=False)
 
 
 def run_replication(spec: SimulationSpec, seed: np.random.SeedSequence) -> Replication:
@@ -92,8 +105,15 @@ def run_replication(spec: SimulationSpec, seed: np.random.SeedSequence) -> Repli
     on the environment seeded the same way.
     """
     if is_peer(spec.strategy):
-        peer = run_peer(spec.strategy, spec.instance, spec.delta, seed, spec.max_comparisons)
-        return Replication(peer.best, peer.finished, peer.n_comparisons)
+        peer = run_peer(
+            spec.strategy,
+            spec.instance,
+            spec.delta,
+            seed,
+            spec.max_comparisons,
+            dict(spec.peer_options),
+        )
+        return Replication(peer.best, peer.finished, peer.n_comparisons, peer.pair_counts)
     env_seed, strategy_seed = seed.spawn(2)
     environment = (
         StructuredEnvironment(spec.instance, env_seed)
@@ -120,6 +140,7 @@ def run_replication(spec: SimulationSpec, seed: np.random.SeedSequence) -> Repli
         best=result.best,
         certified=result.certified,
         n_comparisons=experiment.n_comparisons + experiment.n_pending,
+        pair_counts=result.counts[np.triu_indices(result.counts.shape[0], 1)],
     )
 
 
@@ -127,18 +148,49 @@ def _run_chunk(spec: SimulationSpec, seeds: list[np.random.SeedSequence]) -> lis
     return [run_replication(spec, seed) for seed in seeds]
 
 
+class ChunkRunner(Protocol):
+    """Where replications run: maps :func:`run_chunk` over chunks of seeds, results in order.
+
+    The local process pool is the default; :class:`llmpo.scaleout.RayBackend` runs the chunks on
+    a Ray cluster. Replication r always draws from child r of the master seed, so the backend
+    cannot change the numbers.
+    """
+
+    def map_chunks(
+        self, spec: SimulationSpec, chunks: list[list[np.random.SeedSequence]]
+    ) -> list[list[Replication]]:
+        """``[run_chunk(spec, chunk) for chunk in chunks]``, computed wherever."""
+        ...
+
+
+def run_chunk(spec: SimulationSpec, seeds: list[np.random.SeedSequence]) -> list[Replication]:
+    """Run one replication per seed (the unit of work sent to a worker)."""
+    return _run_chunk(spec, seeds)
+
+
 def run_replications(
-    spec: SimulationSpec, reps: int, seed: int, workers: int = 1
+    spec: SimulationSpec,
+    reps: int,
+    seed: int,
+    workers: int = 1,
+    backend: ChunkRunner | None = None,
 ) -> list[Replication]:
-    """Run ``reps`` replications, in ``workers`` processes; results in replication order."""
+    """Run ``reps`` replications, in ``workers`` processes; results in replication order.
+
+    With ``backend`` (e.g. :class:`llmpo.scaleout.RayBackend`) the chunks run there instead of
+    on a local process pool; ``workers`` then only sets the number of chunks (4 per worker).
+    """
     seeds = np.random.SeedSequence(seed).spawn(reps)
-    if workers <= 1 or reps <= 1:
+    if backend is None and (workers <= 1 or reps <= 1):
         return _run_chunk(spec, seeds)
     # A few chunks per worker balances load without paying a process round-trip per replication.
-    n_chunks = min(reps, 4 * workers)
+    n_chunks = min(reps, 4 * max(workers, 1))
     chunks = [seeds[i::n_chunks] for i in range(n_chunks)]
-    with ProcessPoolExecutor(max_workers=workers) as pool:
-        chunk_results = list(pool.map(_run_chunk, [spec] * n_chunks, chunks))
+    if backend is not None:
+        chunk_results = backend.map_chunks(spec, chunks)
+    else:
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            chunk_results = list(pool.map(_run_chunk, [spec] * n_chunks, chunks))
     ordered: list[Replication | None] = [None] * reps
     for i, results in enumerate(chunk_results):
         for offset, replication in enumerate(results):
@@ -210,7 +262,7 @@ def _simulate_peer(
     peer_class_name(strategy)
     if not isinstance(instance, UnstructuredInstance):
         raise ValueError(f"strategy: {strategy} runs on unstructured instances only")
-    refused = {"epsilon": 0.0, "assume_condorcet": False, "batch_size": 1}
+    refused = {"epsilon": 0.0, "assume_condorcet": False, "batch_size": 1, "threshold": None}
     for option, default in refused.items():
         if options.get(option, default) != default:
             raise ValueError(f"{option}: not supported by duelpy peers (strategy {strategy})")
@@ -221,12 +273,14 @@ def _simulate_peer(
         strategy=strategy,
         delta=delta,
         max_comparisons=options.get("max_comparisons"),
+        peer_options=tuple(dict(options.get("peer_options") or {}).items()),
     )
     start = time.perf_counter()
     replications = run_replications(spec, reps, seed, workers)
     summary = summarize(spec, replications, seed, time.perf_counter() - start)
     summary["threshold"] = None
     summary["peer_fault"] = peer_fault(strategy)
+    summary["peer_options"] = dict(spec.peer_options)
     return summary
 
 
@@ -248,9 +302,9 @@ def simulate(
     strategy : str
         One of ``llmpo``, ``llmpo-tracking``, ``uniform``, ``oracle``, or a baseline:
         ``top-two``, ``successive-elimination``, ``knockout``. On a structured instance: one of
-        ``llmpo``, ``llmpo-tracking``, ``uniform``, ``oracle`` (structured model and stopping
-        rule) or ``llmpo-unstructured`` (unstructured LLM-PO on the same outcomes); ``t_star``
-        is then the structured T*(θ) in every case.
+        ``llmpo``, ``llmpo-tracking``, ``uniform``, ``oracle``, ``xy-static``, ``lucb``
+        (structured model and stopping rule) or ``llmpo-unstructured`` (unstructured LLM-PO on
+        the same outcomes); ``t_star`` is then the structured T*(θ) in every case.
     delta : float
         Error probability of each experiment.
     reps : int

@@ -149,3 +149,16 @@ def test_self_stopping_strategies_drive_the_experiment():
         assert result.certified and result.best == 0
         assert result.strategy == strategy.name
         assert result.min_margin > 0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("strategy", ["uniform", "oracle"])
+@pytest.mark.parametrize("instance_name", ["BT5", "CYC4"])
+def test_reference_strategies_are_delta_correct(strategy, instance_name):
+    """uniform and oracle stop with the model's GLR rule: the same binomial test at 1%."""
+    summary = simulate(
+        reference_instance(instance_name), strategy, DELTA, reps=REPS, seed=6, workers=2
+    )
+    test = binomtest(summary["errors"], summary["reps"], DELTA, alternative="greater")
+    assert test.pvalue > 0.01, summary
+    assert summary["uncertified"] == 0

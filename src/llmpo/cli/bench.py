@@ -10,9 +10,11 @@ import typer
 from rich.console import Console
 
 from llmpo.bench import Cell, SuiteError, load_suite, markdown_table, run_suite, write_results
+from llmpo.benchstore import CellStore, CellStoreError
 from llmpo.cli import app
 
 console = Console(stderr=True)
+BACKENDS = ("process", "ray")
 
 
 @app.command()
@@ -21,10 +23,30 @@ def bench(
     out: Annotated[
         Path | None, typer.Option(help="Output folder (default: bench-<suite name>).")
     ] = None,
-    workers: Annotated[int, typer.Option(min=1, help="Worker processes per cell.")] = 2,
+    workers: Annotated[
+        int, typer.Option(min=1, help="Worker processes per cell (Ray: CPUs of a local instance).")
+    ] = 2,
     reps: Annotated[
         int | None, typer.Option(min=2, help="Override the suite's replications per cell.")
     ] = None,
+    deltas: Annotated[
+        str | None,
+        typer.Option(help="Override the suite's δ values, comma-separated (e.g. 0.01,0.001)."),
+    ] = None,
+    backend: Annotated[
+        str, typer.Option(help="Where replications run: process (local pool) or ray.")
+    ] = "process",
+    address: Annotated[
+        str | None,
+        typer.Option(help="Ray cluster to join (default: start a local one, shut down after)."),
+    ] = None,
+    store: Annotated[
+        Path | None,
+        typer.Option(help="SQLite file of finished cells (default: <out>/cells.db)."),
+    ] = None,
+    no_store: Annotated[
+        bool, typer.Option("--no-store", help="Neither read nor keep finished cells.")
+    ] = False,
     as_json: Annotated[
         bool, typer.Option("--json", help="Print the results as JSON instead of Markdown.")
     ] = False,
@@ -32,8 +54,18 @@ def bench(
     """Run every cell of a benchmark suite; write CSV, Markdown, JSON and plots.
 
     Cells share the suite's seed, so strategies meet the same outcome streams, and the table
-    does not depend on --workers.
+    depends neither on --workers nor on --backend. Finished cells are kept in the store, so an
+    interrupted suite, run again, resumes where it stopped.
     """
+    if backend not in BACKENDS:
+        console.print(
+            f"[bold red]error:[/] --backend: unknown {backend!r}; choose process or ray",
+            highlight=False,
+        )
+        raise typer.Exit(2)
+    if address is not None and backend != "ray":
+        console.print("[bold red]error:[/] --address needs --backend ray", highlight=False)
+        raise typer.Exit(2)
     try:
         loaded = load_suite(suite)
     except SuiteError as error:
@@ -41,17 +73,53 @@ def bench(
         raise typer.Exit(2) from None
     if reps is not None:
         loaded = replace(loaded, reps=reps)
+    if deltas is not None:
+        try:
+            values = tuple(float(d) for d in deltas.split(","))
+        except ValueError:
+            values = ()
+        if not values or not all(0 < d < 0.5 for d in values):
+            console.print(
+                f"[bold red]error:[/] --deltas: expected δ values in (0, 0.5) separated by "
+                f"commas, got {deltas!r}",
+                highlight=False,
+            )
+            raise typer.Exit(2)
+        loaded = replace(loaded, deltas=values)
+    folder = out or Path(f"bench-{loaded.name}")
+    cells_store = None
+    if not no_store:
+        try:
+            cells_store = CellStore(store or folder / "cells.db")
+        except CellStoreError as error:
+            console.print(f"[bold red]error:[/] {error}", highlight=False)
+            raise typer.Exit(2) from None
 
-    def progress(cell: Cell, done: int, total: int) -> None:
+    def progress(cell: Cell, done: int, total: int, stored: bool) -> None:
+        source = "stored" if stored else f"{cell.seconds:.1f} s"
         console.print(
             f"[{done}/{total}] {cell.instance} {cell.strategy} δ={cell.delta:g}: "
-            f"{cell.mean_comparisons:.0f} comparisons, error {cell.error_rate:.3f} "
-            f"({cell.seconds:.1f} s)",
+            f"{cell.mean_comparisons:.0f} comparisons, error {cell.error_rate:.3f} ({source})",
             highlight=False,
         )
 
-    cells = run_suite(loaded, workers, progress)
-    paths = write_results(cells, loaded, out or Path(f"bench-{loaded.name}"))
+    runner = None
+    if backend == "ray":
+        from llmpo.scaleout import RayBackend, RayUnavailableError
+
+        try:
+            runner = RayBackend(address, num_cpus=workers)
+        except RayUnavailableError as error:
+            console.print(f"[bold red]error:[/] {error}", highlight=False)
+            raise typer.Exit(2) from None
+    try:
+        cells = run_suite(loaded, workers, progress, runner, cells_store)
+    finally:
+        if runner is not None:
+            runner.close()
+        if cells_store is not None:
+            cells_store.close()
+    paths = write_results(cells, loaded, folder)
     for kind, path in paths.items():
         console.print(f"{kind}: {path}", highlight=False)
     if as_json:
