@@ -569,17 +569,22 @@ class Store:
         StoreError
             When the sequence number would leave a gap or repeat one.
         """
+        self._append("comparisons", "experiment_id", "experiment", experiment_id, record)
+
+    def _append(
+        self, table: str, key: str, owner: str, owner_id: int, record: ComparisonRecord
+    ) -> None:
+        """Commit ``record`` to ``table`` after checking that its number follows the last."""
         with self._transaction() as connection:
             last = connection.execute(
-                "SELECT coalesce(max(seq), 0) FROM comparisons WHERE experiment_id = ?",
-                (experiment_id,),
+                f"SELECT coalesce(max(seq), 0) FROM {table} WHERE {key} = ?", (owner_id,)
             ).fetchone()[0]
             if record.seq != last + 1:
                 raise StoreError(
-                    f"{self.path}: experiment {experiment_id} has {last} comparisons; cannot "
+                    f"{self.path}: {owner} {owner_id} has {last} comparisons; cannot "
                     f"store comparison #{record.seq} (is another process running it?)"
                 )
-            _insert_comparison(connection, "comparisons", "experiment_id", experiment_id, record)
+            _insert_comparison(connection, table, key, owner_id, record)
 
     def iter_comparisons(self, experiment_id: int) -> Iterator[ComparisonRecord]:
         """The experiment's comparisons in sequence order."""
@@ -718,19 +723,9 @@ class Store:
         StoreError
             When the sequence number would leave a gap or repeat one.
         """
-        with self._transaction() as connection:
-            last = connection.execute(
-                "SELECT coalesce(max(seq), 0) FROM evaluation_comparisons WHERE evaluation_id = ?",
-                (evaluation_id,),
-            ).fetchone()[0]
-            if record.seq != last + 1:
-                raise StoreError(
-                    f"{self.path}: evaluation {evaluation_id} has {last} comparisons; cannot "
-                    f"store comparison #{record.seq} (is another process running it?)"
-                )
-            _insert_comparison(
-                connection, "evaluation_comparisons", "evaluation_id", evaluation_id, record
-            )
+        self._append(
+            "evaluation_comparisons", "evaluation_id", "evaluation", evaluation_id, record
+        )
 
     def evaluation_comparisons(self, evaluation_id: int) -> list[ComparisonRecord]:
         """The evaluation's comparisons in sequence order."""
