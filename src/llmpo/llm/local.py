@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import inspect
 import json
 import os
 import shutil
@@ -308,16 +309,21 @@ class LocalBackend(Backend):
         answers: list[list[int]] = [[] for _ in requests]
         finished = [False] * len(requests)
         past = None
+        # transformers 5.x renamed the key/value cache argument and output ``past_key_values`` →
+        # ``cache`` (the old name warns on every step); older releases know only the old name.
+        cache_name = (
+            "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+        )
         with torch.no_grad():
             for _ in range(max(limits)):
                 output = model(
                     input_ids=input_ids,
                     attention_mask=attention,
                     position_ids=positions,
-                    past_key_values=past,
                     use_cache=True,
+                    **{cache_name: past},
                 )
-                past = output.past_key_values
+                past = getattr(output, cache_name)
                 logits = output.logits[:, -1, :].float()
                 chosen = []
                 for row, request in enumerate(requests):
