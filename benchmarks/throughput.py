@@ -93,8 +93,21 @@ def load_average() -> str:
     return f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs"
 
 
-def measure(base_url: str, concurrency: int, comparisons: int) -> tuple[float, float]:
-    """Comparisons per second of one run to a budget of ``comparisons``, and CPU s per one."""
+def steady_rate(finished_at: list[float]) -> float:
+    """Comparisons per second between the 10th and the 90th percentile of the finishing times.
+
+    The whole-run rate also counts the start (connections opened, the first round of calls in
+    flight before any result) and the drain (the last round finishing with fewer calls in
+    flight): a fixed cost of about one latency per run, which the steady rate leaves out.
+    """
+    times = sorted(finished_at)
+    first, last = len(times) // 10, len(times) * 9 // 10
+    return (last - first) / (times[last] - times[first])
+
+
+def measure(base_url: str, concurrency: int, comparisons: int) -> tuple[float, float, float]:
+    """Comparisons per second of one run to a budget of ``comparisons`` (whole run, and steady
+    state: :func:`steady_rate`), and client CPU seconds per comparison."""
     with tempfile.TemporaryDirectory() as folder:
         tasks = Path(folder) / "tasks.jsonl"
         tasks.write_text(
@@ -121,8 +134,9 @@ def measure(base_url: str, concurrency: int, comparisons: int) -> tuple[float, f
             started, cpu = time.monotonic(), time.process_time()
             outcome = AsyncRunner(store, experiment_id, concurrency).run()
             seconds, cpu = time.monotonic() - started, time.process_time() - cpu
+            finished = [c.finished_at for c in store.comparisons(experiment_id) if c.finished_at]
     assert outcome.new_comparisons == comparisons
-    return comparisons / seconds, cpu / comparisons
+    return comparisons / seconds, steady_rate(finished), cpu / comparisons
 
 
 def main() -> None:
@@ -143,20 +157,21 @@ def main() -> None:
         base_url = f"http://127.0.0.1:{int(server.stdout.readline())}/v1"
         print(
             "| concurrency | comparisons | comparisons/s | ideal/s | fraction of ideal "
-            "| client CPU ms/comparison | client CPU at the ideal rate (cores) "
-            "| server CPU ms/comparison | load average |"
+            "| steady fraction of ideal | client CPU ms/comparison "
+            "| client CPU at the ideal rate (cores) | server CPU ms/comparison | load average |"
         )
-        print("|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+        print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
         for concurrency in arguments.concurrency:
             ideal = concurrency / arguments.latency
             comparisons = max(concurrency, round(ideal * arguments.seconds))
             load = load_average()
             server_cpu = process_cpu_seconds(server.pid)
-            rate, client_cpu = measure(base_url, concurrency, comparisons)
+            rate, steady, client_cpu = measure(base_url, concurrency, comparisons)
             server_cpu = (process_cpu_seconds(server.pid) - server_cpu) / comparisons
             print(
                 f"| {concurrency} | {comparisons} | {rate:.1f} | {ideal:.1f} | "
-                f"{rate / ideal:.1%} | {client_cpu * 1e3:.2f} | {client_cpu * ideal:.2f} | "
+                f"{rate / ideal:.1%} | {steady / ideal:.1%} | {client_cpu * 1e3:.2f} | "
+                f"{client_cpu * ideal:.2f} | "
                 f"{server_cpu * 1e3:.2f} | {load} |",
                 flush=True,
             )
