@@ -10,12 +10,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from llmpo import report
 from llmpo.config import parse_config
 from llmpo.experiment import DENSE_RESULT_MAX_POLICIES
 from llmpo.instances import bradley_terry_matrix
 from llmpo.models.structured import StructuredModel
-from llmpo.report import LARGE_TABLE_ROWS, build_report, render_html, render_markdown
+from llmpo.report import (
+    LARGE_TABLE_ROWS,
+    LARGE_TRACE_POINTS,
+    build_report,
+    render_html,
+    render_markdown,
+)
 from llmpo.runner import Runner, start_experiment
 from llmpo.store import Store
 
@@ -256,13 +261,14 @@ def test_large_structured_report_has_no_square_arrays(tmp_path, monkeypatch, sto
             "experiment",
             lambda self, experiment_id=None: replace(original(self, experiment_id), result=None),
         )
-    monkeypatch.setattr(report, "TRACE_POINTS", 20)  # the trace refits every rival per point
     calls = spy_on_dense_matrices(monkeypatch)
     data = report_of(config)
     assert calls == []
     data = json.loads(json.dumps(data))  # JSON-ready
     assert all(length < n_policies for length in lists_of_lists(data))
     assert data["win_prob"] is None and data["savings"] is None
+    assert len(data["trace"]) <= LARGE_TRACE_POINTS + 1  # each point refits every rival
+    assert data["trace"][-1]["comparisons"] == outcome.result.n_comparisons
     best = outcome.result.best_name
     assert data["answer"]["best"] == best
 
