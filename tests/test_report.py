@@ -1,7 +1,9 @@
 """Reports of a synthetic and a replay run: the HTML parses, names the winner, embeds the plots."""
 
 import base64
+import itertools
 import json
+from dataclasses import replace
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -9,8 +11,16 @@ import numpy as np
 import pytest
 
 from llmpo.config import parse_config
+from llmpo.experiment import DENSE_RESULT_MAX_POLICIES
 from llmpo.instances import bradley_terry_matrix
-from llmpo.report import build_report, render_html, render_markdown
+from llmpo.models.structured import StructuredModel
+from llmpo.report import (
+    LARGE_TABLE_ROWS,
+    LARGE_TRACE_POINTS,
+    build_report,
+    render_html,
+    render_markdown,
+)
 from llmpo.runner import Runner, start_experiment
 from llmpo.store import Store
 
@@ -173,3 +183,143 @@ def test_structured_report_shows_utilities_with_intervals(tmp_path):
     page.feed(render_html(data))
     assert "plot-utilities" in page.images
     assert "Estimated utilities relative to the best" in " ".join(page.text)
+
+
+def factor_design_config(tmp_path: Path, levels=(5, 6, 5), **fields):
+    """A structured synthetic run over a full factor design (dummy-coded levels)."""
+    rows = [
+        [
+            float(chosen == level)
+            for chosen, n in zip(combo, levels, strict=True)
+            for level in range(1, n)
+        ]
+        for combo in itertools.product(*(range(n) for n in levels))
+    ]
+    theta = np.concatenate([np.linspace(0.3, 1.2, n - 1) for n in levels])
+    instance = tmp_path / "design.json"
+    instance.write_text(json.dumps({"features": rows, "theta": theta.tolist()}))
+    data = {
+        "space": "structured",
+        "seed": 5,
+        "environment": {"type": "synthetic", "instance": str(instance)},
+        "store": str(tmp_path / "design.db"),
+        **fields,
+    }
+    return parse_config(data, "test")
+
+
+def spy_on_dense_matrices(monkeypatch) -> list[str]:
+    """Records every call of the structured model's K×K ``counts()`` / ``win_prob_hat()``."""
+    calls: list[str] = []
+    for name in ("counts", "win_prob_hat"):
+        original = getattr(StructuredModel, name)
+
+        def spy(self, _original=original, _name=name):
+            calls.append(_name)
+            return _original(self)
+
+        monkeypatch.setattr(StructuredModel, name, spy)
+    return calls
+
+
+def lists_of_lists(value, found=None) -> list[int]:
+    """Lengths of every JSON list whose items include a list (a matrix-like array)."""
+    found = [] if found is None else found
+    if isinstance(value, dict):
+        for item in value.values():
+            lists_of_lists(item, found)
+    elif isinstance(value, list):
+        if any(isinstance(item, list) for item in value):
+            found.append(len(value))
+        for item in value:
+            lists_of_lists(item, found)
+    return found
+
+
+def markdown_section(markdown: str, title_start: str) -> list[str]:
+    """The body rows of the Markdown table whose title starts with ``title_start``."""
+    lines = markdown.splitlines()
+    start = next(k for k, line in enumerate(lines) if line.startswith(f"## {title_start}"))
+    rows = []
+    for line in lines[start + 4 :]:  # title, blank, header, rule
+        if not line.startswith("|"):
+            break
+        rows.append(line)
+    return rows
+
+
+@pytest.mark.parametrize("stored_result", [True, False])
+def test_large_structured_report_has_no_square_arrays(tmp_path, monkeypatch, stored_result):
+    config = factor_design_config(tmp_path, max_comparisons=400)
+    outcome = run(config)
+    n_policies = 5 * 6 * 5
+    assert n_policies > DENSE_RESULT_MAX_POLICIES
+    if not stored_result:  # as while a run is going: the report recomputes the certificate
+        original = Store.experiment
+        monkeypatch.setattr(
+            Store,
+            "experiment",
+            lambda self, experiment_id=None: replace(original(self, experiment_id), result=None),
+        )
+    calls = spy_on_dense_matrices(monkeypatch)
+    data = report_of(config)
+    assert calls == []
+    data = json.loads(json.dumps(data))  # JSON-ready
+    assert all(length < n_policies for length in lists_of_lists(data))
+    assert data["win_prob"] is None and data["savings"] is None
+    assert len(data["trace"]) <= LARGE_TRACE_POINTS + 1  # each point refits every rival
+    assert data["trace"][-1]["comparisons"] == outcome.result.n_comparisons
+    best = outcome.result.best_name
+    assert data["answer"]["best"] == best
+
+    # Certificate: every rival in the JSON, the 20 closest to the threshold in Markdown/HTML.
+    rivals = data["answer"]["rivals"]
+    assert len(rivals) == n_policies - 1 and best not in {r["policy"] for r in rivals}
+    closest = sorted(rivals, key=lambda r: r["statistic"] - r["threshold"])[:LARGE_TABLE_ROWS]
+    markdown = render_markdown(data)
+    assert f"Best policy so far: {best} — not certified" in markdown
+    table = markdown_section(markdown, "Certificate")
+    assert [row.split(" | ")[0].strip("| ") for row in table] == [r["policy"] for r in closest]
+    assert f"{n_policies - 1 - LARGE_TABLE_ROWS} more rivals in the JSON report" in markdown
+    compared = {frozenset(r["pair"]): r["comparisons"] for r in data["allocation"]}
+    for rival in rivals:
+        assert rival["comparisons"] == compared.get(frozenset((best, rival["policy"])), 0)
+        assert 0 < rival["win_prob_hat"] < 1
+
+    # Utilities: all in the JSON, the top 20 in Markdown.
+    utilities = data["utilities"]
+    assert len(utilities) == n_policies
+    assert all(u["lower"] <= u["utility_vs_best"] <= u["upper"] for u in utilities)
+    by_name = {u["policy"]: u["utility_vs_best"] for u in utilities}
+    assert by_name[best] == 0
+    shown = [row.split(" | ")[0].strip("| ") for row in markdown_section(markdown, "Estimated")]
+    assert len(shown) == LARGE_TABLE_ROWS and shown[0] == best
+    assert min(by_name[name] for name in shown) >= max(
+        value for name, value in by_name.items() if name not in shown
+    )
+
+    # Allocation: the compared pairs only, most compared first, adding up to the run.
+    counts = [r["comparisons"] for r in data["allocation"]]
+    assert all(n > 0 for n in counts) and counts == sorted(counts, reverse=True)
+    assert sum(counts) == outcome.result.n_comparisons
+    assert len(markdown_section(markdown, "Allocation")) == min(LARGE_TABLE_ROWS, len(counts))
+
+    page = Page()
+    page.feed(render_html(data))
+    page.close()
+    assert page.open_tags == []
+    text = " ".join(page.text)
+    assert f"Best policy so far: {best}" in text and "rivals ruled out" in text
+    assert set(page.images) == {"plot-allocation", "plot-utilities", "plot-trace"}
+    assert all(image.startswith(PNG_SIGNATURE) for image in page.images.values())
+    assert calls == []
+
+
+def test_small_structured_report_still_uses_the_matrices(tmp_path, monkeypatch):
+    # The spy of the large test sees the K×K calls at or below DENSE_RESULT_MAX_POLICIES.
+    config = factor_design_config(tmp_path, levels=(2, 3), max_comparisons=100)
+    run(config)
+    calls = spy_on_dense_matrices(monkeypatch)
+    data = report_of(config)
+    assert set(calls) == {"counts", "win_prob_hat"}
+    assert len(data["win_prob"]["estimate"]) == 6

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from llmpo.config import ExperimentConfig
+from llmpo.experiment import DENSE_RESULT_MAX_POLICIES
 from llmpo.models.base import PreferenceModel
 from llmpo.models.structured import StructuredModel
 from llmpo.runner import build_space
@@ -33,12 +34,19 @@ INTERVAL_LEVEL = 0.95
 TRACE_POINTS = 200
 HEATMAP_ANNOTATION_LIMIT = 8
 ALLOCATION_BARS = 15
+#: Large structured runs (more than ``DENSE_RESULT_MAX_POLICIES`` policies): rows shown per table
+#: in Markdown/HTML (the JSON report has them all) and policies in the utility plot.
+LARGE_TABLE_ROWS = 20
+LARGE_UTILITY_PLOT_POINTS = 50
+#: Large structured runs: points of the GLR trace (each refits the certificate against every
+#: rival; 200 points took about 2 minutes at K = 10,000).
+LARGE_TRACE_POINTS = 25
 
 
-def _trace_checkpoints(total: int) -> set[int]:
+def _trace_checkpoints(total: int, n_points: int = TRACE_POINTS) -> set[int]:
     if total == 0:
         return set()
-    points = np.unique(np.geomspace(1, total, num=min(TRACE_POINTS, total)).astype(int))
+    points = np.unique(np.geomspace(1, total, num=min(n_points, total)).astype(int))
     return {int(p) for p in points} | {total}
 
 
@@ -56,7 +64,10 @@ def build_report(store: Store, experiment_id: int | None = None) -> dict[str, An
     -------
     dict
         Keys ``experiment``, ``answer``, ``win_prob``, ``allocation``, ``trace``, ``savings``,
-        ``costs``.
+        ``costs``, ``utilities``, ``gain``. A structured run with more than
+        ``DENSE_RESULT_MAX_POLICIES`` policies builds no K×K array (as its ``Result``):
+        ``win_prob`` is None, ``allocation`` lists the compared pairs only, and the per-rival
+        figures of ``answer["rivals"]`` and ``utilities`` stand in for the matrix.
     """
     record = store.experiment(experiment_id)
     config = ExperimentConfig.model_validate(record.config)
@@ -69,8 +80,12 @@ def build_report(store: Store, experiment_id: int | None = None) -> dict[str, An
         config.epsilon,
         config.assume_condorcet,
     )
+    # The same rule as Experiment's Result: no K×K matrices for large structured spaces.
+    dense = len(policies) <= DENSE_RESULT_MAX_POLICIES or not isinstance(model, StructuredModel)
     comparisons = store.comparisons(record.id)
-    checkpoints = _trace_checkpoints(len(comparisons))
+    checkpoints = _trace_checkpoints(
+        len(comparisons), TRACE_POINTS if dense else LARGE_TRACE_POINTS
+    )
     trace: list[dict[str, Any]] = []
     for comparison in comparisons:
         model.tell(comparison.policy_a, comparison.policy_b, comparison.outcome)
@@ -91,7 +106,12 @@ def build_report(store: Store, experiment_id: int | None = None) -> dict[str, An
         answer = record.result
     else:
         certificate = model.certificate()
-        counts = model.counts()
+        if dense:
+            counts = model.counts()
+            leader = certificate.leader
+            rival_comparisons = [int(counts[leader, int(r)]) for r in certificate.rivals]
+        else:
+            rival_comparisons = _rival_comparisons(model, certificate.leader, certificate.rivals)
         answer = {
             "best": policies[certificate.leader],
             "best_index": certificate.leader,
@@ -103,10 +123,14 @@ def build_report(store: Store, experiment_id: int | None = None) -> dict[str, An
                     "policy": policies[int(r)],
                     "statistic": float(s),
                     "threshold": float(b),
-                    "comparisons": int(counts[certificate.leader, int(r)]),
+                    "comparisons": n,
                 }
-                for r, s, b in zip(
-                    certificate.rivals, certificate.statistics, certificate.thresholds, strict=True
+                for r, s, b, n in zip(
+                    certificate.rivals,
+                    certificate.statistics,
+                    certificate.thresholds,
+                    rival_comparisons,
+                    strict=True,
                 )
             ],
             "target_proportions": [
@@ -114,8 +138,21 @@ def build_report(store: Store, experiment_id: int | None = None) -> dict[str, An
                 for a, b, w in model.target_proportions()
             ],
         }
-    counts = model.counts()
-    win_prob = model.win_prob_hat()
+        if not dense:  # as Result: P̂(best ≻ rival) = σ(û_best − û_rival)
+            utilities = model.utilities()
+            for row, r in zip(answer["rivals"], certificate.rivals, strict=True):
+                gap = float(utilities[int(r)] - utilities[certificate.leader])
+                row["win_prob_hat"] = 1.0 / (1.0 + math.exp(min(gap, 700.0)))
+    targets = answer.get("target_proportions", [])
+    win_prob: np.ndarray | None = None
+    if dense:
+        counts = model.counts()
+        win_prob = model.win_prob_hat()
+        win_prob_section = _win_prob_section(policies, win_prob, counts)
+        allocation = _allocation_section(policies, counts, targets)
+    else:
+        win_prob_section = None
+        allocation = _compared_allocation(policies, model.compared_pairs(), targets)
     events = store.events(record.id)
     dropped = [
         name for _, kind, detail in events if kind == "dense_subset" for name in detail["dropped"]
@@ -128,14 +165,45 @@ def build_report(store: Store, experiment_id: int | None = None) -> dict[str, An
         },
         "events": [{"at": at, "kind": kind, "detail": detail} for at, kind, detail in events],
         "answer": answer,
-        "win_prob": _win_prob_section(policies, win_prob, counts),
-        "allocation": _allocation_section(policies, counts, answer.get("target_proportions", [])),
+        "win_prob": win_prob_section,
+        "allocation": allocation,
         "trace": trace,
-        "savings": _savings(config, policies, win_prob, answer, len(comparisons)),
+        "savings": (
+            None
+            if win_prob is None
+            else _savings(config, policies, win_prob, answer, len(comparisons))
+        ),
         "costs": _costs(policies, comparisons),
         "utilities": _utilities(policies, model),
         "gain": _gain(store, record),
     }
+
+
+def _rival_comparisons(model: PreferenceModel, leader: int, rivals: np.ndarray) -> list[int]:
+    """Comparisons of (leader, rival) per rival, from the compared pairs (no K×K counts)."""
+    with_leader = {(a, b): n for a, b, n, _ in model.compared_pairs() if leader in (a, b)}
+    return [with_leader.get((min(leader, int(r)), max(leader, int(r))), 0) for r in rivals]
+
+
+def _compared_allocation(
+    policies: tuple[str, ...],
+    pairs: list[tuple[int, int, int, float]],
+    targets: list[dict[str, Any]],
+) -> list[dict[str, Any]]:
+    """The allocation over the pairs actually compared, most compared first (large spaces)."""
+    total = sum(n for _, _, n, _ in pairs)
+    target = {frozenset(t["pair"]): float(t["share"]) for t in targets}
+    rows = [
+        {
+            "pair": [policies[a], policies[b]],
+            "comparisons": int(n),
+            "used_share": n / total if total else 0.0,
+            "optimal_share": target.get(frozenset((policies[a], policies[b])), 0.0),
+        }
+        for a, b, n, _ in pairs
+    ]
+    rows.sort(key=lambda row: (-row["comparisons"], -row["optimal_share"]))
+    return rows
 
 
 def _gain(store: Store, record: ExperimentRecord) -> list[dict[str, Any]]:
@@ -328,11 +396,18 @@ def _png(figure: Any) -> str:
 
 def plots(report: dict[str, Any]) -> dict[str, str]:
     """The report's figures as base64 PNG, by name (``win_prob``, ``allocation``, ``trace``)."""
-    # Figure objects without pyplot: no GUI backend, no global state.
-    from matplotlib.figure import Figure
-
+    # Figure objects without pyplot (in the helpers): no GUI backend, no global state.
     figures: dict[str, str] = {}
     section = report["win_prob"]
+    if section is not None:
+        figures["win_prob"] = _heatmap(section)
+    _other_plots(report, figures)
+    return figures
+
+
+def _heatmap(section: dict[str, Any]) -> str:
+    from matplotlib.figure import Figure
+
     names = section["policies"]
     estimate = np.array(section["estimate"])
     counts = np.array(section["counts"])
@@ -360,7 +435,11 @@ def plots(report: dict[str, Any]) -> dict[str, str]:
                         va="center",
                         fontsize=7,
                     )
-    figures["win_prob"] = _png(figure)
+    return _png(figure)
+
+
+def _other_plots(report: dict[str, Any], figures: dict[str, str]) -> None:
+    from matplotlib.figure import Figure
 
     rows = report["allocation"][:ALLOCATION_BARS]
     if rows:
@@ -377,7 +456,9 @@ def plots(report: dict[str, Any]) -> dict[str, str]:
         figures["allocation"] = _png(figure)
 
     utilities = report["utilities"]
-    if utilities:
+    if utilities and report["win_prob"] is None:
+        figures["utilities"] = _large_utility_plot(utilities)
+    elif utilities:
         rows = sorted(utilities, key=lambda u: -u["utility_vs_best"])[:40]
         figure = Figure(figsize=(7, 0.25 * len(rows) + 1.5))
         axes = figure.subplots()
@@ -405,7 +486,35 @@ def plots(report: dict[str, Any]) -> dict[str, str]:
         axes.legend()
         axes.set_title("Smallest evidence against a rival vs the stopping threshold")
         figures["trace"] = _png(figure)
-    return figures
+
+
+def _large_utility_plot(utilities: list[dict[str, Any]]) -> str:
+    """Many policies: the top ones with their intervals, and a histogram of all utilities."""
+    from matplotlib.figure import Figure
+
+    ranked = sorted(utilities, key=lambda u: -u["utility_vs_best"])
+    rows = ranked[:LARGE_UTILITY_PLOT_POINTS]
+    figure = Figure(figsize=(7, 0.18 * len(rows) + 4.5))
+    top, histogram = figure.subplots(
+        2, 1, gridspec_kw={"height_ratios": [0.18 * len(rows) + 1, 2.5]}
+    )
+    centre = np.array([u["utility_vs_best"] for u in rows])
+    spread = np.array([[c - u["lower"], u["upper"] - c] for c, u in zip(centre, rows, strict=True)])
+    top.errorbar(centre, np.arange(len(rows)), xerr=spread.T, fmt="o", markersize=3, capsize=2)
+    top.set_yticks(range(len(rows)), [u["policy"] for u in rows], fontsize=6)
+    top.invert_yaxis()
+    top.axvline(0, color="grey", linewidth=0.8)
+    top.set_xlabel("estimated utility θ̂ᵀ(x − x_best)")
+    top.set_title(
+        f"Top {len(rows)} of {len(utilities):,} policies by estimated utility, 95% intervals"
+    )
+    histogram.hist([u["utility_vs_best"] for u in utilities], bins=50)
+    histogram.axvline(0, color="grey", linewidth=0.8)
+    histogram.set_xlabel("estimated utility relative to the best")
+    histogram.set_ylabel("policies")
+    histogram.set_title(f"All {len(utilities):,} policies")
+    figure.tight_layout()
+    return _png(figure)
 
 
 # ---- rendering -----------------------------------------------------------------------------------
@@ -437,7 +546,115 @@ def _headline(report: dict[str, Any]) -> str:
     )
 
 
+def _ruled_out(rival: dict[str, Any]) -> str:
+    statistic, threshold = rival["statistic"], rival["threshold"]
+    ruled_out = statistic is not None and threshold is not None and statistic > threshold
+    return "yes" if ruled_out else "no"
+
+
+def _margin(rival: dict[str, Any]) -> float:
+    """Statistic − threshold; an unbounded statistic (stored as null) is +∞."""
+    if rival["statistic"] is None:
+        return math.inf
+    return rival["statistic"] - (math.inf if rival["threshold"] is None else rival["threshold"])
+
+
+def _large_tables(report: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]]]]:
+    """Tables of a large structured run: the top rows of each (all of them are in the JSON)."""
+    answer = report["answer"]
+    shown = LARGE_TABLE_ROWS
+    rivals = sorted(answer["rivals"], key=_margin)
+    ruled_out = sum(_ruled_out(r) == "yes" for r in rivals)
+    certificate = [
+        [
+            r["policy"],
+            _number(r["statistic"]),
+            _number(r["threshold"]),
+            _number(_margin(r)),
+            str(r["comparisons"]),
+            _number(r.get("win_prob_hat")),
+            _ruled_out(r),
+        ]
+        for r in rivals[:shown]
+    ]
+    utilities = sorted(report["utilities"], key=lambda u: -u["utility_vs_best"])
+    utility_rows = [
+        [u["policy"], f"{u['utility_vs_best']:+.3f}", f"[{u['lower']:+.3f}, {u['upper']:+.3f}]"]
+        for u in utilities[:shown]
+    ]
+    pairs = report["allocation"]
+    allocation = [
+        [
+            " vs ".join(r["pair"]),
+            str(r["comparisons"]),
+            f"{r['used_share']:.3f}",
+            f"{r['optimal_share']:.3f}",
+        ]
+        for r in pairs[:shown]
+    ]
+    per_policy = sorted(
+        (r for r in report["costs"]["per_policy"] if r["comparisons"]),
+        key=lambda r: -r["comparisons"],
+    )
+    costs = [
+        [
+            r["policy"],
+            str(r["comparisons"]),
+            str(r["wins"]),
+            str(r["ties"]),
+            str(r["losses"]),
+            f"{r['seconds']:.2f}",
+            _number(r["cost_usd"]),
+        ]
+        for r in per_policy[:shown]
+    ]
+
+    def rest(total: int, what: str) -> str:
+        more = total - min(shown, total)
+        return f"; {more:,} more {what} in the JSON report" if more else ""
+
+    return [
+        (
+            f"Certificate: {ruled_out:,} of {len(rivals):,} rivals ruled out; the "
+            f"{len(certificate)} closest to the threshold (smallest statistic − threshold) first"
+            + rest(len(rivals), "rivals"),
+            [
+                "rival",
+                "GLR statistic",
+                "threshold",
+                "statistic − threshold",
+                "comparisons with best",
+                "P̂(best beats rival)",
+                "ruled out",
+            ],
+            certificate,
+        ),
+        (
+            f"Estimated utilities relative to the best (95% Wald intervals, not anytime-valid): "
+            f"top {len(utility_rows)} of {len(utilities):,} policies"
+            + rest(len(utilities), "policies"),
+            ["policy", "utility − best", "interval"],
+            utility_rows,
+        ),
+        (
+            f"Allocation over the {len(pairs):,} compared pairs, most compared first"
+            + rest(len(pairs), "pairs"),
+            ["pair", "comparisons", "used", "optimal"],
+            allocation,
+        ),
+        (
+            f"Time and cost per policy: the {len(costs)} most compared of the {len(per_policy):,} "
+            "policies compared (a comparison's cost is split between its two policies)"
+            + rest(len(per_policy), "policies"),
+            ["policy", "comparisons", "wins", "ties", "losses", "seconds", "cost (USD)"],
+            costs,
+        ),
+    ]
+
+
 def _tables(report: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]]]]:
+    if report["win_prob"] is None:
+        return _large_tables(report)
     answer = report["answer"]
     certificate = [
         [
@@ -714,9 +931,15 @@ def render_html(report: dict[str, Any]) -> str:
             "<h2>Estimated utilities</h2><p>Only for structured experiments; this one is "
             f"{escape(experiment['config']['space'])}.</p>"
         )
+    config = experiment["config"]
+    if report["win_prob"] is None and isinstance(config.get("policies"), list):
+        config = {
+            **config,
+            "policies": f"{len(config['policies']):,} policies (listed in the JSON report)",
+        }
     parts.append(
         "<h2>Configuration</h2><pre>"
-        + escape(json.dumps(experiment["config"], indent=2))
+        + escape(json.dumps(config, indent=2))
         + "</pre></body></html>"
     )
     return "\n".join(parts)

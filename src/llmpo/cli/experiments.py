@@ -19,7 +19,7 @@ from rich.text import Text
 from llmpo.cli import app
 from llmpo.config import ConfigError, load_config
 from llmpo.environments.replay import ReplayError
-from llmpo.report import build_report, render_html, render_markdown
+from llmpo.report import LARGE_TABLE_ROWS, build_report, render_html, render_markdown
 from llmpo.runner import (
     Progress,
     RunFailedError,
@@ -181,13 +181,26 @@ def _print_outcome(outcome: RunOutcome, store_path: Path, as_json: bool) -> None
         title=f"certificate: every statistic above its threshold ⇒ best with prob. ≥ "
         f"{1 - result.delta:g}",
     )
-    for rival, statistic, threshold in zip(
-        result.rivals, result.statistics, result.thresholds, strict=True
-    ):
+    rows = list(
+        zip(
+            result.rivals,
+            result.rival_comparisons,
+            result.rival_win_prob,
+            result.statistics,
+            result.thresholds,
+            strict=True,
+        )
+    )
+    if result.counts is None and len(rows) > LARGE_TABLE_ROWS:  # large structured space
+        rows = sorted(rows, key=lambda row: row[3] - row[4])[:LARGE_TABLE_ROWS]
+        certificate.caption = (
+            f"the {LARGE_TABLE_ROWS} of {len(result.rivals):,} rivals closest to their threshold"
+        )
+    for rival, comparisons, win_prob, statistic, threshold in rows:
         certificate.add_row(
             escape(result.policies[rival]),
-            f"{int(result.counts[result.best, rival]):,}",
-            f"{result.win_prob_hat[result.best, rival]:.3f}",
+            f"{comparisons:,}",
+            f"{win_prob:.3f}",
             f"{statistic:.2f}",
             f"{threshold:.2f}",
         )
