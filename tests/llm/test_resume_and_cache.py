@@ -74,8 +74,10 @@ def test_a_failing_backend_stops_cleanly_and_the_run_resumes(fast, server):
     told = outcome.result.n_comparisons
     assert told == stored + outcome.new_comparisons
     with Store(fast.parent / "runs.db", readonly=True) as store:
-        # Every answer was generated once: the resume re-used the ones paid for.
-        assert server.served == store.generation_count()
+        # The resume re-used every answer that reached the client. A run that stops cancels its
+        # calls in flight, and the server may have answered one just before: at most the two calls
+        # of each of the 4 comparisons in flight, for each of the two runs, are paid and lost.
+        assert 0 <= server.served - store.generation_count() <= 2 * 2 * 4
         samples = used_samples(store, outcome.experiment_id)
     assert len(samples) == len(set(samples)) == 2 * told  # fresh samples in every comparison
 
