@@ -61,6 +61,21 @@ EVALUATION_STATUSES = ("running", "interrupted", "done")
 #: Cached answers wait at most this long (seconds) for the next write of the store to commit them.
 CACHE_FLUSH_SECONDS = 1.0
 
+#: The columns of one judged comparison, shared by the tables of runs and of evaluations.
+_COMPARISON_FIELDS = """    seq INTEGER NOT NULL,
+    policy_a INTEGER NOT NULL,
+    policy_b INTEGER NOT NULL,
+    task_id TEXT,
+    presentation_order TEXT,
+    outcome REAL NOT NULL CHECK (outcome IN (0.0, 0.5, 1.0)),
+    raw TEXT,
+    started_at REAL,
+    finished_at REAL,
+    cost_usd REAL,
+    input_tokens INTEGER,
+    output_tokens INTEGER,
+"""
+
 _SCHEMA_V1 = """
 CREATE TABLE experiments (
     id INTEGER PRIMARY KEY,
@@ -75,19 +90,7 @@ CREATE TABLE experiments (
 );
 CREATE TABLE comparisons (
     experiment_id INTEGER NOT NULL REFERENCES experiments(id),
-    seq INTEGER NOT NULL,
-    policy_a INTEGER NOT NULL,
-    policy_b INTEGER NOT NULL,
-    task_id TEXT,
-    presentation_order TEXT,
-    outcome REAL NOT NULL CHECK (outcome IN (0.0, 0.5, 1.0)),
-    raw TEXT,
-    started_at REAL,
-    finished_at REAL,
-    cost_usd REAL,
-    input_tokens INTEGER,
-    output_tokens INTEGER,
-    PRIMARY KEY (experiment_id, seq)
+""" + _COMPARISON_FIELDS + """    PRIMARY KEY (experiment_id, seq)
 ) WITHOUT ROWID;
 CREATE TABLE events (
     id INTEGER PRIMARY KEY,
@@ -156,22 +159,10 @@ def _add_holdout_and_evaluations(connection: sqlite3.Connection) -> None:
         )"""
     )
     connection.execute(
-        """CREATE TABLE evaluation_comparisons (
-            evaluation_id INTEGER NOT NULL REFERENCES evaluations(id),
-            seq INTEGER NOT NULL,
-            policy_a INTEGER NOT NULL,
-            policy_b INTEGER NOT NULL,
-            task_id TEXT,
-            presentation_order TEXT,
-            outcome REAL NOT NULL CHECK (outcome IN (0.0, 0.5, 1.0)),
-            raw TEXT,
-            started_at REAL,
-            finished_at REAL,
-            cost_usd REAL,
-            input_tokens INTEGER,
-            output_tokens INTEGER,
-            PRIMARY KEY (evaluation_id, seq)
-        ) WITHOUT ROWID"""
+        "CREATE TABLE evaluation_comparisons (\n"
+        "    evaluation_id INTEGER NOT NULL REFERENCES evaluations(id),\n"
+        + _COMPARISON_FIELDS
+        + "    PRIMARY KEY (evaluation_id, seq)\n) WITHOUT ROWID"
     )
 
 
