@@ -93,6 +93,13 @@ def process_cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def client_cpu_seconds() -> float:
+    """CPU seconds of this process and of its children that have ended (the HTTP workers, which
+    a run waits for; the server runs on, so it is not counted)."""
+    times = os.times()
+    return times.user + times.system + times.children_user + times.children_system
+
+
 def load_average() -> str:
     """The 1-minute load average and the number of CPUs (the machine may be shared)."""
     return f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs"
@@ -110,7 +117,9 @@ def steady_rate(finished_at: list[float]) -> float:
     return (last - first) / (times[last] - times[first])
 
 
-def measure(base_url: str, concurrency: int, comparisons: int) -> tuple[float, float, float]:
+def measure(
+    base_url: str, concurrency: int, comparisons: int, client_processes: str
+) -> tuple[float, float, float]:
     """Comparisons per second of one run to a budget of ``comparisons`` (whole run, and steady
     state: :func:`steady_rate`), and client CPU seconds per comparison."""
     with tempfile.TemporaryDirectory() as folder:
@@ -126,7 +135,12 @@ def measure(base_url: str, concurrency: int, comparisons: int) -> tuple[float, f
             {
                 "seed": 1,
                 "max_comparisons": comparisons,
-                "environment": {"type": "llm", "tasks": str(tasks), "judge": {"type": "reference"}},
+                "environment": {
+                    "type": "llm",
+                    "tasks": str(tasks),
+                    "judge": {"type": "reference"},
+                    "client_processes": client_processes,
+                },
                 "policies": [
                     {"name": "a", "backend": backend, "temperature": 0.0},
                     {"name": "b", "backend": backend, "temperature": 1.0},
@@ -136,9 +150,9 @@ def measure(base_url: str, concurrency: int, comparisons: int) -> tuple[float, f
         )
         with Store(config.store, writer=True) as store:
             experiment_id = start_experiment(config, store)
-            started, cpu = time.monotonic(), time.process_time()
+            started, cpu = time.monotonic(), client_cpu_seconds()
             outcome = AsyncRunner(store, experiment_id, concurrency).run()
-            seconds, cpu = time.monotonic() - started, time.process_time() - cpu
+            seconds, cpu = time.monotonic() - started, client_cpu_seconds() - cpu
             finished = [c.finished_at for c in store.comparisons(experiment_id) if c.finished_at]
     assert outcome.new_comparisons == comparisons
     return comparisons / seconds, steady_rate(finished), cpu / comparisons
@@ -149,6 +163,7 @@ def main() -> None:
     parser.add_argument("--latency", type=float, default=0.2, help="seconds per call")
     parser.add_argument("--seconds", type=float, default=4.0, help="ideal seconds per run")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 64])
+    parser.add_argument("--client-processes", nargs="+", default=["0", "auto"])
     arguments = parser.parse_args()
     root = Path(__file__).resolve().parents[1]
     server = subprocess.Popen(
@@ -161,25 +176,29 @@ def main() -> None:
         assert server.stdout is not None
         base_url = f"http://127.0.0.1:{int(server.stdout.readline())}/v1"
         print(
-            "| concurrency | comparisons | comparisons/s | ideal/s | fraction of ideal "
-            "| steady fraction of ideal | client CPU ms/comparison "
-            "| client CPU at the ideal rate (cores) | server CPU ms/comparison | load average |"
+            "| concurrency | client processes | comparisons | comparisons/s | ideal/s "
+            "| fraction of ideal | steady fraction of ideal | rate ÷ in-process rate "
+            "| client CPU ms/comparison | server CPU ms/comparison | load average |"
         )
-        print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+        print("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---|")
         for concurrency in arguments.concurrency:
             ideal = concurrency / arguments.latency
             comparisons = max(concurrency, round(ideal * arguments.seconds))
-            load = load_average()
-            server_cpu = process_cpu_seconds(server.pid)
-            rate, steady, client_cpu = measure(base_url, concurrency, comparisons)
-            server_cpu = (process_cpu_seconds(server.pid) - server_cpu) / comparisons
-            print(
-                f"| {concurrency} | {comparisons} | {rate:.1f} | {ideal:.1f} | "
-                f"{rate / ideal:.1%} | {steady / ideal:.1%} | {client_cpu * 1e3:.2f} | "
-                f"{client_cpu * ideal:.2f} | "
-                f"{server_cpu * 1e3:.2f} | {load} |",
-                flush=True,
-            )
+            baseline = None
+            for processes in arguments.client_processes:
+                load = load_average()
+                server_cpu = process_cpu_seconds(server.pid)
+                rate, steady, client_cpu = measure(base_url, concurrency, comparisons, processes)
+                server_cpu = (process_cpu_seconds(server.pid) - server_cpu) / comparisons
+                if processes == "0":
+                    baseline = rate
+                ratio = f"{rate / baseline:.2f}" if baseline else "–"
+                print(
+                    f"| {concurrency} | {processes} | {comparisons} | {rate:.1f} | {ideal:.1f} | "
+                    f"{rate / ideal:.1%} | {steady / ideal:.1%} | {ratio} | "
+                    f"{client_cpu * 1e3:.2f} | {server_cpu * 1e3:.2f} | {load} |",
+                    flush=True,
+                )
     finally:
         server.send_signal(signal.SIGINT)
         server.wait(10)

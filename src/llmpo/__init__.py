@@ -6,8 +6,30 @@ takes the judged outcomes, and stops as soon as it can name the optimal policy w
 least 1 − δ (LLM-PO, DESIGN §2–§5).
 """
 
-from llmpo.experiment import Experiment, Result
-from llmpo.spaces import Space, Structured, Unstructured
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from llmpo.experiment import Experiment, Result
+    from llmpo.spaces import Space, Structured, Unstructured
 
 __all__ = ["Experiment", "Result", "Space", "Structured", "Unstructured"]
 __version__ = "0.1.0"
+
+# Imported on first use: a subpackage (the CLI's fast paths, the HTTP worker process) should not
+# pay for scipy and the statistics core it does not need.
+_HOMES = {
+    "Experiment": "llmpo.experiment",
+    "Result": "llmpo.experiment",
+    "Space": "llmpo.spaces",
+    "Structured": "llmpo.spaces",
+    "Unstructured": "llmpo.spaces",
+}
+
+
+def __getattr__(name: str) -> object:
+    if name in _HOMES:
+        return getattr(importlib.import_module(_HOMES[name]), name)
+    raise AttributeError(f"module 'llmpo' has no attribute {name!r}")

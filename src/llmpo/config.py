@@ -231,7 +231,10 @@ class LLMEnvironmentConfig(_Strict):
     ``backoff_seconds``, with jitter, honouring ``Retry-After``); ``requests_per_minute`` caps the
     calls started per minute on each endpoint and ``tokens_per_minute`` the tokens (prompt and
     answer; a call reserves its prompt and ``max_tokens`` before it starts). ``prices`` maps
-    model names to USD per million input and output tokens.
+    model names to USD per million input and output tokens. ``client_processes`` is the number
+    of worker processes that make an endpoint's HTTP calls (0: in the runner's process); ``auto``
+    uses one from 16 comparisons in flight on a machine with more than one CPU, where the
+    ``openai`` SDK's CPU per call would otherwise slow the runner (``benchmarks/throughput.py``).
     """
 
     type: Literal["llm"]
@@ -244,6 +247,7 @@ class LLMEnvironmentConfig(_Strict):
     requests_per_minute: float | None = Field(default=None, gt=0.0)
     tokens_per_minute: float | None = Field(default=None, gt=0.0)
     prices: dict[str, PriceConfig] = Field(default_factory=dict)
+    client_processes: Annotated[int, Field(ge=0, le=64)] | Literal["auto"] = "auto"
 
 
 class HoldoutConfig(_Strict):

@@ -321,6 +321,7 @@ class Evaluation:
         assert self.evaluation is not None
         live: Any = self.environment
         live.cache = self.store
+        live.concurrency = self.concurrency
         live.seed = self.seed  # the judge's random choices: the evaluation's own stream
         stored = self.store.evaluation_comparisons(self.evaluation.id)
         sequence = len(stored)

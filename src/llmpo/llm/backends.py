@@ -52,10 +52,6 @@ def _aiohttp_client() -> object | None:
         return None
 
 
-def _count(value: object) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
-
-
 class BackendError(RuntimeError):
     """A generation that failed for good (after retries, or a permanent error)."""
 
@@ -129,6 +125,26 @@ def _count(value: object) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
+def read_api_key(config: BackendConfig) -> str:
+    """The key in the environment variable ``config.api_key_env`` names (a placeholder if none).
+
+    Raises
+    ------
+    BackendError
+        When the variable is named but not set (the message names it, never a key).
+    """
+    if config.api_key_env is None:
+        return PLACEHOLDER_KEY
+    value = os.environ.get(config.api_key_env)
+    if not value:
+        raise BackendError(
+            f"the environment variable {config.api_key_env} (api_key_env of "
+            f"{config.base_url or 'OpenAI'}) is not set. Fix: export "
+            f"{config.api_key_env}=<your key>"
+        )
+    return value
+
+
 class OpenAIBackend(Backend):
     """Any OpenAI-compatible chat-completions endpoint, through the official ``openai`` SDK.
 
@@ -147,15 +163,7 @@ class OpenAIBackend(Backend):
 
     def __init__(self, config: BackendConfig, transport: str = "auto") -> None:
         self.label = f"{config.base_url or 'OpenAI'}"
-        key = PLACEHOLDER_KEY
-        if config.api_key_env is not None:
-            value = os.environ.get(config.api_key_env)
-            if not value:
-                raise BackendError(
-                    f"the environment variable {config.api_key_env} (api_key_env of "
-                    f"{self.label}) is not set. Fix: export {config.api_key_env}=<your key>"
-                )
-            key = value
+        key = read_api_key(config)
         self._secret = key
         # Retries and timeouts are ours (they honour Retry-After and count every attempt), so the
         # SDK makes one attempt. One client per endpoint: with ``aiohttp`` installed it uses the
@@ -189,7 +197,8 @@ class OpenAIBackend(Backend):
         self.transport = transport
         self._next_client = 0
 
-    def _scrub(self, text: str) -> str:
+    def scrub(self, text: str) -> str:
+        """``text`` with the API key replaced by ``***``."""
         return text.replace(self._secret, "***") if self._secret != PLACEHOLDER_KEY else text
 
     async def complete(self, request: GenerationRequest, timeout: float) -> Generation:
@@ -219,7 +228,7 @@ class OpenAIBackend(Backend):
                 )
             )
         except openai.APIStatusError as error:
-            message = self._scrub(
+            message = self.scrub(
                 f"{self.label}: HTTP {error.status_code} for model {request.model}: "
                 f"{str(error.message)[:300]}"
             )
@@ -228,11 +237,11 @@ class OpenAIBackend(Backend):
             raise BackendError(message) from None
         except (openai.APITimeoutError, openai.APIConnectionError) as error:
             raise TransientBackendError(
-                self._scrub(f"{self.label}: {type(error).__name__}: {error}")
+                self.scrub(f"{self.label}: {type(error).__name__}: {error}")
             ) from None
         except ValueError as error:  # a body that is not JSON
             raise TransientBackendError(
-                self._scrub(f"{self.label}: malformed response ({str(error)[:200]})")
+                self.scrub(f"{self.label}: malformed response ({str(error)[:200]})")
             ) from None
         choices = payload.get("choices") if isinstance(payload, dict) else None
         if not isinstance(choices, list) or not choices:

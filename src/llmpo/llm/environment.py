@@ -37,15 +37,22 @@ from llmpo.llm.backends import (
     RetryPolicy,
     TokenRateLimiter,
     call_with_retries,
+    read_api_key,
 )
 from llmpo.llm.judges import Judge, Verdict, build_judge
 from llmpo.llm.tasks import Task, draw_task, load_tasks
+from llmpo.llm.worker import ProcessBackend
 from llmpo.store import CachedGeneration, Store
 
 _TEMPLATES = jinja2.Environment(undefined=jinja2.StrictUndefined, autoescape=False)
 
 #: Template of a policy without ``prompt_template``.
 DEFAULT_PROMPT_TEMPLATE = "{{ prompt }}"
+
+
+#: From this many comparisons in flight, ``client_processes: auto`` makes HTTP calls in a worker
+#: process (on a machine with more than one CPU): below it the SDK's CPU delays nothing.
+PROCESS_CONCURRENCY = 16
 
 
 class LLMSetupError(ValueError):
@@ -206,13 +213,11 @@ class LLMEnvironment:
         if self._judge_backend is not None:
             self._backend_configs[_backend_key(self._judge_backend)] = self._judge_backend
         for backend in self._backend_configs.values():
-            key_env = getattr(backend, "api_key_env", None)
-            if key_env is not None and not os.environ.get(key_env):
-                raise LLMSetupError(
-                    f"the environment variable {key_env} (api_key_env of "
-                    f"{getattr(backend, 'base_url', None) or 'OpenAI'}) is not set. "
-                    f"Fix: export {key_env}=<your key>"
-                )
+            if isinstance(backend, BackendConfig):
+                try:
+                    read_api_key(backend)
+                except BackendError as error:
+                    raise LLMSetupError(str(error)) from None
         self._backends: dict[tuple[str, str | None, str | None], Backend] = {}
         rate = environment.requests_per_minute
         self._limiters = {
@@ -226,6 +231,9 @@ class LLMEnvironment:
         self.cache: Store | None = None
         #: Task ids held out of the selection run (set by the runner's builder), or None.
         self.holdout_task_ids: tuple[str, ...] | None = None
+        #: Comparisons the runner keeps in flight (it sets this); ``client_processes: auto``
+        #: moves HTTP calls to a worker process from :data:`PROCESS_CONCURRENCY` on.
+        self.concurrency = 1
         #: Backend calls made by this process, and retries among them.
         self.calls = 0
         self.retries = 0
@@ -235,12 +243,22 @@ class LLMEnvironment:
         key = _backend_key(config)
         if key not in self._backends:
             if isinstance(config, BackendConfig):
-                self._backends[key] = OpenAIBackend(config)
+                processes = self.client_processes()
+                self._backends[key] = (
+                    ProcessBackend(config, processes) if processes else OpenAIBackend(config)
+                )
             else:
                 from llmpo.llm.local import LocalBackend  # torch only when asked for
 
                 self._backends[key] = LocalBackend(config)
         return self._backends[key]
+
+    def client_processes(self) -> int:
+        """Worker processes for the HTTP calls of each endpoint (0: in this process)."""
+        setting = self.config.client_processes
+        if setting != "auto":
+            return setting
+        return int(self.concurrency >= PROCESS_CONCURRENCY and (os.cpu_count() or 1) >= 2)
 
     async def _count_retry(self, attempt: int, error: BackendError, delay: float) -> None:
         self.retries += 1

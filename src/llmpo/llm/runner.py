@@ -87,7 +87,7 @@ class AsyncRunner(Runner):
             raise StoreError(f"experiment {experiment_id} is not a live LLM experiment")
         self.live: LLMEnvironment = self.environment
         self.live.cache = store
-        self.concurrency = concurrency
+        self.live.concurrency = self.concurrency = concurrency
         self._used_replicates: dict[tuple[int, str], set[int]] = {}
         self._lowest_free: dict[tuple[int, str], int] = {}  # every replicate below it is used
         self._next_number = 1
