@@ -3,67 +3,55 @@ OpenAI-compatible server, as a fraction of the ideal.
 
 Run on demand (not part of the test suite; needs the ``dev`` extra for the server)::
 
-    .venv/bin/python benchmarks/throughput.py --latency 0.2 --seconds 4
+    .venv/bin/python benchmarks/throughput.py            # --latency 0.2 --seconds 15
 
 The server (``tests/llm/server.py``, aiohttp on 127.0.0.1, in its own process; driven through
 the real ``openai`` client) answers every chat completion after ``--latency`` seconds. Two
 policies answer the same task concurrently and the ``reference`` judge needs no call, so one
 comparison chains one round of calls: the ideal rate is concurrency ÷ latency. Every answer is a
-tie, so each run goes to its comparison budget (≈ ``--seconds`` of ideal work). Target: ≥ 90% of
+tie, so each run goes to its comparison budget (``--seconds`` of ideal work). Target: ≥ 90% of
 the ideal at concurrency 64.
 
-Measured on 2 idle CPU cores (load average 0.3), ``--latency 0.2 --seconds 4``, twice: 96%
-of the ideal at concurrency 1, 92–93% at 8, 79–80% at 64 (steady state 84–85%; ``--seconds 10``
-at 64: 79%, steady 81%); client CPU 6.6, 1.7 and 1.65 ms per comparison. The earlier figures
-below were taken on the same cores shared with other work.
+Each concurrency is run twice, with the HTTP calls in the runner's process
+(``client_processes: 0``, the baseline) and with the default (``auto``: a worker process from 16
+comparisons in flight, :mod:`llmpo.llm.worker`); each row gives the whole-run rate, the steady
+rate (:func:`steady_rate`), the ratio to the baseline's whole-run rate in the same run, the
+client's CPU per comparison (this process and its ended children: the workers) and the server's.
 
-Besides the wall rate, each row reports the client's CPU time per comparison (``process_time``
-of this process), the CPU the client would need to run at the ideal rate, the server's CPU per
-comparison (``/proc``) and the load average: on a shared machine the wall rate measures the
-contention as much as the code, the CPU figures do not.
+Measured on 2 idle CPU cores (load average ≤ 0.9), ``--latency 0.2``, whole-run fraction of the
+ideal (steady state in brackets); the ``--seconds 15`` columns are two runs of the benchmark:
 
-Measured on 2 CPU cores shared with other work, ``--latency 0.2 --seconds 4``, before (commit
-703997b) and after this change, run back to back twice each at a load average of 7.8–8.2:
+=========== ============================ ============================ ===========================
+concurrency ``--seconds 15``: in-process  ``--seconds 15``: auto        ``--seconds 4``: auto
+=========== ============================ ============================ ===========================
+1           97.0% (97.4%)                97.2–97.3% (97.4%)           96.6% (97.2%)
+8           93.0–93.5% (93.1–93.8%)      92.5–93.0% (92.6–93.2%)      92.3% (93.0%)
+16          88.5% (88.5%)                94.3% (96.4%)                –
+32          84.4% (85.5%)                92.6% (96.5%)                –
+64          82.7–83.5% (84.4–84.7%)      **92.2–92.4% (96.1–96.5%)**  83.8% (93.3%)
+=========== ============================ ============================ ===========================
 
-=========== ======================================== ========================================
-concurrency before: fraction of ideal, client CPU      after: fraction of ideal, client CPU
-=========== ======================================== ========================================
-1           81–83%, 17.5–17.7 ms per comparison      91–92%, 6.5–6.6 ms per comparison
-8           74–76%, 4.6–5.1 ms                       83–87%, 1.9–2.0 ms
-64          33–34%, 3.7–3.9 ms                       50–65%, 1.7–1.9 ms
-=========== ======================================== ========================================
+At 64 the default's rate is 1.11–1.12 × the in-process rate measured in the same run; the client
+then spends 0.7 ms of CPU per comparison in the runner and 1.5 ms in the worker (its start
+included), against 1.55–1.65 ms all in the runner.
 
-(At concurrency 1 the CPU per comparison includes the start of the run, amortised over 20
-comparisons.) The same pairs of runs at a load average of 2.6–4.4: before 88%, 82–84%, 47–49%;
-after 91–94%, 87–88%, 67–69% (1.7–1.8 ms of client CPU per comparison at 64). At 13–17, with the
-backend change alone: 21–26% → 40–46% at 64. The wall fraction follows the machine's load; the CPU
-per comparison does not.
+Why a worker process. In-process, the client spends ~1.65 ms of CPU per comparison, ~1.5 ms of
+it in the ``openai`` SDK's two requests (request building in its ``httpx2`` models, its
+``aiohttp`` transport, parsing). Results that arrive together are worked through one by one in the
+one event loop, and each batch of results sends the next batch of requests only once it is all
+done, so the clumps persist from one round to the next: a comparison took ~247 ms instead of 200
+at concurrency 64 (a probe of client, server and pipe timestamps: requests reached the server 12
+ms late at the median, 33 ms at the 90th percentile). With the SDK in a worker the runner's loop
+spends ~0.7 ms per comparison (pickled frames over a pipe, the store, ask/tell) and the worker's
+~1.5 ms runs on the other core, so neither clumps much: ~208 ms a comparison in steady state.
+Two workers (``--client-processes 2``) reached 95–97% steady but no better whole-run rate.
 
-The target (≥ 90% at 64) is **not** met. The server is not the bottleneck (0.3 ms of CPU per
-comparison for its two requests; 0.5 before), nor the network (a bare ``aiohttp`` round trip takes
-202–207 ms). The client is: at the ideal 320 comparisons/s it needs ~0.55–0.6 of a core (1.2
-before), and with 64 comparisons in flight and a fixed latency the results arrive in bursts that
-one event loop works through serially (64 × 1.75 ms ≈ 110 ms of work per 200 ms cycle), so a
-comparison takes ~250 ms on average at 64 against ~212 ms at 1. Spreading the first 64 dispatches
-over one latency (tried, not kept) gained only 3–8 points: the bursts re-form. By that account,
-90% needs ≲ 0.7 ms of client CPU per comparison, while the SDK alone takes ~1.5 ms (two requests).
-
-Where the client's CPU goes at 64 (``py-spy``, share of the busy event loop): the ``openai`` SDK
-with its ``httpx2`` and ``aiohttp`` layers 75% (~0.75 ms per request), the runner, environment and
-retry loop 10%, the store 6% (one SQLite commit per comparison, WAL with ``synchronous=NORMAL``, no
-fsync; the cache look-ups), prompt rendering and cache keys 3%, the experiment's ask/tell and
-stopping check 2%, the judge < 1%. ``uvloop`` made no measurable difference (the cost is in the
-SDK's Python code, not in the event loop), so it is not used.
-
-What changed: the backend used eight SDK clients per endpoint on the default ``httpx`` transport,
-whose connection pool scans all its connections (a ``getpeername`` each) for every request, and the
-typed ``chat.completions.create``, whose parameter transform and response models cost ~0.5 ms per
-call. It now uses one client per endpoint on the SDK's own ``aiohttp`` transport (when ``aiohttp``
-is installed) with no pool cap of its own — the runner bounds the calls in flight — and posts the
-plain JSON body through the same client (auth, headers, status errors and timeouts unchanged):
-~0.75 ms of CPU per request instead of ~1.9 ms, and half the server's CPU (httpx sent each request
-in two writes, headers then body). The store commits a comparison's cached answers in the
-comparison's own transaction instead of one commit each (three commits per comparison became one).
+The start costs ~0.5 s once per run: the worker is a fresh Python that imports the SDK (~0.5 s;
+the calls are made in-process meanwhile), then opens its own connections. That is 10% of a 4 s
+run (1,280 comparisons at 64) and 3% of a 15 s one, hence the default length; the steady rate
+leaves it out. At concurrency ≤ 8 the loop is not busy enough for the clumps to matter, so
+``auto`` keeps the calls in-process there. On a machine shared with other work the fraction drops
+with the load (earlier in-process measurements: 67–69% at load 3–4, 50–65% at load 8, at 64).
 """
 
 from __future__ import annotations
@@ -93,11 +81,11 @@ def process_cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def client_cpu_seconds() -> float:
-    """CPU seconds of this process and of its children that have ended (the HTTP workers, which
-    a run waits for; the server runs on, so it is not counted)."""
+def client_cpu_seconds() -> tuple[float, float]:
+    """CPU seconds of this process, and of its children that have ended (the HTTP workers,
+    which a run waits for; the server runs on, so it is not counted)."""
     times = os.times()
-    return times.user + times.system + times.children_user + times.children_system
+    return times.user + times.system, times.children_user + times.children_system
 
 
 def load_average() -> str:
@@ -119,9 +107,9 @@ def steady_rate(finished_at: list[float]) -> float:
 
 def measure(
     base_url: str, concurrency: int, comparisons: int, client_processes: str
-) -> tuple[float, float, float]:
+) -> tuple[float, float, float, float]:
     """Comparisons per second of one run to a budget of ``comparisons`` (whole run, and steady
-    state: :func:`steady_rate`), and client CPU seconds per comparison."""
+    state: :func:`steady_rate`), and client CPU seconds per comparison (all, in workers)."""
     with tempfile.TemporaryDirectory() as folder:
         tasks = Path(folder) / "tasks.jsonl"
         tasks.write_text(
@@ -150,18 +138,27 @@ def measure(
         )
         with Store(config.store, writer=True) as store:
             experiment_id = start_experiment(config, store)
-            started, cpu = time.monotonic(), client_cpu_seconds()
+            started, (runner_cpu, worker_cpu) = time.monotonic(), client_cpu_seconds()
             outcome = AsyncRunner(store, experiment_id, concurrency).run()
-            seconds, cpu = time.monotonic() - started, client_cpu_seconds() - cpu
+            seconds = time.monotonic() - started
+            runner_cpu, worker_cpu = (
+                end - start
+                for end, start in zip(client_cpu_seconds(), (runner_cpu, worker_cpu), strict=True)
+            )
             finished = [c.finished_at for c in store.comparisons(experiment_id) if c.finished_at]
     assert outcome.new_comparisons == comparisons
-    return comparisons / seconds, steady_rate(finished), cpu / comparisons
+    return (
+        comparisons / seconds,
+        steady_rate(finished),
+        (runner_cpu + worker_cpu) / comparisons,
+        worker_cpu / comparisons,
+    )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--latency", type=float, default=0.2, help="seconds per call")
-    parser.add_argument("--seconds", type=float, default=4.0, help="ideal seconds per run")
+    parser.add_argument("--seconds", type=float, default=15.0, help="ideal seconds per run")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 64])
     parser.add_argument("--client-processes", nargs="+", default=["0", "auto"])
     arguments = parser.parse_args()
@@ -178,9 +175,10 @@ def main() -> None:
         print(
             "| concurrency | client processes | comparisons | comparisons/s | ideal/s "
             "| fraction of ideal | steady fraction of ideal | rate ÷ in-process rate "
-            "| client CPU ms/comparison | server CPU ms/comparison | load average |"
+            "| client CPU ms/comparison | of which in workers | server CPU ms/comparison "
+            "| load average |"
         )
-        print("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+        print("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
         for concurrency in arguments.concurrency:
             ideal = concurrency / arguments.latency
             comparisons = max(concurrency, round(ideal * arguments.seconds))
@@ -188,7 +186,9 @@ def main() -> None:
             for processes in arguments.client_processes:
                 load = load_average()
                 server_cpu = process_cpu_seconds(server.pid)
-                rate, steady, client_cpu = measure(base_url, concurrency, comparisons, processes)
+                rate, steady, client_cpu, in_workers = measure(
+                    base_url, concurrency, comparisons, processes
+                )
                 server_cpu = (process_cpu_seconds(server.pid) - server_cpu) / comparisons
                 if processes == "0":
                     baseline = rate
@@ -196,7 +196,8 @@ def main() -> None:
                 print(
                     f"| {concurrency} | {processes} | {comparisons} | {rate:.1f} | {ideal:.1f} | "
                     f"{rate / ideal:.1%} | {steady / ideal:.1%} | {ratio} | "
-                    f"{client_cpu * 1e3:.2f} | {server_cpu * 1e3:.2f} | {load} |",
+                    f"{client_cpu * 1e3:.2f} | {in_workers * 1e3:.2f} | "
+                    f"{server_cpu * 1e3:.2f} | {load} |",
                     flush=True,
                 )
     finally:
