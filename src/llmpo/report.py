@@ -526,6 +526,19 @@ def _number(value: Any, digits: int = 3) -> str:
     return str(value)
 
 
+def _cost_cells(row: dict[str, Any]) -> list[str]:
+    """Policy, comparisons, wins, ties, losses, seconds and USD of a per-policy cost row."""
+    return [
+        row["policy"],
+        str(row["comparisons"]),
+        str(row["wins"]),
+        str(row["ties"]),
+        str(row["losses"]),
+        f"{row['seconds']:.2f}",
+        _number(row["cost_usd"]),
+    ]
+
+
 def _headline(report: dict[str, Any]) -> str:
     answer = report["answer"]
     experiment = report["experiment"]
@@ -596,18 +609,7 @@ def _large_tables(report: dict[str, Any]) -> list[tuple[str, list[str], list[lis
         (r for r in report["costs"]["per_policy"] if r["comparisons"]),
         key=lambda r: -r["comparisons"],
     )
-    costs = [
-        [
-            r["policy"],
-            str(r["comparisons"]),
-            str(r["wins"]),
-            str(r["ties"]),
-            str(r["losses"]),
-            f"{r['seconds']:.2f}",
-            _number(r["cost_usd"]),
-        ]
-        for r in per_policy[:shown]
-    ]
+    costs = [_cost_cells(r) for r in per_policy[:shown]]
 
     def rest(total: int, what: str) -> str:
         more = total - min(shown, total)
@@ -692,17 +694,7 @@ def _tables(report: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]
         for r in report["allocation"][:ALLOCATION_BARS]
     ]
     costs = [
-        [
-            r["policy"],
-            str(r["comparisons"]),
-            str(r["wins"]),
-            str(r["ties"]),
-            str(r["losses"]),
-            f"{r['seconds']:.2f}",
-            _number(r["cost_usd"]),
-            _number(r["input_tokens"]),
-            _number(r["output_tokens"]),
-        ]
+        [*_cost_cells(r), _number(r["input_tokens"]), _number(r["output_tokens"])]
         for r in report["costs"]["per_policy"]
     ]
     tables = [

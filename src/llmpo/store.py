@@ -200,6 +200,20 @@ class EvaluationRecord:
     result: dict[str, Any] | None
 
 
+
+def _update_status(
+    connection: sqlite3.Connection,
+    table: str,
+    row_id: int,
+    status: str,
+    result: dict[str, Any] | None,
+) -> None:
+    """Set the status, time and final result of one row of ``experiments`` or ``evaluations``."""
+    connection.execute(
+        f"UPDATE {table} SET status = ?, updated_at = ?, result = ? WHERE id = ?",
+        (status, _now(), json.dumps(result) if result is not None else None, row_id),
+    )
+
 class StoreError(RuntimeError):
     """A store that cannot be used (corrupt, foreign, newer, busy, missing), with the fix."""
 
@@ -544,10 +558,7 @@ class Store:
         if status not in STATUSES:
             raise ValueError(f"status must be one of {STATUSES}, got {status!r}")
         with self._transaction() as connection:
-            connection.execute(
-                "UPDATE experiments SET status = ?, updated_at = ?, result = ? WHERE id = ?",
-                (status, _now(), json.dumps(result) if result is not None else None, experiment_id),
-            )
+            _update_status(connection, "experiments", experiment_id, status, result)
             if event is not None:
                 self._event(connection, experiment_id, event, detail)
 
@@ -701,10 +712,7 @@ class Store:
         if status not in EVALUATION_STATUSES:
             raise ValueError(f"status must be one of {EVALUATION_STATUSES}, got {status!r}")
         with self._transaction() as connection:
-            connection.execute(
-                "UPDATE evaluations SET status = ?, updated_at = ?, result = ? WHERE id = ?",
-                (status, _now(), json.dumps(result) if result is not None else None, evaluation_id),
-            )
+            _update_status(connection, "evaluations", evaluation_id, status, result)
 
     def append_evaluation_comparison(self, evaluation_id: int, record: ComparisonRecord) -> None:
         """Commit one comparison of an evaluation; its sequence number must follow the last.

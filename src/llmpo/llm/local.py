@@ -23,7 +23,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import zipfile
 from dataclasses import dataclass
@@ -32,6 +31,7 @@ from typing import Any
 
 from llmpo.config import LocalBackendConfig
 from llmpo.llm.backends import Backend, BackendError, Generation, GenerationRequest
+from llmpo.llm.loading import LoadedOnce
 
 
 @dataclass(frozen=True)
@@ -231,30 +231,25 @@ class LocalBackend(Backend):
         self.label = f"local {config.model}"
         self._pending: list[_Pending] = []
         self._flusher: asyncio.Task[None] | None = None
-        self._lock = threading.Lock()
-        self._model: Any = None
-        self._tokenizer: Any = None
+        self._loaded = LoadedOnce(self._load)
 
-    def _load(self) -> None:
-        with self._lock:
-            if self._model is not None:
-                return
-            try:
-                import torch
-                from transformers import AutoModelForCausalLM, AutoTokenizer
-            except ImportError:
-                raise BackendError(
-                    "the local backend needs torch and transformers. Fix: pip install "
-                    "'llmpo[local]' (on these machines install torch==2.13.0 first)"
-                ) from None
-            folder = pull_model(self.config.model)
-            torch.set_num_threads(self.config.threads or idle_cores())
-            tokenizer = AutoTokenizer.from_pretrained(folder)
-            tokenizer.padding_side = "left"
-            if tokenizer.pad_token is None:
-                tokenizer.pad_token = tokenizer.eos_token
-            self._tokenizer = tokenizer
-            self._model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
+    def _load(self) -> tuple[Any, Any]:
+        """The tokenizer and the model."""
+        try:
+            import torch
+            from transformers import AutoModelForCausalLM, AutoTokenizer
+        except ImportError:
+            raise BackendError(
+                "the local backend needs torch and transformers. Fix: pip install "
+                "'llmpo[local]' (on these machines install torch==2.13.0 first)"
+            ) from None
+        folder = pull_model(self.config.model)
+        torch.set_num_threads(self.config.threads or idle_cores())
+        tokenizer = AutoTokenizer.from_pretrained(folder)
+        tokenizer.padding_side = "left"
+        if tokenizer.pad_token is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        return tokenizer, AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
 
     async def complete(self, request: GenerationRequest, timeout: float) -> Generation:
         future: asyncio.Future[Generation] = asyncio.get_running_loop().create_future()
@@ -284,9 +279,8 @@ class LocalBackend(Backend):
         """Answer a batch of requests in one batched decoding loop (blocking)."""
         import torch
 
-        self._load()
+        tokenizer, model = self._loaded.get()
         started = time.monotonic()
-        tokenizer, model = self._tokenizer, self._model
         texts = [
             tokenizer.apply_chat_template(
                 [{"role": role, "content": content} for role, content in r.messages],
