@@ -377,17 +377,8 @@ class Evaluation:
                         )
                         continue
                     sequence += 1
-                    self._record(
-                        sequence,
-                        result.verdict.outcome,
-                        task_id=result.task_id,
-                        order=result.verdict.order,
-                        raw=result.raw(),
-                        started_at=result.started_at,
-                        finished_at=result.finished_at,
-                        cost_usd=result.cost_usd,
-                        input_tokens=result.input_tokens,
-                        output_tokens=result.output_tokens,
+                    self.store.append_evaluation_comparison(
+                        self.evaluation.id, result.to_record(sequence, *self.stored_pair)
                     )
         finally:
             for pending in in_flight:

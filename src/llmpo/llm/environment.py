@@ -42,7 +42,7 @@ from llmpo.llm.backends import (
 from llmpo.llm.judges import Judge, Verdict, build_judge
 from llmpo.llm.tasks import Task, draw_task, load_tasks
 from llmpo.llm.worker import ProcessBackend
-from llmpo.store import CachedGeneration, Store
+from llmpo.store import CachedGeneration, ComparisonRecord, Store
 
 _TEMPLATES = jinja2.Environment(undefined=jinja2.StrictUndefined, autoescape=False)
 
@@ -171,6 +171,25 @@ class LiveComparison:
             "replicates": list(self.replicates),
             "cached": list(self.cached),
         }
+
+    def to_record(self, seq: int, policy_a: int, policy_b: int) -> ComparisonRecord:
+        """The stored form of this comparison (a valid one) as number ``seq`` of a run or an
+        evaluation, between the stored policy indices ``policy_a`` and ``policy_b``."""
+        assert self.verdict.outcome is not None  # invalid verdicts are events, not records
+        return ComparisonRecord(
+            seq=seq,
+            policy_a=policy_a,
+            policy_b=policy_b,
+            outcome=self.verdict.outcome,
+            task_id=self.task_id,
+            order=self.verdict.order,
+            raw=self.raw(),
+            started_at=self.started_at,
+            finished_at=self.finished_at,
+            cost_usd=self.cost_usd,
+            input_tokens=self.input_tokens,
+            output_tokens=self.output_tokens,
+        )
 
 
 class LLMEnvironment:

@@ -39,7 +39,7 @@ from typing import Any
 from llmpo.llm.backends import BackendError
 from llmpo.llm.environment import LiveComparison, LLMEnvironment, LLMSetupError
 from llmpo.runner import Progress, RunFailedError, Runner, RunOutcome
-from llmpo.store import ComparisonRecord, Store, StoreError
+from llmpo.store import Store, StoreError
 
 #: A run stops when more than this share of its verdicts are invalid (after enough results).
 MAX_INVALID_SHARE = 0.9
@@ -206,21 +206,7 @@ class AsyncRunner(Runner):
             return
         self._sequence += 1
         self.store.append_comparison(
-            self.record.id,
-            ComparisonRecord(
-                seq=self._sequence,
-                policy_a=comparison.a,
-                policy_b=comparison.b,
-                outcome=outcome,
-                task_id=comparison.task_id,
-                order=comparison.verdict.order,
-                raw=comparison.raw(),
-                started_at=comparison.started_at,
-                finished_at=comparison.finished_at,
-                cost_usd=comparison.cost_usd,
-                input_tokens=comparison.input_tokens,
-                output_tokens=comparison.output_tokens,
-            ),
+            self.record.id, comparison.to_record(self._sequence, comparison.a, comparison.b)
         )  # committed before it is told
         self._new += 1
         self.experiment.tell(comparison.a, comparison.b, outcome)
