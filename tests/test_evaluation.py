@@ -1,6 +1,8 @@
 """Held-out evaluation of the certified policy against the baseline: configuration, the seeded
 split recorded in the store, replay on PandaLM split by prompt, synthetic coverage end to end."""
 
+import csv
+import io
 import json
 import sqlite3
 from collections import Counter
@@ -279,6 +281,24 @@ def test_synthetic_evaluation_end_to_end_is_stored_and_reproducible(tmp_path):
     again.mkdir()
     write_instance(again)
     assert run_and_evaluate(again, seed=3, comparisons=200)["interval"] == summary["interval"]
+
+
+def test_export_of_evaluations_gives_their_comparisons_with_policy_names(tmp_path, monkeypatch):
+    write_instance(tmp_path)
+    summary = run_and_evaluate(tmp_path, seed=3, comparisons=60)
+    monkeypatch.chdir(tmp_path)
+    exported = runner.invoke(app, ["export", "runs.db", "--evaluations"])
+    assert exported.exit_code == 0, exported.output
+    rows = list(csv.DictReader(io.StringIO(exported.stdout)))
+    assert len(rows) == 60 and [int(r["seq"]) for r in rows] == list(range(1, 61))
+    assert {(r["evaluation_id"], r["name_a"], r["name_b"]) for r in rows} == {
+        (str(summary["evaluation_id"]), "best", "today")
+    }
+    wins = sum(r["outcome"] == "1.0" for r in rows)
+    assert wins == summary["wins"]
+    runs = runner.invoke(app, ["export", "runs.db"])  # the selection run's, as before
+    run_rows = list(csv.DictReader(io.StringIO(runs.stdout)))
+    assert run_rows and "evaluation_id" not in run_rows[0]
 
 
 def test_when_the_winner_is_todays_policy_nothing_is_compared(tmp_path, monkeypatch):

@@ -29,7 +29,13 @@ from llmpo.runner import (
     find_experiment,
     start_experiment,
 )
-from llmpo.store import COMPARISON_COLUMNS, ComparisonRecord, Store, StoreError
+from llmpo.store import (
+    COMPARISON_COLUMNS,
+    ComparisonRecord,
+    ExperimentRecord,
+    Store,
+    StoreError,
+)
 
 error_console = Console(stderr=True, soft_wrap=True)  # never break an error line
 USER_ERRORS = (ConfigError, StoreError, ReplayError)
@@ -376,6 +382,14 @@ def export(
     experiment_id: Annotated[
         int | None, typer.Option("--experiment", help="Only this experiment (default: all).")
     ] = None,
+    evaluations: Annotated[
+        bool,
+        typer.Option(
+            "--evaluations",
+            help="The comparisons of the held-out evaluations (llmpo evaluate) instead of the "
+            "runs', with an evaluation_id column.",
+        ),
+    ] = False,
 ) -> None:
     """Export stored comparisons, one row each, with policy names."""
     try:
@@ -385,17 +399,26 @@ def export(
                 if experiment_id is not None
                 else opened.experiments()
             )
-            rows = [
-                _export_row(record.id, record.policies, comparison)
-                for record in records
-                for comparison in opened.iter_comparisons(record.id)
-            ]
+            if evaluations:
+                rows = [
+                    {"evaluation_id": evaluation.id, **_export_row(record, comparison)}
+                    for record in records
+                    for evaluation in opened.evaluations(record.id)
+                    for comparison in opened.evaluation_comparisons(evaluation.id)
+                ]
+            else:
+                rows = [
+                    _export_row(record, comparison)
+                    for record in records
+                    for comparison in opened.iter_comparisons(record.id)
+                ]
     except USER_ERRORS as error:
         raise _fail(str(error)) from None
     if format is ExportFormat.parquet and output is None:
         raise _fail("parquet needs --output FILE")
+    columns = ["experiment_id", "name_a", "name_b", *COMPARISON_COLUMNS]
     try:
-        _write_export(rows, format, output)
+        _write_export(rows, ["evaluation_id", *columns] if evaluations else columns, format, output)
     except OSError as error:
         raise _fail(f"{output}: cannot write ({error.strerror})") from None
     if output is not None:
@@ -404,8 +427,9 @@ def export(
         )
 
 
-def _write_export(rows: list[dict[str, Any]], format: ExportFormat, output: Path | None) -> None:
-    columns = ["experiment_id", "name_a", "name_b", *COMPARISON_COLUMNS]
+def _write_export(
+    rows: list[dict[str, Any]], columns: list[str], format: ExportFormat, output: Path | None
+) -> None:
     if format is ExportFormat.parquet:
         try:
             import pyarrow as pa
@@ -425,13 +449,11 @@ def _write_export(rows: list[dict[str, Any]], format: ExportFormat, output: Path
             handle.close()
 
 
-def _export_row(
-    experiment_id: int, policies: list[str], comparison: ComparisonRecord
-) -> dict[str, Any]:
+def _export_row(record: ExperimentRecord, comparison: ComparisonRecord) -> dict[str, Any]:
     return {
-        "experiment_id": experiment_id,
-        "name_a": policies[comparison.policy_a],
-        "name_b": policies[comparison.policy_b],
+        "experiment_id": record.id,
+        "name_a": record.policies[comparison.policy_a],
+        "name_b": record.policies[comparison.policy_b],
         "seq": comparison.seq,
         "policy_a": comparison.policy_a,
         "policy_b": comparison.policy_b,
