@@ -73,7 +73,14 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 
 class ConfigError(ValueError):
@@ -247,7 +254,20 @@ class LLMEnvironmentConfig(_Strict):
     requests_per_minute: float | None = Field(default=None, gt=0.0)
     tokens_per_minute: float | None = Field(default=None, gt=0.0)
     prices: dict[str, PriceConfig] = Field(default_factory=dict)
-    client_processes: Annotated[int, Field(ge=0, le=64)] | Literal["auto"] = "auto"
+    client_processes: int | Literal["auto"] = "auto"
+
+    @field_validator("client_processes", mode="before")
+    @classmethod
+    def _processes(cls, value: object) -> object:
+        if value == "auto" or (
+            isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= 64
+        ):
+            return value
+        raise ValueError(
+            f"client_processes|must be auto or a whole number from 0 to 64, got {value!r}|write "
+            "client_processes: auto (a worker process from 16 comparisons in flight), 0 (HTTP "
+            "calls in the runner's process) or the number of worker processes"
+        )
 
 
 class HoldoutConfig(_Strict):
@@ -525,11 +545,7 @@ def _describe(error: dict[str, Any], source: str) -> str:
     if error["type"] == "value_error" and message.count("|") == 2:
         # Our own validators write "field|problem|fix".
         sub_field, problem, fix = message.split("|")
-        field = (
-            ".".join([*location, sub_field])
-            if location and location[-1] != sub_field
-            else sub_field
-        )
+        field = ".".join(location if location[-1:] == [sub_field] else [*location, sub_field])
         return f"{source}: field '{field}': {problem}. Fix: {fix}."
     if error["type"] == "extra_forbidden":
         known = _known_fields(location[:-1])

@@ -70,6 +70,33 @@ def test_live_policies_need_a_backend(tmp_path):
         )
 
 
+@pytest.mark.parametrize("value", [-1, 65, "many", True, 1.5])
+def test_a_bad_client_processes_is_named_with_a_fix(tmp_path, value):
+    environment = {"type": "llm", "tasks": "t.jsonl", "judge": {"type": "reference"}}
+    with pytest.raises(
+        ConfigError,
+        match=r"field 'environment.client_processes': must be auto or a whole number from 0 to "
+        r"64.*Fix: write client_processes: auto",
+    ):
+        live_config(tmp_path, environment={**environment, "client_processes": value})
+
+
+@pytest.mark.parametrize(
+    ("setting", "concurrency", "processes"),
+    [("auto", 1, 0), ("auto", 15, 0), ("auto", 16, 1), ("auto", 64, 1), (0, 64, 0), (3, 1, 3)],
+)
+def test_client_processes_auto_uses_a_worker_from_16_comparisons_in_flight(
+    tmp_path, monkeypatch, setting, concurrency, processes
+):
+    monkeypatch.setattr("os.cpu_count", lambda: 2)
+    (tmp_path / "t.jsonl").write_text(json.dumps({"id": "1", "prompt": "?", "reference": "1"}))
+    environment = {"type": "llm", "tasks": "t.jsonl", "judge": {"type": "reference"}}
+    config = live_config(tmp_path, environment={**environment, "client_processes": setting})
+    live = LLMEnvironment(config)
+    live.concurrency = concurrency
+    assert live.client_processes() == processes
+
+
 def test_tasks_from_csv_with_template_fields(tmp_path):
     (tmp_path / "tasks.csv").write_text("id,city,reference\nq1,Paris,France\nq2,Rome,Italy\n")
     tasks = load_tasks(tmp_path / "tasks.csv")
