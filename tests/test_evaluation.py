@@ -283,6 +283,28 @@ def test_synthetic_evaluation_end_to_end_is_stored_and_reproducible(tmp_path):
     assert run_and_evaluate(again, seed=3, comparisons=200)["interval"] == summary["interval"]
 
 
+def test_progress_counts_every_outcome_and_ends_with_the_total(tmp_path, monkeypatch):
+    write_instance(tmp_path)
+    run_and_evaluate(tmp_path, seed=5, comparisons=10)  # creates the store and a first evaluation
+    reports = []
+    with Store(tmp_path / "runs.db", writer=True) as store:
+        summary = Evaluation(
+            store, 1, 120, on_progress=reports.append, progress_interval=0.0
+        ).run()
+    assert [p.done for p in reports] == [*range(1, 121), 120]  # each comparison, then the end
+    final = reports[-1]
+    assert (final.wins, final.ties, final.losses) == (
+        summary["wins"],
+        summary["ties"],
+        summary["losses"],
+    )
+    assert final.total == 120 and final.elapsed_seconds >= 0
+    monkeypatch.chdir(tmp_path)
+    shown = runner.invoke(app, ["evaluate", "runs.db", "--comparisons", "30"])
+    assert shown.exit_code == 0, shown.output
+    assert "[llmpo] evaluation 30/30 comparisons · winner vs baseline" in shown.stderr
+
+
 def test_export_of_evaluations_gives_their_comparisons_with_policy_names(tmp_path, monkeypatch):
     write_instance(tmp_path)
     summary = run_and_evaluate(tmp_path, seed=3, comparisons=60)

@@ -28,6 +28,8 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -93,6 +95,33 @@ def _task_ids(environment: Environment) -> set[str] | None:
     return None
 
 
+@dataclass(frozen=True)
+class EvaluationProgress:
+    """What a progress display shows during an evaluation.
+
+    Attributes
+    ----------
+    done : int
+        Comparisons stored so far (those of an earlier, resumed session included).
+    total : int
+        Comparisons asked for.
+    wins, ties, losses : int
+        Outcomes of the winner against the baseline so far.
+    cost_usd : float or None
+        Money spent so far by this session, when the environment reports it.
+    elapsed_seconds : float
+        Wall time of this session so far.
+    """
+
+    done: int
+    total: int
+    wins: int
+    ties: int
+    losses: int
+    cost_usd: float | None
+    elapsed_seconds: float
+
+
 class Evaluation:
     """Runs (or resumes) one held-out evaluation of a stored experiment.
 
@@ -110,6 +139,11 @@ class Evaluation:
         Live LLM experiments: comparisons in flight.
     resume : bool
         Continue the latest unfinished evaluation of the experiment instead of starting one.
+    on_progress : callable, optional
+        Called with an :class:`EvaluationProgress` at most every ``progress_interval`` seconds
+        and at the end.
+    progress_interval : float
+        Seconds between progress reports.
 
     Raises
     ------
@@ -128,7 +162,15 @@ class Evaluation:
         tasks: Path | None = None,
         concurrency: int = 8,
         resume: bool = False,
+        on_progress: Callable[[EvaluationProgress], None] | None = None,
+        progress_interval: float = 0.5,
     ) -> None:
+        self.on_progress = on_progress
+        self.progress_interval = progress_interval
+        self._tally = {1.0: 0, 0.5: 0, 0.0: 0}
+        self._cost_usd: float | None = None
+        self._started = time.monotonic()
+        self._last_report = -float("inf")
         if comparisons < 1:
             raise EvaluationError(f"--comparisons must be at least 1, got {comparisons}")
         self.store = store
@@ -231,6 +273,9 @@ class Evaluation:
             return same_policy_summary(self.record, self.winner, self.certified)
         evaluation_id = self.evaluation.id
         self.store.set_evaluation_status(evaluation_id, "running")
+        for stored in self.store.evaluation_comparisons(evaluation_id):
+            self._tally[stored.outcome] += 1
+        self._started = time.monotonic()
         try:
             if self.config.environment.type == "llm":
                 asyncio.run(self._run_live())
@@ -239,6 +284,7 @@ class Evaluation:
         except BaseException:
             self.store.set_evaluation_status(evaluation_id, "interrupted")
             raise
+        self._report(final=True)
         summary = {
             **summarize_evaluation(self.store, self.store.evaluation(evaluation_id)),
             "status": "done",
@@ -256,12 +302,32 @@ class Evaluation:
         rng = np.random.default_rng(np.random.SeedSequence([self.seed, 1]))
         return [tasks[k] for k in rng.permutation(len(tasks))]
 
-    def _record(self, seq: int, outcome: float, **fields: Any) -> None:
+    def _record(self, record: ComparisonRecord) -> None:
+        """Commit one comparison, then count it for the progress display."""
         assert self.evaluation is not None
-        a, b = self.stored_pair
-        self.store.append_evaluation_comparison(
-            self.evaluation.id,
-            ComparisonRecord(seq=seq, policy_a=a, policy_b=b, outcome=outcome, **fields),
+        self.store.append_evaluation_comparison(self.evaluation.id, record)
+        self._tally[record.outcome] += 1
+        if record.cost_usd is not None:
+            self._cost_usd = (self._cost_usd or 0.0) + record.cost_usd
+        self._report()
+
+    def _report(self, final: bool = False) -> None:
+        now = time.monotonic()
+        if self.on_progress is None or (
+            not final and now - self._last_report < self.progress_interval
+        ):
+            return
+        self._last_report = now
+        self.on_progress(
+            EvaluationProgress(
+                sum(self._tally.values()),
+                self.comparisons,
+                self._tally[1.0],
+                self._tally[0.5],
+                self._tally[0.0],
+                self._cost_usd,
+                now - self._started,
+            )
         )
 
     def _run_offline(self) -> None:
@@ -284,16 +350,20 @@ class Evaluation:
                 self.environment.reseed((self.seed, seq))
                 comparison = self.environment.compare(a, b)
             self._record(
-                seq,
-                comparison.outcome,
-                task_id=comparison.task_id,
-                order=comparison.order,
-                raw=comparison.raw,
-                started_at=started,
-                finished_at=time.time(),
-                cost_usd=comparison.cost_usd,
-                input_tokens=comparison.input_tokens,
-                output_tokens=comparison.output_tokens,
+                ComparisonRecord(
+                    seq=seq,
+                    policy_a=self.stored_pair[0],
+                    policy_b=self.stored_pair[1],
+                    outcome=comparison.outcome,
+                    task_id=comparison.task_id,
+                    order=comparison.order,
+                    raw=comparison.raw,
+                    started_at=started,
+                    finished_at=time.time(),
+                    cost_usd=comparison.cost_usd,
+                    input_tokens=comparison.input_tokens,
+                    output_tokens=comparison.output_tokens,
+                )
             )
 
     def _used_replicates(self) -> dict[tuple[str, str], set[int]]:
@@ -377,9 +447,7 @@ class Evaluation:
                         )
                         continue
                     sequence += 1
-                    self.store.append_evaluation_comparison(
-                        self.evaluation.id, result.to_record(sequence, *self.stored_pair)
-                    )
+                    self._record(result.to_record(sequence, *self.stored_pair))
         finally:
             for pending in in_flight:
                 pending.cancel()

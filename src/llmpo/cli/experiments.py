@@ -7,7 +7,7 @@ import json
 import sys
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -36,6 +36,9 @@ from llmpo.store import (
     Store,
     StoreError,
 )
+
+if TYPE_CHECKING:
+    from llmpo.evaluation import EvaluationProgress
 
 error_console = Console(stderr=True, soft_wrap=True)  # never break an error line
 USER_ERRORS = (ConfigError, StoreError, ReplayError)
@@ -82,6 +85,15 @@ def _progress_line(progress: Progress) -> str:
     )
 
 
+def _evaluation_line(progress: EvaluationProgress) -> str:
+    cost = f"${progress.cost_usd:.4f}" if progress.cost_usd is not None else "n/a"
+    return (
+        f"evaluation {progress.done:,}/{progress.total:,} comparisons · winner vs baseline "
+        f"{progress.wins} wins, {progress.ties} ties, {progress.losses} losses · cost {cost} · "
+        f"{progress.elapsed_seconds:.1f} s"
+    )
+
+
 class _Display:
     """Rich live line on a terminal; a plain log line every few seconds otherwise."""
 
@@ -95,8 +107,7 @@ class _Display:
     def interval(self) -> float:
         return 0.25 if self.live is not None else 5.0
 
-    def __call__(self, progress: Progress) -> None:
-        line = _progress_line(progress)
+    def __call__(self, line: str) -> None:
         if self.live is not None:
             self.live.update(Text(line))
         else:
@@ -128,11 +139,18 @@ def _execute(store: Store, experiment_id: int, as_json: bool, concurrency: int =
         from llmpo.llm.runner import AsyncRunner
 
         runner = AsyncRunner(
-            store, experiment_id, concurrency, display, progress_interval=display.interval
+            store,
+            experiment_id,
+            concurrency,
+            lambda progress: display(_progress_line(progress)),
+            progress_interval=display.interval,
         )
     else:
         runner = Runner(
-            store, experiment_id, on_progress=display, progress_interval=display.interval
+            store,
+            experiment_id,
+            on_progress=lambda progress: display(_progress_line(progress)),
+            progress_interval=display.interval,
         )
     if runner.dropped_policies:
         error_console.print(
@@ -497,22 +515,27 @@ def evaluate(
         raise _fail(f"{store}: no such store. Fix: check the path")
     try:
         with Store(store, writer=True) as opened:
-            evaluation = Evaluation(
-                opened,
-                experiment_id,
-                comparisons,
-                None if tasks is None else tasks.resolve(),
-                concurrency,
-                resume,
-            )
+            display = _Display()
             try:
+                evaluation = Evaluation(
+                    opened,
+                    experiment_id,
+                    comparisons,
+                    None if tasks is None else tasks.resolve(),
+                    concurrency,
+                    resume,
+                    lambda progress: display(_evaluation_line(progress)),
+                    display.interval,
+                )
                 summary = evaluation.run()
             except KeyboardInterrupt:
                 raise _fail(
                     f"interrupted; every finished comparison is stored. Continue with: llmpo "
-                    f"evaluate {store} {evaluation.record.id} --resume",
+                    f"evaluate {store} {opened.experiment(experiment_id).id} --resume",
                     130,
                 ) from None
+            finally:
+                display.close()
     except RunFailedError as error:
         raise _fail(str(error), 1) from None
     except (*USER_ERRORS, ValueError) as error:
