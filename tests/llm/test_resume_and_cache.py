@@ -82,6 +82,29 @@ def test_a_failing_backend_stops_cleanly_and_the_run_resumes(fast, server):
     assert len(samples) == len(set(samples)) == 2 * told  # fresh samples in every comparison
 
 
+def test_after_a_failure_the_comparisons_in_flight_finish_and_are_stored(fast, server):
+    server.latency = 0.3
+    server.responder = lambda body: "0"  # ties: only the failure or the budget ends the run
+    served_before_fault = 4  # the fifth call fails for good; 7 others are in flight with it
+
+    def fail_fifth(body):
+        if server.served == served_before_fault and not server.faults_served:
+            server.faults.append("401")
+        return "0"
+
+    server.responder = fail_fifth
+    with pytest.raises(RunFailedError, match="HTTP 401"):
+        run(fast, concurrency=4, max_comparisons=100, delta=0.001)
+    with Store(fast.parent / "runs.db", readonly=True) as store:
+        stored = store.comparison_count(1)
+        cached = store.generation_count()
+    assert server.faults_served == ["401"]
+    # Every answer the server gave reached the cache, and the comparisons in flight with the
+    # failed one were stored: the 2 finished before it, and the 3 others (one round later).
+    assert cached == server.served
+    assert stored >= 4 and 2 * stored >= cached - 1
+
+
 def test_a_resumed_or_repeated_run_makes_no_new_generation_call(fast, server):
     first = run(fast, concurrency=1)
     served = server.served

@@ -23,9 +23,11 @@ task and replicates, so the answers they had already paid for are found in the c
 number is told at most once.
 
 Failures. A call that still fails after its retries, or a judge whose verdicts are more than 90%
-invalid (after 50 results), stops the run: it records a ``backend_failed`` event, marks the
-experiment ``interrupted`` (every finished comparison is already stored) and raises
-:class:`RunFailedError`; ``llmpo run CONFIG --resume`` continues it.
+invalid (after 50 results), stops the run: no comparison is dispatched any more, those in flight
+get up to :data:`FAILURE_GRACE_SECONDS` (at most one call timeout) to finish and be stored, the
+rest are cancelled; the run records a ``backend_failed`` event, marks the experiment
+``interrupted`` (every finished comparison is stored) and raises :class:`RunFailedError`;
+``llmpo run CONFIG --resume`` continues it.
 """
 
 from __future__ import annotations
@@ -44,6 +46,10 @@ from llmpo.store import Store, StoreError
 #: A run stops when more than this share of its verdicts are invalid (after enough results).
 MAX_INVALID_SHARE = 0.9
 MIN_RESULTS_FOR_JUDGE_CHECK = 50
+
+#: After a failure, the comparisons in flight get this long (at most one call timeout) to finish:
+#: those that do are stored and told, so a resumed run does not pay for their answers again.
+FAILURE_GRACE_SECONDS = 10.0
 
 
 def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
@@ -178,6 +184,10 @@ class AsyncRunner(Runner):
             "model"
         )
 
+    def _grace_seconds(self) -> float:
+        """How long the comparisons in flight may still finish (and be stored) after a failure."""
+        return min(FAILURE_GRACE_SECONDS, self.live.retry.timeout_seconds)
+
     def _over_cost(self) -> bool:
         limit = self.config.max_cost
         return limit is not None and self._cost_usd is not None and self._cost_usd >= limit
@@ -247,6 +257,7 @@ class AsyncRunner(Runner):
         last_report = -math.inf
         in_flight: set[asyncio.Task[LiveComparison]] = set()
         failure: str | None = None
+        failed_at: float | None = None
         try:
             while True:
                 can_dispatch = not (
@@ -282,7 +293,10 @@ class AsyncRunner(Runner):
                 if self.on_progress is not None and now - last_report >= self.progress_interval:
                     last_report = now
                     self.on_progress(self.progress(now - started))
-                if (self.experiment.done or failure) and in_flight:
+                if failure and failed_at is None:
+                    failed_at = now
+                out_of_grace = failed_at is not None and now - failed_at >= self._grace_seconds()
+                if (self.experiment.done or out_of_grace) and in_flight:
                     for task in in_flight:
                         task.cancel()
                     await asyncio.gather(*in_flight, return_exceptions=True)
@@ -305,7 +319,7 @@ class AsyncRunner(Runner):
             "cost_usd": self._cost_usd,
             "seconds": time.monotonic() - started,
         }
-        if failure is not None:
+        if failure is not None and not self.experiment.done:  # done: the failure cost nothing
             self.store.set_status(
                 experiment_id,
                 "interrupted",
