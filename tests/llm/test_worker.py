@@ -135,7 +135,7 @@ def test_a_timed_out_call_is_cancelled_in_the_worker_and_the_next_calls_go_on(se
 
 
 def test_calls_are_spread_over_the_workers(server):
-    server.latency = 0.1
+    server.latency = 0.3
 
     async def work(backend):
         await asyncio.gather(*(backend.complete(REQUEST, 5.0) for _ in range(40)))
@@ -236,7 +236,8 @@ def test_a_live_run_at_high_concurrency_uses_a_worker_and_loses_nothing(project,
         made_in_workers.append(backend.worker_calls)
         await close(backend)
 
-    config = load_config(project / "live.yaml", {"max_comparisons": 320})
+    # 480 comparisons, 32 in flight, 0.2 s each: 3 s of work; the worker is up after ~0.5 s.
+    config = load_config(project / "live.yaml", {"max_comparisons": 480})
     assert config.environment.client_processes == "auto"
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(ProcessBackend, "aclose", counting_close)
@@ -245,9 +246,9 @@ def test_a_live_run_at_high_concurrency_uses_a_worker_and_loses_nothing(project,
             outcome = AsyncRunner(store, experiment_id, concurrency=32).run()
             stored = store.comparisons(experiment_id)
             generations = store.generation_count()
-    assert outcome.status == "budget" and len(stored) == outcome.new_comparisons == 320
+    assert outcome.status == "budget" and len(stored) == outcome.new_comparisons == 480
     assert made_in_workers and made_in_workers[0] > 0
-    assert generations >= 2 * 320 and server.served >= 2 * 320
+    assert generations >= 2 * 480 and server.served >= 2 * 480
     for path in project.iterdir():
         if path.is_file():
             assert SECRET.encode() not in path.read_bytes(), path
