@@ -350,20 +350,7 @@ class Evaluation:
                 self.environment.reseed((self.seed, seq))
                 comparison = self.environment.compare(a, b)
             self._record(
-                ComparisonRecord(
-                    seq=seq,
-                    policy_a=self.stored_pair[0],
-                    policy_b=self.stored_pair[1],
-                    outcome=comparison.outcome,
-                    task_id=comparison.task_id,
-                    order=comparison.order,
-                    raw=comparison.raw,
-                    started_at=started,
-                    finished_at=time.time(),
-                    cost_usd=comparison.cost_usd,
-                    input_tokens=comparison.input_tokens,
-                    output_tokens=comparison.output_tokens,
-                )
+                ComparisonRecord.of(seq, *self.stored_pair, comparison, started, time.time())
             )
 
     def _used_replicates(self) -> dict[tuple[str, str], set[int]]:

@@ -620,20 +620,7 @@ class Runner:
         comparison = self.environment.compare(a, b)
         if self.config.environment.latency_seconds:
             time.sleep(self.config.environment.latency_seconds)
-        record = ComparisonRecord(
-            seq=sequence,
-            policy_a=a,
-            policy_b=b,
-            outcome=comparison.outcome,
-            task_id=comparison.task_id,
-            order=comparison.order,
-            raw=comparison.raw,
-            started_at=started_at,
-            finished_at=time.time(),
-            cost_usd=comparison.cost_usd,
-            input_tokens=comparison.input_tokens,
-            output_tokens=comparison.output_tokens,
-        )
+        record = ComparisonRecord.of(sequence, a, b, comparison, started_at, time.time())
         self.store.append_comparison(self.record.id, record)  # committed before it is told
         if comparison.cost_usd is not None:
             self._cost_usd = (self._cost_usd or 0.0) + comparison.cost_usd

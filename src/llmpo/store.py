@@ -43,7 +43,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 try:
     import fcntl
@@ -51,6 +51,9 @@ except ImportError:  # pragma: no cover - not POSIX
     fcntl = None  # type: ignore[assignment]
 
 from llmpo import __version__
+
+if TYPE_CHECKING:
+    from llmpo.environments.base import Comparison
 
 #: "llpo" in ASCII, written in the SQLite header of every llmpo store.
 APPLICATION_ID = 0x6C6C706F
@@ -249,6 +252,32 @@ class ComparisonRecord:
     cost_usd: float | None = None
     input_tokens: int | None = None
     output_tokens: int | None = None
+
+    @classmethod
+    def of(
+        cls,
+        seq: int,
+        policy_a: int,
+        policy_b: int,
+        comparison: Comparison,
+        started_at: float,
+        finished_at: float,
+    ) -> ComparisonRecord:
+        """The stored form of an environment's comparison of ``policy_a`` with ``policy_b``."""
+        return cls(
+            seq=seq,
+            policy_a=policy_a,
+            policy_b=policy_b,
+            outcome=comparison.outcome,
+            task_id=comparison.task_id,
+            order=comparison.order,
+            raw=comparison.raw,
+            started_at=started_at,
+            finished_at=finished_at,
+            cost_usd=comparison.cost_usd,
+            input_tokens=comparison.input_tokens,
+            output_tokens=comparison.output_tokens,
+        )
 
 
 COMPARISON_COLUMNS = (
