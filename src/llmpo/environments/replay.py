@@ -104,6 +104,14 @@ def _optional_text(record: dict[str, Any], key: str, where: str) -> str | None:
     return str(value)
 
 
+def _policy_pair(record: dict[str, Any], where: str) -> tuple[str, str]:
+    """The record's two distinct policy names."""
+    policy_a, policy_b = _policy(record, "policy_a", where), _policy(record, "policy_b", where)
+    if policy_a == policy_b:
+        raise ReplayError(f"{where}: policy_a and policy_b are both {policy_a!r}")
+    return policy_a, policy_b
+
+
 def read_judgments(path: str | Path) -> list[Judgment]:
     """Read a JSONL judgments file (format in the module docstring).
 
@@ -116,9 +124,7 @@ def read_judgments(path: str | Path) -> list[Judgment]:
     judgments = []
     for line_number, record in _read_jsonl(path):
         where = f"{path}, line {line_number}"
-        policy_a, policy_b = _policy(record, "policy_a", where), _policy(record, "policy_b", where)
-        if policy_a == policy_b:
-            raise ReplayError(f"{where}: policy_a and policy_b are both {policy_a!r}")
+        policy_a, policy_b = _policy_pair(record, where)
         outcome = record.get("outcome")
         if isinstance(outcome, bool) or outcome not in OUTCOMES:
             raise ReplayError(
@@ -154,9 +160,7 @@ def read_pair_counts(path: str | Path) -> list[PairCount]:
     counts = []
     for line_number, record in _read_jsonl(path):
         where = f"{path}, line {line_number}"
-        policy_a, policy_b = _policy(record, "policy_a", where), _policy(record, "policy_b", where)
-        if policy_a == policy_b:
-            raise ReplayError(f"{where}: policy_a and policy_b are both {policy_a!r}")
+        policy_a, policy_b = _policy_pair(record, where)
         values = []
         for key in ("wins", "losses", "ties"):
             value = record.get(key, 0 if key == "ties" else None)
