@@ -135,7 +135,7 @@ def test_a_template_field_missing_from_a_task_is_reported(tmp_path):
         ("", "holds no task"),
         ('{"prompt": "?"}\n', "has no 'id'"),
         ('{"id": 1}\n{"id": 1}\n', "repeats"),
-        ("not json\n", "line 1 is not valid JSON"),
+        ("not json\n", "line 1: not valid JSON"),
     ],
 )
 def test_bad_task_files(tmp_path, content, message):

@@ -26,7 +26,7 @@ least ``min_pair_records`` records and reports the policies it dropped.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,6 +35,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from llmpo.environments.base import Comparison, Environment
+from llmpo.jsonl import read_objects
 
 OUTCOMES = (0.0, 0.5, 1.0)
 ORDERS = ("ab", "ba")
@@ -67,25 +68,11 @@ class PairCount:
     ties: int = 0
 
 
-def _read_jsonl(path: Path) -> Iterable[tuple[int, dict[str, Any]]]:
+def _read_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
     try:
-        handle = path.open(encoding="utf-8")
+        yield from read_objects(path, ReplayError)
     except OSError as error:
         raise ReplayError(f"{path}: cannot read ({error.strerror})") from None
-    with handle:
-        for line_number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise ReplayError(
-                    f"{path}, line {line_number}: not valid JSON ({error.msg}); "
-                    "each line must be one JSON object"
-                ) from None
-            if not isinstance(record, dict):
-                raise ReplayError(f"{path}, line {line_number}: expected a JSON object")
-            yield line_number, record
 
 
 def _policy(record: dict[str, Any], key: str, where: str) -> str:

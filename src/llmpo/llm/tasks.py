@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import csv
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from llmpo.jsonl import read_objects
 
 
 class TaskError(ValueError):
@@ -41,21 +42,7 @@ def _rows(path: Path) -> list[dict[str, Any]]:
     if path.suffix.lower() == ".csv":
         with path.open(newline="", encoding="utf-8") as handle:
             return list(csv.DictReader(handle))
-    rows = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as error:
-            raise TaskError(
-                f"{path}: line {number} is not valid JSON ({error.msg}). Fix: one JSON object "
-                "per line"
-            ) from None
-        if not isinstance(row, dict):
-            raise TaskError(f"{path}: line {number} is not a JSON object. Fix: write {{...}}")
-        rows.append(row)
-    return rows
+    return [row for _, row in read_objects(path, TaskError)]
 
 
 def load_tasks(path: str | Path) -> tuple[Task, ...]:
