@@ -161,6 +161,21 @@ def test_a_worker_that_dies_fails_its_calls_with_a_clear_error(server):
     with_workers(server, work)
 
 
+def test_an_unreadable_reply_fails_the_calls_and_stops_the_worker(server):
+    server.latency = 2.0
+
+    async def work(backend):
+        call = asyncio.create_task(backend.complete(REQUEST, 5.0))
+        await asyncio.sleep(0.3)
+        worker = backend._workers[0]
+        worker.process.stdout.feed_data(b"\x00\x00\x00\x03xyz")  # as if it wrote garbage
+        with pytest.raises(BackendError, match="sent an unreadable reply"):
+            await call
+        return await worker.process.wait()
+
+    assert with_workers(server, work) == -signal.SIGKILL
+
+
 def test_a_worker_ignores_ctrl_c_and_the_run_decides(server):
     async def work(backend):
         os.kill(backend._workers[0].process.pid, signal.SIGINT)  # as a terminal's Ctrl-C

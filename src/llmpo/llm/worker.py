@@ -82,37 +82,49 @@ class _Worker:
     async def _read(
         self, stdout: asyncio.StreamReader, on_ready: Callable[[_Worker], None]
     ) -> None:
+        problem = "exited"
+        try:
+            await self._serve_replies(stdout, on_ready)
+        except Exception as error:  # an unreadable frame: nothing after it can be trusted
+            problem = f"sent an unreadable reply ({type(error).__name__})"
+            self.process.kill()
+        if not self.started.done():
+            self.started.set_result(False)
+        code = await self.process.wait()
+        failure = BackendError(
+            f"the worker process making HTTP calls {problem} (code {code}; its error output, if "
+            "any, is above). Fix the cause, then resume the run"
+        )
+        for future in self.pending.values():
+            if not future.done():
+                future.set_exception(failure)
+        self.pending.clear()
+
+    async def _serve_replies(
+        self, stdout: asyncio.StreamReader, on_ready: Callable[[_Worker], None]
+    ) -> None:
         ready = await _read_frame(stdout) == READY
         self.started.set_result(ready)
-        if ready:
-            on_ready(self)
-            while (message := await _read_frame(stdout)) is not None:
-                future = self.pending.pop(message[0], None)
-                if future is None or future.done():
-                    continue  # cancelled meanwhile
-                kind = message[1]
-                if kind == "ok":
-                    future.set_result(message[2])
-                elif kind == "transient":
-                    future.set_exception(TransientBackendError(message[2], message[3]))
-                else:
-                    future.set_exception(BackendError(message[2]))
-        else:
+        if not ready:
             warnings.warn(
                 "the worker process for HTTP calls did not start (its error output, if any, is "
                 "above); the calls are made in this process",
                 RuntimeWarning,
                 stacklevel=1,
             )
-        code = await self.process.wait()
-        error = BackendError(
-            f"the worker process making HTTP calls exited (code {code}; its error output, if "
-            "any, is above). Fix the cause, then resume the run"
-        )
-        for future in self.pending.values():
-            if not future.done():
-                future.set_exception(error)
-        self.pending.clear()
+            return
+        on_ready(self)
+        while (message := await _read_frame(stdout)) is not None:
+            future = self.pending.pop(message[0], None)
+            if future is None or future.done():
+                continue  # cancelled meanwhile
+            kind = message[1]
+            if kind == "ok":
+                future.set_result(message[2])
+            elif kind == "transient":
+                future.set_exception(TransientBackendError(message[2], message[3]))
+            else:
+                future.set_exception(BackendError(message[2]))
 
 
 class ProcessBackend(Backend):
