@@ -269,3 +269,66 @@ def test_a_live_run_at_high_concurrency_uses_a_worker_and_loses_nothing(project,
             assert SECRET.encode() not in path.read_bytes(), path
     captured = capfd.readouterr()
     assert SECRET not in captured.out + captured.err
+
+
+def _children(pid: int) -> list[int]:
+    """Processes whose parent is ``pid`` (Linux ``/proc``)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as stat:
+                    fields = stat.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid:
+                found.append(int(entry))
+    return found
+
+
+def _gone(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
+
+
+def test_ctrl_c_in_a_terminal_stops_the_run_cleanly_and_its_worker_with_it(project, server):
+    # Ctrl-C sends SIGINT to the whole foreground process group: the run and its worker.
+    server.latency = 0.2
+    server.responder = lambda body: "0"  # ties: the run would go on to its budget
+    run = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "llmpo",
+            "run",
+            "live.yaml",
+            "--concurrency",
+            "32",
+            "--max-comparisons",
+            "100000",
+        ],
+        cwd=project,
+        start_new_session=True,  # its own process group, as a terminal's foreground job
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 30
+    workers: list[int] = []
+    while time.monotonic() < deadline and not (workers and server.served > 400):
+        time.sleep(0.2)
+        workers = [pid for pid in _children(run.pid) if pid != run.pid]
+    assert workers, "no worker process started"
+    os.killpg(run.pid, signal.SIGINT)
+    stdout, stderr = run.communicate(timeout=60)
+    assert run.returncode == 130, stderr
+    assert "Interrupted after" in stdout and "Resume with: llmpo resume" in stdout
+    assert all(_gone(pid) for pid in workers)
+    with Store(project / "runs.db", readonly=True) as store:
+        record = store.experiment()
+        stored = store.comparison_count(record.id)
+    assert record.status == "interrupted" and stored > 100
+    assert SECRET not in stdout + stderr
