@@ -19,19 +19,19 @@ rate (:func:`steady_rate`), the ratio to the baseline's whole-run rate in the sa
 client's CPU per comparison (this process and its ended children: the workers) and the server's.
 
 Measured on 2 idle CPU cores (load average ≤ 0.9), ``--latency 0.2``, whole-run fraction of the
-ideal (steady state in brackets); the ``--seconds 15`` columns are two runs of the benchmark:
+ideal (steady state in brackets); the ``--seconds 15`` columns are three runs of the benchmark:
 
 =========== ============================ ============================ ===========================
 concurrency ``--seconds 15``: in-process  ``--seconds 15``: auto        ``--seconds 4``: auto
 =========== ============================ ============================ ===========================
-1           97.0% (97.4%)                97.2–97.3% (97.4%)           96.6% (97.2%)
-8           93.0–93.5% (93.1–93.8%)      92.5–93.0% (92.6–93.2%)      92.3% (93.0%)
+1           97.0–97.1% (97.4%)           97.0–97.3% (97.1–97.4%)      96.6% (97.2%)
+8           93.0–93.5% (93.1–93.8%)      92.0–93.0% (92.1–93.2%)      92.3% (93.0%)
 16          88.5% (88.5%)                94.3% (96.4%)                –
 32          84.4% (85.5%)                92.6% (96.5%)                –
-64          82.7–83.5% (84.4–84.7%)      **92.2–92.4% (96.1–96.5%)**  83.8% (93.3%)
+64          82.4–83.5% (82.6–84.7%)      **92.2–93.2% (96.1–96.7%)**  83.8% (93.3%)
 =========== ============================ ============================ ===========================
 
-At 64 the default's rate is 1.11–1.12 × the in-process rate measured in the same run; the client
+At 64 the default's rate is 1.11–1.13 × the in-process rate measured in the same run; the client
 then spends 0.7 ms of CPU per comparison in the runner and 1.5 ms in the worker (its start
 included), against 1.55–1.65 ms all in the runner.
 

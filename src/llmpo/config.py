@@ -259,6 +259,8 @@ class LLMEnvironmentConfig(_Strict):
     @field_validator("client_processes", mode="before")
     @classmethod
     def _processes(cls, value: object) -> object:
+        if isinstance(value, str) and value.strip().isdigit():
+            value = int(value)
         if value == "auto" or (
             isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= 64
         ):

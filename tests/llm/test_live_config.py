@@ -83,7 +83,15 @@ def test_a_bad_client_processes_is_named_with_a_fix(tmp_path, value):
 
 @pytest.mark.parametrize(
     ("setting", "concurrency", "processes"),
-    [("auto", 1, 0), ("auto", 15, 0), ("auto", 16, 1), ("auto", 64, 1), (0, 64, 0), (3, 1, 3)],
+    [
+        ("auto", 1, 0),
+        ("auto", 15, 0),
+        ("auto", 16, 1),
+        ("auto", 64, 1),
+        (0, 64, 0),
+        ("0", 64, 0),
+        (3, 1, 3),
+    ],
 )
 def test_client_processes_auto_uses_a_worker_from_16_comparisons_in_flight(
     tmp_path, monkeypatch, setting, concurrency, processes
