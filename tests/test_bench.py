@@ -211,7 +211,9 @@ def test_allocation_used_is_reported_beside_w_star(tiny_suite):
     assert distance_to_w_star("llmpo") < distance_to_w_star("uniform") - 0.2
 
 
-def test_interrupted_suite_resumes_from_the_store_to_the_same_table(tiny_suite, tmp_path):
+def test_interrupted_suite_resumes_from_the_store_to_the_same_table(
+    tiny_suite, tmp_path, monkeypatch
+):
     suite = load_suite(tiny_suite)
     reference = run_suite(suite)
     store = CellStore(tmp_path / "cells.db")
@@ -236,6 +238,11 @@ def test_interrupted_suite_resumes_from_the_store_to_the_same_table(tiny_suite, 
     more = replace(suite, reps=suite.reps + 1)
     run_suite(more, store=store, progress=lambda *args: reports.append(args))
     assert not any(stored for *_, stored in reports)
+    # So does another release of llmpo: its cells are computed anew.
+    reports.clear()
+    monkeypatch.setattr("llmpo.bench.__version__", "99.0")
+    run_suite(suite, store=store, progress=lambda *args: reports.append(args))
+    assert reports and not any(stored for *_, stored in reports)
 
 
 def test_bench_command_resumes_and_reports_stored_cells(tiny_suite, tmp_path):

@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import importlib.metadata
 import json
 import math
 import time
@@ -53,6 +54,7 @@ import yaml
 from numpy.typing import NDArray
 from scipy.stats import binom, binomtest
 
+from llmpo import __version__
 from llmpo.benchstore import CellStore
 from llmpo.instances import (
     InstanceError,
@@ -381,8 +383,21 @@ def cell_key(entry: SuiteInstance, label: str, delta: float, suite: Suite) -> st
         "reps": suite.reps,
         "seed": suite.seed,
         "max_comparisons": suite.max_comparisons,
+        # A cell computed by another release (of llmpo, or of duelpy for a peer) is not reused.
+        "versions": _code_versions(setting.name),
     }
     return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
+
+
+def _code_versions(strategy: str) -> dict[str, str | None]:
+    """The releases whose code computes a cell of ``strategy``."""
+    versions: dict[str, str | None] = {"llmpo": __version__}
+    if is_peer(strategy):
+        try:
+            versions["duelpy"] = importlib.metadata.version("duelpy")
+        except importlib.metadata.PackageNotFoundError:
+            versions["duelpy"] = None
+    return versions
 
 
 def run_cell(

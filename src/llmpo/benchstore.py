@@ -4,9 +4,10 @@ One row per cell, keyed by the fingerprint :func:`llmpo.bench.cell_key` computes
 everything that decides the cell's numbers (instance, strategy and options, δ, replications,
 seed, budget). A cell is written in its own transaction as soon as it is finished, so a suite
 interrupted at any moment keeps every finished cell; re-running the suite reads them back and
-runs only the others. A changed suite simply misses the old keys and runs its new cells. The key
-does not include the llmpo version: after changing the code, delete the file (or choose another
-with ``--store``).
+runs only the others. A changed suite simply misses the old keys and runs its new cells; so does
+another release of llmpo (or of duelpy, for its algorithms), whose version is part of the key.
+After changing the code without a new version, delete the file (or choose another with
+``--store``).
 """
 
 from __future__ import annotations
