@@ -18,33 +18,36 @@ comparisons in flight, :mod:`llmpo.llm.worker`); each row gives the whole-run ra
 rate (:func:`steady_rate`), the ratio to the baseline's whole-run rate in the same run, the
 client's CPU per comparison (this process and its ended children: the workers) and the server's.
 
-Measured on 2 idle CPU cores (load average ≤ 0.9), ``--latency 0.2``, whole-run fraction of the
-ideal (steady state in brackets); the ``--seconds 15`` columns are three runs of the benchmark:
+Measured on 2 idle CPU cores (load average ≤ 0.8), ``--latency 0.2``, whole-run fraction of the
+ideal (steady state in brackets); the ``--seconds 15`` columns are three runs of the benchmark at
+concurrency 8 and 64, two at 1, one at 16 and 32:
 
 =========== ============================ ============================ ===========================
-concurrency ``--seconds 15``: in-process  ``--seconds 15``: auto        ``--seconds 4``: auto
+concurrency ``--seconds 15``: in-process  ``--seconds 15``: auto        ``--seconds 4``
 =========== ============================ ============================ ===========================
-1           97.0–97.1% (97.4%)           97.0–97.3% (97.1–97.4%)      96.6% (97.2%)
-8           93.0–93.5% (93.1–93.8%)      92.0–93.0% (92.1–93.2%)      92.3% (93.0%)
-16          88.5% (88.5%)                94.3% (96.4%)                –
-32          84.4% (85.5%)                92.6% (96.5%)                –
-64          82.4–83.5% (82.6–84.7%)      **92.2–93.2% (96.1–96.7%)**  83.8% (93.3%)
+1           97.0–97.1% (97.3–97.4%)      96.7–97.2% (96.8–97.4%)      –
+8           92.9–93.8% (92.9–94.3%)      92.5–93.8% (93.0–94.3%)      –
+16          89.7% (90.3%)                94.9% (96.6%)                –
+32          88.7% (89.4%)                93.2% (96.7%)                –
+64          84.7–88.0% (86.7–89.6%)      **91.9–92.7% (95.7–96.6%)**  80.4% (84.9%), auto 82.3%
+                                                                      (92.8%)
 =========== ============================ ============================ ===========================
 
-At 64 the default's rate is 1.11–1.13 × the in-process rate measured in the same run; the client
-then spends 0.7 ms of CPU per comparison in the runner and 1.5 ms in the worker (its start
-included), against 1.55–1.65 ms all in the runner.
+At 64 the default's rate is 1.04–1.09 × the in-process rate measured in the same run; the client
+then spends 0.7 ms of CPU per comparison in the runner and 1.5–1.6 ms in the worker (its start
+included), against 1.75–1.8 ms all in the runner.
 
-Why a worker process. In-process, the client spends ~1.65 ms of CPU per comparison, ~1.5 ms of
-it in the ``openai`` SDK's two requests (request building in its ``httpx2`` models, its
-``aiohttp`` transport, parsing). Results that arrive together are worked through one by one in the
-one event loop, and each batch of results sends the next batch of requests only once it is all
-done, so the clumps persist from one round to the next: a comparison took ~247 ms instead of 200
-at concurrency 64 (a probe of client, server and pipe timestamps: requests reached the server 12
-ms late at the median, 33 ms at the 90th percentile). With the SDK in a worker the runner's loop
-spends ~0.7 ms per comparison (pickled frames over a pipe, the store, ask/tell) and the worker's
-~1.5 ms runs on the other core, so neither clumps much: ~208 ms a comparison in steady state.
-Two workers (``--client-processes 2``) reached 95–97% steady but no better whole-run rate.
+Why a worker process. In-process, ~1.5 ms of the client's CPU per comparison goes to the
+``openai`` SDK's two requests (request building in its ``httpx2`` models, its ``aiohttp``
+transport, parsing). Results that arrive together are worked through one by one in the one event
+loop, and a batch of results sends the next batch of requests only once it is all done, so the
+clumps persist from one round to the next: at 64 a comparison takes ~225 ms instead of 200. With
+the SDK in a worker the runner's loop spends ~0.7 ms per comparison (pickled frames over a pipe,
+the store, ask/tell) and the worker's ~1.5 ms runs on the other core, so neither clumps much:
+~208 ms a comparison in steady state. Two workers (``--client-processes 2``) reached 95–97% steady
+but no better whole-run rate. ``uvloop``, when installed, made the clumps worse (in-process at 64:
+81.9–82.7% of the ideal against 84.7–88.0%; with the worker no change), so the runner uses
+asyncio's own loop.
 
 The start costs ~0.5 s once per run: the worker is a fresh Python that imports the SDK (~0.5 s;
 the calls are made in-process meanwhile), then opens its own connections. That is 10% of a 4 s
