@@ -224,7 +224,7 @@ def test_structured_run_on_a_feature_instance_resumes_exactly(tmp_path):
     seen = []
     with Store(config.store, writer=True) as store:
         reference = Runner(store, start_experiment(config, store)).run()
-        assert reference.result.certified and reference.result.best_name == "q2"  # DESIGN §7
+        assert reference.result.certified and reference.result.best_name == "q2"  # FEAT10
         assert reference.result.threshold == "universal"  # the structured space's default
         experiment_id = start_experiment(config, store)
         run_stopping_at(store, experiment_id, reference.result.n_comparisons // 2)

@@ -3,7 +3,7 @@
 The core is an ask/tell :class:`Experiment` over a policy space (:class:`Unstructured`, or
 :class:`Structured` for policies described by features); it proposes pairs of policies to compare,
 takes the judged outcomes, and stops as soon as it can name the optimal policy with probability at
-least 1 − δ (LLM-PO, DESIGN §2–§5).
+least 1 − δ (LLM-PO, docs/statistics.md).
 """
 
 from __future__ import annotations

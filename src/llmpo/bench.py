@@ -15,7 +15,7 @@ A suite is a YAML file::
     instances:
       - {name: BT5, reference: BT5}                     # llmpo.reference
       - {name: GAP20, bradley_terry: [0, -0.4, ...]}    # utilities of a Bradley–Terry model
-      - {name: mine, file: instances/mine.json}         # DESIGN §6 file, relative to the suite
+      - {name: mine, file: instances/mine.json}         # an instance file, relative
         strategies: [llmpo, uniform]                    # optional, per instance
 
 A strategy mapping takes ``name``, an optional ``label`` (the row's name in the tables; by default

@@ -26,8 +26,8 @@ policies : list or mapping, optional
     ``{base: {...}, factors: {field: levels}}`` expands a product of levels into policies
     (:func:`expand_policy_factors`). Default: every policy present in the environment's data.
 space : ``unstructured`` | ``structured``
-    The statistical model (DESIGN §2–§3). ``structured`` needs each policy's features or factor
-    levels, or a structured synthetic instance (``features`` and ``theta``) that has them.
+    The statistical model (docs/statistics.md). ``structured`` needs each policy's features or
+    factor levels, or a structured synthetic instance (``features`` and ``theta``) that has them.
 features : list of str, optional
     Structured space with factor levels: the factors, in the order they become one-hot features
     (the first level of each factor is the reference).
@@ -141,7 +141,7 @@ class PolicyConfig(_Strict):
 
 
 class SyntheticEnvironmentConfig(_Strict):
-    """Outcomes drawn from a known preference matrix (an instance file, DESIGN §6)."""
+    """Outcomes drawn from a known preference matrix (an instance file, docs/cli.md)."""
 
     type: Literal["synthetic"]
     instance: Path

@@ -1,4 +1,5 @@
-"""The ask/tell experiment (DESIGN §5): the one object every runner, store and CLI drives.
+"""The ask/tell experiment (docs/architecture.md): the one object every runner, store and CLI
+drives.
 
 >>> from llmpo import Experiment, Unstructured
 >>> exp = Experiment(Unstructured(["a", "b", "c"]), delta=0.05)
@@ -202,7 +203,7 @@ class Experiment:
         Indifference margin ε ∈ [0, ½): certify a policy whose every rival has P(best ≻ rival) >
         ½ − ε. Stops sooner when policies are nearly tied.
     assume_condorcet : bool
-        Class B statistics and sampling (DESIGN §2): much cheaper when rivals have strong
+        Class B statistics and sampling (docs/statistics.md): much cheaper when rivals have strong
         opponents other than the winner, but δ-correct **only if a Condorcet winner exists**.
     max_comparisons : int, optional
         Comparison budget: when reached, the experiment stops and reports the best policy so far,

@@ -1,4 +1,4 @@
-"""Simulation instances (DESIGN §6): known win probabilities, loaded from JSON and validated.
+"""Simulation instances (docs/cli.md): known win probabilities, loaded from JSON and validated.
 
 Unstructured instance file::
 
@@ -147,7 +147,7 @@ def make_unstructured_instance(
 
 @dataclass(frozen=True)
 class StructuredInstance:
-    """A Bradley–Terry model with features: P(a ≻ b) = σ(θᵀ(x_a − x_b)) (DESIGN §3).
+    """A Bradley–Terry model with features: P(a ≻ b) = σ(θᵀ(x_a − x_b)) (docs/structured.md).
 
     Attributes
     ----------
@@ -230,7 +230,7 @@ def make_structured_instance(
 def load_instance(
     path: str | Path, require_winner: bool = True
 ) -> UnstructuredInstance | StructuredInstance:
-    """Read and validate an instance file (DESIGN §6): unstructured or structured.
+    """Read and validate an instance file (docs/cli.md): unstructured or structured.
 
     A file with ``"features"`` and ``"theta"`` is structured, one with ``"win_prob"`` is not.
 

@@ -1,4 +1,4 @@
-"""Reference instances of DESIGN §7, by name, for tests, benchmarks and docs."""
+"""Reference instances of docs/reference-instances.md, by name, for tests, benchmarks and docs."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ def _winner_and_cycle(n_policies: int, winner_prob: float, others: dict[tuple[in
 
 
 def reference_instance(name: str) -> UnstructuredInstance:
-    """One of the unstructured instances of DESIGN §7: BT5, BT4, BT10, AB4, CYC4.
+    """One of the unstructured instances of docs/reference-instances.md: BT5, BT4, BT10, AB4, CYC4.
 
     AB4: p_0j = .55, p_12 = p_13 = p_23 = .9. CYC4: p_0j = .6, p_12 = p_23 = p_31 = .8 (an
     intransitive cycle among the non-winners).

@@ -213,7 +213,7 @@ def is_correct(
 def summarize(
     spec: SimulationSpec, replications: list[Replication], seed: int, elapsed: float
 ) -> dict[str, Any]:
-    """The JSON summary of DESIGN §6 with the error rate's exact (Clopper–Pearson) 95% interval."""
+    """The JSON summary (docs/cli.md) with the error rate's exact (Clopper–Pearson) 95% interval."""
     reps = len(replications)
     comparisons = np.array([r.n_comparisons for r in replications], dtype=float)
     errors = sum(not is_correct(spec.instance, r.best, spec.epsilon) for r in replications)

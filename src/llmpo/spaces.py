@@ -58,7 +58,7 @@ class Space(ABC):
 
 
 class Unstructured(Space):
-    """No model of the policies: the optimal policy is the Condorcet winner (DESIGN §2).
+    """No model of the policies: the optimal policy is the Condorcet winner (docs/statistics.md).
 
     Parameters
     ----------
@@ -82,7 +82,7 @@ class Unstructured(Space):
 
 
 class Structured(Space):
-    """Policies described by features: Bradley–Terry with utility θᵀx_i (DESIGN §3).
+    """Policies described by features: Bradley–Terry with utility θᵀx_i (docs/structured.md).
 
     P(i ≻ j) = σ(θᵀ(x_i − x_j)); the optimal policy is argmax_i θᵀx_i. Comparisons needed scale
     with the number of features d, not with K, and untested policies are ranked too. Build it from

@@ -137,7 +137,7 @@ def test_constrained_fit_with_one_hot_features_merges_two_utilities():
     )
 
 
-# ---- golden values (DESIGN §7) ------------------------------------------------------------------
+# ---- golden values (docs/reference-instances.md) -----------------------------------------
 GOLDEN = [
     ("BT5", [1, 0.8, 0.6, 0.4, 0.2], 266.7, 269.0),
     ("BT4", [0.5, 0.3, 0.25, 0.0], 332.1, None),
@@ -161,7 +161,7 @@ def test_golden_feat10():
     assert exact.best == 2
     assert exact.t_star == pytest.approx(127.4, rel=5e-4)
     assert optimal_allocation_fisher(x, theta).t_star == pytest.approx(129.1, rel=5e-4)
-    # DESIGN §3: the optimum need not involve i*; here most weight is on the pair (6, 8).
+    # docs/structured.md: the optimum need not involve i*; here most weight is on the pair (6, 8).
     a, b, share = exact.support()[0]
     assert (a, b) == (6, 8) and share > 0.6
 

@@ -1,4 +1,5 @@
-"""Closed forms of DESIGN §2 against the golden values of §7 and against brute-force LPs."""
+"""Closed forms of docs/statistics.md against the golden values of docs/reference-instances.md and
+brute-force LPs."""
 
 import numpy as np
 import pytest
@@ -15,7 +16,8 @@ from llmpo.stats.unstructured import (
     optimal_allocation,
 )
 
-# name: (T*_A, T*_B, w* on (0, j) for class A or None); values and digits as in DESIGN §7.
+# name: (T*_A, T*_B, w* on (0, j) for class A or None); values and digits as in
+# docs/reference-instances.md.
 GOLDEN = {
     "BT5": (288.7, 288.7, (0.696, 0.177, 0.080, 0.047)),
     "BT4": (363.0, 363.0, (0.554, 0.355, 0.091)),

@@ -29,7 +29,7 @@ from llmpo.stats.unstructured import optimal_allocation
 console = Console(soft_wrap=True)  # sentences stay on one line; tables fit the terminal
 error_console = Console(stderr=True, soft_wrap=True)  # never break an error line
 
-InstanceArg = Annotated[Path, typer.Argument(help="Instance file (JSON, see DESIGN §6).")]
+InstanceArg = Annotated[Path, typer.Argument(help="Instance file (JSON, see docs/cli.md).")]
 DeltaOpt = Annotated[float, typer.Option(help="Error probability δ of the experiment.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object instead of tables.")]
 CondorcetOpt = Annotated[
@@ -87,7 +87,8 @@ def _summary(
 
 
 def structured_bound_summary(instance: StructuredInstance, delta: float) -> dict[str, Any]:
-    """i*, T*(θ), optimal proportions and the lower bound of a structured instance (DESIGN §3)."""
+    """i*, T*(θ), optimal proportions and the lower bound of a structured instance
+    (docs/structured.md)."""
     allocation = characteristic_time(instance.features, instance.theta)
     utilities = instance.utilities
     pairs = [

@@ -1,4 +1,5 @@
-"""Incremental statistics of the structured space (DESIGN §3): Bradley–Terry with policy features.
+"""Incremental statistics of the structured space (docs/structured.md): Bradley–Terry with policy
+features.
 
 The model keeps one record per *distinct* pair compared (its difference vector, count and sum of
 outcomes) in arrays that grow by doubling, and pending counts in a dictionary, so the cost of an
@@ -31,7 +32,7 @@ Thresholds (``threshold`` argument):
   max_{Alt_{i*}} LL ≥ LL(θ) and the event above has happened: error probability ≤ δ, with no
   union over rivals. Written as a GLR, the rule is Z_j > log(1/δ) + [LL(θ̂) − M_t]: the
   threshold is log(1/δ) plus the regret of the predictions, ≈ (d/2) log t.
-* ``"kt"`` — the saturated-model KT threshold of DESIGN §3(a), valid:
+* ``"kt"`` — the saturated-model KT threshold of docs/structured.md (a), valid:
   β = log(1/δ) + Σ_{ab: n_ab>0} (½ log n_ab + log 2). Z_{i*} ≤ LL(θ̂) − LL(θ) ≤
   Σ_ab n_ab d(p̂_ab, p_ab) (the saturated model fits each pair freely), and the product over
   pairs of the KT-mixture ratios of :mod:`llmpo.stats.thresholds` is a supermartingale. It grows
@@ -79,7 +80,7 @@ FEASIBILITY_TOLERANCE = 1e-10
 DUAL_CHUNK = 512
 # Most exact constrained fits in one certificate (the other rivals get their provable bound).
 MAX_EXACT_REPORTED = 200
-# Regularization η of the Fisher program solved inside the loop (DESIGN §3: ~1% cost in T*).
+# Regularization η of the Fisher program solved inside the loop (docs/structured.md: ~1% in T*).
 FISHER_REGULARIZATION = 1e-3
 # Frank–Wolfe steps per lazy re-solve of w*(θ̂), and the cap on the age of a warm start (so that
 # later steps can still move the weights when θ̂ has moved).
@@ -286,9 +287,9 @@ class StructuredModel(PreferenceModel):
         """Screened GLR (Δ_j + γ)²/(2 y_jᵀH⁻¹y_j) of every rival j, the rivals and alternatives.
 
         The alternative λ_j = θ̂ − ((Δ_j + γ) / y_jᵀH⁻¹y_j) H⁻¹y_j is the closest point of the
-        hyperplane λᵀy_j = −γ in the metric of the observed information H (DESIGN §3, Fisher
-        form); γ = logit(½ + ε) is the utility margin of ε-optimal identification (0 for ε = 0).
-        """
+        hyperplane λᵀy_j = −γ in the metric of the observed information H (docs/structured.md,
+        Fisher form); γ = logit(½ + ε) is the utility margin of ε-optimal identification (0 for ε =
+        0). """
         theta = self.estimate()
         rivals, gaps = self._rival_gaps()
         delta = gaps @ theta + self.margin

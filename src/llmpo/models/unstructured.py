@@ -1,4 +1,4 @@
-"""Incremental statistics of the unstructured space (DESIGN §2), for the ask/tell loop.
+"""Incremental statistics of the unstructured space (docs/statistics.md), for the ask/tell loop.
 
 Every tell touches one pair, so the model updates that pair's estimate and divergence in pure
 Python and the two affected row minima with numpy; the leader is recomputed lazily. The stopping
@@ -221,7 +221,7 @@ class UnstructuredModel(PreferenceModel):
 
     # ---- allocation ----------------------------------------------------------------------------
     def plugin_weights(self) -> tuple[NDArray[np.intp], NDArray[np.intp], NDArray[np.float64]]:
-        """w*(p̂): the closed form of DESIGN §2 at the current estimates.
+        """w*(p̂): the closed form of docs/statistics.md at the current estimates.
 
         Returns rows, columns and shares of the pairs with positive weight. Pairs whose estimate
         sits on the wrong side of the level get divergence 1e-9, so they take nearly all weight.

@@ -1,4 +1,5 @@
-"""Statistics of the structured policy space (DESIGN §3): Bradley–Terry with policy features.
+"""Statistics of the structured policy space (docs/structured.md): Bradley–Terry with policy
+features.
 
 Policy i has features x_i ∈ R^d and utility θᵀx_i; P(a ≻ b) = σ(θᵀz_ab) with z_ab = x_a − x_b.
 Comparisons are kept as aggregated pair statistics: for each distinct pair its difference vector
@@ -226,9 +227,9 @@ def fit_constrained_mle(
 ) -> ConstrainedFit:
     """max LL(λ) subject to λᵀy = c: the best fit in which the two policies of y tie (c = 0).
 
-    With y = x_j − x_î this is the GLR's alternative "j is as good as î" (DESIGN §3); for one-hot
-    features it merges the two utilities. With c = γ > 0 it is "j beats î by γ in utility", the
-    alternative of ε-optimal identification. Solved by Newton in the coordinates of an
+    With y = x_j − x_î this is the GLR's alternative "j is as good as î" (docs/structured.md); for
+    one-hot features it merges the two utilities. With c = γ > 0 it is "j beats î by γ in utility",
+    the alternative of ε-optimal identification. Solved by Newton in the coordinates of an
     orthonormal basis of the hyperplane, λ = c·y/‖y‖² + Bμ, so it has d − 1 unknowns.
 
     Parameters
@@ -351,7 +352,8 @@ def optimal_allocation_exact(
     pairs: tuple[ArrayLike, ArrayLike] | None = None,
     entropy: float = 0.0,
 ) -> StructuredAllocation:
-    """T*(θ) and w* from the exact program of DESIGN §3 (exponential cone, cvxpy + Clarabel).
+    """T*(θ) and w* from the exact program of docs/structured.md (exponential cone, cvxpy +
+    Clarabel).
 
     T*(θ)⁻¹ = max_{w∈Δ} min_{j≠i*} inf_{λ: λᵀ(x_j − x_{i*}) ≥ 0} Σ_ab w_ab d(s_ab, σ(λᵀz_ab)).
     The inner infimum is a weighted logistic regression with soft labels s_ab; its Lagrange dual
@@ -370,12 +372,12 @@ def optimal_allocation_exact(
     pairs : (rows, cols), optional
         The pairs allowed weight; all K(K−1)/2 by default.
     entropy : float
-        η ≥ 0 of DESIGN §3's entropy regularizer: maximize min_j f_j(w) + η·Σ_ab w_ab log(1/w_ab)
-        instead (``cp.entr``, exponential cone). Strictly concave, so w* is unique and continuous
-        in θ (what tracking needs). ``t_star`` is then 1/min_j f_j(w_η), the characteristic time
-        of the regularized allocation (≥ the unregularized T*). The cost is not scale-free:
-        1/T_η ≥ 1/T* − η·log P, so η = 1e-3 costs ~1% where T* is a few hundred (BT5: 266.7 →
-        269.8) but much more where T* is large (a K = 5, d = 2 instance: 517 → 988); choose
+        η ≥ 0 of docs/structured.md entropy regularizer: maximize min_j f_j(w) + η·Σ_ab w_ab
+        log(1/w_ab) instead (``cp.entr``, exponential cone). Strictly concave, so w* is unique and
+        continuous in θ (what tracking needs). ``t_star`` is then 1/min_j f_j(w_η), the
+        characteristic time of the regularized allocation (≥ the unregularized T*). The cost is not
+        scale-free: 1/T_η ≥ 1/T* − η·log P, so η = 1e-3 costs ~1% where T* is a few hundred (BT5:
+        266.7 → 269.8) but much more where T* is large (a K = 5, d = 2 instance: 517 → 988); choose
         η ≪ 1/(T*·log P).
 
     Returns
@@ -414,12 +416,13 @@ def optimal_allocation_fisher(
     pairs: tuple[ArrayLike, ArrayLike] | None = None,
     regularization: float = 0.0,
 ) -> StructuredAllocation:
-    """T* and w* from the regularized Fisher (Gaussian) form of DESIGN §3 (cvxpy).
+    """T* and w* from the regularized Fisher (Gaussian) form of docs/structured.md (cvxpy).
 
     T* ≈ min_{w∈Δ} max_{j≠i*} 2 y_jᵀ(H(w) + ηI)⁻¹y_j / Δ_j², y_j = x_{i*} − x_j, Δ_j = θᵀy_j,
     H(w) = Σ_ab w_ab s_ab(1 − s_ab) z_ab z_abᵀ. It is the exact program with each divergence
     d(s, σ(λᵀz)) replaced by its second-order expansion ½ s(1 − s)((λ − θ)ᵀz)²; η = 0 gives
-    the golden values of DESIGN §7 (BT5: 269.0), η > 0 keeps H invertible for any w.
+    the golden values of docs/reference-instances.md (BT5: 269.0), η > 0 keeps H
+    invertible for any w.
 
     Parameters
     ----------

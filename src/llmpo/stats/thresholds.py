@@ -5,17 +5,17 @@ when every alternative answer has a statistic above its threshold. A threshold i
 whatever the sampling rule, the probability that the statistic of the true answer's alternative
 ever crosses it is at most δ.
 
-Why the Krichevsky–Trofimov (KT) threshold is valid (DESIGN §2). For one pair with true mean p and
-outcomes y ∈ [0, 1] (ties count ½), the likelihood ratio ``Π (q/p)^y ((1−q)/(1−p))^(1−y)`` is a
-non-negative supermartingale for each q (the map y ↦ (q/p)^y((1−q)/(1−p))^(1−y) is convex, so its
-mean is at most its value at the Bernoulli endpoints, which is 1). So is its mixture over
-q ~ Beta(½, ½), the KT mixture ``KT_n``. The KT regret bound ``log(max_q L_n(q) / KT_n) ≤ ½ log n +
-log 2`` then gives ``n d(p̂, p) ≤ log(KT_n / L_n(p)) + ½ log n + log 2``; Ville's inequality bounds
-the probability that ``KT_n / L_n(p)`` ever exceeds 1/δ' by δ'. On the wrong answer,
-d(p̂, c) ≤ d(p̂, p) because p ≤ c < p̂. For a sum over a data-dependent set S of pairs,
-``Π_{k∈S} X_k ≤ 2^m Π_k (1 + X_k)/2`` (m = number of pairs that may enter S), and the product on
-the right is again a supermartingale because each comparison moves one factor only; this costs
-m·log 2.
+Why the Krichevsky–Trofimov (KT) threshold is valid (docs/statistics.md). For one pair with true
+mean p and outcomes y ∈ [0, 1] (ties count ½), the likelihood ratio ``Π (q/p)^y
+((1−q)/(1−p))^(1−y)`` is a non-negative supermartingale for each q (the map y ↦
+(q/p)^y((1−q)/(1−p))^(1−y) is convex, so its mean is at most its value at the Bernoulli endpoints,
+which is 1). So is its mixture over q ~ Beta(½, ½), the KT mixture ``KT_n``. The KT regret bound
+``log(max_q L_n(q) / KT_n) ≤ ½ log n + log 2`` then gives ``n d(p̂, p) ≤ log(KT_n / L_n(p)) + ½ log
+n + log 2``; Ville's inequality bounds the probability that ``KT_n / L_n(p)`` ever exceeds 1/δ' by
+δ'. On the wrong answer, d(p̂, c) ≤ d(p̂, p) because p ≤ c < p̂. For a sum over a data-dependent
+set S of pairs, ``Π_{k∈S} X_k ≤ 2^m Π_k (1 + X_k)/2`` (m = number of pairs that may enter S), and
+the product on the right is again a supermartingale because each comparison moves one factor only;
+this costs m·log 2.
 """
 
 from __future__ import annotations

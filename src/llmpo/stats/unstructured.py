@@ -1,4 +1,5 @@
-"""Statistics of the unstructured policy space (DESIGN §2): no model of the win probabilities.
+"""Statistics of the unstructured policy space (docs/statistics.md): no model of the win
+probabilities.
 
 A preference matrix ``win_prob`` is K×K with ``win_prob[i, j] = P(i ≻ j)``, ``win_prob[i, j] +
 win_prob[j, i] = 1`` and ½ on the diagonal. The optimal policy is the Condorcet winner i*.
@@ -81,7 +82,7 @@ def best_witnesses(win_prob: ArrayLike) -> NDArray[np.intp]:
 def optimal_allocation(
     win_prob: ArrayLike, assume_condorcet: bool = False, epsilon: float = 0.0
 ) -> Allocation:
-    """Closed-form optimal proportions w* and characteristic time T* (DESIGN §2).
+    """Closed-form optimal proportions w* and characteristic time T* (docs/statistics.md).
 
     Class A (default): only the pairs (i*, k) get weight, w*_{i*k} ∝ 1/d(p_{i*k}, ½ − ε), and
     T* = Σ_k 1/d(p_{i*k}, ½ − ε). Class B (``assume_condorcet=True``): each rival j is ruled out by

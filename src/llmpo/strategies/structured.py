@@ -1,4 +1,4 @@
-"""LLM-PO sampling rules for the structured space (DESIGN §3).
+"""LLM-PO sampling rules for the structured space (docs/structured.md).
 
 Both rules start with forced exploration on a fixed set E of d pairs whose differences span R^d
 (chosen once by pivoted QR): each pair of E is compared once, and afterwards whenever its count
@@ -56,7 +56,8 @@ class _StructuredRule(Strategy):
 
 
 class BestResponse(_StructuredRule):
-    """LLM-PO's default structured rule: best response to the binding alternative (DESIGN §3).
+    """LLM-PO's default structured rule: best response to the binding alternative
+    (docs/structured.md).
 
     The binding rival j* minimizes the (Gaussian-screened) GLR statistic, and λ* is its closest
     alternative under the current information, pending comparisons included (so a batch spreads).

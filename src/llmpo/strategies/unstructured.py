@@ -1,4 +1,4 @@
-"""LLM-PO sampling rules for the unstructured space (DESIGN §2).
+"""LLM-PO sampling rules for the unstructured space (docs/statistics.md).
 
 Both rules first apply forced exploration, in three parts (:func:`exploration_pair`):
 
@@ -104,7 +104,7 @@ class BalanceRule(Strategy):
 
 
 class TrackingRule(Strategy):
-    """Plug-in D-tracking: sample argmax_ab (t·ŵ_ab − n_ab) with ŵ = w*(p̂) (DESIGN §2)."""
+    """Plug-in D-tracking: sample argmax_ab (t·ŵ_ab − n_ab) with ŵ = w*(p̂) (docs/statistics.md)."""
 
     name = "llmpo-tracking"
 
