@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -93,3 +94,20 @@ def test_the_documentation_site_builds_strictly(tmp_path):
     )
     assert done.returncode == 0, done.stdout + done.stderr
     assert (tmp_path / "site" / "statistics" / "index.html").is_file()
+
+
+@pytest.mark.parametrize("page", ["README.md", "docs/python-api.md"])
+def test_the_ask_tell_example_runs_to_a_certified_answer(page):
+    """The first Python block of the page, with a simulated judge: policy 0 beats the others."""
+    text = (ROOT / page).read_text(encoding="utf-8")
+    code = re.search(r"^```python\n(.*?)^```", text, flags=re.S | re.M).group(1)
+    rng = np.random.default_rng(0)
+    win_prob = np.array([[0.5, 0.7, 0.75], [0.3, 0.5, 0.5], [0.25, 0.5, 0.5]])
+
+    def judge(i: int, j: int) -> float:
+        return float(rng.random() < win_prob[i, j])
+
+    namespace = {"judge": judge, "print": lambda *args: None}
+    exec(compile(code, page, "exec"), namespace)
+    result = namespace["exp"].result
+    assert result.certified and result.best == 0
