@@ -41,7 +41,9 @@ def test_example_runs_exactly_as_written(tmp_path, monkeypatch, config, files, w
 def test_pandalm_example_names_llama(tmp_path):
     if not (SHARED_DATA / "pandalm_testset-v1.json").is_file():
         pytest.skip(f"pandalm_testset-v1.json not in {SHARED_DATA.resolve()} (shared data absent)")
-    data = run_json(str(EXAMPLES / "pandalm.yaml"), "--store", str(tmp_path / "p.db"))
+    shutil.copy(EXAMPLES / "pandalm.yaml", tmp_path / "pandalm.yaml")
+    (tmp_path / "testset-v1.json").symlink_to((SHARED_DATA / "pandalm_testset-v1.json").resolve())
+    data = run_json(str(tmp_path / "pandalm.yaml"), "--store", str(tmp_path / "p.db"))
     assert data["winner"] == "llama-7b" and data["certified"]
 
 
