@@ -31,6 +31,7 @@ from llmpo.runner import (
 )
 from llmpo.store import (
     COMPARISON_COLUMNS,
+    STATUS_TEXT,
     ComparisonRecord,
     ExperimentRecord,
     Store,
@@ -190,7 +191,9 @@ def _print_outcome(outcome: RunOutcome, store_path: Path, as_json: bool) -> None
             f"Resume with: llmpo resume {escape(str(store_path))} {outcome.experiment_id}"
         )
         return
-    verdict = "certified" if result.certified else "NOT certified (budget reached)"
+    if outcome.judge_warning:
+        error_console.print(f"Warning: {escape(outcome.judge_warning)}.", soft_wrap=True)
+    verdict = "certified" if result.certified else f"NOT certified ({STATUS_TEXT[outcome.status]})"
     console.print(
         f"Experiment {outcome.experiment_id}: best policy [bold]{escape(result.best_name)}[/] — "
         f"{verdict}, {result.n_comparisons:,} comparisons "
