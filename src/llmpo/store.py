@@ -67,9 +67,9 @@ FINISHED_STATUSES = ("certified", "max_comparisons", "max_cost")
 STATUSES = UNFINISHED_STATUSES + FINISHED_STATUSES
 #: What each status means, in words (reports and listings).
 STATUS_TEXT = {
-    "running": "still running",
-    "interrupted": "interrupted before it finished",
-    "failed": "stopped by a failure (see its events)",
+    "running": "it is still running",
+    "interrupted": "it was interrupted",
+    "failed": "a failure stopped it (see its events)",
     "certified": "certified",
     "max_comparisons": "the comparison budget (max_comparisons) ran out",
     "max_cost": "the cost budget (max_cost) ran out",

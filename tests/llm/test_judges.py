@@ -260,8 +260,9 @@ def test_live_open_ended_tasks_without_reference_run_to_the_end(project, server)
     seen = []
 
     def judge_reply(body):
-        seen.append(body["messages"][0]["content"])
-        return "**A**" if "about" not in body["messages"][0]["content"].split("[Answer B]")[0] else "B"
+        prompt = body["messages"][0]["content"]
+        seen.append(prompt)
+        return "**A**" if "about" not in prompt.split("[Answer B]")[0] else "B"
 
     outcome, comparisons, _ = live_run_with_judge(project, server, "random", judge_reply, 10)
     assert outcome.status == "max_comparisons" and len(comparisons) == 10
