@@ -303,3 +303,53 @@ def test_the_embedding_match_without_its_package_is_refused_with_the_fix(monkeyp
     )
     with pytest.raises(ValueError, match=r"llmpo\[embeddings\]"):
         ReferenceJudge("embedding").check_tasks((TASK,))
+
+
+def test_the_report_and_the_cli_warn_when_the_judge_never_told_the_answers_apart(
+    project, server
+):
+    from typer.testing import CliRunner
+
+    from llmpo.cli import app
+    from llmpo.report import build_report, render_html, render_markdown
+
+    path = project / "live.yaml"
+    judge_block = LLM_JUDGE.replace("ORDER", "both").replace("BASE_URL", server.base_url)
+    path.write_text(
+        path.read_text().replace("  judge: {type: reference, match: contains}\n", judge_block)
+    )
+    answer = server.responder
+    server.responder = lambda body: "A" if body["model"] == "judge-model" else answer(body)
+    # ε > 0: all ties certify a policy, which must still not be called the winner.
+    flags = ["--max-comparisons", "100", "--epsilon", "0.3"]
+    result = CliRunner().invoke(app, ["run", "live.yaml", "--json", *flags])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["certified"] and data["best"] is not None
+    assert data["winner"] is None and "verdicts were ties" in data["warning"]
+    printed = CliRunner().invoke(app, ["run", "live.yaml", "--resume", *flags])
+    assert "Warning: the judge never told the answers apart" in printed.output
+    with Store(project / "runs.db", readonly=True) as store:
+        report = build_report(store)
+    assert report["summary"]["winner"] is None and not report["summary"]["certified"]
+    assert report["summary"]["sentence"].startswith("No winner: the judge never told")
+    assert "**Warning:**" in render_markdown(report)
+    assert "id=\"warning\"" in render_html(report)
+
+
+def test_a_judge_prompt_that_needs_a_missing_field_is_a_clean_error(project, server):
+    from typer.testing import CliRunner
+
+    from llmpo.cli import app
+
+    path = project / "live.yaml"
+    judge_block = (
+        LLM_JUDGE.replace("ORDER", "random").replace("BASE_URL", server.base_url)
+        + "    prompt: 'Rubric: {{ task.rubric }} A: {{ first }} B: {{ second }}'\n"
+    )
+    path.write_text(
+        path.read_text().replace("  judge: {type: reference, match: contains}\n", judge_block)
+    )
+    result = CliRunner().invoke(app, ["run", "live.yaml"])
+    assert result.exit_code != 0 and "Traceback" not in result.output
+    assert "judge.prompt: uses a field task" in result.output and "rubric" in result.output
