@@ -1132,9 +1132,9 @@ def _savings_text(report: dict[str, Any]) -> str:
         f"(estimated from these results); this run used {savings['used']:,}, "
         f"{savings['saving']:.0%} fewer."
         if savings["saving"] > 0
-        else f"Saving: none; this run used {savings['used']:,} comparisons, about as many as "
-        f"comparing every pair equally often would have needed "
-        f"({savings['uniform_estimate']:,.0f}, estimated from these results)."
+        else f"Saving: none; this run used {savings['used']:,} comparisons, and comparing every "
+        f"pair equally often would have needed about {savings['uniform_estimate']:,.0f} "
+        "(estimated from these results)."
     )
 
 
