@@ -200,7 +200,7 @@ def _print_outcome(outcome: RunOutcome, store_path: Path, as_json: bool) -> None
         return
     if outcome.judge_warning:
         error_console.print(f"Warning: {escape(outcome.judge_warning)}.", soft_wrap=True)
-    verdict = "certified" if result.certified else f"NOT certified ({STATUS_TEXT[outcome.status]})"
+    verdict = "certified" if result.certified else f"NOT certified: {STATUS_TEXT[outcome.status]}"
     console.print(
         f"Experiment {outcome.experiment_id}: best policy [bold]{escape(result.best_name)}[/] — "
         f"{verdict}, {result.n_comparisons:,} comparisons "
