@@ -223,7 +223,7 @@ def test_evaluation_without_held_out_tasks_or_of_an_unfinished_run_is_refused(tm
         experiment_id = start_experiment(config, store)
         with pytest.raises(EvaluationError, match="evaluate it once it has finished"):
             Evaluation(store, experiment_id)
-        store.set_status(experiment_id, "budget", {"best": "b", "certified": False})
+        store.set_status(experiment_id, "max_comparisons", {"best": "b", "certified": False})
         with pytest.raises(ConfigError, match="no held-out records to evaluate on"):
             Evaluation(store, experiment_id)
 

@@ -89,7 +89,7 @@ def test_budget_stops_uncertified_with_best_so_far():
             experiment.tell(a, b, environment.outcome(a, b))
     result = experiment.result
     assert asked == 300 and result.n_comparisons == 300
-    assert not result.certified and result.stop_reason == "budget"
+    assert not result.certified and result.stop_reason == "max_comparisons"
     assert result.min_margin < 0  # the certificate is visibly incomplete
     assert len(result.statistics) == 9
 

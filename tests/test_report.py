@@ -17,6 +17,10 @@ from llmpo.models.structured import StructuredModel
 from llmpo.report import (
     LARGE_TABLE_ROWS,
     LARGE_TRACE_POINTS,
+    _count,
+    _duration,
+    _number,
+    _usd,
     build_report,
     render_html,
     render_markdown,
@@ -119,7 +123,16 @@ def test_html_report_parses_names_the_winner_and_embeds_the_plots(tmp_path, make
     assert all(image.startswith(PNG_SIGNATURE) for image in page.images.values())
     for section in ("Certificate", "Allocation used vs optimal", "Time and cost per policy"):
         assert section in text
-    assert "saving of" in text
+    assert "fewer." in text and "T̂" not in text and "T*" not in text
+    summary = data["summary"]
+    assert text.index(summary["sentence"]) < text.index("Certificate")  # the summary comes first
+    assert summary["sentence"].startswith(
+        f"{outcome.result.best_name} is the best of {len(data['experiment']['policies'])} "
+        "policies, with 95% confidence, after"
+    )
+    assert summary["winner"] == outcome.result.best_name and summary["next_step"] is None
+    assert "Estimated utilities" not in text  # no empty section for an unstructured run
+    assert "white-space: pre-wrap" in render_html(data)  # the configuration wraps
 
 
 def test_report_contents(tmp_path):
@@ -148,13 +161,26 @@ def test_report_of_an_unfinished_run_says_not_certified(tmp_path):
     config = synthetic_config(tmp_path, max_comparisons=6)
     run(config)
     data = report_of(config)
-    assert "not certified (the comparison budget ran out)" in render_markdown(data)
+    markdown = render_markdown(data)
+    assert "not certified: the comparison budget (max_comparisons) ran out" in markdown
+    assert data["answer"]["stop_reason"] == "max_comparisons"
+    summary = data["summary"]
+    assert summary["winner"] is None and not summary["certified"]
+    assert summary["sentence"].startswith("No policy is certified yet")
+    assert "leads so far" in summary["sentence"]
+    assert summary["next_step"] == (
+        "To continue with a larger budget: llmpo run CONFIG --resume --max-comparisons 12"
+    )
+    # No saving is claimed for an uncertified run.
+    assert data["savings"] is None and "fewer" not in markdown
+    assert "Saving: none is claimed, since the run is not certified." in markdown
     with Store(config.store, writer=True) as store:
         experiment_id = start_experiment(config.model_copy(update={"seed": 2}), store)
         store.set_status(experiment_id, "interrupted")
         data = build_report(store, experiment_id)
     assert data["answer"]["n_comparisons"] == 0
-    assert "the experiment is interrupted" in render_markdown(data)
+    assert "not certified: it was interrupted" in render_markdown(data)
+    assert data["summary"]["next_step"] == f"To continue: llmpo resume {config.store} 2"
     page = Page()
     page.feed(render_html(data))
 
@@ -183,6 +209,7 @@ def test_structured_report_shows_utilities_with_intervals(tmp_path):
     page.feed(render_html(data))
     assert "plot-utilities" in page.images
     assert "Estimated utilities relative to the best" in " ".join(page.text)
+    assert "Only for structured experiments" not in " ".join(page.text)
 
 
 def factor_design_config(tmp_path: Path, levels=(5, 6, 5), **fields):
@@ -323,3 +350,36 @@ def test_small_structured_report_still_uses_the_matrices(tmp_path, monkeypatch):
     data = report_of(config)
     assert set(calls) == {"counts", "win_prob_hat"}
     assert len(data["win_prob"]["estimate"]) == 6
+
+
+def test_a_max_cost_stop_is_reported_as_such(tmp_path):
+    config = synthetic_config(tmp_path, max_comparisons=6)
+    run(config)
+    with Store(config.store, writer=True) as store:
+        record = store.experiment()
+        store.set_status(record.id, "max_cost", {**record.result, "stop_reason": "max_cost"})
+        data = build_report(store)
+    markdown = render_markdown(data)
+    assert "not certified: the cost budget (max_cost) ran out after 6 comparisons" in markdown
+    assert "the experiment is" not in markdown and "fewer" not in markdown
+
+
+@pytest.mark.parametrize(
+    ("value", "text"),
+    [
+        (3380.0, "3,380"),
+        (18036.0, "18,036"),
+        (0.000123, "0.000123"),
+        (7.1234, "7.12"),
+        (None, "—"),
+        (12, "12"),
+    ],
+)
+def test_statistics_are_never_in_scientific_notation(value, text):
+    assert _number(value) == text
+
+
+def test_durations_and_money_read_plainly():
+    assert [_duration(s) for s in (4.04, 807.0, 7260.0)] == ["4.0 s", "13 min 27 s", "2 h 01 min"]
+    assert [_usd(v) for v in (None, 0.01234, 12.5)] == ["—", "$0.0123", "$12.50"]
+    assert [_count(v) for v in (None, 3380.0, 18036)] == ["—", "3,380", "18,036"]

@@ -106,8 +106,28 @@ def test_budget_stops_with_best_so_far(tmp_path):
     config = synthetic_config(tmp_path, max_comparisons=40)
     with Store(config.store, writer=True) as store:
         outcome = Runner(store, start_experiment(config, store)).run()
-    assert outcome.status == "budget" and not outcome.result.certified
+    assert outcome.status == "max_comparisons" and not outcome.result.certified
     assert outcome.result.n_comparisons == 40
+    with Store(config.store, readonly=True) as store:
+        record = store.experiment()
+    assert record.status == record.result["stop_reason"] == "max_comparisons"
+
+
+def test_a_run_that_raises_is_marked_failed_not_left_running(tmp_path, monkeypatch):
+    config = synthetic_config(tmp_path, max_comparisons=40)
+    with Store(config.store, writer=True) as store:
+        runner = Runner(store, start_experiment(config, store))
+
+        def broken(sequence, a, b):
+            raise RuntimeError("the judge broke")
+
+        monkeypatch.setattr(runner, "_compare_and_store", broken)
+        with pytest.raises(RuntimeError, match="the judge broke"):
+            runner.run()
+        record = store.experiment()
+        events = store.events(record.id)
+    assert record.status == "failed"
+    assert ("failed", {"error": "RuntimeError: the judge broke"}) in [(k, d) for _, k, d in events]
 
 
 def test_seed_is_drawn_and_saved_when_absent(tmp_path):

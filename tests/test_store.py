@@ -167,3 +167,37 @@ def test_older_schema_is_migrated_in_one_transaction(tmp_path, monkeypatch):
         assert connection.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION + 1
         columns = [row[1] for row in connection.execute("PRAGMA table_info(comparisons)")]
         assert "judge_model" in columns
+
+
+def test_budget_statuses_of_older_stores_read_as_the_budget_that_stopped_them(tmp_path):
+    path = tmp_path / "old.db"
+    with Store(path, writer=True) as store:
+        ids = [store.create_experiment({}, ["a", "b"]) for _ in range(3)]
+        store.set_status(ids[2], "certified", {"stop_reason": "certified", "certified": True})
+    # As llmpo wrote them before budgets were told apart.
+    connection = sqlite3.connect(path)
+    with connection:
+        connection.execute(
+            "UPDATE experiments SET status = 'budget', result = ? WHERE id = ?",
+            ('{"stop_reason": null, "stopped_by": "max_cost", "certified": false}', ids[0]),
+        )
+        connection.execute(
+            "UPDATE experiments SET status = 'budget', result = ? WHERE id = ?",
+            ('{"stop_reason": "budget", "certified": false}', ids[1]),
+        )
+    connection.close()
+    with Store(path, readonly=True) as store:
+        cost, comparisons, certified = (store.experiment(i) for i in ids)
+    assert cost.status == cost.result["stop_reason"] == "max_cost"
+    assert comparisons.status == comparisons.result["stop_reason"] == "max_comparisons"
+    assert certified.status == certified.result["stop_reason"] == "certified"
+
+
+def test_only_exact_statuses_are_written(tmp_path):
+    with Store(tmp_path / "s.db", writer=True) as store:
+        experiment_id = store.create_experiment({}, ["a", "b"])
+        with pytest.raises(ValueError, match="status must be one of"):
+            store.set_status(experiment_id, "budget")
+        for status in ("failed", "max_comparisons", "max_cost"):
+            store.set_status(experiment_id, status)
+            assert store.experiment(experiment_id).status == status

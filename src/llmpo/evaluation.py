@@ -40,7 +40,14 @@ from llmpo.environments.base import Environment
 from llmpo.environments.replay import ReplayEnvironment
 from llmpo.runner import RunFailedError, build_environment
 from llmpo.stats.winrate import WIN_RATE_METHOD, clopper_pearson, win_rate_interval
-from llmpo.store import ComparisonRecord, EvaluationRecord, ExperimentRecord, Store, StoreError
+from llmpo.store import (
+    FINISHED_STATUSES,
+    ComparisonRecord,
+    EvaluationRecord,
+    ExperimentRecord,
+    Store,
+    StoreError,
+)
 
 #: Stream of the experiment's seed that seeds evaluations (distinct from the run and the split).
 EVALUATION_STREAM = 0x6576616C  # "eval"
@@ -177,7 +184,7 @@ class Evaluation:
         self.record = store.experiment(experiment_id)
         self.concurrency = concurrency
         record = self.record
-        if record.status not in ("certified", "budget") or record.result is None:
+        if record.status not in FINISHED_STATUSES or record.result is None:
             raise EvaluationError(
                 f"experiment {record.id} is {record.status}; evaluate it once it has finished. "
                 f"Fix: llmpo resume {store.path} {record.id}"

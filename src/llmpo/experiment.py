@@ -28,7 +28,9 @@ OUTCOMES = (0.0, 0.5, 1.0)
 #: Above this many policies a structured space's Result carries no K×K matrices (at K = 10,000
 #: each would take 800 MB): per-rival figures, compared pairs and utilities stand in for them.
 DENSE_RESULT_MAX_POLICIES = 100
-StopReason = Literal["certified", "budget"]
+#: Why an experiment stopped: its leader was certified, the comparison budget
+#: (``max_comparisons``) ran out, or — decided by a live runner — the cost budget (``max_cost``).
+StopReason = Literal["certified", "max_comparisons", "max_cost"]
 
 
 @dataclass(frozen=True)
@@ -44,8 +46,9 @@ class Result:
     certified : bool
         True when the stopping rule certified ``best`` at confidence 1 − δ. False while running
         and when the comparison budget ran out first (then ``best`` is only the best so far).
-    stop_reason : {"certified", "budget"} or None
-        Why the experiment stopped; None while it runs.
+    stop_reason : {"certified", "max_comparisons", "max_cost"} or None
+        Why the experiment stopped; None while it runs. ``max_cost`` is set by the live runner
+        that stopped on its cost budget (the experiment itself only counts comparisons).
     n_comparisons : int
         Comparisons told.
     rivals, statistics, thresholds : list
@@ -341,7 +344,7 @@ class Experiment:
         if self._is_certified():
             self._stop("certified")
         elif self.max_comparisons is not None and self.model.n_told >= self.max_comparisons:
-            self._stop("budget")
+            self._stop("max_comparisons")
 
     def _is_certified(self) -> bool:
         if isinstance(self.strategy, SelfStopping):

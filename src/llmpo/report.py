@@ -1,33 +1,45 @@
 """Reports of stored experiments: one self-contained HTML page, Markdown or JSON.
 
-Contents: the answer with its certificate (per rival: GLR statistic, threshold, comparisons), the
-estimated win-probability matrix with pointwise 95% KL confidence intervals (heatmap), the
-allocation actually used against the optimal proportions at the estimates, the binding GLR
-statistic against its threshold over time, the savings against uniform sampling estimated from T*,
-and a table of time and cost per policy. The HTML page embeds its plots as PNG images (matplotlib),
-so it can be mailed or archived as one file.
+Contents, in order: a plain-language summary (who won, how sure, why the run stopped, what it
+cost in LLM calls, tokens, dollars and time, and for an unfinished run the command that continues
+it); a warning when the judge never told the answers apart; example answers of the best policy
+and its closest rival side by side; accuracy per policy for a reference judge; the certificate (per
+rival: GLR statistic, threshold, comparisons), the estimated win-probability matrix with
+pointwise 95% KL confidence intervals (heatmap), the allocation actually used against the optimal
+proportions at the estimates, the binding GLR statistic against its threshold over time, the
+comparisons uniform sampling would have needed (certified runs only), and a table of time and cost
+per policy. The HTML page (a Jinja2 template) embeds its plots as PNG images (matplotlib), so it
+can be mailed or archived as one file.
 """
 
 from __future__ import annotations
 
 import base64
-import html
 import io
 import json
 import math
+from pathlib import Path
 from typing import Any
 
+import jinja2
 import numpy as np
 
 from llmpo.config import ExperimentConfig
 from llmpo.experiment import DENSE_RESULT_MAX_POLICIES
 from llmpo.models.base import PreferenceModel
 from llmpo.models.structured import StructuredModel
-from llmpo.runner import build_space
+from llmpo.runner import build_space, judge_warning
 from llmpo.stats.bernoulli import kl_lower, kl_upper
 from llmpo.stats.thresholds import make_threshold
 from llmpo.stats.unstructured import condorcet_winner, optimal_allocation
-from llmpo.store import ComparisonRecord, ExperimentRecord, Store
+from llmpo.stats.winrate import clopper_pearson
+from llmpo.store import (
+    FINISHED_STATUSES,
+    STATUS_TEXT,
+    ComparisonRecord,
+    ExperimentRecord,
+    Store,
+)
 
 #: Pointwise coverage of the intervals shown on the win-probability matrix.
 INTERVAL_LEVEL = 0.95
@@ -41,6 +53,10 @@ LARGE_UTILITY_PLOT_POINTS = 50
 #: Large structured runs: points of the GLR trace (each refits the certificate against every
 #: rival; 200 points took about 2 minutes at K = 10,000).
 LARGE_TRACE_POINTS = 25
+#: Comparisons of the best policy and its closest rival shown side by side, and the longest
+#: answer text shown in full (longer ones are cut, with the length said).
+EXAMPLES = 3
+EXAMPLE_CHARACTERS = 1500
 
 
 def _trace_checkpoints(total: int, n_points: int = TRACE_POINTS) -> set[int]:
@@ -63,8 +79,9 @@ def build_report(store: Store, experiment_id: int | None = None) -> dict[str, An
     Returns
     -------
     dict
-        Keys ``experiment``, ``answer``, ``win_prob``, ``allocation``, ``trace``, ``savings``,
-        ``costs``, ``utilities``, ``gain``. A structured run with more than
+        Keys ``summary`` (the plain-language answer), ``experiment``, ``answer``,
+        ``judge_warning``, ``examples``, ``accuracy``, ``win_prob``, ``allocation``, ``trace``,
+        ``savings``, ``costs``, ``utilities``, ``gain``. A structured run with more than
         ``DENSE_RESULT_MAX_POLICIES`` policies builds no K×K array (as its ``Result``):
         ``win_prob`` is None, ``allocation`` lists the compared pairs only, and the per-rival
         figures of ``answer["rivals"]`` and ``utilities`` stand in for the matrix.
@@ -116,7 +133,7 @@ def build_report(store: Store, experiment_id: int | None = None) -> dict[str, An
             "best": policies[certificate.leader],
             "best_index": certificate.leader,
             "certified": False,
-            "stop_reason": None,
+            "stop_reason": record.status if record.status in FINISHED_STATUSES else None,
             "n_comparisons": len(comparisons),
             "rivals": [
                 {
@@ -157,7 +174,10 @@ def build_report(store: Store, experiment_id: int | None = None) -> dict[str, An
     dropped = [
         name for _, kind, detail in events if kind == "dense_subset" for name in detail["dropped"]
     ]
-    return {
+    warning = judge_warning(comparisons)
+    costs = _costs(policies, comparisons, events)
+    closest = _closest_rival(answer)
+    report = {
         "experiment": {
             **_experiment_summary(record),
             "threshold": threshold.name,
@@ -165,18 +185,151 @@ def build_report(store: Store, experiment_id: int | None = None) -> dict[str, An
         },
         "events": [{"at": at, "kind": kind, "detail": detail} for at, kind, detail in events],
         "answer": answer,
+        "judge_warning": warning,
+        "examples": _examples(store, config, policies, comparisons, answer["best"], closest),
+        "accuracy": _accuracy(policies, comparisons),
         "win_prob": win_prob_section,
         "allocation": allocation,
         "trace": trace,
         "savings": (
             None
-            if win_prob is None
+            if win_prob is None or not answer["certified"]
             else _savings(config, policies, win_prob, answer, len(comparisons))
         ),
-        "costs": _costs(policies, comparisons),
+        "costs": costs,
         "utilities": _utilities(policies, model),
         "gain": _gain(store, record),
     }
+    report["summary"] = _summary(report, store.path)
+    return report
+
+
+def _closest_rival(answer: dict[str, Any]) -> str | None:
+    """The rival nearest to not being ruled out (smallest statistic − threshold)."""
+    rivals = answer.get("rivals") or []
+    return min(rivals, key=_margin)["policy"] if rivals else None
+
+
+def _task_texts(config: ExperimentConfig) -> dict[str, dict[str, Any]]:
+    """The task rows of a live run by id (empty when the task file is gone or not live)."""
+    from llmpo.config import LLMEnvironmentConfig
+    from llmpo.llm.tasks import TaskError, load_tasks
+
+    environment = config.environment
+    if not isinstance(environment, LLMEnvironmentConfig):
+        return {}
+    try:
+        return {task.id: task.fields for task in load_tasks(environment.tasks)}
+    except TaskError:  # moved or deleted since the run: the report shows task ids only
+        return {}
+
+
+def _clip(text: str | None) -> str | None:
+    if text is None or len(text) <= EXAMPLE_CHARACTERS:
+        return text
+    return f"{text[:EXAMPLE_CHARACTERS]}… [{len(text):,} characters in all]"
+
+
+def answer_texts(store: Store, policies: tuple[str, ...], record: ComparisonRecord) -> list[Any]:
+    """The two answers of a live comparison (policy a's, then b's) from the generation cache.
+
+    None for an answer that is not there (not a live run, or a store written before the
+    request keys were recorded, where the lookup would be ambiguous).
+    """
+    raw = record.raw if isinstance(record.raw, dict) else {}
+    replicates = raw.get("replicates")
+    if record.task_id is None or not isinstance(replicates, list) or len(replicates) != 2:
+        return [None, None]
+    keys = raw.get("request_keys") or [None, None]
+    return [
+        store.answer_text(policies[policy], record.task_id, int(replicate), key)
+        for policy, replicate, key in zip(
+            (record.policy_a, record.policy_b), replicates, keys, strict=True
+        )
+    ]
+
+
+def _examples(
+    store: Store,
+    config: ExperimentConfig,
+    policies: tuple[str, ...],
+    comparisons: list[ComparisonRecord],
+    best: str,
+    rival: str | None,
+) -> list[dict[str, Any]]:
+    """Up to ``EXAMPLES`` comparisons of the best policy and its closest rival, answers included.
+
+    Decisive verdicts first (they show what separates the two), most recent first.
+    """
+    if rival is None or best not in policies:
+        return []
+    pair = {policies.index(best), policies.index(rival)}
+    chosen = [c for c in reversed(comparisons) if {c.policy_a, c.policy_b} == pair]
+    chosen.sort(key=lambda c: c.outcome == 0.5)  # stable: decisive ones first
+    tasks = _task_texts(config) if chosen else {}
+    examples: list[dict[str, Any]] = []
+    for c in chosen[: 20 * EXAMPLES]:  # bounded: a store without answers costs a few lookups
+        if len(examples) == EXAMPLES:
+            break
+        texts = answer_texts(store, policies, c)
+        if texts == [None, None]:
+            continue  # not a live run, or its answers are not in the store: nothing to show
+        best_first = policies[c.policy_a] == best
+        best_text, rival_text = texts if best_first else texts[::-1]
+        score = c.outcome if best_first else 1 - c.outcome
+        fields = tasks.get(c.task_id or "", {})
+        examples.append(
+            {
+                "comparison": c.seq,
+                "task_id": c.task_id,
+                "task": _clip(None if fields.get("prompt") is None else str(fields["prompt"])),
+                "reference": None if fields.get("reference") is None else str(fields["reference"]),
+                "best": best,
+                "rival": rival,
+                "best_answer": _clip(best_text),
+                "rival_answer": _clip(rival_text),
+                "verdict": best if score == 1 else rival if score == 0 else "tie",
+                "judge": c.raw.get("judge") if isinstance(c.raw, dict) else c.raw,
+            }
+        )
+    return examples
+
+
+def _accuracy(
+    policies: tuple[str, ...], comparisons: list[ComparisonRecord]
+) -> list[dict[str, Any]] | None:
+    """Reference judges: share of each policy's answers that matched the reference.
+
+    Every answer of a comparison is a fresh sample, so a policy's matches over its comparisons
+    are independent draws of its accuracy on the task distribution; the interval is the exact
+    (Clopper–Pearson) 95% one. None when the judge records no match (not a reference judge).
+    """
+    correct = [0] * len(policies)
+    answered = [0] * len(policies)
+    for c in comparisons:
+        judge = c.raw.get("judge") if isinstance(c.raw, dict) else None
+        if not isinstance(judge, dict) or "match_a" not in judge:
+            return None
+        for policy, key in ((c.policy_a, "match_a"), (c.policy_b, "match_b")):
+            answered[policy] += 1
+            correct[policy] += bool(judge[key])
+    if not comparisons:
+        return None
+    rows = []
+    for k, name in enumerate(policies):
+        if answered[k]:
+            low, high = clopper_pearson(correct[k], answered[k], INTERVAL_LEVEL)
+            rows.append(
+                {
+                    "policy": name,
+                    "correct": correct[k],
+                    "answers": answered[k],
+                    "accuracy": correct[k] / answered[k],
+                    "interval": [low, high],
+                }
+            )
+    rows.sort(key=lambda row: -row["accuracy"])
+    return rows
 
 
 def _rival_comparisons(model: PreferenceModel, leader: int, rivals: np.ndarray) -> list[int]:
@@ -334,7 +487,37 @@ def _savings(
     }
 
 
-def _costs(policies: tuple[str, ...], comparisons: list[ComparisonRecord]) -> dict[str, Any]:
+def _calls(raw: Any) -> tuple[int, int] | None:
+    """(generation calls, judge calls) of a live comparison from its raw record, else None.
+
+    Stores written before ``calls`` was recorded: the answers not found in the cache, and one
+    judge call per reply recorded.
+    """
+    if not isinstance(raw, dict) or "cached" not in raw:
+        return None
+    generations = sum(not cached for cached in raw["cached"])
+    judge = raw.get("judge")
+    replies = 0
+    if isinstance(judge, dict):
+        replies = sum(
+            len(judge[key]) for key in ("replies", "ab", "ba") if isinstance(judge.get(key), list)
+        )
+    if "calls" in raw:
+        return generations, int(raw["calls"]) - generations
+    return generations, replies
+
+
+def _costs(
+    policies: tuple[str, ...],
+    comparisons: list[ComparisonRecord],
+    events: list[tuple[str, str, Any]] | None = None,
+) -> dict[str, Any]:
+    """What the run cost: per policy, and in all (LLM calls, tokens, dollars, time).
+
+    A comparison's time is from its start to its verdict; comparisons run concurrently, so the
+    per-policy sums add up overlapping intervals and can exceed the run's wall time. Invalid
+    verdicts (events) are not comparisons but were paid for: their calls and dollars count.
+    """
     rows = {
         name: {
             "policy": name,
@@ -354,6 +537,12 @@ def _costs(policies: tuple[str, ...], comparisons: list[ComparisonRecord]) -> di
         if value is not None:
             row[key] = (row[key] or 0) + value
 
+    totals: dict[str, Any] = {
+        "generation_calls": None,
+        "judge_calls": None,
+        "input_tokens": None,
+        "output_tokens": None,
+    }
     for c in comparisons:
         seconds = (
             c.finished_at - c.started_at
@@ -369,12 +558,27 @@ def _costs(policies: tuple[str, ...], comparisons: list[ComparisonRecord]) -> di
             add(row, "cost_usd", None if c.cost_usd is None else c.cost_usd / 2)
             add(row, "input_tokens", None if c.input_tokens is None else c.input_tokens / 2)
             add(row, "output_tokens", None if c.output_tokens is None else c.output_tokens / 2)
+        add(totals, "input_tokens", c.input_tokens)
+        add(totals, "output_tokens", c.output_tokens)
+        calls = _calls(c.raw)
+        if calls is not None:
+            add(totals, "generation_calls", calls[0])
+            add(totals, "judge_calls", calls[1])
+    invalid = [detail for _, kind, detail in events or [] if kind == "invalid_verdict"]
+    for detail in invalid:
+        calls = _calls(detail)
+        if calls is not None:
+            add(totals, "generation_calls", calls[0])
+            add(totals, "judge_calls", calls[1])
     started = [c.started_at for c in comparisons if c.started_at is not None]
     finished = [c.finished_at for c in comparisons if c.finished_at is not None]
     costs = [c.cost_usd for c in comparisons if c.cost_usd is not None]
+    costs += [d["cost_usd"] for d in invalid if d.get("cost_usd") is not None]
     return {
         "per_policy": list(rows.values()),
         "comparisons": len(comparisons),
+        "invalid_verdicts": len(invalid),
+        **totals,
         "comparison_seconds": float(
             sum(
                 c.finished_at - c.started_at
@@ -518,43 +722,159 @@ def _large_utility_plot(utilities: list[dict[str, Any]]) -> str:
 
 
 # ---- rendering -----------------------------------------------------------------------------------
+#: A table of the report: title, header, rows, and a note saying what its columns mean.
+Table = tuple[str, list[str], list[list[str]], str]
+
+
 def _number(value: Any, digits: int = 3) -> str:
+    """A statistic: ``digits`` significant digits, never in scientific notation."""
     if value is None:
         return "—"
     if isinstance(value, float):
-        return f"{value:.{digits}g}" if abs(value) < 1e4 else f"{value:,.0f}"
-    return str(value)
+        if not math.isfinite(value):
+            return "∞" if value > 0 else "−∞"
+        if abs(value) >= 10 ** (digits - 1):
+            return f"{value:,.0f}"
+        decimals = max(0, digits - 1 - math.floor(math.log10(abs(value)))) if value else 0
+        return f"{value:,.{min(decimals, 6)}f}"
+    return f"{value:,}" if isinstance(value, int) else str(value)
+
+
+def _count(value: float | None) -> str:
+    """Calls, tokens, comparisons: whole numbers with thousands separators."""
+    return "—" if value is None else f"{value:,.0f}"
+
+
+def _usd(value: float | None) -> str:
+    if value is None:
+        return "—"
+    return f"${value:,.2f}" if value >= 1 else f"${value:.4f}"
+
+
+def _duration(seconds: float | None) -> str:
+    """``42.0 s``, ``13 min 27 s``, ``2 h 05 min``."""
+    if seconds is None:
+        return "—"
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes, secs = divmod(round(seconds), 60)
+    if minutes < 60:
+        return f"{minutes} min {secs:02d} s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours:,} h {minutes:02d} min"
 
 
 def _cost_cells(row: dict[str, Any]) -> list[str]:
-    """Policy, comparisons, wins, ties, losses, seconds and USD of a per-policy cost row."""
+    """Policy, comparisons, wins, ties, losses, summed seconds and USD of a per-policy row."""
     return [
         row["policy"],
-        str(row["comparisons"]),
-        str(row["wins"]),
-        str(row["ties"]),
-        str(row["losses"]),
-        f"{row['seconds']:.2f}",
-        _number(row["cost_usd"]),
+        _count(row["comparisons"]),
+        _count(row["wins"]),
+        _count(row["ties"]),
+        _count(row["losses"]),
+        f"{row['seconds']:,.1f}",
+        _usd(row["cost_usd"]),
     ]
+
+
+def _spent(costs: dict[str, Any], detail: bool = True) -> str:
+    """What the run cost as users pay it: "688 LLM calls (…), 45,120 tokens (…), $0.12, 13 min".
+
+    Without ``detail`` the parenthesized breakdowns are left out (for the summary sentence).
+    """
+    parts = []
+    if costs.get("generation_calls") is not None:
+        generation, judge = costs["generation_calls"], costs.get("judge_calls") or 0
+        calls = f"{generation + judge:,} LLM calls"
+        if detail:
+            calls += (
+                f" ({generation:,} answers, {judge:,} by the judge)"
+                if judge
+                else " (all answers; the judge made none)"
+            )
+        parts.append(calls)
+    tokens = [costs.get(key) for key in ("input_tokens", "output_tokens")]
+    if any(t is not None for t in tokens):
+        parts.append(
+            f"{sum(t or 0 for t in tokens):,.0f} tokens"
+            + (f" ({_count(tokens[0])} in, {_count(tokens[1])} out)" if detail else "")
+        )
+    if costs.get("cost_usd") is not None:
+        parts.append(_usd(costs["cost_usd"]))
+    if costs.get("wall_seconds") is not None:
+        parts.append(_duration(costs["wall_seconds"]))
+    return ", ".join(parts)
+
+
+def _summary(report: dict[str, Any], store_path: Path) -> dict[str, Any]:
+    """The plain-language answer: who won, how sure, why it stopped, what it cost, what next."""
+    answer, experiment = report["answer"], report["experiment"]
+    status = experiment["status"]
+    confidence = 1 - float(experiment["config"]["delta"])
+    n_policies = len(experiment["policies"])
+    spent = _spent(report["costs"], detail=False)
+    cost = f" ({spent})" if spent else ""
+    comparisons = f"{answer['n_comparisons']:,} comparisons{cost}"
+    warning = report.get("judge_warning")
+    winner = None if warning else (answer["best"] if answer["certified"] else None)
+    next_step = None
+    if warning:
+        sentence = f"No winner: {warning}. The run made {comparisons}."
+    elif answer["certified"]:
+        sentence = (
+            f"{answer['best']} is the best of {n_policies} policies, with {confidence:.0%} "
+            f"confidence, after {comparisons}."
+        )
+    else:
+        reason = STATUS_TEXT.get(status, status)
+        rival = _closest_rival(answer)
+        lead = (
+            f" {answer['best']} leads so far"
+            + (f"; its closest rival is {rival}" if rival else "")
+            + ", but a leader is not a certified winner."
+        )
+        sentence = f"No policy is certified yet: {reason} after {comparisons}." + lead
+        where = f"{store_path} {experiment['id']}"
+        if status == "max_comparisons":
+            budget = experiment["config"].get("max_comparisons") or answer["n_comparisons"]
+            next_step = (
+                "To continue with a larger budget: llmpo run CONFIG --resume "
+                f"--max-comparisons {2 * int(budget):,}".replace(",", "")
+            )
+        elif status == "max_cost":
+            budget = experiment["config"].get("max_cost") or 0
+            next_step = (
+                f"To continue with a larger budget: llmpo run CONFIG --resume --max-cost "
+                f"{2 * float(budget):g}"
+            )
+        elif status in ("interrupted", "failed", "running"):
+            next_step = f"To continue: llmpo resume {where}"
+    return {
+        "sentence": sentence,
+        "winner": winner,
+        "leader": answer["best"],
+        "certified": bool(answer["certified"]) and not warning,
+        "confidence": confidence,
+        "status": status,
+        "status_text": STATUS_TEXT.get(status, status),
+        "next_step": next_step,
+        "spent": spent,
+    }
 
 
 def _headline(report: dict[str, Any]) -> str:
     answer = report["answer"]
-    experiment = report["experiment"]
+    if report.get("judge_warning"):
+        return f"No winner: {report['judge_warning']}."
     if answer["certified"]:
-        delta = experiment["config"]["delta"]
+        delta = report["experiment"]["config"]["delta"]
         return (
             f"Best policy: {answer['best']} — certified optimal with probability ≥ "
             f"{1 - delta:g} after {answer['n_comparisons']:,} comparisons."
         )
-    reason = (
-        "the comparison budget ran out"
-        if answer.get("stop_reason") == "budget"
-        else (f"the experiment is {experiment['status']}")
-    )
+    reason = STATUS_TEXT.get(report["experiment"]["status"], report["experiment"]["status"])
     return (
-        f"Best policy so far: {answer['best']} — not certified ({reason}) after "
+        f"Best policy so far: {answer['best']} — not certified: {reason} after "
         f"{answer['n_comparisons']:,} comparisons."
     )
 
@@ -572,7 +892,51 @@ def _margin(rival: dict[str, Any]) -> float:
     return rival["statistic"] - (math.inf if rival["threshold"] is None else rival["threshold"])
 
 
-def _large_tables(report: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]]]]:
+CERTIFICATE_NOTE = (
+    "GLR statistic: the evidence, from the comparisons so far, that the best policy beats this "
+    "rival; threshold: the evidence needed for the confidence asked. A rival is ruled out once "
+    "its statistic exceeds its threshold; the best is certified when every rival is."
+)
+TIME_NOTE = (
+    "seconds: time from each comparison's start to its verdict, summed over the policy's "
+    "comparisons. Comparisons run concurrently, so these sums overlap and can exceed the run's "
+    "wall time. Cost and tokens of a comparison are split evenly between its two policies."
+)
+ALLOCATION_NOTE = (
+    "used: share of the comparisons spent on the pair; optimal: the share that settles the "
+    "question fastest if the current estimates are right."
+)
+UTILITY_NOTE = (
+    "utility − best: estimated strength relative to the best policy (0 for the best itself); "
+    "the 95% intervals are approximate and do not account for adaptive stopping."
+)
+
+
+def _accuracy_table(report: dict[str, Any]) -> list[Table]:
+    rows = report.get("accuracy")
+    if not rows:
+        return []
+    return [
+        (
+            "Accuracy per policy (reference judge)",
+            ["policy", "accuracy", f"{INTERVAL_LEVEL:.0%} interval", "correct", "answers"],
+            [
+                [
+                    r["policy"],
+                    f"{r['accuracy']:.1%}",
+                    f"{r['interval'][0]:.1%} – {r['interval'][1]:.1%}",
+                    _count(r["correct"]),
+                    _count(r["answers"]),
+                ]
+                for r in rows
+            ],
+            "accuracy: share of the policy's answers that matched the reference; the interval is "
+            "the exact (Clopper–Pearson) one, each answer being a fresh sample.",
+        )
+    ]
+
+
+def _large_tables(report: dict[str, Any]) -> list[Table]:
     """Tables of a large structured run: the top rows of each (all of them are in the JSON)."""
     answer = report["answer"]
     shown = LARGE_TABLE_ROWS
@@ -584,7 +948,7 @@ def _large_tables(report: dict[str, Any]) -> list[tuple[str, list[str], list[lis
             _number(r["statistic"]),
             _number(r["threshold"]),
             _number(_margin(r)),
-            str(r["comparisons"]),
+            _count(r["comparisons"]),
             _number(r.get("win_prob_hat")),
             _ruled_out(r),
         ]
@@ -599,7 +963,7 @@ def _large_tables(report: dict[str, Any]) -> list[tuple[str, list[str], list[lis
     allocation = [
         [
             " vs ".join(r["pair"]),
-            str(r["comparisons"]),
+            _count(r["comparisons"]),
             f"{r['used_share']:.3f}",
             f"{r['optimal_share']:.3f}",
         ]
@@ -630,6 +994,7 @@ def _large_tables(report: dict[str, Any]) -> list[tuple[str, list[str], list[lis
                 "ruled out",
             ],
             certificate,
+            CERTIFICATE_NOTE,
         ),
         (
             f"Estimated utilities relative to the best (95% Wald intervals, not anytime-valid): "
@@ -637,38 +1002,36 @@ def _large_tables(report: dict[str, Any]) -> list[tuple[str, list[str], list[lis
             + rest(len(utilities), "policies"),
             ["policy", "utility − best", "interval"],
             utility_rows,
+            UTILITY_NOTE,
         ),
         (
             f"Allocation over the {len(pairs):,} compared pairs, most compared first"
             + rest(len(pairs), "pairs"),
             ["pair", "comparisons", "used", "optimal"],
             allocation,
+            ALLOCATION_NOTE,
         ),
         (
             f"Time and cost per policy: the {len(costs)} most compared of the {len(per_policy):,} "
-            "policies compared (a comparison's cost is split between its two policies)"
-            + rest(len(per_policy), "policies"),
-            ["policy", "comparisons", "wins", "ties", "losses", "seconds", "cost (USD)"],
+            "policies compared" + rest(len(per_policy), "policies"),
+            ["policy", "comparisons", "wins", "ties", "losses", "seconds (summed)", "cost (USD)"],
             costs,
+            TIME_NOTE,
         ),
     ]
 
 
-def _tables(report: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]]]]:
+def _tables(report: dict[str, Any]) -> list[Table]:
     if report["win_prob"] is None:
-        return _large_tables(report)
+        return _accuracy_table(report) + _large_tables(report)
     answer = report["answer"]
     certificate = [
         [
             r["policy"],
             _number(r["statistic"]),
             _number(r["threshold"]),
-            str(r["comparisons"]),
-            "yes"
-            if r["statistic"] is not None
-            and r["threshold"] is not None
-            and r["statistic"] > r["threshold"]
-            else "no",
+            _count(r["comparisons"]),
+            _ruled_out(r),
         ]
         for r in answer["rivals"]
     ]
@@ -677,9 +1040,9 @@ def _tables(report: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]
     intervals = [
         [
             name,
-            _number(section["estimate"][best][k]),
+            f"{section['estimate'][best][k]:.3f}",
             f"[{section['lower'][best][k]:.3f}, {section['upper'][best][k]:.3f}]",
-            str(section["counts"][best][k]),
+            _count(section["counts"][best][k]),
         ]
         for k, name in enumerate(section["policies"])
         if k != best
@@ -687,47 +1050,53 @@ def _tables(report: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]
     allocation = [
         [
             " vs ".join(r["pair"]),
-            str(r["comparisons"]),
+            _count(r["comparisons"]),
             f"{r['used_share']:.3f}",
             f"{r['optimal_share']:.3f}",
         ]
         for r in report["allocation"][:ALLOCATION_BARS]
     ]
     costs = [
-        [*_cost_cells(r), _number(r["input_tokens"]), _number(r["output_tokens"])]
+        [*_cost_cells(r), _count(r["input_tokens"]), _count(r["output_tokens"])]
         for r in report["costs"]["per_policy"]
     ]
-    tables = [
+    tables: list[Table] = [
+        *_accuracy_table(report),
         (
             "Certificate",
             ["rival", "GLR statistic", "threshold", "comparisons", "ruled out"],
             certificate,
+            CERTIFICATE_NOTE,
         ),
         (
             f"Win probability of {answer['best']} ({section['interval_level']:.0%} KL intervals, "
             "pointwise)",
             ["rival", "P(best beats rival)", "interval", "comparisons"],
             intervals,
+            "P(best beats rival): the estimated chance that the best policy's answer is preferred "
+            "to the rival's on a random task (ties count ½); each interval holds on its own.",
         ),
         (
             "Allocation used vs optimal proportions",
             ["pair", "comparisons", "used", "optimal"],
             allocation,
+            ALLOCATION_NOTE,
         ),
         (
-            "Time and cost per policy (a comparison's cost is split between its two policies)",
+            "Time and cost per policy",
             [
                 "policy",
                 "comparisons",
                 "wins",
                 "ties",
                 "losses",
-                "seconds",
+                "seconds (summed)",
                 "cost (USD)",
                 "input tokens",
                 "output tokens",
             ],
             costs,
+            TIME_NOTE,
         ),
     ]
     if report["utilities"] is not None:
@@ -736,11 +1105,12 @@ def _tables(report: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]
             for u in sorted(report["utilities"], key=lambda u: -u["utility_vs_best"])
         ]
         tables.insert(
-            1,
+            len(tables) - 3,
             (
                 "Estimated utilities relative to the best (95% Wald intervals, not anytime-valid)",
                 ["policy", "utility − best", "interval"],
                 rows,
+                UTILITY_NOTE,
             ),
         )
     return tables
@@ -748,36 +1118,46 @@ def _tables(report: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]
 
 def _savings_text(report: dict[str, Any]) -> str:
     savings = report["savings"]
+    if not report["answer"]["certified"]:
+        return "Saving: none is claimed, since the run is not certified."
     if savings is None:
         return (
-            "Savings vs uniform: not estimated (structured run, or the leader does not beat "
-            "every rival yet)."
+            "Saving: not estimated (a structured run, or the best policy does not yet beat "
+            "every rival in the estimates)."
         )
+    n = len(report["experiment"]["policies"])
     return (
-        f"Savings vs uniform sampling, estimated from T* at the estimates: uniform allocation "
-        f"would need about {savings['uniform_estimate']:,.0f} comparisons "
-        f"(T̂_uniform = {savings['t_uniform_hat']:,.1f} × threshold {savings['threshold']:.1f}); "
-        f"the optimal allocation about {savings['adaptive_estimate']:,.0f} "
-        f"(T̂* = {savings['t_star_hat']:,.1f}); this run used {savings['used']:,}, "
-        f"a saving of {savings['saving']:.0%}."
+        f"Saving: comparing every pair of the {n} policies equally often would have needed "
+        f"about {savings['uniform_estimate']:,.0f} comparisons to reach the same confidence "
+        f"(estimated from these results); this run used {savings['used']:,}, "
+        f"{savings['saving']:.0%} fewer."
+        if savings["saving"] > 0
+        else f"Saving: none; this run used {savings['used']:,} comparisons, and comparing every "
+        f"pair equally often would have needed about {savings['uniform_estimate']:,.0f} "
+        "(estimated from these results)."
     )
 
 
 def _cost_text(report: dict[str, Any]) -> str:
     costs = report["costs"]
-    wall = costs["wall_seconds"]
-    money = costs["cost_usd"]
-    return (
-        f"{costs['comparisons']:,} comparisons; time in comparisons "
-        f"{costs['comparison_seconds']:.1f} s"
-        + (f"; wall time {wall:.1f} s" if wall is not None else "")
-        + (
-            f"; cost ${money:.4f}"
-            if money is not None
-            else "; cost not reported by this environment"
+    parts = [f"{costs['comparisons']:,} comparisons"]
+    if costs.get("invalid_verdicts"):
+        parts.append(f"{costs['invalid_verdicts']:,} invalid verdicts (paid for, not counted)")
+    spent = _spent({**costs, "wall_seconds": None})
+    if spent:
+        parts.append(spent)
+    if costs["cost_usd"] is None:
+        parts.append("dollars not reported (no prices configured, or not a live run)")
+    if costs["wall_seconds"] is not None:
+        parts.append(
+            f"elapsed {_duration(costs['wall_seconds'])} from the first comparison to the last "
+            "verdict (pauses between resumed runs included)"
         )
-        + "."
+    parts.append(
+        f"{_duration(costs['comparison_seconds'])} of comparison time summed over concurrent "
+        "comparisons"
     )
+    return "Cost: " + "; ".join(parts) + "."
 
 
 def _gain_lines(report: dict[str, Any]) -> list[str]:
@@ -802,7 +1182,7 @@ def _gain_lines(report: dict[str, Any]) -> list[str]:
             f"{summary['ties']} ties, {summary['losses']} losses; win rate (ties ½) "
             f"{summary['win_rate']:.3f}, {summary['level']:.0%} interval [{low:.3f}, {high:.3f}] "
             f"({summary['interval_method']}); "
-            + (f"cost ${cost:.4f}." if cost is not None else "cost not reported.")
+            + (f"cost {_usd(cost)}." if cost is not None else "cost not reported.")
         )
         if summary.get("caveat"):
             text += f" Note: {summary['caveat']}."
@@ -827,111 +1207,145 @@ def _dropped_text(report: dict[str, Any]) -> str:
     )
 
 
+def _settings_text(report: dict[str, Any]) -> str:
+    experiment = report["experiment"]
+    config = experiment["config"]
+    return (
+        f"Settings: confidence {1 - config['delta']:.0%} (δ = {config['delta']}); sampling rule "
+        f"{config['strategy']}; stopping threshold {experiment['threshold']}; "
+        f"{len(experiment['policies'])} policies; status {experiment['status']}; llmpo "
+        f"{experiment['code_version']}; created {experiment['created_at']}."
+    )
+
+
+def _verdict_text(example: dict[str, Any]) -> str:
+    if example["verdict"] == "tie":
+        return "Verdict: tie."
+    return f"Verdict: {example['verdict']}'s answer is better."
+
+
+def _examples_title(report: dict[str, Any]) -> str | None:
+    examples = report.get("examples") or []
+    if not examples:
+        return None
+    first = examples[0]
+    return f"Example answers: {first['best']} and its closest rival {first['rival']}"
+
+
+def _missing(text: str | None) -> str:
+    return text if text is not None else "(answer text not stored)"
+
+
 def render_markdown(report: dict[str, Any]) -> str:
     """The report as Markdown (tables only; the plots are in the HTML report)."""
     experiment = report["experiment"]
+    summary = report["summary"]
     lines = [
         f"# llmpo report — experiment {experiment['id']}"
         + (f" ({experiment['name']})" if experiment["name"] else ""),
         "",
-        f"**{_headline(report)}**",
+        f"**{summary['sentence']}**",
         "",
-        f"Status: {experiment['status']}; δ = {experiment['config']['delta']}; "
-        f"strategy {experiment['config']['strategy']}; "
-        f"threshold {experiment['threshold']}; "
-        f"{len(experiment['policies'])} policies; llmpo {experiment['code_version']}.",
-        "",
-        _savings_text(report),
+    ]
+    if report.get("judge_warning"):
+        lines += [f"> **Warning:** {report['judge_warning']}.", ""]
+    if summary["next_step"]:
+        lines += [f"{summary['next_step']}", ""]
+    lines += [
+        _headline(report),
         "",
         _cost_text(report),
         "",
+        _savings_text(report),
+        "",
+        _settings_text(report),
+        "",
         _dropped_text(report),
         "",
-        "## Gain over baseline",
-        "",
     ]
+    title = _examples_title(report)
+    if title:
+        lines += [f"## {title}", ""]
+        for example in report["examples"]:
+            lines += [
+                f"### Task {example['task_id']} (comparison {example['comparison']})",
+                "",
+                *([f"Task: {example['task']}", ""] if example["task"] else []),
+                *([f"Reference: {example['reference']}", ""] if example["reference"] else []),
+                f"| {example['best']} | {example['rival']} |",
+                "|---|---|",
+                "| "
+                + " | ".join(
+                    _missing(t).replace("|", "\\|").replace("\n", "<br>")
+                    for t in (example["best_answer"], example["rival_answer"])
+                )
+                + " |",
+                "",
+                _verdict_text(example),
+                "",
+            ]
+    lines += ["## Gain over baseline", ""]
     for line in _gain_lines(report):
         lines += [line, ""]
-    for title, header, rows in _tables(report):
-        lines += [f"## {title}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for title_text, header, rows, note in _tables(report):
+        lines += [
+            f"## {title_text}",
+            "",
+            "| " + " | ".join(header) + " |",
+            "|" + "---|" * len(header),
+        ]
         lines += [
             "| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in rows
         ]
-        lines.append("")
+        lines += ["", f"*{note}*", ""]
     return "\n".join(lines)
 
 
-_STYLE = """
-body { font-family: system-ui, sans-serif; margin: 2rem auto; max-width: 60rem; color: #222; }
-table { border-collapse: collapse; margin: 0.5rem 0 1.5rem; font-size: 0.9rem; }
-th, td { border: 1px solid #ccc; padding: 0.2rem 0.5rem; text-align: right; }
-th:first-child, td:first-child { text-align: left; }
-.answer { font-size: 1.2rem; padding: 0.8rem; background: #eef6ee; border-left: 4px solid #3a3; }
-.uncertified { background: #fff4e5; border-left-color: #e90; }
-img { max-width: 100%; }
-"""
+_PAGES = jinja2.Environment(
+    loader=jinja2.FileSystemLoader(Path(__file__).parent / "templates"),
+    autoescape=True,
+    undefined=jinja2.StrictUndefined,
+    keep_trailing_newline=True,
+)
+PLOT_CAPTIONS = {
+    "win_prob": "Win-probability matrix",
+    "allocation": "Allocation used vs optimal proportions",
+    "trace": "GLR statistic vs threshold over time",
+    "utilities": "Estimated utilities with intervals",
+}
 
 
 def render_html(report: dict[str, Any]) -> str:
-    """The report as one self-contained HTML page, plots embedded as PNG."""
+    """The report as one self-contained HTML page (``templates/report.html``), plots as PNG."""
     experiment = report["experiment"]
-    escape = html.escape
     title = f"llmpo report — experiment {experiment['id']}" + (
         f" ({experiment['name']})" if experiment["name"] else ""
     )
-    css_class = "answer" if report["answer"]["certified"] else "answer uncertified"
-    parts = [
-        "<!DOCTYPE html>",
-        "<html lang='en'><head><meta charset='utf-8'>",
-        f"<title>{escape(title)}</title><style>{_STYLE}</style></head><body>",
-        f"<h1>{escape(title)}</h1>",
-        f"<p class='{css_class}' id='answer'>{escape(_headline(report))}</p>",
-        f"<p>Status {escape(experiment['status'])}; δ = {experiment['config']['delta']}; strategy "
-        f"{escape(experiment['config']['strategy'])}; threshold "
-        f"{escape(experiment['threshold'])}; {len(experiment['policies'])} policies; "
-        f"llmpo {escape(experiment['code_version'])}; "
-        f"created {escape(experiment['created_at'])}.</p>",
-        f"<p>{escape(_savings_text(report))}</p>",
-        f"<p>{escape(_cost_text(report))}</p>",
-        f"<p>{escape(_dropped_text(report))}</p>",
-        "<h2 id='gain'>Gain over baseline</h2>",
-        *(f"<p>{escape(line)}</p>" for line in _gain_lines(report)),
-    ]
-    figures = plots(report)
-    captions = {
-        "win_prob": "Win-probability matrix",
-        "allocation": "Allocation used vs optimal proportions",
-        "trace": "GLR statistic vs threshold over time",
-        "utilities": "Estimated utilities with intervals",
-    }
-    for title_text, header, rows in _tables(report):
-        parts.append(f"<h2>{escape(title_text)}</h2><table><tr>")
-        parts += [f"<th>{escape(h)}</th>" for h in header]
-        parts.append("</tr>")
-        for row in rows:
-            parts.append("<tr>" + "".join(f"<td>{escape(cell)}</td>" for cell in row) + "</tr>")
-        parts.append("</table>")
-    parts.append("<h2>Plots</h2>")
-    for name, data in figures.items():
-        parts.append(
-            f"<figure><img id='plot-{name}' alt='{escape(captions[name])}' "
-            f"src='data:image/png;base64,{data}'><figcaption>{escape(captions[name])}"
-            "</figcaption></figure>"
-        )
-    if report["utilities"] is None:
-        parts.append(
-            "<h2>Estimated utilities</h2><p>Only for structured experiments; this one is "
-            f"{escape(experiment['config']['space'])}.</p>"
-        )
     config = experiment["config"]
     if report["win_prob"] is None and isinstance(config.get("policies"), list):
         config = {
             **config,
             "policies": f"{len(config['policies']):,} policies (listed in the JSON report)",
         }
-    parts.append(
-        "<h2>Configuration</h2><pre>"
-        + escape(json.dumps(config, indent=2))
-        + "</pre></body></html>"
+    return _PAGES.get_template("report.html").render(
+        title=title,
+        summary=report["summary"],
+        certified=report["summary"]["certified"],
+        warning=report.get("judge_warning"),
+        headline=_headline(report),
+        paragraphs=[
+            _cost_text(report),
+            _savings_text(report),
+            _settings_text(report),
+            _dropped_text(report),
+        ],
+        examples_title=_examples_title(report),
+        examples=report.get("examples") or [],
+        verdict_text=_verdict_text,
+        missing=_missing,
+        gain=_gain_lines(report),
+        tables=_tables(report),
+        figures=plots(report),
+        captions=PLOT_CAPTIONS,
+        config=json.dumps(config, indent=2),
     )
-    return "\n".join(parts)

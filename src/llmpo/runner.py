@@ -56,7 +56,13 @@ from llmpo.instances import (
     make_unstructured_instance,
 )
 from llmpo.spaces import Space, Structured, Unstructured
-from llmpo.store import ComparisonRecord, ExperimentRecord, Store, StoreError
+from llmpo.store import (
+    UNFINISHED_STATUSES,
+    ComparisonRecord,
+    ExperimentRecord,
+    Store,
+    StoreError,
+)
 
 
 class RunFailedError(RuntimeError):
@@ -99,9 +105,56 @@ class Progress:
     elapsed_seconds: float
 
 
+#: Decisive verdicts that must all favour one shown position before a run says its judge looked
+#: at the position only: a judge blind to the position does so by chance with probability
+#: 2 · 2⁻¹⁰ ≈ 0.2% (random order: each verdict's position is a fair coin).
+MIN_POSITION_VERDICTS = 10
+
+
+def judge_warning(comparisons: Sequence[ComparisonRecord]) -> str | None:
+    """A warning when the judge never told the two answers apart, else None.
+
+    Two cases: every verdict was a tie (with ``order: both``, also a judge that always picks
+    the same position), or — answers shown in a random order — every decisive verdict went to
+    the answer shown in the same position (first, or second), with at least
+    :data:`MIN_POSITION_VERDICTS` of them. Either way the comparisons hold no evidence about
+    the policies, so no winner may be named, certified or not.
+    """
+    if not comparisons:
+        return None
+    if all(c.outcome == 0.5 for c in comparisons):
+        return (
+            f"the judge never told the answers apart: all {len(comparisons):,} verdicts were "
+            "ties, so no policy can be named the winner. Check the judge's raw replies "
+            "(llmpo export) and its prompt"
+        )
+    positions = set()
+    decisive = 0
+    for c in comparisons:
+        if c.outcome == 0.5:
+            continue
+        if c.order not in ("ab", "ba"):
+            return None
+        decisive += 1
+        # The shown-first answer won when a won shown first, or b won shown first.
+        positions.add((c.outcome == 1.0) == (c.order == "ab"))
+    if decisive >= MIN_POSITION_VERDICTS and len(positions) == 1:
+        where = "first" if positions.pop() else "second"
+        return (
+            f"the judge never told the answers apart: all {decisive:,} decisive verdicts went "
+            f"to the answer shown {where}, whichever policy gave it, so no policy can be named "
+            "the winner. Fix the judge (its prompt, model or judge.order: both) and run again"
+        )
+    return None
+
+
 @dataclass(frozen=True)
 class RunOutcome:
-    """How a run (or a resumed run) ended."""
+    """How a run (or a resumed run) ended.
+
+    ``judge_warning`` (see :func:`judge_warning`) is set when the judge never told the answers
+    apart; then the JSON form names no winner.
+    """
 
     experiment_id: int
     status: str
@@ -109,6 +162,7 @@ class RunOutcome:
     replayed: int
     new_comparisons: int
     dropped_policies: tuple[str, ...] = ()
+    judge_warning: str | None = None
 
     def to_dict(self, store: str) -> dict[str, Any]:
         """The JSON form printed by ``llmpo run --json``."""
@@ -116,7 +170,8 @@ class RunOutcome:
             "experiment_id": self.experiment_id,
             "store": store,
             "status": self.status,
-            "winner": self.result.best_name,
+            "winner": None if self.judge_warning else self.result.best_name,
+            "warning": self.judge_warning,
             **self.result.to_dict(),
             "replayed_comparisons": self.replayed,
             "new_comparisons": self.new_comparisons,
@@ -546,7 +601,7 @@ class Runner:
             if record.cost_usd is not None:
                 self._cost_usd = (self._cost_usd or 0.0) + record.cost_usd
         experiment_id = self.record.id
-        if self.record.status in ("running", "interrupted"):
+        if self.record.status in UNFINISHED_STATUSES:
             self.store.set_status(
                 experiment_id,
                 "running",
@@ -557,7 +612,7 @@ class Runner:
         last_report = -math.inf
         sequence = 0
         new = 0
-        with self._stop_on_signals():
+        with self._stop_on_signals(), self._failure_recorded():
             while not self.experiment.done and not self._stop_requested.is_set():
                 for a, b in self.experiment.ask(self.config.batch_size):
                     if self.experiment.done:
@@ -602,7 +657,13 @@ class Runner:
         if self.on_progress is not None:
             self.on_progress(self.progress(time.monotonic() - started))
         return RunOutcome(
-            experiment_id, status, result, min(sequence, len(stored)), new, self.dropped_policies
+            experiment_id,
+            status,
+            result,
+            min(sequence, len(stored)),
+            new,
+            self.dropped_policies,
+            judge_warning(self.store.comparisons(experiment_id)),
         )
 
     def _replayed(self, record: ComparisonRecord, a: int, b: int) -> float:
@@ -661,6 +722,27 @@ class Runner:
             cost_usd=self._cost_usd,
             elapsed_seconds=elapsed_seconds,
         )
+
+    @contextmanager
+    def _failure_recorded(self) -> Iterator[None]:
+        """Mark the experiment ``failed`` (with a ``failed`` event) when the run raises.
+
+        Without it an unexpected error (a judge prompt that cannot be rendered, a broken user
+        function) left the experiment ``running`` forever. ``RunFailedError`` has already been
+        recorded; the error itself is re-raised.
+        """
+        try:
+            yield
+        except RunFailedError:
+            raise
+        except Exception as error:
+            self.store.set_status(
+                self.record.id,
+                "failed",
+                event="failed",
+                detail={"error": f"{type(error).__name__}: {error}"},
+            )
+            raise
 
     @contextmanager
     def _stop_on_signals(self) -> Iterator[None]:

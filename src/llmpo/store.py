@@ -2,7 +2,9 @@
 
 Tables (schema version 4):
 
-- ``experiments``: id, name, status (``running`` | ``interrupted`` | ``certified`` | ``budget``),
+- ``experiments``: id, name, status (``running`` | ``interrupted`` | ``failed`` | ``certified`` |
+  ``max_comparisons`` | ``max_cost``; older stores said ``budget`` for both budgets, read back as
+  the one it was),
   the resolved configuration (JSON), the policy names, the llmpo version that created it, and the
   final result (JSON) once done;
 - ``comparisons``: one row per judged comparison, keyed by (experiment, sequence number): pair,
@@ -58,7 +60,20 @@ if TYPE_CHECKING:
 #: "llpo" in ASCII, written in the SQLite header of every llmpo store.
 APPLICATION_ID = 0x6C6C706F
 SCHEMA_VERSION = 4
-STATUSES = ("running", "interrupted", "certified", "budget")
+#: An experiment's status: unfinished (``running``; ``interrupted`` by the user; ``failed``: a
+#: backend or judge failed for good — all three can be resumed) or why it stopped.
+UNFINISHED_STATUSES = ("running", "interrupted", "failed")
+FINISHED_STATUSES = ("certified", "max_comparisons", "max_cost")
+STATUSES = UNFINISHED_STATUSES + FINISHED_STATUSES
+#: What each status means, in words (reports and listings).
+STATUS_TEXT = {
+    "running": "it is still running",
+    "interrupted": "it was interrupted",
+    "failed": "a failure stopped it (see its events)",
+    "certified": "certified",
+    "max_comparisons": "the comparison budget (max_comparisons) ran out",
+    "max_cost": "the cost budget (max_cost) ran out",
+}
 EVALUATION_STATUSES = ("running", "interrupted", "done")
 
 #: Cached answers wait at most this long (seconds) for the next write of the store to commit them.
@@ -202,6 +217,23 @@ class EvaluationRecord:
     settings: dict[str, Any]
     result: dict[str, Any] | None
 
+
+
+def _legacy_stop(status: str, result: dict[str, Any] | None) -> tuple[str, dict[str, Any] | None]:
+    """A status and result as written today, from a store written before budgets were told apart.
+
+    Old stores recorded both budgets as status ``budget``: a cost stop left ``stop_reason`` null
+    and ``stopped_by: max_cost`` in the result, a comparison-budget stop ``stop_reason: budget``.
+    """
+    if status != "budget" and (result is None or result.get("stop_reason") != "budget"):
+        return status, result
+    reason = (
+        "max_cost" if result is not None and result.get("stopped_by") == "max_cost"
+        else "max_comparisons"
+    )
+    if result is not None:
+        result = {**result, "stop_reason": reason}
+    return (reason if status == "budget" else status), result
 
 
 def _update_status(
@@ -541,20 +573,23 @@ class Store:
             "SELECT id, name, created_at, updated_at, status, code_version, config, policies, "
             "result FROM experiments ORDER BY id"
         )
-        return [
-            ExperimentRecord(
-                row[0],
-                row[1],
-                row[2],
-                row[3],
-                row[4],
-                row[5],
-                json.loads(row[6]),
-                json.loads(row[7]),
-                json.loads(row[8]) if row[8] else None,
+        records = []
+        for row in rows:
+            status, result = _legacy_stop(row[4], json.loads(row[8]) if row[8] else None)
+            records.append(
+                ExperimentRecord(
+                    row[0],
+                    row[1],
+                    row[2],
+                    row[3],
+                    status,
+                    row[5],
+                    json.loads(row[6]),
+                    json.loads(row[7]),
+                    result,
+                )
             )
-            for row in rows
-        ]
+        return records
 
     def experiment(self, experiment_id: int | None = None) -> ExperimentRecord:
         """One experiment by id; the latest when ``experiment_id`` is None.
@@ -775,6 +810,25 @@ class Store:
             (policy, task_id, replicate, request_key),
         )
         return CachedGeneration(*rows[0]) if rows else None
+
+    def answer_text(
+        self, policy: str, task_id: str, replicate: int, request_key: str | None = None
+    ) -> str | None:
+        """The cached answer text of one sample, for reports and exports.
+
+        Without ``request_key`` (comparisons stored before it was recorded) the answer is found
+        only when a single request of the policy answered that task and replicate; otherwise
+        None, never a guess.
+        """
+        if request_key is not None:
+            found = self.cached_generation(policy, task_id, replicate, request_key)
+            return None if found is None else found.text
+        rows = self._query(
+            "SELECT text FROM generations WHERE policy = ? AND task_id = ? AND replicate = ? "
+            "LIMIT 2",
+            (policy, task_id, replicate),
+        )
+        return rows[0][0] if len(rows) == 1 else None
 
     def cache_generation(
         self,

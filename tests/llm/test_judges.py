@@ -8,7 +8,15 @@ import pytest
 
 from llmpo.config import load_config
 from llmpo.llm.backends import Generation, GenerationRequest
-from llmpo.llm.judges import LLMJudge, PythonJudge, ReferenceJudge, parse_verdict
+from llmpo.llm.judges import (
+    DEFAULT_JUDGE_PROMPT,
+    RETRY_INSTRUCTION,
+    RETRY_TEMPERATURE,
+    LLMJudge,
+    PythonJudge,
+    ReferenceJudge,
+    parse_verdict,
+)
 from llmpo.llm.runner import AsyncRunner
 from llmpo.llm.tasks import Task
 from llmpo.runner import RunFailedError, start_experiment
@@ -67,11 +75,12 @@ def test_reference_judge_refuses_tasks_without_reference():
         (" b.\n", 0.0),
         ("**TIE**", 0.5),
         ("[[A]]", 1.0),
-        ("A is better", None),
+        ("A is better", 1.0),
+        ("I think A", None),
         ("", None),
     ],
 )
-def test_verdicts_are_parsed_strictly(reply, score):
+def test_verdicts_are_parsed(reply, score):
     assert parse_verdict(reply) == score
 
 
@@ -81,10 +90,12 @@ class ScriptedJudgeModel:
     def __init__(self, reply):
         self.reply = reply
         self.prompts: list[str] = []
+        self.requests: list[GenerationRequest] = []
 
     async def __call__(self, request: GenerationRequest) -> Generation:
-        prompt = request.messages[-1][1]
+        prompt = next(content for role, content in request.messages if role == "user")
         self.prompts.append(prompt)
+        self.requests.append(request)
         first = prompt.split("[Answer A]\n")[1].split("\n")[0]
         second = prompt.split("[Answer B]\n")[1].split("\n")[0]
         return Generation(self.reply(first, second), 10, 1, 0.0)
@@ -116,6 +127,64 @@ def test_an_unparseable_verdict_is_retried_once_then_invalid():
     verdict = judge(LLMJudge(model, "j"), "x", "y")
     assert verdict.outcome is None and verdict.raw["invalid"] is True
     assert len(model.prompts) == 2 and len(verdict.generations) == 2
+
+
+def test_the_re_ask_is_stricter_and_not_at_temperature_zero():
+    model = ScriptedJudgeModel(lambda first, second: "Both are fine")
+    judge(LLMJudge(model, "j", temperature=0.0), "x", "y")
+    first, second = model.requests
+    assert first.temperature == 0.0 and len(first.messages) == 1
+    assert second.temperature == RETRY_TEMPERATURE > 0
+    assert second.messages[:1] == first.messages
+    assert second.messages[1:] == (("assistant", "Both are fine"), ("user", RETRY_INSTRUCTION))
+
+
+@pytest.mark.parametrize(
+    ("reply", "score"),
+    [
+        ("A is better.", 1.0),
+        ("**B**", 0.0),
+        ("Tie", 0.5),
+        ("Answer: A", 1.0),
+        ("[[B]]", 0.0),
+        ("The better answer is B.", 0.0),
+        ("Assistant A wins.", 1.0),
+        ("B. Answer A misses the point.", 0.0),
+        ("It's a tie.", 0.5),
+        ("Both are equally good.", 0.5),
+        ("Final answer: TIE", 0.5),
+        # never a guess: several verdicts, or none
+        ("A is better, not a tie", None),
+        ("A if answer A is better, B if answer B is better, TIE if they are equally good.", None),
+        (DEFAULT_JUDGE_PROMPT, None),
+        ("There is a better answer", None),
+        ("A good answer names the capital.", None),
+        ("Both are fine", None),
+    ],
+)
+def test_common_phrasings_are_read_and_ambiguity_is_invalid(reply, score):
+    assert parse_verdict(reply) == score
+
+
+def test_the_default_prompt_works_with_and_without_a_reference():
+    model = ScriptedJudgeModel(lambda first, second: "A")
+    bare = Task("x", {"id": "x", "prompt": "Write a haiku."})
+    assert asyncio.run(
+        LLMJudge(model, "j").judge(bare, "one", "two", np.random.default_rng(0))
+    ).outcome in (0.0, 1.0)
+    assert "[Reference answer]" not in model.prompts[-1]
+    with_reference = Task("y", {"id": "y", "prompt": "2 + 2?", "reference": "4"})
+    asyncio.run(LLMJudge(model, "j").judge(with_reference, "4", "5", np.random.default_rng(0)))
+    assert "[Reference answer]\n4" in model.prompts[-1]
+    LLMJudge(model, "j").check_tasks((bare, with_reference))
+
+
+def test_a_custom_prompt_needing_a_missing_field_is_refused_before_the_run():
+    judge_ = LLMJudge(ScriptedJudgeModel(lambda f, s: "A"), "j", prompt="{{ task.rubric }}")
+    with pytest.raises(ValueError, match=r"judge.prompt: uses a field task 'x' lacks"):
+        judge_.check_tasks((Task("x", {"id": "x", "prompt": "?"}),))
+    with pytest.raises(ValueError, match=r"judge.prompt: not a valid Jinja2 template"):
+        LLMJudge(ScriptedJudgeModel(lambda f, s: "A"), "j", prompt="{% if %}")
 
 
 def test_python_judge(tmp_path, monkeypatch):
@@ -157,11 +226,47 @@ def live_run_with_judge(project, server, order: str, judge_reply, max_comparison
 
 def test_live_llm_judge_always_first_gives_only_ties_under_both(project, server):
     outcome, comparisons, _ = live_run_with_judge(project, server, "both", lambda body: "A")
-    assert outcome.status == "budget" and len(comparisons) == 20
+    assert outcome.status == "max_comparisons" and len(comparisons) == 20
     assert {c.outcome for c in comparisons} == {0.5}
     assert {c.order for c in comparisons} == {"both"}
     judge_calls = [b for b in server.bodies if b["model"] == "judge-model"]
     assert len(judge_calls) == 2 * 20
+    data = outcome.to_dict("runs.db")
+    assert data["winner"] is None and "all 20 verdicts were ties" in data["warning"]
+
+
+def test_live_judge_always_first_in_random_order_names_no_winner(project, server):
+    outcome, comparisons, _ = live_run_with_judge(project, server, "random", lambda body: "A")
+    assert {c.order for c in comparisons} == {"ab", "ba"} and len(comparisons) == 20
+    data = outcome.to_dict("runs.db")
+    assert data["winner"] is None
+    assert "all 20 decisive verdicts went to the answer shown first" in data["warning"]
+
+
+def test_live_judge_that_reads_the_answers_names_its_winner(project, server):
+    def right_one(body):  # prefers the exact sum, wherever it is shown
+        prompt = body["messages"][0]["content"]
+        first = prompt.split("[Answer A]\n")[1].split("\n")[0]
+        return "Answer B is better." if first.startswith("about") else "A is better."
+
+    outcome, comparisons, _ = live_run_with_judge(project, server, "random", right_one)
+    assert comparisons and outcome.judge_warning is None
+    assert outcome.to_dict("runs.db")["winner"] == outcome.result.best_name
+
+
+def test_live_open_ended_tasks_without_reference_run_to_the_end(project, server):
+    rows = [{"id": f"t{k}", "prompt": f"What is {k} + {k}?"} for k in range(20)]
+    (project / "tasks.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    seen = []
+
+    def judge_reply(body):
+        prompt = body["messages"][0]["content"]
+        seen.append(prompt)
+        return "**A**" if "about" not in prompt.split("[Answer B]")[0] else "B"
+
+    outcome, comparisons, _ = live_run_with_judge(project, server, "random", judge_reply, 10)
+    assert outcome.status == "max_comparisons" and len(comparisons) == 10
+    assert seen and all("[Reference answer]" not in prompt for prompt in seen)
 
 
 def test_live_unparseable_verdicts_are_recorded_and_not_told(project, server):
@@ -184,7 +289,7 @@ def test_a_judge_that_is_never_parseable_stops_the_run(project, server):
     with pytest.raises(RunFailedError, match=r"judge gave \d+ invalid verdicts in \d+ comparisons"):
         live_run_with_judge(project, server, "random", lambda body: "?", max_comparisons=10)
     with Store(project / "runs.db", readonly=True) as store:
-        assert store.experiment().status == "interrupted"
+        assert store.experiment().status == "failed"
 
 
 def test_the_embedding_match_without_its_package_is_refused_with_the_fix(monkeypatch):
@@ -198,3 +303,53 @@ def test_the_embedding_match_without_its_package_is_refused_with_the_fix(monkeyp
     )
     with pytest.raises(ValueError, match=r"llmpo\[embeddings\]"):
         ReferenceJudge("embedding").check_tasks((TASK,))
+
+
+def test_the_report_and_the_cli_warn_when_the_judge_never_told_the_answers_apart(
+    project, server
+):
+    from typer.testing import CliRunner
+
+    from llmpo.cli import app
+    from llmpo.report import build_report, render_html, render_markdown
+
+    path = project / "live.yaml"
+    judge_block = LLM_JUDGE.replace("ORDER", "both").replace("BASE_URL", server.base_url)
+    path.write_text(
+        path.read_text().replace("  judge: {type: reference, match: contains}\n", judge_block)
+    )
+    answer = server.responder
+    server.responder = lambda body: "A" if body["model"] == "judge-model" else answer(body)
+    # ε > 0: all ties certify a policy, which must still not be called the winner.
+    flags = ["--max-comparisons", "100", "--epsilon", "0.3"]
+    result = CliRunner().invoke(app, ["run", "live.yaml", "--json", *flags])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["certified"] and data["best"] is not None
+    assert data["winner"] is None and "verdicts were ties" in data["warning"]
+    printed = CliRunner().invoke(app, ["run", "live.yaml", "--resume", *flags])
+    assert "Warning: the judge never told the answers apart" in printed.output
+    with Store(project / "runs.db", readonly=True) as store:
+        report = build_report(store)
+    assert report["summary"]["winner"] is None and not report["summary"]["certified"]
+    assert report["summary"]["sentence"].startswith("No winner: the judge never told")
+    assert "**Warning:**" in render_markdown(report)
+    assert "id=\"warning\"" in render_html(report)
+
+
+def test_a_judge_prompt_that_needs_a_missing_field_is_a_clean_error(project, server):
+    from typer.testing import CliRunner
+
+    from llmpo.cli import app
+
+    path = project / "live.yaml"
+    judge_block = (
+        LLM_JUDGE.replace("ORDER", "random").replace("BASE_URL", server.base_url)
+        + "    prompt: 'Rubric: {{ task.rubric }} A: {{ first }} B: {{ second }}'\n"
+    )
+    path.write_text(
+        path.read_text().replace("  judge: {type: reference, match: contains}\n", judge_block)
+    )
+    result = CliRunner().invoke(app, ["run", "live.yaml"])
+    assert result.exit_code != 0 and "Traceback" not in result.output
+    assert "judge.prompt: uses a field task" in result.output and "rubric" in result.output

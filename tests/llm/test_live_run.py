@@ -91,10 +91,11 @@ def test_max_cost_stops_the_run_uncertified(project):
     result = runner.invoke(app, ["run", "live.yaml", "--json", "--concurrency", "1"])
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
-    assert data["status"] == "budget" and data["certified"] is False
+    assert data["status"] == data["stop_reason"] == "max_cost" and data["certified"] is False
     with Store(project / "runs.db", readonly=True) as store:
         spent = sum(c.cost_usd for c in store.comparisons(data["experiment_id"]))
-        assert store.experiment().result["stopped_by"] == "max_cost"
+        assert store.experiment().status == "max_cost"
+        assert store.experiment().result["stop_reason"] == "max_cost"
     assert 0.05 <= spent < 0.05 + 0.02  # one comparison of ~20 tokens costs ~0.02
 
 
@@ -107,7 +108,7 @@ def test_concurrency_32_keeps_at_least_30_requests_in_flight(project, server):
         started = time.monotonic()
         outcome = AsyncRunner(store, experiment_id, concurrency=32).run()
         seconds = time.monotonic() - started
-    assert outcome.status == "budget" and outcome.new_comparisons == 160
+    assert outcome.status == "max_comparisons" and outcome.new_comparisons == 160
     assert server.max_in_flight >= 30
     # 160 comparisons of one 0.2 s round each: 1 s if 32 stay in flight, 32 s one at a time
     # (the margin is for a loaded machine).
@@ -149,4 +150,4 @@ def test_a_failing_run_exits_with_the_fix_and_keeps_the_key_out_of_the_store(pro
             assert SECRET.encode() not in path.read_bytes(), path
     with Store(project / "runs.db", readonly=True) as store:
         kinds = [kind for _, kind, _ in store.events(1)]
-        assert store.experiment(1).status == "interrupted" and "backend_failed" in kinds
+        assert store.experiment(1).status == "failed" and "backend_failed" in kinds

@@ -65,12 +65,12 @@ def test_a_failing_backend_stops_cleanly_and_the_run_resumes(fast, server):
         record = store.experiment()
         stored = store.comparison_count(record.id)
         kinds = [kind for _, kind, _ in store.events(record.id)]
-    assert record.status == "interrupted" and "backend_failed" in kinds
+    assert record.status == "failed" and "backend_failed" in kinds
     assert 0 < stored <= 20  # ~15 before the failure, plus the few in flight
     server.faults.clear()
     server.responder = answers_by_system_prompt
     outcome = run(fast, max_comparisons=40, delta=0.001)
-    assert outcome.status in ("certified", "budget") and outcome.replayed == stored
+    assert outcome.status in ("certified", "max_comparisons") and outcome.replayed == stored
     told = outcome.result.n_comparisons
     assert told == stored + outcome.new_comparisons
     with Store(fast.parent / "runs.db", readonly=True) as store:
@@ -169,7 +169,7 @@ def test_a_resume_finishes_the_comparisons_left_in_flight(fast, server):
     with Store(fast.parent / "runs.db", readonly=True) as store:
         stored_after, asked_after = numbers(store, experiment_id)
         generations = store.generation_count()
-    assert outcome.status == "budget" and outcome.result.n_comparisons == 60
+    assert outcome.status == "max_comparisons" and outcome.result.n_comparisons == 60
     assert len(stored_after) == len(set(stored_after)) == 60  # each number told once
     assert unfinished <= set(stored_after)  # the ones in flight were finished, not lost
     assert asked_after == set(stored_after)  # nothing asked is left behind at the budget

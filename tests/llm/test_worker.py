@@ -261,7 +261,7 @@ def test_a_live_run_at_high_concurrency_uses_a_worker_and_loses_nothing(project,
             outcome = AsyncRunner(store, experiment_id, concurrency=32).run()
             stored = store.comparisons(experiment_id)
             generations = store.generation_count()
-    assert outcome.status == "budget" and len(stored) == outcome.new_comparisons == 480
+    assert outcome.status == "max_comparisons" and len(stored) == outcome.new_comparisons == 480
     assert made_in_workers and made_in_workers[0] > 0
     assert generations >= 2 * 480 and server.served >= 2 * 480
     for path in project.iterdir():

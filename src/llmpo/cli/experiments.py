@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import sys
+from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -19,7 +20,13 @@ from rich.text import Text
 from llmpo.cli import app
 from llmpo.config import ConfigError, load_config
 from llmpo.environments.replay import ReplayError
-from llmpo.report import LARGE_TABLE_ROWS, build_report, render_html, render_markdown
+from llmpo.report import (
+    LARGE_TABLE_ROWS,
+    answer_texts,
+    build_report,
+    render_html,
+    render_markdown,
+)
 from llmpo.runner import (
     Progress,
     RunFailedError,
@@ -31,6 +38,7 @@ from llmpo.runner import (
 )
 from llmpo.store import (
     COMPARISON_COLUMNS,
+    STATUS_TEXT,
     ComparisonRecord,
     ExperimentRecord,
     Store,
@@ -190,7 +198,9 @@ def _print_outcome(outcome: RunOutcome, store_path: Path, as_json: bool) -> None
             f"Resume with: llmpo resume {escape(str(store_path))} {outcome.experiment_id}"
         )
         return
-    verdict = "certified" if result.certified else "NOT certified (budget reached)"
+    if outcome.judge_warning:
+        error_console.print(f"Warning: {escape(outcome.judge_warning)}.", soft_wrap=True)
+    verdict = "certified" if result.certified else f"NOT certified: {STATUS_TEXT[outcome.status]}"
     console.print(
         f"Experiment {outcome.experiment_id}: best policy [bold]{escape(result.best_name)}[/] — "
         f"{verdict}, {result.n_comparisons:,} comparisons "
@@ -408,8 +418,15 @@ def export(
             "runs', with an evaluation_id column.",
         ),
     ] = False,
+    answers: Annotated[
+        bool,
+        typer.Option(
+            "--answers",
+            help="Add the two answers' texts (answer_a, answer_b) of live runs, from the store.",
+        ),
+    ] = False,
 ) -> None:
-    """Export stored comparisons, one row each, with policy names."""
+    """Export stored comparisons, one row each, with policy names; times are ISO-8601 (UTC)."""
     try:
         with Store(store, readonly=True) as opened:
             records = (
@@ -419,14 +436,17 @@ def export(
             )
             if evaluations:
                 rows = [
-                    {"evaluation_id": evaluation.id, **_export_row(record, comparison)}
+                    {
+                        "evaluation_id": evaluation.id,
+                        **_export_row(record, comparison, opened if answers else None),
+                    }
                     for record in records
                     for evaluation in opened.evaluations(record.id)
                     for comparison in opened.evaluation_comparisons(evaluation.id)
                 ]
             else:
                 rows = [
-                    _export_row(record, comparison)
+                    _export_row(record, comparison, opened if answers else None)
                     for record in records
                     for comparison in opened.iter_comparisons(record.id)
                 ]
@@ -434,7 +454,8 @@ def export(
         raise _fail(str(error)) from None
     if format is ExportFormat.parquet and output is None:
         raise _fail("parquet needs --output FILE")
-    columns = ["experiment_id", "name_a", "name_b", *COMPARISON_COLUMNS]
+    columns = ["experiment_id", "name_a", "name_b", *COMPARISON_COLUMNS, "seconds"]
+    columns += ["answer_a", "answer_b"] if answers else []
     try:
         _write_export(rows, ["evaluation_id", *columns] if evaluations else columns, format, output)
     except OSError as error:
@@ -467,8 +488,19 @@ def _write_export(
             handle.close()
 
 
-def _export_row(record: ExperimentRecord, comparison: ComparisonRecord) -> dict[str, Any]:
-    return {
+def _iso(seconds: float | None) -> str | None:
+    """An epoch time as ISO-8601 UTC with milliseconds, like the store's own times."""
+    if seconds is None:
+        return None
+    return datetime.fromtimestamp(seconds, UTC).isoformat(timespec="milliseconds")
+
+
+def _export_row(
+    record: ExperimentRecord, comparison: ComparisonRecord, answers_from: Store | None = None
+) -> dict[str, Any]:
+    """One exported comparison; with ``answers_from``, the two answers' texts as well."""
+    started, finished = comparison.started_at, comparison.finished_at
+    row = {
         "experiment_id": record.id,
         "name_a": record.policies[comparison.policy_a],
         "name_b": record.policies[comparison.policy_b],
@@ -479,12 +511,17 @@ def _export_row(record: ExperimentRecord, comparison: ComparisonRecord) -> dict[
         "task_id": comparison.task_id,
         "presentation_order": comparison.order,
         "raw": None if comparison.raw is None else json.dumps(comparison.raw),
-        "started_at": comparison.started_at,
-        "finished_at": comparison.finished_at,
+        "started_at": _iso(started),
+        "finished_at": _iso(finished),
         "cost_usd": comparison.cost_usd,
         "input_tokens": comparison.input_tokens,
         "output_tokens": comparison.output_tokens,
+        "seconds": None if started is None or finished is None else finished - started,
     }
+    if answers_from is not None:
+        texts = answer_texts(answers_from, tuple(record.policies), comparison)
+        row["answer_a"], row["answer_b"] = texts
+    return row
 
 
 @app.command()

@@ -157,6 +157,8 @@ class LiveComparison:
     verdict: Verdict
     answers: tuple[str, str]
     cached: tuple[bool, bool]
+    request_keys: tuple[str, str]
+    calls: int
     input_tokens: int | None
     output_tokens: int | None
     cost_usd: float | None
@@ -170,6 +172,9 @@ class LiveComparison:
             "number": self.number,
             "replicates": list(self.replicates),
             "cached": list(self.cached),
+            # Where the answers are in the generation cache (reports and exports show them).
+            "request_keys": list(self.request_keys),
+            "calls": self.calls,
         }
 
     def to_record(self, seq: int, policy_a: int, policy_b: int) -> ComparisonRecord:
@@ -370,6 +375,10 @@ class LLMEnvironment:
         tokens_in = [g.input_tokens for _, g in paid if g.input_tokens is not None]
         tokens_out = [g.output_tokens for _, g in paid if g.output_tokens is not None]
         costs = [c for c in (self.cost(model, g) for model, g in paid) if c is not None]
+        keys = tuple(
+            self.live_policies[p].request_key(self.live_policies[p].request(task, r))
+            for p, r in zip((a, b), replicates, strict=True)
+        )
         return LiveComparison(
             number,
             a,
@@ -379,6 +388,8 @@ class LLMEnvironment:
             verdict,
             (answer_a.text, answer_b.text),
             (cached_a, cached_b),
+            (keys[0], keys[1]),
+            len(paid),
             sum(tokens_in),
             sum(tokens_out),
             sum(costs) if costs else (0.0 if not paid and self.config.prices else None),

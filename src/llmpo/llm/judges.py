@@ -35,14 +35,15 @@ from llmpo.llm.backends import Generation, GenerationRequest
 from llmpo.llm.tasks import Task
 
 #: The LLM judge's default prompt (Jinja2). It sees the task's fields as ``task``, the two
-#: answers in presentation order as ``first`` and ``second``, and must reply A, B or TIE.
+#: answers in presentation order as ``first`` and ``second``, and must reply A, B or TIE. It works
+#: for tasks with and without a ``reference`` field.
 DEFAULT_JUDGE_PROMPT = """\
 Two assistants answered the same task. Decide which answer is better: more correct first, then
 more helpful and concise. Ignore the order in which they are shown and their length.
 
 [Task]
 {{ task.prompt }}
-{% if task.reference %}
+{% if task.reference is defined and task.reference %}
 [Reference answer]
 {{ task.reference }}
 {% endif %}
@@ -55,8 +56,37 @@ more helpful and concise. Ignore the order in which they are shown and their len
 Reply with exactly one word: A if answer A is better, B if answer B is better, TIE if they are
 equally good."""
 
-#: Accepted verdicts of the LLM judge, after stripping spaces, quotes, brackets and a final period.
+#: The follow-up sent when a reply could not be read: stricter, and asked at
+#: ``RETRY_TEMPERATURE`` at least, so the second reply is not the first one again.
+RETRY_INSTRUCTION = (
+    "Your reply could not be read as a verdict. Reply with one word only, nothing else: "
+    "A, B or TIE."
+)
+RETRY_TEMPERATURE = 0.7
+
+#: The verdicts of the LLM judge and the first answer's score for each.
 VERDICTS = {"A": 1.0, "B": 0.0, "TIE": 0.5}
+
+# Verdict phrasings accepted by parse_verdict. Letters must be capitals (a lower-case "a" is an
+# article: "a tie", "a better answer"); the words around them may be in any case.
+_LETTER = r"(?P<v>[AB]|(?i:tie))"
+_VERDICT_PATTERNS = [
+    re.compile(p)
+    for p in (
+        r"^\s*(?P<v>(?i:[ab]|tie))\s*[.!]?\s*$",  # the bare verdict, in any case
+        rf"^\s*{_LETTER}\s*[.:)\n]",  # "A. Because …", "B: …"
+        # "Answer: A", "Verdict - B", "The better answer is A", "Final answer: TIE"
+        r"(?i:verdict|winner|decision|choice|answer|preference|final answer|better answer)"
+        rf"\s*(?i:is|would be|:|=|-)\s*(?i:answer|assistant|option|response)?\s*{_LETTER}\b",
+        # "A is better", "Answer B is better.", "Assistant A wins", "A is the better answer"
+        rf"(?:^|[\s(])(?:(?i:answer|assistant|option|response)\s+)?{_LETTER}\s+"
+        r"(?i:is (?:better|the better|superior|preferred|more correct)|wins|is the winner)",
+        # "Answer A." (the whole reply)
+        rf"^\s*(?i:answer|assistant|option|response)\s+{_LETTER}\s*\.?\s*$",
+        # "It's a tie", "Both are equally good"
+        r"(?i:(?P<tie>\b(?:it'?s|it is|this is)? ?a tie\b|equally good|both are equally))",
+    )
+]
 
 _TEMPLATES = jinja2.Environment(undefined=jinja2.StrictUndefined, autoescape=False)
 
@@ -224,13 +254,22 @@ class ReferenceJudge(Judge):
 
 # ---- LLM ----------------------------------------------------------------------------------------
 def parse_verdict(text: str) -> float | None:
-    """The first answer's score from a judge's reply (A → 1, B → 0, TIE → ½), None if unparseable.
+    """The first answer's score from a judge's reply (A → 1, B → 0, TIE → ½), None if unreadable.
 
-    Strict: the reply must be one of A, B, TIE (any case), optionally wrapped in spaces, quotes,
-    brackets or ``**`` and followed by a period.
+    Accepts the bare verdict (``A``, ``**B**``, ``[[A]]``, ``"TIE".``) and common phrasings:
+    ``A is better.``, ``Answer: B``, ``The better answer is A``, ``Assistant B wins``,
+    ``A. Because …``, ``It's a tie``. It never guesses: a reply in which these phrasings point
+    to more than one verdict (an echo of the instructions "A if answer A is better, B if …", or
+    "A is better, not a tie") is None, and so is a reply with none of them. Letters must be
+    capitals, since a lower-case "a" is usually an article.
     """
-    cleaned = text.strip().strip("*\"'`[]() ").rstrip(".").strip("*\"'`[]() ").upper()
-    return VERDICTS.get(cleaned)
+    # Markdown emphasis, quotes and brackets carry no verdict: "**[[A]]**" is "A".
+    cleaned = re.sub(r"[*`\"\[\]()]", " ", text).strip()
+    found: set[str] = set()
+    for pattern in _VERDICT_PATTERNS:
+        for match in pattern.finditer(cleaned):
+            found.add("TIE" if match.groupdict().get("tie") else match.group("v").upper())
+    return VERDICTS[found.pop()] if len(found) == 1 else None
 
 
 class LLMJudge(Judge):
@@ -238,8 +277,10 @@ class LLMJudge(Judge):
 
     ``order: random`` shows the two answers in a random order (recorded); ``order: both`` asks
     twice, once in each order, and a wins only if both orders prefer a (b likewise), anything else
-    is a tie, so a judge that always prefers the first position yields ties. An unparseable reply
-    is asked once more; a second failure makes the verdict invalid.
+    is a tie, so a judge that always prefers the first position yields ties. A reply
+    :func:`parse_verdict` cannot read is asked once more, differently: the first reply is kept in
+    the conversation, followed by :data:`RETRY_INSTRUCTION`, at a temperature of at least
+    :data:`RETRY_TEMPERATURE`; a second failure makes the verdict invalid.
 
     Parameters
     ----------
@@ -272,19 +313,44 @@ class LLMJudge(Judge):
         self.generate = generate
         self.model = model
         self.order = order
-        self.template = _TEMPLATES.from_string(prompt or DEFAULT_JUDGE_PROMPT)
+        try:
+            self.template = _TEMPLATES.from_string(prompt or DEFAULT_JUDGE_PROMPT)
+        except jinja2.TemplateSyntaxError as error:
+            raise ValueError(
+                f"judge.prompt: not a valid Jinja2 template (line {error.lineno}: "
+                f"{error.message}). Fix: correct the template, or drop judge.prompt to use "
+                "the default"
+            ) from None
         self.system_prompt = system_prompt
         self.temperature = temperature
         self.max_tokens = max_tokens
 
-    def _request(self, task: Task, first: str, second: str) -> GenerationRequest:
+    def check_tasks(self, tasks: tuple[Task, ...]) -> None:
+        """Refuse tasks the prompt cannot be rendered for (a field it uses that a task lacks)."""
+        for task in tasks:
+            try:
+                self.template.render(task=task.fields, first="", second="")
+            except jinja2.UndefinedError as error:
+                raise ValueError(
+                    f"judge.prompt: uses a field task {task.id!r} lacks ({error.message}). Fix: "
+                    "add the field to every task, or test it in the template with "
+                    "{% if task.FIELD is defined %}"
+                ) from None
+
+    def _request(
+        self, task: Task, first: str, second: str, retry_of: str | None = None
+    ) -> GenerationRequest:
         content = self.template.render(task=task.fields, first=first, second=second)
-        messages = (("system", self.system_prompt),) if self.system_prompt else ()
+        messages: tuple[tuple[str, str], ...] = (
+            (("system", self.system_prompt),) if self.system_prompt else ()
+        )
+        messages += (("user", content),)
+        temperature = self.temperature
+        if retry_of is not None:  # the same request again would most likely get the same reply
+            messages += (("assistant", retry_of), ("user", RETRY_INSTRUCTION))
+            temperature = max(temperature, RETRY_TEMPERATURE)
         return GenerationRequest(
-            (*messages, ("user", content)),
-            self.model,
-            temperature=self.temperature,
-            max_tokens=self.max_tokens,
+            messages, self.model, temperature=temperature, max_tokens=self.max_tokens
         )
 
     async def _ask(
@@ -293,8 +359,9 @@ class LLMJudge(Judge):
         """Score of the first-shown answer, the raw replies, and the calls made."""
         replies: list[str] = []
         calls: list[Generation] = []
-        for _ in range(2):  # an unparseable reply is asked once more
-            generation = await self.generate(self._request(task, first, second))
+        for _ in range(2):  # an unreadable reply is asked once more, differently
+            request = self._request(task, first, second, replies[-1] if replies else None)
+            generation = await self.generate(request)
             calls.append(generation)
             replies.append(generation.text)
             score = parse_verdict(generation.text)

@@ -26,13 +26,14 @@ Failures. A call that still fails after its retries, or a judge whose verdicts a
 invalid (after 50 results), stops the run: no comparison is dispatched any more, those in flight
 get up to :data:`FAILURE_GRACE_SECONDS` (at most one call timeout) to finish and be stored, the
 rest are cancelled; the run records a ``backend_failed`` event, marks the experiment
-``interrupted`` (every finished comparison is stored) and raises :class:`RunFailedError`;
+``failed`` (every finished comparison is stored) and raises :class:`RunFailedError`;
 ``llmpo run CONFIG --resume`` continues it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import math
 import time
 from collections.abc import Callable
@@ -40,8 +41,8 @@ from typing import Any
 
 from llmpo.llm.backends import BackendError
 from llmpo.llm.environment import LiveComparison, LLMEnvironment, LLMSetupError
-from llmpo.runner import Progress, RunFailedError, Runner, RunOutcome
-from llmpo.store import Store, StoreError
+from llmpo.runner import Progress, RunFailedError, Runner, RunOutcome, judge_warning
+from llmpo.store import UNFINISHED_STATUSES, Store, StoreError
 
 #: A run stops when more than this share of its verdicts are invalid (after enough results).
 MAX_INVALID_SHARE = 0.9
@@ -100,13 +101,13 @@ class AsyncRunner(Runner):
         Raises
         ------
         RunFailedError
-            When a backend fails for good; the experiment is left ``interrupted``.
+            When a backend fails for good; the experiment is left ``failed``.
         StoreError
             When the store holds more comparisons than the experiment needed.
         """
         # asyncio's own loop: uvloop, when installed, made results arrive in larger clumps
         # (benchmarks/throughput.py at 64 in flight: 82% of the ideal in-process, against 88%).
-        with self._stop_on_signals():
+        with self._stop_on_signals(), self._failure_recorded():
             return asyncio.run(self._run())
 
     # ---- bookkeeping ---------------------------------------------------------------------------
@@ -173,8 +174,10 @@ class AsyncRunner(Runner):
             return None
         return (
             f"the judge gave {self._invalid} invalid verdicts in {results} comparisons of this "
-            "run (see the invalid_verdict events for its raw replies). Fix the judge's prompt or "
-            "model"
+            "run: its replies could not be read as A, B or TIE (they are recorded in the store as "
+            "invalid_verdict events). Fix: give the judge room and a clear instruction "
+            "(judge.max_tokens, judge.system_prompt, judge.prompt; see docs/judges-llm.md) or use "
+            "a stronger judge model"
         )
 
     def _grace_seconds(self) -> float:
@@ -239,7 +242,7 @@ class AsyncRunner(Runner):
     async def _run(self) -> RunOutcome:
         replayed = self._replay()
         experiment_id = self.record.id
-        if self.record.status in ("running", "interrupted"):
+        if self.record.status in UNFINISHED_STATUSES:
             self.store.set_status(
                 experiment_id,
                 "running",
@@ -315,19 +318,22 @@ class AsyncRunner(Runner):
         if failure is not None and not self.experiment.done:  # done: the failure cost nothing
             self.store.set_status(
                 experiment_id,
-                "interrupted",
+                "failed",
                 event="backend_failed",
                 detail={**detail, "error": failure},
             )
+            # The judge's message names its own fix; a backend's error needs the endpoint fixed.
+            fix = "Then" if failure == self._judge_failure() else "Fix the endpoint, then"
             raise RunFailedError(
-                f"{failure}\nStopped after {self._sequence} comparisons, all stored. Fix the "
-                f"endpoint, then resume: llmpo run CONFIG --resume (or llmpo resume "
-                f"{self.store.path} {experiment_id})"
+                f"{failure}\nStopped after {self._sequence} comparisons, all stored. {fix} "
+                f"resume: llmpo run CONFIG --resume (or llmpo resume {self.store.path} "
+                f"{experiment_id})"
             )
         if self.experiment.done:
             status, final = str(result.stop_reason), result.to_dict()
         elif self._over_cost():
-            status, final = "budget", {**result.to_dict(), "stopped_by": "max_cost"}
+            result = dataclasses.replace(result, stop_reason="max_cost")
+            status, final = "max_cost", result.to_dict()
         else:
             status, final = "interrupted", None
         if final is None:
@@ -336,4 +342,5 @@ class AsyncRunner(Runner):
             self.store.set_status(experiment_id, status, final, event="finished", detail=detail)
         if self.on_progress is not None:
             self.on_progress(self.progress(time.monotonic() - started))
-        return RunOutcome(experiment_id, status, result, replayed, self._new, ())
+        warning = judge_warning(self.store.comparisons(experiment_id))
+        return RunOutcome(experiment_id, status, result, replayed, self._new, (), warning)
