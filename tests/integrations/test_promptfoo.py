@@ -5,6 +5,7 @@ files with ``__expected`` columns, model-graded rubrics with a chat prompt file)
 """
 
 import json
+import os
 import shutil
 import subprocess
 import zlib
@@ -225,8 +226,10 @@ def results_file(path: Path, scores: dict[tuple[int, str], float]) -> Path:
         {
             "testIdx": test,
             "promptIdx": 0,
-            "prompt": {"raw": "{{q}}", "label": "p1"},
-            "provider": {"id": f"openai:chat:{model}", "label": model},
+            # promptfoo labels an unlabelled prompt with its template, and leaves label empty.
+            "prompt": {"raw": "Q: {{q}}", "label": "Q: {{q}}"},
+            "promptId": "5e1f",
+            "provider": {"id": f"openai:chat:{model}", "label": ""},
             "vars": {"q": f"question {test}"},
             "response": {"output": "..."},
             "score": score,
@@ -245,10 +248,10 @@ def test_results_replay_as_judgments(tmp_path):
     )
     judgments = {(j.policy_a, j.policy_b, j.task_id): j.outcome for j in read_results(path)}
     assert judgments == {
-        ("p1/a", "p1/b", "t0"): 1.0,
-        ("p1/a", "p1/c", "t0"): 0.5,
-        ("p1/b", "p1/c", "t0"): 0.0,
-        ("p1/a", "p1/b", "t1"): 0.5,
+        ("p1/a", "p1/b", "t1"): 1.0,
+        ("p1/a", "p1/c", "t1"): 0.5,
+        ("p1/b", "p1/c", "t1"): 0.0,
+        ("p1/a", "p1/b", "t2"): 0.5,
     }
     path.write_text(json.dumps({"results": {"stats": {}}}))
     with pytest.raises(PromptfooError, match="not a promptfoo results file"):
@@ -270,3 +273,38 @@ def test_results_replay_certifies_the_higher_scoring_policy(tmp_path):
     data = json.loads(result.stdout)
     assert data["winner"] == "p1/strong" and data["certified"]
 
+
+
+#: The promptfoo command line (npm package ``promptfoo``): on PATH, or named by LLMPO_PROMPTFOO.
+PROMPTFOO = os.environ.get("LLMPO_PROMPTFOO") or shutil.which("promptfoo")
+
+
+@pytest.mark.skipif(PROMPTFOO is None, reason="no promptfoo command (npm install promptfoo)")
+def test_results_of_the_real_promptfoo_replay_with_the_imported_names(tmp_path, server):
+    # Without the Anthropic provider, which promptfoo would call with a key we do not have.
+    text = TRANSLATION.replace("  - anthropic:messages:claude-sonnet-4-5\n", "")
+    source = write(tmp_path, text, server)
+    # promptfoo needs a key for OpenAI providers even when they point at a server of one's own.
+    environment = {
+        **os.environ,
+        "OPENAI_API_KEY": "none",
+        "PROMPTFOO_DISABLE_TELEMETRY": "1",
+        "PROMPTFOO_DISABLE_UPDATE": "1",
+        "PROMPTFOO_CONFIG_DIR": str(tmp_path / ".promptfoo"),
+    }
+    finished = subprocess.run(
+        [str(PROMPTFOO), "eval", "-c", str(source), "-o", str(tmp_path / "results.json"),
+         "--no-cache", "--no-progress-bar"],
+        cwd=tmp_path, env=environment, capture_output=True, text=True, timeout=240,
+    )
+    # promptfoo exits 100 when some assertions fail, as the poor model's do here.
+    assert finished.returncode in (0, 100), finished.stdout[-2000:] + finished.stderr[-2000:]
+    judgments = read_results(tmp_path / "results.json")
+    imported = import_config(source)
+    factors = imported.config["policies"]["factors"]
+    names = {f"{p}/{b}" for p in factors["prompt_template"] for b in factors["backend"]}
+    assert {j.policy_a for j in judgments} | {j.policy_b for j in judgments} == names
+    # On every test the good model beats the poor one under the same prompt or ties.
+    for judgment in judgments:
+        if judgment.policy_a.endswith("/good") and judgment.policy_b.endswith("/poor-model"):
+            assert judgment.outcome in (0.5, 1.0)

@@ -196,6 +196,12 @@ def _parse_prompts(value: Any, base: Path, where: str) -> list[_Prompt]:
     return prompts
 
 
+def _model_of(provider_id: str) -> str:
+    """The model of a provider id: ``openai:chat:gpt-4o`` and ``openai:gpt-4o`` → ``gpt-4o``."""
+    parts = provider_id.split(":")
+    return ":".join(parts[2:] if len(parts) > 2 and parts[1] == "chat" else parts[1:])
+
+
 def _parse_provider(entry: Any, where: str) -> _Provider | str:
     """A provider, or the reason it cannot be one (a sentence)."""
     options: dict[str, Any] = {}
@@ -211,16 +217,15 @@ def _parse_provider(entry: Any, where: str) -> _Provider | str:
         provider_id = entry
     if not isinstance(provider_id, str):
         raise PromptfooError(f"{where}: providers: each provider needs an id, got {entry!r}")
-    parts = provider_id.split(":")
-    kind = parts[0]
-    if kind not in ("openai", "ollama") or len(parts) < 2:
+    kind = provider_id.split(":")[0]
+    if kind not in ("openai", "ollama") or ":" not in provider_id:
         return (
             f"provider {provider_id!r} is not supported (llmpo speaks to OpenAI-compatible chat "
             "endpoints: openai:MODEL, openai:chat:MODEL with config.apiBaseUrl, ollama:chat:MODEL)"
         )
-    if len(parts) > 2 and parts[1] != "chat":
+    if provider_id.split(":")[1] in ("completion", "embedding", "embeddings", "assistant"):
         return f"provider {provider_id!r}: only chat models are supported"
-    model = ":".join(parts[2:] if len(parts) > 2 else parts[1:])
+    model = _model_of(provider_id)
     config = options.get("config") or {}
     if not isinstance(config, dict):
         raise PromptfooError(f"{where}: provider {provider_id!r}: config must be a mapping")
@@ -523,11 +528,17 @@ def write_import(imported: ImportedConfig, config_path: str | Path) -> Path:
     return tasks_path
 
 
-def _result_policy(result: dict[str, Any]) -> str:
+def _result_policy(result: dict[str, Any], prompt_numbers: dict[str, int]) -> str:
+    """``PROMPT/PROVIDER``, named as :func:`import_config` names the same policy."""
     prompt = result.get("prompt") or {}
+    raw, label = prompt.get("raw"), prompt.get("label")
+    # promptfoo labels an unlabelled prompt with its own template; import calls it pN.
+    key = str(result.get("promptId") or label or raw)
+    prompt_label = label if label and "{{" not in str(label) else None
+    if prompt_label is None:
+        prompt_label = f"p{prompt_numbers.setdefault(key, len(prompt_numbers) + 1)}"
     provider = result.get("provider") or {}
-    prompt_label = prompt.get("label") or prompt.get("raw") or f"p{result.get('promptIdx')}"
-    provider_label = provider.get("label") or provider.get("id") or "provider"
+    provider_label = provider.get("label") or _model_of(str(provider.get("id") or "provider"))
     return f"{prompt_label}/{provider_label}"
 
 
@@ -560,7 +571,14 @@ def read_results(path: str | Path) -> list[Judgment]:
     where = str(path)
     data = _load_data(path, "promptfoo results")
     by_test: dict[Any, dict[str, float]] = {}
-    for number, row in enumerate(_result_rows(data, where), start=1):
+    rows = list(_result_rows(data, where))
+    # Number the unlabelled prompts in promptfoo's own order of prompts (promptIdx).
+    prompt_numbers: dict[str, int] = {}
+    for row in sorted(
+        (r for r in rows if isinstance(r, dict)), key=lambda r: int(r.get("promptIdx") or 0)
+    ):
+        _result_policy(row, prompt_numbers)
+    for number, row in enumerate(rows, start=1):
         if not isinstance(row, dict):
             raise PromptfooError(f"{where}: result #{number} is not an object")
         score = row.get("score")
@@ -569,13 +587,14 @@ def read_results(path: str | Path) -> list[Judgment]:
         if isinstance(score, bool) or not isinstance(score, int | float):
             raise PromptfooError(f"{where}: result #{number}: score must be a number")
         test = row.get("testIdx", row.get("vars") and json.dumps(row["vars"], sort_keys=True))
-        by_test.setdefault(test, {})[_result_policy(row)] = float(score)
+        by_test.setdefault(test, {})[_result_policy(row, prompt_numbers)] = float(score)
     judgments = []
     for test, scores in by_test.items():
         for first, second in itertools.combinations(sorted(scores), 2):
             difference = scores[first] - scores[second]
             outcome = 1.0 if difference > 0 else 0.0 if difference < 0 else 0.5
-            judgments.append(Judgment(first, second, outcome, f"t{test}", "promptfoo-score"))
+            task_id = f"t{test + 1}" if isinstance(test, int) else str(test)
+            judgments.append(Judgment(first, second, outcome, task_id, "promptfoo-score"))
     if not judgments:
         raise PromptfooError(
             f"{where}: no test has scores for two policies. Fix: run promptfoo eval with at least "
