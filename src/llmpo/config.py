@@ -50,7 +50,8 @@ max_cost : float, optional
 environment : mapping
     ``{type: llm, tasks: FILE, judge: {...}}`` (live LLM policies, see
     :class:`LLMEnvironmentConfig`), ``{type: synthetic, instance: FILE}`` or
-    ``{type: replay, path: FILE, format: auto|judgments|counts|arena|pandalm, dense_subset: bool,
+    ``{type: replay, path: FILE, format: auto|judgments|counts|arena|pandalm|promptfoo,
+    dense_subset: bool,
     min_pair_records: int}``; both accept ``latency_seconds`` (simulated time per comparison,
     for demos and for the interruption tests).
 store : path
@@ -156,7 +157,7 @@ class ReplayEnvironmentConfig(_Strict):
 
     type: Literal["replay"]
     path: Path | None = None
-    format: Literal["auto", "judgments", "counts", "arena", "pandalm"] = "auto"
+    format: Literal["auto", "judgments", "counts", "arena", "pandalm", "promptfoo"] = "auto"
     dense_subset: bool = False
     min_pair_records: int = Field(default=1, ge=1)
     latency_seconds: float = Field(default=0.0, ge=0.0, le=60.0)

@@ -325,6 +325,20 @@ def _llm_environment(
         raise ConfigError(f"environment: {error}") from None
 
 
+def _read_promptfoo_results(path: Path) -> list[Judgment]:
+    from llmpo.integrations.promptfoo import read_results
+
+    return read_results(path)
+
+
+#: Readers of the replay formats that hold individual judgments (with task ids).
+_JUDGMENT_READERS: dict[str, Callable[[Path], list[Judgment]]] = {
+    "judgments": read_judgments,
+    "pandalm": load_pandalm,
+    "promptfoo": _read_promptfoo_results,
+}
+
+
 def _replay_environment(
     config: ExperimentConfig,
     environment: ReplayEnvironmentConfig,
@@ -353,7 +367,7 @@ def _replay_environment(
     source = Path(str(path))
     if data_format == "counts":
         return ReplayEnvironment.from_counts(read_pair_counts(source), wanted, **options)
-    judgments = read_judgments(source) if data_format == "judgments" else load_pandalm(source)
+    judgments = _JUDGMENT_READERS[data_format](source)
     held_ids: set[str] | None = None
     if config.holdout is not None:
         if any(j.task_id is None for j in judgments):
