@@ -71,21 +71,23 @@ def write_project(folder: Path, base_url: str, max_comparisons: int = 400) -> Pa
     return config
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def answers_server():
     server = FakeOpenAIServer(answer).start()
     yield server
     server.stop()
 
 
-@pytest.fixture
-def run_store(tmp_path, monkeypatch, answers_server) -> Path:
-    """The store of a finished (certified) live run."""
+@pytest.fixture(scope="module")
+def run_store(tmp_path_factory, answers_server) -> Path:
+    """The store of a finished (certified) live run, shared by a module's tests (read-only)."""
     from typer.testing import CliRunner
 
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("VIEW_KEY", KEY)
-    write_project(tmp_path, answers_server.base_url)
-    result = CliRunner().invoke(app, ["run", "view.yaml", "--json"])
+    folder = tmp_path_factory.mktemp("view")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(folder)
+        patch.setenv("VIEW_KEY", KEY)
+        write_project(folder, answers_server.base_url)
+        result = CliRunner().invoke(app, ["run", "view.yaml", "--json"])
     assert result.exit_code == 0, result.output
-    return tmp_path / "runs.db"
+    return folder / "runs.db"

@@ -28,7 +28,7 @@ def view(
     ] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=0, max=65535, help="Port to listen on.")] = 8766,
 ) -> None:
-    """Look at experiments in the browser, live: certificate, costs, every comparison (read-only)."""
+    """Look at experiments in the browser, live: certificate, costs, comparisons (read-only)."""
     try:
         import uvicorn
 

@@ -51,7 +51,7 @@ _PAGES = jinja2.Environment(
 KINDS: dict[str, Source] = {"e": RUNS, "v": EVALUATIONS}
 
 
-class _NotFound(Exception):
+class _NotFoundError(Exception):
     """A page of something the stores do not hold (shown as a 404 page)."""
 
 
@@ -68,7 +68,7 @@ class Viewer:
     @contextmanager
     def open(self, index: int) -> Iterator[Store]:
         if not 0 <= index < len(self.paths):
-            raise _NotFound(f"no store {index}")
+            raise _NotFoundError(f"no store {index}")
         store = queries.open_readonly(self.paths[index])
         try:
             yield store
@@ -157,7 +157,7 @@ def create_app(stores: list[str | Path], require_token: bool = False) -> FastAPI
             return RedirectResponse("/signin", 303)
         try:
             response: Response = await call_next(request)
-        except _NotFound as missing:
+        except _NotFoundError as missing:
             response = page("message.html", 404, title="Not found", text=str(missing))
         except (StoreError, ConfigError) as error:
             response = page("message.html", 500, title="Cannot read", text=str(error))
@@ -189,7 +189,7 @@ def create_app(stores: list[str | Path], require_token: bool = False) -> FastAPI
         return response
 
     @app.get("/", response_model=None)
-    async def home() -> Response:
+    async def home(partial: int = 0) -> Response:
         listing = []
         for index, path in enumerate(paths):
             with viewer.open(index) as store:
@@ -206,10 +206,24 @@ def create_app(stores: list[str | Path], require_token: bool = False) -> FastAPI
                     for record in reversed(store.evaluations())
                 ]
             listing.append(
-                {"index": index, "path": str(path), "experiments": experiments,
-                 "evaluations": evaluations}
+                {
+                    "index": index,
+                    "path": str(path),
+                    "experiments": experiments,
+                    "evaluations": evaluations,
+                }
             )
-        return page("index.html", title="Experiments", stores=listing)
+        busy = any(
+            e["status"] == "running" or not e["complete"]
+            for st in listing
+            for e in st["experiments"]
+        ) or any(not v["tally"].complete for st in listing for v in st["evaluations"])
+        return page(
+            "index_live.html" if partial else "index.html",
+            title="Experiments",
+            stores=listing,
+            every=1000 if busy else 10000,
+        )
 
     def experiment_context(index: int, experiment_id: int) -> dict[str, Any]:
         with viewer.open(index) as store:
@@ -294,7 +308,7 @@ def create_app(stores: list[str | Path], require_token: bool = False) -> FastAPI
             names, title = _owner(store, kind, owner_id)
             found = queries.comparison(store.connection, source, owner_id, seq)
             if found is None:
-                raise _NotFound(f"{title} has no comparison #{seq}")
+                raise _NotFoundError(f"{title} has no comparison #{seq}")
             config = _config_of(store, kind, owner_id)
             raw = found["raw"] if isinstance(found["raw"], dict) else {}
             replicates = raw.get("replicates") or [None, None]
@@ -354,7 +368,7 @@ def _valid_token(paths: list[Path], token: str | None) -> bool:
 
 def _source(kind: str) -> Source:
     if kind not in KINDS:
-        raise _NotFound(f"no such page: {kind!r}")
+        raise _NotFoundError(f"no such page: {kind!r}")
     return KINDS[kind]
 
 
@@ -362,7 +376,7 @@ def _experiment(store: Store, experiment_id: int) -> Any:
     try:
         return store.experiment(experiment_id)
     except StoreError as error:
-        raise _NotFound(str(error)) from None
+        raise _NotFoundError(str(error)) from None
 
 
 def _owner(store: Store, kind: str, owner_id: int) -> tuple[list[str], str]:
@@ -373,7 +387,7 @@ def _owner(store: Store, kind: str, owner_id: int) -> tuple[list[str], str]:
     try:
         evaluation = store.evaluation(owner_id)
     except StoreError as error:
-        raise _NotFound(str(error)) from None
+        raise _NotFoundError(str(error)) from None
     names = [evaluation.winner, evaluation.baseline]
     return names, f"evaluation {owner_id}: {evaluation.winner} against {evaluation.baseline}"
 
@@ -417,7 +431,9 @@ def _summary(record: Any, tally: Tally) -> dict[str, Any]:
         "status": record.status,
         "winner": result.get("best"),
         "certified": bool(result.get("certified")),
-        "comparisons": tally.comparisons,
+        "comparisons": tally.total,
+        "complete": tally.complete,
+        "tallied": tally.last_seq,
         "calls": tally.calls,
         "generation_calls": tally.generation_calls,
         "judge_calls": tally.judge_calls,

@@ -2,8 +2,10 @@
 
 A :class:`Tracker` rebuilds the experiment from its stored configuration (the same
 :func:`~llmpo.runner.build_experiment` as ``llmpo run``) and tells it the comparisons appended
-since its last update, at most ``chunk`` per update so that a page of a huge store answers
-quickly and catches up over the next polls. It keeps, per rival of the leader, the GLR statistic
+since its last update, for at most ``budget`` seconds per update, so that a page of a huge store
+answers quickly and catches up over the next polls (replay runs at a few thousand comparisons a
+second: the certificate of a 10⁶-comparison run takes minutes to replay; its totals and
+comparison pages do not wait for it). It keeps, per rival of the leader, the GLR statistic
 and threshold at geometrically spaced numbers of comparisons (the trace the page plots) and the
 wins, ties and losses of every pair.
 """
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import math
 import sqlite3
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,8 +26,9 @@ from llmpo.runner import build_experiment
 from llmpo.store import ExperimentRecord
 from llmpo.view.queries import RUNS
 
-#: Comparisons replayed per update (a first look at a 10⁶-comparison run catches up in steps).
-CHUNK = 20_000
+#: Seconds of replay per update, and comparisons read at a time.
+BUDGET_SECONDS = 0.25
+CHUNK = 1000
 #: Every comparison is a point of the trace up to this many; then one point per 2% growth.
 DENSE_TRACE = 50
 TRACE_GROWTH = 1.02
@@ -63,33 +67,44 @@ class Tracker:
         config = ExperimentConfig.model_validate(record.config)
         return cls(record, build_experiment(config, tuple(record.policies)))
 
-    def update(self, connection: sqlite3.Connection, chunk: int = CHUNK) -> Tracker:
-        """Tell the comparisons stored since the last update (at most ``chunk`` of them)."""
+    def update(
+        self, connection: sqlite3.Connection, budget: float = BUDGET_SECONDS
+    ) -> Tracker:
+        """Tell the comparisons stored since the last update, for at most ``budget`` seconds."""
         self.total = int(
             connection.execute(
                 f"SELECT coalesce(max(seq), 0) FROM {RUNS.table} WHERE {RUNS.key} = ?",
                 (self.record.id,),
             ).fetchone()[0]
         )
-        rows = connection.execute(
-            f"SELECT seq, policy_a, policy_b, outcome FROM {RUNS.table} "
-            f"WHERE {RUNS.key} = ? AND seq > ? ORDER BY seq LIMIT ?",
-            (self.record.id, self.last_seq, chunk),
-        ).fetchall()
-        for seq, a, b, outcome in rows:
-            self.last_seq = seq
-            low, high = (a, b) if a < b else (b, a)
-            tally = self.pairs.setdefault((low, high), [0, 0, 0])
-            score = outcome if a == low else 1.0 - outcome
-            tally[0 if score == 1.0 else 1 if score == 0.5 else 2] += 1
-            if self.experiment.done:  # comparisons in flight when it certified: not told
-                continue
-            self.experiment.tell(a, b, outcome)
-            if seq <= DENSE_TRACE or not self.trace or seq >= self.trace[-1].n * TRACE_GROWTH:
-                self._point()
-        if rows and self.trace and self.trace[-1].n != self.experiment.n_comparisons:
+        deadline = time.perf_counter() + budget
+        told = False
+        while self.last_seq < self.total and time.perf_counter() < deadline:
+            rows = connection.execute(
+                f"SELECT seq, policy_a, policy_b, outcome FROM {RUNS.table} "
+                f"WHERE {RUNS.key} = ? AND seq > ? ORDER BY seq LIMIT ?",
+                (self.record.id, self.last_seq, CHUNK),
+            ).fetchall()
+            if not rows:
+                break
+            told = True
+            for seq, a, b, outcome in rows:
+                self._tell(seq, a, b, outcome)
+        if told and self.trace and self.trace[-1].n != self.experiment.n_comparisons:
             self._point()  # the current state closes the trace
         return self
+
+    def _tell(self, seq: int, a: int, b: int, outcome: float) -> None:
+        self.last_seq = seq
+        low, high = (a, b) if a < b else (b, a)
+        tally = self.pairs.setdefault((low, high), [0, 0, 0])
+        score = outcome if a == low else 1.0 - outcome
+        tally[0 if score == 1.0 else 1 if score == 0.5 else 2] += 1
+        if self.experiment.done:  # comparisons in flight when it certified: not told
+            return
+        self.experiment.tell(a, b, outcome)
+        if seq <= DENSE_TRACE or not self.trace or seq >= self.trace[-1].n * TRACE_GROWTH:
+            self._point()
 
     @property
     def catching_up(self) -> bool:
@@ -103,7 +118,9 @@ class Tracker:
                 result.best_name,
                 {
                     result.policies[r]: (float(s), float(b))
-                    for r, s, b in zip(result.rivals, result.statistics, result.thresholds, strict=True)
+                    for r, s, b in zip(
+                        result.rivals, result.statistics, result.thresholds, strict=True
+                    )
                 },
             )
         )
