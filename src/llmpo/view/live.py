@@ -27,7 +27,7 @@ from llmpo.store import ExperimentRecord
 from llmpo.view.queries import RUNS
 
 #: Seconds of replay per update, and comparisons read at a time.
-BUDGET_SECONDS = 0.25
+BUDGET_SECONDS = 0.15
 CHUNK = 1000
 #: Every comparison is a point of the trace up to this many; then one point per 2% growth.
 DENSE_TRACE = 50

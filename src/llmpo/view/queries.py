@@ -23,7 +23,7 @@ from llmpo.store import Store
 #: Rows per page of comparisons.
 PAGE_SIZE = 50
 #: Comparisons added to a tally per request (about 0.1–0.3 s of reading).
-TALLY_CHUNK = 40_000
+TALLY_CHUNK = 25_000
 #: Outcome filters, from the first policy's side (``a``, or policy_a without a policy filter).
 OUTCOMES = {"win": 1.0, "tie": 0.5, "loss": 0.0}
 
