@@ -155,14 +155,19 @@ def test_pages_walk_every_comparison_once_forward_and_backward(run_store, stored
     assert forward == backward == [c.seq for c in comparisons]
 
 
-def test_the_pages_links_lead_to_the_next_and_last_rows(client, stored):
+def test_the_pages_links_lead_to_the_next_and_last_rows(run_store, stored):
     record, comparisons, _ = stored
+    client = TestClient(create_app([run_store], page_size=7))
     first = client.get(f"/s/0/e/{record.id}/comparisons?after=0").text
-    assert seqs(first) == [c.seq for c in comparisons[:50]]
+    assert seqs(first) == [c.seq for c in comparisons[:7]]
+    assert 'id="page-previous"' not in first
     following = html.unescape(re.search(r'href="([^"]+)" id="page-next"', first)[1])
-    assert seqs(client.get(following).text) == [c.seq for c in comparisons[50:100]]
+    second = client.get(following).text
+    assert seqs(second) == [c.seq for c in comparisons[7:14]]
+    back = html.unescape(re.search(r'href="([^"]+)" id="page-previous"', second)[1])
+    assert seqs(client.get(back).text) == seqs(first)
     last = client.get(f"/s/0/e/{record.id}/comparisons").text
-    assert seqs(last) == [c.seq for c in comparisons[-50:]]
+    assert seqs(last) == [c.seq for c in comparisons[-7:]] and 'id="page-next"' not in last
 
 
 def matches(c, names, answers, filters: Filters) -> bool:
@@ -294,3 +299,18 @@ def test_cli_refuses_to_listen_beyond_the_loopback_without_judges(run_store, tmp
     assert "llmpo judges add" in exposed.output and "Traceback" not in exposed.output
     missing = runner.invoke(cli, ["view", str(tmp_path / "nope.db")])
     assert missing.exit_code == 2 and "no such store" in missing.output
+
+
+def test_totals_tallied_in_small_steps_equal_those_tallied_at_once(run_store, stored):
+    record, comparisons, _ = stored
+    with queries.open_readonly(run_store) as store:
+        at_once = queries.Tally().update(store.connection, RUNS, record.id, chunk=10**9)
+        steps, tally = 0, queries.Tally()
+        while True:
+            tally.update(store.connection, RUNS, record.id, chunk=5)
+            steps += 1
+            if tally.complete:
+                break
+    assert steps == -(-len(comparisons) // 5)
+    assert tally == at_once and at_once.total == len(comparisons)
+    assert at_once.ties == sum(c.outcome == 0.5 for c in comparisons)

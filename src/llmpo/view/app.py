@@ -107,7 +107,9 @@ class Viewer:
         return str(prompt) if prompt is not None else json.dumps(fields, indent=1, default=str)
 
 
-def create_app(stores: list[str | Path], require_token: bool = False) -> FastAPI:
+def create_app(
+    stores: list[str | Path], require_token: bool = False, page_size: int = queries.PAGE_SIZE
+) -> FastAPI:
     """The viewer of ``stores`` (read-only).
 
     Parameters
@@ -117,6 +119,8 @@ def create_app(stores: list[str | Path], require_token: bool = False) -> FastAPI
     require_token : bool
         Require a judge's token (of any of the stores) on every page: needed when the viewer
         listens on another address than the loopback.
+    page_size : int
+        Comparisons per page.
 
     Raises
     ------
@@ -274,7 +278,7 @@ def create_app(stores: list[str | Path], require_token: bool = False) -> FastAPI
             names, title = _owner(store, kind, owner_id)
             filters = _filters(params, names)
             found = queries.page(
-                store.connection, source, owner_id, names, filters, after=after, before=before
+                store.connection, source, owner_id, names, filters, after, before, page_size
             )
         base = f"/s/{index}/{kind}/{owner_id}/comparisons"
         query = filters.query()

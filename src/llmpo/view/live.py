@@ -67,9 +67,7 @@ class Tracker:
         config = ExperimentConfig.model_validate(record.config)
         return cls(record, build_experiment(config, tuple(record.policies)))
 
-    def update(
-        self, connection: sqlite3.Connection, budget: float = BUDGET_SECONDS
-    ) -> Tracker:
+    def update(self, connection: sqlite3.Connection, budget: float = BUDGET_SECONDS) -> Tracker:
         """Tell the comparisons stored since the last update, for at most ``budget`` seconds."""
         self.total = int(
             connection.execute(

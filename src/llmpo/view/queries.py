@@ -197,8 +197,11 @@ class Filters:
             # An answer matches by (policy name, task, replicate); policy indices are named
             # through the experiment's policy list passed as JSON.
             pattern = "%" + self.q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+            # The tasks with a matching answer first: a word found nowhere costs no scan of
+            # the comparisons (the task index answers), a rare one scans only its tasks' rows.
             clauses.append(
-                "EXISTS (SELECT 1 FROM generations g WHERE g.task_id = c.task_id "
+                "c.task_id IN (SELECT task_id FROM generations WHERE text LIKE ? ESCAPE '\\') "
+                "AND EXISTS (SELECT 1 FROM generations g WHERE g.task_id = c.task_id "
                 "AND g.text LIKE ? ESCAPE '\\' AND ("
                 "(g.policy = json_extract(?, '$[' || c.policy_a || ']') "
                 "AND g.replicate = json_extract(c.raw, '$.replicates[0]')) OR "
@@ -206,7 +209,7 @@ class Filters:
                 "AND g.replicate = json_extract(c.raw, '$.replicates[1]'))))"
             )
             names_json = json.dumps(names)
-            parameters += [pattern + "%", names_json, names_json]
+            parameters += [pattern + "%", pattern + "%", names_json, names_json]
         return " AND ".join(clauses) or "1", parameters
 
     def query(self) -> dict[str, str]:
