@@ -314,3 +314,19 @@ def test_totals_tallied_in_small_steps_equal_those_tallied_at_once(run_store, st
     assert steps == -(-len(comparisons) // 5)
     assert tally == at_once and at_once.total == len(comparisons)
     assert at_once.ties == sum(c.outcome == 0.5 for c in comparisons)
+
+
+def test_stores_gain_the_task_index_when_opened_for_writing(tmp_path):
+    path = tmp_path / "old.db"
+    with Store(path) as store:
+        store.connection.execute("DROP INDEX comparisons_by_task")  # as a store made before
+    with queries.open_readonly(path) as store:
+        names = {r[0] for r in store.connection.execute("SELECT name FROM sqlite_master")}
+    assert "comparisons_by_task" not in names
+    Store(path, writer=True).close()
+    with queries.open_readonly(path) as store:
+        plan = store.connection.execute(
+            "EXPLAIN QUERY PLAN SELECT seq FROM comparisons WHERE experiment_id = 1 "
+            "AND task_id = 't1' AND seq < 99 ORDER BY seq DESC LIMIT 51"
+        ).fetchall()
+    assert "comparisons_by_task" in str(plan)

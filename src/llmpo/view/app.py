@@ -83,7 +83,14 @@ class Viewer:
         key = (index, experiment_id)
         tracker = self.trackers.get(key)
         if tracker is None:
-            tracker = self.trackers[key] = Tracker.of(store.experiment(experiment_id))
+            try:
+                tracker = Tracker.of(store.experiment(experiment_id))
+            except ValueError as error:  # a configuration this llmpo no longer accepts
+                raise StoreError(
+                    f"{self.paths[index]}: experiment {experiment_id}'s stored configuration "
+                    f"does not build an experiment here ({error})"
+                ) from None
+            self.trackers[key] = tracker
         return tracker.update(store.connection)
 
     def task_text(self, record_config: dict[str, Any], task_id: str | None) -> str | None:

@@ -23,7 +23,7 @@ from llmpo.store import Store
 #: Rows per page of comparisons.
 PAGE_SIZE = 50
 #: Comparisons added to a tally per request (about 0.1–0.3 s of reading).
-TALLY_CHUNK = 25_000
+TALLY_CHUNK = 15_000
 #: Outcome filters, from the first policy's side (``a``, or policy_a without a policy filter).
 OUTCOMES = {"win": 1.0, "tie": 0.5, "loss": 0.0}
 
@@ -196,9 +196,9 @@ class Filters:
         if self.q:
             # An answer matches by (policy name, task, replicate); policy indices are named
             # through the experiment's policy list passed as JSON.
-            pattern = "%" + self.q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-            # The tasks with a matching answer first: a word found nowhere costs no scan of
-            # the comparisons (the task index answers), a rare one scans only its tasks' rows.
+            pattern = self.like()
+            # The set of tasks with a matching answer is computed once and rules out most rows
+            # before the per-row check of the comparison's own two answers.
             clauses.append(
                 "c.task_id IN (SELECT task_id FROM generations WHERE text LIKE ? ESCAPE '\\') "
                 "AND EXISTS (SELECT 1 FROM generations g WHERE g.task_id = c.task_id "
@@ -209,8 +209,13 @@ class Filters:
                 "AND g.replicate = json_extract(c.raw, '$.replicates[1]'))))"
             )
             names_json = json.dumps(names)
-            parameters += [pattern + "%", pattern + "%", names_json, names_json]
+            parameters += [pattern, pattern, names_json, names_json]
         return " AND ".join(clauses) or "1", parameters
+
+    def like(self) -> str:
+        """The LIKE pattern (escape ``\\``) of the searched words, matched anywhere."""
+        text = (self.q or "").replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        return f"%{text}%"
 
     def query(self) -> dict[str, str]:
         """The filters as URL query parameters (empty ones left out)."""
@@ -261,27 +266,46 @@ def page(
 ) -> Page:
     """The comparisons after ``after`` (oldest first), or the page ending before ``before``
     (the last page when both are None), in sequence order."""
+    if (
+        filters.q
+        and not connection.execute(
+            "SELECT 1 FROM generations WHERE text LIKE ? ESCAPE '\\' LIMIT 1", (filters.like(),)
+        ).fetchone()
+    ):
+        return Page()  # no answer has the words: no need to look at the comparisons
     where, parameters = filters.where(names)
-    base = f"SELECT {_ROW_COLUMNS} FROM {source.table} c WHERE c.{source.key} = ? AND {where}"
-    if after is not None:
+    # The matching sequence numbers first, selecting no other column, so that a task filter
+    # is answered from the task index alone; then their rows by primary key.
+    matching = f"SELECT c.seq FROM {source.table} c WHERE c.{source.key} = ? AND {where}"
+
+    def rows_of(condition: str, key: int, order: str) -> list[Row]:
         found = connection.execute(
-            f"{base} AND c.seq > ? ORDER BY c.seq LIMIT ?",
-            (owner_id, *parameters, after, size + 1),
+            f"SELECT {_ROW_COLUMNS} FROM {source.table} c WHERE c.{source.key} = ? AND c.seq IN "
+            f"({matching} AND c.seq {condition} ? ORDER BY c.seq {order} LIMIT ?) "
+            f"ORDER BY c.seq {order}",
+            (owner_id, owner_id, *parameters, key, size + 1),
         ).fetchall()
-        rows = [Row(*r) for r in found[:size]]
-        more_after = len(found) > size
-        more_before = after > 0 and _exists(connection, base, owner_id, parameters, "<=", after)
-    else:
-        limit = before if before is not None else 2**62
-        found = connection.execute(
-            f"{base} AND c.seq < ? ORDER BY c.seq DESC LIMIT ?",
-            (owner_id, *parameters, limit, size + 1),
-        ).fetchall()
-        rows = [Row(*r) for r in reversed(found[:size])]
-        more_before = len(found) > size
-        more_after = before is not None and _exists(
-            connection, base, owner_id, parameters, ">=", before
+        return [Row(*r) for r in found]
+
+    def exists(condition: str, key: int, order: str) -> bool:
+        return (
+            connection.execute(
+                f"{matching} AND c.seq {condition} ? ORDER BY c.seq {order} LIMIT 1",
+                (owner_id, *parameters, key),
+            ).fetchone()
+            is not None
         )
+
+    if after is not None:
+        found = rows_of(">", after, "")
+        rows = found[:size]
+        more_after = len(found) > size
+        more_before = after > 0 and exists("<=", after, "DESC")
+    else:
+        found = rows_of("<", before if before is not None else 2**62, "DESC")
+        rows = found[:size][::-1]
+        more_before = len(found) > size
+        more_after = before is not None and exists(">=", before, "")
     return Page(
         rows,
         rows[0].seq if rows and more_before else None,
@@ -289,23 +313,15 @@ def page(
     )
 
 
-def _exists(
-    connection: sqlite3.Connection,
-    base: str,
-    owner_id: int,
-    parameters: list[Any],
-    op: str,
-    seq: int,
-) -> bool:
-    """Whether a matching row lies on the other side of ``seq`` (for the page links)."""
-    order = "DESC" if op == "<=" else ""
-    return (
-        connection.execute(
-            f"{base} AND c.seq {op} ? ORDER BY c.seq {order} LIMIT 1",
-            (owner_id, *parameters, seq),
-        ).fetchone()
-        is not None
-    )
+@dataclass(frozen=True)
+class Answer:
+    """A policy's answer to a comparison's task, from the store's cache of generations."""
+
+    text: str
+    model: str
+    input_tokens: int | None
+    output_tokens: int | None
+    seconds: float | None
 
 
 _DETAIL_KEYS = (
@@ -322,17 +338,6 @@ _DETAIL_KEYS = (
     "input_tokens",
     "output_tokens",
 )
-
-
-@dataclass(frozen=True)
-class Answer:
-    """A policy's answer to a comparison's task, from the store's cache of generations."""
-
-    text: str
-    model: str
-    input_tokens: int | None
-    output_tokens: int | None
-    seconds: float | None
 
 
 def comparison(
