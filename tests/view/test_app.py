@@ -330,3 +330,13 @@ def test_stores_gain_the_task_index_when_opened_for_writing(tmp_path):
             "AND task_id = 't1' AND seq < 99 ORDER BY seq DESC LIMIT 51"
         ).fetchall()
     assert "comparisons_by_task" in str(plan)
+
+
+def test_the_report_is_served_under_a_policy_that_runs_no_script(client, stored):
+    record, _, _ = stored
+    assert f'href="/s/0/e/{record.id}/report"' in client.get(f"/s/0/e/{record.id}").text
+    response = client.get(f"/s/0/e/{record.id}/report")
+    assert response.status_code == 200
+    policy = response.headers["Content-Security-Policy"]
+    assert "script-src" not in policy and "default-src 'none'" in policy
+    assert html.escape(CAREFUL) in response.text and CAREFUL not in response.text

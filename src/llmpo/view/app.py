@@ -47,6 +47,11 @@ _PAGES = jinja2.Environment(
     autoescape=True,
     undefined=jinja2.StrictUndefined,
 )
+#: The policy of the served HTML report (``llmpo report``): its inline style and images, no script.
+REPORT_POLICY = (
+    "default-src 'none'; style-src 'unsafe-inline'; img-src data:; form-action 'none'; "
+    "frame-ancestors 'none'; base-uri 'none'"
+)
 #: URL letter of each kind of owner of comparisons.
 KINDS: dict[str, Source] = {"e": RUNS, "v": EVALUATIONS}
 
@@ -269,6 +274,17 @@ def create_app(
         context = experiment_context(index, experiment_id)
         summary = {k: v for k, v in context["summary"].items() if k != "record"}
         return JSONResponse({"summary": summary, "live": context["s"]})
+
+    @app.get("/s/{index}/e/{experiment_id}/report", response_model=None)
+    async def report_page(index: int, experiment_id: int) -> Response:
+        from llmpo.report import build_report, render_html
+
+        with viewer.open(index) as store:
+            _experiment(store, experiment_id)
+            report = render_html(build_report(store, experiment_id))
+        # The report is one self-contained page (inline style, plots as data: images) and runs
+        # no script: its own policy allows exactly that.
+        return HTMLResponse(report, headers={"Content-Security-Policy": REPORT_POLICY})
 
     @app.get("/s/{index}/{kind}/{owner_id}/comparisons", response_model=None)
     async def comparisons_page(
