@@ -18,7 +18,7 @@ import hmac
 import json
 import math
 import secrets
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -120,13 +120,13 @@ class Viewer:
 
 
 def create_app(
-    stores: list[str | Path], require_token: bool = False, page_size: int = queries.PAGE_SIZE
+    stores: Sequence[str | Path], require_token: bool = False, page_size: int = queries.PAGE_SIZE
 ) -> FastAPI:
     """The viewer of ``stores`` (read-only).
 
     Parameters
     ----------
-    stores : list of str or Path
+    stores : sequence of str or Path
         The store files shown (each must exist; it is never written).
     require_token : bool
         Require a judge's token (of any of the stores) on every page: needed when the viewer
@@ -206,7 +206,7 @@ def create_app(
 
     @app.get("/", response_model=None)
     async def home(partial: int = 0) -> Response:
-        listing = []
+        listing: list[dict[str, Any]] = []
         for index, path in enumerate(paths):
             with viewer.open(index) as store:
                 experiments = [
