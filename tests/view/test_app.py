@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import html
+import math
 import re
 import shutil
 import sqlite3
@@ -258,6 +259,14 @@ def test_a_running_experiment_is_followed_as_comparisons_arrive(run_store, store
     assert [s["live"]["certified"] for s in seen] == [False, False, False, True]
     statistics = [[r["statistic"] for r in s["live"]["rivals"]] for s in seen[1:]]
     assert statistics[0] != statistics[1] != statistics[2]
+    for state in seen[1:3]:  # running: the rough estimate, priced at the average so far
+        live, summary = state["live"], state["summary"]
+        assert live["remaining"] is None or live["remaining"] > 0
+        if live["remaining"] is not None:
+            per = summary["calls"] / summary["comparisons"]
+            assert live["remaining_calls"] == math.ceil(live["remaining"] * per)
+    assert seen[2]["live"]["remaining"] > 0  # 30 comparisons: every rival has evidence
+    assert seen[-1]["live"]["remaining"] is None  # certified: nothing remains
     final = seen[-1]["live"]
     assert final["leader"] == record.result["best"] == CAREFUL
     assert [r["statistic"] for r in final["rivals"]] == pytest.approx(

@@ -248,6 +248,15 @@ def create_app(
             tracker = viewer.tracker(store, index, experiment_id)
             record = store.experiment(experiment_id)  # the status may have changed meanwhile
         snapshot = tracker.snapshot()
+        # What the remaining comparisons would cost at the run's average so far (rough, as the
+        # estimate itself).
+        remaining, seen = snapshot["remaining"], max(tally.last_seq, 1)
+        snapshot["remaining_calls"] = (
+            None if remaining is None else math.ceil(remaining * tally.calls / seen)
+        )
+        snapshot["remaining_cost"] = (
+            None if remaining is None or tally.cost is None else remaining * tally.cost / seen
+        )
         return {
             "index": index,
             "store_path": str(paths[index]),

@@ -22,7 +22,7 @@ import numpy as np
 
 from llmpo.config import ExperimentConfig
 from llmpo.experiment import Experiment
-from llmpo.runner import build_experiment
+from llmpo.runner import build_experiment, remaining_comparisons
 from llmpo.store import ExperimentRecord
 from llmpo.view.queries import RUNS
 
@@ -48,6 +48,7 @@ class Tracker:
     """The replayed state of one experiment of a store."""
 
     record: ExperimentRecord
+    config: ExperimentConfig
     experiment: Experiment
     last_seq: int = 0
     total: int = 0
@@ -65,7 +66,7 @@ class Tracker:
             When the stored configuration no longer builds an experiment.
         """
         config = ExperimentConfig.model_validate(record.config)
-        return cls(record, build_experiment(config, tuple(record.policies)))
+        return cls(record, config, build_experiment(config, tuple(record.policies)))
 
     def update(self, connection: sqlite3.Connection, budget: float = BUDGET_SECONDS) -> Tracker:
         """Tell the comparisons stored since the last update, for at most ``budget`` seconds."""
@@ -163,8 +164,16 @@ class Tracker:
             }
             for a, b, w in sorted(result.target_proportions, key=lambda t: -t[2])[:12]
         ]
+        remaining = (
+            None
+            if self.experiment.done or self.catching_up
+            else remaining_comparisons(
+                self.experiment, self.config.space == "structured", self.config.assume_condorcet
+            )
+        )
         return {
             "leader": result.best_name,
+            "remaining": remaining,
             "certified": result.certified,
             "stop_reason": result.stop_reason,
             "replayed": self.last_seq,
