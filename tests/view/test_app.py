@@ -9,6 +9,7 @@ import math
 import re
 import shutil
 import sqlite3
+from pathlib import Path
 
 import pytest
 
@@ -349,3 +350,27 @@ def test_the_report_is_served_under_a_policy_that_runs_no_script(client, stored)
     policy = response.headers["Content-Security-Policy"]
     assert "script-src" not in policy and "default-src 'none'" in policy
     assert html.escape(CAREFUL) in response.text and CAREFUL not in response.text
+
+
+def test_a_structured_run_shows_utilities_with_their_intervals(tmp_path, monkeypatch):
+    """The utilities of the live page are those of the run's own result."""
+    examples = Path(__file__).resolve().parents[2] / "examples"
+    shutil.copy(examples / "feat10.json", tmp_path)
+    config = (examples / "structured.yaml").read_text().replace("runs.db", "s.db")
+    (tmp_path / "s.yaml").write_text(config + "max_comparisons: 150\n")
+    monkeypatch.chdir(tmp_path)
+    assert CliRunner().invoke(cli, ["run", "s.yaml"]).exit_code == 0
+    client = TestClient(create_app([tmp_path / "s.db"]))
+    for _ in range(100):  # the replay is bounded per request
+        state = client.get("/api/s/0/e/1").json()["live"]
+        if state["replayed"] == state["total"] == 150:
+            break
+    with Store(tmp_path / "s.db", readonly=True) as store:
+        result = store.experiment().result
+    assert state["leader"] == result["best"]
+    shown = {u["policy"]: u for u in state["utilities"]}
+    assert len(shown) == 10 and shown[result["best"]]["utility"] == 0.0
+    for row in result["utilities"]:
+        assert shown[row["policy"]]["utility"] == pytest.approx(row["utility_vs_best"])
+    assert all(u["low"] <= u["utility"] <= u["high"] for u in shown.values())
+    assert '<table id="utilities">' in client.get("/s/0/e/1/live").text

@@ -26,6 +26,8 @@ from llmpo.runner import build_experiment, remaining_comparisons
 from llmpo.store import ExperimentRecord
 from llmpo.view.queries import RUNS
 
+#: Structured space: policies shown with their estimated utility (the best first).
+UTILITY_ROWS = 20
 #: Seconds of replay per update, and comparisons read at a time.
 BUDGET_SECONDS = 0.15
 CHUNK = 1000
@@ -171,9 +173,22 @@ class Tracker:
                 self.experiment, self.config.space == "structured", self.config.assume_condorcet
             )
         )
+        utilities = []
+        if result.utilities is not None and result.utility_intervals is not None:
+            order = np.argsort(-result.utilities, kind="stable")[:UTILITY_ROWS]
+            utilities = [
+                {
+                    "policy": result.policies[i],
+                    "utility": float(result.utilities[i]),
+                    "low": float(result.utility_intervals[i, 0]),
+                    "high": float(result.utility_intervals[i, 1]),
+                }
+                for i in order
+            ]
         return {
             "leader": result.best_name,
             "remaining": remaining,
+            "utilities": utilities,
             "certified": result.certified,
             "stop_reason": result.stop_reason,
             "replayed": self.last_seq,
