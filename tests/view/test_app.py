@@ -9,6 +9,7 @@ import math
 import re
 import shutil
 import sqlite3
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -374,3 +375,30 @@ def test_a_structured_run_shows_utilities_with_their_intervals(tmp_path, monkeyp
         assert shown[row["policy"]]["utility"] == pytest.approx(row["utility_vs_best"])
     assert all(u["low"] <= u["utility"] <= u["high"] for u in shown.values())
     assert '<table id="utilities">' in client.get("/s/0/e/1/live").text
+
+
+def test_held_out_evaluations_are_listed_and_browsed_like_runs(run_store, stored, tmp_path):
+    record, comparisons, answers = stored
+    copy = tmp_path / "eval.db"
+    shutil.copy(run_store, copy)
+    winner, baseline = record.policies[0], record.policies[1]
+    pair = [c for c in comparisons if {c.policy_a, c.policy_b} == {0, 1}]
+    with Store(copy, writer=True) as store:
+        evaluation = store.create_evaluation(record.id, winner, baseline, {"comparisons": 9})
+        for seq, c in enumerate(pair, start=1):  # indices 0, 1 = winner, baseline
+            store.append_evaluation_comparison(evaluation, replace(c, seq=seq))
+    client = TestClient(create_app([copy]))
+    row = re.search(rf'<tr id="evaluation-0-{evaluation}">(.*?)</tr>', client.get("/").text, re.S)
+    assert row and f">{len(pair)}<" in row[1]
+    listed = client.get(f"/s/0/v/{evaluation}/comparisons?after=0").text
+    assert seqs(listed.replace(f"/s/0/v/{evaluation}/", "/s/0/e/1/")) == list(
+        range(1, len(pair) + 1)
+    )
+    page = client.get(f"/s/0/v/{evaluation}/c/1").text
+    first = pair[0]
+    shown = html.unescape(
+        re.search(r'id="answer-a">.*?<div class="text">(.*?)</div>', page, re.S)[1]
+    )
+    names = [winner, baseline]
+    assert shown == answers[(names[first.policy_a], first.task_id, first.raw["replicates"][0])]
+    assert client.get(f"/s/0/v/{evaluation + 1}/comparisons").status_code == 404
