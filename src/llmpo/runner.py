@@ -706,25 +706,9 @@ class Runner:
         certificate = self.experiment.model.certificate()
         margins = certificate.statistics - certificate.thresholds
         binding = int(margins.argmin())
-        if self.config.space == "structured":
-            # Every comparison informs every rival's statistic: the slowest one decides.
-            told = float(self.experiment.n_comparisons)
-            remaining = max(
-                (
-                    _estimate_remaining([s], [b], [told])
-                    for s, b in zip(certificate.statistics, certificate.thresholds, strict=True)
-                ),
-                key=lambda r: math.inf if r is None else r,
-            )
-        else:
-            counts = self.experiment.model.counts()  # K×K: unstructured spaces only
-            if self.config.assume_condorcet:  # class B: a rival's evidence is over all its pairs
-                evidence_counts = counts[certificate.rivals].sum(axis=1)
-            else:
-                evidence_counts = counts[certificate.leader, certificate.rivals]
-            remaining = _estimate_remaining(
-                certificate.statistics, certificate.thresholds, evidence_counts
-            )
+        remaining = remaining_comparisons(
+            self.experiment, self.config.space == "structured", self.config.assume_condorcet
+        )
         policies = self.environment.policies
         return Progress(
             n_comparisons=self.experiment.n_comparisons,
@@ -775,6 +759,33 @@ class Runner:
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
+
+
+def remaining_comparisons(
+    experiment: Experiment, structured: bool, assume_condorcet: bool
+) -> int | None:
+    """Comparisons an experiment still needs if each rival's statistic keeps growing linearly
+    in its comparisons (rough; None while some rival has no evidence yet).
+
+    ``llmpo run``'s progress line and ``llmpo view`` show it.
+    """
+    certificate = experiment.model.certificate()
+    if structured:
+        # Every comparison informs every rival's statistic: the slowest one decides.
+        told = float(experiment.n_comparisons)
+        return max(
+            (
+                _estimate_remaining([s], [b], [told])
+                for s, b in zip(certificate.statistics, certificate.thresholds, strict=True)
+            ),
+            key=lambda r: math.inf if r is None else r,
+        )
+    counts = experiment.model.counts()  # K×K: unstructured spaces only
+    if assume_condorcet:  # class B: a rival's evidence is over all its pairs
+        evidence_counts = counts[certificate.rivals].sum(axis=1)
+    else:
+        evidence_counts = counts[certificate.leader, certificate.rivals]
+    return _estimate_remaining(certificate.statistics, certificate.thresholds, evidence_counts)
 
 
 def _estimate_remaining(

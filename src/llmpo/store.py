@@ -193,6 +193,15 @@ MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {
 }
 
 
+#: Indexes for readers (``llmpo view`` pages comparisons of one task in sequence order), created
+#: whenever a store is opened for writing: older stores gain them without a schema change.
+INDEXES = (
+    "CREATE INDEX IF NOT EXISTS comparisons_by_task ON comparisons (experiment_id, task_id, seq)",
+    "CREATE INDEX IF NOT EXISTS evaluation_comparisons_by_task "
+    "ON evaluation_comparisons (evaluation_id, task_id, seq)",
+)
+
+
 @dataclass(frozen=True)
 class CachedGeneration:
     """One cached LLM answer."""
@@ -456,6 +465,8 @@ class Store:
                 self.connection.execute(f"PRAGMA user_version={target}")
             if version == 0:
                 self.connection.execute(f"PRAGMA application_id={APPLICATION_ID}")
+            for statement in INDEXES:
+                self.connection.execute(statement)
 
     def _lock(self) -> None:
         if fcntl is None:  # pragma: no cover - not POSIX

@@ -19,5 +19,6 @@ from llmpo.cli import experiments as _experiments  # noqa: E402,F401
 from llmpo.cli import human as _human  # noqa: E402,F401
 from llmpo.cli import integrations as _integrations  # noqa: E402,F401
 from llmpo.cli import models as _models  # noqa: E402,F401
+from llmpo.cli import view as _view  # noqa: E402,F401
 
 __all__ = ["app"]

@@ -54,6 +54,18 @@ SECURITY_HEADERS = {
 }
 
 
+def add_security_headers(app: FastAPI) -> None:
+    """Send :data:`SECURITY_HEADERS` (the strict CSP, no framing, no caching) with every response
+    of ``app``; the judging app and ``llmpo view`` share them."""
+
+    @app.middleware("http")
+    async def security_headers(request: Request, call_next: Any) -> Response:
+        response: Response = await call_next(request)
+        for name, value in SECURITY_HEADERS.items():
+            response.headers.setdefault(name, value)
+        return response
+
+
 @dataclass
 class _Server:
     store_path: Path
@@ -192,12 +204,7 @@ def create_app(
     app.state.server = server
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
 
-    @app.middleware("http")
-    async def security_headers(request: Request, call_next: Any) -> Response:
-        response: Response = await call_next(request)
-        for name, value in SECURITY_HEADERS.items():
-            response.headers.setdefault(name, value)
-        return response
+    add_security_headers(app)
 
     def page(name: str, status_code: int = 200, **context: Any) -> HTMLResponse:
         return HTMLResponse(_PAGES.get_template(name).render(**context), status_code)
