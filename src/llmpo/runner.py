@@ -55,6 +55,7 @@ from llmpo.instances import (
     make_structured_instance,
     make_unstructured_instance,
 )
+from llmpo.remaining import RemainingTracker, combine, rival_needs
 from llmpo.spaces import Space, Structured, Unstructured
 from llmpo.store import ComparisonRecord, ExperimentRecord, Store, StoreError
 
@@ -81,8 +82,11 @@ class Progress:
     binding_rival : str
         The rival with that smallest margin.
     estimated_remaining : int or None
-        Rough comparisons still needed, extrapolating each rival's statistic linearly; None
-        before every rival has evidence.
+        Comparisons still needed (smoothed estimate, :mod:`llmpo.remaining`); None before every
+        rival has evidence.
+    remaining_low, remaining_high : int or None
+        Its 80% range; ``remaining_high`` is None while some rival is not yet separated from a
+        coin flip (no upper bound yet).
     cost_usd : float or None
         Money spent so far, when the environment reports it.
     elapsed_seconds : float
@@ -97,6 +101,8 @@ class Progress:
     estimated_remaining: int | None
     cost_usd: float | None
     elapsed_seconds: float
+    remaining_low: int | None = None
+    remaining_high: int | None = None
 
 
 @dataclass(frozen=True)
@@ -522,6 +528,7 @@ class Runner:
         self.progress_interval = progress_interval
         self._stop_requested = threading.Event()
         self._cost_usd: float | None = None
+        self._remaining = RemainingTracker()
 
     @property
     def dropped_policies(self) -> tuple[str, ...]:
@@ -631,25 +638,21 @@ class Runner:
         certificate = self.experiment.model.certificate()
         margins = certificate.statistics - certificate.thresholds
         binding = int(margins.argmin())
-        if self.config.space == "structured":
-            # Every comparison informs every rival's statistic: the slowest one decides.
-            told = float(self.experiment.n_comparisons)
-            remaining = max(
-                (
-                    _estimate_remaining([s], [b], [told])
-                    for s, b in zip(certificate.statistics, certificate.thresholds, strict=True)
-                ),
-                key=lambda r: math.inf if r is None else r,
-            )
+        structured = self.config.space == "structured"
+        if structured:  # every comparison informs every rival's statistic
+            evidence_counts = np.full(len(certificate.rivals), self.experiment.n_comparisons)
         else:
             counts = self.experiment.model.counts()  # K×K: unstructured spaces only
             if self.config.assume_condorcet:  # class B: a rival's evidence is over all its pairs
                 evidence_counts = counts[certificate.rivals].sum(axis=1)
             else:
                 evidence_counts = counts[certificate.leader, certificate.rivals]
-            remaining = _estimate_remaining(
-                certificate.statistics, certificate.thresholds, evidence_counts
-            )
+        needs = rival_needs(certificate.statistics, certificate.thresholds, evidence_counts)
+        remaining = self._remaining.update(
+            self.experiment.n_comparisons,
+            None if needs is None else combine(needs, parallel=structured),
+            self.experiment.done,
+        )
         policies = self.environment.policies
         return Progress(
             n_comparisons=self.experiment.n_comparisons,
@@ -657,9 +660,11 @@ class Runner:
             leader=policies[certificate.leader],
             min_margin=float(margins[binding]),
             binding_rival=policies[int(certificate.rivals[binding])],
-            estimated_remaining=remaining,
+            estimated_remaining=None if remaining is None else remaining.estimate,
             cost_usd=self._cost_usd,
             elapsed_seconds=elapsed_seconds,
+            remaining_low=None if remaining is None else remaining.low,
+            remaining_high=None if remaining is None else remaining.high,
         )
 
     @contextmanager
@@ -679,20 +684,3 @@ class Runner:
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
-
-
-def _estimate_remaining(
-    statistics: Sequence[float], thresholds: Sequence[float], counts: Sequence[float]
-) -> int | None:
-    """Comparisons still needed if each statistic keeps growing linearly in its comparisons.
-
-    Rough (thresholds grow too, estimates move); None while some rival has no evidence yet.
-    """
-    needed = 0.0
-    for statistic, threshold, count in zip(statistics, thresholds, counts, strict=True):
-        if statistic > threshold:
-            continue
-        if statistic <= 0 or count == 0:
-            return None
-        needed += threshold * count / statistic - count
-    return math.ceil(needed)
