@@ -459,19 +459,177 @@ def dropped_policies(environment: Environment) -> tuple[str, ...]:
     return tuple(getattr(environment, "dropped", ()))
 
 
-def find_experiment(config: ExperimentConfig, store: Store) -> ExperimentRecord | None:
-    """The latest stored experiment started from this configuration (any seed if it has none)."""
-    wanted = config.to_json()
+#: Settings a stopped experiment may change when it is continued: its budgets.
+BUDGET_FIELDS = ("max_comparisons", "max_cost")
+
+
+def _comparable(config: dict[str, Any], ignore: tuple[str, ...]) -> dict[str, Any]:
+    return {key: value for key, value in config.items() if key not in ignore}
+
+
+def _stored_config(record: ExperimentRecord, seedless: bool) -> dict[str, Any] | None:
+    try:  # fill the defaults of fields added since the experiment was stored
+        stored = ExperimentConfig.model_validate(record.config).to_json()
+    except ValueError:
+        return None
+    if seedless:
+        stored["seed"] = None
+    return stored
+
+
+def find_experiment(
+    config: ExperimentConfig, store: Store, ignore: tuple[str, ...] = ()
+) -> ExperimentRecord | None:
+    """The latest stored experiment started from this configuration (any seed if it has none),
+    not counting the top-level settings named in ``ignore`` (e.g. :data:`BUDGET_FIELDS`)."""
+    wanted = _comparable(config.to_json(), ignore)
     for record in reversed(store.experiments()):
-        try:  # fill the defaults of fields added since the experiment was stored
-            stored = ExperimentConfig.model_validate(record.config).to_json()
-        except ValueError:
-            continue
-        if config.seed is None:
-            stored["seed"] = None
-        if stored == wanted:
+        stored = _stored_config(record, config.seed is None)
+        if stored is not None and _comparable(stored, ignore) == wanted:
             return record
     return None
+
+
+def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(value, dict):
+        flat: dict[str, Any] = {}
+        for key, item in value.items():
+            flat.update(_flatten(item, f"{prefix}{key}."))
+        return flat
+    return {prefix.rstrip("."): value}
+
+
+def closest_experiment(
+    config: ExperimentConfig, store: Store
+) -> tuple[ExperimentRecord, list[tuple[str, Any, Any]]] | None:
+    """The stored experiment whose settings differ from ``config``'s in the fewest fields (the
+    latest among equals), with those differences as (field, stored value, new value)."""
+    wanted = _flatten(config.to_json())
+    best: tuple[ExperimentRecord, list[tuple[str, Any, Any]]] | None = None
+    for record in reversed(store.experiments()):
+        stored = _stored_config(record, config.seed is None)
+        if stored is None:
+            continue
+        flat = _flatten(stored)
+        differences = [
+            (key, flat.get(key), wanted.get(key))
+            for key in sorted(flat.keys() | wanted.keys())
+            if flat.get(key) != wanted.get(key)
+        ]
+        if best is None or len(differences) < len(best[1]):
+            best = (record, differences)
+    return best
+
+
+def continue_with_budget(
+    store: Store,
+    record: ExperimentRecord,
+    max_comparisons: int | None,
+    max_cost: float | None,
+) -> bool:
+    """Give a stored experiment new budgets (None: no limit) so that running it continues it.
+
+    A finished experiment that is not certified (it stopped at a budget) is reopened; an
+    interrupted one just takes the new budgets. Returns False when the budgets are the stored
+    ones (nothing to change).
+
+    Raises
+    ------
+    StoreError
+        When the experiment is certified (nothing to continue), or a new budget is not above
+        what the experiment has already used.
+    """
+    stored = dict(record.config)
+    new = {"max_comparisons": max_comparisons, "max_cost": max_cost}
+    old = {key: stored.get(key) for key in BUDGET_FIELDS}
+    if new == old:
+        return False
+    if record.status == "certified":
+        raise StoreError(
+            f"experiment {record.id} is certified ({(record.result or {}).get('best')} is the "
+            "best); a larger budget would change nothing"
+        )
+    comparisons = store.comparison_count(record.id)
+    if max_comparisons is not None and max_comparisons <= comparisons:
+        raise StoreError(
+            f"experiment {record.id} already has {comparisons:,} comparisons, so "
+            f"max_comparisons {max_comparisons:,} leaves nothing to run. Fix: give a budget "
+            f"above {comparisons:,}"
+        )
+    costs = [c.cost_usd for c in store.iter_comparisons(record.id) if c.cost_usd is not None]
+    if max_cost is not None and costs and max_cost <= sum(costs):
+        raise StoreError(
+            f"experiment {record.id} has already cost ${sum(costs):.4f}, so max_cost "
+            f"{max_cost:g} leaves nothing to spend. Fix: give a limit above {sum(costs):.4f}"
+        )
+    store.reopen(
+        record.id,
+        {**stored, **new},
+        {"from": old, "to": new, "comparisons": comparisons, "status": record.status},
+    )
+    return True
+
+
+@dataclass(frozen=True)
+class Usage:
+    """What an experiment has cost so far, over all its sessions (runs and resumes).
+
+    Attributes
+    ----------
+    llm_calls : int or None
+        Calls made to language models (generations and judge calls; answers found in the
+        store's cache are not counted: they were not paid again). None without live models.
+    input_tokens, output_tokens : int or None
+        Tokens of the stored comparisons, when the environment reports them.
+    cost_usd : float or None
+        Dollars, when the environment reports prices.
+    wall_seconds : float
+        Wall time of the sessions that ran comparisons.
+    """
+
+    llm_calls: int | None
+    input_tokens: int | None
+    output_tokens: int | None
+    cost_usd: float | None
+    wall_seconds: float
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form, with ``tokens`` the sum of input and output tokens."""
+        tokens = (
+            None
+            if self.input_tokens is None and self.output_tokens is None
+            else (self.input_tokens or 0) + (self.output_tokens or 0)
+        )
+        return {
+            "llm_calls": self.llm_calls,
+            "input_tokens": self.input_tokens,
+            "output_tokens": self.output_tokens,
+            "tokens": tokens,
+            "cost_usd": self.cost_usd,
+            "wall_seconds": self.wall_seconds,
+        }
+
+
+def usage_of(store: Store, record: ExperimentRecord) -> Usage:
+    """The :class:`Usage` of a stored experiment: its comparisons' tokens and costs, and the
+    calls and seconds its sessions recorded when they stopped."""
+    inputs, outputs, costs = [], [], []
+    for comparison in store.iter_comparisons(record.id):
+        if comparison.input_tokens is not None:
+            inputs.append(comparison.input_tokens)
+        if comparison.output_tokens is not None:
+            outputs.append(comparison.output_tokens)
+        if comparison.cost_usd is not None:
+            costs.append(comparison.cost_usd)
+    details = [detail or {} for _, kind, detail in store.events(record.id)]
+    live = record.config.get("environment", {}).get("type") == "llm"
+    return Usage(
+        llm_calls=sum(d.get("backend_calls", 0) for d in details) if live else None,
+        input_tokens=sum(inputs) if inputs else None,
+        output_tokens=sum(outputs) if outputs else None,
+        cost_usd=sum(costs) if costs else None,
+        wall_seconds=float(sum(d.get("seconds", 0.0) for d in details)),
+    )
 
 
 # ---- running -------------------------------------------------------------------------------------
@@ -594,7 +752,10 @@ class Runner:
                 experiment_id,
                 status,
                 event="interrupted",
-                detail={"comparisons": max(sequence, len(stored))},
+                detail={
+                    "comparisons": max(sequence, len(stored)),
+                    "seconds": time.monotonic() - started,
+                },
             )
         else:
             status = str(result.stop_reason)
@@ -604,7 +765,10 @@ class Runner:
                     status,
                     result.to_dict(),
                     event="finished",
-                    detail={"comparisons": result.n_comparisons},
+                    detail={
+                        "comparisons": result.n_comparisons,
+                        "seconds": time.monotonic() - started,
+                    },
                 )
         if self.on_progress is not None:
             self.on_progress(self.progress(time.monotonic() - started))
@@ -651,7 +815,7 @@ class Runner:
         remaining = self._remaining.update(
             self.experiment.n_comparisons,
             None if needs is None else combine(needs, parallel=structured),
-            self.experiment.done,
+            self.experiment.done and self.experiment.result.certified,
         )
         policies = self.environment.policies
         return Progress(

@@ -3,6 +3,7 @@
 import json
 import time
 
+import pytest
 from typer.testing import CliRunner
 
 from llmpo.cli import app
@@ -89,13 +90,22 @@ def test_max_cost_stops_the_run_uncertified(project):
     )
     (project / "live.yaml").write_text(text)
     result = runner.invoke(app, ["run", "live.yaml", "--json", "--concurrency", "1"])
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == 3, result.output  # finished without a certificate
     data = json.loads(result.stdout)
     assert data["status"] == "budget" and data["certified"] is False
     with Store(project / "runs.db", readonly=True) as store:
         spent = sum(c.cost_usd for c in store.comparisons(data["experiment_id"]))
         assert store.experiment().result["stopped_by"] == "max_cost"
     assert 0.05 <= spent < 0.05 + 0.02  # one comparison of ~20 tokens costs ~0.02
+    assert data["continue_command"].endswith("runs.db 1 --max-cost 0.1")
+    assert data["cost_usd"] == pytest.approx(spent) and data["llm_calls"] >= 2 * 3
+    more = runner.invoke(
+        app, ["resume", "runs.db", "--max-cost", "0.1", "--json", "--concurrency", "1"]
+    )
+    assert more.exit_code == 3, more.output
+    continued = json.loads(more.stdout)
+    assert continued["experiment_id"] == 1 and 0.1 <= continued["cost_usd"] < 0.1 + 0.02
+    assert continued["replayed_comparisons"] == data["n_comparisons"]
 
 
 def test_concurrency_32_keeps_at_least_30_requests_in_flight(project, server):
