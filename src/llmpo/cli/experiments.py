@@ -6,20 +6,24 @@ import csv
 import json
 import math
 import sys
+import time
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.console import Console
+from rich.console import Console, Group
 from rich.live import Live
 from rich.markup import escape
+from rich.progress import BarColumn, TaskID, TextColumn, TimeElapsedColumn
+from rich.progress import Progress as RichProgress
 from rich.table import Table
 from rich.text import Text
 
 from llmpo.cli import app
 from llmpo.config import ConfigError, ExperimentConfig, load_config
 from llmpo.environments.replay import ReplayError
+from llmpo.llm.loading import LoadStep, watching_loads
 from llmpo.remaining import rival_needs
 from llmpo.report import LARGE_TABLE_ROWS, build_report, render_html, render_markdown
 from llmpo.runner import (
@@ -127,11 +131,28 @@ def _evaluation_line(progress: EvaluationProgress) -> str:
     )
 
 
+def _load_detail(step: LoadStep, seconds: float) -> str:
+    """``45.2/98.4 MB, 3.1 MB/s`` for a download, ``120/272 tensors`` for a conversion."""
+    if step.unit == "bytes":
+        total = f"/{step.total / 1e6:.1f}" if step.total else ""
+        rate = f", {step.done / seconds / 1e6:.1f} MB/s" if seconds > 0 else ""
+        return f"{step.done / 1e6:.1f}{total} MB{rate}"
+    if step.unit:
+        return f"{step.done:,.0f}/{step.total or 0:,.0f} {step.unit}"
+    return "done" if step.finished else "…"
+
+
 class _Display:
-    """Rich live line on a terminal; a plain log line every few seconds otherwise."""
+    """Rich live lines on a terminal (a bar for each step of fetching or loading a model, then
+    the run's progress line); a plain log line every few seconds otherwise."""
 
     def __init__(self) -> None:
         self.live: Live | None = None
+        self._line: Text = Text("")
+        self._loads: RichProgress | None = None
+        self._tasks: dict[str, TaskID] = {}
+        self._started: dict[str, float] = {}
+        self._printed: dict[str, float] = {}
         if error_console.is_terminal:
             self.live = Live(Text(""), console=error_console, refresh_per_second=4, transient=False)
             self.live.start()
@@ -142,9 +163,40 @@ class _Display:
 
     def __call__(self, line: str) -> None:
         if self.live is not None:
-            self.live.update(Text(line))
+            self._line = Text(line)
+            self._refresh()
         else:
             print(f"[llmpo] {line}", file=sys.stderr, flush=True)
+
+    def load_step(self, step: LoadStep) -> None:
+        """Show how a model's download, conversion or loading goes (from any thread)."""
+        now = time.monotonic()
+        started = self._started.setdefault(step.what, now)
+        detail = _load_detail(step, now - started)
+        if self.live is None:
+            if step.finished or now - self._printed.get(step.what, -math.inf) >= self.interval:
+                self._printed[step.what] = now
+                print(f"[llmpo] {step.what}: {detail}", file=sys.stderr, flush=True)
+            return
+        if self._loads is None:
+            self._loads = RichProgress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                TextColumn("{task.fields[detail]}"),
+                TimeElapsedColumn(),
+                console=error_console,
+                auto_refresh=False,
+            )
+        total = step.total if step.total else (1 if step.finished else None)
+        if step.what not in self._tasks:
+            self._tasks[step.what] = self._loads.add_task(step.what, total=total, detail=detail)
+        done = total if step.finished else step.done
+        self._loads.update(self._tasks[step.what], completed=done, total=total, detail=detail)
+        self._refresh()
+
+    def _refresh(self) -> None:
+        if self.live is not None:
+            self.live.update(self._line if self._loads is None else Group(self._loads, self._line))
 
     def close(self) -> None:
         if self.live is not None:
@@ -194,7 +246,8 @@ def _execute(store: Store, experiment_id: int, as_json: bool, concurrency: int =
             highlight=False,
         )
     try:
-        outcome = runner.run()
+        with watching_loads(display.load_step):
+            outcome = runner.run()
     except RunFailedError as error:
         display.close()
         raise _fail(str(error), 1) from None
@@ -842,7 +895,8 @@ def evaluate(
                     lambda progress: display(_evaluation_line(progress)),
                     display.interval,
                 )
-                summary = evaluation.run()
+                with watching_loads(display.load_step):
+                    summary = evaluation.run()
             except KeyboardInterrupt:
                 raise _fail(
                     f"interrupted; every finished comparison is stored. Continue with: llmpo "
