@@ -144,3 +144,11 @@ def test_an_identical_interrupted_experiment_is_not_duplicated_either(project):
         "--new",
     )
     assert len(json.loads(invoke("experiments", "runs.db", "--json").stdout)) == 1
+
+
+def test_a_new_run_with_another_budget_points_at_the_stopped_one(project):
+    invoke("run", "experiment.yaml", "--max-comparisons", "5")
+    result = invoke("run", "experiment.yaml", "--max-comparisons", "9")
+    assert "Note: experiment 1 has these settings but another budget" in result.stderr
+    assert "llmpo run experiment.yaml --resume --max-comparisons 9" in result.stderr
+    assert len(json.loads(invoke("experiments", "runs.db", "--json").stdout)) == 2

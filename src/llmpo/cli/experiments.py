@@ -545,6 +545,20 @@ def _identical(config: Path, resolved: ExperimentConfig, store: Store) -> int | 
     finished; a refusal naming both ways on when it did not; None when there is none."""
     record = find_experiment(resolved, store)
     if record is None:
+        earlier = find_experiment(resolved, store, ignore=BUDGET_FIELDS)
+        if earlier is not None and earlier.status not in ("certified", "running"):
+            budgets = " ".join(
+                f"--{key.replace('_', '-')} {getattr(resolved, key)}"
+                for key in BUDGET_FIELDS
+                if getattr(resolved, key) is not None
+            )
+            error_console.print(
+                f"Note: experiment {earlier.id} has these settings but another budget, and "
+                f"stopped ({earlier.status}); starting a new experiment. To continue that one "
+                f"instead: llmpo run {config} --resume {budgets}".rstrip(),
+                soft_wrap=True,
+                highlight=False,
+            )
         return None
     comparisons = store.comparison_count(record.id)
     live = resolved.environment.type == "llm"
