@@ -381,9 +381,12 @@ def _continue_command(
     return f"{base} --max-comparisons {_round_up(2 * n)}"
 
 
-def _outcome_facts(outcome: RunOutcome, store: Store) -> dict[str, Any]:
-    """What ``run`` and ``resume`` print, as JSON-ready facts: the result, what it cost, the
-    plain sentence, the rivals still undecided, the command that continues it, the exit code."""
+def _outcome_facts(
+    outcome: RunOutcome, store: Store
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """What ``run`` and ``resume`` print, as JSON-ready facts (the result, what it cost, the
+    plain sentence, the rivals still undecided, the command that continues it, the exit code),
+    and the rows of every rival."""
     record = store.experiment(outcome.experiment_id)
     usage = usage_of(store, record)
     result = outcome.result
@@ -393,6 +396,7 @@ def _outcome_facts(outcome: RunOutcome, store: Store) -> dict[str, Any]:
     within = f" (up to a margin ε = {result.epsilon:g})" if result.epsilon else ""
     spent = f"{result.n_comparisons:,} comparisons ({_usage_text(usage, environment)})"
     command = None
+    undecided = [row for row in rows if not row["ruled_out"]]
     if outcome.status == "interrupted":
         summary = (
             f"Interrupted after {spent}; every comparison is stored. Resume with: "
@@ -406,7 +410,6 @@ def _outcome_facts(outcome: RunOutcome, store: Store) -> dict[str, Any]:
         )
         code = 0
     else:
-        undecided = [row for row in rows if not row["ruled_out"]]
         command = _continue_command(outcome, store.path, record.config, usage, rows)
         summary = (
             f"No policy certified yet: the budget ran out after {spent}. So far "
@@ -415,21 +418,20 @@ def _outcome_facts(outcome: RunOutcome, store: Store) -> dict[str, Any]:
             f"undecided at {confidence} confidence."
         )
         code = EXIT_UNCERTIFIED
-    return {
+    facts = {
         **outcome.to_dict(str(store.path)),
         **usage.to_dict(),
         "summary": summary,
-        "undecided": [row for row in rows if not row["ruled_out"]],
+        "undecided": undecided,
         "continue_command": command,
         "exit_code": code,
-        "_rows": rows,
     }
+    return facts, rows
 
 
 def _print_outcome(outcome: RunOutcome, store: Store, as_json: bool) -> int:
     """Print a run's outcome for people (or as JSON); the exit code."""
-    facts = _outcome_facts(outcome, store)
-    rows = facts.pop("_rows")
+    facts, rows = _outcome_facts(outcome, store)
     if as_json:
         print(json.dumps(facts))
         return int(facts["exit_code"])
