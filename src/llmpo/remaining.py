@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import math
 import statistics
-from collections.abc import Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 #: Normal quantile of the range's half-width: P(|Z| ≤ 1.28) ≈ 0.8.
@@ -67,9 +67,9 @@ def _needed(statistic: float, threshold: float, count: float, rate: float) -> fl
 
 
 def rival_needs(
-    statistics: Sequence[float],
-    thresholds: Sequence[float],
-    counts: Sequence[float],
+    statistics: Iterable[float],
+    thresholds: Iterable[float],
+    counts: Iterable[float],
     z: float = Z_RANGE,
 ) -> list[tuple[float, float, float]] | None:
     """Per rival, (estimate, low, high) of the comparisons still needed (``inf``: unbounded).
