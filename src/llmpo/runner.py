@@ -582,7 +582,8 @@ class Usage:
     input_tokens, output_tokens : int or None
         Tokens of the stored comparisons, when the environment reports them.
     cost_usd : float or None
-        Dollars, when the environment reports prices.
+        Dollars, when the environment reports prices; 0 when every model runs on this machine
+        (the local backend).
     wall_seconds : float
         Wall time of the sessions that ran comparisons.
     """
@@ -622,12 +623,17 @@ def usage_of(store: Store, record: ExperimentRecord) -> Usage:
         if comparison.cost_usd is not None:
             costs.append(comparison.cost_usd)
     details = [detail or {} for _, kind, detail in store.events(record.id)]
-    live = record.config.get("environment", {}).get("type") == "llm"
+    environment = record.config.get("environment", {})
+    live = environment.get("type") == "llm"
+    # Models run on this machine by the local backend cost nothing to call.
+    backends = [p.get("backend") or {} for p in record.config.get("policies") or []]
+    backends.append((environment.get("judge") or {}).get("backend") or {"type": "local"})
+    free = live and all(backend.get("type") == "local" for backend in backends)
     return Usage(
         llm_calls=sum(d.get("backend_calls", 0) for d in details) if live else None,
         input_tokens=sum(inputs) if inputs else None,
         output_tokens=sum(outputs) if outputs else None,
-        cost_usd=sum(costs) if costs else None,
+        cost_usd=sum(costs) if costs else 0.0 if free else None,
         wall_seconds=float(sum(d.get("seconds", 0.0) for d in details)),
     )
 

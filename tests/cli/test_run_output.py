@@ -152,3 +152,28 @@ def test_a_new_run_with_another_budget_points_at_the_stopped_one(project):
     assert "Note: experiment 1 has these settings but another budget" in result.stderr
     assert "llmpo run experiment.yaml --resume --max-comparisons 9" in result.stderr
     assert len(json.loads(invoke("experiments", "runs.db", "--json").stdout)) == 2
+
+
+def test_usage_counts_calls_tokens_and_seconds_over_sessions_and_local_models_cost_nothing(
+    tmp_path,
+):
+    from llmpo.runner import usage_of
+    from llmpo.store import ComparisonRecord
+
+    local = {"type": "local", "model": "smollm2"}
+    config = {
+        "environment": {"type": "llm", "judge": {"type": "reference"}},
+        "policies": [{"name": "a", "backend": local}, {"name": "b", "backend": local}],
+    }
+    with Store(tmp_path / "runs.db", writer=True) as store:
+        experiment = store.create_experiment(config, ["a", "b"])
+        for seq in (1, 2):
+            store.append_comparison(
+                experiment, ComparisonRecord(seq, 0, 1, 1.0, "t", "ab", None, 0.0, 1.0, None, 7, 3)
+            )
+        store.add_event(experiment, "interrupted", {"backend_calls": 4, "seconds": 1.5})
+        store.add_event(experiment, "finished", {"backend_calls": 2, "seconds": 2.0})
+        usage = usage_of(store, store.experiment(experiment))
+    assert (usage.llm_calls, usage.input_tokens, usage.output_tokens) == (6, 14, 6)
+    assert usage.cost_usd == 0.0 and usage.wall_seconds == 3.5
+    assert usage.to_dict()["tokens"] == 20
