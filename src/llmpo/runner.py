@@ -530,25 +530,19 @@ def continue_with_budget(
     """Give a stored experiment new budgets (None: no limit) so that running it continues it.
 
     A finished experiment that is not certified (it stopped at a budget) is reopened; an
-    interrupted one just takes the new budgets. Returns False when the budgets are the stored
-    ones (nothing to change).
+    interrupted one just takes the new budgets. Returns False, changing nothing, when the
+    budgets are the stored ones or the experiment is certified (nothing to continue).
 
     Raises
     ------
     StoreError
-        When the experiment is certified (nothing to continue), or a new budget is not above
-        what the experiment has already used.
+        When a new budget is not above what the experiment has already used.
     """
     stored = dict(record.config)
     new = {"max_comparisons": max_comparisons, "max_cost": max_cost}
     old = {key: stored.get(key) for key in BUDGET_FIELDS}
-    if new == old:
+    if new == old or record.status == "certified":  # certified: nothing to continue
         return False
-    if record.status == "certified":
-        raise StoreError(
-            f"experiment {record.id} is certified ({(record.result or {}).get('best')} is the "
-            "best); a larger budget would change nothing"
-        )
     comparisons = store.comparison_count(record.id)
     if max_comparisons is not None and max_comparisons <= comparisons:
         raise StoreError(

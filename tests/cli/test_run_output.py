@@ -177,3 +177,12 @@ def test_usage_counts_calls_tokens_and_seconds_over_sessions_and_local_models_co
     assert (usage.llm_calls, usage.input_tokens, usage.output_tokens) == (6, 14, 6)
     assert usage.cost_usd == 0.0 and usage.wall_seconds == 3.5
     assert usage.to_dict()["tokens"] == 20
+
+
+def test_a_larger_budget_for_a_certified_experiment_just_shows_it(project):
+    first = json.loads(invoke("run", "experiment.yaml", "--json").stdout)
+    again = invoke("resume", "runs.db", "--max-comparisons", "5000", "--json")
+    assert again.exit_code == 0, again.output
+    assert json.loads(again.stdout)["rivals"] == first["rivals"]
+    with Store(project / "runs.db", readonly=True) as store:
+        assert store.experiment(1).config["max_comparisons"] is None
