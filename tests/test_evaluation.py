@@ -183,7 +183,8 @@ def test_pandalm_replay_split_by_prompt_evaluates_only_held_out_prompts(tmp_path
     low, high = summary["interval"]
     assert low < (wins + ties / 2) / n < high
     assert summary["sentence"].startswith(f"Policy {winner} ")
-    assert f"today's policy {baseline} on " in summary["sentence"]
+    assert f"today's policy {baseline} in " in summary["sentence"]
+    assert "on recorded judgments of held-out tasks" in summary["sentence"]
     report = runner.invoke(app, ["report", "runs.db", "--format", "md"])
     assert "## Gain over baseline" in report.stdout and summary["sentence"] in report.stdout
     html = runner.invoke(app, ["report", "runs.db", "--output", "report.html"])

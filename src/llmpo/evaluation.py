@@ -517,7 +517,8 @@ def summarize_evaluation(store: Store, evaluation: EvaluationRecord) -> dict[str
     summary["win_rate"] = rate.estimate
     summary["interval"] = [rate.lower, rate.upper]
     summary["accuracy"] = _accuracies(comparisons, evaluation.winner, evaluation.baseline)
-    tie_note = f"; {ties} of {len(comparisons)} were ties, counted as half" if ties else ""
+    n = len(comparisons)
+    tie_note = f"; {ties} were ties, counted as half" if ties else ""
     shown = rate.lower > 0.5 or rate.upper < 0.5
     verb = "beats" if rate.lower > 0.5 else "wins against"
     uncertified = "" if summary["certified"] else " (the best so far, not certified)"
@@ -527,19 +528,42 @@ def summarize_evaluation(store: Store, evaluation: EvaluationRecord) -> dict[str
         else "; the interval includes 50%, so it is not shown better than today's policy at "
         "this number of comparisons"
     )
+    where, about = _interval_scope(summary, n)
     summary["sentence"] = (
-        f"Policy {evaluation.winner}{uncertified} {verb} today's policy {evaluation.baseline} on "
-        f"{_percent(rate.estimate)} of new questions ({LEVEL:.0%} CI {_percent(rate.lower)}–"
-        f"{_percent(rate.upper)}; {len(comparisons)} comparisons{tie_note}){verdict}."
+        f"Policy {evaluation.winner}{uncertified} {verb} today's policy {evaluation.baseline} "
+        f"in {_percent(rate.estimate)} of {n} comparisons {where} ({LEVEL:.0%} CI "
+        f"{_percent(rate.lower)}–{_percent(rate.upper)} for {about}{tie_note}){verdict}."
     )
     distinct = summary["held_out_tasks"]
-    if summary["held_out_records"] is None and distinct and len(comparisons) > distinct:
+    if summary["held_out_records"] is None and distinct and n > distinct:
         summary["caveat"] = (
-            f"{len(comparisons)} comparisons over {distinct} held-out tasks: tasks repeat (with "
+            f"{n} comparisons over {distinct} held-out tasks: tasks repeat (with "
             f"fresh answers), so the interval is for the win rate on these {distinct} tasks; for "
             "new questions at large, hold out more tasks"
         )
     return summary
+
+
+def _interval_scope(summary: dict[str, Any], n: int) -> tuple[str, str]:
+    """Where the comparisons were made, and what the win-rate interval is about: the held-out
+    tasks themselves when they repeat, questions like them when each was used at most once."""
+    distinct = summary["held_out_tasks"]
+    if summary["held_out_records"] is not None:
+        return (
+            "on recorded judgments of held-out tasks",
+            "its win rate on judgments like these held-out ones",
+        )
+    if not distinct:
+        return "of fresh simulated outcomes", "its probability of winning a comparison"
+    if n > distinct:
+        return (
+            f"on the same {distinct} held-out tasks, asked again with fresh answers",
+            f"its win rate on these {distinct} tasks, not on new questions at large",
+        )
+    return (
+        f"on {summary['tasks_used'] or n} held-out tasks, each once",
+        "its win rate on new questions like these held-out ones",
+    )
 
 
 def _accuracies(

@@ -55,6 +55,7 @@ from llmpo.instances import (
     make_structured_instance,
     make_unstructured_instance,
 )
+from llmpo.remaining import RemainingTracker, combine, rival_needs
 from llmpo.spaces import Space, Structured, Unstructured
 from llmpo.store import (
     UNFINISHED_STATUSES,
@@ -87,8 +88,11 @@ class Progress:
     binding_rival : str
         The rival with that smallest margin.
     estimated_remaining : int or None
-        Rough comparisons still needed, extrapolating each rival's statistic linearly; None
-        before every rival has evidence.
+        Comparisons still needed (smoothed estimate, :mod:`llmpo.remaining`); None before every
+        rival has evidence.
+    remaining_low, remaining_high : int or None
+        Its 80% range; ``remaining_high`` is None while some rival is not yet separated from a
+        coin flip (no upper bound yet).
     cost_usd : float or None
         Money spent so far, when the environment reports it.
     elapsed_seconds : float
@@ -103,6 +107,8 @@ class Progress:
     estimated_remaining: int | None
     cost_usd: float | None
     elapsed_seconds: float
+    remaining_low: int | None = None
+    remaining_high: int | None = None
 
 
 #: Decisive verdicts that must all favour one shown position before a run says its judge looked
@@ -522,19 +528,177 @@ def dropped_policies(environment: Environment) -> tuple[str, ...]:
     return tuple(getattr(environment, "dropped", ()))
 
 
-def find_experiment(config: ExperimentConfig, store: Store) -> ExperimentRecord | None:
-    """The latest stored experiment started from this configuration (any seed if it has none)."""
-    wanted = config.to_json()
+#: Settings a stopped experiment may change when it is continued: its budgets.
+BUDGET_FIELDS = ("max_comparisons", "max_cost")
+
+
+def _comparable(config: dict[str, Any], ignore: tuple[str, ...]) -> dict[str, Any]:
+    return {key: value for key, value in config.items() if key not in ignore}
+
+
+def _stored_config(record: ExperimentRecord, seedless: bool) -> dict[str, Any] | None:
+    try:  # fill the defaults of fields added since the experiment was stored
+        stored = ExperimentConfig.model_validate(record.config).to_json()
+    except ValueError:
+        return None
+    if seedless:
+        stored["seed"] = None
+    return stored
+
+
+def find_experiment(
+    config: ExperimentConfig, store: Store, ignore: tuple[str, ...] = ()
+) -> ExperimentRecord | None:
+    """The latest stored experiment started from this configuration (any seed if it has none),
+    not counting the top-level settings named in ``ignore`` (e.g. :data:`BUDGET_FIELDS`)."""
+    wanted = _comparable(config.to_json(), ignore)
     for record in reversed(store.experiments()):
-        try:  # fill the defaults of fields added since the experiment was stored
-            stored = ExperimentConfig.model_validate(record.config).to_json()
-        except ValueError:
-            continue
-        if config.seed is None:
-            stored["seed"] = None
-        if stored == wanted:
+        stored = _stored_config(record, config.seed is None)
+        if stored is not None and _comparable(stored, ignore) == wanted:
             return record
     return None
+
+
+def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(value, dict):
+        flat: dict[str, Any] = {}
+        for key, item in value.items():
+            flat.update(_flatten(item, f"{prefix}{key}."))
+        return flat
+    return {prefix.rstrip("."): value}
+
+
+def closest_experiment(
+    config: ExperimentConfig, store: Store
+) -> tuple[ExperimentRecord, list[tuple[str, Any, Any]]] | None:
+    """The stored experiment whose settings differ from ``config``'s in the fewest fields (the
+    latest among equals), with those differences as (field, stored value, new value)."""
+    wanted = _flatten(config.to_json())
+    best: tuple[ExperimentRecord, list[tuple[str, Any, Any]]] | None = None
+    for record in reversed(store.experiments()):
+        stored = _stored_config(record, config.seed is None)
+        if stored is None:
+            continue
+        flat = _flatten(stored)
+        differences = [
+            (key, flat.get(key), wanted.get(key))
+            for key in sorted(flat.keys() | wanted.keys())
+            if flat.get(key) != wanted.get(key)
+        ]
+        if best is None or len(differences) < len(best[1]):
+            best = (record, differences)
+    return best
+
+
+def continue_with_budget(
+    store: Store,
+    record: ExperimentRecord,
+    max_comparisons: int | None,
+    max_cost: float | None,
+) -> bool:
+    """Give a stored experiment new budgets (None: no limit) so that running it continues it.
+
+    A finished experiment that is not certified (it stopped at a budget) is reopened; an
+    interrupted one just takes the new budgets. Returns False, changing nothing, when the
+    budgets are the stored ones or the experiment is certified (nothing to continue).
+
+    Raises
+    ------
+    StoreError
+        When a new budget is not above what the experiment has already used.
+    """
+    stored = dict(record.config)
+    new = {"max_comparisons": max_comparisons, "max_cost": max_cost}
+    old = {key: stored.get(key) for key in BUDGET_FIELDS}
+    if new == old or record.status == "certified":  # certified: nothing to continue
+        return False
+    comparisons = store.comparison_count(record.id)
+    if max_comparisons is not None and max_comparisons <= comparisons:
+        raise StoreError(
+            f"experiment {record.id} already has {comparisons:,} comparisons, so "
+            f"max_comparisons {max_comparisons:,} leaves nothing to run. Fix: give a budget "
+            f"above {comparisons:,}"
+        )
+    costs = [c.cost_usd for c in store.iter_comparisons(record.id) if c.cost_usd is not None]
+    if max_cost is not None and costs and max_cost <= sum(costs):
+        raise StoreError(
+            f"experiment {record.id} has already cost ${sum(costs):.4f}, so max_cost "
+            f"{max_cost:g} leaves nothing to spend. Fix: give a limit above {sum(costs):.4f}"
+        )
+    store.reopen(
+        record.id,
+        {**stored, **new},
+        {"from": old, "to": new, "comparisons": comparisons, "status": record.status},
+    )
+    return True
+
+
+@dataclass(frozen=True)
+class Usage:
+    """What an experiment has cost so far, over all its sessions (runs and resumes).
+
+    Attributes
+    ----------
+    llm_calls : int or None
+        Calls made to language models (generations and judge calls; answers found in the
+        store's cache are not counted: they were not paid again). None without live models.
+    input_tokens, output_tokens : int or None
+        Tokens of the stored comparisons, when the environment reports them.
+    cost_usd : float or None
+        Dollars, when the environment reports prices; 0 when every model runs on this machine
+        (the local backend).
+    wall_seconds : float
+        Wall time of the sessions that ran comparisons.
+    """
+
+    llm_calls: int | None
+    input_tokens: int | None
+    output_tokens: int | None
+    cost_usd: float | None
+    wall_seconds: float
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form, with ``tokens`` the sum of input and output tokens."""
+        tokens = (
+            None
+            if self.input_tokens is None and self.output_tokens is None
+            else (self.input_tokens or 0) + (self.output_tokens or 0)
+        )
+        return {
+            "llm_calls": self.llm_calls,
+            "input_tokens": self.input_tokens,
+            "output_tokens": self.output_tokens,
+            "tokens": tokens,
+            "cost_usd": self.cost_usd,
+            "wall_seconds": self.wall_seconds,
+        }
+
+
+def usage_of(store: Store, record: ExperimentRecord) -> Usage:
+    """The :class:`Usage` of a stored experiment: its comparisons' tokens and costs, and the
+    calls and seconds its sessions recorded when they stopped."""
+    inputs, outputs, costs = [], [], []
+    for comparison in store.iter_comparisons(record.id):
+        if comparison.input_tokens is not None:
+            inputs.append(comparison.input_tokens)
+        if comparison.output_tokens is not None:
+            outputs.append(comparison.output_tokens)
+        if comparison.cost_usd is not None:
+            costs.append(comparison.cost_usd)
+    details = [detail or {} for _, kind, detail in store.events(record.id)]
+    environment = record.config.get("environment", {})
+    live = environment.get("type") == "llm"
+    # Models run on this machine by the local backend cost nothing to call.
+    backends = [p.get("backend") or {} for p in record.config.get("policies") or []]
+    backends.append((environment.get("judge") or {}).get("backend") or {"type": "local"})
+    free = live and all(backend.get("type") == "local" for backend in backends)
+    return Usage(
+        llm_calls=sum(d.get("backend_calls", 0) for d in details) if live else None,
+        input_tokens=sum(inputs) if inputs else None,
+        output_tokens=sum(outputs) if outputs else None,
+        cost_usd=sum(costs) if costs else 0.0 if free else None,
+        wall_seconds=float(sum(d.get("seconds", 0.0) for d in details)),
+    )
 
 
 # ---- running -------------------------------------------------------------------------------------
@@ -591,6 +755,7 @@ class Runner:
         self.progress_interval = progress_interval
         self._stop_requested = threading.Event()
         self._cost_usd: float | None = None
+        self._remaining = RemainingTracker()
 
     @property
     def dropped_policies(self) -> tuple[str, ...]:
@@ -656,7 +821,10 @@ class Runner:
                 experiment_id,
                 status,
                 event="interrupted",
-                detail={"comparisons": max(sequence, len(stored))},
+                detail={
+                    "comparisons": max(sequence, len(stored)),
+                    "seconds": time.monotonic() - started,
+                },
             )
         else:
             status = str(result.stop_reason)
@@ -666,7 +834,10 @@ class Runner:
                     status,
                     result.to_dict(),
                     event="finished",
-                    detail={"comparisons": result.n_comparisons},
+                    detail={
+                        "comparisons": result.n_comparisons,
+                        "seconds": time.monotonic() - started,
+                    },
                 )
         if self.on_progress is not None:
             self.on_progress(self.progress(time.monotonic() - started))
@@ -706,8 +877,11 @@ class Runner:
         certificate = self.experiment.model.certificate()
         margins = certificate.statistics - certificate.thresholds
         binding = int(margins.argmin())
-        remaining = remaining_comparisons(
-            self.experiment, self.config.space == "structured", self.config.assume_condorcet
+        structured = self.config.space == "structured"
+        remaining = self._remaining.update(
+            self.experiment.n_comparisons,
+            remaining_needs(self.experiment, structured, self.config.assume_condorcet),
+            self.experiment.done and self.experiment.result.certified,
         )
         policies = self.environment.policies
         return Progress(
@@ -716,9 +890,11 @@ class Runner:
             leader=policies[certificate.leader],
             min_margin=float(margins[binding]),
             binding_rival=policies[int(certificate.rivals[binding])],
-            estimated_remaining=remaining,
+            estimated_remaining=None if remaining is None else remaining.estimate,
             cost_usd=self._cost_usd,
             elapsed_seconds=elapsed_seconds,
+            remaining_low=None if remaining is None else remaining.low,
+            remaining_high=None if remaining is None else remaining.high,
         )
 
     @contextmanager
@@ -761,45 +937,30 @@ class Runner:
                 signal.signal(sig, handler)
 
 
+def remaining_needs(
+    experiment: Experiment, structured: bool, assume_condorcet: bool
+) -> tuple[float, ...] | None:
+    """(estimate, low, high) comparisons the experiment still needs, from each rival's evidence
+    so far (:func:`llmpo.remaining.rival_needs`); None while some rival has no evidence yet."""
+    certificate = experiment.model.certificate()
+    if structured:  # every comparison informs every rival's statistic
+        evidence_counts = np.full(len(certificate.rivals), experiment.n_comparisons)
+    else:
+        counts = experiment.model.counts()  # K×K: unstructured spaces only
+        if assume_condorcet:  # class B: a rival's evidence is over all its pairs
+            evidence_counts = counts[certificate.rivals].sum(axis=1)
+        else:
+            evidence_counts = counts[certificate.leader, certificate.rivals]
+    needs = rival_needs(certificate.statistics, certificate.thresholds, evidence_counts)
+    return None if needs is None else combine(needs, parallel=structured)
+
+
 def remaining_comparisons(
     experiment: Experiment, structured: bool, assume_condorcet: bool
 ) -> int | None:
-    """Comparisons an experiment still needs if each rival's statistic keeps growing linearly
-    in its comparisons (rough; None while some rival has no evidence yet).
-
-    ``llmpo run``'s progress line and ``llmpo view`` show it.
-    """
-    certificate = experiment.model.certificate()
-    if structured:
-        # Every comparison informs every rival's statistic: the slowest one decides.
-        told = float(experiment.n_comparisons)
-        return max(
-            (
-                _estimate_remaining([s], [b], [told])
-                for s, b in zip(certificate.statistics, certificate.thresholds, strict=True)
-            ),
-            key=lambda r: math.inf if r is None else r,
-        )
-    counts = experiment.model.counts()  # K×K: unstructured spaces only
-    if assume_condorcet:  # class B: a rival's evidence is over all its pairs
-        evidence_counts = counts[certificate.rivals].sum(axis=1)
-    else:
-        evidence_counts = counts[certificate.leader, certificate.rivals]
-    return _estimate_remaining(certificate.statistics, certificate.thresholds, evidence_counts)
-
-
-def _estimate_remaining(
-    statistics: Sequence[float], thresholds: Sequence[float], counts: Sequence[float]
-) -> int | None:
-    """Comparisons still needed if each statistic keeps growing linearly in its comparisons.
-
-    Rough (thresholds grow too, estimates move); None while some rival has no evidence yet.
-    """
-    needed = 0.0
-    for statistic, threshold, count in zip(statistics, thresholds, counts, strict=True):
-        if statistic > threshold:
-            continue
-        if statistic <= 0 or count == 0:
-            return None
-        needed += threshold * count / statistic - count
-    return math.ceil(needed)
+    """The point estimate of :func:`remaining_needs` (``llmpo view`` shows it); None when
+    unknown or unbounded."""
+    totals = remaining_needs(experiment, structured, assume_condorcet)
+    if totals is None or math.isinf(totals[0]):
+        return None
+    return math.ceil(totals[0])

@@ -94,7 +94,8 @@ _COMPARISON_FIELDS = """    seq INTEGER NOT NULL,
     output_tokens INTEGER,
 """
 
-_SCHEMA_V1 = """
+_SCHEMA_V1 = (
+    """
 CREATE TABLE experiments (
     id INTEGER PRIMARY KEY,
     name TEXT,
@@ -108,7 +109,9 @@ CREATE TABLE experiments (
 );
 CREATE TABLE comparisons (
     experiment_id INTEGER NOT NULL REFERENCES experiments(id),
-""" + _COMPARISON_FIELDS + """    PRIMARY KEY (experiment_id, seq)
+"""
+    + _COMPARISON_FIELDS
+    + """    PRIMARY KEY (experiment_id, seq)
 ) WITHOUT ROWID;
 CREATE TABLE events (
     id INTEGER PRIMARY KEY,
@@ -118,6 +121,7 @@ CREATE TABLE events (
     detail TEXT
 );
 """
+)
 
 
 def _create_schema_v1(connection: sqlite3.Connection) -> None:
@@ -257,6 +261,7 @@ def _update_status(
         f"UPDATE {table} SET status = ?, updated_at = ?, result = ? WHERE id = ?",
         (status, _now(), json.dumps(result) if result is not None else None, row_id),
     )
+
 
 class StoreError(RuntimeError):
     """A store that cannot be used (corrupt, foreign, newer, busy, missing), with the fix."""
@@ -637,6 +642,17 @@ class Store:
             if event is not None:
                 self._event(connection, experiment_id, event, detail)
 
+    def reopen(self, experiment_id: int, config: dict[str, Any], detail: dict[str, Any]) -> None:
+        """Give a stopped experiment a new configuration (a larger budget) and mark it
+        ``interrupted``, its result cleared, with a ``budget_extended`` event, atomically."""
+        with self._transaction() as connection:
+            connection.execute(
+                "UPDATE experiments SET config = ? WHERE id = ?",
+                (json.dumps(config), experiment_id),
+            )
+            _update_status(connection, "experiments", experiment_id, "interrupted", None)
+            self._event(connection, experiment_id, "budget_extended", detail)
+
     # ---- comparisons ---------------------------------------------------------------------------
     def append_comparison(self, experiment_id: int, record: ComparisonRecord) -> None:
         """Commit one comparison; its sequence number must follow the last stored one.
@@ -797,9 +813,7 @@ class Store:
         StoreError
             When the sequence number would leave a gap or repeat one.
         """
-        self._append(
-            "evaluation_comparisons", "evaluation_id", "evaluation", evaluation_id, record
-        )
+        self._append("evaluation_comparisons", "evaluation_id", "evaluation", evaluation_id, record)
 
     def evaluation_comparisons(self, evaluation_id: int) -> list[ComparisonRecord]:
         """The evaluation's comparisons in sequence order."""

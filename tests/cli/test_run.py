@@ -86,7 +86,7 @@ def test_command_line_flags_override_the_file(project):
 def test_plain_output_names_winner_and_report_command(project):
     result = invoke("run", "experiment.yaml")
     assert result.exit_code == 0
-    assert "best policy alpha" in result.stdout and "llmpo report" in result.stdout
+    assert result.stdout.startswith("alpha is the best") and "llmpo report" in result.stdout
 
 
 def test_report_and_export_commands(project):

@@ -79,6 +79,8 @@ def test_live_evaluation_uses_only_held_out_tasks_and_fresh_answers(project, ser
     low, high = summary["interval"]
     assert low <= summary["win_rate"] <= high
     assert summary["input_tokens"] > 0
+    # 30 comparisons over 5 tasks: the interval is about these tasks, and says so.
+    assert "on these 5 tasks, not on new questions at large" in summary["sentence"]
     report = runner.invoke(app, ["report", "runs.db", "--format", "md"])
     assert summary["sentence"] in report.stdout and "Accuracy of careful: 1.000" in report.stdout
 

@@ -328,7 +328,7 @@ def test_the_report_and_the_cli_warn_when_the_judge_never_told_the_answers_apart
     assert data["certified"] and data["best"] is not None
     assert data["winner"] is None and "verdicts were ties" in data["warning"]
     printed = CliRunner().invoke(app, ["run", "live.yaml", "--resume", *flags])
-    assert "Warning: the judge never told the answers apart" in printed.output
+    assert "No winner: the judge never told the answers apart" in printed.output
     with Store(project / "runs.db", readonly=True) as store:
         report = build_report(store)
     assert report["summary"]["winner"] is None and not report["summary"]["certified"]

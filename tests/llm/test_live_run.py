@@ -3,6 +3,7 @@
 import json
 import time
 
+import pytest
 from typer.testing import CliRunner
 
 from llmpo.cli import app
@@ -89,7 +90,7 @@ def test_max_cost_stops_the_run_uncertified(project):
     )
     (project / "live.yaml").write_text(text)
     result = runner.invoke(app, ["run", "live.yaml", "--json", "--concurrency", "1"])
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == 3, result.output  # finished without a certificate
     data = json.loads(result.stdout)
     assert data["status"] == data["stop_reason"] == "max_cost" and data["certified"] is False
     with Store(project / "runs.db", readonly=True) as store:
@@ -97,6 +98,15 @@ def test_max_cost_stops_the_run_uncertified(project):
         assert store.experiment().status == "max_cost"
         assert store.experiment().result["stop_reason"] == "max_cost"
     assert 0.05 <= spent < 0.05 + 0.02  # one comparison of ~20 tokens costs ~0.02
+    assert data["continue_command"].endswith("runs.db 1 --max-cost 0.1")
+    assert data["cost_usd"] == pytest.approx(spent) and data["llm_calls"] >= 2 * 3
+    more = runner.invoke(
+        app, ["resume", "runs.db", "--max-cost", "0.1", "--json", "--concurrency", "1"]
+    )
+    assert more.exit_code == 3, more.output
+    continued = json.loads(more.stdout)
+    assert continued["experiment_id"] == 1 and 0.1 <= continued["cost_usd"] < 0.1 + 0.02
+    assert continued["replayed_comparisons"] == data["n_comparisons"]
 
 
 def test_concurrency_32_keeps_at_least_30_requests_in_flight(project, server):

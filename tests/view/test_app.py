@@ -360,7 +360,8 @@ def test_a_structured_run_shows_utilities_with_their_intervals(tmp_path, monkeyp
     config = (examples / "structured.yaml").read_text().replace("runs.db", "s.db")
     (tmp_path / "s.yaml").write_text(config + "max_comparisons: 150\n")
     monkeypatch.chdir(tmp_path)
-    assert CliRunner().invoke(cli, ["run", "s.yaml"]).exit_code == 0
+    # 3: the run ended at its budget without a certificate; the page shows it all the same.
+    assert CliRunner().invoke(cli, ["run", "s.yaml"]).exit_code in (0, 3)
     client = TestClient(create_app([tmp_path / "s.db"]))
     for _ in range(100):  # the replay is bounded per request
         state = client.get("/api/s/0/e/1").json()["live"]

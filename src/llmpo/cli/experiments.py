@@ -4,22 +4,28 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import sys
+import time
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.console import Console
+from rich.console import Console, Group
 from rich.live import Live
 from rich.markup import escape
+from rich.progress import BarColumn, TaskID, TextColumn, TimeElapsedColumn
+from rich.progress import Progress as RichProgress
 from rich.table import Table
 from rich.text import Text
 
 from llmpo.cli import app
-from llmpo.config import ConfigError, load_config
+from llmpo.config import ConfigError, ExperimentConfig, load_config
 from llmpo.environments.replay import ReplayError
+from llmpo.llm.loading import LoadStep, watching_loads
+from llmpo.remaining import rival_needs
 from llmpo.report import (
     LARGE_TABLE_ROWS,
     answer_texts,
@@ -28,13 +34,18 @@ from llmpo.report import (
     render_markdown,
 )
 from llmpo.runner import (
+    BUDGET_FIELDS,
     Progress,
     RunFailedError,
     Runner,
     RunOutcome,
+    Usage,
     check_config,
+    closest_experiment,
+    continue_with_budget,
     find_experiment,
     start_experiment,
+    usage_of,
 )
 from llmpo.store import (
     COMPARISON_COLUMNS,
@@ -80,17 +91,43 @@ def _fail(message: str, code: int = 2) -> typer.Exit:
 
 def _progress_line(progress: Progress) -> str:
     budget = f"/{progress.max_comparisons:,}" if progress.max_comparisons else ""
-    remaining = (
-        f"~{progress.estimated_remaining:,} to go"
-        if progress.estimated_remaining is not None
-        else "remaining unknown"
-    )
     cost = f"${progress.cost_usd:.4f}" if progress.cost_usd is not None else "n/a"
     return (
         f"{progress.n_comparisons:,}{budget} comparisons · leader {progress.leader} · "
-        f"smallest margin {progress.min_margin:+.2f} (vs {progress.binding_rival}) · "
-        f"{remaining} · cost {cost} · {progress.elapsed_seconds:.1f} s"
+        f"{_remaining_text(progress)} · cost {cost} · {_duration(progress.elapsed_seconds)}"
     )
+
+
+def _remaining_text(progress: Progress) -> str:
+    low, high = progress.remaining_low, progress.remaining_high
+    if progress.estimated_remaining is None or low is None:
+        return f"closest rival {progress.binding_rival}: too early to tell how many more"
+    if high is None:
+        return f"at least ~{low:,} more comparisons ({progress.binding_rival} still close)"
+    if high == 0:
+        return "done"
+    return f"~{progress.estimated_remaining:,} more comparisons (likely {low:,}–{high:,})"
+
+
+def _duration(seconds: float) -> str:
+    """``0.4 s``, ``41 s``, ``2 min 41 s``, ``1 h 5 min``."""
+    if seconds < 10:
+        return f"{seconds:.1f} s"
+    whole = round(seconds)
+    if whole < 60:
+        return f"{whole} s"
+    if whole < 3600:
+        return f"{whole // 60} min {whole % 60} s"
+    return f"{whole // 3600} h {whole % 3600 // 60} min"
+
+
+def _count(value: float) -> str:
+    """``812``, ``18k``, ``1.2M``: the size of a count at a glance."""
+    if value >= 1e6:
+        return f"{value / 1e6:.1f}M"
+    if value >= 1e4:
+        return f"{value / 1e3:.0f}k"
+    return f"{value:,.0f}"
 
 
 def _evaluation_line(progress: EvaluationProgress) -> str:
@@ -102,11 +139,28 @@ def _evaluation_line(progress: EvaluationProgress) -> str:
     )
 
 
+def _load_detail(step: LoadStep, seconds: float) -> str:
+    """``45.2/98.4 MB, 3.1 MB/s`` for a download, ``120/272 tensors`` for a conversion."""
+    if step.unit == "bytes":
+        total = f"/{step.total / 1e6:.1f}" if step.total else ""
+        rate = f", {step.done / seconds / 1e6:.1f} MB/s" if seconds > 0 else ""
+        return f"{step.done / 1e6:.1f}{total} MB{rate}"
+    if step.unit:
+        return f"{step.done:,.0f}/{step.total or 0:,.0f} {step.unit}"
+    return "done" if step.finished else "…"
+
+
 class _Display:
-    """Rich live line on a terminal; a plain log line every few seconds otherwise."""
+    """Rich live lines on a terminal (a bar for each step of fetching or loading a model, then
+    the run's progress line); a plain log line every few seconds otherwise."""
 
     def __init__(self) -> None:
         self.live: Live | None = None
+        self._line: Text = Text("")
+        self._loads: RichProgress | None = None
+        self._tasks: dict[str, TaskID] = {}
+        self._started: dict[str, float] = {}
+        self._printed: dict[str, float] = {}
         if error_console.is_terminal:
             self.live = Live(Text(""), console=error_console, refresh_per_second=4, transient=False)
             self.live.start()
@@ -117,9 +171,40 @@ class _Display:
 
     def __call__(self, line: str) -> None:
         if self.live is not None:
-            self.live.update(Text(line))
+            self._line = Text(line)
+            self._refresh()
         else:
             print(f"[llmpo] {line}", file=sys.stderr, flush=True)
+
+    def load_step(self, step: LoadStep) -> None:
+        """Show how a model's download, conversion or loading goes (from any thread)."""
+        now = time.monotonic()
+        started = self._started.setdefault(step.what, now)
+        detail = _load_detail(step, now - started)
+        if self.live is None:
+            if step.finished or now - self._printed.get(step.what, -math.inf) >= self.interval:
+                self._printed[step.what] = now
+                print(f"[llmpo] {step.what}: {detail}", file=sys.stderr, flush=True)
+            return
+        if self._loads is None:
+            self._loads = RichProgress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                TextColumn("{task.fields[detail]}"),
+                TimeElapsedColumn(),
+                console=error_console,
+                auto_refresh=False,
+            )
+        total = step.total if step.total else (1 if step.finished else None)
+        if step.what not in self._tasks:
+            self._tasks[step.what] = self._loads.add_task(step.what, total=total, detail=detail)
+        done = total if step.finished else step.done
+        self._loads.update(self._tasks[step.what], completed=done, total=total, detail=detail)
+        self._refresh()
+
+    def _refresh(self) -> None:
+        if self.live is not None:
+            self.live.update(self._line if self._loads is None else Group(self._loads, self._line))
 
     def close(self) -> None:
         if self.live is not None:
@@ -169,7 +254,8 @@ def _execute(store: Store, experiment_id: int, as_json: bool, concurrency: int =
             highlight=False,
         )
     try:
-        outcome = runner.run()
+        with watching_loads(display.load_step):
+            outcome = runner.run()
     except RunFailedError as error:
         display.close()
         raise _fail(str(error), 1) from None
@@ -181,78 +267,359 @@ def _execute(store: Store, experiment_id: int, as_json: bool, concurrency: int =
         ) from None
     finally:
         display.close()
-    _print_outcome(outcome, store.path, as_json)
-    if outcome.status == "interrupted":
-        raise typer.Exit(130)
+    code = _print_outcome(outcome, store, as_json)
+    if code:
+        raise typer.Exit(code)
 
 
-def _print_outcome(outcome: RunOutcome, store_path: Path, as_json: bool) -> None:
-    if as_json:
-        print(json.dumps(outcome.to_dict(str(store_path))))
-        return
+#: Exit code of a run that finished without certifying a policy (it reached a budget).
+EXIT_UNCERTIFIED = 3
+
+EXIT_CODES_HELP = (
+    "Exit codes: 0 certified; 3 finished without a certificate (a budget ran out: the output "
+    "prints the command that continues it); 130 interrupted (resume it); 1 a backend failed "
+    "(every finished comparison is stored; resume it); 2 bad input."
+)
+
+COLUMNS_HELP = (
+    ("comparisons", "how often the best and this rival were compared"),
+    ("best wins", "the share of those comparisons the best won (ties count ½)"),
+    (
+        "evidence",
+        "how strongly the comparisons say the best beats this rival (a log-likelihood "
+        "ratio, 0 = no evidence)",
+    ),
+    (
+        "needed",
+        "the evidence that rules the rival out at {confidence} confidence (it grows slowly "
+        "with the comparisons)",
+    ),
+    ("verdict", "ruled out, or still undecided: the comparisons it likely needs (80% range)"),
+)
+
+
+def _confidence(delta: float) -> str:
+    """1 − δ as a percentage: ``90%``, ``99.9%``."""
+    return f"{round(100 * (1 - delta), 6):g}%"
+
+
+def _usage_text(usage: Usage, environment: str) -> str:
+    parts = []
+    if usage.llm_calls is not None:
+        parts.append(f"{usage.llm_calls:,} LLM calls")
+    elif environment == "replay":
+        parts.append("recorded judgments, no LLM calls")
+    else:
+        parts.append("simulated, no LLM calls")
+    tokens = usage.to_dict()["tokens"]
+    if tokens is not None:
+        parts.append(f"{_count(tokens)} tokens")
+    if usage.cost_usd is not None:
+        parts.append(f"${usage.cost_usd:.2f}")
+    elif environment == "llm":
+        parts.append("cost not reported")
+    parts.append(_duration(usage.wall_seconds))
+    return ", ".join(parts)
+
+
+def _rival_rows(result: Any) -> list[dict[str, Any]]:
+    """Per rival of the best: its name, numbers, and for an undecided one the comparisons it
+    likely still needs (low, high; high None when unbounded; both None when unknown)."""
+    rows = []
+    structured = result.counts is None or result.utilities is not None
+    for rival, comparisons, win_prob, statistic, threshold in zip(
+        result.rivals,
+        result.rival_comparisons,
+        result.rival_win_prob,
+        result.statistics,
+        result.thresholds,
+        strict=True,
+    ):
+        row: dict[str, Any] = {
+            "policy": result.policies[rival],
+            "comparisons": comparisons,
+            "win_prob_hat": win_prob,
+            "evidence": statistic,
+            "needed": threshold,
+            "ruled_out": statistic > threshold,
+            "more_low": None,
+            "more_high": None,
+        }
+        if not row["ruled_out"]:
+            count = result.n_comparisons if structured else comparisons
+            needs = rival_needs([statistic], [threshold], [count])
+            if needs is not None:
+                _, low, high = needs[0]
+                row["more_low"] = math.ceil(low)
+                row["more_high"] = None if math.isinf(high) else math.ceil(high)
+        rows.append(row)
+    return rows
+
+
+def _still_needed(row: dict[str, Any]) -> str:
+    if row["ruled_out"]:
+        return "ruled out"
+    if row["more_low"] is None:
+        return "no evidence yet"
+    if row["more_high"] is None:
+        return f"≥ {row['more_low']:,} more"
+    return f"~{row['more_low']:,}–{row['more_high']:,} more"
+
+
+def _round_up(value: float) -> int:
+    """Up to two significant digits: 437 → 440, 1234 → 1300."""
+    step = 10 ** max(len(str(math.ceil(value))) - 2, 0)
+    return math.ceil(value / step) * step
+
+
+def _continue_command(
+    outcome: RunOutcome, store_path: Path, config: dict[str, Any], usage: Usage, rows: list
+) -> str:
+    """The command that continues a run that stopped at its budget, with a larger one."""
+    base = f"llmpo resume {store_path} {outcome.experiment_id}"
+    limit = config.get("max_cost")
+    if limit is not None and usage.cost_usd is not None and usage.cost_usd >= limit:
+        return f"{base} --max-cost {2 * limit:g}"
+    n = outcome.result.n_comparisons
+    highs = [row["more_high"] for row in rows if not row["ruled_out"]]
+    if highs and all(high is not None for high in highs):
+        structured = outcome.result.counts is None or outcome.result.utilities is not None
+        more = max(highs) if structured else sum(highs)
+        return f"{base} --max-comparisons {_round_up(n + max(more, 1))}"
+    return f"{base} --max-comparisons {_round_up(2 * n)}"
+
+
+def _outcome_facts(
+    outcome: RunOutcome, store: Store
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """What ``run`` and ``resume`` print, as JSON-ready facts (the result, what it cost, the
+    plain sentence, the rivals still undecided, the command that continues it, the exit code),
+    and the rows of every rival."""
+    record = store.experiment(outcome.experiment_id)
+    usage = usage_of(store, record)
     result = outcome.result
-    console = Console(soft_wrap=True, highlight=False)
+    environment = record.config.get("environment", {}).get("type", "")
+    rows = _rival_rows(result)
+    confidence = _confidence(result.delta)
+    within = f" (up to a margin ε = {result.epsilon:g})" if result.epsilon else ""
+    spent = f"{result.n_comparisons:,} comparisons ({_usage_text(usage, environment)})"
+    command = None
+    undecided = [row for row in rows if not row["ruled_out"]]
     if outcome.status == "interrupted":
-        console.print(
-            f"Interrupted after {result.n_comparisons:,} comparisons (all stored). "
-            f"Resume with: llmpo resume {escape(str(store_path))} {outcome.experiment_id}"
+        summary = (
+            f"Interrupted after {spent}; every comparison is stored. Resume with: "
+            f"llmpo resume {store.path} {outcome.experiment_id}"
         )
-        return
-    if outcome.judge_warning:
-        error_console.print(f"Warning: {escape(outcome.judge_warning)}.", soft_wrap=True)
-    verdict = "certified" if result.certified else f"NOT certified: {STATUS_TEXT[outcome.status]}"
-    console.print(
-        f"Experiment {outcome.experiment_id}: best policy [bold]{escape(result.best_name)}[/] — "
-        f"{verdict}, {result.n_comparisons:,} comparisons "
-        f"({outcome.replayed:,} replayed from the store, {outcome.new_comparisons:,} new)."
-    )
-    certificate = Table(
-        "rival",
-        "comparisons",
-        "P̂(best ≻ rival)",
-        "GLR statistic",
-        "threshold",
-        title=f"certificate: every statistic above its threshold ⇒ best with prob. ≥ "
-        f"{1 - result.delta:g}",
-    )
-    rows = list(
-        zip(
-            result.rivals,
-            result.rival_comparisons,
-            result.rival_win_prob,
-            result.statistics,
-            result.thresholds,
-            strict=True,
+        code = 130
+    elif result.certified:
+        summary = (
+            f"{result.best_name} is the best of {len(result.policies)} policies{within}, with "
+            f"{confidence} confidence, after {spent}."
         )
-    )
+        code = 0
+    else:
+        command = _continue_command(outcome, store.path, record.config, usage, rows)
+        summary = (
+            f"No policy certified yet: {STATUS_TEXT.get(outcome.status, outcome.status)} after "
+            f"{spent}. So far "
+            f"{result.best_name} leads {len(result.policies)} policies, but "
+            f"{len(undecided)} {'rival is' if len(undecided) == 1 else 'rivals are'} still "
+            f"undecided at {confidence} confidence."
+        )
+        code = EXIT_UNCERTIFIED
+    if outcome.judge_warning and outcome.status != "interrupted":
+        # The comparisons say nothing about the policies: name no winner, certified or not.
+        summary = f"No winner: {outcome.judge_warning}."
+    facts = {
+        **outcome.to_dict(str(store.path)),
+        **usage.to_dict(),
+        "summary": summary,
+        "undecided": undecided,
+        "continue_command": command,
+        "exit_code": code,
+    }
+    return facts, rows
+
+
+def _print_outcome(outcome: RunOutcome, store: Store, as_json: bool) -> int:
+    """Print a run's outcome for people (or as JSON); the exit code."""
+    facts, rows = _outcome_facts(outcome, store)
+    if as_json:
+        print(json.dumps(facts))
+        return int(facts["exit_code"])
+    console = Console(soft_wrap=True, highlight=False)
+    console.print(escape(facts["summary"]))
+    if outcome.status == "interrupted":
+        return 130
+    result = outcome.result
     if result.counts is None and len(rows) > LARGE_TABLE_ROWS:  # large structured space
-        rows = sorted(rows, key=lambda row: row[3] - row[4])[:LARGE_TABLE_ROWS]
-        certificate.caption = (
-            f"the {LARGE_TABLE_ROWS} of {len(result.rivals):,} rivals closest to their threshold"
+        rows = sorted(rows, key=lambda row: row["evidence"] - row["needed"])[:LARGE_TABLE_ROWS]
+    title = "rival" if result.certified else f"rival of {result.best_name}"
+    table = Table(title, "comparisons", "best wins", "evidence", "needed", "verdict", box=None)
+    for row in rows:
+        table.add_row(
+            escape(row["policy"]),
+            f"{row['comparisons']:,}",
+            f"{row['win_prob_hat']:.0%}",
+            f"{row['evidence']:.2f}",
+            f"{row['needed']:.2f}",
+            _still_needed(row),
         )
-    for rival, comparisons, win_prob, statistic, threshold in rows:
-        certificate.add_row(
-            escape(result.policies[rival]),
-            f"{comparisons:,}",
-            f"{win_prob:.3f}",
-            f"{statistic:.2f}",
-            f"{threshold:.2f}",
+    console.print()
+    console.print(table)
+    if len(rows) < len(result.rivals):
+        console.print(f"  (the {len(rows)} of {len(result.rivals):,} rivals closest to undecided)")
+    confidence = _confidence(result.delta)
+    for name, meaning in COLUMNS_HELP:
+        console.print(f"  {name:<12} {meaning.format(confidence=confidence)}", style="dim")
+    console.print()
+    if facts["continue_command"] is not None:
+        console.print(
+            "Continue it with a larger budget (stored comparisons are kept, not run again):\n  "
+            + escape(facts["continue_command"])
         )
-    console.print(certificate)
-    console.print(f"Report: llmpo report {escape(str(store_path))} {outcome.experiment_id}")
+    replayed = (
+        f"; {outcome.replayed:,} comparisons replayed from the store, "
+        f"{outcome.new_comparisons:,} new"
+        if outcome.replayed
+        else ""
+    )
+    console.print(
+        f"Details: llmpo report {escape(str(store.path))} {outcome.experiment_id} "
+        f"(experiment {outcome.experiment_id}{replayed})"
+    )
+    return int(facts["exit_code"])
 
 
-@app.command()
+MaxComparisonsOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--max-comparisons",
+        min=1,
+        help="Budget: stop after this many comparisons. With --resume (or llmpo resume): a "
+        "larger budget continues a run that reached its own.",
+    ),
+]
+MaxCostOpt = Annotated[
+    float | None,
+    typer.Option(
+        "--max-cost",
+        help="Budget in dollars (live LLM runs). With --resume (or llmpo resume): a larger one "
+        "continues a run that reached its own.",
+    ),
+]
+
+
+def _difference_text(differences: list[tuple[str, Any, Any]]) -> str:
+    shown = "; ".join(f"{key}: {old!r} stored vs {new!r} now" for key, old, new in differences[:8])
+    return shown + (f"; and {len(differences) - 8} more" if len(differences) > 8 else "")
+
+
+def _resumable(config: Path, resolved: ExperimentConfig, store: Store) -> int:
+    """The experiment ``run --resume`` continues, its budgets raised to the configuration's."""
+    record = find_experiment(resolved, store, ignore=BUDGET_FIELDS)
+    if record is None:
+        closest = closest_experiment(resolved, store)
+        detail = (
+            ""
+            if closest is None
+            else f"; the closest, experiment {closest[0].id}, differs in "
+            f"{_difference_text(closest[1])}"
+        )
+        raise _fail(
+            f"{resolved.store} holds no experiment started from {config} with these settings"
+            f"{detail}. Fix: resume with the stored settings, or run without --resume to start "
+            "a new experiment"
+        )
+    _raise_budget(store, record, resolved.max_comparisons, resolved.max_cost)
+    return record.id
+
+
+def _raise_budget(
+    store: Store, record: ExperimentRecord, max_comparisons: int | None, max_cost: float | None
+) -> None:
+    if continue_with_budget(store, record, max_comparisons, max_cost):
+        old = {key: record.config.get(key) for key in BUDGET_FIELDS}
+        new = {"max_comparisons": max_comparisons, "max_cost": max_cost}
+        changes = ", ".join(
+            f"{key} {old[key] or 'none'} → {new[key] or 'none'}"
+            for key in BUDGET_FIELDS
+            if old[key] != new[key]
+        )
+        error_console.print(
+            f"Experiment {record.id}: {changes}; continuing from its "
+            f"{store.comparison_count(record.id):,} stored comparisons.",
+            soft_wrap=True,
+            highlight=False,
+        )
+
+
+def _identical(config: Path, resolved: ExperimentConfig, store: Store) -> int | None:
+    """A stored experiment identical to the one ``run`` would start: its id to show it when it
+    finished; a refusal naming both ways on when it did not; None when there is none."""
+    record = find_experiment(resolved, store)
+    if record is None:
+        earlier = find_experiment(resolved, store, ignore=BUDGET_FIELDS)
+        if earlier is not None and earlier.status not in ("certified", "running"):
+            budgets = " ".join(
+                f"--{key.replace('_', '-')} {getattr(resolved, key)}"
+                for key in BUDGET_FIELDS
+                if getattr(resolved, key) is not None
+            )
+            error_console.print(
+                f"Note: experiment {earlier.id} has these settings but another budget, and "
+                f"stopped ({earlier.status}); starting a new experiment. To continue that one "
+                f"instead: llmpo run {config} --resume {budgets}".rstrip(),
+                soft_wrap=True,
+                highlight=False,
+            )
+        return None
+    comparisons = store.comparison_count(record.id)
+    live = resolved.environment.type == "llm"
+    another = (
+        "--new starts another (answers already in the store's cache are reused, not paid again)"
+        if live
+        else "--new starts another (with the same seed it draws the same comparisons)"
+    )
+    if record.status in ("running", "interrupted"):
+        raise _fail(
+            f"an identical experiment, {record.id} in {resolved.store}, stopped after "
+            f"{comparisons:,} comparisons ({record.status}). Fix: continue it with llmpo run "
+            f"{config} --resume, or {another}"
+        )
+    error_console.print(
+        f"An identical experiment, {record.id} in {resolved.store}, already finished "
+        f"({record.status} after {comparisons:,} comparisons): showing it. {another[0].upper()}"
+        f"{another[1:]}.",
+        soft_wrap=True,
+        highlight=False,
+    )
+    return record.id
+
+
+@app.command(epilog=EXIT_CODES_HELP)
 def run(
     config: Annotated[Path, typer.Argument(help="Experiment configuration (YAML).")],
     resume: Annotated[
-        bool, typer.Option("--resume", help="Continue the interrupted run of this config.")
+        bool,
+        typer.Option(
+            "--resume",
+            help="Continue the stored experiment of this config (interrupted, or stopped at a "
+            "budget when a larger one is given).",
+        ),
+    ] = False,
+    new: Annotated[
+        bool,
+        typer.Option(
+            "--new", help="Start a new experiment even when an identical one is in the store."
+        ),
     ] = False,
     as_json: JsonOpt = False,
     delta: Annotated[float | None, typer.Option(help="Override δ.")] = None,
     epsilon: Annotated[float | None, typer.Option(help="Override ε.")] = None,
     seed: Annotated[int | None, typer.Option(help="Override the seed.")] = None,
-    max_comparisons: Annotated[int | None, typer.Option(help="Override the budget.")] = None,
+    max_comparisons: MaxComparisonsOpt = None,
+    max_cost: MaxCostOpt = None,
     batch_size: Annotated[int | None, typer.Option(help="Override the batch size.")] = None,
     strategy: Annotated[str | None, typer.Option(help="Override the sampling rule.")] = None,
     store: Annotated[Path | None, typer.Option(help="Override the store path.")] = None,
@@ -265,12 +632,19 @@ def run(
         ),
     ] = None,
 ) -> None:
-    """Run an experiment from a YAML configuration (command-line flags override the file)."""
+    """Run an experiment from a YAML configuration (command-line flags override the file).
+
+    An experiment identical to one already finished in the store is shown, not run again
+    (--new starts another); --resume continues a stored one, with a larger budget if given.
+    """
+    if resume and new:
+        raise _fail("--resume and --new contradict each other. Fix: give one of them")
     overrides: dict[str, Any] = {
         "delta": delta,
         "epsilon": epsilon,
         "seed": seed,
         "max_comparisons": max_comparisons,
+        "max_cost": max_cost,
         "batch_size": batch_size,
         "strategy": strategy,
         "store": None if store is None else str(store.resolve()),
@@ -286,15 +660,12 @@ def run(
         environment = None if resume else check_config(resolved)  # before touching the store
         with Store(resolved.store, writer=True) as opened:
             if resume:
-                record = find_experiment(resolved, opened)
-                if record is None:
-                    raise _fail(
-                        f"{resolved.store} holds no experiment started from {config} with these "
-                        "settings. Fix: run without --resume to start one"
-                    )
-                experiment_id = record.id
+                experiment_id = _resumable(config, resolved, opened)
             else:
-                experiment_id = start_experiment(resolved, opened, environment)
+                shown = None if new else _identical(config, resolved, opened)
+                experiment_id = (
+                    shown if shown is not None else start_experiment(resolved, opened, environment)
+                )
             _execute(opened, experiment_id, as_json, concurrency)
     except ConfigError as error:
         message = str(error)
@@ -305,19 +676,34 @@ def run(
         raise _fail(str(error)) from None
 
 
-@app.command("resume")
+@app.command("resume", epilog=EXIT_CODES_HELP)
 def resume_command(
     store: StoreArg,
     experiment_id: IdArg = None,
     as_json: JsonOpt = False,
     concurrency: ConcurrencyOpt = 8,
+    max_comparisons: MaxComparisonsOpt = None,
+    max_cost: MaxCostOpt = None,
 ) -> None:
-    """Continue an interrupted experiment of a store (the latest by default)."""
+    """Continue an interrupted experiment of a store (the latest by default), or one that
+    stopped at its budget when given a larger one."""
     if not store.is_file():
         raise _fail(f"{store}: no such store. Fix: check the path")
     try:
         with Store(store, writer=True) as opened:
-            _execute(opened, opened.experiment(experiment_id).id, as_json, concurrency)
+            record = opened.experiment(experiment_id)
+            if max_cost is not None and max_cost <= 0:
+                raise _fail(f"--max-cost {max_cost:g}: a budget must be above 0")
+            if max_comparisons is not None or max_cost is not None:
+                _raise_budget(
+                    opened,
+                    record,
+                    max_comparisons
+                    if max_comparisons is not None
+                    else record.config.get("max_comparisons"),
+                    max_cost if max_cost is not None else record.config.get("max_cost"),
+                )
+            _execute(opened, record.id, as_json, concurrency)
     except USER_ERRORS as error:
         raise _fail(str(error)) from None
 
@@ -564,7 +950,8 @@ def evaluate(
                     lambda progress: display(_evaluation_line(progress)),
                     display.interval,
                 )
-                summary = evaluation.run()
+                with watching_loads(display.load_step):
+                    summary = evaluation.run()
             except KeyboardInterrupt:
                 raise _fail(
                     f"interrupted; every finished comparison is stored. Continue with: llmpo "

