@@ -77,6 +77,57 @@ def test_bad_fields_name_file_field_and_fix(tmp_path, text, field, fix):
     assert "Traceback" not in message
 
 
+LLM_POLICIES = """\
+environment: {type: llm, tasks: t.jsonl, judge: {type: reference}}
+policies:
+  - {name: a, backend: {type: openai, model: m}, temprature: 0.5}
+  - {name: b, backend: {type: openai, model: m}}
+"""
+
+
+def test_a_misspelt_key_inside_a_policy_comes_first_and_alone(tmp_path):
+    with pytest.raises(ConfigError) as error:
+        load_config(write(tmp_path, LLM_POLICIES))
+    lines = str(error.value).splitlines()
+    assert "field 'policies.0.temprature'" in lines[0]
+    assert "did you mean 'temperature'" in lines[0]
+    assert not any("valid string" in line for line in lines), lines
+
+
+def test_a_misspelt_key_is_reported_before_the_field_it_leaves_missing(tmp_path):
+    text = "environment: {type: synthetic, instanc: x.json}\n"
+    with pytest.raises(ConfigError) as error:
+        load_config(write(tmp_path, text))
+    lines = str(error.value).splitlines()
+    assert "'environment.instanc'" in lines[0] and "did you mean 'instance'" in lines[0]
+    assert "'environment.instance'" in lines[1] and "add this field" in lines[1]
+
+
+@pytest.mark.parametrize(
+    ("environment", "key", "owner", "tag"),
+    [
+        ("{type: synthetic, path: x.json}", "path", "replay", "synthetic"),
+        ("{type: synthetic, instance: x.json, format: counts}", "format", "replay", "synthetic"),
+        ("{type: replay, path: x.json, tasks: t.jsonl}", "tasks", "llm", "replay"),
+    ],
+)
+def test_a_key_of_another_type_is_never_corrected_to_itself(tmp_path, environment, key, owner, tag):
+    with pytest.raises(ConfigError) as error:
+        load_config(write(tmp_path, f"environment: {environment}\n"))
+    message = str(error.value)
+    assert f"did you mean '{key}'" not in message
+    assert f"'{key}' belongs to type {owner}, not {tag}" in message
+
+
+def test_duplicate_names_of_different_policies_ask_to_rename_one(tmp_path):
+    text = LLM_POLICIES.replace("temprature: 0.5", "temperature: 0.5").replace("name: b", "name: a")
+    with pytest.raises(ConfigError) as error:
+        load_config(write(tmp_path, text))
+    message = str(error.value)
+    assert "different policies share the names ['a']" in message and "rename one" in message
+    assert "list each policy once" not in message
+
+
 def test_yaml_syntax_error_gives_line(tmp_path):
     path = write(tmp_path, "delta: 0.05\nenvironment: [unclosed\n")
     with pytest.raises(ConfigError, match=r"not valid YAML at line \d+"):

@@ -24,9 +24,11 @@ def run(experiment: Experiment, environment: SyntheticEnvironment, batch: int = 
         (0, 1, "1", "outcome must be 0, 0.5 or 1"),
         (0, 1, float("nan"), "outcome must be 0, 0.5 or 1"),
         (0, 0, 1.0, "unknown pair"),
-        (0, 3, 1.0, "unknown pair"),
-        (-1, 2, 1.0, "unknown pair"),
-        ("a", 1, 1.0, "unknown pair"),
+        (0, 3, 1.0, "unknown policy 3: indices run 0..2"),
+        (-1, 2, 1.0, "unknown policy -1"),
+        ("a", 1, 1.0, "unknown policy 'a'; the policies are 'p0', 'p1', 'p2'"),
+        ("p1", 1, 1.0, "compared with itself"),
+        (0.0, 1, 1.0, "give a name or an integer index"),
     ],
 )
 def test_bad_tell_raises_and_changes_nothing(i, j, outcome, message):
@@ -41,6 +43,26 @@ def test_bad_tell_raises_and_changes_nothing(i, j, outcome, message):
     np.testing.assert_array_equal(after.counts, before.counts)
     np.testing.assert_array_equal(after.win_prob_hat, before.win_prob_hat)
     assert experiment.n_pending == 1
+
+
+def test_ask_gives_and_tell_takes_policy_names():
+    names = ["concise", "chain-of-thought", "persona"]
+    by_index, by_name = Experiment(names, seed=3), Experiment(names, seed=3)
+    pairs = by_index.ask(4)
+    named = by_name.ask(4, names=True)
+    assert named == [(names[a], names[b]) for a, b in pairs]
+    for (a, b), (x, y) in zip(pairs, named, strict=True):
+        by_index.tell(a, b, 1)
+        by_name.tell(x, y, 1)
+    assert by_name.n_pending == 0
+    # Names and indices mix: the same comparisons told either way give the same model.
+    by_index.tell(0, 1, 0.5)
+    by_name.tell("concise", 1, 0.5)
+    np.testing.assert_array_equal(by_index.result.counts, by_name.result.counts)
+    np.testing.assert_array_equal(by_index.result.win_prob_hat, by_name.result.win_prob_hat)
+    by_index.tell(2, 0, 1)
+    by_name.tell("persona", "concise", 1)
+    np.testing.assert_array_equal(by_index.result.win_prob_hat, by_name.result.win_prob_hat)
 
 
 def test_constructor_refuses_bad_parameters():

@@ -2,6 +2,8 @@
 
 Every test uses fixed seeds. δ-correctness is a one-sided binomial test at level 1% of
 H0: error rate ≤ δ; efficiency compares means over the same seeds (common random numbers).
+The runs of hundreds of replications take minutes: they are marked ``slow`` (run by CI,
+``.ci/run``; locally ``pytest -m slow tests/test_simulate.py``).
 """
 
 import numpy as np
@@ -39,6 +41,7 @@ def llmpo_runs():
     }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", INSTANCES)
 def test_llmpo_is_delta_correct(llmpo_runs, name):
     summary = llmpo_runs[name]
@@ -47,6 +50,7 @@ def test_llmpo_is_delta_correct(llmpo_runs, name):
     assert summary["error_rate_ci95"][0] <= summary["error_rate"] <= summary["error_rate_ci95"][1]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", INSTANCES)
 def test_llmpo_beats_uniform_and_is_within_1_3_of_oracle(llmpo_runs, name):
     instance = INSTANCES[name]()
@@ -61,6 +65,7 @@ def test_llmpo_beats_uniform_and_is_within_1_3_of_oracle(llmpo_runs, name):
     assert adaptive["t_star"] == oracle["t_star"]
 
 
+@pytest.mark.slow
 def test_batches_of_16_stay_correct_and_cost_at_most_10_percent_more():
     """Paired by replication seed (common random numbers per pair): mean extra cost ≤ 10%."""
     instance = reference_instance("CYC4")
@@ -104,6 +109,7 @@ def test_simulate_refuses_unknown_strategy():
         simulate(reference_instance("BT4"), "best", 0.1, reps=1)
 
 
+@pytest.mark.slow
 def test_epsilon_optimal_stopping_is_delta_correct():
     """ε = 0.05: policy 1 (p_10 = 0.43) is not ε-good, policy 0 is; 300 runs, binomial test."""
     instance = make_unstructured_instance(

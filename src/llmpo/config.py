@@ -402,7 +402,7 @@ class ExperimentConfig(_Strict):
                 raise ValueError("policies|lists fewer than 2 policies|list at least 2, or omit it")
             duplicates = sorted({n for n in names if names.count(n) > 1})
             if duplicates:
-                raise ValueError(f"policies|duplicate names {duplicates}|list each policy once")
+                self._refuse_duplicates(names, duplicates)
             if self.baseline is not None and self.baseline not in names:
                 raise ValueError(
                     f"baseline|{self.baseline!r} is not one of the policies {names}|set it to "
@@ -442,6 +442,21 @@ class ExperimentConfig(_Strict):
                         "{type: openai, base_url: ..., model: ..., api_key_env: ...}"
                     )
         return self
+
+    def _refuse_duplicates(self, names: list[str], duplicates: list[str]) -> None:
+        """Refuse policies sharing a name: a policy listed twice, or different ones to rename."""
+        entries = list(self.policies or [])
+        differing = [
+            name
+            for name in duplicates
+            if len({repr(e) for e, n in zip(entries, names, strict=True) if n == name}) > 1
+        ]
+        if differing:
+            raise ValueError(
+                f"policies|different policies share the names {differing}|rename one of each "
+                "pair (the name identifies a policy in the store, the report and ask/tell)"
+            )
+        raise ValueError(f"policies|policies listed twice: {duplicates}|list each policy once")
 
     def _check_features(self, specs: list[PolicyConfig]) -> None:
         if all(p.features is not None for p in specs):
@@ -510,21 +525,58 @@ _FIXES = {
 _UNION_TAGS = ("synthetic", "replay", "llm", "reference", "python", "human", "openai", "local")
 
 
-def _known_fields(parent: list[str]) -> list[str]:
-    """Field names allowed at a location (top level, environment, or a policy)."""
+#: The tagged unions of the configuration: the key that holds one, and its members by tag.
+_UNIONS: dict[str, dict[str, type[BaseModel]]] = {
+    "environment": {
+        "synthetic": SyntheticEnvironmentConfig,
+        "replay": ReplayEnvironmentConfig,
+        "llm": LLMEnvironmentConfig,
+    },
+    "judge": {
+        "reference": ReferenceJudgeConfig,
+        "llm": LLMJudgeConfig,
+        "python": PythonJudgeConfig,
+        "human": HumanJudgeConfig,
+    },
+    "backend": {"openai": BackendConfig, "local": LocalBackendConfig},
+}
+
+
+def _unknown_key_fix(raw: list[str]) -> str:
+    """The fix for an unknown key at ``raw`` (pydantic's location, union tags included).
+
+    Suggests a known field of the mapping's own model (its union member, when the mapping is
+    one: ``path`` under ``type: synthetic`` is not "corrected" to the replay field ``path``),
+    and says so when the key belongs to another type of the same union.
+    """
+    *parent, key = raw
+    members: dict[str, type[BaseModel]] = {}
+    model: type[BaseModel] | None = None
     if not parent:
-        models: list[type[BaseModel]] = [ExperimentConfig]
-    elif parent[-1] == "judge":
-        models = [ReferenceJudgeConfig, LLMJudgeConfig, PythonJudgeConfig, HumanJudgeConfig]
-    elif parent[-1] == "backend":
-        models = [BackendConfig, LocalBackendConfig]
+        model = ExperimentConfig
+    elif len(parent) >= 2 and parent[-2] in _UNIONS and parent[-1] in _UNIONS[parent[-2]]:
+        members = _UNIONS[parent[-2]]
+        model = members[parent[-1]]
     elif parent[-1] == "holdout":
-        models = [HoldoutConfig]
-    elif parent[0] == "environment":
-        models = [SyntheticEnvironmentConfig, ReplayEnvironmentConfig, LLMEnvironmentConfig]
-    else:
-        models = [PolicyConfig]
-    return list(dict.fromkeys(name for model in models for name in model.model_fields))
+        model = HoldoutConfig
+    elif len(parent) >= 2 and parent[-2] == "prices":
+        model = PriceConfig
+    elif parent[-1] == "PolicyConfig" or parent[0] == "policies":
+        model = PolicyConfig
+    if model is None:
+        return "remove it"
+    known = [name for name in model.model_fields if name != key]
+    close = difflib.get_close_matches(key, known, n=1, cutoff=0.7)
+    if close:
+        return f"did you mean '{close[0]}'"
+    owners = [tag for tag, member in members.items() if key in member.model_fields]
+    if owners:
+        tag = parent[-1]
+        return (
+            f"remove it: '{key}' belongs to type {' or '.join(owners)}, not {tag}; "
+            f"type {tag} knows " + ", ".join(known)
+        )
+    return "remove it; known fields: " + ", ".join(known)
 
 
 def _origin(error: dict[str, Any], source: str, overridden: set[str]) -> str:
@@ -551,13 +603,7 @@ def _describe(error: dict[str, Any], source: str) -> str:
         field = ".".join(location if location[-1:] == [sub_field] else [*location, sub_field])
         return f"{source}: field '{field}': {problem}. Fix: {fix}."
     if error["type"] == "extra_forbidden":
-        known = _known_fields(location[:-1])
-        close = difflib.get_close_matches(location[-1], known, n=1, cutoff=0.7)
-        fix = (
-            f"did you mean '{close[0]}'"
-            if close
-            else "remove it; known fields: " + ", ".join(known)
-        )
+        fix = _unknown_key_fix([str(part) for part in error["loc"]])
     if error["type"] == "union_tag_invalid":
         fix = f"set {field}.type to one of {error.get('ctx', {}).get('expected_tags', '')}"
     got = "" if error["type"] == "missing" else f" (got {error.get('input')!r})"
@@ -622,7 +668,21 @@ def parse_config(
         config = ExperimentConfig.model_validate(_merge(data, overrides or {}))
     except ValidationError as error:
         given = {key for key, value in (overrides or {}).items() if value is not None}
-        lines = [_describe(e, _origin(e, source, given)) for e in error.errors()]
+        errors = error.errors()
+        # A policy written as a mapping also fails the union's string branch; that error would
+        # only hide the mapping's own (a misspelt key, say).
+        errors = [
+            e
+            for e in errors
+            if not (
+                e["type"] == "string_type"
+                and e["loc"][-1:] == ("str",)
+                and isinstance(e.get("input"), dict)
+            )
+        ] or errors
+        # A misspelt key first: the "field required" that it usually causes comes after.
+        errors.sort(key=lambda e: e["type"] != "extra_forbidden")
+        lines = [_describe(e, _origin(e, source, given)) for e in errors]
         raise ConfigError("\n".join(lines)) from None
     base = (base_dir or Path.cwd()).resolve()
     environment = config.environment

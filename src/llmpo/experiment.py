@@ -3,8 +3,9 @@ drives.
 
 >>> from llmpo import Experiment, Unstructured
 >>> exp = Experiment(Unstructured(["a", "b", "c"]), delta=0.05)
->>> pairs = exp.ask(n=4)   # compare these next
+>>> pairs = exp.ask(n=4)   # compare these next: index pairs (names=True gives names)
 >>> exp.tell(*pairs[0], outcome=1.0)
+>>> exp.tell("a", "c", 0.5)   # tell also takes names
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, overload
 
 import numpy as np
 from numpy.typing import NDArray
@@ -241,6 +242,7 @@ class Experiment:
         if max_comparisons is not None and max_comparisons < 1:
             raise ValueError(f"max_comparisons must be a positive integer, got {max_comparisons}")
         self.space = space
+        self._by_name = {name: index for index, name in enumerate(space.policies)}
         self.delta = delta
         self.epsilon = epsilon
         self.max_comparisons = max_comparisons
@@ -291,11 +293,30 @@ class Experiment:
         """Comparisons asked and not yet told."""
         return self.model.n_pending
 
-    def ask(self, n: int = 1) -> list[Pair]:
+    @overload
+    def ask(self, n: int = 1, *, names: Literal[False] = False) -> list[Pair]: ...
+
+    @overload
+    def ask(self, n: int = 1, *, names: Literal[True]) -> list[tuple[str, str]]: ...
+
+    def ask(self, n: int = 1, *, names: bool = False) -> list[Pair] | list[tuple[str, str]]:
         """Propose the next ``n`` pairs to compare (fewer near the budget, none when done).
 
         Each proposed pair counts as sampled for the rest of the batch and for later calls until
         its outcome is told, so a batch spreads over the pairs the rule wants most.
+
+        Parameters
+        ----------
+        n : int
+            How many pairs to propose.
+        names : bool
+            False (default): each pair as two policy indices into ``space.policies``. True: as
+            the two policies' names. :meth:`tell` takes either form.
+
+        Returns
+        -------
+        list of tuple
+            The pairs ``(i, j)``, ``[]`` once the experiment is done.
         """
         if n < 1:
             raise ValueError(f"n must be a positive integer, got {n}")
@@ -308,39 +329,68 @@ class Experiment:
             a, b = self.strategy.select(self.model, self.rng)
             self.model.mark_pending(a, b)
             pairs.append((a, b))
+        if names:
+            policies = self.space.policies
+            return [(policies[a], policies[b]) for a, b in pairs]
         return pairs
 
-    def tell(self, i: int, j: int, outcome: float) -> None:
+    def _index(self, policy: int | str) -> int:
+        """The index of a policy given by index or by name; ValueError naming the known ones."""
+        policies = self.space.policies
+        k = len(policies)
+        if isinstance(policy, str):
+            if policy in self._by_name:
+                return self._by_name[policy]
+            else:
+                shown = ", ".join(repr(p) for p in policies[:10]) + (", …" if k > 10 else "")
+                raise ValueError(f"unknown policy {policy!r}; the policies are {shown}")
+        if isinstance(policy, int | np.integer) and not isinstance(policy, bool):
+            if 0 <= policy < k:
+                return int(policy)
+            raise ValueError(f"unknown policy {policy}: indices run 0..{k - 1}")
+        raise ValueError(
+            f"unknown policy {policy!r}: give a name or an integer index 0..{k - 1}"
+        )
+
+    def tell(self, i: int | str, j: int | str, outcome: float) -> None:
         """Record the outcome of comparing policy ``i`` with policy ``j``.
 
         Parameters
         ----------
-        i, j : int
-            Policy indices, i ≠ j, in any order (need not have been asked).
+        i, j : int or str
+            The two policies, each by index into ``space.policies`` or by name (as
+            :meth:`ask` gives them), distinct, in any order (need not have been asked).
         outcome : float
             1 if i won, 0.5 for a tie, 0 if j won.
 
         Raises
         ------
         ValueError
-            For an outcome outside {0, 0.5, 1} or an unknown pair; the experiment is unchanged.
+            For an outcome outside {0, 0.5, 1}, an unknown policy or a policy compared with
+            itself; the experiment is unchanged.
         RuntimeError
             When the experiment is already done.
+
+        Examples
+        --------
+        >>> exp = Experiment(["a", "b", "c"])
+        >>> exp.tell("a", "b", 1)   # a beat b
+        >>> exp.tell(2, 0, 0.5)     # c tied with a
         """
-        k = self.space.n_policies
-        if not (isinstance(i, int | np.integer) and isinstance(j, int | np.integer)):
-            raise ValueError(f"unknown pair ({i!r}, {j!r}): policies are integers 0..{k - 1}")
-        if not (0 <= i < k and 0 <= j < k) or i == j:
-            raise ValueError(f"unknown pair ({i}, {j}): need two distinct policies in 0..{k - 1}")
+        a, b = self._index(i), self._index(j)
+        if a == b:
+            raise ValueError(
+                f"unknown pair ({i!r}, {j!r}): a policy cannot be compared with itself"
+            )
         if outcome not in OUTCOMES:
             raise ValueError(
-                f"outcome must be 0, 0.5 or 1 (1 means policy {i} won), got {outcome!r}"
+                f"outcome must be 0, 0.5 or 1 (1 means policy {i!r} won), got {outcome!r}"
             )
         if self.done:
             raise RuntimeError("the experiment is done; its result is final")
-        i, j, outcome = int(i), int(j), float(outcome)
-        self.model.unmark_pending(i, j)
-        self.model.tell(i, j, outcome)
+        outcome = float(outcome)
+        self.model.unmark_pending(a, b)
+        self.model.tell(a, b, outcome)
         if self._is_certified():
             self._stop("certified")
         elif self.max_comparisons is not None and self.model.n_told >= self.max_comparisons:

@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 
+import pytest
 from typer.testing import CliRunner
 
 from llmpo.cli import app
@@ -62,6 +63,8 @@ def test_serve_finds_or_starts_the_experiment_of_a_configuration(human_project):
 
 
 def test_serve_refuses_an_experiment_with_a_machine_judge(tmp_path):
+    pytest.importorskip("fastapi", reason="llmpo serve needs the extra llmpo[human]")
+    pytest.importorskip("uvicorn", reason="llmpo serve needs the extra llmpo[human]")
     (tmp_path / "judgments.jsonl").write_text(
         json.dumps({"policy_a": "x", "policy_b": "y", "outcome": 1}) + "\n"
     )
@@ -76,6 +79,14 @@ def test_serve_refuses_an_experiment_with_a_machine_judge(tmp_path):
     assert result.exit_code == 2 and "not judged by people" in result.output
     missing = runner.invoke(app, ["serve", str(tmp_path / "nope.db")])
     assert missing.exit_code == 2 and "no such store" in missing.output
+
+
+def test_serve_without_the_human_extra_names_it(tmp_path, monkeypatch):
+    # None in sys.modules makes the import fail as it does where the extra is not installed.
+    monkeypatch.setitem(sys.modules, "uvicorn", None)
+    result = runner.invoke(app, ["serve", str(tmp_path / "runs.db")])
+    assert result.exit_code == 2
+    assert "pip install 'llmpo[human]'" in result.output
 
 
 def test_the_human_judge_config_is_checked():

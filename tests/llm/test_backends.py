@@ -1,6 +1,8 @@
 """The openai backend against the local server: faults are retried or reported as designed."""
 
 import asyncio
+import socket
+import ssl
 import time
 
 import numpy as np
@@ -10,6 +12,7 @@ import llmpo.llm.backends
 from llmpo.config import BackendConfig
 from llmpo.llm.backends import (
     CLIENTS_PER_BACKEND,
+    CONNECT_RETRIES,
     BackendError,
     GenerationRequest,
     OpenAIBackend,
@@ -17,6 +20,7 @@ from llmpo.llm.backends import (
     RetryPolicy,
     TokenRateLimiter,
     call_with_retries,
+    connection_failure,
     estimate_tokens,
 )
 from tests.llm.conftest import SECRET
@@ -84,6 +88,72 @@ def test_hard_timeout_per_call(server):
     with pytest.raises(BackendError, match="gave up after 2 attempts"):
         call(server, RetryPolicy(timeout_seconds=0.3, max_retries=1, backoff_seconds=0.001))
     assert time.monotonic() - started < 1.5
+
+
+def closed_port() -> int:
+    """A local port with nothing listening (bound, then released)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def call_url(base_url: str, transport: str, policy: RetryPolicy = FAST):
+    class Endpoint:
+        pass
+
+    endpoint = Endpoint()
+    endpoint.base_url = base_url
+    return call(endpoint, policy, transport=transport)
+
+
+@pytest.mark.parametrize("transport", ["aiohttp", "httpx"])
+def test_a_refused_connection_is_named_and_fails_fast(transport):
+    url = f"http://127.0.0.1:{closed_port()}/v1"
+    patient = RetryPolicy(timeout_seconds=20.0, max_retries=6, backoff_seconds=0.2)
+    started = time.monotonic()
+    with pytest.raises(BackendError) as error:
+        call_url(url, transport, patient)
+    message = str(error.value)
+    assert f"connection refused at {url} — is the server running?" in message
+    assert f"gave up after {CONNECT_RETRIES + 1} attempts" in message
+    assert "Timeout" not in message and "timed out" not in message
+    # Two retries with backoff ≤ 0.2 s and 0.4 s, not seven attempts or a 20 s timeout.
+    assert time.monotonic() - started < 3.0
+
+
+@pytest.mark.parametrize("transport", ["aiohttp", "httpx"])
+def test_a_dns_failure_is_named(transport):
+    # .invalid never resolves (RFC 6761), with or without a network.
+    with pytest.raises(BackendError) as error:
+        call_url("http://no-such-host.invalid/v1", transport)
+    message = str(error.value)
+    assert "DNS lookup failed for 'no-such-host.invalid'" in message
+    assert "correct the host name in base_url" in message
+
+
+@pytest.mark.parametrize("transport", ["aiohttp", "httpx"])
+def test_https_to_a_plain_http_server_is_a_tls_error_not_retried(server, transport):
+    url = server.base_url.replace("http://", "https://")
+    with pytest.raises(BackendError) as error:
+        call_url(url, transport)
+    message = str(error.value)
+    assert f"TLS error at {url}" in message and "use http:// in base_url" in message
+    assert type(error.value) is BackendError and "gave up" not in message
+
+
+def test_an_untrusted_certificate_is_named_under_the_sdk_error():
+    certificate = ssl.SSLCertVerificationError(1, "certificate verify failed")
+    certificate.verify_message = "self-signed certificate"
+    try:
+        try:
+            raise certificate
+        except ssl.SSLError as cause:
+            raise OSError("Cannot connect to host") from cause
+    except OSError as wrapped:
+        failure = connection_failure(wrapped, "https://llm.example/v1")
+    assert type(failure) is BackendError
+    assert "certificate is not trusted (self-signed certificate)" in str(failure)
+    assert connection_failure(ValueError("other"), "https://llm.example/v1") is None
 
 
 def test_backoff_grows_with_jitter_and_respects_the_cap():

@@ -120,9 +120,10 @@ def test_concurrency_32_keeps_at_least_30_requests_in_flight(project, server):
         seconds = time.monotonic() - started
     assert outcome.status == "max_comparisons" and outcome.new_comparisons == 160
     assert server.max_in_flight >= 30
-    # 160 comparisons of one 0.2 s round each: 1 s if 32 stay in flight, 32 s one at a time
-    # (the margin is for a loaded machine).
-    assert seconds < 10.0
+    # 160 comparisons of one 0.2 s round each: 1 s if 32 stay in flight, 32 s one at a time.
+    # Half the serial time: 10.6 s were measured at load 17 on 2 cores (the README's second
+    # command on a busy machine).
+    assert seconds < 16.0
 
 
 FACTORS = """policies:

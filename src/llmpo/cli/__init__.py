@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import typer
+import typer.core
 
 app = typer.Typer(
     name="llmpo",
@@ -11,6 +14,38 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+
+
+def _flag_type(option: typer.core.TyperOption, ctx: typer.core.click.Context) -> str | None:
+    """No value type beside a flag in --help: a flag takes no value (Typer's rich help shows
+    ``<bool>`` beside every flag, ``--help`` included)."""
+    if option.is_flag and not option.count:
+        return None
+    return _option_type(option, ctx)
+
+
+_option_type = typer.core.TyperOption.display_type_rich
+typer.core.TyperOption.display_type_rich = _flag_type  # type: ignore[method-assign]
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from llmpo import __version__
+
+        print(f"llmpo {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_print_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
+) -> None:
+    """Find the best LLM policy with as few judged comparisons as statistics allows."""
 
 # Command modules register themselves on `app` when imported.
 from llmpo.cli import bench as _bench  # noqa: E402,F401

@@ -12,6 +12,7 @@ from rich.console import Console
 from llmpo.bench import Cell, SuiteError, load_suite, markdown_table, run_suite, write_results
 from llmpo.benchstore import CellStore, CellStoreError
 from llmpo.cli import app
+from llmpo.cli.core import DEFAULT_WORKERS, WorkersOpt
 
 console = Console(stderr=True)
 BACKENDS = ("process", "ray")
@@ -23,9 +24,7 @@ def bench(
     out: Annotated[
         Path | None, typer.Option(help="Output folder (default: bench-<suite name>).")
     ] = None,
-    workers: Annotated[
-        int, typer.Option(min=1, help="Worker processes per cell (Ray: CPUs of a local instance).")
-    ] = 2,
+    workers: WorkersOpt = DEFAULT_WORKERS,
     reps: Annotated[
         int | None, typer.Option(min=2, help="Override the suite's replications per cell.")
     ] = None,
@@ -34,7 +33,11 @@ def bench(
         typer.Option(help="Override the suite's δ values, comma-separated (e.g. 0.01,0.001)."),
     ] = None,
     backend: Annotated[
-        str, typer.Option(help="Where replications run: process (local pool) or ray.")
+        str,
+        typer.Option(
+            help="Where replications run: process (local pool) or ray (a local Ray instance "
+            "gets --workers CPUs)."
+        ),
     ] = "process",
     address: Annotated[
         str | None,

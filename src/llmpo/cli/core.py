@@ -30,7 +30,15 @@ console = Console(soft_wrap=True)  # sentences stay on one line; tables fit the 
 error_console = Console(stderr=True, soft_wrap=True)  # never break an error line
 
 InstanceArg = Annotated[Path, typer.Argument(help="Instance file (JSON, see docs/cli.md).")]
-DeltaOpt = Annotated[float, typer.Option(help="Error probability δ of the experiment.")]
+DeltaOpt = Annotated[
+    float, typer.Option(help="Error probability δ (the default 0.05 is a configuration's too).")
+]
+#: One default for every command that runs replications in parallel (the numbers do not depend
+#: on it: each replication has its own seed).
+WorkersOpt = Annotated[
+    int, typer.Option(min=1, help="Worker processes (the same seed gives the same numbers).")
+]
+DEFAULT_WORKERS = 2
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object instead of tables.")]
 CondorcetOpt = Annotated[
     bool,
@@ -166,7 +174,7 @@ def simulate_command(
     delta: DeltaOpt = 0.05,
     reps: Annotated[int, typer.Option(min=1, help="Monte Carlo replications.")] = 100,
     seed: Annotated[int, typer.Option(help="Master seed (same seed, same numbers).")] = 0,
-    workers: Annotated[int, typer.Option(min=1, help="Worker processes.")] = 1,
+    workers: WorkersOpt = DEFAULT_WORKERS,
     threshold: Annotated[
         str | None,
         typer.Option(
@@ -211,7 +219,8 @@ def simulate_command(
     table.add_row("error rate", f"{summary['error_rate']:.4f}  (95% CI {low:.4f}–{high:.4f})")
     table.add_row(
         "mean comparisons",
-        f"{summary['mean_comparisons']:.1f} ± {summary['mean_comparisons_sem']:.1f}",
+        f"{summary['mean_comparisons']:.1f} ± {summary['mean_comparisons_sem']:.1f} "
+        "(std. error of the mean)",
     )
     table.add_row("median comparisons", f"{summary['median_comparisons']:.0f}")
     table.add_row("T*", f"{summary['t_star']:.4g}")
@@ -232,7 +241,7 @@ def demo(
     delta: DeltaOpt = 0.05,
     seed: Annotated[int, typer.Option(help="Seed of the run.")] = 0,
     reps: Annotated[int, typer.Option(min=2, help="Replications for the saving figure.")] = 40,
-    workers: Annotated[int, typer.Option(min=1, help="Worker processes.")] = 2,
+    workers: WorkersOpt = DEFAULT_WORKERS,
 ) -> None:
     """Run LLM-PO on a built-in synthetic instance and measure its saving over uniform allocation.
 

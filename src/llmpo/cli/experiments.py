@@ -67,6 +67,29 @@ StoreArg = Annotated[Path, typer.Argument(help="The SQLite store file.")]
 IdArg = Annotated[
     int | None, typer.Argument(help="Experiment id (default: the latest in the store).")
 ]
+#: The id as an option: the older spelling of export and serve, kept working with a warning.
+DeprecatedIdOpt = Annotated[
+    int | None,
+    typer.Option("--experiment", hidden=True, help="Deprecated: give the id after the store."),
+]
+
+
+def experiment_id_of(command: str, positional: int | None, option: int | None) -> int | None:
+    """The experiment id a command names: after the store (the one way), or by the deprecated
+    ``--experiment`` (with a warning); both must agree."""
+    if option is None:
+        return positional
+    if positional is not None and positional != option:
+        raise _fail(
+            f"two experiment ids, {positional} and --experiment {option}. Fix: give one, after "
+            f"the store: llmpo {command} STORE ID"
+        )
+    error_console.print(
+        f"[bold yellow]warning:[/] --experiment is deprecated; give the id after the store: "
+        f"llmpo {command} STORE {option}",
+        highlight=False,
+    )
+    return option
 
 
 class ReportFormat(StrEnum):
@@ -684,9 +707,11 @@ def resume_command(
     concurrency: ConcurrencyOpt = 8,
     max_comparisons: MaxComparisonsOpt = None,
     max_cost: MaxCostOpt = None,
+    experiment_option: DeprecatedIdOpt = None,
 ) -> None:
     """Continue an interrupted experiment of a store (the latest by default), or one that
     stopped at its budget when given a larger one."""
+    experiment_id = experiment_id_of("resume", experiment_id, experiment_option)
     if not store.is_file():
         raise _fail(f"{store}: no such store. Fix: check the path")
     try:
@@ -758,8 +783,10 @@ def report(
             help="Output file (default: STORE-ID.html beside the store for html; else stdout).",
         ),
     ] = None,
+    experiment_option: DeprecatedIdOpt = None,
 ) -> None:
     """Report of a stored experiment: the answer, its certificate, plots and costs."""
+    experiment_id = experiment_id_of("report", experiment_id, experiment_option)
     try:
         with Store(store, readonly=True) as opened:
             data = build_report(opened, experiment_id)
@@ -786,15 +813,15 @@ def report(
 @app.command()
 def export(
     store: StoreArg,
+    experiment_id: Annotated[
+        int | None, typer.Argument(help="Only this experiment (default: all).")
+    ] = None,
     format: Annotated[ExportFormat, typer.Option("--format", help="Output format.")] = (
         ExportFormat.csv
     ),
     output: Annotated[
         Path | None,
         typer.Option("--output", "-o", help="Output file (default: stdout for csv)."),
-    ] = None,
-    experiment_id: Annotated[
-        int | None, typer.Option("--experiment", help="Only this experiment (default: all).")
     ] = None,
     evaluations: Annotated[
         bool,
@@ -811,8 +838,10 @@ def export(
             help="Add the two answers' texts (answer_a, answer_b) of live runs, from the store.",
         ),
     ] = False,
+    experiment_option: DeprecatedIdOpt = None,
 ) -> None:
     """Export stored comparisons, one row each, with policy names; times are ISO-8601 (UTC)."""
+    experiment_id = experiment_id_of("export", experiment_id, experiment_option)
     try:
         with Store(store, readonly=True) as opened:
             records = (
@@ -929,9 +958,11 @@ def evaluate(
     ] = False,
     concurrency: ConcurrencyOpt = 8,
     as_json: JsonOpt = False,
+    experiment_option: DeprecatedIdOpt = None,
 ) -> None:
     """Compare the certified policy with the baseline on held-out tasks: the gain, with its
     95% interval."""
+    experiment_id = experiment_id_of("evaluate", experiment_id, experiment_option)
     from llmpo.evaluation import Evaluation
 
     if not store.is_file():

@@ -10,7 +10,14 @@ from rich.console import Console
 from rich.markup import escape
 
 from llmpo.cli import app
-from llmpo.cli.experiments import USER_ERRORS, _fail, error_console
+from llmpo.cli.experiments import (
+    USER_ERRORS,
+    DeprecatedIdOpt,
+    IdArg,
+    _fail,
+    error_console,
+    experiment_id_of,
+)
 from llmpo.config import ConfigError, LLMEnvironmentConfig, load_config
 from llmpo.runner import check_config, find_experiment, start_experiment
 from llmpo.store import Store, StoreError
@@ -59,9 +66,7 @@ def serve(
     target: Annotated[
         Path, typer.Argument(help="The store (or a YAML configuration with judge: human).")
     ],
-    experiment_id: Annotated[
-        int | None, typer.Option("--experiment", help="Experiment id (default: the latest).")
-    ] = None,
+    experiment_id: IdArg = None,
     host: Annotated[
         str, typer.Option(help="Address to listen on; another than 127.0.0.1 exposes it.")
     ] = "127.0.0.1",
@@ -70,8 +75,10 @@ def serve(
         int,
         typer.Option(min=1, max=256, help="Comparisons waiting for judges at once."),
     ] = 4,
+    experiment_option: DeprecatedIdOpt = None,
 ) -> None:
     """Serve an experiment to human judges in the browser (Ctrl-C stops; serve again to resume)."""
+    experiment_id = experiment_id_of("serve", experiment_id, experiment_option)
     try:
         import uvicorn
 

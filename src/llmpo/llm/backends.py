@@ -4,7 +4,9 @@ A backend makes *one attempt* at a chat completion (:meth:`Backend.complete`);
 :func:`call_with_retries` adds the hard per-call timeout and retries transient failures (HTTP 429
 and 5xx, timeouts, lost connections, malformed or empty responses) with exponential backoff and full
 jitter, waiting at least what a ``Retry-After`` header asks. Permanent failures (a bad request, a
-wrong key, an unknown model) are raised at once.
+wrong key, an unknown model, a TLS error) are raised at once. A refused connection and a failed
+DNS lookup are named as such (the SDK reports them as a timeout or a "connection error": the cause
+is found under its exception) and retried only briefly, since they rarely fix themselves.
 
 API keys are read from the environment variable a configuration names, at run time, and are scrubbed
 from every error message.
@@ -13,13 +15,17 @@ from every error message.
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
 import math
 import os
+import socket
+import ssl
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 import numpy as np
 import openai
@@ -28,6 +34,10 @@ from llmpo.config import BackendConfig
 
 #: Sent when a configuration names no key variable (local servers accept anything).
 PLACEHOLDER_KEY = "not-needed"
+
+#: Retries of a refused connection or a failed DNS lookup (a server that is restarting may refuse
+#: for a moment; one that is not running, or a misspelt host, never recovers).
+CONNECT_RETRIES = 2
 
 #: HTTP clients (connection pools) per backend, used in turn, when ``aiohttp`` is missing and the
 #: SDK's default ``httpx`` transport is used (its pool scans every connection for each request).
@@ -57,11 +67,77 @@ class BackendError(RuntimeError):
 
 
 class TransientBackendError(BackendError):
-    """A failure worth retrying; ``retry_after`` is the server's requested wait in seconds."""
+    """A failure worth retrying; ``retry_after`` is the server's requested wait in seconds.
 
-    def __init__(self, message: str, retry_after: float | None = None) -> None:
+    ``max_retries`` caps the retries of this kind of failure below the policy's (None: the
+    policy's); its message then carries its own fix.
+    """
+
+    def __init__(
+        self, message: str, retry_after: float | None = None, max_retries: int | None = None
+    ) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+        self.max_retries = max_retries
+
+
+def connection_failure(error: BaseException, url: str) -> BackendError | None:
+    """A refused connection, a DNS failure or a TLS error under an SDK error, named with its fix.
+
+    The SDK wraps them (its aiohttp transport even reports a refused connection as
+    ``APITimeoutError``); the socket-level cause is found along ``__cause__``/``__context__``.
+
+    Parameters
+    ----------
+    error : BaseException
+        The exception the SDK raised.
+    url : str
+        The endpoint, for the message.
+
+    Returns
+    -------
+    BackendError or None
+        A :class:`TransientBackendError` with at most :data:`CONNECT_RETRIES` retries for a
+        refused connection or a failed DNS lookup, a permanent :class:`BackendError` for a TLS
+        error; None when the chain holds none of them.
+    """
+    seen: set[int] = set()
+    cause: BaseException | None = error
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        if isinstance(cause, ConnectionRefusedError) or (
+            isinstance(cause, OSError) and cause.errno == errno.ECONNREFUSED
+        ):
+            return TransientBackendError(
+                f"connection refused at {url} — is the server running? Fix: start it, or "
+                "correct base_url (host and port)",
+                max_retries=CONNECT_RETRIES,
+            )
+        if isinstance(cause, socket.gaierror):
+            host = urlsplit(url).hostname or url
+            return TransientBackendError(
+                f"DNS lookup failed for {host!r} ({url}): {cause.strerror or cause}. Fix: "
+                "correct the host name in base_url, or check the network connection",
+                max_retries=CONNECT_RETRIES,
+            )
+        if isinstance(cause, ssl.SSLCertVerificationError):
+            return BackendError(
+                f"TLS error at {url}: the server's certificate is not trusted "
+                f"({getattr(cause, 'verify_message', None) or cause}). Fix: give the server a "
+                "certificate from a trusted authority or add its authority to the system's "
+                "trust store; for a local server without TLS, use http:// in base_url"
+            )
+        # aiohttp's wrapper is an SSLError without a reason; the one under it has it.
+        reason = getattr(cause, "reason", None) if isinstance(cause, ssl.SSLError) else None
+        if reason is not None:
+            fix = (
+                "the server does not speak TLS: use http:// in base_url"
+                if reason in ("WRONG_VERSION_NUMBER", "HTTP_REQUEST", "RECORD_LAYER_FAILURE")
+                else "check that base_url is the server's https:// address and port"
+            )
+            return BackendError(f"TLS error at {url}: {reason}. Fix: {fix}")
+        cause = cause.__cause__ or cause.__context__
+    return None
 
 
 @dataclass(frozen=True)
@@ -236,6 +312,9 @@ class OpenAIBackend(Backend):
                 raise TransientBackendError(message, _retry_after(error.response.headers)) from None
             raise BackendError(message) from None
         except (openai.APITimeoutError, openai.APIConnectionError) as error:
+            failure = connection_failure(error, self.scrub(str(client.base_url).rstrip("/")))
+            if failure is not None:
+                raise failure from None
             raise TransientBackendError(
                 self.scrub(f"{self.label}: {type(error).__name__}: {error}")
             ) from None
@@ -404,6 +483,8 @@ async def call_with_retries(
             )
         except TransientBackendError as transient:
             error = transient
+        if error.max_retries is not None and attempt > min(error.max_retries, policy.max_retries):
+            raise BackendError(f"{error} (gave up after {attempt} attempts)")
         if attempt > policy.max_retries:
             raise BackendError(
                 f"{error} (gave up after {attempt} attempts; raise environment.max_retries or "
