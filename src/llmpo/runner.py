@@ -109,6 +109,9 @@ class RunOutcome:
     replayed: int
     new_comparisons: int
     dropped_policies: tuple[str, ...] = ()
+    #: Live runs: what the run paid (generation and judge calls, tokens, money) next to its
+    #: comparisons, from :func:`llmpo.llm.environment.call_totals`; None for simulations.
+    calls: dict[str, Any] | None = None
 
     def to_dict(self, store: str) -> dict[str, Any]:
         """The JSON form printed by ``llmpo run --json``."""
@@ -121,6 +124,7 @@ class RunOutcome:
             "replayed_comparisons": self.replayed,
             "new_comparisons": self.new_comparisons,
             "dropped_policies": list(self.dropped_policies),
+            "calls": self.calls,
         }
 
 
