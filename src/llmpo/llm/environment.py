@@ -225,7 +225,9 @@ def _judge_calls(raw: Any) -> int:
 
 
 def call_totals(
-    comparisons: list[ComparisonRecord], invalid: list[dict[str, Any]] | None = None
+    comparisons: list[ComparisonRecord],
+    invalid: list[dict[str, Any]] | None = None,
+    sessions: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """What a live run paid, in calls, next to the comparisons it got.
 
@@ -235,14 +237,21 @@ def call_totals(
         The stored comparisons of a run (or an evaluation).
     invalid : list of dict, optional
         The details of its ``invalid_verdict`` events: paid for, never told.
+    sessions : list of dict, optional
+        Calls counted by each session of the run as ``{"generation": g, "judge": j}``: they
+        include answers of rounds cancelled when the run stopped, which no stored comparison
+        shows.
 
     Returns
     -------
     dict
         ``comparisons``; ``generation_calls`` (answers generated, each once however many
-        comparisons it served); ``cached_answers`` (answer uses read from the cache, paid by an
-        earlier run or round); ``judge_calls``; ``shared_comparisons`` (comparisons with an
-        answer shared with another of their round); ``invalid_verdicts``; ``input_tokens``,
+        comparisons it served: the larger of the sessions' counts and the calls charged to stored
+        comparisons, since a session killed at once records no count); ``unused_generation_calls``
+        (of those, answers no told comparison used: rounds cancelled when the run stopped);
+        ``cached_answers`` (answer uses read from the cache, paid by an earlier run or round);
+        ``judge_calls`` and ``unused_judge_calls`` likewise; ``shared_comparisons`` (comparisons
+        with an answer shared with another of their round); ``invalid_verdicts``; ``input_tokens``,
         ``output_tokens``, ``cost_usd`` (None when never reported); ``wall_seconds`` from the
         first comparison's start to the last one's end. Comparisons stored before calls were
         recorded count one generation per side not read from the cache.
@@ -267,6 +276,10 @@ def call_totals(
         present = [v for v in values if v is not None]
         return sum(present) if present else None
 
+    told_generation, told_judge = generation, judge
+    if sessions:
+        generation = max(generation, sum(int(x.get("generation", 0)) for x in sessions))
+        judge = max(judge, sum(int(x.get("judge", 0)) for x in sessions))
     every = [*comparisons]
     started = [c.started_at for c in every if c.started_at is not None]
     finished = [c.finished_at for c in every if c.finished_at is not None]
@@ -274,8 +287,10 @@ def call_totals(
     return {
         "comparisons": len(comparisons),
         "generation_calls": generation,
+        "unused_generation_calls": generation - told_generation,
         "cached_answers": cached,
         "judge_calls": judge,
+        "unused_judge_calls": judge - told_judge,
         "shared_comparisons": shared,
         "invalid_verdicts": len(extra),
         "input_tokens": total([c.input_tokens for c in every]),
@@ -349,6 +364,9 @@ class LLMEnvironment:
         #: Backend calls made by this process, and retries among them.
         self.calls = 0
         self.retries = 0
+        #: Of those calls, answers generated for the policies and calls of the judge's model.
+        self.generation_calls = 0
+        self.judge_calls = 0
 
     # ---- calls ---------------------------------------------------------------------------------
     def _backend(self, config: AnyBackendConfig) -> Backend:
@@ -390,7 +408,9 @@ class LLMEnvironment:
 
     async def _judge_generate(self, request: GenerationRequest) -> Generation:
         assert self._judge_backend is not None  # only an LLM judge generates
-        return await self._call(self._judge_backend, request)
+        generation = await self._call(self._judge_backend, request)
+        self.judge_calls += 1
+        return generation
 
     def cost(self, model: str, generation: Generation) -> float | None:
         """USD of one call by the price table, or None when the model has no price."""
@@ -417,6 +437,7 @@ class LLMEnvironment:
                     cached.text, cached.input_tokens, cached.output_tokens, cached.seconds or 0.0
                 ), True
         generation = await self._call(live.backend, request)
+        self.generation_calls += 1
         if self.cache is not None:
             self.cache.cache_generation(
                 live.name,

@@ -354,14 +354,23 @@ class AsyncRunner(Runner):
         return self._finish(replayed, started, failure)
 
     def calls(self) -> dict[str, Any]:
-        """What the experiment paid so far, over every session that ran it (see
-        :func:`~llmpo.llm.environment.call_totals`)."""
-        invalid = [
-            detail
-            for _, kind, detail in self.store.events(self.record.id)
-            if kind == "invalid_verdict" and detail is not None
-        ]
-        return call_totals(self.store.comparisons(self.record.id), invalid)
+        """What the experiment paid so far, over every session that ran it, this one included
+        (see :func:`~llmpo.llm.environment.call_totals`)."""
+        invalid, sessions = [], []
+        for _, kind, detail in self.store.events(self.record.id):
+            if detail is None:
+                continue
+            if kind == "invalid_verdict":
+                invalid.append(detail)
+            elif (
+                kind in ("finished", "interrupted", "backend_failed") and "session_calls" in detail
+            ):
+                sessions.append(detail["session_calls"])
+        sessions.append(self._session_calls())
+        return call_totals(self.store.comparisons(self.record.id), invalid, sessions)
+
+    def _session_calls(self) -> dict[str, int]:
+        return {"generation": self.live.generation_calls, "judge": self.live.judge_calls}
 
     def _finish(self, replayed: int, started: float, failure: str | None) -> RunOutcome:
         experiment_id = self.record.id
@@ -369,6 +378,7 @@ class AsyncRunner(Runner):
         calls = self.calls()
         detail: dict[str, Any] = {
             "calls": calls,
+            "session_calls": self._session_calls(),
             "comparisons": self._sequence,
             "invalid_verdicts": self._invalid,
             "backend_calls": self.live.calls,
