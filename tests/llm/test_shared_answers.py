@@ -2,6 +2,8 @@
 pair of a round's answers compared by a scoring judge, only the round's pairs by a pairwise one,
 recorded in the store, and resumed without paying twice."""
 
+import json
+import sqlite3
 from collections import defaultdict
 
 import pytest
@@ -35,6 +37,13 @@ def four(project, server):
     text = path.read_text().replace("  type: llm\n", FAST_RETRIES)
     text = text.replace("store: runs.db\n", MORE_POLICIES.replace("BASE_URL", server.base_url))
     path.write_text(text + "store: runs.db\n")
+    return path
+
+
+@pytest.fixture
+def fast_two(project):
+    path = project / "live.yaml"
+    path.write_text(path.read_text().replace("  type: llm\n", FAST_RETRIES))
     return path
 
 
@@ -156,3 +165,51 @@ def test_a_killed_shared_run_resumes_without_paying_for_an_answer_twice(four, se
     assert outcome.calls["generation_calls"] + outcome.calls["cached_answers"] >= len(
         answers_of(stored)
     )
+
+
+def test_a_store_written_before_rounds_resumes_its_unfinished_comparisons(fast_two, server):
+    """Older stores recorded asked comparisons without a round and comparisons without calls:
+    each is then its own round, and the run resumes as before."""
+
+    def fail_after_30(body):
+        if server.served == 30:
+            server.faults.extend(["500"] * 1000)
+        return "0"
+
+    server.responder = fail_after_30
+    with pytest.raises(RunFailedError):
+        run(fast_two, concurrency=6, max_comparisons=60, delta=0.001)
+    database = fast_two.parent / "runs.db"
+    with sqlite3.connect(database) as connection:  # rewrite it as an older llmpo stored it
+        for row_id, detail in connection.execute(
+            "SELECT id, detail FROM events WHERE kind = 'asked'"
+        ).fetchall():
+            rows = [row[:6] for row in json.loads(detail)["comparisons"]]
+            connection.execute(
+                "UPDATE events SET detail = ? WHERE id = ?",
+                (json.dumps({"comparisons": rows}), row_id),
+            )
+        for seq, raw in connection.execute("SELECT seq, raw FROM comparisons").fetchall():
+            old = {
+                k: v for k, v in json.loads(raw).items() if k not in ("calls", "round", "shared")
+            }
+            connection.execute(
+                "UPDATE comparisons SET raw = ? WHERE seq = ?", (json.dumps(old), seq)
+            )
+    with Store(database, readonly=True) as store:
+        experiment_id = store.experiment().id
+        before = {c.raw["number"] for c in store.comparisons(experiment_id)}
+        answered_before = store.generation_count()
+    server.faults.clear()
+    server.responder = lambda body: "0"
+    served = server.served
+    outcome = run(fast_two, concurrency=6, max_comparisons=60, delta=0.001)
+    with Store(database, readonly=True) as store:
+        stored = store.comparisons(experiment_id)
+        generations = store.generation_count()
+    numbers = [c.raw["number"] for c in stored]
+    assert outcome.result.n_comparisons == len(stored) == 60
+    assert len(numbers) == len(set(numbers)) and before <= set(numbers)
+    assert server.served - served == generations - answered_before
+    # Old comparisons count one generation per side not read from the cache.
+    assert outcome.calls["generation_calls"] >= 2 * len(before) - outcome.calls["cached_answers"]
