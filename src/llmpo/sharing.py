@@ -8,23 +8,26 @@ leader compared with three rivals becomes one round of four answers instead of t
 of two answers each. A judge that scores each answer on its own (the ``reference`` judge) then
 compares *every* pair of the round's answers at no extra call.
 
-Why this stays δ-correct (unstructured space, class A). Let F_b be everything observed before
-batch b is asked. The batch fixes, from F_b and independent randomness only, its rounds, their
-tasks (drawn from the seed and a number) and fresh replicate indices, and the order in which their
-comparisons are told. Fix a pair (i, j). Within a batch it is compared at most once per round, and
-different rounds use different answers (fresh replicates, their tasks drawn independently), so the
-pair's outcomes in batch b are independent given F_b, each with mean p_ij — even though pairs that
-share an answer in a round are strongly correlated with each other. Let G be the filtration that
-at the start of a batch is F_b and inside it adds only the pair's own outcomes: G is nested (F_b
-and the pair's outcomes of batch b are in F_{b+1}), and under G the pair's outcomes are
-conditionally independent with mean p_ij, told in a fixed order. So the pair's likelihood ratio
-``Π (q/p)^y ((1−q)/(1−p))^(1−y)`` — and its Beta(½, ½) mixture, the KT mixture of
-:mod:`llmpo.stats.thresholds` — is a non-negative G-supermartingale, in particular at batch
-boundaries; Ville's inequality bounds the probability that it *ever* exceeds 1/δ' by δ', at any
-tell, inside a batch or not. Class A errs only if the statistic of one of the K − 1 pairs of the
-true winner crosses; the union bound over those pairs needs no independence between them. The
-same holds for any statistic of one pair (the decisive-outcome test of a pair with ties: its
-decisive outcomes are conditionally i.i.d. given G as well).
+Why this stays δ-correct (unstructured space, class A). Let F_b be everything observed before batch
+b is asked. The batch fixes, from F_b and independent randomness only, its rounds, their tasks
+(drawn from the seed and a number) and fresh replicate indices; a round's comparisons are told
+together in a fixed order, and the order of the rounds does not depend on their outcomes (a fixed
+order in :func:`llmpo.environments.answers.run_with_rounds`; completion time in the concurrent
+runner, which assumes, as it always has, that timing and not content orders results). Fix a pair (i,
+j). Within a batch it is compared at most once per round, and different rounds use different answers
+(fresh replicates, their tasks drawn independently), so the pair's outcomes in batch b are
+independent given F_b, each with mean p_ij — even though pairs that share an answer in a round are
+strongly correlated with each other. Let G be the filtration that at the start of a batch is F_b and
+inside it adds only the pair's own outcomes: G is nested (F_b and the pair's outcomes of batch b are
+in F_{b+1}), and under G the pair's outcomes are conditionally independent with mean p_ij, told in
+an order that does not depend on them. So the pair's likelihood ratio ``Π (q/p)^y
+((1−q)/(1−p))^(1−y)`` — and its Beta(½, ½) mixture, the KT mixture of :mod:`llmpo.stats.thresholds`
+— is a non-negative G-supermartingale, in particular at batch boundaries; Ville's inequality bounds
+the probability that it *ever* exceeds 1/δ' by δ', at any tell, inside a batch or not. Class A errs
+only if the statistic of one of the K − 1 pairs of the true winner crosses; the union bound over
+those pairs needs no independence between them. The same holds for any statistic of one pair (the
+decisive-outcome test of a pair with ties: its decisive outcomes are conditionally i.i.d. given G as
+well).
 
 Where sharing is NOT allowed. Statistics that combine several pairs rely on conditional
 independence *across* pairs within a step: class B bounds a sum over the witness pairs of a rival
