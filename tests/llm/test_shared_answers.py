@@ -97,7 +97,7 @@ def test_a_scoring_judge_compares_every_pair_of_a_round_for_its_answers_only(fou
     # were paid too, and are counted as unused. (The server also counts requests cancelled
     # before their answer arrived, which the client cannot count.)
     assert calls["generation_calls"] == generations <= server.served
-    charged = sum(c.raw["calls"]["generation"] for c in stored)
+    charged = sum(not cached for c in stored for cached in c.raw["cached"])
     assert charged == generations - calls["unused_generation_calls"]
     assert calls["judge_calls"] == 0 and calls["comparisons"] == len(stored)
     # A full round: 4 answers, 6 comparisons; overall more comparisons than generations.
@@ -162,7 +162,7 @@ def test_a_killed_shared_run_resumes_without_paying_for_an_answer_twice(four, se
     check_rounds(rounds)
     # Answers generated before the failure came from the cache: nothing paid twice.
     assert server.served - served == generations - answered_before
-    assert outcome.calls["generation_calls"] + outcome.calls["cached_answers"] >= len(
+    assert outcome.calls["generation_calls"] + outcome.calls["reused_answers"] >= len(
         answers_of(stored)
     )
 
@@ -212,4 +212,4 @@ def test_a_store_written_before_rounds_resumes_its_unfinished_comparisons(fast_t
     assert len(numbers) == len(set(numbers)) and before <= set(numbers)
     assert server.served - served == generations - answered_before
     # Old comparisons count one generation per side not read from the cache.
-    assert outcome.calls["generation_calls"] >= 2 * len(before) - outcome.calls["cached_answers"]
+    assert outcome.calls["generation_calls"] >= 2 * len(before) - outcome.calls["reused_answers"]

@@ -178,18 +178,21 @@ class LiveComparison:
     def raw(self) -> dict[str, Any]:
         """What the store records as the comparison's raw verdict.
 
-        ``calls`` counts the generation and judge calls charged to this comparison; ``round`` is
-        the number of the round (its first comparison) whose answers it used, and ``shared``
-        tells, per side, whether that answer also served another comparison of the round: an
-        answer is identified by (policy, task, replicate), so comparisons with equal round, task,
-        policy and replicate used one answer.
+        ``cached`` tells, per side, whether this comparison did not pay for that answer: it came
+        from the generation cache, or an earlier comparison of its round paid for it. ``calls``
+        is the number of calls this comparison paid, generations (the sides not ``cached``) and
+        judge calls together, so reports that count calls from these two fields count each
+        shared answer once. ``round`` is the number of the round (its first comparison) whose
+        answers it used, and ``shared`` tells, per side, whether that answer also served another
+        comparison of the round: an answer is identified by (policy, task, replicate), so
+        comparisons with equal round, task, policy and replicate used one answer.
         """
         return {
             "judge": self.verdict.raw,
             "number": self.number,
             "replicates": list(self.replicates),
             "cached": list(self.cached),
-            "calls": {"generation": self.generation_calls, "judge": self.judge_calls},
+            "calls": self.generation_calls + self.judge_calls,
             "round": self.number if self.round is None else self.round,
             "shared": list(self.shared),
         }
@@ -249,28 +252,27 @@ def call_totals(
         comparisons it served: the larger of the sessions' counts and the calls charged to stored
         comparisons, since a session killed at once records no count); ``unused_generation_calls``
         (of those, answers no told comparison used: rounds cancelled when the run stopped);
-        ``cached_answers`` (answer uses read from the cache, paid by an earlier run or round);
+        ``reused_answers`` (answer uses a comparison did not pay: read from the cache, or paid by
+        an earlier comparison of its round);
         ``judge_calls`` and ``unused_judge_calls`` likewise; ``shared_comparisons`` (comparisons
         with an answer shared with another of their round); ``invalid_verdicts``; ``input_tokens``,
         ``output_tokens``, ``cost_usd`` (None when never reported); ``wall_seconds`` from the
-        first comparison's start to the last one's end. Comparisons stored before calls were
-        recorded count one generation per side not read from the cache.
+        first comparison's start to the last one's end. A comparison's generations are its sides
+        not ``cached``, its judge calls the rest of its ``calls`` (one per recorded judge reply
+        when stored before calls were recorded).
     """
     raws = [c.raw for c in comparisons] + list(invalid or [])
-    generation = judge = cached = shared = 0
+    generation = judge = reused = shared = 0
     for raw in raws:
         if not isinstance(raw, dict):
             continue
-        from_cache = [bool(x) for x in raw.get("cached", (False, False))]
-        cached += sum(from_cache)
+        not_paid = [bool(x) for x in raw.get("cached", (False, False))]
+        reused += sum(not_paid)
         shared += any(raw.get("shared", ()))
+        paid_generations = len(not_paid) - sum(not_paid)
+        generation += paid_generations
         calls = raw.get("calls")
-        if isinstance(calls, dict):
-            generation += int(calls.get("generation", 0))
-            judge += int(calls.get("judge", 0))
-        else:
-            generation += len(from_cache) - sum(from_cache)
-            judge += _judge_calls(raw)
+        judge += int(calls) - paid_generations if isinstance(calls, int) else _judge_calls(raw)
 
     def total(values: list[Any]) -> Any:
         present = [v for v in values if v is not None]
@@ -288,7 +290,7 @@ def call_totals(
         "comparisons": len(comparisons),
         "generation_calls": generation,
         "unused_generation_calls": generation - told_generation,
-        "cached_answers": cached,
+        "reused_answers": reused,
         "judge_calls": judge,
         "unused_judge_calls": judge - told_judge,
         "shared_comparisons": shared,
@@ -539,9 +541,11 @@ class LLMEnvironment:
         results = []
         for (number, a, b, (ra, rb)), verdict in zip(comparisons, verdicts, strict=True):
             paid = []
+            not_paid_here = []  # from the cache, or paid by an earlier comparison of the round
             for key in ((a, ra), (b, rb)):
                 generation, cached = answers[key]
-                if not cached and key not in charged:
+                not_paid_here.append(cached or key in charged)
+                if not not_paid_here[-1]:
                     charged.add(key)
                     paid.append((self.live_policies[key[0]].backend.model, generation))
             generations = len(paid)
@@ -559,7 +563,7 @@ class LLMEnvironment:
                     (ra, rb),
                     verdict,
                     (answers[(a, ra)][0].text, answers[(b, rb)][0].text),
-                    (answers[(a, ra)][1], answers[(b, rb)][1]),
+                    (not_paid_here[0], not_paid_here[1]),
                     sum(tokens_in),
                     sum(tokens_out),
                     sum(costs) if costs else (0.0 if not paid and self.config.prices else None),
