@@ -5,9 +5,11 @@ After an experiment, ``llmpo evaluate`` compares its winner with the configurati
 the configuration and recorded in the store when the run started, or a held-out task file given at
 evaluation time (refused if any of its tasks was open to the run). Every comparison is a fresh one:
 
-* live LLM policies answer with fresh samples — each policy's replicate index on a task is the
-  smallest one no stored comparison of the experiment (selection or evaluation) has used — through
-  the same store, generation cache, judge, retries and price table as the run;
+* live LLM policies answer with fresh samples (one pair is compared, so no answer serves two
+  comparisons: the rounds of a run, docs/cost.md, have nothing to share here) — each policy's
+  replicate index on a task is the smallest one no stored comparison of the experiment (selection
+  or evaluation) has used — through the same store, generation cache, judge, retries and price
+  table as the run;
 * replay environments use only records of held-out task ids, each at most once (in a seeded
   order): the number of comparisons is capped at the held-out records of the pair;
 * synthetic instances (which have no tasks) draw fresh outcomes from the evaluation's own seed.
@@ -296,6 +298,19 @@ class Evaluation:
             **summarize_evaluation(self.store, self.store.evaluation(evaluation_id)),
             "status": "done",
         }
+        if self.config.environment.type == "llm":  # what it paid, as a run reports it
+            from llmpo.llm.environment import call_totals
+
+            invalid = [
+                detail
+                for _, kind, detail in self.store.events(self.record.id)
+                if kind == "evaluation_invalid_verdict"
+                and detail is not None
+                and detail.get("evaluation") == evaluation_id
+            ]
+            summary["calls"] = call_totals(
+                self.store.evaluation_comparisons(evaluation_id), invalid
+            )
         self.store.set_evaluation_status(evaluation_id, "done", summary)
         self.store.add_event(
             self.record.id,

@@ -169,6 +169,9 @@ class RunOutcome:
     new_comparisons: int
     dropped_policies: tuple[str, ...] = ()
     judge_warning: str | None = None
+    #: Live runs: what the run paid (generation and judge calls, tokens, money) next to its
+    #: comparisons, from :func:`llmpo.llm.environment.call_totals`; None for simulations.
+    calls: dict[str, Any] | None = None
 
     def to_dict(self, store: str) -> dict[str, Any]:
         """The JSON form printed by ``llmpo run --json``."""
@@ -182,6 +185,7 @@ class RunOutcome:
             "replayed_comparisons": self.replayed,
             "new_comparisons": self.new_comparisons,
             "dropped_policies": list(self.dropped_policies),
+            "calls": self.calls,
         }
 
 

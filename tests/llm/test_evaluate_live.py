@@ -61,6 +61,12 @@ def test_live_evaluation_uses_only_held_out_tasks_and_fresh_answers(project, ser
         assert store.generation_count() == cached_before + 60
         assert server.served == requests_before + 60
         assert all(row.raw["cached"] == [False, False] for row in evaluated)
+        calls = summary["calls"]  # what the evaluation paid, next to its comparisons
+        assert (calls["comparisons"], calls["generation_calls"], calls["judge_calls"]) == (
+            30,
+            60,
+            0,
+        )
         assert {row.task_id for row in evaluated} <= held
         # Each held-out task is used before any repeats (30 comparisons over 5 tasks: 6 each).
         assert set(Counter(row.task_id for row in evaluated).values()) == {6}

@@ -33,6 +33,9 @@ class HumanRunner(AsyncRunner):
         When the experiment is not a live experiment with ``judge: {type: human}``.
     """
 
+    #: People judge one comparison at a time: each gets its own answers (no rounds).
+    share_answers = False
+
     def __init__(self, store: Store, experiment_id: int, concurrency: int = 4) -> None:
         super().__init__(store, experiment_id, concurrency)
         judge = self.live.judge

@@ -5,6 +5,14 @@ concurrently — each answer keyed by (policy, task, replicate index, request ke
 the store's cache first — then ask the judge. The replicate index is chosen by the runner: a
 policy's r-th sample on a task has index r, so repeated comparisons on a task draw fresh answers,
 and a re-run or resumed run finds the answers it already paid for.
+
+A *round* (:meth:`LLMEnvironment.compare_round`, :mod:`llmpo.sharing`) is several comparisons on
+one task decided together: each (policy, replicate) answer of the round is generated (or read from
+the cache) once and serves every comparison of the round that names it. A judge that scores each
+answer on its own (:attr:`~llmpo.llm.judges.Judge.scores_each_answer`) scores each answer once; a
+pairwise judge judges each comparison. An answer's generation (tokens, money, one call) is charged
+to the first comparison of the round that uses it, so sums over stored comparisons are what was
+paid.
 """
 
 from __future__ import annotations
@@ -158,15 +166,28 @@ class LiveComparison:
     answers: tuple[str, str]
     cached: tuple[bool, bool]
     request_keys: tuple[str, str]
-    calls: int
     input_tokens: int | None
     output_tokens: int | None
     cost_usd: float | None
     started_at: float
     finished_at: float
+    generation_calls: int = 0
+    judge_calls: int = 0
+    round: int | None = None
+    shared: tuple[bool, bool] = (False, False)
 
     def raw(self) -> dict[str, Any]:
-        """What the store records as the comparison's raw verdict."""
+        """What the store records as the comparison's raw verdict.
+
+        ``cached`` tells, per side, whether this comparison did not pay for that answer: it came
+        from the generation cache, or an earlier comparison of its round paid for it. ``calls``
+        is the number of calls this comparison paid, generations (the sides not ``cached``) and
+        judge calls together, so reports that count calls from these two fields count each
+        shared answer once. ``round`` is the number of the round (its first comparison) whose
+        answers it used, and ``shared`` tells, per side, whether that answer also served another
+        comparison of the round: an answer is identified by (policy, task, replicate), so
+        comparisons with equal round, task, policy and replicate used one answer.
+        """
         return {
             "judge": self.verdict.raw,
             "number": self.number,
@@ -174,7 +195,9 @@ class LiveComparison:
             "cached": list(self.cached),
             # Where the answers are in the generation cache (reports and exports show them).
             "request_keys": list(self.request_keys),
-            "calls": self.calls,
+            "calls": self.generation_calls + self.judge_calls,
+            "round": self.number if self.round is None else self.round,
+            "shared": list(self.shared),
         }
 
     def to_record(self, seq: int, policy_a: int, policy_b: int) -> ComparisonRecord:
@@ -195,6 +218,91 @@ class LiveComparison:
             input_tokens=self.input_tokens,
             output_tokens=self.output_tokens,
         )
+
+
+def _judge_calls(raw: Any) -> int:
+    """Judge calls of a comparison stored before calls were recorded (LLM judge replies)."""
+    verdict = raw.get("judge") if isinstance(raw, dict) else None
+    if not isinstance(verdict, dict):
+        return 0
+    if "replies" in verdict:
+        return len(verdict["replies"])
+    return len(verdict.get("ab", ())) + len(verdict.get("ba", ()))
+
+
+def call_totals(
+    comparisons: list[ComparisonRecord],
+    invalid: list[dict[str, Any]] | None = None,
+    sessions: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """What a live run paid, in calls, next to the comparisons it got.
+
+    Parameters
+    ----------
+    comparisons : list of ComparisonRecord
+        The stored comparisons of a run (or an evaluation).
+    invalid : list of dict, optional
+        The details of its ``invalid_verdict`` events: paid for, never told.
+    sessions : list of dict, optional
+        Calls counted by each session of the run as ``{"generation": g, "judge": j}``: they
+        include answers of rounds cancelled when the run stopped, which no stored comparison
+        shows.
+
+    Returns
+    -------
+    dict
+        ``comparisons``; ``generation_calls`` (answers generated, each once however many
+        comparisons it served: the larger of the sessions' counts and the calls charged to stored
+        comparisons, since a session killed at once records no count); ``unused_generation_calls``
+        (of those, answers no told comparison used: rounds cancelled when the run stopped);
+        ``reused_answers`` (answer uses a comparison did not pay: read from the cache, or paid by
+        an earlier comparison of its round);
+        ``judge_calls`` and ``unused_judge_calls`` likewise; ``shared_comparisons`` (comparisons
+        with an answer shared with another of their round); ``invalid_verdicts``; ``input_tokens``,
+        ``output_tokens``, ``cost_usd`` (None when never reported); ``wall_seconds`` from the
+        first comparison's start to the last one's end. A comparison's generations are its sides
+        not ``cached``, its judge calls the rest of its ``calls`` (one per recorded judge reply
+        when stored before calls were recorded).
+    """
+    raws = [c.raw for c in comparisons] + list(invalid or [])
+    generation = judge = reused = shared = 0
+    for raw in raws:
+        if not isinstance(raw, dict):
+            continue
+        not_paid = [bool(x) for x in raw.get("cached", (False, False))]
+        reused += sum(not_paid)
+        shared += any(raw.get("shared", ()))
+        paid_generations = len(not_paid) - sum(not_paid)
+        generation += paid_generations
+        calls = raw.get("calls")
+        judge += int(calls) - paid_generations if isinstance(calls, int) else _judge_calls(raw)
+
+    def total(values: list[Any]) -> Any:
+        present = [v for v in values if v is not None]
+        return sum(present) if present else None
+
+    told_generation, told_judge = generation, judge
+    if sessions:
+        generation = max(generation, sum(int(x.get("generation", 0)) for x in sessions))
+        judge = max(judge, sum(int(x.get("judge", 0)) for x in sessions))
+    every = [*comparisons]
+    started = [c.started_at for c in every if c.started_at is not None]
+    finished = [c.finished_at for c in every if c.finished_at is not None]
+    extra = list(invalid or [])
+    return {
+        "comparisons": len(comparisons),
+        "generation_calls": generation,
+        "unused_generation_calls": generation - told_generation,
+        "reused_answers": reused,
+        "judge_calls": judge,
+        "unused_judge_calls": judge - told_judge,
+        "shared_comparisons": shared,
+        "invalid_verdicts": len(extra),
+        "input_tokens": total([c.input_tokens for c in every]),
+        "output_tokens": total([c.output_tokens for c in every]),
+        "cost_usd": total([c.cost_usd for c in every] + [r.get("cost_usd") for r in extra]),
+        "wall_seconds": max(finished) - min(started) if started and finished else None,
+    }
 
 
 class LLMEnvironment:
@@ -261,6 +369,9 @@ class LLMEnvironment:
         #: Backend calls made by this process, and retries among them.
         self.calls = 0
         self.retries = 0
+        #: Of those calls, answers generated for the policies and calls of the judge's model.
+        self.generation_calls = 0
+        self.judge_calls = 0
 
     # ---- calls ---------------------------------------------------------------------------------
     def _backend(self, config: AnyBackendConfig) -> Backend:
@@ -302,7 +413,9 @@ class LLMEnvironment:
 
     async def _judge_generate(self, request: GenerationRequest) -> Generation:
         assert self._judge_backend is not None  # only an LLM judge generates
-        return await self._call(self._judge_backend, request)
+        generation = await self._call(self._judge_backend, request)
+        self.judge_calls += 1
+        return generation
 
     def cost(self, model: str, generation: Generation) -> float | None:
         """USD of one call by the price table, or None when the model has no price."""
@@ -329,6 +442,7 @@ class LLMEnvironment:
                     cached.text, cached.input_tokens, cached.output_tokens, cached.seconds or 0.0
                 ), True
         generation = await self._call(live.backend, request)
+        self.generation_calls += 1
         if self.cache is not None:
             self.cache.cache_generation(
                 live.name,
@@ -359,43 +473,117 @@ class LLMEnvironment:
         BackendError
             When a call fails for good.
         """
+        (comparison,) = await self.compare_round(number, task, [(number, a, b, replicates)])
+        return comparison
+
+    async def compare_round(
+        self,
+        round_number: int,
+        task: Task,
+        comparisons: list[tuple[int, int, int, tuple[int, int]]],
+        score_each: bool = False,
+    ) -> list[LiveComparison]:
+        """Run one round: every distinct (policy, replicate) answer of ``comparisons`` once
+        (concurrently), then the judge on each comparison.
+
+        Parameters
+        ----------
+        round_number : int
+            The round's number (that of its first comparison); ``task`` is drawn from it.
+        task : Task
+            The task every comparison of the round is on.
+        comparisons : list of (number, a, b, (replicate of a, replicate of b))
+            The comparisons, in the order they are returned (and told).
+        score_each : bool
+            Score each answer once with the judge's :meth:`~llmpo.llm.judges.Judge.score` (a
+            judge that scores answers on their own); otherwise judge each pair.
+
+        Raises
+        ------
+        BackendError
+            When a call fails for good.
+        """
         started_at = time.time()
-        (answer_a, cached_a), (answer_b, cached_b) = await asyncio.gather(
-            self.answer(a, task, replicates[0]), self.answer(b, task, replicates[1])
+        keys = list(
+            dict.fromkeys(
+                (p, r) for _, a, b, (ra, rb) in comparisons for p, r in ((a, ra), (b, rb))
+            )
         )
-        judge_rng = np.random.default_rng(np.random.SeedSequence([self.seed or 0, number, 1]))
-        verdict = await self.judge.judge(task, answer_a.text, answer_b.text, judge_rng)
-        paid = [
-            (self.live_policies[p].backend.model, g)
-            for p, g, cached in ((a, answer_a, cached_a), (b, answer_b, cached_b))
-            if not cached
-        ]
-        if self._judge_backend is not None:
-            paid += [(self._judge_backend.model, g) for g in verdict.generations]
-        tokens_in = [g.input_tokens for _, g in paid if g.input_tokens is not None]
-        tokens_out = [g.output_tokens for _, g in paid if g.output_tokens is not None]
-        costs = [c for c in (self.cost(model, g) for model, g in paid) if c is not None]
-        keys = tuple(
-            self.live_policies[p].request_key(self.live_policies[p].request(task, r))
-            for p, r in zip((a, b), replicates, strict=True)
-        )
-        return LiveComparison(
-            number,
-            a,
-            b,
-            task.id,
-            replicates,
-            verdict,
-            (answer_a.text, answer_b.text),
-            (cached_a, cached_b),
-            (keys[0], keys[1]),
-            len(paid),
-            sum(tokens_in),
-            sum(tokens_out),
-            sum(costs) if costs else (0.0 if not paid and self.config.prices else None),
-            started_at,
-            time.time(),
-        )
+        answered = await asyncio.gather(*(self.answer(p, task, r) for p, r in keys))
+        request_keys = {
+            (p, r): self.live_policies[p].request_key(self.live_policies[p].request(task, r))
+            for p, r in keys
+        }
+        answers = dict(zip(keys, answered, strict=True))
+        uses: dict[tuple[int, int], int] = {}
+        for _, a, b, (ra, rb) in comparisons:
+            for key in ((a, ra), (b, rb)):
+                uses[key] = uses.get(key, 0) + 1
+        verdicts: list[Verdict]
+        if score_each:
+            scores = await self.judge.score(task, [answers[k][0].text for k in keys])
+            by_key = dict(zip(keys, scores, strict=True))
+            verdicts = [
+                self.judge.verdict_from_scores(by_key[(a, ra)], by_key[(b, rb)])
+                for _, a, b, (ra, rb) in comparisons
+            ]
+        else:
+            verdicts = list(
+                await asyncio.gather(
+                    *(
+                        self.judge.judge(
+                            task,
+                            answers[(a, ra)][0].text,
+                            answers[(b, rb)][0].text,
+                            np.random.default_rng(
+                                np.random.SeedSequence([self.seed or 0, number, 1])
+                            ),
+                        )
+                        for number, a, b, (ra, rb) in comparisons
+                    )
+                )
+            )
+        finished_at = time.time()
+        charged: set[tuple[int, int]] = set()
+        results = []
+        for (number, a, b, (ra, rb)), verdict in zip(comparisons, verdicts, strict=True):
+            paid = []
+            not_paid_here = []  # from the cache, or paid by an earlier comparison of the round
+            for key in ((a, ra), (b, rb)):
+                generation, cached = answers[key]
+                not_paid_here.append(cached or key in charged)
+                if not not_paid_here[-1]:
+                    charged.add(key)
+                    paid.append((self.live_policies[key[0]].backend.model, generation))
+            generations = len(paid)
+            if self._judge_backend is not None:
+                paid += [(self._judge_backend.model, g) for g in verdict.generations]
+            tokens_in = [g.input_tokens for _, g in paid if g.input_tokens is not None]
+            tokens_out = [g.output_tokens for _, g in paid if g.output_tokens is not None]
+            costs = [c for c in (self.cost(model, g) for model, g in paid) if c is not None]
+            results.append(
+                LiveComparison(
+                    number,
+                    a,
+                    b,
+                    task.id,
+                    (ra, rb),
+                    verdict,
+                    (answers[(a, ra)][0].text, answers[(b, rb)][0].text),
+                    (not_paid_here[0], not_paid_here[1]),
+                    (request_keys[(a, ra)], request_keys[(b, rb)]),
+                    sum(tokens_in),
+                    sum(tokens_out),
+                    sum(costs) if costs else (0.0 if not paid and self.config.prices else None),
+                    started_at,
+                    finished_at,
+                    generation_calls=generations,
+                    judge_calls=len(verdict.generations),
+                    round=round_number,
+                    shared=(uses[(a, ra)] > 1, uses[(b, rb)] > 1),
+                )
+            )
+        return results
 
     async def aclose(self) -> None:
         """Close the backends' connections."""

@@ -118,6 +118,18 @@ class Verdict:
 class Judge(ABC):
     """Decides which of two answers to a task is better."""
 
+    #: True for a judge that scores each answer on its own (:meth:`score`), so that every pair of
+    #: answers to one task can be compared from the scores at no extra call.
+    scores_each_answer: bool = False
+
+    async def score(self, task: Task, answers: list[str]) -> list[Any]:
+        """Score each answer on its own (only when :attr:`scores_each_answer`)."""
+        raise NotImplementedError(f"{type(self).__name__} judges pairs, it scores no answer")
+
+    def verdict_from_scores(self, score_a: Any, score_b: Any) -> Verdict:
+        """The verdict on (a, b) from two scores of :meth:`score`."""
+        raise NotImplementedError(f"{type(self).__name__} judges pairs, it scores no answer")
+
     @abstractmethod
     async def judge(
         self, task: Task, answer_a: str, answer_b: str, rng: np.random.Generator
@@ -232,24 +244,38 @@ class ReferenceJudge(Judge):
                     "or use match: normalized"
                 )
 
-    async def judge(
-        self, task: Task, answer_a: str, answer_b: str, rng: np.random.Generator
-    ) -> Verdict:
+    scores_each_answer = True
+
+    async def score(self, task: Task, answers: list[str]) -> list[Any]:
+        """Whether each answer matches the reference (with its similarity for ``embedding``)."""
         reference = task.reference or ""
         if self.match == "embedding":
             from llmpo.llm.embeddings import shared_embedder
 
             # Off the event loop: the model runs on the CPU.
             similar = await asyncio.to_thread(
-                shared_embedder().similarities, [answer_a, answer_b], reference
+                shared_embedder().similarities, list(answers), reference
             )
-            match_a, match_b = (s >= self.similarity for s in similar)
-            outcome = 0.5 if match_a == match_b else (1.0 if match_a else 0.0)
-            raw = {"match_a": match_a, "match_b": match_b, "similarity": similar}
-            return Verdict(outcome, None, raw)
-        match_a, match_b = self.matches(answer_a, reference), self.matches(answer_b, reference)
+            return [(s >= self.similarity, s) for s in similar]
+        return [self.matches(answer, reference) for answer in answers]
+
+    def verdict_from_scores(self, score_a: Any, score_b: Any) -> Verdict:
+        """The answer that matches wins; both or neither matching is a tie."""
+        raw: dict[str, Any]
+        if self.match == "embedding":
+            (match_a, similar_a), (match_b, similar_b) = score_a, score_b
+            raw = {"match_a": match_a, "match_b": match_b, "similarity": [similar_a, similar_b]}
+        else:
+            match_a, match_b = score_a, score_b
+            raw = {"match_a": match_a, "match_b": match_b}
         outcome = 0.5 if match_a == match_b else (1.0 if match_a else 0.0)
-        return Verdict(outcome, None, {"match_a": match_a, "match_b": match_b})
+        return Verdict(outcome, None, raw)
+
+    async def judge(
+        self, task: Task, answer_a: str, answer_b: str, rng: np.random.Generator
+    ) -> Verdict:
+        score_a, score_b = await self.score(task, [answer_a, answer_b])
+        return self.verdict_from_scores(score_a, score_b)
 
 
 # ---- LLM ----------------------------------------------------------------------------------------

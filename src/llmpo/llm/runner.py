@@ -3,24 +3,31 @@
 The experiment is asked for as many pairs as there are free slots (pending pairs count as
 sampled, so a batch spreads over the pairs the rule wants most); each finished comparison is
 committed to the store (its newly cached answers in the same transaction), then told, and the
-stopping rule is checked after every one. Once the
-experiment is done the comparisons still in flight are cancelled (their finished generations stay
-in the cache) and never told.
+stopping rule is checked after every one. Once the experiment is done the comparisons still in
+flight are cancelled (their finished generations stay in the cache) and never told.
 
-Numbers and replicates. Comparison number n (in order of dispatch) draws its task from
-(seed, n). A policy's answers to a task are numbered by replicate index, the smallest index not
-used by a stored or in-flight comparison, so every told comparison uses fresh samples while an
-answer generated for a comparison that was never stored (interrupted, cancelled) is found in the
-cache and reused by the next comparison that needs a sample.
+Rounds with shared answers (:mod:`llmpo.sharing`, docs/cost.md). Each batch the experiment asks
+is packed into rounds: one task, one answer per policy of the round, every comparison of the round
+on those answers (a judge that scores each answer on its own compares every pair of them, at no
+extra call). Its comparisons are numbered consecutively; the round's number is its first one.
+Rounds are sharing only where it is proven δ-correct (:func:`llmpo.sharing.sharing_allowed`); a
+round's comparisons are committed and told together, in their fixed order, when the round is done.
+
+Numbers and replicates. Round number n (in order of dispatch) draws its task from (seed, n). A
+policy's answers to a task are numbered by replicate index, the smallest index not used by a
+stored or in-flight comparison, so every told comparison uses fresh samples (shared only inside
+its round) while an answer generated for a round that was never stored (interrupted, cancelled)
+is found in the cache and reused by the next round that needs a sample: its outcomes were never
+seen, so it is as fresh as a new one.
 
 Resuming. Completion order depends on timing, so a resumed run does not re-ask the stored pairs:
 it tells the stored comparisons in their stored order (the model's state is what the stopping rule
 needs), then continues. Invalid verdicts are recorded as ``invalid_verdict`` events and not told.
 Every batch of dispatched comparisons is recorded first as one ``asked`` event (number, pair, task,
-replicates); a resumed run dispatches again, before asking for new pairs, the asked comparisons
-that were neither stored nor found invalid (in flight when the run stopped), with the same number,
-task and replicates, so the answers they had already paid for are found in the cache, and each
-number is told at most once.
+replicates, round); a resumed run dispatches again, before asking for new pairs, the asked
+comparisons that were neither stored nor found invalid (in flight when the run stopped), with the
+same number, task, replicates and round, so the answers they had already paid for are found in
+the cache, and each number is told at most once.
 
 Failures. A call that still fails after its retries, or a judge whose verdicts are more than 90%
 invalid (after 50 results), stops the run: no comparison is dispatched any more, those in flight
@@ -40,8 +47,9 @@ from collections.abc import Callable
 from typing import Any
 
 from llmpo.llm.backends import BackendError
-from llmpo.llm.environment import LiveComparison, LLMEnvironment, LLMSetupError
+from llmpo.llm.environment import LiveComparison, LLMEnvironment, LLMSetupError, call_totals
 from llmpo.runner import Progress, RunFailedError, Runner, RunOutcome, judge_warning
+from llmpo.sharing import Round, ask_rounds, sharing_allowed, unshared_rounds
 from llmpo.store import UNFINISHED_STATUSES, Store, StoreError
 
 #: A run stops when more than this share of its verdicts are invalid (after enough results).
@@ -70,6 +78,10 @@ class AsyncRunner(Runner):
         Seconds between progress reports.
     """
 
+    #: Pack each batch into rounds that share answers (where proven valid); a subclass whose
+    #: judges are people keeps one comparison per round.
+    share_answers = True
+
     def __init__(
         self,
         store: Store,
@@ -89,7 +101,9 @@ class AsyncRunner(Runner):
         self._used_replicates: dict[tuple[int, str], set[int]] = {}
         self._lowest_free: dict[tuple[int, str], int] = {}  # every replicate below it is used
         self._next_number = 1
-        self._unfinished: list[tuple[int, int, int, str, tuple[int, int]]] = []
+        # Comparisons a previous run asked but never finished: (number, a, b, task, replicates,
+        # round), redispatched round by round.
+        self._unfinished: list[tuple[int, int, int, str, tuple[int, int], int]] = []
         self._asked: list[list[Any]] = []
         self._sequence = 0
         self._new = 0
@@ -159,12 +173,14 @@ class AsyncRunner(Runner):
                     self._cost_usd = (self._cost_usd or 0.0) + detail["cost_usd"]
             elif kind == "asked" and detail is not None:
                 asked.update((int(row[0]), row) for row in detail["comparisons"])
-        for number, (_, a, b, task_id, ra, rb) in sorted(asked.items()):
+        for number, row in sorted(asked.items()):
+            _, a, b, task_id, ra, rb = row[:6]
+            round_number = int(row[6]) if len(row) > 6 else number  # older stores: no rounds
             self._next_number = max(self._next_number, number + 1)
-            if number in finished or self.live.task(number).id != task_id:
+            if number in finished or self.live.task(round_number).id != task_id:
                 continue  # told, recorded invalid, or the tasks changed since it was asked
             self._remember({"replicates": [ra, rb]}, a, b, task_id)
-            self._unfinished.append((number, a, b, task_id, (ra, rb)))
+            self._unfinished.append((number, a, b, task_id, (ra, rb), round_number))
         return len(stored)
 
     def _judge_failure(self) -> str | None:
@@ -217,20 +233,47 @@ class AsyncRunner(Runner):
         self._new += 1
         self.experiment.tell(comparison.a, comparison.b, outcome)
 
-    def _dispatch(self, a: int, b: int) -> asyncio.Task[LiveComparison]:
-        number = self._next_number
-        self._next_number += 1
-        task = self.live.task(number)
-        replicates = (self._fresh_replicate(a, task.id), self._fresh_replicate(b, task.id))
-        self._asked.append([number, a, b, task.id, *replicates])
-        return asyncio.create_task(self.live.compare(a, b, number, task, replicates))
+    def _score_each(self) -> bool:
+        """Whether the judge compares every pair of a round's answers from one score each."""
+        return (
+            self.share_answers
+            and self.live.judge.scores_each_answer
+            and sharing_allowed(self.experiment)
+        )
 
-    def _redispatch(self) -> asyncio.Task[LiveComparison]:
-        """Dispatch again the oldest comparison a previous run asked but never finished."""
-        number, a, b, _, replicates = self._unfinished.pop(0)
-        self.experiment.model.mark_pending(a, b)
-        task = self.live.task(number)
-        return asyncio.create_task(self.live.compare(a, b, number, task, replicates))
+    def _ask(self, n: int) -> list[Round]:
+        if not self.share_answers:
+            return unshared_rounds(self.experiment.ask(n))
+        return ask_rounds(self.experiment, n, self._score_each())
+
+    def _dispatch(self, planned: Round) -> asyncio.Task[list[LiveComparison]]:
+        round_number = self._next_number
+        task = self.live.task(round_number)
+        replicates = {p: self._fresh_replicate(p, task.id) for p in planned.policies}
+        comparisons = []
+        for a, b in planned.pairs(self._score_each()):
+            number = self._next_number
+            self._next_number += 1
+            comparisons.append((number, a, b, (replicates[a], replicates[b])))
+            self._asked.append([number, a, b, task.id, replicates[a], replicates[b], round_number])
+        return asyncio.create_task(
+            self.live.compare_round(round_number, task, comparisons, self._score_each())
+        )
+
+    def _redispatch(self) -> asyncio.Task[list[LiveComparison]]:
+        """Dispatch again the oldest round a previous run asked but never finished (its
+        comparisons still unfinished)."""
+        round_number = self._unfinished[0][5]
+        rows = [row for row in self._unfinished if row[5] == round_number]
+        self._unfinished = [row for row in self._unfinished if row[5] != round_number]
+        for _, a, b, _, _, _ in rows:
+            self.experiment.model.mark_pending(a, b)
+        task = self.live.task(round_number)
+        comparisons = [(number, a, b, replicates) for number, a, b, _, replicates, _ in rows]
+        # A pairwise judge reads pairs, a scoring judge answers: both give the same verdicts.
+        return asyncio.create_task(
+            self.live.compare_round(round_number, task, comparisons, self._score_each())
+        )
 
     def _record_asked(self) -> None:
         """One ``asked`` event (one commit) for the comparisons just dispatched."""
@@ -251,7 +294,8 @@ class AsyncRunner(Runner):
             )
         started = time.monotonic()
         last_report = -math.inf
-        in_flight: set[asyncio.Task[LiveComparison]] = set()
+        in_flight: set[asyncio.Task[list[LiveComparison]]] = set()
+        load: dict[asyncio.Task[list[LiveComparison]], int] = {}  # comparisons per round
         failure: str | None = None
         failed_at: float | None = None
         try:
@@ -262,11 +306,16 @@ class AsyncRunner(Runner):
                     or self._over_cost()
                     or failure
                 )
-                while can_dispatch and self._unfinished and len(in_flight) < self.concurrency:
-                    in_flight.add(self._redispatch())
-                if can_dispatch and len(in_flight) < self.concurrency:
-                    for a, b in self.experiment.ask(self.concurrency - len(in_flight)):
-                        in_flight.add(self._dispatch(a, b))
+                while can_dispatch and self._unfinished and sum(load.values()) < self.concurrency:
+                    task = self._redispatch()
+                    in_flight.add(task)
+                    load[task] = 1
+                busy = sum(load.values())
+                if can_dispatch and busy < self.concurrency:
+                    for planned in self._ask(self.concurrency - busy):
+                        task = self._dispatch(planned)
+                        in_flight.add(task)
+                        load[task] = len(planned.asked)
                     self._record_asked()
                 if not in_flight:
                     break
@@ -274,15 +323,17 @@ class AsyncRunner(Runner):
                     in_flight, timeout=0.25, return_when=asyncio.FIRST_COMPLETED
                 )
                 for task in finished:
+                    load.pop(task, None)
                     error = task.exception()
                     if isinstance(error, BackendError | LLMSetupError):
                         failure = failure or str(error)
                         continue
                     if error is not None:
                         raise error
-                    if self.experiment.done:
-                        continue  # not told: the answer is final
-                    self._settle(task.result())
+                    for comparison in task.result():  # a round: told together, in order
+                        if self.experiment.done:
+                            break  # not told: the answer is final
+                        self._settle(comparison)
                     failure = failure or self._judge_failure()
                 self.store.flush_stale()  # answers of unfinished comparisons: within ~1 s
                 now = time.monotonic()
@@ -297,6 +348,7 @@ class AsyncRunner(Runner):
                         task.cancel()
                     await asyncio.gather(*in_flight, return_exceptions=True)
                     in_flight = set()
+                    load.clear()
         finally:
             for task in in_flight:
                 task.cancel()
@@ -304,10 +356,32 @@ class AsyncRunner(Runner):
             await self.live.aclose()
         return self._finish(replayed, started, failure)
 
+    def calls(self) -> dict[str, Any]:
+        """What the experiment paid so far, over every session that ran it, this one included
+        (see :func:`~llmpo.llm.environment.call_totals`)."""
+        invalid, sessions = [], []
+        for _, kind, detail in self.store.events(self.record.id):
+            if detail is None:
+                continue
+            if kind == "invalid_verdict":
+                invalid.append(detail)
+            elif (
+                kind in ("finished", "interrupted", "backend_failed") and "session_calls" in detail
+            ):
+                sessions.append(detail["session_calls"])
+        sessions.append(self._session_calls())
+        return call_totals(self.store.comparisons(self.record.id), invalid, sessions)
+
+    def _session_calls(self) -> dict[str, int]:
+        return {"generation": self.live.generation_calls, "judge": self.live.judge_calls}
+
     def _finish(self, replayed: int, started: float, failure: str | None) -> RunOutcome:
         experiment_id = self.record.id
         result = self.experiment.result
+        calls = self.calls()
         detail: dict[str, Any] = {
+            "calls": calls,
+            "session_calls": self._session_calls(),
             "comparisons": self._sequence,
             "invalid_verdicts": self._invalid,
             "backend_calls": self.live.calls,
@@ -330,10 +404,10 @@ class AsyncRunner(Runner):
                 f"{experiment_id})"
             )
         if self.experiment.done:
-            status, final = str(result.stop_reason), result.to_dict()
+            status, final = str(result.stop_reason), {**result.to_dict(), "calls": calls}
         elif self._over_cost():
             result = dataclasses.replace(result, stop_reason="max_cost")
-            status, final = "max_cost", result.to_dict()
+            status, final = "max_cost", {**result.to_dict(), "calls": calls}
         else:
             status, final = "interrupted", None
         if final is None:
@@ -343,4 +417,4 @@ class AsyncRunner(Runner):
         if self.on_progress is not None:
             self.on_progress(self.progress(time.monotonic() - started))
         warning = judge_warning(self.store.comparisons(experiment_id))
-        return RunOutcome(experiment_id, status, result, replayed, self._new, (), warning)
+        return RunOutcome(experiment_id, status, result, replayed, self._new, (), warning, calls)
