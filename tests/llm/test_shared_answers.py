@@ -156,7 +156,7 @@ def test_a_killed_shared_run_resumes_without_paying_for_an_answer_twice(four, se
         rounds = rounds_of(store, experiment_id)
         stored = store.comparisons(experiment_id)
         generations = store.generation_count()
-    assert outcome.status == "budget" and outcome.result.n_comparisons == len(stored) == 80
+    assert outcome.status == "max_comparisons" and outcome.result.n_comparisons == len(stored) == 80
     numbers = [c.raw["number"] for c in stored]
     assert len(numbers) == len(set(numbers))
     check_rounds(rounds)
