@@ -82,9 +82,7 @@ from pydantic import (
     model_validator,
 )
 
-
-class ConfigError(ValueError):
-    """A configuration that cannot be used; the message names the file, the field and the fix."""
+from llmpo.errors import ConfigError
 
 
 class _Strict(BaseModel):

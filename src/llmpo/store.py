@@ -51,6 +51,7 @@ except ImportError:  # pragma: no cover - not POSIX
     fcntl = None  # type: ignore[assignment]
 
 from llmpo import __version__
+from llmpo.errors import StoreError, scrub_value
 
 if TYPE_CHECKING:
     from llmpo.environments.base import Comparison
@@ -203,7 +204,6 @@ class EvaluationRecord:
     result: dict[str, Any] | None
 
 
-
 def _update_status(
     connection: sqlite3.Connection,
     table: str,
@@ -216,9 +216,6 @@ def _update_status(
         f"UPDATE {table} SET status = ?, updated_at = ?, result = ? WHERE id = ?",
         (status, _now(), json.dumps(result) if result is not None else None, row_id),
     )
-
-class StoreError(RuntimeError):
-    """A store that cannot be used (corrupt, foreign, newer, busy, missing), with the fix."""
 
 
 @dataclass(frozen=True)
@@ -665,7 +662,12 @@ class Store:
     ) -> None:
         connection.execute(
             "INSERT INTO events (experiment_id, at, kind, detail) VALUES (?, ?, ?, ?)",
-            (experiment_id, _now(), kind, json.dumps(detail) if detail is not None else None),
+            (
+                experiment_id,
+                _now(),
+                kind,
+                json.dumps(scrub_value(detail)) if detail is not None else None,
+            ),
         )
 
     def add_event(
@@ -681,7 +683,11 @@ class Store:
             "SELECT at, kind, detail FROM events WHERE experiment_id = ? ORDER BY id",
             (experiment_id,),
         )
-        return [(at, kind, json.loads(detail) if detail else None) for at, kind, detail in rows]
+        # Scrubbed again on the way out: a store written by an older llmpo may hold a key.
+        return [
+            (at, kind, scrub_value(json.loads(detail)) if detail else None)
+            for at, kind, detail in rows
+        ]
 
     # ---- held-out evaluations -------------------------------------------------------------------
     def create_evaluation(

@@ -5,7 +5,8 @@ It answers ``POST /v1/chat/completions`` with ``responder(request body) -> str``
 flight at once, the bodies and authorization headers received. ``faults`` is a queue of failures
 served to the next requests, one each: ``"429"`` (with ``Retry-After``), ``"500"``, ``"timeout"``
 (no answer for ``hang_seconds``), ``"malformed"`` (a 200 whose body is not JSON), ``"empty"`` (a
-200 with an empty choice list), ``"401"``.
+200 with an empty choice list), ``"401"``, ``"echo-key"`` (a 401 whose message is
+``echo_padding`` dots then the ``Authorization`` header received, as careless servers do).
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ class FakeOpenAIServer:
         self.latency = latency
         self.retry_after = retry_after
         self.hang_seconds = hang_seconds
+        self.echo_padding = 0
         self.faults: collections.deque[str] = collections.deque()
         self.bodies: list[dict[str, Any]] = []
         self.authorizations: list[str] = []
@@ -80,6 +82,9 @@ class FakeOpenAIServer:
                 return web.json_response({"error": {"message": "boom"}}, status=500)
             if fault == "401":
                 return web.json_response({"error": {"message": "bad key"}}, status=401)
+            if fault == "echo-key":
+                message = "." * self.echo_padding + request.headers.get("Authorization", "")
+                return web.json_response({"error": {"message": message}}, status=401)
             if fault == "timeout":
                 await asyncio.sleep(self.hang_seconds)
             if fault == "malformed":

@@ -11,9 +11,11 @@ from typing import Annotated, Any
 import numpy as np
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from llmpo.cli import app
+from llmpo.errors import scrub
 from llmpo.instances import (
     InstanceError,
     StructuredInstance,
@@ -43,7 +45,7 @@ CondorcetOpt = Annotated[
 
 def fail(message: str, code: int = 2) -> typer.Exit:
     """Print a user error (no traceback) and return the exit to raise."""
-    error_console.print(f"[bold red]error:[/] {message}", highlight=False)
+    error_console.print(f"[bold red]error:[/] {escape(scrub(message))}", highlight=False)
     return typer.Exit(code)
 
 

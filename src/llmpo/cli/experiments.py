@@ -19,6 +19,7 @@ from rich.text import Text
 from llmpo.cli import app
 from llmpo.config import ConfigError, load_config
 from llmpo.environments.replay import ReplayError
+from llmpo.errors import scrub
 from llmpo.report import LARGE_TABLE_ROWS, build_report, render_html, render_markdown
 from llmpo.runner import (
     Progress,
@@ -66,7 +67,9 @@ class ExportFormat(StrEnum):
 
 
 def _fail(message: str, code: int = 2) -> typer.Exit:
-    error_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+    error_console.print(
+        f"[bold red]error:[/] {escape(scrub(message))}", highlight=False, soft_wrap=True
+    )
     return typer.Exit(code)
 
 

@@ -25,6 +25,7 @@ import numpy as np
 import openai
 
 from llmpo.config import BackendConfig
+from llmpo.errors import BackendError, clip, register_secret, scrub
 
 #: Sent when a configuration names no key variable (local servers accept anything).
 PLACEHOLDER_KEY = "not-needed"
@@ -32,6 +33,9 @@ PLACEHOLDER_KEY = "not-needed"
 #: HTTP clients (connection pools) per backend, used in turn, when ``aiohttp`` is missing and the
 #: SDK's default ``httpx`` transport is used (its pool scans every connection for each request).
 CLIENTS_PER_BACKEND = 8
+
+#: Characters of a server's error text kept in a message (after the key is scrubbed from it).
+ERROR_TEXT_LIMIT = 400
 
 
 def _aiohttp_client() -> object | None:
@@ -50,10 +54,6 @@ def _aiohttp_client() -> object | None:
         return openai.DefaultAioHttpClient(limits=limits)
     except (ImportError, AttributeError, RuntimeError):
         return None
-
-
-class BackendError(RuntimeError):
-    """A generation that failed for good (after retries, or a permanent error)."""
 
 
 class TransientBackendError(BackendError):
@@ -142,6 +142,7 @@ def read_api_key(config: BackendConfig) -> str:
             f"{config.base_url or 'OpenAI'}) is not set. Fix: export "
             f"{config.api_key_env}=<your key>"
         )
+    register_secret(value)
     return value
 
 
@@ -198,8 +199,8 @@ class OpenAIBackend(Backend):
         self._next_client = 0
 
     def scrub(self, text: str) -> str:
-        """``text`` with the API key replaced by ``***``."""
-        return text.replace(self._secret, "***") if self._secret != PLACEHOLDER_KEY else text
+        """``text`` with the API key (and anything key-shaped) replaced by ``***``."""
+        return scrub(text, self._secret)
 
     async def complete(self, request: GenerationRequest, timeout: float) -> Generation:
         body: dict[str, object] = {
@@ -228,9 +229,11 @@ class OpenAIBackend(Backend):
                 )
             )
         except openai.APIStatusError as error:
-            message = self.scrub(
+            message = clip(
                 f"{self.label}: HTTP {error.status_code} for model {request.model}: "
-                f"{str(error.message)[:300]}"
+                f"{error.message}",
+                ERROR_TEXT_LIMIT,
+                self._secret,
             )
             if error.status_code == 429 or error.status_code >= 500:
                 raise TransientBackendError(message, _retry_after(error.response.headers)) from None
@@ -241,7 +244,7 @@ class OpenAIBackend(Backend):
             ) from None
         except ValueError as error:  # a body that is not JSON
             raise TransientBackendError(
-                self.scrub(f"{self.label}: malformed response ({str(error)[:200]})")
+                clip(f"{self.label}: malformed response ({error})", ERROR_TEXT_LIMIT, self._secret)
             ) from None
         choices = payload.get("choices") if isinstance(payload, dict) else None
         if not isinstance(choices, list) or not choices:
