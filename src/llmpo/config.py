@@ -69,10 +69,10 @@ from __future__ import annotations
 import difflib
 import itertools
 import json
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -82,7 +82,15 @@ from pydantic import (
     model_validator,
 )
 
-from llmpo.errors import ConfigError
+from llmpo.errors import ConfigError, looks_like_key
+from llmpo.yamlsafe import read_yaml
+
+#: Said, instead of the value, when a configuration holds what looks like an API key.
+KEY_IN_CONFIG = "this looks like a key (not printed); keys do not belong in a configuration file"
+KEY_FIX = (
+    "put it in an environment variable and name the variable (export MY_KEY=...; "
+    "api_key_env: MY_KEY), and revoke the key if this file was shared"
+)
 
 
 class _Strict(BaseModel):
@@ -100,6 +108,20 @@ class BackendConfig(_Strict):
     model: str = Field(min_length=1)
     base_url: str | None = None
     api_key_env: str | None = Field(default=None, min_length=1)
+
+    @field_validator("api_key_env", mode="before")
+    @classmethod
+    def _variable_name(cls, value: object) -> object:
+        if not isinstance(value, str):
+            return value
+        if looks_like_key(value):  # never echoed: the message goes to terminals and logs
+            raise ValueError(f"api_key_env|{KEY_IN_CONFIG}|{KEY_FIX}")
+        if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", value) is None:
+            raise ValueError(
+                f"api_key_env|must name an environment variable (letters, digits, _), got "
+                f"{value!r}|write the variable's name, e.g. api_key_env: OPENAI_API_KEY"
+            )
+        return value
 
 
 class LocalBackendConfig(_Strict):
@@ -533,6 +555,15 @@ def _origin(error: dict[str, Any], source: str, overridden: set[str]) -> str:
     return source
 
 
+def _holds_a_key(location: list[str], value: object) -> bool:
+    """Whether a rejected field is a secret by its name (``api_key``, ``token``, …) or its value."""
+    name = location[-1].lower() if location else ""
+    secret_name = bool({"key", "apikey", "token", "secret", "password"} & set(name.split("_")))
+    return (secret_name and name != "api_key_env" and value is not None) or (
+        isinstance(value, str) and looks_like_key(value)
+    )
+
+
 def _describe(error: dict[str, Any], source: str) -> str:
     location = [
         str(part) for part in error["loc"] if not str(part).startswith(("function-", "tagged-"))
@@ -547,6 +578,8 @@ def _describe(error: dict[str, Any], source: str) -> str:
         sub_field, problem, fix = message.split("|")
         field = ".".join(location if location[-1:] == [sub_field] else [*location, sub_field])
         return f"{source}: field '{field}': {problem}. Fix: {fix}."
+    if _holds_a_key(location, error.get("input")):
+        return f"{source}: field '{field}': {KEY_IN_CONFIG}. Fix: {KEY_FIX}."
     if error["type"] == "extra_forbidden":
         known = _known_fields(location[:-1])
         close = difflib.get_close_matches(location[-1], known, n=1, cutoff=0.7)
@@ -664,21 +697,7 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Ex
         When the file cannot be read, is not valid YAML, or holds an invalid field.
     """
     path = Path(path)
-    try:
-        text = path.read_text()
-    except OSError as error:
-        raise ConfigError(
-            f"{path}: cannot read the configuration ({error.strerror}). Fix: check the path."
-        ) from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(error, "problem", None) or "syntax error"
-        raise ConfigError(
-            f"{path}: not valid YAML{where}: {problem}. Fix: check indentation and quoting there."
-        ) from None
+    data = read_yaml(path)
     if data is None:
         data = {}
     return parse_config(data, str(path), path.parent, overrides)
