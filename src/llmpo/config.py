@@ -255,7 +255,8 @@ class LLMEnvironmentConfig(_Strict):
     ``tasks`` is a JSONL or CSV file (``id``, ``prompt`` or template fields, optional
     ``reference``); each comparison draws one task uniformly. Every call has a hard timeout of
     ``timeout_seconds`` and is retried up to ``max_retries`` times (exponential backoff from
-    ``backoff_seconds``, with jitter, honouring ``Retry-After``); ``requests_per_minute`` caps the
+    ``backoff_seconds``, with jitter, at most ``max_backoff_seconds`` ≤ 300 s, honouring
+    ``Retry-After`` up to 60 s); ``requests_per_minute`` caps the
     calls started per minute on each endpoint and ``tokens_per_minute`` the tokens (prompt and
     answer; a call reserves its prompt and ``max_tokens`` before it starts). ``prices`` maps
     model names to USD per million input and output tokens. ``client_processes`` is the number
@@ -270,7 +271,7 @@ class LLMEnvironmentConfig(_Strict):
     timeout_seconds: float = Field(default=60.0, gt=0.0, le=3600.0)
     max_retries: int = Field(default=6, ge=0, le=100)
     backoff_seconds: float = Field(default=1.0, ge=0.0, le=600.0)
-    max_backoff_seconds: float = Field(default=60.0, ge=0.0, le=3600.0)
+    max_backoff_seconds: float = Field(default=60.0, ge=0.0, le=300.0)
     requests_per_minute: float | None = Field(default=None, gt=0.0)
     tokens_per_minute: float | None = Field(default=None, gt=0.0)
     prices: dict[str, PriceConfig] = Field(default_factory=dict)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import json
 import threading
 import zlib
@@ -86,7 +87,9 @@ class FakeOpenAIServer:
                 message = "." * self.echo_padding + request.headers.get("Authorization", "")
                 return web.json_response({"error": {"message": message}}, status=401)
             if fault == "timeout":
-                await asyncio.sleep(self.hang_seconds)
+                # Released early by stop(), so that a long hang does not hold the tests.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._released.wait(), self.hang_seconds)
             if fault == "malformed":
                 return web.Response(
                     text='{"id": "x", "choices": [', content_type="application/json"
@@ -125,6 +128,7 @@ class FakeOpenAIServer:
                 self.in_flight -= 1
 
     async def _start(self) -> None:
+        self._released = asyncio.Event()
         app = web.Application()
         app.router.add_post("/v1/chat/completions", self._handle)
         self._runner = web.AppRunner(app, access_log=None)
@@ -142,6 +146,7 @@ class FakeOpenAIServer:
     def stop(self) -> None:
         """Stop serving and end the thread."""
         if self._runner is not None:
+            self._loop.call_soon_threadsafe(self._released.set)
             asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(10)

@@ -13,6 +13,7 @@ from every error message.
 from __future__ import annotations
 
 import asyncio
+import email.utils
 import json
 import math
 import os
@@ -20,6 +21,7 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 import numpy as np
 import openai
@@ -33,6 +35,10 @@ PLACEHOLDER_KEY = "not-needed"
 #: HTTP clients (connection pools) per backend, used in turn, when ``aiohttp`` is missing and the
 #: SDK's default ``httpx`` transport is used (its pool scans every connection for each request).
 CLIENTS_PER_BACKEND = 8
+
+#: The longest a ``Retry-After`` (or ``retry-after-ms``) reply makes a call wait: a server asking
+#: for more (hours, a date next week) is retried after this long, and the retries stay bounded.
+MAX_RETRY_AFTER_SECONDS = 60.0
 
 #: Characters of a server's error text kept in a message (after the key is scrubbed from it).
 ERROR_TEXT_LIMIT = 400
@@ -111,13 +117,34 @@ class Backend(ABC):
 
 
 def _retry_after(headers: object) -> float | None:
-    value = getattr(headers, "get", lambda _key: None)("retry-after")
-    if value is None:
+    """The wait a reply asks for, in seconds, capped at :data:`MAX_RETRY_AFTER_SECONDS`.
+
+    Reads ``retry-after-ms`` (milliseconds, OpenAI and Azure), then ``Retry-After`` as seconds or
+    as an HTTP date; None when absent or unreadable.
+    """
+    get = getattr(headers, "get", lambda _key: None)
+    seconds: float | None = None
+    milliseconds = get("retry-after-ms")
+    if milliseconds is not None:
+        try:
+            seconds = float(milliseconds) / 1000.0
+        except ValueError:
+            seconds = None
+    value = get("retry-after")
+    if seconds is None and value is not None:
+        try:
+            seconds = float(value)
+        except ValueError:
+            try:
+                when = email.utils.parsedate_to_datetime(value)
+            except (TypeError, ValueError, IndexError):
+                return None
+            if when.tzinfo is None:  # HTTP dates are GMT
+                when = when.replace(tzinfo=UTC)
+            seconds = (when - datetime.now(UTC)).total_seconds()
+    if seconds is None or math.isnan(seconds):
         return None
-    try:
-        return max(float(value), 0.0)
-    except ValueError:
-        return None
+    return min(max(seconds, 0.0), MAX_RETRY_AFTER_SECONDS)
 
 
 def _count(value: object) -> int | None:
@@ -336,7 +363,9 @@ class RetryPolicy:
 
     Attempt k (k = 1, 2, …) that fails transiently waits a uniform draw in
     [0, min(max_backoff, backoff · 2^(k−1))] ("full jitter"), and never less than the server's
-    ``Retry-After``, before attempt k + 1; at most ``max_retries`` retries.
+    ``Retry-After`` (itself capped at :data:`MAX_RETRY_AFTER_SECONDS`), before attempt k + 1; at
+    most ``max_retries`` retries. So no wait is longer than
+    max(``max_backoff_seconds``, :data:`MAX_RETRY_AFTER_SECONDS`).
     """
 
     timeout_seconds: float = 60.0
@@ -348,7 +377,7 @@ class RetryPolicy:
         """Seconds to wait after failed attempt number ``attempt`` (1-based)."""
         cap = min(self.max_backoff_seconds, self.backoff_seconds * 2.0 ** (attempt - 1))
         jittered = float(rng.uniform(0.0, cap)) if cap > 0 else 0.0
-        return max(jittered, retry_after or 0.0)
+        return max(jittered, min(retry_after or 0.0, MAX_RETRY_AFTER_SECONDS))
 
 
 async def call_with_retries(
