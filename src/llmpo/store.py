@@ -331,8 +331,9 @@ class Store:
     readonly : bool
         Open for reading only (reports, exports): no lock, no migration, no change.
     writer : bool
-        Take the store's writer lock (a ``.lock`` file beside it), so that one process at a time
-        runs experiments in it.
+        Take the store's writer lock (a ``.lock`` file beside the file the path resolves to,
+        symlinks followed), so that one process at a time runs experiments in it, whatever path
+        leads to it.
 
     Raises
     ------
@@ -425,7 +426,10 @@ class Store:
     def _lock(self) -> None:
         if fcntl is None:  # pragma: no cover - not POSIX
             return
-        lock_path = self.path.with_name(self.path.name + ".lock")
+        # Keyed by the file itself, not by how its path is spelt: a symlink, a relative path or
+        # "a/../runs.db" must meet the same lock.
+        real = self.path.resolve()
+        lock_path = real.with_name(real.name + ".lock")
         handle = lock_path.open("a+")
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
