@@ -52,6 +52,7 @@ except ImportError:  # pragma: no cover - not POSIX
 
 from llmpo import __version__
 from llmpo.errors import StoreError, scrub_value
+from llmpo.integrity import find_problems
 
 if TYPE_CHECKING:
     from llmpo.environments.base import Comparison
@@ -334,6 +335,9 @@ class Store:
         Take the store's writer lock (a ``.lock`` file beside the file the path resolves to,
         symlinks followed), so that one process at a time runs experiments in it, whatever path
         leads to it.
+    check : bool
+        Check the store's integrity (:func:`llmpo.integrity.find_problems`) and refuse it when
+        a problem is found (``llmpo doctor`` opens it unchecked).
 
     Raises
     ------
@@ -342,7 +346,9 @@ class Store:
         process is writing; the file is left unchanged.
     """
 
-    def __init__(self, path: str | Path, *, readonly: bool = False, writer: bool = False) -> None:
+    def __init__(
+        self, path: str | Path, *, readonly: bool = False, writer: bool = False, check: bool = True
+    ) -> None:
         self.path = Path(path)
         self._lock_handle: Any = None
         #: Answers waiting for the next transaction: key → row, and when the first one arrived.
@@ -377,6 +383,8 @@ class Store:
                 self.connection.execute("PRAGMA synchronous=NORMAL")
                 self._migrate()
             self.connection.execute("PRAGMA foreign_keys=ON")
+            if check and version > 0:
+                self._check()
         except BaseException:
             self.close()
             raise
@@ -407,6 +415,17 @@ class Store:
                 "Fix: upgrade llmpo"
             )
         return version
+
+    def _check(self) -> None:
+        """Refuse a store whose contents no run writes (see :mod:`llmpo.integrity`)."""
+        problems = find_problems(self.connection)
+        if problems:
+            lines = "\n".join(f"  - {problem.message}" for problem in problems[:10])
+            raise StoreError(
+                f"{self.path}: failed its integrity check; it was not changed:\n{lines}\n"
+                f"Fix: llmpo doctor {self.path} explains each problem, and with --repair fixes "
+                "what it safely can"
+            )
 
     def _migrate(self) -> None:
         with self._transaction():

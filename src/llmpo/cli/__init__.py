@@ -15,6 +15,7 @@ app = typer.Typer(
 # Command modules register themselves on `app` when imported.
 from llmpo.cli import bench as _bench  # noqa: E402,F401
 from llmpo.cli import core as _core  # noqa: E402,F401
+from llmpo.cli import doctor as _doctor  # noqa: E402,F401
 from llmpo.cli import experiments as _experiments  # noqa: E402,F401
 from llmpo.cli import human as _human  # noqa: E402,F401
 from llmpo.cli import models as _models  # noqa: E402,F401
