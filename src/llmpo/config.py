@@ -83,6 +83,7 @@ from pydantic import (
 )
 
 from llmpo.errors import ConfigError, looks_like_key
+from llmpo.limits import name_problem
 from llmpo.yamlsafe import read_yaml
 
 #: Said, instead of the value, when a configuration holds what looks like an API key.
@@ -423,6 +424,11 @@ class ExperimentConfig(_Strict):
             duplicates = sorted({n for n in names if names.count(n) > 1})
             if duplicates:
                 raise ValueError(f"policies|duplicate names {duplicates}|list each policy once")
+            for name in names:
+                if (problem := name_problem(name)) is not None:
+                    raise ValueError(
+                        f"policies|the name {name[:40]!r} {problem}|rename the policy"
+                    )
             if self.baseline is not None and self.baseline not in names:
                 raise ValueError(
                     f"baseline|{self.baseline!r} is not one of the policies {names}|set it to "

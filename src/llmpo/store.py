@@ -354,10 +354,15 @@ class Store:
         #: Answers waiting for the next transaction: key → row, and when the first one arrived.
         self._pending_generations: dict[tuple[str, str, int, str], tuple[Any, ...]] = {}
         self._pending_since = 0.0
-        if readonly and not self.path.is_file():
+        if readonly and not self.path.exists():
             raise StoreError(f"{self.path}: no such store. Fix: check the path.")
         if self.path.is_dir():
             raise StoreError(f"{self.path}: is a folder, not a store file")
+        if self.path.exists() and not self.path.is_file():
+            raise StoreError(
+                f"{self.path}: is a device, pipe or socket, not a store file. Fix: give the path "
+                "of a file (a new name creates one)"
+            )
         if not self.path.parent.is_dir():
             raise StoreError(
                 f"{self.path}: the folder {self.path.parent} does not exist. "

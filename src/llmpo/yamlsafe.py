@@ -125,6 +125,13 @@ def load_yaml(text: str, source: str) -> Any:
                 "(*name) are expanded; refused. Fix: write the values out, or use fewer aliases"
             )
         return loader.construct_document(node)
+    except ConfigError:
+        raise
+    except ValueError:  # e.g. an integer of more than 4,300 digits
+        raise ConfigError(
+            f"{source}: a number with more digits than can be read (at most 4,300). Fix: "
+            "write it with fewer digits"
+        ) from None
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
