@@ -464,10 +464,20 @@ def _write_export(
     try:
         writer = csv.DictWriter(handle, fieldnames=columns)
         writer.writeheader()
-        writer.writerows(rows)
+        writer.writerows({key: _inert(value) for key, value in row.items()} for row in rows)
     finally:
         if output:
             handle.close()
+
+
+#: First characters that make a spreadsheet read a cell as a formula (formula injection).
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _inert(value: Any) -> Any:
+    """A CSV cell a spreadsheet shows as text: a string that would start a formula gets a
+    leading apostrophe (the OWASP advice); numbers are left as they are."""
+    return "'" + value if isinstance(value, str) and value.startswith(_FORMULA_STARTS) else value
 
 
 def _export_row(record: ExperimentRecord, comparison: ComparisonRecord) -> dict[str, Any]:

@@ -13,6 +13,7 @@ from every error message.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import email.utils
 import json
 import math
@@ -28,6 +29,7 @@ import openai
 
 from llmpo.config import BackendConfig
 from llmpo.errors import BackendError, clip, register_secret, scrub
+from llmpo.limits import truncate_answer
 
 #: Sent when a configuration names no key variable (local servers accept anything).
 PLACEHOLDER_KEY = "not-needed"
@@ -429,7 +431,9 @@ async def call_with_retries(
             if token_limiter is not None and generation.input_tokens is not None:
                 used = generation.input_tokens + (generation.output_tokens or 0)
                 token_limiter.settle(reserved, used)
-            return generation
+            # Capped here, where every answer arrives, so the judge, the store and a resumed
+            # run all see the same text.
+            return dataclasses.replace(generation, text=truncate_answer(generation.text))
         except TimeoutError:
             error = TransientBackendError(
                 f"{backend.label}: no answer within {policy.timeout_seconds:g} s"
