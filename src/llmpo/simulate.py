@@ -7,6 +7,7 @@ the same whatever the number of worker processes.
 from __future__ import annotations
 
 import math
+import os
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -20,6 +21,7 @@ from llmpo.environments.structured import StructuredEnvironment
 from llmpo.environments.synthetic import SyntheticEnvironment
 from llmpo.experiment import Experiment
 from llmpo.instances import StructuredInstance, UnstructuredInstance
+from llmpo.orphans import exit_with_parent
 from llmpo.peers import is_peer, peer_class_name, peer_fault, run_peer
 from llmpo.spaces import Space, Unstructured
 from llmpo.stats.bernoulli import kl_confidence
@@ -189,7 +191,10 @@ def run_replications(
     if backend is not None:
         chunk_results = backend.map_chunks(spec, chunks)
     else:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
+        # Each worker ends when this process does, even when it is SIGKILLed (no orphans).
+        with ProcessPoolExecutor(
+            max_workers=workers, initializer=exit_with_parent, initargs=(os.getpid(),)
+        ) as pool:
             chunk_results = list(pool.map(_run_chunk, [spec] * n_chunks, chunks))
     ordered: list[Replication | None] = [None] * reps
     for i, results in enumerate(chunk_results):
