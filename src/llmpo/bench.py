@@ -73,6 +73,7 @@ from llmpo.simulate import (
     SimulationSpec,
     run_replications,
     summarize,
+    with_default_cap,
 )
 from llmpo.stats.structured import characteristic_time
 from llmpo.stats.unstructured import optimal_allocation
@@ -359,13 +360,15 @@ def _allocation(
 def cell_spec(entry: SuiteInstance, label: str, delta: float, suite: Suite) -> SimulationSpec:
     """The simulation of one cell: strategy, options, δ and the suite's budget."""
     setting = entry.setting(label)
-    return SimulationSpec(
-        instance=entry.instance,
-        strategy=setting.name,
-        delta=delta,
-        max_comparisons=suite.max_comparisons,
-        peer_options=tuple(setting.peer_options.items()),
-        **setting.options,
+    return with_default_cap(  # no budget: every replication still ends (simulate.default_cap)
+        SimulationSpec(
+            instance=entry.instance,
+            strategy=setting.name,
+            delta=delta,
+            max_comparisons=suite.max_comparisons,
+            peer_options=tuple(setting.peer_options.items()),
+            **setting.options,
+        )
     )
 
 

@@ -219,6 +219,10 @@ def simulate_command(
     table.add_row("T*", f"{summary['t_star']:.4g}")
     table.add_row("lower bound T*·kl(δ,1−δ)", f"{summary['lower_bound']:.1f}")
     table.add_row("mean / (T*·log 1/δ)", f"{summary['ratio_to_bound']:.3f}")
+    table.add_row(
+        "unfinished (stopped by the cap)",
+        f"{summary['unfinished']} of {summary['reps']} (cap {summary['max_comparisons']:,})",
+    )
     console.print(table)
 
 
