@@ -116,3 +116,14 @@ def test_deep_nesting_and_huge_files_are_refused_with_a_message(tmp_path):
     result = runner.invoke(app, ["run", str(deep)])
     assert result.exit_code == 2 and "deep" in result.output, result.output
     assert result.exception is None or isinstance(result.exception, SystemExit)
+
+
+def test_unprintable_characters_are_a_message_not_a_traceback(tmp_path):
+    path = tmp_path / "nul.yaml"
+    path.write_bytes(b"space: unstructured\x00\n")
+    refused = runner.invoke(app, ["run", str(path)])
+    assert (
+        refused.exit_code == 2
+        and "not valid YAML" in refused.output
+        and str(path) in refused.output
+    )

@@ -113,9 +113,10 @@ def load_yaml(text: str, source: str) -> Any:
         :data:`MAX_EXPANDED_NODES` values once its aliases are expanded, nesting deeper than
         :data:`MAX_DEPTH`, or a key given twice in one mapping (with the key and its line).
     """
-    loader = _BoundedLoader(text)
-    loader.source = source
+    loader: _BoundedLoader | None = None
     try:
+        loader = _BoundedLoader(text)  # refuses unprintable characters at once
+        loader.source = source
         node = loader.get_single_node()
         if node is None:
             return None
@@ -144,7 +145,8 @@ def load_yaml(text: str, source: str) -> Any:
             f"{source}: nested too deeply to read. Fix: flatten the document"
         ) from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
 
 
 def read_yaml(path: Path) -> Any:
