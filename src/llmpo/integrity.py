@@ -86,16 +86,20 @@ def _comparison_problems(
 ) -> list[Problem]:
     """Gaps and bad rows among one owner's comparisons; the repair cuts at the first."""
     problems = []
-    seqs = [
-        row[0]
-        for row in connection.execute(
-            f"SELECT seq FROM {table} WHERE {key} = ? ORDER BY seq", (owner,)
-        )
-    ]
-    # Sequence numbers must be exactly 1..n: the first one missing marks where the run is cut.
-    first_gap = next((i + 1 for i, seq in enumerate(seqs) if seq != i + 1), None)
-    if first_gap is not None:
-        missing = sorted(set(range(1, (max(seqs) if seqs else 0) + 1)) - set(seqs))
+    count, low, high = connection.execute(
+        f"SELECT count(*), min(seq), max(seq) FROM {table} WHERE {key} = ?", (owner,)
+    ).fetchone()
+    # Sequence numbers must be exactly 1..n (the primary key makes them distinct): the first one
+    # missing marks where the run is cut. Listed only when the aggregate says there is a gap.
+    if count and (low != 1 or high != count):
+        seqs = [
+            row[0]
+            for row in connection.execute(
+                f"SELECT seq FROM {table} WHERE {key} = ? ORDER BY seq", (owner,)
+            )
+        ]
+        first_gap = next(i + 1 for i, seq in enumerate(seqs) if seq != i + 1)
+        missing = sorted(set(range(1, max(seqs) + 1)) - set(seqs))
         problems.append(
             Problem(
                 f"{label}: comparison numbers are not 1, 2, …, {len(seqs)}: "
@@ -117,7 +121,7 @@ def _comparison_problems(
         row[0]
         for row in connection.execute(
             f"SELECT seq FROM {table} WHERE {key} = ? AND (outcome NOT IN (0.0, 0.5, 1.0) "
-            "OR typeof(outcome) NOT IN ('real', 'integer') "
+            "OR typeof(outcome) NOT IN ('real', 'integer') OR typeof(seq) != 'integer' "
             f"{index_bound}"
             "OR (raw IS NOT NULL AND json_valid(raw) = 0) "
             "OR cost_usd < 0 OR input_tokens < 0 OR output_tokens < 0) ORDER BY seq",
