@@ -65,7 +65,11 @@ def test_resolved_config_round_trips_through_json(tmp_path):
         (SMALLEST + "policies: [a]\n", "'policies'", "at least 2"),
         (SMALLEST + "policies: [a, a, b]\n", "'policies'", "each policy once"),
         (SMALLEST + "batch_size: 0\n", "'batch_size'", "larger"),
-        (SMALLEST + "space: structured\npolicies: [a, b]\n", "'policies'", "features"),
+        (
+            SMALLEST.replace("unstructured", "structured") + "policies: [a, b]\n",
+            "'policies'",
+            "features",
+        ),
     ],
 )
 def test_bad_fields_name_file_field_and_fix(tmp_path, text, field, fix):

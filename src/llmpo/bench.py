@@ -50,12 +50,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 from numpy.typing import NDArray
 from scipy.stats import binom, binomtest
 
 from llmpo import __version__
 from llmpo.benchstore import CellStore
+from llmpo.errors import ConfigError
 from llmpo.instances import (
     InstanceError,
     StructuredInstance,
@@ -73,9 +73,11 @@ from llmpo.simulate import (
     SimulationSpec,
     run_replications,
     summarize,
+    with_default_cap,
 )
 from llmpo.stats.structured import characteristic_time
 from llmpo.stats.unstructured import optimal_allocation
+from llmpo.yamlsafe import read_yaml
 
 #: The strategy whose mean the column ``ratio_to_llmpo`` divides by.
 REFERENCE_STRATEGY = "llmpo"
@@ -264,11 +266,9 @@ def load_suite(path: str | Path) -> Suite:
     """
     path = Path(path)
     try:
-        data = yaml.safe_load(path.read_text())
-    except OSError as error:
-        raise SuiteError(f"{path}: cannot read ({error.strerror})") from None
-    except yaml.YAMLError as error:
-        raise SuiteError(f"{path}: not valid YAML ({error})") from None
+        data = read_yaml(path)
+    except ConfigError as error:
+        raise SuiteError(str(error)) from None
     if not isinstance(data, dict):
         raise SuiteError(f"{path}: expected a mapping with instances, strategies and deltas")
     try:
@@ -360,13 +360,15 @@ def _allocation(
 def cell_spec(entry: SuiteInstance, label: str, delta: float, suite: Suite) -> SimulationSpec:
     """The simulation of one cell: strategy, options, δ and the suite's budget."""
     setting = entry.setting(label)
-    return SimulationSpec(
-        instance=entry.instance,
-        strategy=setting.name,
-        delta=delta,
-        max_comparisons=suite.max_comparisons,
-        peer_options=tuple(setting.peer_options.items()),
-        **setting.options,
+    return with_default_cap(  # no budget: every replication still ends (simulate.default_cap)
+        SimulationSpec(
+            instance=entry.instance,
+            strategy=setting.name,
+            delta=delta,
+            max_comparisons=suite.max_comparisons,
+            peer_options=tuple(setting.peer_options.items()),
+            **setting.options,
+        )
     )
 
 

@@ -70,10 +70,10 @@ from __future__ import annotations
 import difflib
 import itertools
 import json
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -83,9 +83,16 @@ from pydantic import (
     model_validator,
 )
 
+from llmpo.errors import ConfigError, looks_like_key
+from llmpo.limits import name_problem
+from llmpo.yamlsafe import read_yaml
 
-class ConfigError(ValueError):
-    """A configuration that cannot be used; the message names the file, the field and the fix."""
+#: Said, instead of the value, when a configuration holds what looks like an API key.
+KEY_IN_CONFIG = "this looks like a key (not printed); keys do not belong in a configuration file"
+KEY_FIX = (
+    "put it in an environment variable and name the variable (export MY_KEY=...; "
+    "api_key_env: MY_KEY), and revoke the key if this file was shared"
+)
 
 
 class _Strict(BaseModel):
@@ -103,6 +110,20 @@ class BackendConfig(_Strict):
     model: str = Field(min_length=1)
     base_url: str | None = None
     api_key_env: str | None = Field(default=None, min_length=1)
+
+    @field_validator("api_key_env", mode="before")
+    @classmethod
+    def _variable_name(cls, value: object) -> object:
+        if not isinstance(value, str):
+            return value
+        if looks_like_key(value):  # never echoed: the message goes to terminals and logs
+            raise ValueError(f"api_key_env|{KEY_IN_CONFIG}|{KEY_FIX}")
+        if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", value) is None:
+            raise ValueError(
+                f"api_key_env|must name an environment variable (letters, digits, _), got "
+                f"{value!r}|write the variable's name, e.g. api_key_env: OPENAI_API_KEY"
+            )
+        return value
 
 
 class LocalBackendConfig(_Strict):
@@ -236,7 +257,8 @@ class LLMEnvironmentConfig(_Strict):
     ``tasks`` is a JSONL or CSV file (``id``, ``prompt`` or template fields, optional
     ``reference``); each comparison draws one task uniformly. Every call has a hard timeout of
     ``timeout_seconds`` and is retried up to ``max_retries`` times (exponential backoff from
-    ``backoff_seconds``, with jitter, honouring ``Retry-After``); ``requests_per_minute`` caps the
+    ``backoff_seconds``, with jitter, at most ``max_backoff_seconds`` ≤ 300 s, honouring
+    ``Retry-After`` up to 60 s); ``requests_per_minute`` caps the
     calls started per minute on each endpoint and ``tokens_per_minute`` the tokens (prompt and
     answer; a call reserves its prompt and ``max_tokens`` before it starts). ``prices`` maps
     model names to USD per million input and output tokens. ``client_processes`` is the number
@@ -251,7 +273,7 @@ class LLMEnvironmentConfig(_Strict):
     timeout_seconds: float = Field(default=60.0, gt=0.0, le=3600.0)
     max_retries: int = Field(default=6, ge=0, le=100)
     backoff_seconds: float = Field(default=1.0, ge=0.0, le=600.0)
-    max_backoff_seconds: float = Field(default=60.0, ge=0.0, le=3600.0)
+    max_backoff_seconds: float = Field(default=60.0, ge=0.0, le=300.0)
     requests_per_minute: float | None = Field(default=None, gt=0.0)
     tokens_per_minute: float | None = Field(default=None, gt=0.0)
     prices: dict[str, PriceConfig] = Field(default_factory=dict)
@@ -403,6 +425,11 @@ class ExperimentConfig(_Strict):
             duplicates = sorted({n for n in names if names.count(n) > 1})
             if duplicates:
                 self._refuse_duplicates(names, duplicates)
+            for name in names:
+                if (problem := name_problem(name)) is not None:
+                    raise ValueError(
+                        f"policies|the name {name[:40]!r} {problem}|rename the policy"
+                    )
             if self.baseline is not None and self.baseline not in names:
                 raise ValueError(
                     f"baseline|{self.baseline!r} is not one of the policies {names}|set it to "
@@ -588,6 +615,15 @@ def _origin(error: dict[str, Any], source: str, overridden: set[str]) -> str:
     return source
 
 
+def _holds_a_key(location: list[str], value: object) -> bool:
+    """Whether a rejected field is a secret by its name (``api_key``, ``token``, …) or its value."""
+    name = location[-1].lower() if location else ""
+    secret_name = bool({"key", "apikey", "token", "secret", "password"} & set(name.split("_")))
+    return (secret_name and name != "api_key_env" and value is not None) or (
+        isinstance(value, str) and looks_like_key(value)
+    )
+
+
 def _describe(error: dict[str, Any], source: str) -> str:
     location = [
         str(part) for part in error["loc"] if not str(part).startswith(("function-", "tagged-"))
@@ -602,6 +638,8 @@ def _describe(error: dict[str, Any], source: str) -> str:
         sub_field, problem, fix = message.split("|")
         field = ".".join(location if location[-1:] == [sub_field] else [*location, sub_field])
         return f"{source}: field '{field}': {problem}. Fix: {fix}."
+    if _holds_a_key(location, error.get("input")):
+        return f"{source}: field '{field}': {KEY_IN_CONFIG}. Fix: {KEY_FIX}."
     if error["type"] == "extra_forbidden":
         fix = _unknown_key_fix([str(part) for part in error["loc"]])
     if error["type"] == "union_tag_invalid":
@@ -727,21 +765,7 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Ex
         When the file cannot be read, is not valid YAML, or holds an invalid field.
     """
     path = Path(path)
-    try:
-        text = path.read_text()
-    except OSError as error:
-        raise ConfigError(
-            f"{path}: cannot read the configuration ({error.strerror}). Fix: check the path."
-        ) from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(error, "problem", None) or "syntax error"
-        raise ConfigError(
-            f"{path}: not valid YAML{where}: {problem}. Fix: check indentation and quoting there."
-        ) from None
+    data = read_yaml(path)
     if data is None:
         data = {}
     return parse_config(data, str(path), path.parent, overrides)

@@ -16,7 +16,6 @@ Structured instance file (Bradley–Terry with features, P(i ≻ j) = σ(θᵀ(x
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from llmpo.jsonl import parse_json, read_text
 from llmpo.spaces import Structured, policy_names
 from llmpo.stats.unstructured import condorcet_winner
 
@@ -241,13 +241,9 @@ def load_instance(
     """
     path = Path(path)
     try:
-        data = json.loads(path.read_text())
+        data = parse_json(read_text(path, InstanceError), str(path), InstanceError)
     except OSError as error:
         raise InstanceError(f"{path}: cannot read ({error.strerror})") from None
-    except json.JSONDecodeError as error:
-        raise InstanceError(
-            f"{path}: not valid JSON ({error.msg} at line {error.lineno})"
-        ) from None
     if isinstance(data, dict) and "features" in data:
         if "theta" not in data:
             raise InstanceError(f"{path}: a structured instance needs 'theta' next to 'features'")

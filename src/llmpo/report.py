@@ -1298,7 +1298,8 @@ def render_markdown(report: dict[str, Any]) -> str:
             "| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in rows
         ]
         lines += ["", f"*{note}*", ""]
-    return "\n".join(lines)
+    # Names and answers come from users and models: no raw HTML may reach a Markdown viewer.
+    return "\n".join(lines).replace("<", "&lt;")
 
 
 _PAGES = jinja2.Environment(

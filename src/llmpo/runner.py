@@ -9,7 +9,8 @@ experiment asks), the missing ones are run.
 
 Interruption. SIGINT or SIGTERM asks the runner to stop: the comparison in flight is finished and
 committed, the experiment is marked ``interrupted``, and ``llmpo resume`` continues it. A second
-SIGINT stops at once (the comparison in flight is then lost, never half-stored).
+SIGINT or SIGTERM stops at once (the comparison in flight is then lost, never half-stored; the
+experiment is still marked ``interrupted``).
 """
 
 from __future__ import annotations
@@ -929,7 +930,7 @@ class Runner:
             return
 
         def handle(signum: int, frame: object) -> None:
-            if signum == signal.SIGINT and self._stop_requested.is_set():
+            if self._stop_requested.is_set():  # asked twice (SIGINT or SIGTERM): stop at once
                 raise KeyboardInterrupt
             self.request_stop()
 

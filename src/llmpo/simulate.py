@@ -6,7 +6,9 @@ the same whatever the number of worker processes.
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import os
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -20,6 +22,7 @@ from llmpo.environments.structured import StructuredEnvironment
 from llmpo.environments.synthetic import SyntheticEnvironment
 from llmpo.experiment import Experiment
 from llmpo.instances import StructuredInstance, UnstructuredInstance
+from llmpo.orphans import exit_with_parent
 from llmpo.peers import is_peer, peer_class_name, peer_fault, run_peer
 from llmpo.spaces import Space, Unstructured
 from llmpo.stats.bernoulli import kl_confidence
@@ -189,13 +192,45 @@ def run_replications(
     if backend is not None:
         chunk_results = backend.map_chunks(spec, chunks)
     else:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
+        # Each worker ends when this process does, even when it is SIGKILLed (no orphans).
+        with ProcessPoolExecutor(
+            max_workers=workers, initializer=exit_with_parent, initargs=(os.getpid(),)
+        ) as pool:
             chunk_results = list(pool.map(_run_chunk, [spec] * n_chunks, chunks))
     ordered: list[Replication | None] = [None] * reps
     for i, results in enumerate(chunk_results):
         for offset, replication in enumerate(results):
             ordered[i + offset * n_chunks] = replication
     return [r for r in ordered if r is not None]
+
+
+#: Without a budget, a replication stops after this many times the lower bound T*·log(1/δ)
+#: (and at least DEFAULT_CAP_MINIMUM comparisons): a baseline such as knockout on two nearly
+#: tied policies would otherwise never end. Reported as "unfinished".
+DEFAULT_CAP_FACTOR = 100.0
+DEFAULT_CAP_MINIMUM = 10_000
+
+
+def _t_star(spec: SimulationSpec) -> float:
+    """T* of the instance (the structured T*(θ) also for llmpo-unstructured on it)."""
+    if isinstance(spec.instance, StructuredInstance):
+        return characteristic_time(spec.instance.features, spec.instance.theta).t_star
+    return optimal_allocation(spec.instance.win_prob, spec.assume_condorcet, spec.epsilon).t_star
+
+
+def default_cap(spec: SimulationSpec) -> int:
+    """The comparison cap of a replication given no budget (see :data:`DEFAULT_CAP_FACTOR`)."""
+    bound = _t_star(spec) * math.log(1.0 / spec.delta)
+    if not math.isfinite(bound):
+        return DEFAULT_CAP_MINIMUM
+    return max(DEFAULT_CAP_MINIMUM, math.ceil(DEFAULT_CAP_FACTOR * bound))
+
+
+def with_default_cap(spec: SimulationSpec) -> SimulationSpec:
+    """``spec``, with :func:`default_cap` as its budget when it has none."""
+    if spec.max_comparisons is not None:
+        return spec
+    return dataclasses.replace(spec, max_comparisons=default_cap(spec))
 
 
 def is_correct(
@@ -218,12 +253,7 @@ def summarize(
     comparisons = np.array([r.n_comparisons for r in replications], dtype=float)
     errors = sum(not is_correct(spec.instance, r.best, spec.epsilon) for r in replications)
     interval = binomtest(errors, reps).proportion_ci(confidence_level=0.95, method="exact")
-    if isinstance(spec.instance, StructuredInstance):
-        # The bound of the structured problem, also for llmpo-unstructured on the instance.
-        t_star = characteristic_time(spec.instance.features, spec.instance.theta).t_star
-    else:
-        allocation = optimal_allocation(spec.instance.win_prob, spec.assume_condorcet, spec.epsilon)
-        t_star = allocation.t_star
+    t_star = _t_star(spec)
     mean = float(comparisons.mean())
     return {
         "strategy": spec.strategy,
@@ -238,6 +268,16 @@ def summarize(
         "error_rate_ci95": [float(interval.low), float(interval.high)],
         "errors": int(errors),
         "uncertified": int(sum(not r.certified for r in replications)),
+        # Stopped by the comparison cap (given, or the default), not by the stopping rule.
+        "unfinished": int(
+            sum(
+                not r.certified
+                and spec.max_comparisons is not None
+                and r.n_comparisons >= spec.max_comparisons
+                for r in replications
+            )
+        ),
+        "max_comparisons": spec.max_comparisons,
         "mean_comparisons": mean,
         "mean_comparisons_sem": float(comparisons.std(ddof=1) / math.sqrt(reps))
         if reps > 1
@@ -268,12 +308,14 @@ def _simulate_peer(
             raise ValueError(f"{option}: not supported by duelpy peers (strategy {strategy})")
     if reps < 1:
         raise ValueError(f"reps must be a positive integer, got {reps}")
-    spec = SimulationSpec(
-        instance=instance,
-        strategy=strategy,
-        delta=delta,
-        max_comparisons=options.get("max_comparisons"),
-        peer_options=tuple(dict(options.get("peer_options") or {}).items()),
+    spec = with_default_cap(
+        SimulationSpec(
+            instance=instance,
+            strategy=strategy,
+            delta=delta,
+            max_comparisons=options.get("max_comparisons"),
+            peer_options=tuple(dict(options.get("peer_options") or {}).items()),
+        )
     )
     start = time.perf_counter()
     replications = run_replications(spec, reps, seed, workers)
@@ -315,7 +357,8 @@ def simulate(
         Worker processes; the result does not depend on it.
     **options
         Further :class:`SimulationSpec` fields: ``threshold``, ``epsilon``, ``assume_condorcet``,
-        ``batch_size``, ``max_comparisons``.
+        ``batch_size``, ``max_comparisons`` (default :func:`default_cap`: every replication
+        ends; those stopped by the cap are counted as ``unfinished``).
 
     Returns
     -------
@@ -329,7 +372,9 @@ def simulate(
         raise ValueError(f"strategy: unknown {strategy!r}; choose one of {', '.join(known)}")
     if reps < 1:
         raise ValueError(f"reps must be a positive integer, got {reps}")
-    spec = SimulationSpec(instance=instance, strategy=strategy, delta=delta, **options)
+    spec = with_default_cap(
+        SimulationSpec(instance=instance, strategy=strategy, delta=delta, **options)
+    )
     start = time.perf_counter()
     replications = run_replications(spec, reps, seed, workers)
     return summarize(spec, replications, seed, time.perf_counter() - start)

@@ -10,6 +10,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from llmpo.limits import name_problem
 from llmpo.models.base import PreferenceModel
 from llmpo.models.structured import StructuredModel
 from llmpo.models.unstructured import UnstructuredModel
@@ -21,7 +22,11 @@ from llmpo.strategies.unstructured import BalanceRule, TrackingRule
 
 
 def policy_names(policies: int | Sequence[str]) -> tuple[str, ...]:
-    """Names of the policies: given, or ``p0, p1, …`` for a count. Refuses < 2 or duplicates."""
+    """Names of the policies: given, or ``p0, p1, …`` for a count.
+
+    Refuses < 2, duplicates, and names :func:`llmpo.limits.name_problem` refuses (too long,
+    control or bidirectional-override characters).
+    """
     if isinstance(policies, int):
         names: tuple[str, ...] = tuple(f"p{i}" for i in range(policies))
     else:
@@ -31,6 +36,9 @@ def policy_names(policies: int | Sequence[str]) -> tuple[str, ...]:
     duplicates = sorted(name for name, n in collections.Counter(names).items() if n > 1)
     if duplicates:
         raise ValueError(f"policies: duplicate names {duplicates}; give each policy its own name")
+    for name in names:
+        if (problem := name_problem(name)) is not None:
+            raise ValueError(f"policies: the name {name[:40]!r} {problem}; rename the policy")
     return names
 
 

@@ -53,6 +53,8 @@ except ImportError:  # pragma: no cover - not POSIX
     fcntl = None  # type: ignore[assignment]
 
 from llmpo import __version__
+from llmpo.errors import StoreError, scrub_value
+from llmpo.integrity import find_problems
 
 if TYPE_CHECKING:
     from llmpo.environments.base import Comparison
@@ -263,10 +265,6 @@ def _update_status(
     )
 
 
-class StoreError(RuntimeError):
-    """A store that cannot be used (corrupt, foreign, newer, busy, missing), with the fix."""
-
-
 @dataclass(frozen=True)
 class ExperimentRecord:
     """One stored experiment."""
@@ -380,8 +378,12 @@ class Store:
     readonly : bool
         Open for reading only (reports, exports): no lock, no migration, no change.
     writer : bool
-        Take the store's writer lock (a ``.lock`` file beside it), so that one process at a time
-        runs experiments in it.
+        Take the store's writer lock (a ``.lock`` file beside the file the path resolves to,
+        symlinks followed), so that one process at a time runs experiments in it, whatever path
+        leads to it.
+    check : bool
+        Check the store's integrity (:func:`llmpo.integrity.find_problems`) and refuse it when
+        a problem is found (``llmpo doctor`` opens it unchecked).
 
     Raises
     ------
@@ -390,16 +392,23 @@ class Store:
         process is writing; the file is left unchanged.
     """
 
-    def __init__(self, path: str | Path, *, readonly: bool = False, writer: bool = False) -> None:
+    def __init__(
+        self, path: str | Path, *, readonly: bool = False, writer: bool = False, check: bool = True
+    ) -> None:
         self.path = Path(path)
         self._lock_handle: Any = None
         #: Answers waiting for the next transaction: key → row, and when the first one arrived.
         self._pending_generations: dict[tuple[str, str, int, str], tuple[Any, ...]] = {}
         self._pending_since = 0.0
-        if readonly and not self.path.is_file():
+        if readonly and not self.path.exists():
             raise StoreError(f"{self.path}: no such store. Fix: check the path.")
         if self.path.is_dir():
             raise StoreError(f"{self.path}: is a folder, not a store file")
+        if self.path.exists() and not self.path.is_file():
+            raise StoreError(
+                f"{self.path}: is a device, pipe or socket, not a store file. Fix: give the path "
+                "of a file (a new name creates one)"
+            )
         if not self.path.parent.is_dir():
             raise StoreError(
                 f"{self.path}: the folder {self.path.parent} does not exist. "
@@ -425,6 +434,8 @@ class Store:
                 self.connection.execute("PRAGMA synchronous=NORMAL")
                 self._migrate()
             self.connection.execute("PRAGMA foreign_keys=ON")
+            if check and version > 0:
+                self._check()
         except BaseException:
             self.close()
             raise
@@ -456,6 +467,17 @@ class Store:
             )
         return version
 
+    def _check(self) -> None:
+        """Refuse a store whose contents no run writes (see :mod:`llmpo.integrity`)."""
+        problems = find_problems(self.connection)
+        if problems:
+            lines = "\n".join(f"  - {problem.message}" for problem in problems[:10])
+            raise StoreError(
+                f"{self.path}: failed its integrity check; it was not changed:\n{lines}\n"
+                f"Fix: llmpo doctor {self.path} explains each problem, and with --repair fixes "
+                "what it safely can"
+            )
+
     def _migrate(self) -> None:
         with self._transaction():
             version = self._inspect()  # again, under the write lock of the transaction
@@ -476,7 +498,10 @@ class Store:
     def _lock(self) -> None:
         if fcntl is None:  # pragma: no cover - not POSIX
             return
-        lock_path = self.path.with_name(self.path.name + ".lock")
+        # Keyed by the file itself, not by how its path is spelt: a symlink, a relative path or
+        # "a/../runs.db" must meet the same lock.
+        real = self.path.resolve()
+        lock_path = real.with_name(real.name + ".lock")
         handle = lock_path.open("a+")
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -727,7 +752,12 @@ class Store:
     ) -> None:
         connection.execute(
             "INSERT INTO events (experiment_id, at, kind, detail) VALUES (?, ?, ?, ?)",
-            (experiment_id, _now(), kind, json.dumps(detail) if detail is not None else None),
+            (
+                experiment_id,
+                _now(),
+                kind,
+                json.dumps(scrub_value(detail)) if detail is not None else None,
+            ),
         )
 
     def add_event(
@@ -743,7 +773,11 @@ class Store:
             "SELECT at, kind, detail FROM events WHERE experiment_id = ? ORDER BY id",
             (experiment_id,),
         )
-        return [(at, kind, json.loads(detail) if detail else None) for at, kind, detail in rows]
+        # Scrubbed again on the way out: a store written by an older llmpo may hold a key.
+        return [
+            (at, kind, scrub_value(json.loads(detail)) if detail else None)
+            for at, kind, detail in rows
+        ]
 
     # ---- held-out evaluations -------------------------------------------------------------------
     def create_evaluation(

@@ -5,13 +5,15 @@ It answers ``POST /v1/chat/completions`` with ``responder(request body) -> str``
 flight at once, the bodies and authorization headers received. ``faults`` is a queue of failures
 served to the next requests, one each: ``"429"`` (with ``Retry-After``), ``"500"``, ``"timeout"``
 (no answer for ``hang_seconds``), ``"malformed"`` (a 200 whose body is not JSON), ``"empty"`` (a
-200 with an empty choice list), ``"401"``.
+200 with an empty choice list), ``"401"``, ``"echo-key"`` (a 401 whose message is
+``echo_padding`` dots then the ``Authorization`` header received, as careless servers do).
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import json
 import threading
 import zlib
@@ -40,6 +42,7 @@ class FakeOpenAIServer:
         self.latency = latency
         self.retry_after = retry_after
         self.hang_seconds = hang_seconds
+        self.echo_padding = 0
         self.faults: collections.deque[str] = collections.deque()
         self.bodies: list[dict[str, Any]] = []
         self.authorizations: list[str] = []
@@ -80,8 +83,13 @@ class FakeOpenAIServer:
                 return web.json_response({"error": {"message": "boom"}}, status=500)
             if fault == "401":
                 return web.json_response({"error": {"message": "bad key"}}, status=401)
+            if fault == "echo-key":
+                message = "." * self.echo_padding + request.headers.get("Authorization", "")
+                return web.json_response({"error": {"message": message}}, status=401)
             if fault == "timeout":
-                await asyncio.sleep(self.hang_seconds)
+                # Released early by stop(), so that a long hang does not hold the tests.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._released.wait(), self.hang_seconds)
             if fault == "malformed":
                 return web.Response(
                     text='{"id": "x", "choices": [', content_type="application/json"
@@ -120,6 +128,7 @@ class FakeOpenAIServer:
                 self.in_flight -= 1
 
     async def _start(self) -> None:
+        self._released = asyncio.Event()
         app = web.Application()
         app.router.add_post("/v1/chat/completions", self._handle)
         self._runner = web.AppRunner(app, access_log=None)
@@ -137,6 +146,7 @@ class FakeOpenAIServer:
     def stop(self) -> None:
         """Stop serving and end the thread."""
         if self._runner is not None:
+            self._loop.call_soon_threadsafe(self._released.set)
             asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(10)

@@ -50,6 +50,7 @@ def _main(
 # Command modules register themselves on `app` when imported.
 from llmpo.cli import bench as _bench  # noqa: E402,F401
 from llmpo.cli import core as _core  # noqa: E402,F401
+from llmpo.cli import doctor as _doctor  # noqa: E402,F401
 from llmpo.cli import experiments as _experiments  # noqa: E402,F401
 from llmpo.cli import human as _human  # noqa: E402,F401
 from llmpo.cli import integrations as _integrations  # noqa: E402,F401

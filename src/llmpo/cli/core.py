@@ -11,9 +11,11 @@ from typing import Annotated, Any
 import numpy as np
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from llmpo.cli import app
+from llmpo.errors import scrub
 from llmpo.instances import (
     InstanceError,
     StructuredInstance,
@@ -51,7 +53,7 @@ CondorcetOpt = Annotated[
 
 def fail(message: str, code: int = 2) -> typer.Exit:
     """Print a user error (no traceback) and return the exit to raise."""
-    error_console.print(f"[bold red]error:[/] {message}", highlight=False)
+    error_console.print(f"[bold red]error:[/] {escape(scrub(message))}", highlight=False)
     return typer.Exit(code)
 
 
@@ -226,6 +228,10 @@ def simulate_command(
     table.add_row("T*", f"{summary['t_star']:.4g}")
     table.add_row("lower bound T*·kl(δ,1−δ)", f"{summary['lower_bound']:.1f}")
     table.add_row("mean / (T*·log 1/δ)", f"{summary['ratio_to_bound']:.3f}")
+    table.add_row(
+        "unfinished (stopped by the cap)",
+        f"{summary['unfinished']} of {summary['reps']} (cap {summary['max_comparisons']:,})",
+    )
     console.print(table)
 
 

@@ -24,6 +24,7 @@ from rich.text import Text
 from llmpo.cli import app
 from llmpo.config import ConfigError, ExperimentConfig, load_config
 from llmpo.environments.replay import ReplayError
+from llmpo.errors import scrub
 from llmpo.llm.loading import LoadStep, watching_loads
 from llmpo.remaining import rival_needs
 from llmpo.report import (
@@ -108,7 +109,9 @@ class ExportFormat(StrEnum):
 
 
 def _fail(message: str, code: int = 2) -> typer.Exit:
-    error_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+    error_console.print(
+        f"[bold red]error:[/] {escape(scrub(message))}", highlight=False, soft_wrap=True
+    )
     return typer.Exit(code)
 
 
@@ -897,10 +900,20 @@ def _write_export(
     try:
         writer = csv.DictWriter(handle, fieldnames=columns)
         writer.writeheader()
-        writer.writerows(rows)
+        writer.writerows({key: _inert(value) for key, value in row.items()} for row in rows)
     finally:
         if output:
             handle.close()
+
+
+#: First characters that make a spreadsheet read a cell as a formula (formula injection).
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _inert(value: Any) -> Any:
+    """A CSV cell a spreadsheet shows as text: a string that would start a formula gets a
+    leading apostrophe (the OWASP advice); numbers are left as they are."""
+    return "'" + value if isinstance(value, str) and value.startswith(_FORMULA_STARTS) else value
 
 
 def _iso(seconds: float | None) -> str | None:

@@ -112,7 +112,10 @@ def serve(
         soft_wrap=True,
         highlight=False,
     )
-    application = create_app(store_path, experiment, concurrency)
+    # Requests must name this server (DNS rebinding); on every interface the names are unknown.
+    loopback = {"127.0.0.1", "localhost", "::1"}
+    allowed = None if host in ("0.0.0.0", "::") else loopback | {host}
+    application = create_app(store_path, experiment, concurrency, allowed_hosts=allowed)
     uvicorn.run(application, host=host, port=port, log_level="warning")
 
 

@@ -13,11 +13,12 @@ Import needs the ``llmpo[human]`` extra; use :func:`create_app` (or ``llmpo serv
 from __future__ import annotations
 
 import asyncio
+import collections
 import hmac
 import math
 import secrets
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Collection, Iterable
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,7 +36,11 @@ from llmpo.store import Store
 
 COOKIE = "llmpo_judge"
 SIGNIN_COOKIE = "llmpo_signin"
-COOKIE_MAX_AGE = 30 * 24 * 3600
+#: A judge signs in again after 12 hours (a working day), not after a month.
+COOKIE_MAX_AGE = 12 * 3600
+#: Failed sign-ins allowed per client address within SIGNIN_WINDOW_SECONDS; more get HTTP 429.
+MAX_SIGNIN_FAILURES = 10
+SIGNIN_WINDOW_SECONDS = 60.0
 HERE = Path(__file__).parent
 _PAGES = jinja2.Environment(
     loader=jinja2.FileSystemLoader(HERE / "templates"),
@@ -54,12 +59,19 @@ SECURITY_HEADERS = {
 }
 
 
-def add_security_headers(app: FastAPI) -> None:
+def add_security_headers(app: FastAPI, allowed_hosts: Iterable[str] | None = None) -> None:
     """Send :data:`SECURITY_HEADERS` (the strict CSP, no framing, no caching) with every response
-    of ``app``; the judging app and ``llmpo view`` share them."""
+    of ``app``; the judging app and ``llmpo view`` share them. With ``allowed_hosts``, a request
+    whose Host header names another host is refused (400), which defeats DNS rebinding."""
+    hosts = None if allowed_hosts is None else {host.lower() for host in allowed_hosts}
 
     @app.middleware("http")
     async def security_headers(request: Request, call_next: Any) -> Response:
+        if hosts is not None:
+            host = request.headers.get("host", "").lower()
+            name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
+            if name.strip("[]") not in hosts:
+                return JSONResponse({"error": "unexpected Host header"}, 400, SECURITY_HEADERS)
         response: Response = await call_next(request)
         for name, value in SECURITY_HEADERS.items():
             response.headers.setdefault(name, value)
@@ -157,6 +169,7 @@ def create_app(
     concurrency: int = 4,
     assign_wait_seconds: float = 5.0,
     settle_wait_seconds: float = 10.0,
+    allowed_hosts: Collection[str] | None = None,
 ) -> FastAPI:
     """The judges' web app for one experiment of a store.
 
@@ -175,6 +188,15 @@ def create_app(
         How long the judging page waits for a comparison before showing "waiting".
     settle_wait_seconds : float
         How long a verdict's form waits for the verdict to be committed and told.
+    allowed_hosts : collection of str, optional
+        Host names (without port) requests may be addressed to; others get HTTP 400, which
+        stops DNS-rebinding pages from reaching a server on localhost. None: any host.
+
+    Notes
+    -----
+    The sign-in cookie is ``Secure`` when the request came over HTTPS, lives
+    :data:`COOKIE_MAX_AGE` seconds, and a client address gets HTTP 429 after
+    :data:`MAX_SIGNIN_FAILURES` failed sign-ins within :data:`SIGNIN_WINDOW_SECONDS`.
     """
     server = _Server(
         Path(store_path), experiment_id, concurrency, assign_wait_seconds, settle_wait_seconds
@@ -204,7 +226,8 @@ def create_app(
     app.state.server = server
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
 
-    add_security_headers(app)
+    add_security_headers(app, allowed_hosts)
+    failures: dict[str, collections.deque[float]] = {}
 
     def page(name: str, status_code: int = 200, **context: Any) -> HTMLResponse:
         return HTMLResponse(_PAGES.get_template(name).render(**context), status_code)
@@ -261,14 +284,31 @@ def create_app(
         nonce = request.cookies.get(SIGNIN_COOKIE, "")
         if not nonce or not hmac.compare_digest(str(form.get("nonce", "")), nonce):
             return signin_page(403, "This sign-in form is stale or forged: sign in again here.")
+        client = request.client.host if request.client else "?"
+        recent = failures.setdefault(client, collections.deque())
+        now = time.monotonic()
+        while recent and now - recent[0] > SIGNIN_WINDOW_SECONDS:
+            recent.popleft()
+        if len(recent) >= MAX_SIGNIN_FAILURES:
+            wait = math.ceil(SIGNIN_WINDOW_SECONDS - (now - recent[0]))
+            response = signin_page(429, f"Too many failed sign-ins: try again in {wait} s.")
+            response.headers["Retry-After"] = str(wait)
+            return response
         token = str(form.get("token", "")).strip()
         assert server.store is not None
         if judge_for_token(server.store, token) is None:
+            recent.append(now)
             return signin_page(401, "This token is not valid here.")
         response = RedirectResponse("/judge", 303)
         response.delete_cookie(SIGNIN_COOKIE, path="/signin")
         response.set_cookie(
-            COOKIE, token, max_age=COOKIE_MAX_AGE, httponly=True, samesite="strict", path="/"
+            COOKIE,
+            token,
+            max_age=COOKIE_MAX_AGE,
+            httponly=True,
+            samesite="strict",
+            path="/",
+            secure=request.url.scheme == "https",  # over TLS, never sent in clear
         )
         return response
 

@@ -15,6 +15,8 @@ from every error message.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import email.utils
 import errno
 import json
 import math
@@ -25,12 +27,15 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from urllib.parse import urlsplit
 
 import numpy as np
 import openai
 
 from llmpo.config import BackendConfig
+from llmpo.errors import BackendError, clip, register_secret, scrub
+from llmpo.limits import truncate_answer
 
 #: Sent when a configuration names no key variable (local servers accept anything).
 PLACEHOLDER_KEY = "not-needed"
@@ -42,6 +47,13 @@ CONNECT_RETRIES = 2
 #: HTTP clients (connection pools) per backend, used in turn, when ``aiohttp`` is missing and the
 #: SDK's default ``httpx`` transport is used (its pool scans every connection for each request).
 CLIENTS_PER_BACKEND = 8
+
+#: The longest a ``Retry-After`` (or ``retry-after-ms``) reply makes a call wait: a server asking
+#: for more (hours, a date next week) is retried after this long, and the retries stay bounded.
+MAX_RETRY_AFTER_SECONDS = 60.0
+
+#: Characters of a server's error text kept in a message (after the key is scrubbed from it).
+ERROR_TEXT_LIMIT = 400
 
 
 def _aiohttp_client() -> object | None:
@@ -60,10 +72,6 @@ def _aiohttp_client() -> object | None:
         return openai.DefaultAioHttpClient(limits=limits)
     except (ImportError, AttributeError, RuntimeError):
         return None
-
-
-class BackendError(RuntimeError):
-    """A generation that failed for good (after retries, or a permanent error)."""
 
 
 class TransientBackendError(BackendError):
@@ -187,13 +195,34 @@ class Backend(ABC):
 
 
 def _retry_after(headers: object) -> float | None:
-    value = getattr(headers, "get", lambda _key: None)("retry-after")
-    if value is None:
+    """The wait a reply asks for, in seconds, capped at :data:`MAX_RETRY_AFTER_SECONDS`.
+
+    Reads ``retry-after-ms`` (milliseconds, OpenAI and Azure), then ``Retry-After`` as seconds or
+    as an HTTP date; None when absent or unreadable.
+    """
+    get = getattr(headers, "get", lambda _key: None)
+    seconds: float | None = None
+    milliseconds = get("retry-after-ms")
+    if milliseconds is not None:
+        try:
+            seconds = float(milliseconds) / 1000.0
+        except ValueError:
+            seconds = None
+    value = get("retry-after")
+    if seconds is None and value is not None:
+        try:
+            seconds = float(value)
+        except ValueError:
+            try:
+                when = email.utils.parsedate_to_datetime(value)
+            except (TypeError, ValueError, IndexError):
+                return None
+            if when.tzinfo is None:  # HTTP dates are GMT
+                when = when.replace(tzinfo=UTC)
+            seconds = (when - datetime.now(UTC)).total_seconds()
+    if seconds is None or math.isnan(seconds):
         return None
-    try:
-        return max(float(value), 0.0)
-    except ValueError:
-        return None
+    return min(max(seconds, 0.0), MAX_RETRY_AFTER_SECONDS)
 
 
 def _count(value: object) -> int | None:
@@ -218,6 +247,7 @@ def read_api_key(config: BackendConfig) -> str:
             f"{config.base_url or 'OpenAI'}) is not set. Fix: export "
             f"{config.api_key_env}=<your key>"
         )
+    register_secret(value)
     return value
 
 
@@ -274,8 +304,8 @@ class OpenAIBackend(Backend):
         self._next_client = 0
 
     def scrub(self, text: str) -> str:
-        """``text`` with the API key replaced by ``***``."""
-        return text.replace(self._secret, "***") if self._secret != PLACEHOLDER_KEY else text
+        """``text`` with the API key (and anything key-shaped) replaced by ``***``."""
+        return scrub(text, self._secret)
 
     async def complete(self, request: GenerationRequest, timeout: float) -> Generation:
         body: dict[str, object] = {
@@ -304,9 +334,11 @@ class OpenAIBackend(Backend):
                 )
             )
         except openai.APIStatusError as error:
-            message = self.scrub(
+            message = clip(
                 f"{self.label}: HTTP {error.status_code} for model {request.model}: "
-                f"{str(error.message)[:300]}"
+                f"{error.message}",
+                ERROR_TEXT_LIMIT,
+                self._secret,
             )
             if error.status_code == 429 or error.status_code >= 500:
                 raise TransientBackendError(message, _retry_after(error.response.headers)) from None
@@ -320,7 +352,7 @@ class OpenAIBackend(Backend):
             ) from None
         except ValueError as error:  # a body that is not JSON
             raise TransientBackendError(
-                self.scrub(f"{self.label}: malformed response ({str(error)[:200]})")
+                clip(f"{self.label}: malformed response ({error})", ERROR_TEXT_LIMIT, self._secret)
             ) from None
         choices = payload.get("choices") if isinstance(payload, dict) else None
         if not isinstance(choices, list) or not choices:
@@ -412,7 +444,9 @@ class RetryPolicy:
 
     Attempt k (k = 1, 2, …) that fails transiently waits a uniform draw in
     [0, min(max_backoff, backoff · 2^(k−1))] ("full jitter"), and never less than the server's
-    ``Retry-After``, before attempt k + 1; at most ``max_retries`` retries.
+    ``Retry-After`` (itself capped at :data:`MAX_RETRY_AFTER_SECONDS`), before attempt k + 1; at
+    most ``max_retries`` retries. So no wait is longer than
+    max(``max_backoff_seconds``, :data:`MAX_RETRY_AFTER_SECONDS`).
     """
 
     timeout_seconds: float = 60.0
@@ -424,7 +458,7 @@ class RetryPolicy:
         """Seconds to wait after failed attempt number ``attempt`` (1-based)."""
         cap = min(self.max_backoff_seconds, self.backoff_seconds * 2.0 ** (attempt - 1))
         jittered = float(rng.uniform(0.0, cap)) if cap > 0 else 0.0
-        return max(jittered, retry_after or 0.0)
+        return max(jittered, min(retry_after or 0.0, MAX_RETRY_AFTER_SECONDS))
 
 
 async def call_with_retries(
@@ -476,7 +510,9 @@ async def call_with_retries(
             if token_limiter is not None and generation.input_tokens is not None:
                 used = generation.input_tokens + (generation.output_tokens or 0)
                 token_limiter.settle(reserved, used)
-            return generation
+            # Capped here, where every answer arrives, so the judge, the store and a resumed
+            # run all see the same text.
+            return dataclasses.replace(generation, text=truncate_answer(generation.text))
         except TimeoutError:
             error = TransientBackendError(
                 f"{backend.label}: no answer within {policy.timeout_seconds:g} s"

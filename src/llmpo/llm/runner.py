@@ -29,6 +29,11 @@ comparisons that were neither stored nor found invalid (in flight when the run s
 same number, task, replicates and round, so the answers they had already paid for are found in
 the cache, and each number is told at most once.
 
+Stopping. On SIGINT or SIGTERM no comparison is dispatched any more and those in flight get the
+same grace as after a failure (below) before they are cancelled, so a run stops within
+:data:`FAILURE_GRACE_SECONDS` whatever the server does (hangs, or asks to retry much later); it
+is left ``interrupted``.
+
 Failures. A call that still fails after its retries, or a judge whose verdicts are more than 90%
 invalid (after 50 results), stops the run: no comparison is dispatched any more, those in flight
 get up to :data:`FAILURE_GRACE_SECONDS` (at most one call timeout) to finish and be stored, the
@@ -340,8 +345,8 @@ class AsyncRunner(Runner):
                 if self.on_progress is not None and now - last_report >= self.progress_interval:
                     last_report = now
                     self.on_progress(self.progress(now - started))
-                if failure and failed_at is None:
-                    failed_at = now
+                if (failure or self._stop_requested.is_set()) and failed_at is None:
+                    failed_at = now  # a stop, like a failure, leaves the calls in flight a grace
                 out_of_grace = failed_at is not None and now - failed_at >= self._grace_seconds()
                 if (self.experiment.done or out_of_grace) and in_flight:
                     for task in in_flight:

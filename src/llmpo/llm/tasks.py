@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import csv
+import io
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from llmpo.jsonl import read_objects
+from llmpo.jsonl import read_objects, read_text
 
 
 class TaskError(ValueError):
@@ -40,8 +41,11 @@ class Task:
 
 def _rows(path: Path) -> list[dict[str, Any]]:
     if path.suffix.lower() == ".csv":
-        with path.open(newline="", encoding="utf-8") as handle:
-            return list(csv.DictReader(handle))
+        text = read_text(path, TaskError)
+        try:
+            return list(csv.DictReader(io.StringIO(text, newline="")))
+        except csv.Error as error:
+            raise TaskError(f"{path}: not a readable CSV file ({error}). Fix: correct it") from None
     return [row for _, row in read_objects(path, TaskError)]
 
 

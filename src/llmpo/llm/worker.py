@@ -14,7 +14,8 @@ generation)``, ``(id, "transient", message, retry_after)`` or ``(id, "error", me
 reads the API key from the environment variable the configuration names (it inherits the
 parent's environment): the key never crosses the pipe, and error messages are scrubbed of it in
 the worker as in-process. A worker ignores SIGINT and SIGTERM (the parent decides when a run
-stops) and exits when its input closes, so it never outlives its parent.
+stops) and exits when its input closes, or within :data:`llmpo.orphans.WATCH_SECONDS` of its
+parent's death (a SIGKILLed runner), so it never outlives its parent.
 """
 
 from __future__ import annotations
@@ -41,8 +42,12 @@ from llmpo.llm.backends import (
     TransientBackendError,
     read_api_key,
 )
+from llmpo.orphans import exit_with_parent
 
 _LENGTH = struct.Struct("!I")
+
+#: The environment variable that tells a worker its parent's pid.
+PARENT_VARIABLE = "LLMPO_WORKER_PARENT"
 
 #: A worker's first message, once it can make calls.
 READY = "ready"
@@ -187,6 +192,7 @@ class ProcessBackend(Backend):
         environment = {
             **os.environ,
             "PYTHONPATH": f"{source}{os.pathsep}{path}" if path else source,
+            PARENT_VARIABLE: str(os.getpid()),  # so a worker started after our death ends too
         }
         for _ in range(self.processes):
             process = await asyncio.create_subprocess_exec(
@@ -293,6 +299,9 @@ def main() -> None:
     """Entry point of a worker process (``python -m llmpo.llm.worker``)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    # A SIGKILLed runner: end at once, not after closing connections.
+    parent = os.environ.get(PARENT_VARIABLE, "")
+    exit_with_parent(int(parent) if parent.isdigit() else None)
     asyncio.run(_serve())
 
 

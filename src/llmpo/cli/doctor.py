@@ -1,0 +1,82 @@
+"""``llmpo doctor STORE``: check a store's integrity, explain each problem, repair what is safe."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+
+from llmpo.cli import app
+from llmpo.cli.core import console, fail
+from llmpo.errors import StoreError
+from llmpo.integrity import Problem, find_problems, repair
+from llmpo.store import Store
+
+
+def _problems(path: Path) -> list[Problem]:
+    if not path.is_file():
+        raise fail(f"{path}: no such store file. Fix: check the path")
+    try:
+        connection = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    except sqlite3.Error as error:
+        raise fail(f"{path}: cannot open ({error})") from None
+    try:
+        connection.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        return find_problems(connection)
+    except sqlite3.DatabaseError as error:
+        raise fail(
+            f"{path}: not a readable SQLite database ({error}); nothing can be repaired. "
+            "Fix: restore it from a backup"
+        ) from None
+    finally:
+        connection.close()
+
+
+@app.command()
+def doctor(
+    store: Annotated[Path, typer.Argument(help="The store file to check.")],
+    fix: Annotated[
+        bool,
+        typer.Option(
+            "--repair",
+            help="Repair what is safe (after a backup, or into a copy); says what it removed.",
+        ),
+    ] = False,
+) -> None:
+    """Check a store's integrity; explain each problem and, with --repair, fix what is safe.
+
+    Exits 0 when the store is sound (or was repaired), 1 when problems remain.
+    """
+    problems = _problems(store)
+    if not problems:
+        console.print(f"{escape(str(store))}: sound (integrity check passed).", highlight=False)
+        return
+    console.print(f"{escape(str(store))}: {len(problems)} problem(s):", highlight=False)
+    for problem in problems:
+        console.print(f"  - {escape(problem.message)}", highlight=False)
+        console.print(f"    {escape(problem.fix)}", highlight=False)
+    if not fix:
+        console.print(f"Run llmpo doctor {escape(str(store))} --repair to apply the repairs.")
+        raise typer.Exit(1)
+    try:
+        if any(problem.damaged_file for problem in problems):
+            lines = repair(store, problems)  # into a copy: the store is not written
+        else:
+            with Store(store, writer=True, check=False):  # no other process may be writing
+                lines = repair(store, problems)
+    except StoreError as error:
+        raise fail(str(error)) from None
+    for line in lines:
+        console.print(escape(line), highlight=False)
+    if any(problem.damaged_file for problem in problems):
+        raise typer.Exit(0 if not lines[0].startswith("not repaired") else 1)
+    left = _problems(store)
+    if left:
+        console.print(
+            f"{len(left)} problem(s) have no safe repair and remain (see above).", highlight=False
+        )
+        raise typer.Exit(1)
+    console.print(f"{escape(str(store))}: sound after the repair.", highlight=False)
