@@ -20,9 +20,11 @@ def run(experiment: Experiment, environment: SyntheticEnvironment, batch: int = 
 @pytest.mark.parametrize(
     ("i", "j", "outcome", "message"),
     [
-        (0, 1, 0.7, "outcome must be 0, 0.5 or 1"),
-        (0, 1, "1", "outcome must be 0, 0.5 or 1"),
-        (0, 1, float("nan"), "outcome must be 0, 0.5 or 1"),
+        (0, 1, 1.2, r"comparison \(0, 1\): outcome must be a number in \[0, 1\]"),
+        (0, 1, -0.1, r"comparison \(0, 1\): outcome must be a number in \[0, 1\]"),
+        (0, 1, "1", r"comparison \(0, 1\): outcome must be a number in \[0, 1\]"),
+        (0, 1, True, r"comparison \(0, 1\): outcome must be a number in \[0, 1\]"),
+        (2, 1, float("nan"), r"comparison \(2, 1\): outcome must be a number in \[0, 1\]"),
         (0, 0, 1.0, "unknown pair"),
         (0, 3, 1.0, "unknown pair"),
         (-1, 2, 1.0, "unknown pair"),

@@ -18,8 +18,14 @@ def one_hot(k: int) -> np.ndarray:
     return np.eye(k)[:, : k - 1]
 
 
-def test_pair_statistics_are_aggregated_per_distinct_pair():
-    model = StructuredModel(one_hot(4), 0.05, UniversalInferenceThreshold())
+@pytest.mark.parametrize(
+    ("ties", "counts", "wins"),
+    # 50 wins of 0 and 50 ties, then 3 beats 2: ties count ½ ("half") or not at all ("decisive",
+    # Bradley–Terry on the decisive outcomes).
+    [("half", [100, 1], [75, 0]), ("decisive", [50, 1], [50, 0])],
+)
+def test_pair_statistics_are_aggregated_per_distinct_pair(ties, counts, wins):
+    model = StructuredModel(one_hot(4), 0.05, UniversalInferenceThreshold(), ties=ties)
     for _ in range(50):
         model.tell(0, 1, 1.0)
         model.tell(1, 0, 0.5)  # the same pair told the other way round; a tie
@@ -27,8 +33,8 @@ def test_pair_statistics_are_aggregated_per_distinct_pair():
     assert model.n_pairs == 2 and model.n_told == 101
     rows, cols, z, n, s = model.pair_statistics()
     assert list(zip(rows, cols, strict=True)) == [(0, 1), (2, 3)]
-    np.testing.assert_allclose(n, [100, 1])
-    np.testing.assert_allclose(s, [75, 0])  # 50 wins of 0, 50 ties; then 3 beat 2
+    np.testing.assert_allclose(n, counts)
+    np.testing.assert_allclose(s, wins)
     np.testing.assert_allclose(model.estimate(), fit_mle(z, n, s, ridge=RIDGE), atol=1e-5)
 
 
