@@ -34,6 +34,8 @@ from llmpo.config import (
     PolicyConfig,
     ReplayEnvironmentConfig,
     SyntheticEnvironmentConfig,
+    created_before_ties,
+    stored_config,
 )
 from llmpo.datasets import load_arena_counts, load_pandalm
 from llmpo.environments.base import Comparison, Environment
@@ -393,6 +395,7 @@ def build_experiment(config: ExperimentConfig, policies: tuple[str, ...]) -> Exp
             epsilon=config.epsilon,
             assume_condorcet=config.assume_condorcet,
             max_comparisons=config.max_comparisons,
+            ties=config.ties_mode,
             seed=config.seed,
         )
     except ConfigError:
@@ -433,6 +436,8 @@ def start_experiment(
         if config.seed is not None
         else config.model_copy(update={"seed": secrets.randbits(32)})
     )
+    # Record the statistic, so that a later default cannot change how this experiment resumes.
+    resolved = resolved.model_copy(update={"ties": resolved.ties_mode})
     if environment is None or (config.seed is None and config.holdout is not None):
         environment = check_config(resolved)  # the held-out split depends on the seed drawn
     held = getattr(environment, "holdout_task_ids", None)
@@ -458,11 +463,13 @@ def find_experiment(config: ExperimentConfig, store: Store) -> ExperimentRecord 
     wanted = config.to_json()
     for record in reversed(store.experiments()):
         try:  # fill the defaults of fields added since the experiment was stored
-            stored = ExperimentConfig.model_validate(record.config).to_json()
+            stored = stored_config(record.config).to_json()
         except ValueError:
             continue
         if config.seed is None:
             stored["seed"] = None
+        if config.ties is None:  # unset: resume with whatever statistic it was stored with
+            stored["ties"] = None
         if stored == wanted:
             return record
     return None
@@ -493,8 +500,11 @@ class Runner:
     ) -> None:
         self.store = store
         self.record = store.experiment(experiment_id)
+        #: True when the experiment was stored before the ``ties`` option: it resumes counting
+        #: ties as half a win, as it was created (the CLI says so).
+        self.legacy_ties = created_before_ties(self.record.config)
         try:
-            self.config = ExperimentConfig.model_validate(self.record.config)
+            self.config = stored_config(self.record.config)
         except ValueError:
             raise StoreError(
                 f"{store.path}: experiment {experiment_id} has a configuration this llmpo "
