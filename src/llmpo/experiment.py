@@ -185,7 +185,6 @@ class Result:
             ],
         }
 
-
     def rival_record(self, index: int) -> dict[str, float]:
         """``{"wins", "ties", "losses"}`` of ``best`` against rival number ``index`` (or empty)."""
         if index >= len(self.rival_wins):

@@ -82,9 +82,7 @@ class Unstructured(Space):
         assume_condorcet: bool,
         ties: str = "decisive",
     ) -> UnstructuredModel:
-        return UnstructuredModel(
-            self.n_policies, delta, threshold, epsilon, assume_condorcet, ties
-        )
+        return UnstructuredModel(self.n_policies, delta, threshold, epsilon, assume_condorcet, ties)
 
     def strategies(self) -> dict[str, type[Strategy]]:
         return {BalanceRule.name: BalanceRule, TrackingRule.name: TrackingRule}

@@ -88,6 +88,7 @@ def brute_force_max_min(
     d(p_kj, ½)).
     """
     if cost_of is None:
+
         def cost_of(k, j):
             return kl_bernoulli(matrix[k, j], 0.5)
 
