@@ -204,6 +204,13 @@ class UnstructuredModel(PreferenceModel):
         """
         return self._stat_counts[rows, cols] + self._pending[rows, cols] * self._rate(rows, cols)
 
+    def told_statistic_counts(
+        self, rows: NDArray[np.intp] | int, cols: NDArray[np.intp]
+    ) -> NDArray[np.float64]:
+        """The statistic's count n per pair from told outcomes only (what thresholds are paid on:
+        decisive comparisons by default, all comparisons for ``ties="half"``)."""
+        return self._stat_counts[rows, cols].copy()
+
     def outcome_counts(self, a: int, b: int) -> tuple[float, float, float]:
         """Wins, ties and losses of ``a`` against ``b``.
 
