@@ -9,8 +9,8 @@ Ties and fractional outcomes (docs/ties.md). An outcome y ∈ [0, 1] of a agains
 *decisive* statistic (``ties="decisive"``, the default) as a win of weight (2y − 1)⁺ or a loss of
 weight (1 − 2y)⁺: a verdict 1 or 0 is one decisive comparison, a tie (½) none, a preference
 probability 0.8 is 0.6 of a win. Per pair, α = Σ(2y − 1)⁺, β = Σ(1 − 2y)⁺, n = α + β and
-p̂ = α/n; the statistic is n·d(p̂, c) and the KT threshold is paid on n (``ties="half"``: today's
-n = comparisons and p̂ = mean outcome, ties ½).
+p̂ = α/n; the statistic is n·d(p̂, c) and the KT threshold is paid on n (``ties="half"``, the
+statistic before ties were handled: n = comparisons and p̂ = mean outcome, ties ½).
 
 Why the KT threshold stays valid on the decisive scale, whatever the sampling rule and for any law
 of y on [0, 1]: write z = 2y − 1, A = E z⁺, B = E z⁻ and p* = A/(A + B). Then a leader that is not
