@@ -321,23 +321,26 @@ def demo(
     correct = "correct" if result.best == instance.best else "WRONG"
     console.print(
         f"winner: [bold green]{result.best_name}[/] (certified at 1 − δ = {1 - delta:g}; "
-        f"{correct} against the hidden truth) after {result.n_comparisons} comparisons"
+        f"{correct} against the hidden truth) after {result.n_comparisons} comparisons "
+        f"({2 * result.n_comparisons} generation calls)"
     )
-    table = Table("rival", "comparisons", "P̂(winner ≻ rival)", "GLR statistic", "threshold")
-    for rival, statistic, threshold, comparisons, win_prob in zip(
-        result.rivals,
-        result.statistics,
-        result.thresholds,
-        result.rival_comparisons,
-        result.rival_win_prob,
-        strict=True,
-    ):
+    table = Table(
+        "rival",
+        "comparisons",
+        "wins / ties / losses",
+        "P̂(winner wins | decided)",
+        "GLR statistic",
+        "threshold",
+    )
+    for index, rival in enumerate(result.rivals):
+        record = result.rival_record(index)
         table.add_row(
             result.policies[rival],
-            f"{comparisons}",
-            f"{win_prob:.3f}",
-            f"{statistic:.2f}",
-            f"{threshold:.2f}",
+            f"{result.rival_comparisons[index]}",
+            f"{record['wins']:.0f} / {record['ties']:.0f} / {record['losses']:.0f}",
+            f"{result.rival_win_prob[index]:.3f}",
+            f"{result.statistics[index]:.2f}",
+            f"{result.thresholds[index]:.2f}",
         )
     console.print(table)
     console.print(f"measuring the saving over uniform allocation ({reps} runs each) …")
