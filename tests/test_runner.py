@@ -10,7 +10,7 @@ import pytest
 
 from llmpo.config import ConfigError, parse_config
 from llmpo.instances import bradley_terry_matrix
-from llmpo.runner import Runner, build_space, find_experiment, start_experiment
+from llmpo.runner import Runner, build_space, check_config, find_experiment, start_experiment
 from llmpo.store import Store, StoreError
 
 
@@ -299,3 +299,20 @@ def test_a_store_from_before_tie_aware_statistics_resumes_counting_ties_half(tmp
         # Unset in the configuration: either statistic resumes (the latest experiment).
         assert find_experiment(config, store).id == new_id
         assert find_experiment(config.model_copy(update={"ties": "half"}), store).id == old_id
+
+
+def test_a_replay_of_preference_probabilities_is_refused_before_touching_the_store(tmp_path):
+    path = tmp_path / "j.jsonl"
+    records = [
+        {"policy_a": "a", "policy_b": "b", "outcome": 1},
+        {"policy_a": "b", "policy_b": "c", "outcome": 0.73},
+        {"policy_a": "a", "policy_b": "c", "outcome": 0.5},
+    ]
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    config = parse_config(
+        {"environment": {"type": "replay", "path": str(path)}, "store": str(tmp_path / "r.db")},
+        "test",
+    )
+    with pytest.raises(ConfigError, match=r"'b' against 'c' has outcome 0.73.*Fix: round"):
+        check_config(config)
+    assert not (tmp_path / "r.db").exists()
