@@ -68,7 +68,16 @@ def check_ties_pay_off(instance: UnstructuredInstance, reps: int, half_reps: int
     for summary in (decisive, half):
         assert binomtest(summary["errors"], summary["reps"], DELTA, "greater").pvalue > 0.01
     assert decisive["mean_generation_calls"] == 2 * decisive["mean_comparisons"]
-    return {"ratio": ratio, "ratio_t": ratio_t}
+    figures = {
+        "comparisons_decisive": decisive["mean_comparisons"],
+        "comparisons_half": half["mean_comparisons"],
+        "ratio": ratio,
+        "ratio_t_star": ratio_t,
+        "errors_decisive": f"{decisive['errors']}/{decisive['reps']}",
+        "errors_half": f"{half['errors']}/{half['reps']}",
+    }
+    print(figures)  # the measured figures, shown with pytest -s
+    return figures
 
 
 @pytest.mark.slow
