@@ -129,7 +129,9 @@ def test_simulate_reports_calls_and_the_grid_baseline(tied_file):
     assert grid["mean_generation_calls"] == 120 and grid["mean_comparisons"] == 180
     assert grid["grid_tasks"] == 30 and grid["certified_rate"] == 0.0  # far too few tasks
     table = llmpo("simulate", str(tied_file), "--strategy", "grid", "--tasks", "30", "--reps", "2")
-    assert "4 policies × 30 tasks" in table.stdout and "certified" in table.stdout
+    # The narrow terminal of llmpo() wraps the cells; their starts stay whole.
+    assert "120.0" in table.stdout and "(grid: 4" in table.stdout
+    assert "certified" in table.stdout and "0.0% of" in table.stdout
 
 
 def test_demo_certifies_the_winner_and_reports_the_saving():
