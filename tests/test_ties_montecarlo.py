@@ -99,7 +99,7 @@ def test_no_ties_no_change(name):
     comparison for comparison (so no benchmark without ties can change)."""
     instance = reference_instance(name)
     assert not np.any(instance.tie_prob)
-    decisive = simulate(instance, "llmpo", DELTA, 8, seed=3)
-    half = simulate(instance, "llmpo", DELTA, 8, seed=3, ties="half")
+    decisive = simulate(instance, "llmpo", DELTA, 4, seed=3)
+    half = simulate(instance, "llmpo", DELTA, 4, seed=3, ties="half")
     assert decisive["mean_comparisons"] == pytest.approx(half["mean_comparisons"], rel=1e-9)
     assert decisive["errors"] == half["errors"]
