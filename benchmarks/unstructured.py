@@ -13,7 +13,15 @@ For K in {5, 10, 20, 50} it prints, as Markdown:
   and, through per-pair random streams, their outcomes, so the difference is measured with
   common random numbers;
 * the time per ask+tell decision of llmpo, and as a ratio to uniform's (the baseline measured
-  in the same run: same experiment loop, trivial sampling rule).
+  in the same run: same experiment loop, trivial sampling rule);
+* cost in calls at δ = 0.01: llmpo's mean generation calls (2 per comparison), and the ``grid``
+  baseline given the same number of generations (every policy answers N = ⌈calls / K⌉ tasks,
+  every pair of answers judged, same stopping rule; ``--grid-tasks`` fixes N instead): its judge
+  calls and how often it certifies.
+
+``--tie-prob t`` puts ties with probability t on every pair, keeping the decisive win
+probabilities of the instance (:func:`llmpo.instances.tied_instance`); ``--ties half`` runs the
+statistic that counts a tie as half a win.
 
 Instances: Bradley–Terry with θ_0 = 0 and θ_k = −(0.405 + 0.1·(k−1)) for k ≥ 1, so the winner's
 closest rival has p = 0.6 and the others are spread out; seeds fixed.
@@ -29,16 +37,16 @@ import numpy as np
 
 from llmpo.environments.synthetic import SyntheticEnvironment
 from llmpo.experiment import Experiment
-from llmpo.instances import UnstructuredInstance, bradley_terry_matrix, make_unstructured_instance
+from llmpo.instances import UnstructuredInstance, bradley_terry_matrix, tied_instance
 from llmpo.simulate import simulate
 
 DELTAS = (0.1, 0.01, 0.001, 1e-6)
 
 
-def benchmark_instance(n_policies: int) -> UnstructuredInstance:
-    """The BT instance described in the module docstring."""
+def benchmark_instance(n_policies: int, tie_prob: float = 0.0) -> UnstructuredInstance:
+    """The BT instance described in the module docstring (decisive outcomes), with ties."""
     utilities = [0.0] + [-(0.405 + 0.1 * (k - 1)) for k in range(1, n_policies)]
-    return make_unstructured_instance(bradley_terry_matrix(utilities))
+    return tied_instance(bradley_terry_matrix(utilities), tie_prob)
 
 
 def decision_time(instance: UnstructuredInstance, strategy: str, decisions: int) -> float:
@@ -69,24 +77,45 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--sizes", type=int, nargs="+", default=[5, 10, 20, 50])
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--tie-prob", type=float, default=0.0, help="ties on every pair")
+    parser.add_argument("--ties", choices=("decisive", "half"), default="decisive")
+    parser.add_argument(
+        "--grid-tasks", type=int, default=None, help="N of the grid (default: llmpo's spend)"
+    )
     args = parser.parse_args()
 
     header = (
         "| K | T* | llmpo @0.01 | oracle @0.01 | uniform @0.01 | uniform/llmpo | llmpo/oracle "
         "| ratio_to_bound δ=0.1 / 0.01 / 0.001 / 1e-6 | slope/T* | µs per decision "
-        "(llmpo, × uniform) |"
+        "(llmpo, × uniform) | llmpo generation calls @0.01 | grid: tasks, generation calls, "
+        "judge calls, certified |"
     )
     print(header)
-    print("|---" * 10 + "|")
+    print("|---" * 12 + "|")
     for n_policies in args.sizes:
-        instance = benchmark_instance(n_policies)
+        instance = benchmark_instance(n_policies, args.tie_prob)
+        options = {"ties": args.ties}
         runs = {
-            delta: simulate(instance, "llmpo", delta, args.reps, args.seed, args.workers)
+            delta: simulate(instance, "llmpo", delta, args.reps, args.seed, args.workers, **options)
             for delta in DELTAS
         }
         t_star = runs[0.01]["t_star"]
-        oracle = simulate(instance, "oracle", 0.01, args.reps, args.seed, args.workers)
-        uniform = simulate(instance, "uniform", 0.01, args.baseline_reps, args.seed, args.workers)
+        oracle = simulate(instance, "oracle", 0.01, args.reps, args.seed, args.workers, **options)
+        uniform = simulate(
+            instance, "uniform", 0.01, args.baseline_reps, args.seed, args.workers, **options
+        )
+        calls = runs[0.01]["mean_generation_calls"]
+        tasks = args.grid_tasks or math.ceil(calls / n_policies)
+        grid = simulate(
+            instance,
+            "grid",
+            0.01,
+            args.baseline_reps,
+            args.seed,
+            args.workers,
+            tasks=tasks,
+            **options,
+        )
         slope = (runs[1e-6]["mean_comparisons"] - runs[0.01]["mean_comparisons"]) / (
             math.log(1e6) - math.log(1e2)
         )
@@ -98,15 +127,17 @@ def main() -> None:
             f"| {n_policies} | {t_star:.1f} | {mean:.0f} | {oracle['mean_comparisons']:.0f} "
             f"| {uniform['mean_comparisons']:.0f} | {uniform['mean_comparisons'] / mean:.2f} "
             f"| {mean / oracle['mean_comparisons']:.2f} | {ratios} | {slope / t_star:.2f} "
-            f"| {adaptive_time * 1e6:.1f} ({adaptive_time / uniform_time:.2f}×) |",
+            f"| {adaptive_time * 1e6:.1f} ({adaptive_time / uniform_time:.2f}×) "
+            f"| {calls:.0f} | {tasks}, {grid['mean_generation_calls']:.0f}, "
+            f"{grid['mean_judge_calls']:.0f}, {100 * grid['certified_rate']:.0f}% |",
             flush=True,
         )
         errors = {d: runs[d]["errors"] for d in DELTAS}
         if any(errors.values()):
             print(f"  (K = {n_policies}: errors per δ {errors})")
     print(
-        f"\nreps = {args.reps} (uniform: {args.baseline_reps}), seed = {args.seed}, "
-        f"numpy {np.__version__}"
+        f"\nreps = {args.reps} (uniform and grid: {args.baseline_reps}), seed = {args.seed}, "
+        f"ties on every pair: {args.tie_prob:g}, statistic: {args.ties}, numpy {np.__version__}"
     )
 
 

@@ -20,9 +20,11 @@ def run(experiment: Experiment, environment: SyntheticEnvironment, batch: int = 
 @pytest.mark.parametrize(
     ("i", "j", "outcome", "message"),
     [
-        (0, 1, 0.7, "outcome must be 0, 0.5 or 1"),
-        (0, 1, "1", "outcome must be 0, 0.5 or 1"),
-        (0, 1, float("nan"), "outcome must be 0, 0.5 or 1"),
+        (0, 1, 1.2, r"comparison \(0, 1\): outcome must be a number in \[0, 1\]"),
+        (0, 1, -0.1, r"comparison \(0, 1\): outcome must be a number in \[0, 1\]"),
+        (0, 1, "1", r"comparison \(0, 1\): outcome must be a number in \[0, 1\]"),
+        (0, 1, True, r"comparison \(0, 1\): outcome must be a number in \[0, 1\]"),
+        (2, 1, float("nan"), r"comparison \(2, 1\): outcome must be a number in \[0, 1\]"),
         (0, 0, 1.0, "unknown pair"),
         (0, 3, 1.0, "unknown policy 3: indices run 0..2"),
         (-1, 2, 1.0, "unknown policy -1"),
@@ -148,3 +150,35 @@ def test_oracle_strategy_and_tracking_rule_reach_the_winner():
         assert experiment.result.certified and experiment.result.best == 0
     with pytest.raises(ValueError, match="one share per pair"):
         Oracle([(0, 1)], [0.5, 0.5])
+
+
+def test_result_reports_wins_ties_losses_and_the_statistic():
+    experiment = Experiment(["a", "b", "c"], delta=0.1)
+    for outcome in (1.0, 1.0, 0.5, 0.5, 0.5, 0.0, 0.75):
+        experiment.tell(0, 1, outcome)
+    experiment.tell(2, 0, 0.0)
+    result = experiment.result
+    assert result.best == 0 and result.ties == "decisive"
+    rivals = {r["policy"]: r for r in result.to_dict()["rivals"]}
+    assert result.to_dict()["ties"] == "decisive"
+    # 0.75 is half a win and half a tie.
+    assert (rivals["b"]["wins"], rivals["b"]["ties"], rivals["b"]["losses"]) == (2.5, 3.5, 1.0)
+    assert rivals["b"]["comparisons"] == 7
+    assert rivals["b"]["win_prob_hat"] == pytest.approx(2.5 / 3.5)  # P(win | decisive)
+    assert (rivals["c"]["wins"], rivals["c"]["ties"], rivals["c"]["losses"]) == (1.0, 0.0, 0.0)
+
+
+def test_ties_option_chooses_the_statistic():
+    decisive, half = Experiment(2, delta=0.1), Experiment(2, delta=0.1, ties="half")
+    # 85% ties, decisive outcomes 3:1 for policy 0: the decisive statistic certifies first.
+    rng = np.random.default_rng(0)
+    while not decisive.done:
+        draw = rng.random()
+        outcome = 0.5 if draw < 0.85 else (1.0 if draw < 0.85 + 0.15 * 0.75 else 0.0)
+        decisive.tell(0, 1, outcome)
+        if not half.done:
+            half.tell(0, 1, outcome)
+    assert decisive.result.certified and not half.done
+    assert half.result.ties == "half"
+    with pytest.raises(ValueError, match="ties: unknown 'third'"):
+        Experiment(2, ties="third")

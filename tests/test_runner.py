@@ -10,7 +10,7 @@ import pytest
 
 from llmpo.config import ConfigError, parse_config
 from llmpo.instances import bradley_terry_matrix
-from llmpo.runner import Runner, build_space, find_experiment, start_experiment
+from llmpo.runner import Runner, build_space, check_config, find_experiment, start_experiment
 from llmpo.store import Store, StoreError
 
 
@@ -302,3 +302,37 @@ def test_stop_during_the_replay_of_a_resume_keeps_the_store(tmp_path):
         assert outcome.status == "interrupted" and outcome.new_comparisons == 0
         assert store.comparison_count(experiment_id) == 200
         assert Runner(store, experiment_id).run().status == "certified"
+
+
+def test_a_store_from_before_tie_aware_statistics_resumes_counting_ties_half(tmp_path):
+    config = synthetic_config(tmp_path, max_comparisons=30)
+    legacy = config.to_json()
+    del legacy["ties"]  # what configurations stored before the option look like
+    with Store(config.store, writer=True) as store:
+        old_id = store.create_experiment(legacy, ["m0", "m1", "m2", "m3"])
+        new_id = start_experiment(config, store)
+        assert store.experiment(new_id).config["ties"] == "decisive"  # recorded explicitly
+        old, new = Runner(store, old_id), Runner(store, new_id)
+        assert old.legacy_ties and old.experiment.ties == "half"
+        assert not new.legacy_ties and new.experiment.ties == "decisive"
+        assert old.run().result.ties == "half"
+        # Unset in the configuration: either statistic resumes (the latest experiment).
+        assert find_experiment(config, store).id == new_id
+        assert find_experiment(config.model_copy(update={"ties": "half"}), store).id == old_id
+
+
+def test_a_replay_of_preference_probabilities_is_refused_before_touching_the_store(tmp_path):
+    path = tmp_path / "j.jsonl"
+    records = [
+        {"policy_a": "a", "policy_b": "b", "outcome": 1},
+        {"policy_a": "b", "policy_b": "c", "outcome": 0.73},
+        {"policy_a": "a", "policy_b": "c", "outcome": 0.5},
+    ]
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    config = parse_config(
+        {"environment": {"type": "replay", "path": str(path)}, "store": str(tmp_path / "r.db")},
+        "test",
+    )
+    with pytest.raises(ConfigError, match=r"'b' against 'c' has outcome 0.73.*Fix: round"):
+        check_config(config)
+    assert not (tmp_path / "r.db").exists()

@@ -12,7 +12,7 @@ from scipy.stats import binomtest
 
 from llmpo.instances import make_unstructured_instance
 from llmpo.reference import reference_instance
-from llmpo.simulate import SimulationSpec, run_replications, simulate
+from llmpo.simulate import SimulationSpec, is_correct, run_replications, simulate
 
 DELTA = 0.1
 
@@ -119,3 +119,28 @@ def test_epsilon_optimal_stopping_is_delta_correct():
     assert binomtest(summary["errors"], 300, DELTA, alternative="greater").pvalue > 0.01
     exact = simulate(instance, "llmpo", DELTA, reps=100, seed=6, workers=2)
     assert summary["mean_comparisons"] < exact["mean_comparisons"]
+
+
+def test_epsilon_is_judged_on_the_decisive_scale():
+    """P(1 ≻ 0) = 0.48 with 60% ties is P(1 wins | not a tie) = 0.45: ε-good at ε = 0.05 when ties
+    count ½, not on the decisive scale (which needs > ½ − ε = 0.45)."""
+    instance = make_unstructured_instance(
+        [[0.5, 0.52, 0.8], [0.48, 0.5, 0.8], [0.2, 0.2, 0.5]],
+        tie_prob=[[0, 0.6, 0], [0.6, 0, 0], [0, 0, 0]],
+    )
+    assert is_correct(instance, 1, 0.05, ties="half")
+    assert not is_correct(instance, 1, 0.05, ties="decisive")
+    assert is_correct(instance, 0, 0.05) and not is_correct(instance, 1, 0.0, ties="half")
+
+
+def test_grid_baseline_pays_k_times_n_generations_and_certifies_with_enough_tasks():
+    instance = make_unstructured_instance([[0.5, 0.8, 0.8], [0.2, 0.5, 0.5], [0.2, 0.5, 0.5]])
+    few = simulate(instance, "grid", DELTA, reps=5, seed=1, tasks=4)
+    assert few["mean_generation_calls"] == 3 * 4 and few["mean_judge_calls"] == 3 * 4
+    assert few["certified_rate"] == 0.0 and few["grid_tasks"] == 4
+    many = simulate(instance, "grid", DELTA, reps=5, seed=1, tasks=300)
+    assert many["certified_rate"] == 1.0 and many["errors"] == 0
+    with pytest.raises(ValueError, match="tasks must be a positive integer"):
+        simulate(instance, "grid", DELTA, reps=1, tasks=0)
+    with pytest.raises(ValueError, match="ties: unknown"):
+        simulate(instance, "llmpo", DELTA, reps=1, ties="some")

@@ -20,16 +20,19 @@ A suite is a YAML file::
 
 A strategy mapping takes ``name``, an optional ``label`` (the row's name in the tables; by default
 the name followed by the options in brackets), the experiment options ``assume_condorcet``,
-``epsilon``, ``threshold`` and ``batch_size`` (for llmpo's own strategies), and ``options``: the
-constructor arguments of a duelpy peer by keyword (:func:`llmpo.peers.check_peer_options`).
+``epsilon``, ``threshold``, ``batch_size`` and ``ties`` (for llmpo's own strategies), ``tasks``
+(the N of the ``grid`` baseline: every policy answers N tasks once, K·N generations, then the same
+stopping rule), and ``options``: the constructor arguments of a duelpy peer by keyword
+(:func:`llmpo.peers.check_peer_options`).
 
 Every cell runs :func:`llmpo.simulate.run_replications` with the suite's seed, so strategies are
 compared on the same outcome streams, and the numbers do not depend on the number of workers.
 Per cell the table holds the error rate with its exact (Clopper–Pearson) 95% interval, the mean
-comparisons with a normal 95% interval, the median with its distribution-free 95% interval (order
-statistics), the ratio to the lower bound T*·log(1/δ), and the ratio of means to LLM-PO's in the
-same instance and δ, and the allocation used (mean share of comparisons per pair) beside the
-optimal proportions w* of the lower bound.
+comparisons with a normal 95% interval, the mean generation calls (what users pay: 2 per
+comparison without shared answers, K·N for the grid) and the share of runs certified, the median
+with its distribution-free 95% interval (order statistics), the ratio to the lower bound
+T*·log(1/δ), and the ratio of means to LLM-PO's in the same instance and δ, and the allocation
+used (mean share of comparisons per pair) beside the optimal proportions w* of the lower bound.
 
 Cells can run on a local process pool (default) or on Ray (:mod:`llmpo.scaleout`), with the same
 numbers, and can be kept in a SQLite file (:class:`llmpo.benchstore.CellStore`) so that an
@@ -84,7 +87,7 @@ REFERENCE_STRATEGY = "llmpo"
 #: z for a two-sided 95% normal interval.
 Z95 = 1.959963984540054
 #: Options of a strategy entry that go to the experiment (``SimulationSpec`` fields).
-EXPERIMENT_OPTIONS = ("assume_condorcet", "epsilon", "threshold", "batch_size")
+EXPERIMENT_OPTIONS = ("assume_condorcet", "epsilon", "threshold", "batch_size", "ties", "tasks")
 #: Pairs whose used share and optimal share are both below this are left out of ``allocation``.
 ALLOCATION_FLOOR = 1e-3
 
@@ -180,6 +183,10 @@ class Cell:
     #: Per pair (a, b, mean share of comparisons used, optimal share w*), pairs where either is
     #: at least 0.1%; JSON output only.
     allocation: list[list[float]] = field(default_factory=list, compare=False)
+    #: Mean answers generated per run (None for a peer's cell stored before it was counted).
+    mean_generation_calls: float | None = None
+    #: Share of runs that certified their answer.
+    certified_rate: float | None = None
 
 
 def _instance_from(entry: dict[str, Any], base: Path) -> UnstructuredInstance | StructuredInstance:
@@ -334,7 +341,13 @@ def optimal_shares(spec: SimulationSpec) -> NDArray[np.float64]:
         for a, b, share in support:
             matrix[min(a, b), max(a, b)] += share
         return matrix[np.triu_indices(k, 1)]
-    allocation = optimal_allocation(spec.instance.win_prob, spec.assume_condorcet, spec.epsilon)
+    allocation = optimal_allocation(
+        spec.instance.win_prob,
+        spec.assume_condorcet,
+        spec.epsilon,
+        spec.instance.tie_prob,
+        spec.ties,
+    )
     proportions = np.asarray(allocation.proportions, float)
     upper = np.triu(proportions) + np.tril(proportions).T
     shares = upper[np.triu_indices(k, 1)]
@@ -451,6 +464,8 @@ def run_cell(
         note=peer_note(setting.name, setting.peer_options) if is_peer(setting.name) else None,
         settings=setting.describe(),
         allocation=_allocation(spec, [r.pair_counts for r in replications]),
+        mean_generation_calls=summary["mean_generation_calls"],
+        certified_rate=summary["certified_rate"],
     )
 
 
@@ -524,12 +539,22 @@ def _format(value: Any) -> str:
     return str(value)
 
 
+def format_calls(value: float | None) -> str:
+    """Mean calls rounded to a whole number, or "–" when not counted."""
+    return "–" if value is None else f"{value:.0f}"
+
+
+def _percent(value: float | None) -> str:
+    return "–" if value is None else f"{100 * value:.0f}%"
+
+
 def markdown_table(cells: list[Cell]) -> str:
     """The results as a Markdown table, faults listed below it."""
     header = (
         "| instance | strategy | δ | error rate [95% CI] | mean comparisons [95% CI] | "
-        "median [95% CI] | mean / (T*·log 1/δ) | mean / LLM-PO |\n"
-        "|---|---|---|---|---|---|---|---|\n"
+        "median [95% CI] | mean generation calls | certified | mean / (T*·log 1/δ) | "
+        "mean / LLM-PO |\n"
+        "|---|---|---|---|---|---|---|---|---|---|\n"
     )
     rows = []
     for c in cells:
@@ -540,6 +565,7 @@ def markdown_table(cells: list[Cell]) -> str:
             f"{c.error_rate:.3f} [{c.error_low:.3f}, {c.error_high:.3f}]{capped} | "
             f"{c.mean_comparisons:.0f} [{c.mean_low:.0f}, {c.mean_high:.0f}] | "
             f"{c.median_comparisons:.0f} [{c.median_low:.0f}, {c.median_high:.0f}] | "
+            f"{format_calls(c.mean_generation_calls)} | {_percent(c.certified_rate)} | "
             f"{c.ratio_to_bound:.2f} | {_format(c.ratio_to_llmpo)} |"
         )
     faults = sorted({(c.strategy, c.fault) for c in cells if c.fault})

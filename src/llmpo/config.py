@@ -39,6 +39,10 @@ threshold : str, optional
     Stopping threshold; default the space's (``kt`` unstructured, ``universal`` structured).
 assume_condorcet : bool
     Class B statistics; δ-correct only when a Condorcet winner exists.
+ties : {"decisive", "half"}, optional
+    How the statistics treat ties (docs/ties.md): on the decisive outcomes (the default of a new
+    experiment) or counted as half a win. A stored experiment keeps the statistic it was created
+    with; one stored before this option existed used ``half``.
 max_comparisons : int, optional
     Comparison budget; the run then reports the best policy so far, not certified.
 batch_size : int
@@ -400,6 +404,8 @@ class ExperimentConfig(_Strict):
     strategy: str = "llmpo"
     threshold: str | None = None
     assume_condorcet: bool = False
+    #: None: "decisive" for a new experiment; the stored statistic when resuming one.
+    ties: Literal["decisive", "half"] | None = None
     max_comparisons: int | None = Field(default=None, ge=1)
     max_cost: float | None = Field(default=None, gt=0.0)
     batch_size: int = Field(default=1, ge=1, le=10_000)
@@ -527,6 +533,33 @@ class ExperimentConfig(_Strict):
     def to_json(self) -> dict[str, Any]:
         """The JSON-ready form saved with a run (paths as strings)."""
         return json.loads(self.model_dump_json())
+
+    @property
+    def ties_mode(self) -> str:
+        """The statistic's treatment of ties: ``ties``, or ``"decisive"`` when unset."""
+        return self.ties or "decisive"
+
+
+#: Statistic of experiments stored before the ``ties`` option existed (ties counted ½).
+LEGACY_TIES = "half"
+
+
+def stored_config(data: dict[str, Any]) -> ExperimentConfig:
+    """The configuration of a stored experiment, with the statistic it was created with.
+
+    A configuration stored before the ``ties`` option existed has no ``ties`` key: its
+    experiment counted ties as half a win, so it resumes with ``ties="half"``
+    (:func:`created_before_ties`). Raises pydantic's ValueError when unreadable.
+    """
+    config = ExperimentConfig.model_validate(data)
+    if created_before_ties(data):
+        config = config.model_copy(update={"ties": LEGACY_TIES})
+    return config
+
+
+def created_before_ties(data: dict[str, Any]) -> bool:
+    """True for a stored configuration written before the ``ties`` option (no ``ties`` key)."""
+    return "ties" not in data
 
 
 #: Fix suggested for each kind of pydantic error.

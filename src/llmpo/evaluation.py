@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from llmpo.config import ExperimentConfig
+from llmpo.config import ExperimentConfig, stored_config
 from llmpo.environments.base import Environment
 from llmpo.environments.replay import ReplayEnvironment
 from llmpo.runner import RunFailedError, build_environment
@@ -191,7 +191,7 @@ class Evaluation:
                 f"experiment {record.id} is {record.status}; evaluate it once it has finished. "
                 f"Fix: llmpo resume {store.path} {record.id}"
             )
-        self.config = ExperimentConfig.model_validate(record.config)
+        self.config = stored_config(record.config)
         self.winner = str(record.result["best"])
         self.certified = bool(record.result.get("certified"))
         self.baseline = baseline_of(record)

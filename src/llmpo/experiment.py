@@ -21,11 +21,11 @@ from numpy.typing import NDArray
 from llmpo.models.base import Certificate, Pair
 from llmpo.spaces import Space, Unstructured
 from llmpo.stats.thresholds import Threshold, make_threshold
+from llmpo.stats.unstructured import check_ties_mode
 from llmpo.strategies.base import SelfStopping, Strategy, Uniform
 from llmpo.strategies.baselines import UNSTRUCTURED_BASELINES
 from llmpo.strategies.structured_baselines import STRUCTURED_BASELINES
 
-OUTCOMES = (0.0, 0.5, 1.0)
 #: Above this many policies a structured space's Result carries no K×K matrices (at K = 10,000
 #: each would take 800 MB): per-rival figures, compared pairs and utilities stand in for them.
 DENSE_RESULT_MAX_POLICIES = 100
@@ -63,7 +63,13 @@ class Result:
         K×K comparisons per pair; None when ``win_prob_hat`` is.
     rival_comparisons, rival_win_prob : list
         Per rival of ``best``: comparisons of the pair (best, rival) and estimated
-        P(best ≻ rival).
+        P(best ≻ rival) on the statistic's scale (decisive: P(win | not a tie)).
+    rival_wins, rival_ties, rival_losses : list
+        Per rival of ``best``: wins, ties and losses of ``best`` against it (a fractional
+        outcome y counts (2y − 1)⁺ as a win and (1 − 2y)⁺ as a loss); empty for a structured
+        space.
+    ties : {"decisive", "half"}
+        How the statistics treat ties (docs/ties.md).
     compared_pairs : list of (int, int, int, float)
         Every pair compared, as (a, b, comparisons, P̂(a ≻ b)) with a < b.
     utilities : ndarray or None
@@ -99,6 +105,10 @@ class Result:
     strategy: str
     rival_comparisons: list[int] = field(default_factory=list, repr=False)
     rival_win_prob: list[float] = field(default_factory=list, repr=False)
+    rival_wins: list[float] = field(default_factory=list, repr=False)
+    rival_ties: list[float] = field(default_factory=list, repr=False)
+    rival_losses: list[float] = field(default_factory=list, repr=False)
+    ties: str = "decisive"
     compared_pairs: list[tuple[int, int, int, float]] = field(default_factory=list, repr=False)
     utilities: NDArray[np.float64] | None = field(default=None, repr=False)
     utility_intervals: NDArray[np.float64] | None = field(default=None, repr=False)
@@ -144,6 +154,7 @@ class Result:
             "threshold": self.threshold,
             "threshold_heuristic": self.threshold_heuristic,
             "strategy": self.strategy,
+            "ties": self.ties,
             "rivals": [
                 {
                     "policy": self.policies[r],
@@ -151,14 +162,17 @@ class Result:
                     "threshold": _finite(b),
                     "comparisons": n,
                     "win_prob_hat": p,
+                    **self.rival_record(index),
                 }
-                for r, s, b, n, p in zip(
-                    self.rivals,
-                    self.statistics,
-                    self.thresholds,
-                    self.rival_comparisons,
-                    self.rival_win_prob,
-                    strict=True,
+                for index, (r, s, b, n, p) in enumerate(
+                    zip(
+                        self.rivals,
+                        self.statistics,
+                        self.thresholds,
+                        self.rival_comparisons,
+                        self.rival_win_prob,
+                        strict=True,
+                    )
                 )
             ],
             "policies": list(self.policies),
@@ -173,6 +187,16 @@ class Result:
                 {"pair": [self.policies[a], self.policies[b]], "share": w}
                 for a, b, w in self.target_proportions
             ],
+        }
+
+    def rival_record(self, index: int) -> dict[str, float]:
+        """``{"wins", "ties", "losses"}`` of ``best`` against rival number ``index`` (or empty)."""
+        if index >= len(self.rival_wins):
+            return {}
+        return {
+            "wins": self.rival_wins[index],
+            "ties": self.rival_ties[index],
+            "losses": self.rival_losses[index],
         }
 
 
@@ -212,6 +236,13 @@ class Experiment:
     max_comparisons : int, optional
         Comparison budget: when reached, the experiment stops and reports the best policy so far,
         flagged as not certified.
+    ties : {"decisive", "half"}
+        ``"decisive"`` (default): statistics on the decisive outcomes — a tie carries no
+        information about which policy is better, so it does not dilute the evidence, and ε is
+        the margin of P(win | not a tie). ``"half"``: a tie counts as half a win (the statistic
+        used before this option existed; stores created before it resume with it). Both are
+        δ-correct; on the same outcomes the decisive statistic is never smaller and its
+        threshold never larger (docs/ties.md).
     seed : int, optional
         Seed of the generator handed to randomized strategies.
 
@@ -231,6 +262,7 @@ class Experiment:
         epsilon: float = 0.0,
         assume_condorcet: bool = False,
         max_comparisons: int | None = None,
+        ties: str = "decisive",
         seed: int | None = None,
     ) -> None:
         if not isinstance(space, Space):
@@ -246,8 +278,9 @@ class Experiment:
         self.delta = delta
         self.epsilon = epsilon
         self.max_comparisons = max_comparisons
+        self.ties = check_ties_mode(ties)
         self.threshold = make_threshold(space.default_threshold if threshold is None else threshold)
-        self.model = space.make_model(delta, self.threshold, epsilon, assume_condorcet)
+        self.model = space.make_model(delta, self.threshold, epsilon, assume_condorcet, ties)
         self.strategy = self._make_strategy(strategy)
         self.rng = np.random.default_rng(seed)
         self._stop_reason: StopReason | None = None
@@ -361,13 +394,15 @@ class Experiment:
             The two policies, each by index into ``space.policies`` or by name (as
             :meth:`ask` gives them), distinct, in any order (need not have been asked).
         outcome : float
-            1 if i won, 0.5 for a tie, 0 if j won.
+            1 if i won, 0.5 for a tie, 0 if j won; or a preference probability in [0, 1] (how
+            likely i is the better answer), which the statistics take as (2y − 1)⁺ of a win and
+            (1 − 2y)⁺ of a loss (docs/ties.md).
 
         Raises
         ------
         ValueError
-            For an outcome outside {0, 0.5, 1}, an unknown policy or a policy compared with
-            itself; the experiment is unchanged.
+            For an outcome that is not a number in [0, 1] (NaN included), an unknown policy or
+            a policy compared with itself, naming the comparison; the experiment is unchanged.
         RuntimeError
             When the experiment is already done.
 
@@ -382,9 +417,15 @@ class Experiment:
             raise ValueError(
                 f"unknown pair ({i!r}, {j!r}): a policy cannot be compared with itself"
             )
-        if outcome not in OUTCOMES:
+        if (
+            isinstance(outcome, bool)
+            or not isinstance(outcome, int | float | np.integer | np.floating)
+            or not 0.0 <= outcome <= 1.0  # False for NaN too
+        ):
             raise ValueError(
-                f"outcome must be 0, 0.5 or 1 (1 means policy {i!r} won), got {outcome!r}"
+                f"comparison ({i!r}, {j!r}): outcome must be a number in [0, 1] (1: policy "
+                f"{i!r} won, 0.5: tie, 0: policy {j!r} won, or the probability that {i!r} is "
+                f"better), got {outcome!r}"
             )
         if self.done:
             raise RuntimeError("the experiment is done; its result is final")
@@ -431,6 +472,11 @@ class Experiment:
             raw = model.utilities()
             utilities = raw - raw[leader]
             intervals = model.utility_intervals()
+        records = (
+            [model.outcome_counts(leader, r) for r in rivals]
+            if hasattr(model, "outcome_counts")
+            else []
+        )
         if win_prob is not None and counts is not None:
             rival_win_prob = [float(win_prob[leader, r]) for r in rivals]
             rival_comparisons = [int(counts[leader, r]) for r in rivals]
@@ -462,6 +508,10 @@ class Experiment:
             strategy=self.strategy.name,
             rival_comparisons=rival_comparisons,
             rival_win_prob=rival_win_prob,
+            rival_wins=[w for w, _, _ in records],
+            rival_ties=[t for _, t, _ in records],
+            rival_losses=[loss for _, _, loss in records],
+            ties=self.ties,
             compared_pairs=model.compared_pairs(),
             utilities=utilities,
             utility_intervals=intervals,

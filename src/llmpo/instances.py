@@ -7,7 +7,9 @@ Unstructured instance file::
      "tie_prob": [[0, 0.2, 0], [0.2, 0, 0], [0, 0, 0]]}     # optional
 
 ``win_prob[i][j]`` is P(i ≻ j) counting a tie as ½, so it is the mean outcome of i against j;
-``tie_prob[i][j]`` (symmetric) is the probability of a tie.
+``tie_prob[i][j]`` (symmetric) is the probability of a tie. P(i wins) = p − t/2, so the decisive
+win probability P(i wins | not a tie) is (p − t/2)/(1 − t) (docs/ties.md;
+:func:`tied_instance` builds an instance from it).
 
 Structured instance file (Bradley–Terry with features, P(i ≻ j) = σ(θᵀ(x_i − x_j)))::
 
@@ -270,3 +272,22 @@ def bradley_terry_matrix(utilities: Any) -> NDArray[np.float64]:
     """p_ij = σ(θ_i − θ_j): the preference matrix of a Bradley–Terry model."""
     theta = np.asarray(utilities, dtype=float)
     return 1.0 / (1.0 + np.exp(-(theta[:, None] - theta[None, :])))
+
+
+def tied_instance(
+    decisive_win_prob: Any, tie_prob: Any, policies: list[str] | None = None
+) -> UnstructuredInstance:
+    """An instance from decisive win probabilities and tie probabilities (Davidson-style).
+
+    P(i wins | not a tie) = ``decisive_win_prob[i, j]`` and P(tie) = ``tie_prob`` (a number, or
+    a symmetric K×K matrix), so P(i ≻ j) = ½ + (1 − t)(p_d − ½) with ties counted ½.
+
+    Raises
+    ------
+    InstanceError
+        As :func:`make_unstructured_instance`.
+    """
+    decisive = np.asarray(decisive_win_prob, dtype=float)
+    ties = np.broadcast_to(np.asarray(tie_prob, dtype=float), decisive.shape).copy()
+    np.fill_diagonal(ties, 0.0)
+    return make_unstructured_instance(0.5 + (1.0 - ties) * (decisive - 0.5), policies, ties)

@@ -24,7 +24,7 @@ from typing import Any
 import jinja2
 import numpy as np
 
-from llmpo.config import ExperimentConfig
+from llmpo.config import ExperimentConfig, stored_config
 from llmpo.experiment import DENSE_RESULT_MAX_POLICIES
 from llmpo.models.base import PreferenceModel
 from llmpo.models.structured import StructuredModel
@@ -87,7 +87,7 @@ def build_report(store: Store, experiment_id: int | None = None) -> dict[str, An
         figures of ``answer["rivals"]`` and ``utilities`` stand in for the matrix.
     """
     record = store.experiment(experiment_id)
-    config = ExperimentConfig.model_validate(record.config)
+    config = stored_config(record.config)
     policies = tuple(record.policies)
     space = build_space(config, policies)
     threshold = make_threshold(config.threshold or space.default_threshold)
@@ -96,6 +96,7 @@ def build_report(store: Store, experiment_id: int | None = None) -> dict[str, An
         threshold,
         config.epsilon,
         config.assume_condorcet,
+        config.ties_mode,
     )
     # The same rule as Experiment's Result: no K×K matrices for large structured spaces.
     dense = len(policies) <= DENSE_RESULT_MAX_POLICIES or not isinstance(model, StructuredModel)

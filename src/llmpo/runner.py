@@ -35,6 +35,8 @@ from llmpo.config import (
     PolicyConfig,
     ReplayEnvironmentConfig,
     SyntheticEnvironmentConfig,
+    created_before_ties,
+    stored_config,
 )
 from llmpo.datasets import load_arena_counts, load_pandalm
 from llmpo.environments.base import Comparison, Environment
@@ -379,6 +381,15 @@ def _replay_environment(
     if data_format == "counts":
         return ReplayEnvironment.from_counts(read_pair_counts(source), wanted, **options)
     judgments = _JUDGMENT_READERS[data_format](source)
+    fractional = next((j for j in judgments if j.outcome not in (0.0, 0.5, 1.0)), None)
+    if fractional is not None:
+        # The store's schema still admits verdicts only (its CHECK on outcome).
+        raise ConfigError(
+            f"{source}: the judgment of {fractional.policy_a!r} against "
+            f"{fractional.policy_b!r} has outcome {fractional.outcome:g}, a preference "
+            "probability; stored runs record verdicts (0, 0.5, 1) only. Fix: round the outcomes "
+            "to verdicts, or run the judgments through Experiment.tell in Python (docs/ties.md)"
+        )
     held_ids: set[str] | None = None
     if config.holdout is not None:
         if any(j.task_id is None for j in judgments):
@@ -473,6 +484,7 @@ def build_experiment(config: ExperimentConfig, policies: tuple[str, ...]) -> Exp
             epsilon=config.epsilon,
             assume_condorcet=config.assume_condorcet,
             max_comparisons=config.max_comparisons,
+            ties=config.ties_mode,
             seed=config.seed,
         )
     except ConfigError:
@@ -513,6 +525,8 @@ def start_experiment(
         if config.seed is not None
         else config.model_copy(update={"seed": secrets.randbits(32)})
     )
+    # Record the statistic, so that a later default cannot change how this experiment resumes.
+    resolved = resolved.model_copy(update={"ties": resolved.ties_mode})
     if environment is None or (config.seed is None and config.holdout is not None):
         environment = check_config(resolved)  # the held-out split depends on the seed drawn
     held = getattr(environment, "holdout_task_ids", None)
@@ -541,13 +555,18 @@ def _comparable(config: dict[str, Any], ignore: tuple[str, ...]) -> dict[str, An
     return {key: value for key, value in config.items() if key not in ignore}
 
 
-def _stored_config(record: ExperimentRecord, seedless: bool) -> dict[str, Any] | None:
-    try:  # fill the defaults of fields added since the experiment was stored
-        stored = ExperimentConfig.model_validate(record.config).to_json()
+def _stored_config(record: ExperimentRecord, config: ExperimentConfig) -> dict[str, Any] | None:
+    """A stored experiment's configuration, comparable with ``config``'s: the defaults of fields
+    added since it was stored filled in, and the seed and ties left out where ``config`` leaves
+    them unset (then any seed matches, and a resume keeps the statistic it was stored with)."""
+    try:
+        stored = stored_config(record.config).to_json()
     except ValueError:
         return None
-    if seedless:
+    if config.seed is None:
         stored["seed"] = None
+    if config.ties is None:
+        stored["ties"] = None
     return stored
 
 
@@ -558,7 +577,7 @@ def find_experiment(
     not counting the top-level settings named in ``ignore`` (e.g. :data:`BUDGET_FIELDS`)."""
     wanted = _comparable(config.to_json(), ignore)
     for record in reversed(store.experiments()):
-        stored = _stored_config(record, config.seed is None)
+        stored = _stored_config(record, config)
         if stored is not None and _comparable(stored, ignore) == wanted:
             return record
     return None
@@ -581,7 +600,7 @@ def closest_experiment(
     wanted = _flatten(config.to_json())
     best: tuple[ExperimentRecord, list[tuple[str, Any, Any]]] | None = None
     for record in reversed(store.experiments()):
-        stored = _stored_config(record, config.seed is None)
+        stored = _stored_config(record, config)
         if stored is None:
             continue
         flat = _flatten(stored)
@@ -731,8 +750,11 @@ class Runner:
     ) -> None:
         self.store = store
         self.record = store.experiment(experiment_id)
+        #: True when the experiment was stored before the ``ties`` option: it resumes counting
+        #: ties as half a win, as it was created (the CLI says so).
+        self.legacy_ties = created_before_ties(self.record.config)
         try:
-            self.config = ExperimentConfig.model_validate(self.record.config)
+            self.config = stored_config(self.record.config)
         except ValueError:
             raise StoreError(
                 f"{store.path}: experiment {experiment_id} has a configuration this llmpo "

@@ -27,12 +27,16 @@ from llmpo.peers import is_peer, peer_class_name, peer_fault, run_peer
 from llmpo.spaces import Space, Unstructured
 from llmpo.stats.bernoulli import kl_confidence
 from llmpo.stats.structured import characteristic_time
-from llmpo.stats.unstructured import optimal_allocation
+from llmpo.stats.unstructured import check_ties_mode, optimal_allocation, pair_information
 from llmpo.strategies.base import Oracle, Strategy
 from llmpo.strategies.baselines import UNSTRUCTURED_BASELINES
 from llmpo.strategies.structured_baselines import STRUCTURED_BASELINES
 
-STRATEGIES = ("llmpo", "llmpo-tracking", "uniform", "oracle", *UNSTRUCTURED_BASELINES)
+#: The grid baseline: every policy answers each of N tasks once, every pair of answers is judged.
+GRID = "grid"
+#: Tasks of the grid baseline when none are given.
+DEFAULT_GRID_TASKS = 100
+STRATEGIES = ("llmpo", "llmpo-tracking", "uniform", "oracle", *UNSTRUCTURED_BASELINES, GRID)
 # On a structured instance: the structured rules, uniform and oracle with the structured stopping
 # rule, and unstructured LLM-PO on the same outcomes for comparison.
 STRUCTURED_STRATEGIES = (
@@ -57,6 +61,10 @@ class SimulationSpec:
     assume_condorcet: bool = False
     batch_size: int = 1
     max_comparisons: int | None = None
+    #: How the statistics treat ties: "decisive" (default) or "half" (docs/ties.md).
+    ties: str = "decisive"
+    #: Selection tasks N of the ``grid`` baseline (K·N generations).
+    tasks: int = DEFAULT_GRID_TASKS
     #: Constructor arguments of a duelpy peer, by keyword, as (name, value) pairs.
     peer_options: tuple[tuple[str, Any], ...] = ()
 
@@ -81,7 +89,13 @@ class SimulationSpec:
         if isinstance(self.instance, StructuredInstance):
             support = characteristic_time(self.instance.features, self.instance.theta).support()
             return Oracle([(a, b) for a, b, _ in support], [share for _, _, share in support])
-        allocation = optimal_allocation(self.instance.win_prob, self.assume_condorcet, self.epsilon)
+        allocation = optimal_allocation(
+            self.instance.win_prob,
+            self.assume_condorcet,
+            self.epsilon,
+            self.instance.tie_prob,
+            self.ties,
+        )
         upper = np.argwhere(np.triu(allocation.proportions) > 0)
         return Oracle(
             [(int(a), int(b)) for a, b in upper],
@@ -98,6 +112,9 @@ class Replication:
     n_comparisons: int
     #: Comparisons told per pair (a, b), a < b, in the order of ``numpy.triu_indices(K, 1)``.
     pair_counts: NDArray[np.float64] | None = field(default=None, compare=False, repr=False)
+    #: Answers generated: 2 per comparison when no answer is shared (K·N for the grid); None
+    #: when unknown (duelpy peers count comparisons only).
+    generation_calls: int | None = None
 
 
 def run_replication(spec: SimulationSpec, seed: np.random.SeedSequence) -> Replication:
@@ -116,7 +133,15 @@ def run_replication(spec: SimulationSpec, seed: np.random.SeedSequence) -> Repli
             spec.max_comparisons,
             dict(spec.peer_options),
         )
-        return Replication(peer.best, peer.finished, peer.n_comparisons, peer.pair_counts)
+        return Replication(
+            peer.best,
+            peer.finished,
+            peer.n_comparisons,
+            peer.pair_counts,
+            GENERATIONS_PER_COMPARISON * peer.n_comparisons,
+        )
+    if spec.strategy == GRID:
+        return run_grid(spec, seed)
     env_seed, strategy_seed = seed.spawn(2)
     environment = (
         StructuredEnvironment(spec.instance, env_seed)
@@ -131,6 +156,7 @@ def run_replication(spec: SimulationSpec, seed: np.random.SeedSequence) -> Repli
         epsilon=spec.epsilon,
         assume_condorcet=spec.assume_condorcet,
         max_comparisons=spec.max_comparisons,
+        ties=spec.ties,
         seed=int(strategy_seed.generate_state(1)[0]),
     )
     while not experiment.done:
@@ -139,11 +165,52 @@ def run_replication(spec: SimulationSpec, seed: np.random.SeedSequence) -> Repli
             if experiment.done:
                 break
     result = experiment.result
+    comparisons = experiment.n_comparisons + experiment.n_pending
     return Replication(
         best=result.best,
         certified=result.certified,
-        n_comparisons=experiment.n_comparisons + experiment.n_pending,
+        n_comparisons=comparisons,
         pair_counts=result.counts[np.triu_indices(result.counts.shape[0], 1)],
+        generation_calls=GENERATIONS_PER_COMPARISON * comparisons,
+    )
+
+
+#: Fresh answers per comparison when none is shared: one from each policy.
+GENERATIONS_PER_COMPARISON = 2
+
+
+def run_grid(spec: SimulationSpec, seed: np.random.SeedSequence) -> Replication:
+    """The grid baseline: every policy answers each of ``spec.tasks`` tasks once (K·N
+    generations) and every pair of the K answers of a task is judged (N·K(K−1)/2 judge calls);
+    then the experiment's stopping rule (δ, threshold, ε, class, ties as in ``spec``) says
+    whether it certifies. Outcomes are told task by task; once certified, the remaining
+    comparisons are still paid (the grid is fixed in advance) but no longer told.
+    """
+    if isinstance(spec.instance, StructuredInstance):
+        raise ValueError("strategy: grid runs on unstructured instances only")
+    environment = SyntheticEnvironment(spec.instance, seed.spawn(1)[0])
+    experiment = Experiment(
+        Unstructured(spec.instance.policies),
+        delta=spec.delta,
+        strategy="uniform",  # never asked: the grid decides what is compared
+        threshold=spec.threshold,
+        epsilon=spec.epsilon,
+        assume_condorcet=spec.assume_condorcet,
+        ties=spec.ties,
+    )
+    k = spec.instance.n_policies
+    pairs = [(a, b) for a in range(k) for b in range(a + 1, k)]
+    for _ in range(spec.tasks):
+        for a, b in pairs:
+            if not experiment.done:
+                experiment.tell(a, b, environment.outcome(a, b))
+    result = experiment.result
+    return Replication(
+        best=result.best,
+        certified=result.certified,
+        n_comparisons=spec.tasks * len(pairs),
+        pair_counts=np.full(len(pairs), float(spec.tasks)),
+        generation_calls=k * spec.tasks,
     )
 
 
@@ -215,7 +282,13 @@ def _t_star(spec: SimulationSpec) -> float:
     """T* of the instance (the structured T*(θ) also for llmpo-unstructured on it)."""
     if isinstance(spec.instance, StructuredInstance):
         return characteristic_time(spec.instance.features, spec.instance.theta).t_star
-    return optimal_allocation(spec.instance.win_prob, spec.assume_condorcet, spec.epsilon).t_star
+    return optimal_allocation(
+        spec.instance.win_prob,
+        spec.assume_condorcet,
+        spec.epsilon,
+        spec.instance.tie_prob,
+        spec.ties,
+    ).t_star
 
 
 def default_cap(spec: SimulationSpec) -> int:
@@ -234,15 +307,23 @@ def with_default_cap(spec: SimulationSpec) -> SimulationSpec:
 
 
 def is_correct(
-    instance: UnstructuredInstance | StructuredInstance, answer: int, epsilon: float
+    instance: UnstructuredInstance | StructuredInstance,
+    answer: int,
+    epsilon: float,
+    ties: str = "decisive",
 ) -> bool:
-    """True when ``answer`` beats every rival with probability > ½ − ε (structured: is i*)."""
+    """True when ``answer`` beats every rival with probability > ½ − ε (structured: is i*).
+
+    ε is on the statistic's scale: P(win | not a tie) for ``ties="decisive"``.
+    """
     if isinstance(instance, StructuredInstance):
         return answer == instance.best
     if answer < 0:  # a peer that named no policy
         return False
-    row = np.delete(instance.win_prob[answer], answer)
-    return bool(np.all(row > 0.5 - epsilon))
+    _, p_stat = pair_information(
+        instance.win_prob[answer], instance.tie_prob[answer], 0.5 - epsilon, ties
+    )
+    return bool(np.all(np.delete(p_stat, answer) > 0.5 - epsilon))
 
 
 def summarize(
@@ -251,10 +332,14 @@ def summarize(
     """The JSON summary (docs/cli.md) with the error rate's exact (Clopper–Pearson) 95% interval."""
     reps = len(replications)
     comparisons = np.array([r.n_comparisons for r in replications], dtype=float)
-    errors = sum(not is_correct(spec.instance, r.best, spec.epsilon) for r in replications)
+    errors = sum(
+        not is_correct(spec.instance, r.best, spec.epsilon, spec.ties) for r in replications
+    )
     interval = binomtest(errors, reps).proportion_ci(confidence_level=0.95, method="exact")
     t_star = _t_star(spec)
     mean = float(comparisons.mean())
+    calls = [r.generation_calls for r in replications]
+    generation_calls = None if None in calls else float(np.mean(np.array(calls, dtype=float)))
     return {
         "strategy": spec.strategy,
         "delta": spec.delta,
@@ -264,6 +349,8 @@ def summarize(
         "epsilon": spec.epsilon,
         "assume_condorcet": spec.assume_condorcet,
         "batch_size": spec.batch_size,
+        "ties": spec.ties,
+        "grid_tasks": spec.tasks if spec.strategy == GRID else None,
         "error_rate": errors / reps,
         "error_rate_ci95": [float(interval.low), float(interval.high)],
         "errors": int(errors),
@@ -283,6 +370,10 @@ def summarize(
         if reps > 1
         else 0.0,
         "median_comparisons": float(np.median(comparisons)),
+        # Cost in what users pay: two generations per comparison unless answers are shared.
+        "mean_generation_calls": generation_calls,
+        "mean_judge_calls": mean,
+        "certified_rate": sum(r.certified for r in replications) / reps,
         "t_star": t_star,
         "lower_bound": t_star * kl_confidence(spec.delta),
         "ratio_to_bound": mean / (t_star * math.log(1.0 / spec.delta)),
@@ -343,7 +434,9 @@ def simulate(
         The true win probabilities (must have a Condorcet winner), or features and θ.
     strategy : str
         One of ``llmpo``, ``llmpo-tracking``, ``uniform``, ``oracle``, or a baseline:
-        ``top-two``, ``successive-elimination``, ``knockout``. On a structured instance: one of
+        ``top-two``, ``successive-elimination``, ``knockout``, ``grid`` (every policy answers
+        ``tasks`` tasks once, every pair of answers judged, then the same stopping rule:
+        :func:`run_grid`). On a structured instance: one of
         ``llmpo``, ``llmpo-tracking``, ``uniform``, ``oracle``, ``xy-static``, ``lucb``
         (structured model and stopping rule) or ``llmpo-unstructured`` (unstructured LLM-PO on
         the same outcomes); ``t_star`` is then the structured T*(θ) in every case.
@@ -358,12 +451,13 @@ def simulate(
     **options
         Further :class:`SimulationSpec` fields: ``threshold``, ``epsilon``, ``assume_condorcet``,
         ``batch_size``, ``max_comparisons`` (default :func:`default_cap`: every replication
-        ends; those stopped by the cap are counted as ``unfinished``).
+        ends; those stopped by the cap are counted as ``unfinished``), ``ties``, ``tasks``.
 
     Returns
     -------
     dict
-        The summary.
+        The summary; next to comparisons (= pairwise judge calls) it reports
+        ``mean_generation_calls`` (2 per comparison, K·N for the grid) and ``certified_rate``.
     """
     if is_peer(strategy):
         return _simulate_peer(instance, strategy, delta, reps, seed, workers, **options)
@@ -372,6 +466,9 @@ def simulate(
         raise ValueError(f"strategy: unknown {strategy!r}; choose one of {', '.join(known)}")
     if reps < 1:
         raise ValueError(f"reps must be a positive integer, got {reps}")
+    if options.get("tasks", DEFAULT_GRID_TASKS) < 1:
+        raise ValueError(f"tasks must be a positive integer, got {options['tasks']}")
+    check_ties_mode(options.get("ties", "decisive"))
     spec = with_default_cap(
         SimulationSpec(instance=instance, strategy=strategy, delta=delta, **options)
     )

@@ -56,9 +56,14 @@ class Space(ABC):
 
     @abstractmethod
     def make_model(
-        self, delta: float, threshold: Threshold, epsilon: float, assume_condorcet: bool
+        self,
+        delta: float,
+        threshold: Threshold,
+        epsilon: float,
+        assume_condorcet: bool,
+        ties: str = "decisive",
     ) -> PreferenceModel:
-        """The statistics of this space for one experiment."""
+        """The statistics of this space for one experiment (``ties``: docs/ties.md)."""
 
     @abstractmethod
     def strategies(self) -> dict[str, type[Strategy]]:
@@ -78,9 +83,14 @@ class Unstructured(Space):
         self.policies = policy_names(policies)
 
     def make_model(
-        self, delta: float, threshold: Threshold, epsilon: float, assume_condorcet: bool
+        self,
+        delta: float,
+        threshold: Threshold,
+        epsilon: float,
+        assume_condorcet: bool,
+        ties: str = "decisive",
     ) -> UnstructuredModel:
-        return UnstructuredModel(self.n_policies, delta, threshold, epsilon, assume_condorcet)
+        return UnstructuredModel(self.n_policies, delta, threshold, epsilon, assume_condorcet, ties)
 
     def strategies(self) -> dict[str, type[Strategy]]:
         return {BalanceRule.name: BalanceRule, TrackingRule.name: TrackingRule}
@@ -241,14 +251,20 @@ class Structured(Space):
         return int(self.features.shape[1])
 
     def make_model(
-        self, delta: float, threshold: Threshold, epsilon: float, assume_condorcet: bool
+        self,
+        delta: float,
+        threshold: Threshold,
+        epsilon: float,
+        assume_condorcet: bool,
+        ties: str = "decisive",
     ) -> StructuredModel:
         """The structured statistics. ``assume_condorcet`` is moot: a BT model always has one.
 
         ``epsilon`` is on the win-probability scale, as in the unstructured space: the certified
-        policy beats every other with probability > ½ − ε.
+        policy beats every other with probability > ½ − ε (decisive outcomes with
+        ``ties="decisive"``).
         """
-        return StructuredModel(self.features, delta, threshold, epsilon)
+        return StructuredModel(self.features, delta, threshold, epsilon, ties)
 
     def strategies(self) -> dict[str, type[Strategy]]:
         return {BestResponse.name: BestResponse, StructuredTracking.name: StructuredTracking}

@@ -83,6 +83,11 @@ def test_pair_counts_replay_wins_losses_and_ties(tmp_path):
         ("{not json", "not valid JSON"),
         ('{"policy_a": "a", "policy_b": "b", "task_id": "t", "outcome": 2}', "'outcome'"),
         ('{"policy_a": "a", "policy_b": "b", "task_id": "t", "outcome": true}', "'outcome'"),
+        ('{"policy_a": "a", "policy_b": "b", "outcome": NaN}', "'outcome' must be a number"),
+        ('{"policy_a": "a", "policy_b": "b", "outcome": -0.1}', "'outcome' must be a number"),
+        ('{"policy_a": "a", "policy_b": "b", "outcome": 0.7, "tie": true}', "not a tie"),
+        ('{"policy_a": "a", "policy_b": "b", "outcome": 1, "tie": true}', "not a tie"),
+        ('{"policy_a": "a", "policy_b": "b", "tie": "yes"}', "'tie' must be true or false"),
         ('{"policy_b": "b", "task_id": "t", "outcome": 1}', "'policy_a'"),
         ('{"policy_a": "a", "policy_b": "a", "task_id": "t", "outcome": 1}', "both"),
         ('{"policy_a": "a", "policy_b": "b", "outcome": 1, "order": "x"}', "'order'"),
@@ -95,6 +100,19 @@ def test_malformed_judgment_line_is_reported_with_its_number(tmp_path, line, pro
     with pytest.raises(ReplayError) as error:
         read_judgments(path)
     assert f"{path}, line 3" in str(error.value) and problem in str(error.value)
+
+
+def test_preference_probabilities_and_tie_flags_are_read(tmp_path):
+    path = write_jsonl(
+        tmp_path / "j.jsonl",
+        [
+            judgment("a", "b", 0.83),
+            {"policy_a": "a", "policy_b": "b", "tie": True},
+            judgment("a", "b", 0.5, tie=True),
+            judgment("b", "a", 0),
+        ],
+    )
+    assert [j.outcome for j in read_judgments(path)] == [0.83, 0.5, 0.5, 0.0]
 
 
 def test_malformed_count_line_is_reported_with_its_number(tmp_path):

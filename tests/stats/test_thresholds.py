@@ -96,3 +96,71 @@ def test_threshold_parts_and_names():
     )
     with pytest.raises(ValueError, match="unknown threshold 'nope'"):
         make_threshold("nope")
+
+
+def decisive_crossings(
+    values: np.ndarray,
+    probs: np.ndarray,
+    delta: float,
+    horizon: int,
+    reps: int,
+    rng: np.random.Generator,
+    count: str = "decisive",
+) -> int:
+    """Runs in which the decisive statistic n·d(α/n, ½)·1[α/n > ½] of outcomes drawn from the law
+    (values, probs) on [0, 1] ever exceeds the KT threshold paid on n (n ≤ horizon comparisons).
+
+    α = Σ(2y − 1)⁺, β = Σ(1 − 2y)⁺ and n = α + β, as in llmpo.models.unstructured. Two deliberately
+    wrong variants show the test's power: ``count="comparisons"`` pays the statistic with all
+    comparisons (n = N), ``count="verdicts-only"`` ignores fractional outcomes.
+    """
+    kt = KTThreshold()
+    crossed = 0
+    for _ in range(reps // 200):
+        y = rng.choice(values, size=(200, horizon), p=probs)
+        win, loss = np.maximum(2 * y - 1, 0), np.maximum(1 - 2 * y, 0)
+        if count == "verdicts-only":
+            verdict = np.isin(y, (0.0, 1.0))
+            win, loss = win * verdict, loss * verdict
+        alpha, n = np.cumsum(win, axis=1), np.cumsum(win + loss, axis=1)
+        p_hat = np.where(n > 0, alpha / np.maximum(n, 1e-300), 0.5)
+        paid = np.arange(1, horizon + 1) if count == "comparisons" else n
+        statistic = np.where(p_hat > 0.5, paid * kl_bernoulli(p_hat, 0.5), 0.0)
+        beta = kt.common(0, delta, 0.0) + kt.local(n)
+        crossed += int(np.any(statistic > beta, axis=1).sum())
+    return crossed
+
+
+NULL_LAWS = {
+    # Verdicts with P(win) = P(loss): 60% and 85% ties.
+    "ties-60": ([0.0, 0.5, 1.0], [0.2, 0.6, 0.2]),
+    "ties-85": ([0.0, 0.5, 1.0], [0.075, 0.85, 0.075]),
+    # Preference probabilities with mean ½ whose exact verdicts are all wins: E(2y − 1)⁺ = 0.25 =
+    # E(1 − 2y)⁺, so p* = ½ although every decisive verdict is a win.
+    "fractional-skewed": ([1.0, 1 / 3], [0.25, 0.75]),
+    "fractional-grid": (np.linspace(0, 1, 11), np.full(11, 1 / 11)),
+}
+
+
+@pytest.mark.parametrize("law", NULL_LAWS)
+def test_decisive_statistic_crossing_probability_is_below_delta(law):
+    """On the boundary of the null (E y = ½), the decisive statistic with the KT threshold on the
+    decisive count crosses with probability ≤ δ (2,000 runs of 3,000 comparisons, δ = 0.1,
+    one-sided binomial test at 1%)."""
+    values, probs = NULL_LAWS[law]
+    rng = np.random.default_rng(14)
+    reps = 2000
+    crossed = decisive_crossings(np.array(values), np.array(probs), 0.1, 3000, reps, rng)
+    assert binomtest(crossed, reps, 0.1, alternative="greater").pvalue > 0.01
+
+
+@pytest.mark.parametrize(
+    ("law", "count"), [("ties-85", "comparisons"), ("fractional-skewed", "verdicts-only")]
+)
+def test_decisive_crossing_test_has_power_against_wrong_counts(law, count):
+    """The same Monte Carlo flags the decisive p̂ paid with all comparisons, and a statistic that
+    drops fractional outcomes, as invalid."""
+    values, probs = NULL_LAWS[law]
+    rng = np.random.default_rng(15)
+    crossed = decisive_crossings(np.array(values), np.array(probs), 0.1, 3000, 1000, rng, count)
+    assert binomtest(crossed, 1000, 0.1, alternative="greater").pvalue < 0.01

@@ -3,7 +3,7 @@ brute-force LPs."""
 
 import numpy as np
 import pytest
-from scipy.optimize import linprog
+from scipy.optimize import linprog, minimize
 
 from llmpo.reference import reference_instance
 from llmpo.stats.bernoulli import kl_bernoulli, kl_confidence
@@ -14,6 +14,7 @@ from llmpo.stats.unstructured import (
     glr_class_a,
     glr_class_b,
     optimal_allocation,
+    pair_information,
 )
 
 # name: (T*_A, T*_B, w* on (0, j) for class A or None); values and digits as in
@@ -76,13 +77,21 @@ def random_condorcet_matrix(rng: np.random.Generator, n_policies: int) -> np.nda
     return matrix
 
 
-def brute_force_max_min(matrix: np.ndarray, class_b: bool) -> tuple[float, np.ndarray]:
+def brute_force_max_min(
+    matrix: np.ndarray, class_b: bool, cost_of=None
+) -> tuple[float, np.ndarray]:
     """max_w min_{alternatives} Σ_pairs w_ab · cost_ab as an LP over ALL pairs.
 
     Class A alternatives: i* loses its Condorcet status against rival k: only pair (i*, k) moves,
     to ½. Class B alternatives: rival j becomes a Condorcet winner: every pair (k, j) with
-    p_kj > ½ moves to ½.
+    p_kj > ½ moves to ½. ``cost_of(k, j)`` is the cost of moving pair (k, j) (default
+    d(p_kj, ½)).
     """
+    if cost_of is None:
+
+        def cost_of(k, j):
+            return kl_bernoulli(matrix[k, j], 0.5)
+
     n_policies = matrix.shape[0]
     best = condorcet_winner(matrix)
     pairs = [(a, b) for a in range(n_policies) for b in range(a + 1, n_policies)]
@@ -95,9 +104,9 @@ def brute_force_max_min(matrix: np.ndarray, class_b: bool) -> tuple[float, np.nd
             if class_b and j in (a, b):
                 k = b if a == j else a
                 if matrix[k, j] > 0.5:
-                    cost[index] = kl_bernoulli(matrix[k, j], 0.5)
+                    cost[index] = cost_of(k, j)
             elif not class_b and {a, b} == {best, j}:
-                cost[index] = kl_bernoulli(matrix[best, j], 0.5)
+                cost[index] = cost_of(best, j)
         rows.append(np.concatenate([-cost, [1.0]]))  # t − Σ w·cost ≤ 0
     objective = np.zeros(len(pairs) + 1)
     objective[-1] = -1.0
@@ -127,6 +136,97 @@ def test_closed_form_equals_linear_program(class_b):
         t_star, shares = brute_force_max_min(matrix, class_b)
         assert closed.t_star == pytest.approx(t_star, rel=1e-6)
         np.testing.assert_allclose(closed.proportions, shares, atol=1e-6)
+
+
+def trinomial_cost(win: float, tie: float, loss: float) -> float:
+    """inf KL((win, tie, loss) ‖ (w', t', l')) over laws with w' ≤ l', by numerical search.
+
+    Brute force over the whole alternative set (tie probability free), not the closed form.
+    """
+
+    def kl(x):
+        w, lose = x
+        q = np.array([w, 1.0 - w - lose, lose])
+        p = np.array([win, tie, loss])
+        q = np.clip(q, 1e-15, 1.0)
+        return float(np.sum(np.where(p > 0, p * np.log(np.where(p > 0, p, 1.0) / q), 0.0)))
+
+    best = np.inf
+    for start in ((0.3, 0.3), (0.1, 0.6), (loss / 2 + win / 2 - 0.01, loss / 2 + win / 2)):
+        result = minimize(
+            kl,
+            start,
+            method="SLSQP",
+            bounds=[(1e-12, 1.0), (1e-12, 1.0)],
+            constraints=[
+                {"type": "ineq", "fun": lambda x: x[1] - x[0]},  # w' ≤ l'
+                {"type": "ineq", "fun": lambda x: 1.0 - x[0] - x[1]},
+            ],
+            options={"ftol": 1e-15, "maxiter": 500},
+        )
+        best = min(best, result.fun)
+    return best
+
+
+def random_ties(rng: np.random.Generator, matrix: np.ndarray) -> np.ndarray:
+    """Random symmetric tie probabilities compatible with ``matrix`` (up to 90% of the maximum)."""
+    ties = rng.uniform(0.0, 0.9, size=matrix.shape) * 2 * np.minimum(matrix, 1 - matrix)
+    ties = np.triu(ties, 1)
+    return ties + ties.T
+
+
+@pytest.mark.parametrize("class_b", [False, True], ids=["class-A", "class-B"])
+def test_closed_form_with_ties_equals_brute_force(class_b):
+    """T* and w* with tie probabilities: the closed form on (1 − t)·d(p_d, ½) equals the LP whose
+    costs are the KL infima of the three-outcome model, found by numerical search."""
+    rng = np.random.default_rng(14)
+    for _ in range(6):
+        matrix = random_condorcet_matrix(rng, int(rng.integers(3, 6)))
+        ties = random_ties(rng, matrix)
+
+        def cost_of(k, j, matrix=matrix, ties=ties):
+            return trinomial_cost(
+                matrix[k, j] - ties[k, j] / 2, ties[k, j], 1 - matrix[k, j] - ties[k, j] / 2
+            )
+
+        closed = optimal_allocation(matrix, assume_condorcet=class_b, tie_prob=ties)
+        t_star, shares = brute_force_max_min(matrix, class_b, cost_of)
+        assert closed.t_star == pytest.approx(t_star, rel=1e-5)
+        np.testing.assert_allclose(closed.proportions, shares, atol=1e-5)
+        # Counting ties ½ never has the smaller characteristic time.
+        half = optimal_allocation(matrix, assume_condorcet=class_b, tie_prob=ties, ties="half")
+        assert half.t_star >= closed.t_star * (1 - 1e-12)
+
+
+def test_ties_scale_the_information_and_epsilon_lives_on_the_decisive_scale():
+    matrix = np.array([[0.5, 0.6], [0.4, 0.5]])
+    # 60% ties: P(win) = 0.3, P(loss) = 0.1, so the decisive win probability is 0.75.
+    ties = np.array([[0.0, 0.6], [0.6, 0.0]])
+    information, p_decisive = pair_information(matrix, ties, 0.5)
+    assert p_decisive[0, 1] == pytest.approx(0.3 / 0.4)
+    assert information[0, 1] == pytest.approx(0.4 * kl_bernoulli(0.75, 0.5))
+    with_margin = optimal_allocation(matrix, epsilon=0.1, tie_prob=ties)
+    assert with_margin.t_star == pytest.approx(1 / (0.4 * kl_bernoulli(0.75, 0.4)))
+    assert optimal_allocation(matrix).t_star == pytest.approx(1 / kl_bernoulli(0.6, 0.5))
+    with pytest.raises(ValueError, match="ties: unknown 'quarter'"):
+        optimal_allocation(matrix, tie_prob=ties, ties="quarter")
+
+
+def test_decisive_statistic_is_never_below_the_half_statistic():
+    """(α + β)·d(α/(α + β), ½) ≥ N·d((α + τ/2)/N, ½) for every (α, τ, β) with N = α + τ + β ≤ 40."""
+    worst = np.inf
+    for wins in range(41):
+        for ties in range(41 - wins):
+            for losses in range(41 - wins - ties):
+                total = wins + ties + losses
+                if total == 0:
+                    continue
+                decisive = wins + losses
+                lhs = decisive * kl_bernoulli(wins / decisive, 0.5) if decisive else 0.0
+                rhs = total * kl_bernoulli((wins + ties / 2) / total, 0.5)
+                worst = min(worst, lhs - rhs)
+    assert worst >= -1e-12
+    assert worst == pytest.approx(0.0, abs=1e-12)  # equality without ties
 
 
 def test_condorcet_winner_and_leader():

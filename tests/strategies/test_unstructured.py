@@ -82,3 +82,18 @@ def test_uniform_is_a_round_robin_over_all_pairs():
     assert asked == pairs + pairs
     big = 10_000
     assert pair_from_index(big * (big - 1) // 2 - 1, big) == (big - 2, big - 1)
+
+
+def test_balance_rule_balances_decisive_information_not_comparisons():
+    """Rivals 1 and 2 lose 3:1 of their decided comparisons against 0, but 80% of 0 vs 1 are
+    ties: each of its comparisons carries a fifth of the information, so the rule spends about
+    five times as many comparisons on it (T* ratio 5; the ½ log n of the threshold adds a
+    little). Counting ties ½ would put 34× on it (measured)."""
+    from llmpo.instances import tied_instance
+    from llmpo.simulate import SimulationSpec, run_replications
+
+    decisive = np.array([[0.5, 0.75, 0.75], [0.25, 0.5, 0.5], [0.25, 0.5, 0.5]])
+    ties = np.array([[0.0, 0.8, 0.0], [0.8, 0.0, 0.0], [0.0, 0.0, 0.0]])
+    spec = SimulationSpec(tied_instance(decisive, ties), "llmpo", 0.01)
+    counts = np.mean([r.pair_counts for r in run_replications(spec, 10, 5)], axis=0)
+    assert 4.0 <= counts[0] / counts[1] <= 8.0  # pairs (0, 1) and (0, 2)

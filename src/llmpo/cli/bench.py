@@ -9,7 +9,15 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from llmpo.bench import Cell, SuiteError, load_suite, markdown_table, run_suite, write_results
+from llmpo.bench import (
+    Cell,
+    SuiteError,
+    format_calls,
+    load_suite,
+    markdown_table,
+    run_suite,
+    write_results,
+)
 from llmpo.benchstore import CellStore, CellStoreError
 from llmpo.cli import app
 from llmpo.cli.core import DEFAULT_WORKERS, WorkersOpt
@@ -102,7 +110,9 @@ def bench(
         source = "stored" if stored else f"{cell.seconds:.1f} s"
         console.print(
             f"[{done}/{total}] {cell.instance} {cell.strategy} δ={cell.delta:g}: "
-            f"{cell.mean_comparisons:.0f} comparisons, error {cell.error_rate:.3f} ({source})",
+            f"{cell.mean_comparisons:.0f} comparisons, "
+            f"{format_calls(cell.mean_generation_calls)} generation calls, "
+            f"error {cell.error_rate:.3f} ({source})",
             highlight=False,
         )
 

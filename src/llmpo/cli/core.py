@@ -22,11 +22,12 @@ from llmpo.instances import (
     UnstructuredInstance,
     load_instance,
 )
-from llmpo.simulate import STRATEGIES, STRUCTURED_STRATEGIES, simulate
+from llmpo.peers import is_peer
+from llmpo.simulate import DEFAULT_GRID_TASKS, STRATEGIES, STRUCTURED_STRATEGIES, simulate
 from llmpo.stats.bernoulli import kl_confidence
 from llmpo.stats.structured import characteristic_time
 from llmpo.stats.thresholds import THRESHOLDS
-from llmpo.stats.unstructured import optimal_allocation
+from llmpo.stats.unstructured import TIES_MODES, optimal_allocation
 
 console = Console(soft_wrap=True)  # sentences stay on one line; tables fit the terminal
 error_console = Console(stderr=True, soft_wrap=True)  # never break an error line
@@ -47,6 +48,13 @@ CondorcetOpt = Annotated[
     typer.Option(
         "--assume-condorcet",
         help="Class B: assume a Condorcet winner exists (cheaper, only correct if it does).",
+    ),
+]
+TiesOpt = Annotated[
+    str,
+    typer.Option(
+        help="decisive: statistics on the decisive outcomes (ties carry no information); "
+        "half: a tie counts as half a win (docs/ties.md).",
     ),
 ]
 
@@ -116,22 +124,38 @@ def structured_bound_summary(instance: StructuredInstance, delta: float) -> dict
 
 
 def bound_summary(
-    instance: UnstructuredInstance, delta: float, assume_condorcet: bool
+    instance: UnstructuredInstance, delta: float, assume_condorcet: bool, ties: str = "decisive"
 ) -> dict[str, Any]:
-    """i*, T*, optimal proportions and the lower bound T*·kl(δ, 1−δ)."""
-    allocation = optimal_allocation(instance.win_prob, assume_condorcet)
+    """i*, T*, optimal proportions and the lower bound T*·kl(δ, 1−δ) of the ``ties`` statistic.
+
+    With tie probabilities, ``t_star_decisive`` and ``t_star_half`` give both statistics' T* and
+    each pair its tie probability (shares are of all comparisons, ties included).
+    """
+    allocation, t_stars = None, {}
+    for mode in TIES_MODES:
+        current = optimal_allocation(
+            instance.win_prob, assume_condorcet, tie_prob=instance.tie_prob, ties=mode
+        )
+        t_stars[f"t_star_{mode}"] = current.t_star
+        if mode == ties:
+            allocation = current
+    if allocation is None:
+        raise ValueError(f"ties: unknown {ties!r}; choose 'decisive' (default) or 'half'")
     pairs = [
         (int(a), int(b), float(allocation.proportions[a, b]), float(instance.win_prob[a, b]))
         for a, b in np.argwhere(np.triu(allocation.proportions) > 0)
     ]
-    return _summary(
+    summary = _summary(
         instance.policies,
         allocation.best,
         allocation.t_star,
         delta,
         pairs,
-        **{"class": "B" if assume_condorcet else "A"},
+        **{"class": "B" if assume_condorcet else "A", "ties": ties, **t_stars},
     )
+    for row, (a, b, _, _) in zip(summary["proportions"], pairs, strict=True):
+        row["tie_prob"] = float(instance.tie_prob[a, b])
+    return summary
 
 
 @app.command()
@@ -139,27 +163,45 @@ def bound(
     instance: InstanceArg,
     delta: DeltaOpt = 0.05,
     assume_condorcet: CondorcetOpt = False,
+    ties: TiesOpt = "decisive",
     as_json: JsonOpt = False,
 ) -> None:
     """Optimal policy, characteristic time T*, optimal proportions and the lower bound."""
     if not 0 < delta < 0.5:
         raise fail(f"--delta must lie in (0, 0.5), got {delta}")
+    if ties not in TIES_MODES:
+        raise fail(f"--ties must be decisive or half, got {ties!r}")
     loaded = _load(instance)
     if isinstance(loaded, StructuredInstance):
         summary = structured_bound_summary(loaded, delta)
     else:
-        summary = bound_summary(loaded, delta, assume_condorcet)
+        summary = bound_summary(loaded, delta, assume_condorcet, ties)
     if as_json:
         print(json.dumps(summary, indent=2))
         return
     console.print(
         f"optimal policy [bold]{summary['best']}[/]   T* = {summary['t_star']:.4g} (class "
         f"{summary['class']})   lower bound at δ = {delta:g}: "
-        f"{summary['lower_bound']:.1f} comparisons"
+        f"{summary['lower_bound']:.1f} comparisons "
+        f"(= {2 * summary['lower_bound']:.0f} generation calls, 2 per comparison)"
     )
-    table = Table("pair", "P(first ≻ second)", "optimal share")
+    tied = "tie_prob" in summary["proportions"][0] and any(
+        row["tie_prob"] for row in summary["proportions"]
+    )
+    if tied:
+        console.print(
+            f"with ties: T* = {summary['t_star_decisive']:.4g} on the decisive outcomes, "
+            f"{summary['t_star_half']:.4g} counting a tie as half a win "
+            f"({summary['t_star_half'] / summary['t_star_decisive']:.2f}×)"
+        )
+    table = Table("pair", "P(first ≻ second)", *(["P(tie)"] if tied else []), "optimal share")
     for row in summary["proportions"]:
-        table.add_row(" vs ".join(row["pair"]), f"{row['win_prob']:.3f}", f"{row['share']:.4f}")
+        table.add_row(
+            " vs ".join(row["pair"]),
+            f"{row['win_prob']:.3f}",
+            *([f"{row['tie_prob']:.3f}"] if tied else []),
+            f"{row['share']:.4f}",
+        )
     console.print(table)
 
 
@@ -190,9 +232,18 @@ def simulate_command(
         int | None, typer.Option(min=1, help="Comparison budget per replication.")
     ] = None,
     assume_condorcet: CondorcetOpt = False,
+    ties: TiesOpt = "decisive",
+    tasks: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="Selection tasks N of --strategy grid (every policy answers each once: K·N "
+            "generations, every pair of answers judged).",
+        ),
+    ] = DEFAULT_GRID_TASKS,
     as_json: JsonOpt = False,
 ) -> None:
-    """Monte Carlo of a strategy on an instance: error rate and comparisons used."""
+    """Monte Carlo of a strategy on an instance: error rate, comparisons and calls used."""
     loaded = _load(instance)
     try:
         summary = simulate(
@@ -207,6 +258,7 @@ def simulate_command(
             assume_condorcet=assume_condorcet,
             batch_size=batch_size,
             max_comparisons=max_comparisons,
+            **({} if is_peer(strategy) else {"ties": ties, "tasks": tasks}),
         )
     except ValueError as error:
         raise fail(str(error)) from None
@@ -225,6 +277,17 @@ def simulate_command(
         "(std. error of the mean)",
     )
     table.add_row("median comparisons", f"{summary['median_comparisons']:.0f}")
+    if summary.get("mean_generation_calls") is not None:
+        table.add_row(
+            "mean generation calls",
+            f"{summary['mean_generation_calls']:.1f}"
+            + (
+                f"  (grid: {loaded.n_policies} policies × {summary['grid_tasks']} tasks)"
+                if summary.get("grid_tasks")
+                else "  (2 per comparison)"
+            ),
+        )
+    table.add_row("certified", f"{100 * summary['certified_rate']:.1f}% of runs")
     table.add_row("T*", f"{summary['t_star']:.4g}")
     table.add_row("lower bound T*·kl(δ,1−δ)", f"{summary['lower_bound']:.1f}")
     table.add_row("mean / (T*·log 1/δ)", f"{summary['ratio_to_bound']:.3f}")
@@ -273,23 +336,26 @@ def demo(
     correct = "correct" if result.best == instance.best else "WRONG"
     console.print(
         f"winner: [bold green]{result.best_name}[/] (certified at 1 − δ = {1 - delta:g}; "
-        f"{correct} against the hidden truth) after {result.n_comparisons} comparisons"
+        f"{correct} against the hidden truth) after {result.n_comparisons} comparisons "
+        f"({2 * result.n_comparisons} generation calls)"
     )
-    table = Table("rival", "comparisons", "P̂(winner ≻ rival)", "GLR statistic", "threshold")
-    for rival, statistic, threshold, comparisons, win_prob in zip(
-        result.rivals,
-        result.statistics,
-        result.thresholds,
-        result.rival_comparisons,
-        result.rival_win_prob,
-        strict=True,
-    ):
+    table = Table(
+        "rival",
+        "comparisons",
+        "wins / ties / losses",
+        "P̂(winner wins | decided)",
+        "GLR statistic",
+        "threshold",
+    )
+    for index, rival in enumerate(result.rivals):
+        record = result.rival_record(index)
         table.add_row(
             result.policies[rival],
-            f"{comparisons}",
-            f"{win_prob:.3f}",
-            f"{statistic:.2f}",
-            f"{threshold:.2f}",
+            f"{result.rival_comparisons[index]}",
+            f"{record['wins']:.0f} / {record['ties']:.0f} / {record['losses']:.0f}",
+            f"{result.rival_win_prob[index]:.3f}",
+            f"{result.statistics[index]:.2f}",
+            f"{result.thresholds[index]:.2f}",
         )
     console.print(table)
     console.print(f"measuring the saving over uniform allocation ({reps} runs each) …")

@@ -271,6 +271,13 @@ def _execute(store: Store, experiment_id: int, as_json: bool, concurrency: int =
             on_progress=lambda progress: display(_progress_line(progress)),
             progress_interval=display.interval,
         )
+    if runner.legacy_ties:
+        error_console.print(
+            f"Experiment {experiment_id} was stored before tie-aware statistics: it resumes "
+            "counting a tie as half a win, the statistic it was created with (docs/ties.md).",
+            soft_wrap=True,
+            highlight=False,
+        )
     if runner.dropped_policies:
         error_console.print(
             f"Dense subset: {len(runner.environment.policies)} policies kept; dropped "

@@ -6,8 +6,11 @@ Judgments file (JSONL, one JSON object per line; blank lines are allowed)::
     {"policy_a": "llama-3-70b", "policy_b": "gpt-4o", "task_id": "q18", "outcome": 0.5,
      "judge": "gpt-4-turbo", "order": "ba"}
 
-``outcome`` is 1 when ``policy_a`` won, 0.5 for a tie, 0 when ``policy_b`` won; ``judge`` and
-``order`` (``"ab"``: policy_a was shown first, ``"ba"``: second) are optional.
+``outcome`` is 1 when ``policy_a`` won, 0.5 for a tie, 0 when ``policy_b`` won, or a preference
+probability in [0, 1] that ``policy_a`` is better (a judge's weighted or token-probability
+verdict; docs/ties.md); ``judge`` and ``order`` (``"ab"``: policy_a was shown first, ``"ba"``:
+second) are optional. ``"tie": true`` marks a tie: ``outcome`` may then be omitted, and must be 0.5
+if given.
 
 Pair-counts file (JSONL, aggregated judgments)::
 
@@ -37,7 +40,6 @@ from numpy.typing import NDArray
 from llmpo.environments.base import Comparison, Environment
 from llmpo.jsonl import read_objects
 
-OUTCOMES = (0.0, 0.5, 1.0)
 ORDERS = ("ab", "ba")
 
 
@@ -99,6 +101,29 @@ def _policy_pair(record: dict[str, Any], where: str) -> tuple[str, str]:
     return policy_a, policy_b
 
 
+def _judgment_outcome(record: dict[str, Any], where: str) -> float:
+    """The outcome of one judgments record: a number in [0, 1], or ½ for ``"tie": true``."""
+    tie = record.get("tie", False)
+    if not isinstance(tie, bool):
+        raise ReplayError(f"{where}: 'tie' must be true or false, got {tie!r}")
+    outcome = record.get("outcome", 0.5 if tie else None)
+    if (
+        isinstance(outcome, bool)
+        or not isinstance(outcome, int | float)
+        or not 0.0 <= outcome <= 1.0  # False for NaN too
+    ):
+        raise ReplayError(
+            f"{where}: 'outcome' must be a number in [0, 1]: 1 (policy_a won), 0.5 (tie), 0 "
+            f"(policy_b won) or the probability that policy_a is better; got {outcome!r}"
+        )
+    if tie and outcome != 0.5:
+        raise ReplayError(
+            f"{where}: 'tie' is true but 'outcome' is {outcome!r}, not a tie. Fix: drop 'tie' "
+            "for a win, loss or preference probability, or set 'outcome' to 0.5"
+        )
+    return float(outcome)
+
+
 def read_judgments(path: str | Path) -> list[Judgment]:
     """Read a JSONL judgments file (format in the module docstring).
 
@@ -112,11 +137,7 @@ def read_judgments(path: str | Path) -> list[Judgment]:
     for line_number, record in _read_jsonl(path):
         where = f"{path}, line {line_number}"
         policy_a, policy_b = _policy_pair(record, where)
-        outcome = record.get("outcome")
-        if isinstance(outcome, bool) or outcome not in OUTCOMES:
-            raise ReplayError(
-                f"{where}: 'outcome' must be 1 (policy_a won), 0.5 (tie) or 0, got {outcome!r}"
-            )
+        outcome = _judgment_outcome(record, where)
         order = _optional_text(record, "order", where)
         if order is not None and order not in ORDERS:
             raise ReplayError(f"{where}: 'order' must be 'ab' or 'ba', got {order!r}")

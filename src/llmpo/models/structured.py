@@ -65,6 +65,7 @@ from llmpo.stats.structured import (
     log_likelihood_gradient,
 )
 from llmpo.stats.thresholds import Threshold, UniversalInferenceThreshold
+from llmpo.stats.unstructured import check_ties_mode
 
 # Ridge penalty of θ̂: a N(0, I) prior that keeps estimates finite before the data identify θ
 # (separable outcomes); its weight vanishes against t comparisons.
@@ -116,7 +117,9 @@ class StructuredModel(PreferenceModel):
         delta: float,
         threshold: Threshold,
         epsilon: float = 0.0,
+        ties: str = "decisive",
     ) -> None:
+        self.ties = check_ties_mode(ties)
         self.features = np.asarray(features, float)
         self.n_policies, self.dimension = self.features.shape
         self.delta = delta
@@ -184,13 +187,20 @@ class StructuredModel(PreferenceModel):
     def tell(self, a: int, b: int, outcome: float) -> None:
         slot, forward = self._slot(a, b)
         win = outcome if forward else 1.0 - outcome
+        # ties="decisive": Bradley–Terry on the decisive outcomes. y enters with weight |2y − 1|
+        # as a win or a loss, so a tie adds nothing to the likelihood; under the Davidson tie
+        # model P(a wins | not a tie) = σ(θᵀ(x_a − x_b)) exactly, and the universal-inference
+        # factors of the decisive outcomes keep mean ≤ 1 (docs/ties.md).
+        weight = 1.0
+        if self.ties == "decisive":
+            weight, win = abs(2.0 * win - 1.0), float(win > 0.5)
         # Universal inference: score the outcome with the estimate built before it.
         margin = float(self._differences[slot] @ self.estimate())
-        self.predictive_log_likelihood += win * float(log_expit(margin)) + (1.0 - win) * float(
-            log_expit(-margin)
+        self.predictive_log_likelihood += weight * (
+            win * float(log_expit(margin)) + (1.0 - win) * float(log_expit(-margin))
         )
-        self._counts[slot] += 1.0
-        self._wins[slot] += win
+        self._counts[slot] += weight
+        self._wins[slot] += weight * win
         self.n_told += 1
         self._stale = True
 

@@ -16,6 +16,11 @@ n + log 2``; Ville's inequality bounds the probability that ``KT_n / L_n(p)`` ev
 set S of pairs, ``Π_{k∈S} X_k ≤ 2^m Π_k (1 + X_k)/2`` (m = number of pairs that may enter S), and
 the product on the right is again a supermartingale because each comparison moves one factor only;
 this costs m·log 2.
+
+With ``ties="decisive"`` (docs/ties.md) the count n of a pair is its decisive weight α + β, not
+its number of comparisons, and p̂ = α/(α + β); the proof above then runs on the decisive scale
+(:mod:`llmpo.models.unstructured` gives it), and ``tests/stats/test_thresholds.py`` checks the
+crossing probability on laws with 60% and 85% ties and with fractional outcomes.
 """
 
 from __future__ import annotations

@@ -67,8 +67,9 @@ def _require_plain_condorcet(model: UnstructuredModel, name: str) -> None:
 def _evidence(
     model: UnstructuredModel, rows: NDArray[np.intp], cols: NDArray[np.intp]
 ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
-    """n_ab·d(p̂_ab, ½) where p̂_ab > ½ (else 0), and the told counts n_ab, for pairs (a, b)."""
-    counts = model.counts()[rows, cols]
+    """n_ab·d(p̂_ab, ½) where p̂_ab > ½ (else 0), and the statistic's counts n_ab, for pairs
+    (a, b): decisive comparisons by default (docs/ties.md), all comparisons with ties="half"."""
+    counts = model.told_statistic_counts(rows, cols)
     signed = model.signed_divergence(rows, cols)
     return np.where(signed > 0, counts * signed, 0.0), counts
 
@@ -107,7 +108,7 @@ class TopTwo(Strategy):
         if forced is not None:
             return forced
         leader = model.leader
-        row = model.effective_row(leader)
+        row = model.statistic_counts(leader, np.arange(model.n_policies))
         margins = balance_key(row, model.signed_divergence_row(leader), model.threshold.local(row))
         margins[leader] = np.inf
         challenger = int(np.argmin(margins))

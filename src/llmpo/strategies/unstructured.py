@@ -59,7 +59,9 @@ def balance_key(
 
     Pairs that the leader wins empirically rank by their margin to the stopping threshold,
     n·d(p̂, c) − local(n) (the part of the threshold that depends on the pair's count), so that
-    all rivals reach the threshold together. Pairs it does not win (yet) get −1/(n + 1) ∈ [−1, 0):
+    all rivals reach the threshold together. n is the statistic's count (decisive comparisons by
+    default, :meth:`~llmpo.models.unstructured.UnstructuredModel.statistic_counts`), so the rule
+    balances information, not comparisons. Pairs it does not win (yet) get −1/(n + 1) ∈ [−1, 0):
     least-sampled first, ahead of every winner with a positive margin; counting pending
     comparisons in n spreads a batch over them instead of piling it on one pair.
     """
@@ -90,14 +92,14 @@ class BalanceRule(Strategy):
         if model.assume_condorcet:
             witnesses = model.witnesses()
             rivals = np.arange(model.n_policies)
-            counts = model.effective_counts()[witnesses, rivals]
+            counts = model.statistic_counts(witnesses, rivals)
             evidence = balance_key(
                 counts, model.signed_divergence(witnesses, rivals), model.threshold.local(counts)
             )
             evidence[leader] = np.inf
             rival = int(np.argmin(evidence))
             return int(witnesses[rival]), rival
-        row = model.effective_row(leader)
+        row = model.statistic_counts(leader, np.arange(model.n_policies))
         evidence = balance_key(row, model.signed_divergence_row(leader), model.threshold.local(row))
         evidence[leader] = np.inf
         return leader, int(np.argmin(evidence))
