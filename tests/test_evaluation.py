@@ -190,7 +190,7 @@ def test_pandalm_replay_split_by_prompt_evaluates_only_held_out_prompts(tmp_path
     html = runner.invoke(app, ["report", "runs.db", "--output", "report.html"])
     assert html.exit_code == 0
     page = (tmp_path / "report.html").read_text()
-    assert "id='gain'" in page and f"{n} comparisons of {winner} against the baseline" in page
+    assert 'id="gain"' in page and f"{n} comparisons of {winner} against the baseline" in page
 
 
 @pytest.mark.skipif(not PANDALM.is_file(), reason="shared PandaLM data absent")

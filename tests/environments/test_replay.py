@@ -83,7 +83,7 @@ def test_pair_counts_replay_wins_losses_and_ties(tmp_path):
         ("{not json", "not valid JSON"),
         ('{"policy_a": "a", "policy_b": "b", "task_id": "t", "outcome": 2}', "'outcome'"),
         ('{"policy_a": "a", "policy_b": "b", "task_id": "t", "outcome": true}', "'outcome'"),
-        ('{"policy_a": "a", "policy_b": "b", "outcome": NaN}', "'outcome' must be a number"),
+        ('{"policy_a": "a", "policy_b": "b", "outcome": NaN}', "NaN is not a number"),
         ('{"policy_a": "a", "policy_b": "b", "outcome": -0.1}', "'outcome' must be a number"),
         ('{"policy_a": "a", "policy_b": "b", "outcome": 0.7, "tie": true}', "not a tie"),
         ('{"policy_a": "a", "policy_b": "b", "outcome": 1, "tie": true}', "not a tie"),
