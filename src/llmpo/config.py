@@ -50,7 +50,7 @@ max_cost : float, optional
 environment : mapping
     ``{type: llm, tasks: FILE, judge: {...}}`` (live LLM policies, see
     :class:`LLMEnvironmentConfig`), ``{type: synthetic, instance: FILE}`` or
-    ``{type: replay, path: FILE, format: auto|judgments|counts|arena|pandalm|promptfoo,
+    ``{type: replay, path: FILE, format: auto|judgments|counts|arena|pandalm|promptfoo|inspect,
     dense_subset: bool,
     min_pair_records: int}``; both accept ``latency_seconds`` (simulated time per comparison,
     for demos and for the interruption tests).
@@ -157,7 +157,9 @@ class ReplayEnvironmentConfig(_Strict):
 
     type: Literal["replay"]
     path: Path | None = None
-    format: Literal["auto", "judgments", "counts", "arena", "pandalm", "promptfoo"] = "auto"
+    format: Literal[
+        "auto", "judgments", "counts", "arena", "pandalm", "promptfoo", "inspect"
+    ] = "auto"
     dense_subset: bool = False
     min_pair_records: int = Field(default=1, ge=1)
     latency_seconds: float = Field(default=0.0, ge=0.0, le=60.0)
