@@ -49,8 +49,12 @@ def log_dir(tmp_path_factory):
     """Two system prompts of one model on the same samples, two epochs each: two logs."""
     directory = tmp_path_factory.mktemp("logs")
     tasks = [
-        Task(name="double", dataset=dataset(), solver=[system_message(s), generate()],
-             scorer=includes())
+        Task(
+            name="double",
+            dataset=dataset(),
+            solver=[system_message(s), generate()],
+            scorer=includes(),
+        )
         for s in (CAREFUL, QUICK)
     ]
     logs = eval(tasks, model=mock_model(), display="none", log_dir=str(directory), epochs=2)
@@ -67,9 +71,7 @@ def test_scores_of_two_prompts_become_pairwise_outcomes(log_dir):
     outcomes: dict[str, list[float]] = {}
     for j in judgments:
         outcomes.setdefault(str(j.task_id), []).append(j.outcome)
-    assert outcomes == {
-        f"s{n}": [0.5, 0.5] if n % 3 == 0 else [1.0, 1.0] for n in range(SAMPLES)
-    }
+    assert outcomes == {f"s{n}": [0.5, 0.5] if n % 3 == 0 else [1.0, 1.0] for n in range(SAMPLES)}
 
 
 def test_a_log_directory_replays_through_llmpo_run_and_certifies_the_higher_scores(
@@ -92,7 +94,7 @@ def test_one_policy_alone_and_files_that_are_not_logs_are_named(log_dir, tmp_pat
     with pytest.raises(InspectError, match="no sample was scored in logs of two policies"):
         read_logs(one_log)
     (tmp_path / "broken.eval").write_text("not a zip")
-    with pytest.raises(InspectError, match="broken.eval: not a readable Inspect log"):
+    with pytest.raises(InspectError, match=r"broken\.eval: not a readable Inspect log"):
         read_logs(tmp_path / "broken.eval")
     (tmp_path / "empty").mkdir()
     with pytest.raises(InspectError, match="holds no Inspect log"):

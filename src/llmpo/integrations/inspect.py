@@ -82,8 +82,10 @@ def _settings(eval_spec: Any, plan: Any) -> dict[str, str]:
         settings[name] = _short(value)
     for step in getattr(plan, "steps", None) or []:
         for name, value in sorted((step.params or {}).items()):
-            key = "system" if (step.solver, name) == ("system_message", "template") else (
-                f"{step.solver}.{name}"
+            key = (
+                "system"
+                if (step.solver, name) == ("system_message", "template")
+                else (f"{step.solver}.{name}")
             )
             settings[key] = _short(value)
     config = getattr(plan, "config", None)
