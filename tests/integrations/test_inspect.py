@@ -12,12 +12,19 @@ import pytest
 from typer.testing import CliRunner
 
 from llmpo.cli import app
-from llmpo.integrations.inspect import InspectError, policy_names, read_logs
+from llmpo.integrations.inspect import (
+    Candidate,
+    InspectError,
+    policy_names,
+    read_logs,
+    select_policy,
+)
 
 inspect_ai = pytest.importorskip("inspect_ai")
 
 from inspect_ai import Task, eval  # noqa: E402
 from inspect_ai.dataset import Sample  # noqa: E402
+from inspect_ai.log import read_eval_log  # noqa: E402
 from inspect_ai.model import ModelOutput, ModelUsage, get_model  # noqa: E402
 from inspect_ai.scorer import Score, includes  # noqa: E402
 from inspect_ai.solver import generate, system_message  # noqa: E402
@@ -131,3 +138,42 @@ def test_without_inspect_the_error_names_the_extra(monkeypatch, tmp_path):
     monkeypatch.setitem(sys.modules, "inspect_ai.log", None)
     with pytest.raises(InspectError, match=r"pip install 'llmpo\[inspect\]'"):
         read_logs(tmp_path)
+
+
+def test_an_inspect_task_certifies_the_better_of_two_mock_model_policies(tmp_path):
+    candidates = {"careful": Candidate(system_message=CAREFUL), "quick": Candidate(QUICK)}
+    selection = select_policy(
+        dataset(),
+        candidates,
+        includes(),
+        model=mock_model(),
+        delta=0.05,
+        max_comparisons=400,
+        log_dir=str(tmp_path),
+        display="none",
+    )
+    assert selection.result.certified and selection.result.best_name == "careful"
+    told = selection.result.n_comparisons
+    assert told < 400  # stopped by the certificate, not by the budget
+    # The written log reads back (what inspect view opens) and carries llmpo's verdict.
+    (path,) = tmp_path.glob("*.eval")
+    log = read_eval_log(str(path))
+    assert log.status == "success"
+    verdict = log.results.early_stopping.metadata
+    assert verdict["winner"] == "careful" and verdict["certified"]
+    assert verdict["comparisons"] == told
+    # Samples scheduled after the certificate were skipped by the early-stopping hook.
+    assert log.results.early_stopping.early_stops
+    duels = [s.metadata["llmpo"] for s in log.samples if "llmpo" in s.metadata]
+    assert sum(d["told"] for d in duels) == told
+    assert verdict["generation_calls"] == 2 * len(duels)
+    assert verdict["tokens"] == 15 * verdict["generation_calls"]
+    for d in duels:  # each duel: both answers scored, the higher score won
+        expected = (
+            1.0
+            if d["scores"][0] > d["scores"][1]
+            else 0.0
+            if d["scores"][0] < d["scores"][1]
+            else 0.5
+        )
+        assert sorted(d["pair"]) == ["careful", "quick"] and d["outcome"] == expected

@@ -31,12 +31,16 @@ inspect-ai is the optional extra ``llmpo[inspect]``, imported only when used.
 
 from __future__ import annotations
 
+import copy
 import itertools
-from collections.abc import Iterator
+import math
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from llmpo.environments.replay import Judgment, ReplayError
+from llmpo.experiment import Experiment, Result
 
 #: The longest setting value shown in a policy name.
 _VALUE_CHARS = 40
@@ -187,3 +191,229 @@ def read_logs(path: str | Path) -> list[Judgment]:
             "at least two models or prompts on the same samples, with a scorer"
         )
     return judgments
+
+
+# ---- llmpo's selection as an Inspect task ---------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One candidate policy of :func:`select_policy_task`.
+
+    Attributes
+    ----------
+    system_message : str, optional
+        A system message (an Inspect ``system_message`` template: ``{field}`` takes the sample's
+        metadata) put before the sample's input.
+    model : str or inspect_ai.model.Model, optional
+        The model that answers (``"openai/gpt-4o"``); None: the task's model (``--model``).
+    """
+
+    system_message: str | None = None
+    model: Any = None
+
+
+@dataclass(frozen=True)
+class InspectSelection:
+    """What :func:`select_policy` concluded: llmpo's result and the Inspect log of the run."""
+
+    result: Result
+    log: Any
+
+
+def select_policy_task(
+    dataset: Any,
+    candidates: Mapping[str, Candidate],
+    scorer: Any,
+    *,
+    delta: float = 0.05,
+    max_comparisons: int = 1000,
+    seed: int | None = 0,
+    name: str = "llmpo_select",
+) -> Any:
+    """An Inspect task in which llmpo certifies the best of ``candidates`` at confidence 1 − δ.
+
+    Each sample run is one comparison: llmpo's :class:`~llmpo.experiment.Experiment` names the
+    two candidates to compare next, both answer the sample through Inspect's models, the
+    ``scorer`` scores both answers and the higher score wins (equal scores tie). Inspect's
+    early-stopping hook skips every sample scheduled after llmpo certifies (or spends
+    ``max_comparisons``); the dataset is cycled over as many epochs as the budget needs.
+    Comparisons that were running when llmpo stopped finish (and are paid for) but are not told.
+
+    The log holds, per sample, the pair, both answers and scores (score ``llmpo_outcome``:
+    1 when the first of the pair won, 0.5 for a tie, 0 otherwise), and in
+    ``results.early_stopping.metadata`` llmpo's verdict: ``winner``, ``certified``,
+    ``stop_reason``, ``comparisons``, ``generation_calls``, ``tokens`` and ``delta``.
+    The task keeps its own experiment: build a new task for each run.
+
+    Parameters
+    ----------
+    dataset : inspect_ai.dataset.Dataset or list of Sample
+        The samples the candidates answer.
+    candidates : mapping of str to Candidate
+        At least two named candidate policies.
+    scorer : inspect_ai.scorer.Scorer
+        Scores one answer; its value is made a number as Inspect's ``value_to_float`` does.
+    delta, max_comparisons, seed
+        As for :class:`~llmpo.experiment.Experiment`.
+    name : str
+        The task's name in the log.
+
+    Raises
+    ------
+    ValueError
+        With fewer than two candidates, an empty dataset, or a parameter out of range.
+    """
+    experiment = Experiment(
+        list(candidates), delta=delta, max_comparisons=max_comparisons, seed=seed
+    )
+    return _selection_task(experiment, dataset, dict(candidates), scorer, name)
+
+
+def select_policy(
+    dataset: Any,
+    candidates: Mapping[str, Candidate],
+    scorer: Any,
+    *,
+    model: Any = None,
+    delta: float = 0.05,
+    max_comparisons: int = 1000,
+    seed: int | None = 0,
+    **eval_args: Any,
+) -> InspectSelection:
+    """Run :func:`select_policy_task` with ``inspect_ai.eval`` and return llmpo's result.
+
+    ``model`` is the task's model (for candidates without one); ``eval_args`` go to
+    ``inspect_ai.eval`` (``log_dir``, ``display``, ``max_samples``, cost and token limits …).
+    """
+    from inspect_ai import eval as inspect_eval
+
+    experiment = Experiment(
+        list(candidates), delta=delta, max_comparisons=max_comparisons, seed=seed
+    )
+    task = _selection_task(experiment, dataset, dict(candidates), scorer, "llmpo_select")
+    (log,) = inspect_eval(task, model=model, **eval_args)
+    return InspectSelection(experiment.result, log)
+
+
+def _selection_task(
+    experiment: Experiment,
+    dataset: Any,
+    candidates: dict[str, Candidate],
+    judge: Any,
+    name: str,
+) -> Any:
+    from inspect_ai import Task
+    from inspect_ai.model import get_model
+    from inspect_ai.scorer import Score, scorer, value_to_float
+    from inspect_ai.solver import solver, system_message
+    from inspect_ai.util import EarlyStop
+
+    names = list(candidates)
+    samples = list(dataset)
+    if len(names) < 2:
+        raise ValueError(f"candidates: need at least two, got {len(names)}")
+    if not samples:
+        raise ValueError("dataset: holds no sample")
+    to_float = value_to_float()
+    spent = {"generation_calls": 0, "tokens": 0}
+
+    async def answer(state: Any, candidate: Candidate, generate: Any) -> Any:
+        branch = copy.deepcopy(state)
+        if candidate.system_message is not None:
+            branch = await system_message(candidate.system_message)(branch, generate)
+        if candidate.model is None:
+            branch = await generate(branch)
+        else:
+            branch.output = await get_model(candidate.model).generate(branch.messages)
+            branch.messages.append(branch.output.message)
+        spent["generation_calls"] += 1
+        usage = branch.output.usage
+        spent["tokens"] += usage.total_tokens if usage is not None else 0
+        return branch
+
+    @solver(name="llmpo_duel")
+    def duel() -> Any:
+        async def solve(state: Any, generate: Any) -> Any:
+            pairs = experiment.ask()
+            if not pairs:  # llmpo stopped while this sample waited to start
+                state.completed = True
+                return state
+            a, b = pairs[0]
+            answers = [await answer(state, candidates[names[i]], generate) for i in (a, b)]
+            scores = [await judge(s, state.target) for s in answers]
+            if any(s is None for s in scores):
+                raise ValueError(
+                    f"scorer: gave no score to an answer of sample {state.sample_id}. Fix: use "
+                    "a scorer that scores every answer"
+                )
+            values = [to_float(s.value) for s in scores]
+            outcome = 1.0 if values[0] > values[1] else 0.0 if values[0] < values[1] else 0.5
+            told = not experiment.done
+            if told:
+                experiment.tell(a, b, outcome)
+            state.output = answers[0 if outcome >= 0.5 else 1].output
+            state.metadata["llmpo"] = {
+                "pair": [names[a], names[b]],
+                "answers": [s.output.completion for s in answers],
+                "scores": values,
+                "outcome": outcome,
+                "told": told,
+            }
+            return state
+
+        return solve
+
+    @scorer(name="llmpo_outcome", metrics=[])
+    def outcome_scorer() -> Any:
+        async def score(state: Any, target: Any) -> Any:
+            duel = state.metadata.get("llmpo")
+            if duel is None:
+                return None
+            first, second = duel["pair"]
+            return Score(
+                value=duel["outcome"],
+                answer=first if duel["outcome"] >= 0.5 else second,
+                explanation=f"{first} scored {duel['scores'][0]}, {second} {duel['scores'][1]}"
+                + ("" if duel["told"] else " (after llmpo stopped: not told)"),
+            )
+
+        return score
+
+    class StopWhenDone:
+        """Inspect's early-stopping hook: skip every sample once llmpo has stopped."""
+
+        async def start_task(self, task: Any, samples: Any, epochs: int) -> str:
+            return "llmpo"
+
+        async def schedule_sample(self, id: str | int, epoch: int) -> Any:
+            if not experiment.done:
+                return None
+            result = experiment.result
+            return EarlyStop(
+                id=id, epoch=epoch, reason=f"llmpo {result.stop_reason}: {result.best_name}"
+            )
+
+        async def complete_sample(self, id: str | int, epoch: int, scores: Any) -> None:
+            return None
+
+        async def complete_task(self) -> dict[str, Any]:
+            result = experiment.result
+            return {
+                "winner": result.best_name,
+                "certified": result.certified,
+                "stop_reason": result.stop_reason,
+                "comparisons": result.n_comparisons,
+                "delta": experiment.delta,
+                **spent,
+            }
+
+    budget = experiment.max_comparisons or len(samples)
+    return Task(
+        name=name,
+        dataset=samples,
+        solver=duel(),
+        scorer=outcome_scorer(),
+        epochs=math.ceil(budget / len(samples)),
+        early_stopping=StopWhenDone(),
+    )
