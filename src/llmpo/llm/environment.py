@@ -119,7 +119,7 @@ class LivePolicy:
             ) from None
         system = (("system", self.system_prompt),) if self.system_prompt else ()
         return GenerationRequest(
-            (*system, ("user", prompt)),
+            (*system, *task.context, ("user", prompt)),
             self.backend.model,
             self.temperature,
             self.top_p,

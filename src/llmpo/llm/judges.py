@@ -225,7 +225,11 @@ class ReferenceJudge(Judge):
                 "'llmpo[embeddings]', or use another match"
             )
         if self.match == "numeric":
-            bad = [task.id for task in tasks if last_number(task.reference or "") is None]
+            bad = [
+                task.id
+                for task in tasks
+                if any(last_number(r) is None for r in task.references)
+            ]
             if bad:
                 raise ValueError(
                     f"tasks {bad[:5]} have a reference without a number. Fix: write a number, "
@@ -235,19 +239,24 @@ class ReferenceJudge(Judge):
     async def judge(
         self, task: Task, answer_a: str, answer_b: str, rng: np.random.Generator
     ) -> Verdict:
-        reference = task.reference or ""
+        # An answer matches when it matches any of the task's acceptable references.
+        references = task.references or ("",)
         if self.match == "embedding":
             from llmpo.llm.embeddings import shared_embedder
 
+            def best() -> list[float]:
+                rows = [shared_embedder().similarities([answer_a, answer_b], r) for r in references]
+                return [max(column) for column in zip(*rows, strict=True)]
+
             # Off the event loop: the model runs on the CPU.
-            similar = await asyncio.to_thread(
-                shared_embedder().similarities, [answer_a, answer_b], reference
-            )
+            similar = await asyncio.to_thread(best)
             match_a, match_b = (s >= self.similarity for s in similar)
             outcome = 0.5 if match_a == match_b else (1.0 if match_a else 0.0)
             raw = {"match_a": match_a, "match_b": match_b, "similarity": similar}
             return Verdict(outcome, None, raw)
-        match_a, match_b = self.matches(answer_a, reference), self.matches(answer_b, reference)
+        match_a, match_b = (
+            any(self.matches(answer, r) for r in references) for answer in (answer_a, answer_b)
+        )
         outcome = 0.5 if match_a == match_b else (1.0 if match_a else 0.0)
         return Verdict(outcome, None, {"match_a": match_a, "match_b": match_b})
 
