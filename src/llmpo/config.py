@@ -123,10 +123,18 @@ class LocalBackendConfig(_Strict):
 AnyBackendConfig = Annotated[BackendConfig | LocalBackendConfig, Field(discriminator="type")]
 
 
+class ChatMessageConfig(_Strict):
+    """One chat message of a policy's ``messages``: a role and Jinja2 content."""
+
+    role: Literal["system", "user", "assistant"]
+    content: str
+
+
 class PolicyConfig(_Strict):
     """One policy: a name, with features or factor levels (structured space), and for live LLMs
     its backend, prompts and decoding parameters (``prompt_template`` is Jinja2 over the task's
-    fields; default ``{{ prompt }}``)."""
+    fields; default ``{{ prompt }}``). Instead of ``prompt_template``, ``messages`` may give the
+    whole chat (each message's content Jinja2 over the task's fields; the last one the user's)."""
 
     name: str = Field(min_length=1)
     features: list[float] | None = None
@@ -134,11 +142,25 @@ class PolicyConfig(_Strict):
     backend: AnyBackendConfig | None = None
     system_prompt: str | None = None
     prompt_template: str | None = None
+    messages: list[ChatMessageConfig] | None = None
     temperature: float | None = Field(default=None, ge=0.0, le=2.0)
     top_p: float | None = Field(default=None, gt=0.0, le=1.0)
     max_tokens: int | None = Field(default=None, ge=1)
     seed: int | None = None
     stop: list[str] | None = None
+
+    @model_validator(mode="after")
+    def _one_prompt(self) -> PolicyConfig:
+        if self.messages is not None and self.prompt_template is not None:
+            raise ValueError(
+                "messages|is given together with prompt_template|keep one: messages holds the "
+                "whole chat, its last message the user's prompt"
+            )
+        if self.messages is not None and (not self.messages or self.messages[-1].role != "user"):
+            raise ValueError(
+                "messages|must end with a user message|put the prompt (role: user) last"
+            )
+        return self
 
 
 class SyntheticEnvironmentConfig(_Strict):
@@ -305,6 +327,7 @@ FACTOR_FIELDS = (
     "backend",
     "system_prompt",
     "prompt_template",
+    "messages",
     "temperature",
     "top_p",
     "max_tokens",

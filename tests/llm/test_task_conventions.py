@@ -1,4 +1,5 @@
-"""Task rows in Inspect's and OpenAI evals' conventions map to prompt, reference and id."""
+"""Task rows in Inspect's and OpenAI evals' conventions map to prompt, reference and id; a
+policy may give its prompt as a chat message list with Jinja2 fields."""
 
 import asyncio
 import json
@@ -6,8 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from llmpo.config import BackendConfig, PolicyConfig
-from llmpo.llm.environment import LivePolicy
+from llmpo.config import BackendConfig, ConfigError, PolicyConfig, parse_config
+from llmpo.llm.environment import LivePolicy, LLMEnvironment
 from llmpo.llm.judges import ReferenceJudge
 from llmpo.llm.tasks import TaskError, load_tasks
 
@@ -92,3 +93,61 @@ def test_a_malformed_message_list_names_the_file_and_row(tmp_path, given):
     path = write(tmp_path, [{"input": "fine"}, {"input": given}])
     with pytest.raises(TaskError, match=r"tasks\.jsonl: task #2: 'input' must be a string or"):
         load_tasks(path)
+
+
+BACKEND = {"type": "openai", "base_url": "http://127.0.0.1:9/v1", "model": "m1"}
+FEW_SHOT = [
+    {"role": "system", "content": "You name capitals."},
+    {"role": "user", "content": "Capital of Italy?"},
+    {"role": "assistant", "content": "Rome"},
+    {"role": "user", "content": "{{ prompt }}"},
+]
+
+
+def live_config(tmp_path, policies):
+    data = {
+        "seed": 1,
+        "environment": {"type": "llm", "tasks": "tasks.jsonl", "judge": {"type": "reference"}},
+        "policies": policies,
+    }
+    return parse_config(data, "live.yaml", tmp_path)
+
+
+def test_a_policy_gives_its_prompt_as_chat_messages_with_jinja_fields(tmp_path):
+    write(tmp_path, [OPENAI_EVALS_ROW, {"id": "q", "prompt": "Capital of Peru?", "target": "Lima"}])
+    policies = {
+        "base": {"backend": BACKEND},
+        "factors": {
+            "messages": {"few-shot": FEW_SHOT, "zero-shot": [FEW_SHOT[-1]]},
+            "temperature": [0.0, 0.7],
+        },
+    }
+    live = LLMEnvironment(live_config(tmp_path, policies))
+    by_name = {p.name: p for p in live.live_policies}
+    assert set(by_name) == {"few-shot/0.0", "few-shot/0.7", "zero-shot/0.0", "zero-shot/0.7"}
+    plain, chat = live.tasks[1], live.tasks[0]
+    assert by_name["few-shot/0.0"].request(plain, 0).messages == (
+        ("system", "You name capitals."),
+        ("user", "Capital of Italy?"),
+        ("assistant", "Rome"),
+        ("user", "Capital of Peru?"),
+    )
+    # A task's own turns come right before the policy's last message.
+    assert by_name["zero-shot/0.7"].request(chat, 0).messages == (
+        *((m["role"], m["content"]) for m in OPENAI_EVALS_ROW["input"][:-1]),
+        ("user", "Capital of France?"),
+    )
+
+
+@pytest.mark.parametrize(
+    ("policy", "problem"),
+    [
+        ({"prompt_template": "{{ prompt }}", "messages": FEW_SHOT}, "with prompt_template"),
+        ({"messages": FEW_SHOT[:3]}, "must end with a user message"),
+        ({"messages": [{"role": "tool", "content": "x"}]}, "role"),
+    ],
+)
+def test_a_policy_with_malformed_messages_is_refused_with_the_fix(tmp_path, policy, problem):
+    policies = [{"name": "a", "backend": BACKEND, **policy}, {"name": "b", "backend": BACKEND}]
+    with pytest.raises(ConfigError, match=problem):
+        live_config(tmp_path, policies)
