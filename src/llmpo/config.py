@@ -105,6 +105,21 @@ class BackendConfig(_Strict):
     api_key_env: str | None = Field(default=None, min_length=1)
 
 
+class AnthropicBackendConfig(_Strict):
+    """Anthropic's Messages API through the ``anthropic`` SDK (extra ``llmpo[anthropic]``).
+
+    ``api_key_env`` (default ``ANTHROPIC_API_KEY``) names the environment variable with the key;
+    ``base_url`` points at another server that speaks the Messages API. The API needs a length
+    cap: a policy without ``max_tokens`` is sent ``default_max_tokens``.
+    """
+
+    type: Literal["anthropic"]
+    model: str = Field(min_length=1)
+    base_url: str | None = None
+    api_key_env: str = Field(default="ANTHROPIC_API_KEY", min_length=1)
+    default_max_tokens: int = Field(default=1024, ge=1)
+
+
 class LocalBackendConfig(_Strict):
     """A small model on the CPU, offline (extra ``llmpo[local]``): ``model: smollm2``.
 
@@ -120,7 +135,9 @@ class LocalBackendConfig(_Strict):
     threads: int | None = Field(default=None, ge=1, le=256)
 
 
-AnyBackendConfig = Annotated[BackendConfig | LocalBackendConfig, Field(discriminator="type")]
+AnyBackendConfig = Annotated[
+    BackendConfig | AnthropicBackendConfig | LocalBackendConfig, Field(discriminator="type")
+]
 
 
 class ChatMessageConfig(_Strict):

@@ -6,6 +6,7 @@ count tokens with tiktoken, which would download an encoding).
 """
 
 import json
+import shutil
 import sys
 
 import pytest
@@ -24,7 +25,7 @@ inspect_ai = pytest.importorskip("inspect_ai")
 
 from inspect_ai import Task, eval  # noqa: E402
 from inspect_ai.dataset import Sample  # noqa: E402
-from inspect_ai.log import read_eval_log  # noqa: E402
+from inspect_ai.log import read_eval_log, write_eval_log  # noqa: E402
 from inspect_ai.model import ModelOutput, ModelUsage, get_model  # noqa: E402
 from inspect_ai.scorer import Score, includes  # noqa: E402
 from inspect_ai.solver import generate, system_message  # noqa: E402
@@ -106,6 +107,17 @@ def test_one_policy_alone_and_files_that_are_not_logs_are_named(log_dir, tmp_pat
     (tmp_path / "empty").mkdir()
     with pytest.raises(InspectError, match="holds no Inspect log"):
         read_logs(tmp_path / "empty")
+
+
+def test_logs_of_different_scorers_are_refused(log_dir, tmp_path):
+    first, second = sorted(log_dir.glob("*.eval"))
+    log = read_eval_log(str(second))
+    for sample in log.samples:
+        sample.scores = {"other": sample.scores["includes"]}
+    shutil.copy(first, tmp_path / first.name)
+    write_eval_log(log, str(tmp_path / second.name))
+    with pytest.raises(InspectError, match=r"different scorers \(includes .*, other .*\)"):
+        read_logs(tmp_path)
 
 
 def test_letter_grades_map_as_inspects_value_to_float():

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import typer
 
 app = typer.Typer(
@@ -11,6 +13,19 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+
+
+
+@app.callback()
+def _environment() -> None:
+    # Keys may live in a .env file of the working directory (python-dotenv, when installed);
+    # variables already set win. Nothing read is printed.
+    try:
+        from dotenv import load_dotenv
+    except ImportError:
+        return
+    load_dotenv(Path.cwd() / ".env", override=False)
+
 
 # Command modules register themselves on `app` when imported.
 from llmpo.cli import bench as _bench  # noqa: E402,F401

@@ -137,8 +137,9 @@ def _score_value(score: Any, where: str) -> float:
     return float(value_to_float()(value))
 
 
-def _records(log_file: Any, log: Any) -> Iterator[tuple[str, str, dict[str, str], float]]:
-    """(sample key, model, settings, score) of every scored sample of one log, in epoch order."""
+def _records(log_file: Any, log: Any) -> Iterator[tuple[str, str, dict[str, str], float, str]]:
+    """(sample key, model, settings, score, scorer) of every scored sample of one log, in epoch
+    order."""
     where = str(getattr(log_file, "name", log_file))
     try:
         eval_log = log.read_eval_log(log_file)
@@ -157,7 +158,7 @@ def _records(log_file: Any, log: Any) -> Iterator[tuple[str, str, dict[str, str]
         scorer, score = next(iter(sample.scores.items()))
         value = _score_value(score, f"{where}: sample {sample.id}, scorer {scorer}")
         key = f"{dataset}/{sample.id}" if dataset else str(sample.id)
-        yield key, str(spec.model), settings, value
+        yield key, str(spec.model), settings, value, f"{scorer} ({where})"
 
 
 def read_logs(path: str | Path) -> list[Judgment]:
@@ -172,12 +173,18 @@ def read_logs(path: str | Path) -> list[Judgment]:
     log = _inspect_log_module()
     path = Path(path)
     runs = [list(_records(file, log)) for file in _log_files(path, log)]
+    scorers = {record[4].split(" (")[0]: record[4] for run in runs for record in run}
+    if len(scorers) > 1:
+        raise InspectError(
+            f"{path}: the logs are scored by different scorers ({', '.join(scorers.values())}), "
+            "so their scores do not compare. Fix: replay logs of one scorer only"
+        )
     descriptors = [(r[0][1], r[0][2]) for r in runs if r]
     names = iter(policy_names(descriptors))
     scores: dict[str, dict[str, list[float]]] = {}  # sample → policy → scores, epoch order
     for run in (r for r in runs if r):
         name = next(names)
-        for key, _, _, value in run:
+        for key, _, _, value, _ in run:
             scores.setdefault(key, {}).setdefault(name, []).append(value)
     judgments = []
     for key, by_policy in scores.items():

@@ -21,6 +21,7 @@ import jinja2
 import numpy as np
 
 from llmpo.config import (
+    AnthropicBackendConfig,
     AnyBackendConfig,
     BackendConfig,
     ExperimentConfig,
@@ -28,6 +29,7 @@ from llmpo.config import (
     PolicyConfig,
 )
 from llmpo.llm.backends import (
+    AnthropicBackend,
     Backend,
     BackendError,
     Generation,
@@ -60,7 +62,7 @@ class LLMSetupError(ValueError):
 
 
 def _backend_key(config: AnyBackendConfig) -> tuple[str, str | None, str | None]:
-    if isinstance(config, BackendConfig):
+    if isinstance(config, BackendConfig | AnthropicBackendConfig):
         return (config.type, config.base_url, config.api_key_env)
     return (config.type, config.model, None)
 
@@ -246,7 +248,7 @@ class LLMEnvironment:
         if self._judge_backend is not None:
             self._backend_configs[_backend_key(self._judge_backend)] = self._judge_backend
         for backend in self._backend_configs.values():
-            if isinstance(backend, BackendConfig):
+            if isinstance(backend, BackendConfig | AnthropicBackendConfig):
                 try:
                     read_api_key(backend)
                 except BackendError as error:
@@ -280,6 +282,8 @@ class LLMEnvironment:
                 self._backends[key] = (
                     ProcessBackend(config, processes) if processes else OpenAIBackend(config)
                 )
+            elif isinstance(config, AnthropicBackendConfig):
+                self._backends[key] = AnthropicBackend(config)
             else:
                 from llmpo.llm.local import LocalBackend  # torch only when asked for
 
