@@ -54,7 +54,7 @@ max_cost : float, optional
 environment : mapping
     ``{type: llm, tasks: FILE, judge: {...}}`` (live LLM policies, see
     :class:`LLMEnvironmentConfig`), ``{type: synthetic, instance: FILE}`` or
-    ``{type: replay, path: FILE, format: auto|judgments|counts|arena|pandalm|promptfoo,
+    ``{type: replay, path: FILE, format: auto|judgments|counts|arena|pandalm|promptfoo|inspect,
     dense_subset: bool,
     min_pair_records: int}``; both accept ``latency_seconds`` (simulated time per comparison,
     for demos and for the interruption tests).
@@ -130,6 +130,21 @@ class BackendConfig(_Strict):
         return value
 
 
+class AnthropicBackendConfig(_Strict):
+    """Anthropic's Messages API through the ``anthropic`` SDK (extra ``llmpo[anthropic]``).
+
+    ``api_key_env`` (default ``ANTHROPIC_API_KEY``) names the environment variable with the key;
+    ``base_url`` points at another server that speaks the Messages API. The API needs a length
+    cap: a policy without ``max_tokens`` is sent ``default_max_tokens``.
+    """
+
+    type: Literal["anthropic"]
+    model: str = Field(min_length=1)
+    base_url: str | None = None
+    api_key_env: str = Field(default="ANTHROPIC_API_KEY", min_length=1)
+    default_max_tokens: int = Field(default=1024, ge=1)
+
+
 class LocalBackendConfig(_Strict):
     """A small model on the CPU, offline (extra ``llmpo[local]``): ``model: smollm2``.
 
@@ -145,13 +160,23 @@ class LocalBackendConfig(_Strict):
     threads: int | None = Field(default=None, ge=1, le=256)
 
 
-AnyBackendConfig = Annotated[BackendConfig | LocalBackendConfig, Field(discriminator="type")]
+AnyBackendConfig = Annotated[
+    BackendConfig | AnthropicBackendConfig | LocalBackendConfig, Field(discriminator="type")
+]
+
+
+class ChatMessageConfig(_Strict):
+    """One chat message of a policy's ``messages``: a role and Jinja2 content."""
+
+    role: Literal["system", "user", "assistant"]
+    content: str
 
 
 class PolicyConfig(_Strict):
     """One policy: a name, with features or factor levels (structured space), and for live LLMs
     its backend, prompts and decoding parameters (``prompt_template`` is Jinja2 over the task's
-    fields; default ``{{ prompt }}``)."""
+    fields; default ``{{ prompt }}``). Instead of ``prompt_template``, ``messages`` may give the
+    whole chat (each message's content Jinja2 over the task's fields; the last one the user's)."""
 
     name: str = Field(min_length=1)
     features: list[float] | None = None
@@ -159,11 +184,25 @@ class PolicyConfig(_Strict):
     backend: AnyBackendConfig | None = None
     system_prompt: str | None = None
     prompt_template: str | None = None
+    messages: list[ChatMessageConfig] | None = None
     temperature: float | None = Field(default=None, ge=0.0, le=2.0)
     top_p: float | None = Field(default=None, gt=0.0, le=1.0)
     max_tokens: int | None = Field(default=None, ge=1)
     seed: int | None = None
     stop: list[str] | None = None
+
+    @model_validator(mode="after")
+    def _one_prompt(self) -> PolicyConfig:
+        if self.messages is not None and self.prompt_template is not None:
+            raise ValueError(
+                "messages|is given together with prompt_template|keep one: messages holds the "
+                "whole chat, its last message the user's prompt"
+            )
+        if self.messages is not None and (not self.messages or self.messages[-1].role != "user"):
+            raise ValueError(
+                "messages|must end with a user message|put the prompt (role: user) last"
+            )
+        return self
 
 
 class SyntheticEnvironmentConfig(_Strict):
@@ -182,7 +221,9 @@ class ReplayEnvironmentConfig(_Strict):
 
     type: Literal["replay"]
     path: Path | None = None
-    format: Literal["auto", "judgments", "counts", "arena", "pandalm", "promptfoo"] = "auto"
+    format: Literal[
+        "auto", "judgments", "counts", "arena", "pandalm", "promptfoo", "inspect"
+    ] = "auto"
     dense_subset: bool = False
     min_pair_records: int = Field(default=1, ge=1)
     latency_seconds: float = Field(default=0.0, ge=0.0, le=60.0)
@@ -329,6 +370,7 @@ FACTOR_FIELDS = (
     "backend",
     "system_prompt",
     "prompt_template",
+    "messages",
     "temperature",
     "top_p",
     "max_tokens",

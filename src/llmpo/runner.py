@@ -344,11 +344,18 @@ def _read_promptfoo_results(path: Path) -> list[Judgment]:
     return read_results(path)
 
 
+def _read_inspect_logs(path: Path) -> list[Judgment]:
+    from llmpo.integrations.inspect import read_logs
+
+    return read_logs(path)
+
+
 #: Readers of the replay formats that hold individual judgments (with task ids).
 _JUDGMENT_READERS: dict[str, Callable[[Path], list[Judgment]]] = {
     "judgments": read_judgments,
     "pandalm": load_pandalm,
     "promptfoo": _read_promptfoo_results,
+    "inspect": _read_inspect_logs,
 }
 
 

@@ -6,7 +6,12 @@ flight at once, the bodies and authorization headers received. ``faults`` is a q
 served to the next requests, one each: ``"429"`` (with ``Retry-After``), ``"500"``, ``"timeout"``
 (no answer for ``hang_seconds``), ``"malformed"`` (a 200 whose body is not JSON), ``"empty"`` (a
 200 with an empty choice list), ``"401"``, ``"echo-key"`` (a 401 whose message is
-``echo_padding`` dots then the ``Authorization`` header received, as careless servers do).
+``echo_padding`` dots then the ``Authorization`` header received, as careless servers do),
+``"529"`` (Anthropic's overloaded).
+
+It also speaks Anthropic's Messages API on ``POST /v1/messages`` (same faults, counters and
+responder, which sees the body with the system prompt put back as a first message), for the
+``anthropic`` SDK at ``root_url``. ``retry_headers`` replace the 429's ``Retry-After``.
 """
 
 from __future__ import annotations
@@ -41,6 +46,7 @@ class FakeOpenAIServer:
         self.responder = responder
         self.latency = latency
         self.retry_after = retry_after
+        self.retry_headers: dict[str, str] | None = None
         self.hang_seconds = hang_seconds
         self.echo_padding = 0
         self.faults: collections.deque[str] = collections.deque()
@@ -57,6 +63,11 @@ class FakeOpenAIServer:
         self.port = 0
 
     @property
+    def root_url(self) -> str:
+        """The endpoint to give the ``anthropic`` client (it adds ``/v1/messages``)."""
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
     def base_url(self) -> str:
         """The endpoint to give the ``openai`` client."""
         return f"http://127.0.0.1:{self.port}/v1"
@@ -70,17 +81,20 @@ class FakeOpenAIServer:
                 self.faults_served.append(fault)
         try:
             body = await request.json()
-            self.authorizations.append(request.headers.get("Authorization", ""))
+            anthropic = request.path.endswith("/messages")
+            # The anthropic SDK sends its key as x-api-key or (newer releases) a bearer token.
+            key = request.headers.get("x-api-key") if anthropic else None
+            self.authorizations.append(key or request.headers.get("Authorization", ""))
             if self.latency:
                 await asyncio.sleep(self.latency)
             if fault == "429":
                 return web.json_response(
                     {"error": {"message": "rate limited"}},
                     status=429,
-                    headers={"Retry-After": self.retry_after},
+                    headers=self.retry_headers or {"Retry-After": self.retry_after},
                 )
-            if fault == "500":
-                return web.json_response({"error": {"message": "boom"}}, status=500)
+            if fault in ("500", "529"):
+                return web.json_response({"error": {"message": "boom"}}, status=int(fault))
             if fault == "401":
                 return web.json_response({"error": {"message": "bad key"}}, status=401)
             if fault == "echo-key":
@@ -97,6 +111,8 @@ class FakeOpenAIServer:
             with self._lock:
                 self.bodies.append(body)
                 self.served += 1
+            if anthropic:
+                return self._messages_reply(body, fault)
             choices = (
                 []
                 if fault == "empty"
@@ -127,10 +143,29 @@ class FakeOpenAIServer:
             with self._lock:
                 self.in_flight -= 1
 
+    def _messages_reply(self, body: dict[str, Any], fault: str | None) -> web.Response:
+        """A Messages API reply; the responder sees the system prompt as a first message."""
+        system = [{"role": "system", "content": body["system"]}] if "system" in body else []
+        seen = {**body, "messages": system + body["messages"]}
+        content = [] if fault == "empty" else [{"type": "text", "text": self.responder(seen)}]
+        input_tokens = sum(len(str(m["content"]).split()) for m in seen["messages"])
+        return web.json_response(
+            {
+                "id": f"msg_{self.served}",
+                "type": "message",
+                "role": "assistant",
+                "model": body["model"],
+                "content": content,
+                "stop_reason": "end_turn",
+                "usage": {"input_tokens": input_tokens, "output_tokens": 3},
+            }
+        )
+
     async def _start(self) -> None:
         self._released = asyncio.Event()
         app = web.Application()
         app.router.add_post("/v1/chat/completions", self._handle)
+        app.router.add_post("/v1/messages", self._handle)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0, backlog=1024)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -46,6 +47,11 @@ def _main(
     ] = False,
 ) -> None:
     """Find the best LLM policy with as few judged comparisons as statistics allows."""
+    # Keys may live in a .env file of the working directory (python-dotenv); variables already
+    # set win. Nothing read is printed.
+    from dotenv import load_dotenv
+
+    load_dotenv(Path.cwd() / ".env", override=False)
 
 # Command modules register themselves on `app` when imported.
 from llmpo.cli import bench as _bench  # noqa: E402,F401

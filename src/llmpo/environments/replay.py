@@ -186,7 +186,8 @@ def detect_format(path: str | Path) -> str:
 
     ``"judgments"`` or ``"counts"`` when the first line is a JSON object with ``outcome`` or
     ``wins``/``losses``; ``"arena"`` for a JSON object with ``models``, ``X`` and ``Y``;
-    ``"pandalm"`` for a JSON list of items with ``cmp_key``.
+    ``"pandalm"`` for a JSON list of items with ``cmp_key``; ``"inspect"`` for an Inspect
+    ``.eval`` log or a directory (of Inspect logs).
 
     Raises
     ------
@@ -194,7 +195,9 @@ def detect_format(path: str | Path) -> str:
         When the format cannot be told; the message says how to name it.
     """
     path = Path(path)
-    hint = "set environment.format to judgments, counts, arena or pandalm"
+    if path.is_dir() or path.suffix == ".eval":
+        return "inspect"
+    hint = "set environment.format to judgments, counts, arena, pandalm, promptfoo or inspect"
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as error:

@@ -33,7 +33,7 @@ from urllib.parse import urlsplit
 import numpy as np
 import openai
 
-from llmpo.config import BackendConfig
+from llmpo.config import AnthropicBackendConfig, BackendConfig
 from llmpo.errors import BackendError, clip, register_secret, scrub
 from llmpo.limits import truncate_answer
 
@@ -230,7 +230,7 @@ def _count(value: object) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
-def read_api_key(config: BackendConfig) -> str:
+def read_api_key(config: BackendConfig | AnthropicBackendConfig) -> str:
     """The key in the environment variable ``config.api_key_env`` names (a placeholder if none).
 
     Raises
@@ -244,7 +244,7 @@ def read_api_key(config: BackendConfig) -> str:
     if not value:
         raise BackendError(
             f"the environment variable {config.api_key_env} (api_key_env of "
-            f"{config.base_url or 'OpenAI'}) is not set. Fix: export "
+            f"{config.base_url or config.type.capitalize()}) is not set. Fix: export "
             f"{config.api_key_env}=<your key>"
         )
     register_secret(value)
@@ -436,6 +436,106 @@ class TokenRateLimiter:
         """Charge the difference between what a finished call used and what it reserved."""
         self._refill()
         self.level -= used - reserved
+
+
+class AnthropicBackend(Backend):
+    """Anthropic's Messages API (or a server speaking it), through the ``anthropic`` SDK.
+
+    System messages are sent as the request's ``system``; ``stop`` as ``stop_sequences``; a
+    request without ``max_tokens`` gets the configuration's ``default_max_tokens`` (the API
+    needs one); ``seed`` has no equivalent and is not sent. Retries, timeouts and limits are
+    :func:`call_with_retries`'s, as for every backend; HTTP 429, 5xx and 529 (overloaded) are
+    transient.
+
+    Raises
+    ------
+    BackendError
+        When the ``anthropic`` package is missing or the key variable is not set.
+    """
+
+    def __init__(self, config: AnthropicBackendConfig) -> None:
+        try:
+            import anthropic
+        except ImportError:
+            raise BackendError(
+                "backend type anthropic needs the anthropic package. Fix: pip install "
+                "'llmpo[anthropic]'"
+            ) from None
+        self._sdk = anthropic
+        self.label = config.base_url or "Anthropic"
+        self._secret = read_api_key(config)
+        self._default_max_tokens = config.default_max_tokens
+        # The SDK makes one attempt: retries and timeouts are call_with_retries'.
+        self.client = anthropic.AsyncAnthropic(
+            api_key=self._secret, base_url=config.base_url, max_retries=0
+        )
+
+    def scrub(self, text: str) -> str:
+        """``text`` with the API key replaced by ``***``."""
+        return text.replace(self._secret, "***")
+
+    async def complete(self, request: GenerationRequest, timeout: float) -> Generation:
+        system = "\n\n".join(c for role, c in request.messages if role == "system")
+        body: dict[str, object] = {
+            "model": request.model,
+            "max_tokens": request.max_tokens or self._default_max_tokens,
+            "messages": [
+                {"role": role, "content": content}
+                for role, content in request.messages
+                if role != "system"
+            ],
+        }
+        for name, value in (
+            ("system", system or None),
+            ("temperature", request.temperature),
+            ("top_p", request.top_p),
+            ("stop_sequences", list(request.stop) if request.stop else None),
+        ):
+            if value is not None:
+                body[name] = value
+        sdk = self._sdk
+        started = time.monotonic()
+        try:
+            payload = json.loads(
+                await self.client.post(
+                    "/v1/messages", body=body, cast_to=bytes, options={"timeout": timeout}
+                )
+            )
+        except sdk.APIStatusError as error:
+            message = self.scrub(
+                f"{self.label}: HTTP {error.status_code} for model {request.model}: "
+                f"{str(error.message)[:300]}"
+            )
+            if error.status_code == 429 or error.status_code >= 500:
+                raise TransientBackendError(message, _retry_after(error.response.headers)) from None
+            raise BackendError(message) from None
+        except (sdk.APITimeoutError, sdk.APIConnectionError) as error:
+            raise TransientBackendError(
+                self.scrub(f"{self.label}: {type(error).__name__}: {error}")
+            ) from None
+        except ValueError as error:  # a body that is not JSON
+            raise TransientBackendError(
+                self.scrub(f"{self.label}: malformed response ({str(error)[:200]})")
+            ) from None
+        blocks = payload.get("content") if isinstance(payload, dict) else None
+        texts = [
+            b["text"]
+            for b in blocks or []
+            if isinstance(b, dict) and b.get("type") == "text" and isinstance(b.get("text"), str)
+        ]
+        if not texts:
+            raise TransientBackendError(f"{self.label}: response without text content")
+        usage = payload.get("usage")
+        usage = usage if isinstance(usage, dict) else {}
+        return Generation(
+            "".join(texts),
+            _count(usage.get("input_tokens")),
+            _count(usage.get("output_tokens")),
+            time.monotonic() - started,
+        )
+
+    async def aclose(self) -> None:
+        await self.client.close()
 
 
 @dataclass(frozen=True)

@@ -29,6 +29,7 @@ import jinja2
 import numpy as np
 
 from llmpo.config import (
+    AnthropicBackendConfig,
     AnyBackendConfig,
     BackendConfig,
     ExperimentConfig,
@@ -36,6 +37,7 @@ from llmpo.config import (
     PolicyConfig,
 )
 from llmpo.llm.backends import (
+    AnthropicBackend,
     Backend,
     BackendError,
     Generation,
@@ -68,7 +70,7 @@ class LLMSetupError(ValueError):
 
 
 def _backend_key(config: AnyBackendConfig) -> tuple[str, str | None, str | None]:
-    if isinstance(config, BackendConfig):
+    if isinstance(config, BackendConfig | AnthropicBackendConfig):
         return (config.type, config.base_url, config.api_key_env)
     return (config.type, config.model, None)
 
@@ -80,7 +82,8 @@ class LivePolicy:
     name: str
     backend: AnyBackendConfig
     system_prompt: str | None
-    template: jinja2.Template
+    #: The policy's chat messages as (role, Jinja2 template); the last is the user's prompt.
+    templates: tuple[tuple[str, jinja2.Template], ...]
     temperature: float | None
     top_p: float | None
     max_tokens: int | None
@@ -91,18 +94,25 @@ class LivePolicy:
     def from_config(cls, config: PolicyConfig) -> LivePolicy:
         """Compile a configured policy (it must have a backend)."""
         assert config.backend is not None  # the configuration checks it
-        try:
-            template = _TEMPLATES.from_string(config.prompt_template or DEFAULT_PROMPT_TEMPLATE)
-        except jinja2.TemplateSyntaxError as error:
-            raise LLMSetupError(
-                f"policy {config.name!r}: prompt_template is not valid Jinja2 ({error.message}, "
-                f"line {error.lineno}). Fix: correct the template"
-            ) from None
+        if config.messages:
+            sources = [(f"messages[{i}]", m.role, m.content) for i, m in enumerate(config.messages)]
+        else:
+            template = config.prompt_template or DEFAULT_PROMPT_TEMPLATE
+            sources = [("prompt_template", "user", template)]
+        templates = []
+        for field, role, text in sources:
+            try:
+                templates.append((role, _TEMPLATES.from_string(text)))
+            except jinja2.TemplateSyntaxError as error:
+                raise LLMSetupError(
+                    f"policy {config.name!r}: {field} is not valid Jinja2 ({error.message}, "
+                    f"line {error.lineno}). Fix: correct the template"
+                ) from None
         return cls(
             config.name,
             config.backend,
             config.system_prompt,
-            template,
+            tuple(templates),
             config.temperature,
             config.top_p,
             config.max_tokens,
@@ -119,15 +129,16 @@ class LivePolicy:
             When the template uses a field the task lacks.
         """
         try:
-            prompt = self.template.render(**task.fields)
+            rendered = [(role, t.render(**task.fields)) for role, t in self.templates]
         except jinja2.UndefinedError as error:
             raise LLMSetupError(
                 f"policy {self.name!r}: its prompt template needs a field task {task.id!r} lacks "
                 f"({error.message}). Fix: add the field to every task, or change the template"
             ) from None
         system = (("system", self.system_prompt),) if self.system_prompt else ()
+        # The task's own turns (an ``input`` message list) come right before the last message.
         return GenerationRequest(
-            (*system, ("user", prompt)),
+            (*system, *rendered[:-1], *task.context, rendered[-1]),
             self.backend.model,
             self.temperature,
             self.top_p,
@@ -345,7 +356,7 @@ class LLMEnvironment:
         if self._judge_backend is not None:
             self._backend_configs[_backend_key(self._judge_backend)] = self._judge_backend
         for backend in self._backend_configs.values():
-            if isinstance(backend, BackendConfig):
+            if isinstance(backend, BackendConfig | AnthropicBackendConfig):
                 try:
                     read_api_key(backend)
                 except BackendError as error:
@@ -382,6 +393,8 @@ class LLMEnvironment:
                 self._backends[key] = (
                     ProcessBackend(config, processes) if processes else OpenAIBackend(config)
                 )
+            elif isinstance(config, AnthropicBackendConfig):
+                self._backends[key] = AnthropicBackend(config)
             else:
                 from llmpo.llm.local import LocalBackend  # torch only when asked for
 

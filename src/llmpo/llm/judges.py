@@ -237,7 +237,11 @@ class ReferenceJudge(Judge):
                 "'llmpo[embeddings]', or use another match"
             )
         if self.match == "numeric":
-            bad = [task.id for task in tasks if last_number(task.reference or "") is None]
+            bad = [
+                task.id
+                for task in tasks
+                if any(last_number(r) is None for r in task.references)
+            ]
             if bad:
                 raise ValueError(
                     f"tasks {bad[:5]} have a reference without a number. Fix: write a number, "
@@ -247,17 +251,20 @@ class ReferenceJudge(Judge):
     scores_each_answer = True
 
     async def score(self, task: Task, answers: list[str]) -> list[Any]:
-        """Whether each answer matches the reference (with its similarity for ``embedding``)."""
-        reference = task.reference or ""
+        """Whether each answer matches one of the task's acceptable references (with its best
+        similarity for ``embedding``)."""
+        references = task.references or ("",)
         if self.match == "embedding":
             from llmpo.llm.embeddings import shared_embedder
 
+            def best() -> list[float]:
+                rows = [shared_embedder().similarities(list(answers), r) for r in references]
+                return [max(column) for column in zip(*rows, strict=True)]
+
             # Off the event loop: the model runs on the CPU.
-            similar = await asyncio.to_thread(
-                shared_embedder().similarities, list(answers), reference
-            )
+            similar = await asyncio.to_thread(best)
             return [(s >= self.similarity, s) for s in similar]
-        return [self.matches(answer, reference) for answer in answers]
+        return [any(self.matches(answer, r) for r in references) for answer in answers]
 
     def verdict_from_scores(self, score_a: Any, score_b: Any) -> Verdict:
         """The answer that matches wins; both or neither matching is a tie."""
