@@ -320,7 +320,9 @@ def test_the_report_and_the_cli_warn_when_the_judge_never_told_the_answers_apart
     )
     answer = server.responder
     server.responder = lambda body: "A" if body["model"] == "judge-model" else answer(body)
-    # ε > 0: all ties certify a policy, which must still not be called the winner.
+    # ε > 0 with ties counted ½: all ties certify a policy, which must still not be called the
+    # winner. (The decisive statistic, the default, certifies nothing from ties alone.)
+    path.write_text(path.read_text() + "ties: half\n")
     flags = ["--max-comparisons", "100", "--epsilon", "0.3"]
     result = CliRunner().invoke(app, ["run", "live.yaml", "--json", *flags])
     assert result.exit_code == 0, result.output
