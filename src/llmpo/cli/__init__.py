@@ -12,6 +12,17 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
+
+@app.callback()
+def _main() -> None:
+    # Before any command reads an api_key_env variable (or MLFLOW_*): ./.env, never overriding.
+    from pathlib import Path
+
+    from llmpo.envfile import load_env_file
+
+    load_env_file(Path(".env"))
+
+
 # Command modules register themselves on `app` when imported.
 from llmpo.cli import bench as _bench  # noqa: E402,F401
 from llmpo.cli import core as _core  # noqa: E402,F401
