@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import os
 import tempfile
 import time
@@ -173,7 +174,7 @@ def _metrics(report: dict[str, Any]) -> list[tuple[str, float, int]]:
             ("holdout_win_rate_high", float(high), 0),
             ("holdout_comparisons", float(latest["comparisons"]), 0),
         ]
-    return metrics
+    return [m for m in metrics if math.isfinite(m[1])]  # an unbounded statistic is no figure
 
 
 def _tags(report: dict[str, Any], store: Store) -> dict[str, str]:
@@ -267,6 +268,8 @@ def log_experiment(
 
     Raises
     ------
+    StoreError
+        The store or the experiment cannot be read.
     MlflowExportError
         MLflow is not installed, or the tracking store refused the run (the message is MLflow's,
         with the URI stripped of credentials). A run that fails after it was created is marked
