@@ -137,6 +137,12 @@ def test_the_latest_experiment_by_default_and_the_tracking_uri_from_the_environm
     assert invoke("export", "runs.db", "--mlflow").exit_code == 0
     _, run = only_run(mlflow, uri, "from-env")
     assert run.data.tags["llmpo.experiment_id"] == "2" and run.data.params["seed"] == "4"
+    chosen = invoke(
+        "export", "runs.db", "--experiment", "1", "--mlflow", "--mlflow-experiment", "one"
+    )
+    assert chosen.exit_code == 0, chosen.output
+    _, first = only_run(mlflow, uri, "one")
+    assert first.data.tags["llmpo.experiment_id"] == "1" and first.data.metrics["comparisons"] == 5
     # MLflow's usage telemetry is switched off unless the user chose otherwise.
     assert os.environ["MLFLOW_DISABLE_TELEMETRY"] == "true"
     monkeypatch.setenv("MLFLOW_DISABLE_TELEMETRY", "false")
@@ -190,6 +196,9 @@ def test_bad_input_is_a_clear_error(project):
     invoke("run", "experiment.yaml")
     wrong = invoke("export", "runs.db", "--mlflow", "-o", "x.csv")
     assert wrong.exit_code == 2 and "drop --output" in wrong.stderr
+    no_store = invoke("export", "nowhere.db", "--mlflow")
+    assert no_store.exit_code == 2 and "nowhere.db" in no_store.stderr
+    assert "Traceback" not in no_store.output and not (project / "nowhere.db").exists()
     missing = invoke("export", "runs.db", "--mlflow", "--experiment", "7")
     assert missing.exit_code == 2 and "Traceback" not in missing.output
     assert "7" in missing.stderr
