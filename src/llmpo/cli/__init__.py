@@ -47,11 +47,11 @@ def _main(
     ] = False,
 ) -> None:
     """Find the best LLM policy with as few judged comparisons as statistics allows."""
-    # Keys may live in a .env file of the working directory (python-dotenv); variables already
-    # set win. Nothing read is printed.
-    from dotenv import load_dotenv
+    # Before any command reads an api_key_env variable (or MLFLOW_*): ./.env, never overriding
+    # a variable already set, and nothing read is printed.
+    from llmpo.envfile import load_env_file
 
-    load_dotenv(Path.cwd() / ".env", override=False)
+    load_env_file(Path(".env"))
 
 # Command modules register themselves on `app` when imported.
 from llmpo.cli import bench as _bench  # noqa: E402,F401

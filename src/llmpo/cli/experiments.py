@@ -93,6 +93,10 @@ def experiment_id_of(command: str, positional: int | None, option: int | None) -
     return option
 
 
+#: The columns of ``llmpo export`` (csv, parquet and the MLflow artifact), before any answers.
+EXPORT_COLUMNS = ["experiment_id", "name_a", "name_b", *COMPARISON_COLUMNS, "seconds"]
+
+
 class ReportFormat(StrEnum):
     """Formats of ``llmpo report``."""
 
@@ -848,10 +852,37 @@ def export(
             help="Add the two answers' texts (answer_a, answer_b) of live runs, from the store.",
         ),
     ] = False,
+    mlflow: Annotated[
+        bool,
+        typer.Option(
+            "--mlflow",
+            help="Log one experiment (default: the latest) as an MLflow run instead: settings, "
+            "certificate, costs, the HTML report and the comparisons.",
+        ),
+    ] = False,
+    mlflow_uri: Annotated[
+        str | None,
+        typer.Option(
+            "--mlflow-uri",
+            help="MLflow tracking URI (default: MLFLOW_TRACKING_URI, else MLflow's).",
+        ),
+    ] = None,
+    mlflow_experiment: Annotated[
+        str | None,
+        typer.Option(
+            "--mlflow-experiment",
+            help="MLflow experiment of the run (default: MLFLOW_EXPERIMENT_NAME, else llmpo).",
+        ),
+    ] = None,
     experiment_option: DeprecatedIdOpt = None,
 ) -> None:
     """Export stored comparisons, one row each, with policy names; times are ISO-8601 (UTC)."""
     experiment_id = experiment_id_of("export", experiment_id, experiment_option)
+    if mlflow:
+        if output is not None or evaluations or format is not ExportFormat.csv:
+            raise _fail("--mlflow logs to MLflow. Fix: drop --output, --format and --evaluations")
+        _export_mlflow(store, experiment_id, mlflow_uri, mlflow_experiment, answers)
+        return
     try:
         with Store(store, readonly=True) as opened:
             records = (
@@ -879,8 +910,7 @@ def export(
         raise _fail(str(error)) from None
     if format is ExportFormat.parquet and output is None:
         raise _fail("parquet needs --output FILE")
-    columns = ["experiment_id", "name_a", "name_b", *COMPARISON_COLUMNS, "seconds"]
-    columns += ["answer_a", "answer_b"] if answers else []
+    columns = [*EXPORT_COLUMNS, *(["answer_a", "answer_b"] if answers else [])]
     try:
         _write_export(rows, ["evaluation_id", *columns] if evaluations else columns, format, output)
     except OSError as error:
@@ -889,6 +919,26 @@ def export(
         error_console.print(
             f"{len(rows)} comparisons written to {escape(str(output))}", soft_wrap=True
         )
+
+
+def _export_mlflow(
+    store: Path, experiment_id: int | None, uri: str | None, name: str | None, answers: bool
+) -> None:
+    from llmpo.integrations.mlflow import MlflowExportError, log_experiment
+
+    try:
+        with Store(store, readonly=True) as opened:
+            logged = log_experiment(
+                opened, experiment_id, tracking_uri=uri, experiment_name=name, answers=answers
+            )
+    except (*USER_ERRORS, MlflowExportError) as error:
+        raise _fail(str(error)) from None
+    error_console.print(
+        f"Logged as MLflow run {logged.run_id} of experiment {escape(logged.experiment_name)} "
+        f"at {escape(logged.tracking_uri)}: {', '.join(logged.artifacts)}",
+        soft_wrap=True,
+        highlight=False,
+    )
 
 
 def _write_export(
