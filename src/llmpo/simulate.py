@@ -136,11 +136,13 @@ def run_replication(spec: SimulationSpec, seed: np.random.SeedSequence) -> Repli
             if experiment.done:
                 break
     result = experiment.result
+    # Above DENSE_RESULT_MAX_POLICIES a structured result carries no K×K counts (None).
+    counts = result.counts
     return Replication(
         best=result.best,
         certified=result.certified,
         n_comparisons=experiment.n_comparisons + experiment.n_pending,
-        pair_counts=result.counts[np.triu_indices(result.counts.shape[0], 1)],
+        pair_counts=None if counts is None else counts[np.triu_indices(counts.shape[0], 1)],
     )
 
 
