@@ -32,6 +32,37 @@ Thresholds (``threshold`` argument):
   max_{Alt_{i*}} LL ≥ LL(θ) and the event above has happened: error probability ≤ δ, with no
   union over rivals. Written as a GLR, the rule is Z_j > log(1/δ) + [LL(θ̂) − M_t]: the
   threshold is log(1/δ) plus the regret of the predictions, ≈ (d/2) log t.
+* ``"mixture"`` (:class:`GaussianMixtureThreshold`) — valid, grows with the information
+  gathered: β_t = log(1/δ) + (ρ/2)‖θ̂‖² + ½ log det(I + B_t/ρ). Proof. Let
+  Λ_t = ∫ exp(LL_t(θ) − LL_t(θ*)) N(θ; 0, I/ρ) dθ, the mixture of likelihood ratios (Robbins
+  1970; the "method of mixtures" of Abbasi-Yadkori, Pál & Szepesvári 2011 and de la Peña et al.).
+  For each θ, exp(LL_t(θ) − LL_t(θ*)) is a non-negative supermartingale with initial value 1
+  (one factor per comparison, of mean ≤ 1 by the convexity argument above, ties included;
+  the pair compared is chosen before its outcome is seen), and by Tonelli so is Λ_t; Ville:
+  P(∃t: log Λ_t ≥ log(1/δ)) ≤ δ. A computable lower bound of log ∫ e^{LL_t} dN: each pair's
+  term n log σ(u) − (n − s)u, u = θᵀz, is bounded below by the Jaakkola–Jordan quadratic
+  log σ(u) ≥ log σ(ξ) + (u − ξ)/2 − (c(ξ)/2)(u² − ξ²), c(ξ) = tanh(ξ/2)/(2ξ) ≤ ¼, tangent at
+  ξ = θ̂ᵀz (Jaakkola & Jordan 2000). Summed, LL_t(θ) ≥ LL_t(θ̂) + gᵀ(θ − θ̂) −
+  ½(θ − θ̂)ᵀB_t(θ − θ̂) with g = ∇LL_t(θ̂) and B_t = Σ n_k c(ξ_k) z_k z_kᵀ, for any θ̂. The
+  Gaussian integral of the right side is LL_t(θ̂) − (ρ/2)‖θ̂‖² + ½rᵀ(B_t + ρI)⁻¹r −
+  ½ log det(I + B_t/ρ) with r = g − ρθ̂, at least LL_t(θ̂) − (ρ/2)‖θ̂‖² − ½ log det(I + B_t/ρ).
+  So Z_j > β_t for j = i* implies log Λ_t > log(1/δ) (as for ``universal``, max_{Alt_{i*}} LL ≥
+  LL(θ*)): error probability ≤ δ, with no union over rivals and whatever θ̂ is. For one-hot
+  features and p near ½, c ≈ ¼ is the Fisher information, so the regret is ≈ (d/2) log t less
+  what the allocation leaves unexplored.
+* ``"hybrid"`` (:class:`HybridThreshold`) — valid: a rival j is ruled out when Z_j exceeds the
+  mixture threshold at δ/2, or when the direct test clears it: with n comparisons of pairs
+  whose difference is ±(x_î − x_j), of which the î side won a share p̂ > ½ − ε,
+  n·kl(p̂, ½ − ε) > log(2(K − 1)/δ) + ½ log n + log 2. Proof. If the rule stops on î ≠ i*,
+  rival i* was ruled out by one of the two. (a) has probability ≤ δ/2 (above). (b): the
+  pairs whose difference is x_î − x_{i*} share the win probability p = σ(θ*ᵀ(x_î − x_{i*})) ≤
+  ½ − ε, so n·kl(p̂, ½ − ε) ≤ n·kl(p̂, p) ≤ log(KT_n/L_n(p)) + ½ log n + log 2 (the KT bound
+  of :mod:`llmpo.stats.thresholds`), and KT_n/L_n(p) is a non-negative supermartingale;
+  Ville bounds its crossing of 2(K − 1)/δ by δ/(2(K − 1)). î ranges over the K − 1 policies
+  other than i*, so at most K − 1 such pooled sequences exist: (b) has probability ≤ δ/2. The
+  direct test needs no d-dimensional regret, so for a close rival in high dimension it
+  certifies long before the structured statistic; with factor features it pools every pair
+  that differs in the same factor levels.
 * ``"kt"`` — the saturated-model KT threshold of docs/structured.md (a), valid:
   β = log(1/δ) + Σ_{ab: n_ab>0} (½ log n_ab + log 2). Z_{i*} ≤ LL(θ̂) − LL(θ) ≤
   Σ_ab n_ab d(p̂_ab, p_ab) (the saturated model fits each pair freely), and the product over
