@@ -44,7 +44,7 @@ def continuous30_close() -> StructuredInstance:
 
 
 INSTANCES = {
-    "bt5": (bt5, 100),
+    "bt5": (bt5, 60),
     "factors100": (factors100, 60),
     "factors60-close": (factors60_close, 60),
     "continuous30-close": (continuous30_close, 60),

@@ -174,3 +174,30 @@ def test_hybrid_certifies_a_close_rival_through_the_direct_test():
     assert statistics[0] > thresholds[0]
     certificate = model.certificate()
     assert certificate.certified == model.is_certified()
+
+
+def test_hybrid_sampling_routes_a_close_rival_to_its_direct_pair():
+    """Policies 0 and 1 differ in one factor level by 0.05 in utility, every other policy trails
+    by ≥ 1; after 2,000 random comparisons the structured statistic of the close rival is far
+    from its bar and the direct test is the shorter route, so the hybrid model proposes the
+    direct pair of the leader and its close rival; the mixture model never does."""
+    x = factor_features()
+    theta = np.array([-1.0, -1.5, 0.05, -1.0])
+    models = {}
+    for threshold in (HybridThreshold(), GaussianMixtureThreshold()):
+        model = StructuredModel(x, 0.05, threshold)
+        tell_random(model, theta, np.random.default_rng(2), 2000)
+        models[threshold.name] = model
+    hybrid = models["hybrid"]
+    leader = hybrid.leader
+    assert leader in (0, 1)  # 2,000 comparisons do not settle a 0.05 gap
+    rivals, screened, _ = hybrid.gaussian_statistics(include_pending=True)
+    assert hybrid.direct_pair(rivals, screened) == (leader, 1 - leader)
+    rivals, screened, _ = models["mixture"].gaussian_statistics(include_pending=True)
+    assert models["mixture"].direct_pair(rivals, screened) is None
+
+
+def test_likelihood_thresholds_are_refused_without_a_likelihood_model():
+    for name in ("mixture", "hybrid"):
+        with pytest.raises(ValueError, match=f"'{name}' needs a likelihood model"):
+            make_threshold(name).pair(np.ones(3), 10.0, 0.05, 0.0)
