@@ -218,6 +218,7 @@ class StructuredModel(PreferenceModel):
         # Pairs with the same feature difference share one win probability (hybrid threshold):
         # canonical difference → [(slot, ±1: the slot's difference is ± the canonical one)].
         self._groups: dict[bytes, list[tuple[int, int]]] = {}
+        self._threshold_cache: tuple[int, float] = (-1, math.nan)  # (n_told, β)
 
     # ---- updates -------------------------------------------------------------------------------
     @property
@@ -477,7 +478,13 @@ class StructuredModel(PreferenceModel):
 
     # ---- stopping ------------------------------------------------------------------------------
     def stopping_threshold(self) -> float:
-        """β_t(δ), the same for every rival (see the module docstring)."""
+        """β_t(δ), the same for every rival (see the module docstring); cached per outcome
+        (the sampling rule and the stopping check both ask for it)."""
+        if self._threshold_cache[0] != self.n_told:
+            self._threshold_cache = (self.n_told, self._stopping_threshold())
+        return self._threshold_cache[1]
+
+    def _stopping_threshold(self) -> float:
         theta = self.estimate()
         log_inverse_delta = math.log(1.0 / self.delta)
         if isinstance(self.threshold, HybridThreshold):  # δ/2 for each route
