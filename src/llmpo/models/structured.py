@@ -597,7 +597,8 @@ class StructuredModel(PreferenceModel):
                 needed = base + 0.5 * math.log(max(needed / rate[k], 1.0))
             direct[k] = max(needed / rate[k] - counts[k], 0.0)
         # totals[k]: the k weakest direct, the rest structured; routing every rival considered
-        # directly leaves nothing structured only when no other rival is open.
+        # directly still leaves the last one's structured remainder unless all K − 1 rivals were
+        # considered and open (conservative: cleared rivals may hide open ones beyond).
         others_open = screened.size > PRECHECKED_RIVALS or not open_rivals.all()
         last = structured[-1] if others_open else 0.0
         totals = np.concatenate([[0.0], np.cumsum(direct)]) + np.append(structured, last)
