@@ -27,6 +27,12 @@ share the machine; the wall time of the re-solve is printed too.
 
 Instances: x_i ~ N(0, I/d), θ ~ N(0, I) scaled to ‖θ‖ = 1.5, and the best policy moved along θ
 so that it leads the second by 0.3 in utility (p = 0.574); seeds fixed.
+
+With ``--thresholds universal,mixture,hybrid`` it prints instead, per instance and stopping
+threshold, the mean comparisons of structured LLM-PO at δ = 0.05 with their ratio to the bound
+T*·log(1/δ) (T* as ``llmpo bound`` computes it), and with ``--slope`` the slope in log(1/δ)
+between δ = 1e-2 and 1e-6 over T*. ``--sizes 60x9`` is :func:`factor_instance`: K = 60 policies
+from 3 factors of 4, 5 and 3 levels (one-hot, d = 9) with two close rivals.
 """
 
 from __future__ import annotations
@@ -36,13 +42,17 @@ import math
 import time
 
 import numpy as np
+from scipy.optimize import brentq
 from scipy.special import expit
 
 from llmpo import Experiment, Unstructured
 from llmpo.environments.structured import StructuredEnvironment
 from llmpo.instances import StructuredInstance, make_structured_instance
+from llmpo.models.structured import jaakkola_jordan_curvature
+from llmpo.simulate import simulate
+from llmpo.spaces import Structured
 from llmpo.stats.bernoulli import kl_bernoulli, kl_confidence
-from llmpo.stats.structured import candidate_pairs, fisher_frank_wolfe
+from llmpo.stats.structured import candidate_pairs, characteristic_time, fisher_frank_wolfe
 
 SIZES = ((20, 4), (100, 6), (1000, 10), (10000, 16))
 MARGIN = 0.3
@@ -58,6 +68,89 @@ def benchmark_instance(n_policies: int, dimension: int) -> StructuredInstance:
     first, second = np.argsort(-utilities)[:2]
     x[first] += (MARGIN - (utilities[first] - utilities[second])) * theta / (theta @ theta)
     return make_structured_instance(x, theta)
+
+
+def factor_instance() -> StructuredInstance:
+    """K = 60 = 4 × 5 × 3 factor levels, one-hot (d = 9), T* ≈ 1,287 (Fisher form).
+
+    Level effects A: 0, .5, .2, −.3; B: 0, .8, .72, .3, −.2; C: 0, .4, .3. The best policy
+    (A=1, B=1, C=1) leads its two closest rivals, which change one level (B=2, C=2), by 0.08 and
+    0.1 in utility (p = .520 and .525); every other rival is at least 0.18 behind.
+    """
+    space = Structured.from_factors({"A": "0123", "B": "01234", "C": "012"})
+    theta = np.array([0.5, 0.2, -0.3, 0.8, 0.72, 0.3, -0.2, 0.4, 0.3])
+    return make_structured_instance(space.features, theta, list(space.policies))
+
+
+def instance_of(n_policies: int, dimension: int) -> StructuredInstance:
+    """The factor instance for 60x9, else :func:`benchmark_instance`."""
+    if (n_policies, dimension) == (60, 9):
+        return factor_instance()
+    return benchmark_instance(n_policies, dimension)
+
+
+def ideal_stop(instance: StructuredInstance, delta: float, precision: float = 1.0) -> float:
+    """The t at which an oracle that samples exactly w*(θ) would stop under the mixture rule.
+
+    With the allocation w* (``characteristic_time``), the GLR statistic of the binding rival is
+    ≈ t/T* and the mixture threshold ≈ log(1/δ) + (ρ/2)‖θ‖² + ½ log det(I + t·A(w*)/ρ), A(w*) the
+    Jaakkola–Jordan information per comparison; the root of the difference in t is a floor
+    for any sampling rule that tracks w* (no noise, no exploration), showing how much of the
+    gap to T*·log(1/δ) the threshold alone explains.
+    """
+    allocation = characteristic_time(instance.features, instance.theta)
+    used = allocation.shares > 0
+    z = instance.features[allocation.rows[used]] - instance.features[allocation.cols[used]]
+    curvature = allocation.shares[used] * jaakkola_jordan_curvature(z @ instance.theta)
+    information = (z.T * curvature) @ z
+    theta = instance.theta
+    identity = np.eye(theta.size)
+
+    def excess(t: float) -> float:
+        regret = 0.5 * precision * theta @ theta + 0.5 * np.linalg.slogdet(
+            identity + t * information / precision
+        )[1]
+        return t / allocation.t_star - math.log(1.0 / delta) - regret
+
+    return float(brentq(excess, 1.0, 1e12))
+
+
+def threshold_table(
+    sizes: tuple[tuple[int, int], ...], thresholds: list[str], reps: int, large_reps: int,
+    slope: bool, workers: int,
+) -> None:
+    """Mean comparisons at δ = 0.05 and the ratio to T*·log(1/δ), per stopping threshold."""
+    print("| K | d | threshold | T* | comparisons (δ = 0.05) | ratio to T*·log(1/δ) | "
+          "slope/T* | errors | reps | wall (s) |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for n_policies, dimension in sizes:
+        instance = instance_of(n_policies, dimension)
+        count = reps if n_policies <= 100 else large_reps
+        for threshold in thresholds:
+            start = time.perf_counter()
+            summary = simulate(
+                instance, "llmpo", 0.05, count, seed=0, workers=workers, threshold=threshold
+            )
+            slope_cell = "—"
+            if slope:
+                means = [
+                    simulate(instance, "llmpo", delta, count, seed=0, workers=workers,
+                             threshold=threshold)["mean_comparisons"]
+                    for delta in (1e-2, 1e-6)
+                ]
+                slope_cell = f"{(means[1] - means[0]) / math.log(1e4) / summary['t_star']:.2f}"
+            print(
+                f"| {n_policies:,} | {dimension} | {threshold} | {summary['t_star']:,.1f} | "
+                f"{summary['mean_comparisons']:,.0f} ± {summary['mean_comparisons_sem']:,.0f} | "
+                f"{summary['ratio_to_bound']:.2f} | {slope_cell} | {summary['errors']} | {count} | "
+                f"{time.perf_counter() - start:,.0f} |", flush=True,
+            )
+        ideal = ideal_stop(instance, 0.05)
+        print(
+            f"| {n_policies:,} | {dimension} | mixture, ideal sampling of w* | "
+            f"{summary['t_star']:,.1f} | {ideal:,.0f} | "
+            f"{ideal / (summary['t_star'] * math.log(20.0)):.2f} | — | — | — | — |", flush=True,
+        )
 
 
 def run(
@@ -139,10 +232,21 @@ def main() -> None:
     parser.add_argument(
         "--tracking-max", type=int, default=None, help="run llmpo-tracking only up to this K"
     )
+    parser.add_argument(
+        "--thresholds", type=str, default=None,
+        help="e.g. universal,mixture,hybrid: the per-threshold table instead of the default one",
+    )
+    parser.add_argument("--slope", action="store_true", help="with --thresholds: the slope too")
+    parser.add_argument("--workers", type=int, default=1, help="with --thresholds")
     args = parser.parse_args()
     sizes = SIZES if args.sizes is None else tuple(
         tuple(int(v) for v in s.split("x")) for s in args.sizes.split(",")
     )
+    if args.thresholds is not None:
+        threshold_table(
+            sizes, args.thresholds.split(","), args.reps, args.large_reps, args.slope, args.workers
+        )
+        return
     rows = []
     for n_policies, dimension in sizes:
         instance = benchmark_instance(n_policies, dimension)

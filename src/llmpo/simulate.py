@@ -166,11 +166,13 @@ def run_replication(spec: SimulationSpec, seed: np.random.SeedSequence) -> Repli
                 break
     result = experiment.result
     comparisons = experiment.n_comparisons + experiment.n_pending
+    # Above DENSE_RESULT_MAX_POLICIES a structured result carries no K×K counts (None).
+    counts = result.counts
     return Replication(
         best=result.best,
         certified=result.certified,
         n_comparisons=comparisons,
-        pair_counts=result.counts[np.triu_indices(result.counts.shape[0], 1)],
+        pair_counts=None if counts is None else counts[np.triu_indices(counts.shape[0], 1)],
         generation_calls=GENERATIONS_PER_COMPARISON * comparisons,
     )
 

@@ -51,3 +51,16 @@ def test_simulate_accepts_structured_instances(feat10_file, strategy):
 def test_simulate_refuses_unstructured_baselines_on_structured_instances(feat10_file):
     done = llmpo("simulate", str(feat10_file), "--strategy", "knockout", "--reps", "1")
     assert done.returncode == 2 and "llmpo-unstructured" in done.stderr.replace("\n", " ")
+
+
+def test_simulate_runs_a_structured_instance_above_the_dense_result_limit(tmp_path):
+    # K = 200 > DENSE_RESULT_MAX_POLICIES: the result carries no K×K counts; simulate used to
+    # crash on them after running every replication.
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(200, 3)) / np.sqrt(3)
+    path = tmp_path / "feat200.json"
+    path.write_text(json.dumps({"features": x.tolist(), "theta": [2.0, -1.0, 0.5]}))
+    done = llmpo("simulate", str(path), "--reps", "1", "--delta", "0.1", "--json")
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout)
+    assert summary["reps"] == 1 and summary["errors"] == 0 and summary["mean_comparisons"] > 0

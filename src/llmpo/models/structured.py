@@ -32,6 +32,37 @@ Thresholds (``threshold`` argument):
   max_{Alt_{i*}} LL ≥ LL(θ) and the event above has happened: error probability ≤ δ, with no
   union over rivals. Written as a GLR, the rule is Z_j > log(1/δ) + [LL(θ̂) − M_t]: the
   threshold is log(1/δ) plus the regret of the predictions, ≈ (d/2) log t.
+* ``"mixture"`` (:class:`GaussianMixtureThreshold`) — valid, grows with the information
+  gathered: β_t = log(1/δ) + (ρ/2)‖θ̂‖² + ½ log det(I + B_t/ρ). Proof. Let
+  Λ_t = ∫ exp(LL_t(θ) − LL_t(θ*)) N(θ; 0, I/ρ) dθ, the mixture of likelihood ratios (Robbins
+  1970; the "method of mixtures" of Abbasi-Yadkori, Pál & Szepesvári 2011 and de la Peña et al.).
+  For each θ, exp(LL_t(θ) − LL_t(θ*)) is a non-negative supermartingale with initial value 1
+  (one factor per comparison, of mean ≤ 1 by the convexity argument above, ties included;
+  the pair compared is chosen before its outcome is seen), and by Tonelli so is Λ_t; Ville:
+  P(∃t: log Λ_t ≥ log(1/δ)) ≤ δ. A computable lower bound of log ∫ e^{LL_t} dN: each pair's
+  term n log σ(u) − (n − s)u, u = θᵀz, is bounded below by the Jaakkola–Jordan quadratic
+  log σ(u) ≥ log σ(ξ) + (u − ξ)/2 − (c(ξ)/2)(u² − ξ²), c(ξ) = tanh(ξ/2)/(2ξ) ≤ ¼, tangent at
+  ξ = θ̂ᵀz (Jaakkola & Jordan 2000). Summed, LL_t(θ) ≥ LL_t(θ̂) + gᵀ(θ − θ̂) −
+  ½(θ − θ̂)ᵀB_t(θ − θ̂) with g = ∇LL_t(θ̂) and B_t = Σ n_k c(ξ_k) z_k z_kᵀ, for any θ̂. The
+  Gaussian integral of the right side is LL_t(θ̂) − (ρ/2)‖θ̂‖² + ½rᵀ(B_t + ρI)⁻¹r −
+  ½ log det(I + B_t/ρ) with r = g − ρθ̂, at least LL_t(θ̂) − (ρ/2)‖θ̂‖² − ½ log det(I + B_t/ρ).
+  So Z_j > β_t for j = i* implies log Λ_t > log(1/δ) (as for ``universal``, max_{Alt_{i*}} LL ≥
+  LL(θ*)): error probability ≤ δ, with no union over rivals and whatever θ̂ is. For one-hot
+  features and p near ½, c ≈ ¼ is the Fisher information, so the regret is ≈ (d/2) log t less
+  what the allocation leaves unexplored.
+* ``"hybrid"`` (:class:`HybridThreshold`) — valid: a rival j is ruled out when Z_j exceeds the
+  mixture threshold at δ/2, or when the direct test clears it: with n comparisons of pairs
+  whose difference is ±(x_î − x_j), of which the î side won a share p̂ > ½ − ε,
+  n·kl(p̂, ½ − ε) > log(2(K − 1)/δ) + ½ log n + log 2. Proof. If the rule stops on î ≠ i*,
+  rival i* was ruled out by one of the two. (a) has probability ≤ δ/2 (above). (b): the
+  pairs whose difference is x_î − x_{i*} share the win probability p = σ(θ*ᵀ(x_î − x_{i*})) ≤
+  ½ − ε, so n·kl(p̂, ½ − ε) ≤ n·kl(p̂, p) ≤ log(KT_n/L_n(p)) + ½ log n + log 2 (the KT bound
+  of :mod:`llmpo.stats.thresholds`), and KT_n/L_n(p) is a non-negative supermartingale;
+  Ville bounds its crossing of 2(K − 1)/δ by δ/(2(K − 1)). î ranges over the K − 1 policies
+  other than i*, so at most K − 1 such pooled sequences exist: (b) has probability ≤ δ/2. The
+  direct test needs no d-dimensional regret, so for a close rival in high dimension it
+  certifies long before the structured statistic; with factor features it pools every pair
+  that differs in the same factor levels.
 * ``"kt"`` — the saturated-model KT threshold of docs/structured.md (a), valid:
   β = log(1/δ) + Σ_{ab: n_ab>0} (½ log n_ab + log 2). Z_{i*} ≤ LL(θ̂) − LL(θ) ≤
   Σ_ab n_ab d(p̂_ab, p_ab) (the saturated model fits each pair freely), and the product over
@@ -54,7 +85,8 @@ from numpy.typing import NDArray
 from scipy.special import expit, log_expit, logit
 from scipy.stats import norm
 
-from llmpo.models.base import Certificate, PreferenceModel
+from llmpo.models.base import Certificate, Pair, PreferenceModel
+from llmpo.stats.bernoulli import kl_bernoulli
 from llmpo.stats.structured import (
     StructuredAllocation,
     candidate_pairs,
@@ -64,7 +96,13 @@ from llmpo.stats.structured import (
     log_likelihood,
     log_likelihood_gradient,
 )
-from llmpo.stats.thresholds import Threshold, UniversalInferenceThreshold
+from llmpo.stats.thresholds import (
+    LOG2,
+    GaussianMixtureThreshold,
+    HybridThreshold,
+    Threshold,
+    UniversalInferenceThreshold,
+)
 from llmpo.stats.unstructured import check_ties_mode
 
 # Ridge penalty of θ̂: a N(0, I) prior that keeps estimates finite before the data identify θ
@@ -90,6 +128,34 @@ MAX_WARM_START_AGE = 400
 # Lazy re-solve schedule of w*(θ̂): at t ≥ RESOLVE_GROWTH × (t of the last solve), or when the
 # leader changes.
 RESOLVE_GROWTH = 1.25
+
+
+def jaakkola_jordan_curvature(margins: NDArray[np.float64]) -> NDArray[np.float64]:
+    """c(ξ) = tanh(ξ/2)/(2ξ), ¼ at ξ = 0: curvature of the quadratic lower bound of log σ tangent
+    at ±ξ (Jaakkola & Jordan 2000): log σ(u) ≥ log σ(ξ) + (u − ξ)/2 − (c(ξ)/2)(u² − ξ²)."""
+    xi = np.abs(np.asarray(margins, float))
+    small = xi < 1e-6
+    safe = np.where(small, 1.0, xi)
+    # tanh(ξ/2)/(2ξ) = ¼ − ξ²/96 + …: the series below 1e-6 avoids 0/0.
+    return np.where(small, 0.25 - xi**2 / 96.0, np.tanh(safe / 2.0) / (2.0 * safe))
+
+
+def _log_det_information(
+    z: NDArray[np.float64], n: NDArray[np.float64], theta: NDArray[np.float64], precision: float
+) -> float:
+    """log det(I + B/ρ) with B = Σ_k n_k c(|θᵀz_k|) z_k z_kᵀ (Jaakkola–Jordan curvatures)."""
+    curvature = n * jaakkola_jordan_curvature(z @ theta)
+    matrix = np.eye(z.shape[1]) + (z.T * curvature) @ z / precision
+    sign, value = np.linalg.slogdet(matrix)
+    return float(value) if sign > 0 else math.inf
+
+
+def _canonical(difference: NDArray[np.float64]) -> tuple[bytes, int]:
+    """Key of ±difference (first non-zero entry positive) and the sign that maps it there."""
+    nonzero = np.flatnonzero(difference)
+    sign = -1 if nonzero.size and difference[nonzero[0]] < 0 else 1
+    # + 0.0 turns −0.0 into 0.0, so equal vectors give equal bytes.
+    return (sign * difference + 0.0).tobytes(), sign
 
 
 class StructuredModel(PreferenceModel):
@@ -152,6 +218,10 @@ class StructuredModel(PreferenceModel):
         self._allocation: StructuredAllocation | None = None
         self._allocation_time = 0
         self._solver_age = 0  # Frank–Wolfe steps behind the current warm start
+        # Pairs with the same feature difference share one win probability (hybrid threshold):
+        # canonical difference → [(slot, ±1: the slot's difference is ± the canonical one)].
+        self._groups: dict[bytes, list[tuple[int, int]]] = {}
+        self._threshold_cache: tuple[int, float] = (-1, math.nan)  # (n_told, β)
 
     # ---- updates -------------------------------------------------------------------------------
     @property
@@ -170,6 +240,8 @@ class StructuredModel(PreferenceModel):
             self._index[key] = slot
             self._rows[slot], self._cols[slot] = key
             self._differences[slot] = self.features[key[0]] - self.features[key[1]]
+            group, sign = _canonical(self._differences[slot])
+            self._groups.setdefault(group, []).append((slot, sign))
         return slot, a < b
 
     def _grow(self) -> None:
@@ -416,15 +488,133 @@ class StructuredModel(PreferenceModel):
 
     # ---- stopping ------------------------------------------------------------------------------
     def stopping_threshold(self) -> float:
-        """β_t(δ), the same for every rival (see the module docstring)."""
+        """β_t(δ), the same for every rival (see the module docstring); cached per outcome
+        (the sampling rule and the stopping check both ask for it)."""
+        if self._threshold_cache[0] != self.n_told:
+            self._threshold_cache = (self.n_told, self._stopping_threshold())
+        return self._threshold_cache[1]
+
+    def _stopping_threshold(self) -> float:
         theta = self.estimate()
         log_inverse_delta = math.log(1.0 / self.delta)
+        if isinstance(self.threshold, HybridThreshold):  # δ/2 for each route
+            return log_inverse_delta + LOG2 + self.mixture_regret()
+        if isinstance(self.threshold, GaussianMixtureThreshold):
+            return log_inverse_delta + self.mixture_regret()
         if isinstance(self.threshold, UniversalInferenceThreshold):
             _, _, z, n, s = self.pair_statistics()
             regret = log_likelihood(theta, z, n, s) - self.predictive_log_likelihood
             return log_inverse_delta + regret
         counts = self.pair_statistics()[3]
         return self.threshold.pair_set(counts, float(self.n_told), self.delta, 0.0)
+
+    def mixture_regret(self) -> float:
+        """(ρ/2)‖θ̂‖² + ½ log det(I + B/ρ): LL(θ̂) minus a lower bound of the mixture likelihood.
+
+        ρ is the prior precision of the :class:`GaussianMixtureThreshold` (1 by default) and
+        B = Σ_k n_k c(ξ_k) z_k z_kᵀ with ξ_k = |θ̂ᵀz_k| and c(ξ) = tanh(ξ/2)/(2ξ) (¼ at ξ = 0) the
+        curvature of the Jaakkola–Jordan bound of each pair's log-likelihood, tangent at θ̂
+        (see the module docstring for why LL(θ̂) − this ≤ log ∫ e^{LL(θ)} N(θ; 0, I/ρ) dθ).
+        """
+        threshold = self.threshold
+        precision = (
+            threshold.prior_precision if isinstance(threshold, GaussianMixtureThreshold) else 1.0
+        )
+        theta = self.estimate()
+        _, _, z, n, _ = self.pair_statistics()
+        return float(
+            0.5 * precision * theta @ theta + 0.5 * _log_det_information(z, n, theta, precision)
+        )
+
+    @property
+    def hybrid(self) -> bool:
+        """True when rivals may also be ruled out by the direct test (``"hybrid"`` threshold)."""
+        return isinstance(self.threshold, HybridThreshold)
+
+    def direct_statistics(
+        self, rivals: NDArray[np.intp]
+    ) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float64]]:
+        """Direct test of the leader against each rival: statistics, thresholds and counts.
+
+        The comparisons pooled for rival j are those of every pair whose feature difference is
+        ±(x_î − x_j) (they share the win probability σ(θᵀ(x_î − x_j))), oriented so that p̂ is
+        the rate at which the î side wins. Statistic n·kl(p̂, ½ − ε) when p̂ > ½ − ε, else 0;
+        threshold log(2(K − 1)/δ) + ½ log n + log 2 (module docstring, "hybrid").
+        """
+        leader = self.leader
+        floor = 0.5 - self.epsilon
+        counts = np.zeros(rivals.size)
+        ahead = np.zeros(rivals.size)  # wins of the î side
+        for position, rival in enumerate(rivals):
+            key, sign = _canonical(self.features[leader] - self.features[int(rival)])
+            for slot, member in self._groups.get(key, ()):
+                n, w = self._counts[slot], self._wins[slot]
+                counts[position] += n
+                ahead[position] += w if member == sign else n - w
+        rate = np.divide(ahead, counts, out=np.zeros(rivals.size), where=counts > 0)
+        statistics = np.where(
+            rate > floor, counts * np.asarray(kl_bernoulli(rate, floor)), 0.0
+        )
+        thresholds = (
+            math.log(2.0 * (self.n_policies - 1) / self.delta)
+            + 0.5 * np.log(np.maximum(counts, 1.0))
+            + LOG2
+        )
+        return statistics, thresholds, counts
+
+    def directly_cleared(self, rivals: NDArray[np.intp]) -> NDArray[np.bool_]:
+        """Which of these rivals the direct test rules out (none unless hybrid; a view, no cost
+        otherwise)."""
+        if not self.hybrid:
+            return np.zeros(rivals.size, dtype=bool)
+        statistics, thresholds, _ = self.direct_statistics(rivals)
+        return statistics > thresholds
+
+    def direct_pair(self, rivals: NDArray[np.intp], screened: NDArray[np.float64]) -> Pair | None:
+        """(leader, rival) when routing the weakest rivals to the direct test finishes sooner.
+
+        Projected remaining comparisons, for the ``PRECHECKED_RIVALS`` rivals of smallest
+        screened statistic Z_j (in that order) not yet ruled out: structured, t·(β_t/Z_j − 1)
+        (the statistic grows about in proportion to t, and the structured route must lift the
+        weakest rival it keeps); direct, n_j − (comparisons so far), where n_j solves
+        n·kl(σ(θ̂ᵀ(x_î − x_j)), ½ − ε) = log(2(K − 1)/δ) + ½ log n + log 2. Routing the k weakest
+        rivals directly costs the sum of their direct remainders plus the structured remainder
+        of the (k+1)-th; the k minimizing that is chosen, and when k > 0 the weakest of them
+        gets its direct pair (None: the structured best response runs). Only speed depends on
+        this choice.
+        """
+        if not self.hybrid:
+            return None
+        threshold = self.stopping_threshold()
+        order = np.argsort(screened)[:PRECHECKED_RIVALS]
+        chosen = rivals[order]
+        statistics, thresholds, counts = self.direct_statistics(chosen)
+        open_rivals = statistics <= thresholds
+        order, chosen, counts = order[open_rivals], chosen[open_rivals], counts[open_rivals]
+        if order.size == 0 or screened[order[0]] > threshold:
+            return None
+        leader = self.leader
+        p = expit((self.features[leader] - self.features[chosen]) @ self.estimate())
+        floor = 0.5 - self.epsilon
+        rate = np.where(p > floor, np.asarray(kl_bernoulli(p, floor)), 0.0)
+        base = math.log(2.0 * (self.n_policies - 1) / self.delta) + LOG2
+        t = self.n_told + self.n_pending + 1.0
+        structured = t * np.maximum(threshold / np.maximum(screened[order], 1e-12) - 1.0, 0.0)
+        direct = np.full(order.size, math.inf)
+        for k in np.flatnonzero(rate > 0.0):
+            needed = base
+            for _ in range(3):  # fixed point of n = (base + ½ log n) / rate
+                needed = base + 0.5 * math.log(max(needed / rate[k], 1.0))
+            direct[k] = max(needed / rate[k] - counts[k], 0.0)
+        # totals[k]: the k weakest direct, the rest structured; routing every rival considered
+        # directly still leaves the last one's structured remainder unless all K − 1 rivals were
+        # considered and open (conservative: cleared rivals may hide open ones beyond).
+        others_open = screened.size > PRECHECKED_RIVALS or not open_rivals.all()
+        last = structured[-1] if others_open else 0.0
+        totals = np.concatenate([[0.0], np.cumsum(direct)]) + np.append(structured, last)
+        if int(np.argmin(totals)) == 0:
+            return None
+        return leader, int(chosen[0])
 
     def exact_statistic(self, rival: int, start: NDArray[np.float64] | None = None) -> float:
         """Z_j = LL(θ̂) − max_{λᵀ(x_j − x_î) = γ} LL(λ); 0 if the constrained fit fails."""
@@ -467,11 +657,14 @@ class StructuredModel(PreferenceModel):
             return False
         threshold = self.stopping_threshold()
         rivals, screened, alternatives = self.gaussian_statistics()
-        if screened.min() <= SCREEN_SHARE * threshold:
-            return False
+        order = np.argsort(screened)
+        # Hybrid: a rival the direct test rules out needs no structured evidence. Checked
+        # weakest first, so the usual failure costs one lookup.
+        for k in order[screened[order] <= SCREEN_SHARE * threshold]:
+            if not self.directly_cleared(rivals[k : k + 1])[0]:
+                return False
         # The weakest rivals first (usually one fails, and then nothing else is computed), then
         # the bounds of all rivals and exact fits for those the bounds do not clear.
-        order = np.argsort(screened)
         weakest = order[:PRECHECKED_RIVALS]
         self.exact_fits_last_check = 0
         for group in (weakest, order[PRECHECKED_RIVALS:]):
@@ -479,6 +672,8 @@ class StructuredModel(PreferenceModel):
                 continue
             lower = self.statistic_lower_bounds(rivals[group])
             for k in group[lower <= threshold]:
+                if self.directly_cleared(rivals[k : k + 1])[0]:
+                    continue
                 self.exact_fits_last_check += 1
                 exact = self._exact_statistics(np.array([k]), rivals, alternatives)
                 if exact[int(rivals[k])] <= threshold:
@@ -506,7 +701,12 @@ class StructuredModel(PreferenceModel):
         exact = self._exact_statistics(chosen, rivals, alternatives)
         for k in chosen:
             statistics[k] = max(statistics[k], exact[int(rivals[k])])  # both are valid
-        return Certificate(self._leader, rivals, statistics, np.full(rivals.size, threshold))
+        thresholds = np.full(rivals.size, threshold)
+        if self.hybrid:  # a rival the direct test rules out shows that test's evidence
+            direct, direct_thresholds, _ = self.direct_statistics(rivals)
+            use = (direct > direct_thresholds) & (statistics <= thresholds)
+            statistics[use], thresholds[use] = direct[use], direct_thresholds[use]
+        return Certificate(self._leader, rivals, statistics, thresholds)
 
     # ---- allocation ----------------------------------------------------------------------------
     def plugin_allocation(self) -> StructuredAllocation:

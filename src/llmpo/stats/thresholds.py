@@ -115,20 +115,16 @@ class GK16HeuristicThreshold(Threshold):
         return 0.0
 
 
-class UniversalInferenceThreshold(Threshold):
-    """Universal-inference threshold (valid) of the structured space: log(1/δ) + prediction regret.
+class LikelihoodThreshold(Threshold):
+    """A threshold that needs a likelihood model (the structured space): no per-pair form.
 
-    It needs the running log-likelihood of sequential predictions, which only a likelihood model
-    has; :class:`~llmpo.models.structured.StructuredModel` computes it and documents the proof
-    (Wasserman, Ramdas & Balakrishnan 2020). It has no per-pair form, so the pair-count interface
-    refuses it.
+    The model computes β itself (:meth:`llmpo.models.structured.StructuredModel.stopping_threshold`
+    documents the proofs); the pair-count interface refuses it with a message naming the fix.
     """
-
-    name = "universal"
 
     def common(self, t: float, delta: float, log_multiplicity: float) -> float:
         raise ValueError(
-            "threshold 'universal' needs a likelihood model: use it with the structured space, "
+            f"threshold {self.name!r} needs a likelihood model: use it with the structured space, "
             "or choose 'kt'"
         )
 
@@ -139,10 +135,62 @@ class UniversalInferenceThreshold(Threshold):
         return self.common(0.0, 1.0, 0.0)
 
 
+class UniversalInferenceThreshold(LikelihoodThreshold):
+    """Universal-inference threshold (valid) of the structured space: log(1/δ) + prediction regret.
+
+    It needs the running log-likelihood of sequential predictions, which only a likelihood model
+    has; :class:`~llmpo.models.structured.StructuredModel` computes it and documents the proof
+    (Wasserman, Ramdas & Balakrishnan 2020).
+    """
+
+    name = "universal"
+
+
+class GaussianMixtureThreshold(LikelihoodThreshold):
+    """Gaussian-mixture threshold (valid) of the structured space: log(1/δ) + information regret.
+
+    β_t = log(1/δ) + (ρ/2)‖θ̂‖² + ½ log det(I + B_t/ρ), where B_t is the curvature of a quadratic
+    lower bound of the log-likelihood at θ̂ (at most the information ¼ Σ n zzᵀ) and ρ the prior
+    precision. It grows with the information gathered rather than with t, and needs no
+    sequential predictions. The proof (a mixture martingale, Robbins 1970; the quadratic bound of
+    Jaakkola & Jordan 2000) is in :class:`~llmpo.models.structured.StructuredModel` and
+    docs/structured-stopping.md.
+
+    Parameters
+    ----------
+    prior_precision : float
+        ρ > 0 of the N(0, I/ρ) mixing distribution over θ. It must be fixed before the data are
+        seen (a choice after seeing them voids the guarantee).
+    """
+
+    name = "mixture"
+
+    def __init__(self, prior_precision: float = 1.0) -> None:
+        if not prior_precision > 0 or not math.isfinite(prior_precision):
+            raise ValueError(f"prior_precision: must be a positive number, got {prior_precision}")
+        self.prior_precision = float(prior_precision)
+
+
+class HybridThreshold(GaussianMixtureThreshold):
+    """Mixture threshold at δ/2, or a direct one-dimensional test at δ/(2(K − 1)), per rival.
+
+    A rival j of the leader î is ruled out when either (a) its GLR statistic exceeds the
+    :class:`GaussianMixtureThreshold` at δ/2, or (b) the comparisons whose feature difference
+    equals x_î − x_j (the direct pair and, with factor features, every pair that differs the same
+    way) show î ahead: n·kl(p̂, ½ − ε) > log(2(K − 1)/δ) + ½ log n + log 2 with p̂ > ½ − ε. Route
+    (b) costs no d-dimensional regret, so it wins for close rivals in high dimension. The proof
+    is in :class:`~llmpo.models.structured.StructuredModel` and docs/structured-stopping.md.
+    """
+
+    name = "hybrid"
+
+
 THRESHOLDS: dict[str, type[Threshold]] = {
     KTThreshold.name: KTThreshold,
     GK16HeuristicThreshold.name: GK16HeuristicThreshold,
     UniversalInferenceThreshold.name: UniversalInferenceThreshold,
+    GaussianMixtureThreshold.name: GaussianMixtureThreshold,
+    HybridThreshold.name: HybridThreshold,
 }
 
 

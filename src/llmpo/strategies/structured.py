@@ -17,7 +17,7 @@ from scipy.linalg import qr
 from scipy.special import expit
 
 from llmpo.models.base import Pair
-from llmpo.models.structured import StructuredModel
+from llmpo.models.structured import PRECHECKED_RIVALS, StructuredModel
 from llmpo.stats.bernoulli import kl_bernoulli
 from llmpo.stats.structured import MAX_ALL_PAIRS, all_pairs
 from llmpo.strategies.base import Strategy
@@ -95,7 +95,14 @@ class BestResponse(_StructuredRule):
             return forced
         theta = model.estimate()
         rivals, screened, alternatives = model.gaussian_statistics(include_pending=True)
+        direct = model.direct_pair(rivals, screened)
+        if direct is not None:
+            return direct
         binding = int(np.argmin(screened))
+        if model.hybrid:  # a rival the direct test already rules out binds nothing
+            order = np.argsort(screened)[:PRECHECKED_RIVALS]
+            open_rivals = order[~model.directly_cleared(rivals[order])]
+            binding = int(open_rivals[0]) if open_rivals.size else binding
         alternative = alternatives[binding]
         rows, cols = self._search_pairs(
             model, alternative - theta, [model.leader, int(rivals[binding])]
