@@ -189,3 +189,15 @@ def test_a_larger_budget_for_a_certified_experiment_just_shows_it(project):
     assert json.loads(again.stdout)["rivals"] == first["rivals"]
     with Store(project / "runs.db", readonly=True) as store:
         assert store.experiment(1).config["max_comparisons"] is None
+
+
+def test_the_table_shows_wins_ties_and_losses_per_rival(project):
+    result = invoke("run", "experiment.yaml", "--json")
+    data = json.loads(result.stdout)
+    printed = invoke("run", "experiment.yaml").stdout  # the identical finished run, shown again
+    assert "W/T/L" in printed and "ties left out" in printed
+    for rival in data["rivals"]:
+        wins, ties, losses = rival["wins"], rival["ties"], rival["losses"]
+        assert wins + ties + losses == rival["comparisons"]
+        row = next(line for line in printed.splitlines() if line.split()[:1] == [rival["policy"]])
+        assert f"{wins:,.4g}/{ties:,.4g}/{losses:,.4g}" in row

@@ -215,3 +215,18 @@ def test_a_store_written_before_rounds_resumes_its_unfinished_comparisons(fast_t
     assert server.served - served == generations - answered_before
     # Old comparisons count one generation per side not read from the cache.
     assert outcome.calls["generation_calls"] >= 2 * len(before) - outcome.calls["reused_answers"]
+
+
+def test_a_certified_run_names_what_the_grid_would_have_paid(four, server):
+    from typer.testing import CliRunner
+
+    from llmpo.cli import app
+
+    result = CliRunner().invoke(app, ["run", str(four), "--json"])
+    data = json.loads(result.stdout)
+    assert data["certified"], result.output
+    # Four policies, every one of the project's 20 tasks answered once: 80 generation calls.
+    assert data["calls"]["grid_generation_calls"] == 4 * 20
+    assert "every policy answering every task once would take 80 generation calls" in (
+        data["summary"]
+    )

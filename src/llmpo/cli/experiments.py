@@ -320,7 +320,8 @@ EXIT_CODES_HELP = (
 
 COLUMNS_HELP = (
     ("comparisons", "how often the best and this rival were compared"),
-    ("best wins", "the share of those comparisons the best won (ties count ½)"),
+    ("W/T/L", "the best's wins, ties and losses against this rival"),
+    ("best wins", "{best_wins}"),
     (
         "evidence",
         "how strongly the comparisons say the best beats this rival (a log-likelihood "
@@ -375,6 +376,7 @@ def _rival_rows(result: Any) -> list[dict[str, Any]]:
         row: dict[str, Any] = {
             "policy": result.policies[rival],
             "comparisons": comparisons,
+            **result.rival_record(len(rows)),
             "win_prob_hat": win_prob,
             "evidence": statistic,
             "needed": threshold,
@@ -440,6 +442,10 @@ def _outcome_facts(
     confidence = _confidence(result.delta)
     within = f" (up to a margin ε = {result.epsilon:g})" if result.epsilon else ""
     spent = f"{result.n_comparisons:,} comparisons ({_usage_text(usage, environment)})"
+    grid = (outcome.calls or {}).get("grid_generation_calls")
+    if grid and result.certified:
+        # What users would otherwise pay: every policy answering every task once, no certificate.
+        spent += f"; every policy answering every task once would take {grid:,} generation calls"
     command = None
     undecided = [row for row in rows if not row["ruled_out"]]
     if outcome.status == "interrupted":
@@ -492,11 +498,20 @@ def _print_outcome(outcome: RunOutcome, store: Store, as_json: bool) -> int:
     if result.counts is None and len(rows) > LARGE_TABLE_ROWS:  # large structured space
         rows = sorted(rows, key=lambda row: row["evidence"] - row["needed"])[:LARGE_TABLE_ROWS]
     title = "rival" if result.certified else f"rival of {result.best_name}"
-    table = Table(title, "comparisons", "best wins", "evidence", "needed", "verdict", box=None)
+    table = Table(
+        title, "comparisons", "W/T/L", "best wins", "evidence", "needed", "verdict",
+        box=None,
+    )
     for row in rows:
+        outcomes = (
+            "/".join(f"{row[key]:,.4g}" for key in ("wins", "ties", "losses"))
+            if "wins" in row
+            else "–"
+        )
         table.add_row(
             escape(row["policy"]),
             f"{row['comparisons']:,}",
+            outcomes,
             f"{row['win_prob_hat']:.0%}",
             f"{row['evidence']:.2f}",
             f"{row['needed']:.2f}",
@@ -507,8 +522,14 @@ def _print_outcome(outcome: RunOutcome, store: Store, as_json: bool) -> int:
     if len(rows) < len(result.rivals):
         console.print(f"  (the {len(rows)} of {len(result.rivals):,} rivals closest to undecided)")
     confidence = _confidence(result.delta)
+    best_wins = (
+        "the share of the decided comparisons (ties left out) the best won"
+        if result.ties == "decisive"
+        else "the share of those comparisons the best won (ties count ½)"
+    )
     for name, meaning in COLUMNS_HELP:
-        console.print(f"  {name:<12} {meaning.format(confidence=confidence)}", style="dim")
+        text = meaning.format(confidence=confidence, best_wins=best_wins)
+        console.print(f"  {name:<14} {text}", style="dim")
     console.print()
     if facts["continue_command"] is not None:
         console.print(

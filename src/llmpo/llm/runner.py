@@ -375,7 +375,10 @@ class AsyncRunner(Runner):
             ):
                 sessions.append(detail["session_calls"])
         sessions.append(self._session_calls())
-        return call_totals(self.store.comparisons(self.record.id), invalid, sessions)
+        totals = call_totals(self.store.comparisons(self.record.id), invalid, sessions)
+        # What the non-adaptive alternative pays: every policy answers every selection task once.
+        totals["grid_generation_calls"] = len(self.live.policies) * len(self.live.tasks)
+        return totals
 
     def _session_calls(self) -> dict[str, int]:
         return {"generation": self.live.generation_calls, "judge": self.live.judge_calls}
