@@ -989,12 +989,17 @@ def remaining_needs(
     return None if needs is None else combine(needs, parallel=structured)
 
 
-def remaining_comparisons(
+def remaining_range(
     experiment: Experiment, structured: bool, assume_condorcet: bool
-) -> int | None:
-    """The point estimate of :func:`remaining_needs` (``llmpo view`` shows it); None when
-    unknown or unbounded."""
+) -> tuple[int, int, int | None] | None:
+    """:func:`remaining_needs` in whole comparisons, (estimate, low, high), for ``llmpo view``;
+    high is None when unbounded, and the whole None when unknown or the estimate unbounded."""
     totals = remaining_needs(experiment, structured, assume_condorcet)
     if totals is None or math.isinf(totals[0]):
         return None
-    return math.ceil(totals[0])
+    estimate, low, high = totals
+    return (
+        math.ceil(estimate),
+        math.ceil(min(low, estimate)),
+        None if math.isinf(high) else math.ceil(max(high, estimate)),
+    )

@@ -247,7 +247,9 @@ def test_a_running_experiment_is_followed_as_comparisons_arrive(run_store, store
     with Store(live, writer=True) as writer:
         experiment = writer.create_experiment(record.config, record.policies, name="copy")
         seen = []
-        for step in (0, 10, 30, len(comparisons)):
+        n = len(comparisons)
+        steps = (0, n // 3, 2 * n // 3, n)
+        for step in steps:
             while writer.comparison_count(experiment) < step:
                 writer.append_comparison(
                     experiment, comparisons[writer.comparison_count(experiment)]
@@ -257,7 +259,7 @@ def test_a_running_experiment_is_followed_as_comparisons_arrive(run_store, store
                 if state["live"]["replayed"] == step:
                     break
             seen.append(state)
-    assert [s["summary"]["comparisons"] for s in seen] == [0, 10, 30, len(comparisons)]
+    assert [s["summary"]["comparisons"] for s in seen] == list(steps)
     assert [s["live"]["certified"] for s in seen] == [False, False, False, True]
     statistics = [[r["statistic"] for r in s["live"]["rivals"]] for s in seen[1:]]
     assert statistics[0] != statistics[1] != statistics[2]
@@ -267,7 +269,12 @@ def test_a_running_experiment_is_followed_as_comparisons_arrive(run_store, store
         if live["remaining"] is not None:
             per = summary["calls"] / summary["comparisons"]
             assert live["remaining_calls"] == math.ceil(live["remaining"] * per)
-    assert seen[2]["live"]["remaining"] > 0  # 30 comparisons: every rival has evidence
+            # With its uncertainty: an 80% range around the estimate, in comparisons and calls.
+            high = live["remaining_high"]
+            assert live["remaining_low"] <= live["remaining"]
+            assert high is None or live["remaining"] <= high
+            assert live["remaining_calls_low"] == math.ceil(live["remaining_low"] * per)
+    assert seen[2]["live"]["remaining"] > 0  # two thirds of the run: every rival has evidence
     assert seen[-1]["live"]["remaining"] is None  # certified: nothing remains
     final = seen[-1]["live"]
     assert final["leader"] == record.result["best"] == CAREFUL

@@ -250,13 +250,16 @@ def create_app(
         snapshot = tracker.snapshot()
         # What the remaining comparisons would cost at the run's average so far (rough, as the
         # estimate itself).
-        remaining, seen = snapshot["remaining"], max(tally.last_seq, 1)
-        snapshot["remaining_calls"] = (
-            None if remaining is None else math.ceil(remaining * tally.calls / seen)
-        )
-        snapshot["remaining_cost"] = (
-            None if remaining is None or tally.cost is None else remaining * tally.cost / seen
-        )
+        seen = max(tally.last_seq, 1)
+        for key in ("remaining", "remaining_low", "remaining_high"):
+            count = snapshot[key]
+            suffix = key.removeprefix("remaining")
+            snapshot[f"remaining_calls{suffix}"] = (
+                None if count is None else math.ceil(count * tally.calls / seen)
+            )
+            snapshot[f"remaining_cost{suffix}"] = (
+                None if count is None or tally.cost is None else count * tally.cost / seen
+            )
         return {
             "index": index,
             "store_path": str(paths[index]),

@@ -22,7 +22,7 @@ import numpy as np
 
 from llmpo.config import ExperimentConfig
 from llmpo.experiment import Experiment
-from llmpo.runner import build_experiment, remaining_comparisons
+from llmpo.runner import build_experiment, remaining_range
 from llmpo.store import ExperimentRecord
 from llmpo.view.queries import RUNS
 
@@ -169,7 +169,7 @@ class Tracker:
         remaining = (
             None
             if self.experiment.done or self.catching_up
-            else remaining_comparisons(
+            else remaining_range(
                 self.experiment, self.config.space == "structured", self.config.assume_condorcet
             )
         )
@@ -187,7 +187,10 @@ class Tracker:
             ]
         return {
             "leader": result.best_name,
-            "remaining": remaining,
+            # Comparisons still needed: the estimate and its 80% range (high None: unbounded).
+            "remaining": None if remaining is None else remaining[0],
+            "remaining_low": None if remaining is None else remaining[1],
+            "remaining_high": None if remaining is None else remaining[2],
             "utilities": utilities,
             "certified": result.certified,
             "stop_reason": result.stop_reason,
