@@ -77,6 +77,9 @@ class Result:
     utility_intervals : ndarray or None
         Structured space: K × 2 95% Wald intervals of those utility differences (approximate,
         not anytime-valid; the certificate is the GLR rule).
+    feature_effects : ndarray or None
+        Structured space: d × 3, each feature's estimated effect θ̂_k on the utility with a 95%
+        Wald interval (estimate, low, high); names in ``space.feature_names``.
     target_proportions : list of (int, int, float)
         Current plug-in optimal shares per pair.
     delta, epsilon : float
@@ -112,6 +115,7 @@ class Result:
     compared_pairs: list[tuple[int, int, int, float]] = field(default_factory=list, repr=False)
     utilities: NDArray[np.float64] | None = field(default=None, repr=False)
     utility_intervals: NDArray[np.float64] | None = field(default=None, repr=False)
+    feature_effects: NDArray[np.float64] | None = field(default=None, repr=False)
 
     @property
     def best_name(self) -> str:
@@ -467,11 +471,12 @@ class Experiment:
         )
         win_prob = model.win_prob_hat() if dense else None
         counts = model.counts() if dense else None
-        utilities = intervals = None
+        utilities = intervals = effects = None
         if hasattr(model, "utility_intervals"):  # structured: θ̂ᵀx for every policy
             raw = model.utilities()
             utilities = raw - raw[leader]
             intervals = model.utility_intervals()
+            effects = model.feature_effects()
         records = (
             [model.outcome_counts(leader, r) for r in rivals]
             if hasattr(model, "outcome_counts")
@@ -515,4 +520,5 @@ class Experiment:
             compared_pairs=model.compared_pairs(),
             utilities=utilities,
             utility_intervals=intervals,
+            feature_effects=effects,
         )

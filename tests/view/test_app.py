@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import html
+import json
 import math
 import re
 import shutil
@@ -12,6 +13,7 @@ import sqlite3
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 pytest.importorskip("fastapi")
@@ -382,7 +384,18 @@ def test_a_structured_run_shows_utilities_with_their_intervals(tmp_path, monkeyp
     for row in result["utilities"]:
         assert shown[row["policy"]]["utility"] == pytest.approx(row["utility_vs_best"])
     assert all(u["low"] <= u["utility"] <= u["high"] for u in shown.values())
-    assert '<table id="utilities">' in client.get("/s/0/e/1/live").text
+    page = client.get("/s/0/e/1/live").text
+    assert '<table id="utilities">' in page and '<table id="effects">' in page
+    # The factor effects are θ̂: each utility gap is (x_i − x_best)·θ̂, with intervals around it.
+    effects = np.array([f["effect"] for f in state["effects"]])
+    assert all(f["low"] < f["effect"] < f["high"] for f in state["effects"])
+    instance = json.loads((tmp_path / "feat10.json").read_text())
+    features = {name: np.array(x) for name, x in zip(
+        instance["policies"], instance["features"], strict=True
+    )}
+    for name, row in shown.items():
+        gap = (features[name] - features[result["best"]]) @ effects
+        assert row["utility"] == pytest.approx(gap, abs=1e-9)
 
 
 def test_held_out_evaluations_are_listed_and_browsed_like_runs(run_store, stored, tmp_path):
@@ -410,3 +423,19 @@ def test_held_out_evaluations_are_listed_and_browsed_like_runs(run_store, stored
     names = [winner, baseline]
     assert shown == answers[(names[first.policy_a], first.task_id, first.raw["replicates"][0])]
     assert client.get(f"/s/0/v/{evaluation + 1}/comparisons").status_code == 404
+
+
+def test_the_comparisons_download_is_llmpo_export(run_store, stored):
+    """The experiment page links a CSV of its comparisons: byte for byte what ``llmpo export``
+    writes, formula cells made inert, streamed."""
+    record = stored[0]
+    client = TestClient(create_app([run_store]))
+    page = client.get(f"/s/0/e/{record.id}").text
+    assert f'href="/s/0/e/{record.id}/comparisons.csv"' in page
+    download = client.get(f"/s/0/e/{record.id}/comparisons.csv")
+    assert download.status_code == 200 and download.headers["content-type"].startswith("text/csv")
+    assert "attachment" in download.headers["content-disposition"]
+    exported = CliRunner().invoke(cli, ["export", str(run_store), str(record.id)])
+    assert exported.exit_code == 0, exported.output
+    assert download.text.replace("\r\n", "\n") == exported.stdout.replace("\r\n", "\n")
+    assert client.get("/s/0/e/999/comparisons.csv").status_code == 404

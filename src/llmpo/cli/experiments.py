@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 import sys
 import time
-from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -25,11 +23,11 @@ from llmpo.cli import app
 from llmpo.config import ConfigError, ExperimentConfig, load_config
 from llmpo.environments.replay import ReplayError
 from llmpo.errors import scrub
+from llmpo.export import ANSWER_COLUMNS, EXPORT_COLUMNS, export_row, write_csv
 from llmpo.llm.loading import LoadStep, watching_loads
 from llmpo.remaining import rival_needs
 from llmpo.report import (
     LARGE_TABLE_ROWS,
-    answer_texts,
     build_report,
     render_html,
     render_markdown,
@@ -49,9 +47,7 @@ from llmpo.runner import (
     usage_of,
 )
 from llmpo.store import (
-    COMPARISON_COLUMNS,
     STATUS_TEXT,
-    ComparisonRecord,
     ExperimentRecord,
     Store,
     StoreError,
@@ -91,10 +87,6 @@ def experiment_id_of(command: str, positional: int | None, option: int | None) -
         highlight=False,
     )
     return option
-
-
-#: The columns of ``llmpo export`` (csv, parquet and the MLflow artifact), before any answers.
-EXPORT_COLUMNS = ["experiment_id", "name_a", "name_b", *COMPARISON_COLUMNS, "seconds"]
 
 
 class ReportFormat(StrEnum):
@@ -915,7 +907,7 @@ def export(
                 rows = [
                     {
                         "evaluation_id": evaluation.id,
-                        **_export_row(record, comparison, opened if answers else None),
+                        **export_row(record, comparison, opened if answers else None),
                     }
                     for record in records
                     for evaluation in opened.evaluations(record.id)
@@ -923,7 +915,7 @@ def export(
                 ]
             else:
                 rows = [
-                    _export_row(record, comparison, opened if answers else None)
+                    export_row(record, comparison, opened if answers else None)
                     for record in records
                     for comparison in opened.iter_comparisons(record.id)
                 ]
@@ -931,7 +923,7 @@ def export(
         raise _fail(str(error)) from None
     if format is ExportFormat.parquet and output is None:
         raise _fail("parquet needs --output FILE")
-    columns = [*EXPORT_COLUMNS, *(["answer_a", "answer_b"] if answers else [])]
+    columns = [*EXPORT_COLUMNS, *(ANSWER_COLUMNS if answers else [])]
     try:
         _write_export(rows, ["evaluation_id", *columns] if evaluations else columns, format, output)
     except OSError as error:
@@ -976,58 +968,10 @@ def _write_export(
         return
     handle = output.open("w", newline="", encoding="utf-8") if output else sys.stdout
     try:
-        writer = csv.DictWriter(handle, fieldnames=columns)
-        writer.writeheader()
-        writer.writerows({key: _inert(value) for key, value in row.items()} for row in rows)
+        write_csv(rows, columns, handle)
     finally:
         if output:
             handle.close()
-
-
-#: First characters that make a spreadsheet read a cell as a formula (formula injection).
-_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
-
-
-def _inert(value: Any) -> Any:
-    """A CSV cell a spreadsheet shows as text: a string that would start a formula gets a
-    leading apostrophe (the OWASP advice); numbers are left as they are."""
-    return "'" + value if isinstance(value, str) and value.startswith(_FORMULA_STARTS) else value
-
-
-def _iso(seconds: float | None) -> str | None:
-    """An epoch time as ISO-8601 UTC with milliseconds, like the store's own times."""
-    if seconds is None:
-        return None
-    return datetime.fromtimestamp(seconds, UTC).isoformat(timespec="milliseconds")
-
-
-def _export_row(
-    record: ExperimentRecord, comparison: ComparisonRecord, answers_from: Store | None = None
-) -> dict[str, Any]:
-    """One exported comparison; with ``answers_from``, the two answers' texts as well."""
-    started, finished = comparison.started_at, comparison.finished_at
-    row = {
-        "experiment_id": record.id,
-        "name_a": record.policies[comparison.policy_a],
-        "name_b": record.policies[comparison.policy_b],
-        "seq": comparison.seq,
-        "policy_a": comparison.policy_a,
-        "policy_b": comparison.policy_b,
-        "outcome": comparison.outcome,
-        "task_id": comparison.task_id,
-        "presentation_order": comparison.order,
-        "raw": None if comparison.raw is None else json.dumps(comparison.raw),
-        "started_at": _iso(started),
-        "finished_at": _iso(finished),
-        "cost_usd": comparison.cost_usd,
-        "input_tokens": comparison.input_tokens,
-        "output_tokens": comparison.output_tokens,
-        "seconds": None if started is None or finished is None else finished - started,
-    }
-    if answers_from is not None:
-        texts = answer_texts(answers_from, tuple(record.policies), comparison)
-        row["answer_a"], row["answer_b"] = texts
-    return row
 
 
 @app.command()

@@ -34,6 +34,7 @@ from urllib.parse import urlsplit, urlunsplit
 import yaml
 
 from llmpo import __version__
+from llmpo.export import ANSWER_COLUMNS, EXPORT_COLUMNS, export_row, write_csv
 from llmpo.report import build_report, render_html
 from llmpo.store import Store
 
@@ -219,17 +220,16 @@ def _write_artifacts(
     store: Store, report: dict[str, Any], folder: Path, answers: bool
 ) -> tuple[str, ...]:
     # llmpo export's own rows and writer: comparisons.csv is what `llmpo export` writes.
-    from llmpo.cli.experiments import EXPORT_COLUMNS, ExportFormat, _export_row, _write_export
-
     record = store.experiment(report["experiment"]["id"])
     (folder / "report.html").write_text(render_html(report), encoding="utf-8")
     (folder / "report.json").write_text(json.dumps(report, indent=2), encoding="utf-8")
     rows = [
-        _export_row(record, comparison, store if answers else None)
+        export_row(record, comparison, store if answers else None)
         for comparison in store.iter_comparisons(record.id)
     ]
-    columns = [*EXPORT_COLUMNS, *(["answer_a", "answer_b"] if answers else [])]
-    _write_export(rows, columns, ExportFormat.csv, folder / "comparisons.csv")
+    columns = [*EXPORT_COLUMNS, *(ANSWER_COLUMNS if answers else [])]
+    with (folder / "comparisons.csv").open("w", newline="", encoding="utf-8") as handle:
+        write_csv(rows, columns, handle)
     _write_certificate(report, folder / "certificate.csv")
     (folder / "config.yaml").write_text(
         yaml.safe_dump(record.config, sort_keys=False, allow_unicode=True), encoding="utf-8"

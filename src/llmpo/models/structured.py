@@ -363,6 +363,16 @@ class StructuredModel(PreferenceModel):
         centre = gaps @ self.estimate()
         return np.column_stack([centre - spread, centre + spread])
 
+    def feature_effects(self, level: float = 0.95) -> NDArray[np.float64]:
+        """θ̂ with Wald intervals (d × 3: estimate, low, high) at this level: the effect of each
+        feature on the utility, for one-hot factors that of a level against the factor's first
+        level. From the observed information, like :meth:`utility_intervals`; approximate."""
+        theta = self.estimate()
+        spread = norm.ppf(0.5 + level / 2) * np.sqrt(
+            np.diag(np.linalg.inv(self.observed_information()))
+        )
+        return np.column_stack([theta, theta - spread, theta + spread])
+
     def gaussian_statistics(
         self, include_pending: bool = False
     ) -> tuple[NDArray[np.intp], NDArray[np.float64], NDArray[np.float64]]:

@@ -26,7 +26,13 @@ from urllib.parse import urlencode
 
 import jinja2
 from fastapi import FastAPI, Request
-from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from fastapi.responses import (
+    HTMLResponse,
+    JSONResponse,
+    RedirectResponse,
+    Response,
+    StreamingResponse,
+)
 from fastapi.staticfiles import StaticFiles
 
 from llmpo.config import ConfigError
@@ -297,6 +303,26 @@ def create_app(
         # The report is one self-contained page (inline style, plots as data: images) and runs
         # no script: its own policy allows exactly that.
         return HTMLResponse(report, headers={"Content-Security-Policy": REPORT_POLICY})
+
+    @app.get("/s/{index}/e/{experiment_id}/comparisons.csv", response_model=None)
+    async def export_csv(index: int, experiment_id: int) -> Response:
+        from llmpo.export import EXPORT_COLUMNS, csv_chunks, export_row
+
+        with viewer.open(index) as store:
+            _experiment(store, experiment_id)  # a clear 404 before the download starts
+
+        def chunks() -> Iterator[str]:  # streamed: a run of 10⁶ comparisons is never held whole
+            with viewer.open(index) as store:
+                record = store.experiment(experiment_id)
+                rows = (export_row(record, c) for c in store.iter_comparisons(experiment_id))
+                yield from csv_chunks(rows, EXPORT_COLUMNS)
+
+        name = f"experiment-{experiment_id}-comparisons.csv"
+        return StreamingResponse(
+            chunks(),
+            media_type="text/csv; charset=utf-8",
+            headers={"Content-Disposition": f'attachment; filename="{name}"'},
+        )
 
     @app.get("/s/{index}/{kind}/{owner_id}/comparisons", response_model=None)
     async def comparisons_page(

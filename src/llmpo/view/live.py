@@ -185,8 +185,16 @@ class Tracker:
                 }
                 for i in order
             ]
+        effects = []
+        if result.feature_effects is not None:
+            names = getattr(self.experiment.space, "feature_names", ())
+            effects = [
+                {"feature": name, "effect": float(e), "low": float(low), "high": float(high)}
+                for name, (e, low, high) in zip(names, result.feature_effects, strict=True)
+            ]
         return {
             "leader": result.best_name,
+            "effects": effects,
             # Comparisons still needed: the estimate and its 80% range (high None: unbounded).
             "remaining": None if remaining is None else remaining[0],
             "remaining_low": None if remaining is None else remaining[1],
