@@ -28,8 +28,9 @@ least ``min_pair_records`` records and reports the policies it dropped.
 
 from __future__ import annotations
 
+import itertools
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -122,6 +123,29 @@ def _judgment_outcome(record: dict[str, Any], where: str) -> float:
             "for a win, loss or preference probability, or set 'outcome' to 0.5"
         )
     return float(outcome)
+
+
+def judgments_from_scores(
+    scores: Mapping[str, Mapping[str, Sequence[float]]], judge: str
+) -> list[Judgment]:
+    """Judgments from per-answer scores: on each task, every two policies' answers (the k-th
+    score of one against the k-th of the other, e.g. per epoch) make one comparison, won by the
+    higher score and tied on equal scores.
+
+    Parameters
+    ----------
+    scores : mapping of task id → (policy → scores)
+        What an evaluation tool recorded for each answer.
+    judge : str
+        The judge recorded with each judgment (e.g. ``"promptfoo-score"``).
+    """
+    judgments = []
+    for task_id, by_policy in scores.items():
+        for first, second in itertools.combinations(sorted(by_policy), 2):
+            for a, b in zip(by_policy[first], by_policy[second], strict=False):
+                outcome = 1.0 if a > b else 0.0 if a < b else 0.5
+                judgments.append(Judgment(first, second, outcome, task_id, judge))
+    return judgments
 
 
 def read_judgments(path: str | Path) -> list[Judgment]:

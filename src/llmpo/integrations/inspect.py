@@ -32,14 +32,13 @@ inspect-ai is the optional extra ``llmpo[inspect]``, imported only when used.
 from __future__ import annotations
 
 import copy
-import itertools
 import math
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from llmpo.environments.replay import Judgment, ReplayError
+from llmpo.environments.replay import Judgment, ReplayError, judgments_from_scores
 from llmpo.experiment import Experiment, Result
 
 #: The longest setting value shown in a policy name.
@@ -186,12 +185,7 @@ def read_logs(path: str | Path) -> list[Judgment]:
         name = next(names)
         for key, _, _, value, _ in run:
             scores.setdefault(key, {}).setdefault(name, []).append(value)
-    judgments = []
-    for key, by_policy in scores.items():
-        for first, second in itertools.combinations(sorted(by_policy), 2):
-            for a, b in zip(by_policy[first], by_policy[second], strict=False):
-                outcome = 1.0 if a > b else 0.0 if a < b else 0.5
-                judgments.append(Judgment(first, second, outcome, key, "inspect-score"))
+    judgments = judgments_from_scores(scores, "inspect-score")
     if not judgments:
         raise InspectError(
             f"{path}: no sample was scored in logs of two policies. Fix: run inspect eval with "

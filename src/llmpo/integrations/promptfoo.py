@@ -35,7 +35,8 @@ from typing import Any
 
 import yaml
 
-from llmpo.environments.replay import Judgment, ReplayError
+from llmpo.environments.replay import Judgment, ReplayError, judgments_from_scores
+from llmpo.llm.judges import ANSWERS_AND_REPLY
 
 #: promptfoo assertion types that carry a reference answer, and the reference judge's match.
 REFERENCE_ASSERTIONS = {
@@ -66,14 +67,7 @@ concise{% endif %}. Ignore the order in which they are shown and their length.
 {% for name, value in task.items() if name not in ("id", "reference", "rubric") -%}
 {{ name }}: {{ value }}
 {% endfor %}
-[Answer A]
-{{ first }}
-
-[Answer B]
-{{ second }}
-
-Reply with exactly one word: A if answer A is better, B if answer B is better, TIE if they are
-equally good."""
+""" + ANSWERS_AND_REPLY
 
 
 class PromptfooError(ReplayError):
@@ -570,7 +564,7 @@ def read_results(path: str | Path) -> list[Judgment]:
     path = Path(path)
     where = str(path)
     data = _load_data(path, "promptfoo results")
-    by_test: dict[Any, dict[str, float]] = {}
+    by_test: dict[str, dict[str, list[float]]] = {}
     rows = list(_result_rows(data, where))
     # Number the unlabelled prompts in promptfoo's own order of prompts (promptIdx).
     prompt_numbers: dict[str, int] = {}
@@ -587,14 +581,9 @@ def read_results(path: str | Path) -> list[Judgment]:
         if isinstance(score, bool) or not isinstance(score, int | float):
             raise PromptfooError(f"{where}: result #{number}: score must be a number")
         test = row.get("testIdx", row.get("vars") and json.dumps(row["vars"], sort_keys=True))
-        by_test.setdefault(test, {})[_result_policy(row, prompt_numbers)] = float(score)
-    judgments = []
-    for test, scores in by_test.items():
-        for first, second in itertools.combinations(sorted(scores), 2):
-            difference = scores[first] - scores[second]
-            outcome = 1.0 if difference > 0 else 0.0 if difference < 0 else 0.5
-            task_id = f"t{test + 1}" if isinstance(test, int) else str(test)
-            judgments.append(Judgment(first, second, outcome, task_id, "promptfoo-score"))
+        task_id = f"t{test + 1}" if isinstance(test, int) else str(test)
+        by_test.setdefault(task_id, {})[_result_policy(row, prompt_numbers)] = [float(score)]
+    judgments = judgments_from_scores(by_test, "promptfoo-score")
     if not judgments:
         raise PromptfooError(
             f"{where}: no test has scores for two policies. Fix: run promptfoo eval with at least "

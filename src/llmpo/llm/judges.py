@@ -37,7 +37,19 @@ from llmpo.llm.tasks import Task
 #: The LLM judge's default prompt (Jinja2). It sees the task's fields as ``task``, the two
 #: answers in presentation order as ``first`` and ``second``, and must reply A, B or TIE. It works
 #: for tasks with and without a ``reference`` field.
-DEFAULT_JUDGE_PROMPT = """\
+#: The end of every judge prompt llmpo writes: the two answers and the reply it can read.
+ANSWERS_AND_REPLY = """\
+[Answer A]
+{{ first }}
+
+[Answer B]
+{{ second }}
+
+Reply with exactly one word: A if answer A is better, B if answer B is better, TIE if they are
+equally good."""
+
+DEFAULT_JUDGE_PROMPT = (
+    """\
 Two assistants answered the same task. Decide which answer is better: more correct first, then
 more helpful and concise. Ignore the order in which they are shown and their length.
 
@@ -47,14 +59,9 @@ more helpful and concise. Ignore the order in which they are shown and their len
 [Reference answer]
 {{ task.reference }}
 {% endif %}
-[Answer A]
-{{ first }}
-
-[Answer B]
-{{ second }}
-
-Reply with exactly one word: A if answer A is better, B if answer B is better, TIE if they are
-equally good."""
+"""
+    + ANSWERS_AND_REPLY
+)
 
 #: The follow-up sent when a reply could not be read: stricter, and asked at
 #: ``RETRY_TEMPERATURE`` at least, so the second reply is not the first one again.
