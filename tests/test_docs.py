@@ -104,8 +104,12 @@ def test_the_ask_tell_example_runs_to_a_certified_answer(page):
     rng = np.random.default_rng(0)
     win_prob = np.array([[0.5, 0.7, 0.75], [0.3, 0.5, 0.5], [0.25, 0.5, 0.5]])
 
-    def judge(i: int, j: int) -> float:
-        return float(rng.random() < win_prob[i, j])
+    # The examples name the policies, or use their indices: the first policy is the best.
+    position = {"concise": 0, "chain-of-thought": 1, "persona": 2}
+
+    def judge(i: int | str, j: int | str) -> float:
+        a, b = (p if isinstance(p, int) else position[p] for p in (i, j))
+        return float(rng.random() < win_prob[a, b])
 
     namespace = {"judge": judge, "print": lambda *args: None}
     exec(compile(code, page, "exec"), namespace)
