@@ -736,8 +736,10 @@ def resume_command(
     max_cost: MaxCostOpt = None,
     experiment_option: DeprecatedIdOpt = None,
 ) -> None:
-    """Continue an interrupted experiment of a store (the latest by default), or one that
-    stopped at its budget when given a larger one."""
+    """Continue an interrupted experiment, or one that reached its budget, given a larger one.
+
+    The store's latest experiment by default.
+    """
     experiment_id = experiment_id_of("resume", experiment_id, experiment_option)
     if not store.is_file():
         raise _fail(f"{store}: no such store. Fix: check the path")
@@ -995,8 +997,7 @@ def evaluate(
     as_json: JsonOpt = False,
     experiment_option: DeprecatedIdOpt = None,
 ) -> None:
-    """Compare the certified policy with the baseline on held-out tasks: the gain, with its
-    95% interval."""
+    """Compare the certified policy with the baseline on held-out tasks, with a 95% interval."""
     experiment_id = experiment_id_of("evaluate", experiment_id, experiment_option)
     from llmpo.evaluation import Evaluation
 

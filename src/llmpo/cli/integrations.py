@@ -23,8 +23,11 @@ def import_command(
     ] = Path("llmpo.yaml"),
     force: Annotated[bool, typer.Option("--force", help="Overwrite OUTPUT if it exists.")] = False,
 ) -> None:
-    """Write an llmpo configuration from a promptfoo one: prompts × providers become policies,
-    tests become tasks, and the assertions choose the judge (what cannot be used is listed)."""
+    """Write an llmpo configuration from a promptfoo configuration.
+
+    Prompts × providers become policies, tests become tasks, and the assertions choose the judge;
+    what cannot be used is listed.
+    """
     from llmpo.integrations.promptfoo import PromptfooError, import_config, write_import
 
     if output.exists() and not force:
