@@ -95,6 +95,7 @@ def test_same_numbers_whatever_the_worker_count():
     )
 
 
+@pytest.mark.slow
 def test_class_b_is_far_cheaper_on_the_cycle_and_correct():
     instance = reference_instance("CYC4")
     class_a = simulate(instance, "llmpo", DELTA, reps=100, seed=3, workers=2)

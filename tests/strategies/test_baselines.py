@@ -34,6 +34,7 @@ def model_with(outcomes: dict[tuple[int, int], list[float]], n_policies: int = 4
     return model
 
 
+@pytest.mark.slow  # Monte Carlo: ~1 min in all on 2 cores
 @pytest.mark.parametrize("strategy", list(UNSTRUCTURED_BASELINES))
 @pytest.mark.parametrize("instance_name", ["BT5", "CYC4"])
 def test_baseline_is_delta_correct(strategy, instance_name):
