@@ -5,6 +5,10 @@ from pathlib import Path
 
 import pytest
 
+from llmpo.config import load_config
+from llmpo.llm.runner import AsyncRunner
+from llmpo.runner import RunOutcome, find_experiment, start_experiment
+from llmpo.store import Store
 from tests.llm.server import FakeOpenAIServer, answers_by_system_prompt
 
 #: The API key the tests put in the environment; it must never reach the disk.
@@ -55,3 +59,24 @@ def project(tmp_path, monkeypatch, server):
     write_tasks(tmp_path)
     (tmp_path / "live.yaml").write_text(SMALLEST_LIVE.replace("BASE_URL", server.base_url))
     return tmp_path
+
+
+#: Retries that give up fast, for the failure tests.
+FAST_RETRIES = "  type: llm\n  timeout_seconds: 0.5\n  max_retries: 3\n  backoff_seconds: 0.001\n"
+
+
+@pytest.fixture
+def fast(project):
+    """The project's configuration with fast-failing retries."""
+    path = project / "live.yaml"
+    path.write_text(path.read_text().replace("  type: llm\n", FAST_RETRIES))
+    return path
+
+
+def run(config_path: Path, concurrency: int = 4, **overrides) -> RunOutcome:
+    """Run (or resume) the configuration's experiment in this process, as llmpo run does."""
+    config = load_config(config_path, overrides)
+    with Store(config.store, writer=True) as store:
+        record = find_experiment(config, store)
+        experiment_id = record.id if record else start_experiment(config, store)
+        return AsyncRunner(store, experiment_id, concurrency).run()

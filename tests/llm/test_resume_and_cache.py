@@ -8,26 +8,10 @@ import pytest
 
 from llmpo.config import load_config
 from llmpo.llm.runner import AsyncRunner
-from llmpo.runner import RunFailedError, find_experiment, start_experiment
+from llmpo.runner import RunFailedError, start_experiment
 from llmpo.store import Store
+from tests.llm.conftest import run
 from tests.llm.server import answers_by_system_prompt
-
-FAST_RETRIES = "  type: llm\n  timeout_seconds: 0.5\n  max_retries: 3\n  backoff_seconds: 0.001\n"
-
-
-@pytest.fixture
-def fast(project):
-    path = project / "live.yaml"
-    path.write_text(path.read_text().replace("  type: llm\n", FAST_RETRIES))
-    return path
-
-
-def run(config_path, concurrency=4, **overrides):
-    config = load_config(config_path, overrides)
-    with Store(config.store, writer=True) as store:
-        record = find_experiment(config, store)
-        experiment_id = record.id if record else start_experiment(config, store)
-        return AsyncRunner(store, experiment_id, concurrency).run()
 
 
 def used_samples(store: Store, experiment_id: int) -> list[tuple[int, str, int]]:

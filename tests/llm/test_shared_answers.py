@@ -8,12 +8,9 @@ from collections import defaultdict
 
 import pytest
 
-from llmpo.config import load_config
-from llmpo.llm.runner import AsyncRunner
-from llmpo.runner import RunFailedError, find_experiment, start_experiment
+from llmpo.runner import RunFailedError
 from llmpo.store import Store
-
-FAST_RETRIES = "  type: llm\n  timeout_seconds: 0.5\n  max_retries: 3\n  backoff_seconds: 0.001\n"
+from tests.llm.conftest import FAST_RETRIES, run
 
 MORE_POLICIES = """\
   - name: loose2
@@ -38,21 +35,6 @@ def four(project, server):
     text = text.replace("store: runs.db\n", MORE_POLICIES.replace("BASE_URL", server.base_url))
     path.write_text(text + "store: runs.db\n")
     return path
-
-
-@pytest.fixture
-def fast_two(project):
-    path = project / "live.yaml"
-    path.write_text(path.read_text().replace("  type: llm\n", FAST_RETRIES))
-    return path
-
-
-def run(config_path, concurrency=4, **overrides):
-    config = load_config(config_path, overrides)
-    with Store(config.store, writer=True) as store:
-        record = find_experiment(config, store)
-        experiment_id = record.id if record else start_experiment(config, store)
-        return AsyncRunner(store, experiment_id, concurrency).run()
 
 
 def rounds_of(store: Store, experiment_id: int) -> dict[int, list]:
@@ -169,7 +151,7 @@ def test_a_killed_shared_run_resumes_without_paying_for_an_answer_twice(four, se
     )
 
 
-def test_a_store_written_before_rounds_resumes_its_unfinished_comparisons(fast_two, server):
+def test_a_store_written_before_rounds_resumes_its_unfinished_comparisons(fast, server):
     """Older stores recorded asked comparisons without a round and comparisons without calls:
     each is then its own round, and the run resumes as before."""
 
@@ -180,8 +162,8 @@ def test_a_store_written_before_rounds_resumes_its_unfinished_comparisons(fast_t
 
     server.responder = fail_after_30
     with pytest.raises(RunFailedError):
-        run(fast_two, concurrency=6, max_comparisons=60, delta=0.001)
-    database = fast_two.parent / "runs.db"
+        run(fast, concurrency=6, max_comparisons=60, delta=0.001)
+    database = fast.parent / "runs.db"
     with sqlite3.connect(database) as connection:  # rewrite it as an older llmpo stored it
         for row_id, detail in connection.execute(
             "SELECT id, detail FROM events WHERE kind = 'asked'"
@@ -205,7 +187,7 @@ def test_a_store_written_before_rounds_resumes_its_unfinished_comparisons(fast_t
     server.faults.clear()
     server.responder = lambda body: "0"
     served = server.served
-    outcome = run(fast_two, concurrency=6, max_comparisons=60, delta=0.001)
+    outcome = run(fast, concurrency=6, max_comparisons=60, delta=0.001)
     with Store(database, readonly=True) as store:
         stored = store.comparisons(experiment_id)
         generations = store.generation_count()
