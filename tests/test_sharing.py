@@ -144,7 +144,9 @@ def test_shared_rounds_stay_delta_correct_under_strongly_correlated_outcomes(bes
 @pytest.mark.parametrize(
     ("means", "score_each", "floor"),
     [
-        ([0.5, 0.0, 0.0, 0.0], True, 1.4),
+        # With the decisive statistic (ties, docs/ties.md) a scoring judge's free comparisons
+        # leave less to save here: measured 1.34 (1.47 with ties counted ½).
+        ([0.5, 0.0, 0.0, 0.0], True, 1.3),
         ([0.5, 0.0, 0.0, 0.0], False, 1.4),
         ([0.5] + [0.0] * 9, True, 1.4),
         ([0.5] + [0.0] * 9, False, 1.4),
@@ -155,7 +157,8 @@ def test_shared_rounds_stay_delta_correct_under_strongly_correlated_outcomes(bes
 )
 def test_shared_rounds_need_fewer_generations(means, score_each, floor):
     """Same δ, same seeds: generation calls to certify, unshared over shared ≥ ``floor``: 1.4
-    when the rivals are about as hard (K = 4, 10), 1.2 when one is harder than the others."""
+    when the rivals are about as hard (K = 4, 10; 1.3 for K = 4 with a scoring judge), 1.2 when
+    one is harder than the others."""
     model = AnswerModel(means, score_each=score_each)
     seeds = range(20)
     shared = _runs(model, 0.1, seeds, 8, True)

@@ -75,7 +75,8 @@ def test_a_live_run_is_watched_in_the_browser_until_it_certifies(tmp_path):
         for folder in shots:
             page.screenshot(path=str(folder / f"view-{name}.png"), full_page=True)
 
-    server = FakeOpenAIServer(answer, latency=0.3).start()  # slow enough to watch
+    # Slow enough to watch: tie-aware statistics and shared answers certify in ~25 comparisons.
+    server = FakeOpenAIServer(answer, latency=1.5).start()
     write_project(tmp_path, server.base_url)
     store = tmp_path / "runs.db"
     Store(store).close()  # the viewer opens it before the run starts
