@@ -47,9 +47,9 @@ from scipy.special import expit
 
 from llmpo import Experiment, Unstructured
 from llmpo.environments.structured import StructuredEnvironment
-from llmpo.instances import StructuredInstance, make_structured_instance
+from llmpo.harness.instances import StructuredInstance, make_structured_instance
+from llmpo.harness.simulate import simulate
 from llmpo.models.structured import jaakkola_jordan_curvature
-from llmpo.simulate import simulate
 from llmpo.spaces import Structured
 from llmpo.stats.bernoulli import kl_bernoulli, kl_confidence
 from llmpo.stats.structured import candidate_pairs, characteristic_time, fisher_frank_wolfe

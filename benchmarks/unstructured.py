@@ -20,8 +20,8 @@ For K in {5, 10, 20, 50} it prints, as Markdown:
   calls and how often it certifies.
 
 ``--tie-prob t`` puts ties with probability t on every pair, keeping the decisive win
-probabilities of the instance (:func:`llmpo.instances.tied_instance`); ``--ties half`` runs the
-statistic that counts a tie as half a win.
+probabilities of the instance (:func:`llmpo.harness.instances.tied_instance`); ``--ties half``
+runs the statistic that counts a tie as half a win.
 
 Instances: Bradley–Terry with θ_0 = 0 and θ_k = −(0.405 + 0.1·(k−1)) for k ≥ 1, so the winner's
 closest rival has p = 0.6 and the others are spread out; seeds fixed.
@@ -37,8 +37,8 @@ import numpy as np
 
 from llmpo.environments.synthetic import SyntheticEnvironment
 from llmpo.experiment import Experiment
-from llmpo.instances import UnstructuredInstance, bradley_terry_matrix, tied_instance
-from llmpo.simulate import simulate
+from llmpo.harness.instances import UnstructuredInstance, bradley_terry_matrix, tied_instance
+from llmpo.harness.simulate import simulate
 
 DELTAS = (0.1, 0.01, 0.001, 1e-6)
 

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from llmpo.bench import SuiteError, load_suite, median_interval, run_suite, write_results
-from llmpo.benchstore import CellStore
 from llmpo.cli import app
+from llmpo.harness.bench import SuiteError, load_suite, median_interval, run_suite, write_results
+from llmpo.harness.benchstore import CellStore
 
 SMALL_SUITE = """
 name: small
@@ -173,8 +173,8 @@ def test_peer_options_are_checked_against_the_duelpy_class(tmp_path):
 
 def test_peer_options_reach_the_algorithm():
     pytest.importorskip("duelpy")
-    from llmpo.reference import reference_instance
-    from llmpo.simulate import simulate
+    from llmpo.harness.reference import reference_instance
+    from llmpo.harness.simulate import simulate
 
     instance = reference_instance("BT4")
     loose = simulate(instance, "duelpy:PlackettLucePACItem", 0.1, reps=4, seed=1)
@@ -240,7 +240,7 @@ def test_interrupted_suite_resumes_from_the_store_to_the_same_table(
     assert not any(stored for *_, stored in reports)
     # So does another release of llmpo: its cells are computed anew.
     reports.clear()
-    monkeypatch.setattr("llmpo.bench.__version__", "99.0")
+    monkeypatch.setattr("llmpo.harness.bench.__version__", "99.0")
     run_suite(suite, store=store, progress=lambda *args: reports.append(args))
     assert reports and not any(stored for *_, stored in reports)
 
@@ -258,7 +258,7 @@ def test_bench_command_resumes_and_reports_stored_cells(tiny_suite, tmp_path):
 
 def test_ray_and_process_backends_give_the_same_table(tiny_suite):
     pytest.importorskip("ray")
-    from llmpo.scaleout import RayBackend
+    from llmpo.harness.scaleout import RayBackend
 
     suite = load_suite(tiny_suite)
     pooled = run_suite(suite, workers=2)

@@ -6,8 +6,8 @@ comparison is paired: a one-sided t-test at 1% on the per-replication difference
 Every strategy of the suite's BT5 entry is tested, with the options the suite gives it (so
 duelpy's ``PlackettLucePACItem`` runs with ε = 0, exact identification like every other entry;
 with its default ε = 0.1 it solves an easier problem and used fewer comparisons than LLM-PO),
-except ``duelpy:Savage``, whose defect the suite's output states (see :mod:`llmpo.peers`): it
-stops after about one duel per pair with no δ guarantee.
+except ``duelpy:Savage``, whose defect the suite's output states (see
+:mod:`llmpo.harness.peers`): it stops after about one duel per pair with no δ guarantee.
 
 ``top-two`` samples almost like LLM-PO on a Bradley–Terry instance (its challenger's strongest
 opponent is the leader), so its margin is small (measured: 3,561 vs 3,472 comparisons, 100
@@ -21,8 +21,8 @@ import numpy as np
 import pytest
 from scipy.stats import ttest_1samp
 
-from llmpo.bench import cell_spec, load_suite
-from llmpo.simulate import run_replications
+from llmpo.harness.bench import cell_spec, load_suite
+from llmpo.harness.simulate import run_replications
 
 PAPER_SUITE = Path(__file__).parents[1] / "benchmarks" / "suites" / "paper.yaml"
 DELTA = 0.01

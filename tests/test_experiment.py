@@ -5,7 +5,7 @@ import pytest
 
 from llmpo import Experiment, Unstructured
 from llmpo.environments import SyntheticEnvironment
-from llmpo.reference import reference_instance
+from llmpo.harness.reference import reference_instance
 from llmpo.strategies import Oracle
 
 
@@ -122,7 +122,7 @@ def test_epsilon_optimal_stopping_certifies_a_near_tie_quickly():
     """Two policies tied at the top: exact identification is impossible, ε-optimal is not."""
     matrix = np.array([[0.5, 0.5, 0.8], [0.5, 0.5, 0.8], [0.2, 0.2, 0.5]])
     # p_01 = ½ exactly: no Condorcet winner, so build the environment directly from the matrix.
-    from llmpo.instances import make_unstructured_instance
+    from llmpo.harness.instances import make_unstructured_instance
 
     instance = make_unstructured_instance(matrix, require_winner=False)
     experiment = Experiment(3, delta=0.05, epsilon=0.1, max_comparisons=20_000)

@@ -21,7 +21,7 @@ from typer.testing import CliRunner
 from llmpo.cli import app
 from llmpo.config import ConfigError, load_config
 from llmpo.environments.replay import ReplayEnvironment, ReplayError, read_judgments
-from llmpo.instances import InstanceError, load_instance
+from llmpo.harness.instances import InstanceError, load_instance
 from llmpo.llm.tasks import TaskError, load_tasks
 
 runner = CliRunner()

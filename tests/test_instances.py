@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from llmpo.instances import InstanceError, load_instance, make_unstructured_instance
+from llmpo.harness.instances import InstanceError, load_instance, make_unstructured_instance
 
 
 @pytest.mark.parametrize(

@@ -7,9 +7,9 @@ import pytest
 from typer.testing import CliRunner
 
 from llmpo.cli import app
-from llmpo.peers import PEER_ALGORITHMS, is_peer, peer_class_name, peer_fault, run_peer
-from llmpo.reference import reference_instance
-from llmpo.simulate import simulate
+from llmpo.harness.peers import PEER_ALGORITHMS, is_peer, peer_class_name, peer_fault, run_peer
+from llmpo.harness.reference import reference_instance
+from llmpo.harness.simulate import simulate
 
 pytest.importorskip("duelpy", reason="duelpy peers need the extra llmpo[peers]")
 
@@ -71,7 +71,7 @@ def test_peer_names_are_checked():
 
 def test_peers_solving_an_easier_problem_are_flagged_in_the_table(tmp_path):
     pytest.importorskip("duelpy")
-    from llmpo.bench import load_suite, markdown_table, run_suite
+    from llmpo.harness.bench import load_suite, markdown_table, run_suite
 
     path = tmp_path / "suite.yaml"
     path.write_text(

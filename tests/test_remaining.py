@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from llmpo.config import parse_config
-from llmpo.instances import bradley_terry_matrix
+from llmpo.harness.instances import bradley_terry_matrix
 from llmpo.remaining import Z_RANGE, Remaining, RemainingTracker, combine, rival_needs
 from llmpo.runner import Runner, start_experiment
 from llmpo.store import Store

@@ -12,7 +12,7 @@ import pytest
 
 from llmpo.config import parse_config
 from llmpo.experiment import DENSE_RESULT_MAX_POLICIES
-from llmpo.instances import bradley_terry_matrix
+from llmpo.harness.instances import bradley_terry_matrix
 from llmpo.models.structured import StructuredModel
 from llmpo.report import (
     LARGE_TABLE_ROWS,

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from llmpo.config import ConfigError, parse_config
-from llmpo.instances import bradley_terry_matrix
+from llmpo.harness.instances import bradley_terry_matrix
 from llmpo.runner import Runner, build_space, check_config, find_experiment, start_experiment
 from llmpo.store import Store, StoreError
 

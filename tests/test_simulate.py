@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from scipy.stats import binomtest
 
-from llmpo.instances import make_unstructured_instance
-from llmpo.reference import reference_instance
-from llmpo.simulate import SimulationSpec, is_correct, run_replications, simulate
+from llmpo.harness.instances import make_unstructured_instance
+from llmpo.harness.reference import reference_instance
+from llmpo.harness.simulate import SimulationSpec, is_correct, run_replications, simulate
 
 DELTA = 0.1
 

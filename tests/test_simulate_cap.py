@@ -5,8 +5,8 @@ import json
 import subprocess
 import sys
 
-from llmpo.instances import make_unstructured_instance
-from llmpo.simulate import DEFAULT_CAP_FACTOR, SimulationSpec, default_cap, simulate
+from llmpo.harness.instances import make_unstructured_instance
+from llmpo.harness.simulate import DEFAULT_CAP_FACTOR, SimulationSpec, default_cap, simulate
 
 #: Six policies whose two weakest are nearly tied (P = 0.50008): a knockout match between them
 #: has no practical end.

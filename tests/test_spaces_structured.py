@@ -9,7 +9,7 @@ import pytest
 
 from llmpo import Experiment, Structured
 from llmpo.environments.structured import StructuredEnvironment
-from llmpo.instances import (
+from llmpo.harness.instances import (
     InstanceError,
     StructuredInstance,
     load_instance,

@@ -10,7 +10,7 @@ from scipy.stats import binomtest
 
 from llmpo import Experiment, Structured, Unstructured
 from llmpo.environments.structured import StructuredEnvironment
-from llmpo.instances import StructuredInstance, make_structured_instance
+from llmpo.harness.instances import StructuredInstance, make_structured_instance
 
 
 def bt5() -> StructuredInstance:

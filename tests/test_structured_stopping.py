@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 from scipy.stats import binomtest
 
-from llmpo.instances import StructuredInstance, make_structured_instance
-from llmpo.simulate import simulate
+from llmpo.harness.instances import StructuredInstance, make_structured_instance
+from llmpo.harness.simulate import simulate
 from llmpo.spaces import Structured
 from tests.test_structured_correctness import bt5, factors100
 

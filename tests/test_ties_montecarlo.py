@@ -14,14 +14,14 @@ import pytest
 from scipy.stats import binomtest
 
 from llmpo.environments.replay import read_judgments
-from llmpo.instances import (
+from llmpo.harness.instances import (
     UnstructuredInstance,
     bradley_terry_matrix,
     make_unstructured_instance,
     tied_instance,
 )
-from llmpo.reference import reference_instance
-from llmpo.simulate import simulate
+from llmpo.harness.reference import reference_instance
+from llmpo.harness.simulate import simulate
 from llmpo.stats.unstructured import optimal_allocation
 
 DELTA = 0.1

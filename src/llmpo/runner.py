@@ -50,14 +50,14 @@ from llmpo.environments.replay import (
 from llmpo.environments.structured import StructuredEnvironment
 from llmpo.environments.synthetic import SyntheticEnvironment
 from llmpo.experiment import Experiment, Result
-from llmpo.holdout import split_holdout
-from llmpo.instances import (
+from llmpo.harness.instances import (
     StructuredInstance,
     UnstructuredInstance,
     load_instance,
     make_structured_instance,
     make_unstructured_instance,
 )
+from llmpo.holdout import split_holdout
 from llmpo.remaining import RemainingTracker, combine, rival_needs
 from llmpo.spaces import Space, Structured, Unstructured
 from llmpo.store import (

@@ -7,8 +7,8 @@ import sys
 
 import pytest
 
-from llmpo.instances import bradley_terry_matrix, tied_instance
-from llmpo.reference import reference_instance
+from llmpo.harness.instances import bradley_terry_matrix, tied_instance
+from llmpo.harness.reference import reference_instance
 
 
 def llmpo(*args: str) -> subprocess.CompletedProcess:

@@ -19,7 +19,7 @@ from pathlib import Path
 import yaml
 
 from llmpo.config import load_config
-from llmpo.instances import bradley_terry_matrix
+from llmpo.harness.instances import bradley_terry_matrix
 from llmpo.runner import Runner, start_experiment
 from llmpo.store import Store
 

@@ -13,7 +13,7 @@ import typer.main
 import llmpo
 from llmpo.cli import app
 from llmpo.config import ExperimentConfig
-from llmpo.reference import reference_instance
+from llmpo.harness.reference import reference_instance
 from tests.cli.test_run import invoke, project  # noqa: F401  (the fixture)
 
 COMMAND = typer.main.get_command(app)

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from llmpo.environments import SyntheticEnvironment
-from llmpo.instances import make_unstructured_instance
+from llmpo.harness.instances import make_unstructured_instance
 
 
 def test_outcome_frequencies_match_win_and_tie_probabilities():

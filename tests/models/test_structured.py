@@ -206,7 +206,7 @@ def test_large_k_certification_fits_only_the_rivals_near_the_threshold():
     # K = 1,000 rivals: the bounds clear (almost) all of them without a constrained fit.
     from llmpo import Experiment, Structured
     from llmpo.environments.structured import StructuredEnvironment
-    from llmpo.instances import make_structured_instance
+    from llmpo.harness.instances import make_structured_instance
 
     rng = np.random.default_rng(5)
     x = rng.normal(size=(1000, 5)) / math.sqrt(5)

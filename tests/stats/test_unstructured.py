@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from scipy.optimize import linprog, minimize
 
-from llmpo.reference import reference_instance
+from llmpo.harness.reference import reference_instance
 from llmpo.stats.bernoulli import kl_bernoulli, kl_confidence
 from llmpo.stats.unstructured import (
     best_witnesses,

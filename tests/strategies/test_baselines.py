@@ -9,9 +9,9 @@ from scipy.stats import binomtest
 
 from llmpo import Experiment
 from llmpo.environments.synthetic import SyntheticEnvironment
+from llmpo.harness.reference import reference_instance
+from llmpo.harness.simulate import STRATEGIES, simulate
 from llmpo.models.unstructured import UnstructuredModel
-from llmpo.reference import reference_instance
-from llmpo.simulate import STRATEGIES, simulate
 from llmpo.spaces import Structured
 from llmpo.stats.thresholds import KTThreshold
 from llmpo.strategies.base import SelfStopping

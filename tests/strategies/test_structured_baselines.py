@@ -10,10 +10,10 @@ import pytest
 from scipy.stats import binomtest
 
 from llmpo import Experiment, Structured
-from llmpo.bench import load_suite
-from llmpo.instances import make_structured_instance
+from llmpo.harness.bench import load_suite
+from llmpo.harness.instances import make_structured_instance
+from llmpo.harness.simulate import STRATEGIES, STRUCTURED_STRATEGIES, simulate
 from llmpo.models.structured import StructuredModel
-from llmpo.simulate import STRATEGIES, STRUCTURED_STRATEGIES, simulate
 from llmpo.stats.thresholds import UniversalInferenceThreshold
 from llmpo.strategies.structured_baselines import (
     STRUCTURED_BASELINES,

@@ -6,7 +6,7 @@ import numpy as np
 
 from llmpo import Experiment
 from llmpo.environments import SyntheticEnvironment
-from llmpo.reference import reference_instance
+from llmpo.harness.reference import reference_instance
 from llmpo.strategies.base import Uniform, pair_from_index
 from llmpo.strategies.unstructured import balance_key
 
@@ -89,8 +89,8 @@ def test_balance_rule_balances_decisive_information_not_comparisons():
     ties: each of its comparisons carries a fifth of the information, so the rule spends about
     five times as many comparisons on it (T* ratio 5; the ½ log n of the threshold adds a
     little). Counting ties ½ would put 34× on it (measured)."""
-    from llmpo.instances import tied_instance
-    from llmpo.simulate import SimulationSpec, run_replications
+    from llmpo.harness.instances import tied_instance
+    from llmpo.harness.simulate import SimulationSpec, run_replications
 
     decisive = np.array([[0.5, 0.75, 0.75], [0.25, 0.5, 0.5], [0.25, 0.5, 0.5]])
     ties = np.array([[0.0, 0.8, 0.0], [0.8, 0.0, 0.0], [0.0, 0.0, 0.0]])

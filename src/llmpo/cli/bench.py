@@ -9,7 +9,9 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from llmpo.bench import (
+from llmpo.cli import app
+from llmpo.cli.core import DEFAULT_WORKERS, WorkersOpt
+from llmpo.harness.bench import (
     Cell,
     SuiteError,
     format_calls,
@@ -18,9 +20,7 @@ from llmpo.bench import (
     run_suite,
     write_results,
 )
-from llmpo.benchstore import CellStore, CellStoreError
-from llmpo.cli import app
-from llmpo.cli.core import DEFAULT_WORKERS, WorkersOpt
+from llmpo.harness.benchstore import CellStore, CellStoreError
 
 console = Console(stderr=True)
 BACKENDS = ("process", "ray")
@@ -118,7 +118,7 @@ def bench(
 
     runner = None
     if backend == "ray":
-        from llmpo.scaleout import RayBackend, RayUnavailableError
+        from llmpo.harness.scaleout import RayBackend, RayUnavailableError
 
         try:
             runner = RayBackend(address, num_cpus=workers)

@@ -16,14 +16,14 @@ from rich.table import Table
 
 from llmpo.cli import app
 from llmpo.errors import scrub
-from llmpo.instances import (
+from llmpo.harness.instances import (
     InstanceError,
     StructuredInstance,
     UnstructuredInstance,
     load_instance,
 )
-from llmpo.peers import is_peer
-from llmpo.simulate import DEFAULT_GRID_TASKS, STRATEGIES, STRUCTURED_STRATEGIES, simulate
+from llmpo.harness.peers import is_peer
+from llmpo.harness.simulate import DEFAULT_GRID_TASKS, STRATEGIES, STRUCTURED_STRATEGIES, simulate
 from llmpo.stats.bernoulli import kl_confidence
 from llmpo.stats.structured import characteristic_time
 from llmpo.stats.thresholds import THRESHOLDS

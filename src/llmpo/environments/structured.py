@@ -7,7 +7,7 @@ import math
 import numpy as np
 
 from llmpo.environments.synthetic import SyntheticEnvironment
-from llmpo.instances import StructuredInstance
+from llmpo.harness.instances import StructuredInstance
 
 
 class StructuredEnvironment(SyntheticEnvironment):

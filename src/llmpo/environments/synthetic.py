@@ -5,14 +5,15 @@ from __future__ import annotations
 import numpy as np
 
 from llmpo.environments.base import Comparison, Environment
-from llmpo.instances import UnstructuredInstance
+from llmpo.harness.instances import UnstructuredInstance
 
 # Uniform draws are generated this many at a time per pair (amortizes the generator call).
 BLOCK = 256
 
 
 class SyntheticEnvironment(Environment):
-    """Draws outcomes of an :class:`~llmpo.instances.UnstructuredInstance` with a seeded RNG.
+    """Draws outcomes of an :class:`~llmpo.harness.instances.UnstructuredInstance` with a seeded
+    RNG.
 
     A comparison of (a, b) is a tie with probability ``tie_prob[a, b]``, a win of ``a`` with
     probability ``win_prob[a, b] − tie_prob[a, b]/2``, otherwise a win of ``b``; so the mean

@@ -1,6 +1,6 @@
 """The cell store of ``llmpo bench``: finished cells in one SQLite table, so suites resume.
 
-One row per cell, keyed by the fingerprint :func:`llmpo.bench.cell_key` computes from
+One row per cell, keyed by the fingerprint :func:`llmpo.harness.bench.cell_key` computes from
 everything that decides the cell's numbers (instance, strategy and options, δ, replications,
 seed, budget). A cell is written in its own transaction as soon as it is finished, so a suite
 interrupted at any moment keeps every finished cell; re-running the suite reads them back and

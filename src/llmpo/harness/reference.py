@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from llmpo.instances import UnstructuredInstance, bradley_terry_matrix, make_unstructured_instance
+from llmpo.harness.instances import (
+    UnstructuredInstance,
+    bradley_terry_matrix,
+    make_unstructured_instance,
+)
 
 BT_UTILITIES: dict[str, list[float]] = {
     "BT5": [1.0, 0.8, 0.6, 0.4, 0.2],

@@ -21,9 +21,9 @@ from scipy.stats import binomtest
 from llmpo.environments.structured import StructuredEnvironment
 from llmpo.environments.synthetic import SyntheticEnvironment
 from llmpo.experiment import Experiment
-from llmpo.instances import StructuredInstance, UnstructuredInstance
+from llmpo.harness.instances import StructuredInstance, UnstructuredInstance
+from llmpo.harness.peers import is_peer, peer_class_name, peer_fault, run_peer
 from llmpo.orphans import exit_with_parent
-from llmpo.peers import is_peer, peer_class_name, peer_fault, run_peer
 from llmpo.spaces import Space, Unstructured
 from llmpo.stats.bernoulli import kl_confidence
 from llmpo.stats.structured import characteristic_time
@@ -223,9 +223,9 @@ def _run_chunk(spec: SimulationSpec, seeds: list[np.random.SeedSequence]) -> lis
 class ChunkRunner(Protocol):
     """Where replications run: maps :func:`run_chunk` over chunks of seeds, results in order.
 
-    The local process pool is the default; :class:`llmpo.scaleout.RayBackend` runs the chunks on
-    a Ray cluster. Replication r always draws from child r of the master seed, so the backend
-    cannot change the numbers.
+    The local process pool is the default; :class:`llmpo.harness.scaleout.RayBackend` runs the
+    chunks on a Ray cluster. Replication r always draws from child r of the master seed, so the
+    backend cannot change the numbers.
     """
 
     def map_chunks(
@@ -249,8 +249,8 @@ def run_replications(
 ) -> list[Replication]:
     """Run ``reps`` replications, in ``workers`` processes; results in replication order.
 
-    With ``backend`` (e.g. :class:`llmpo.scaleout.RayBackend`) the chunks run there instead of
-    on a local process pool; ``workers`` then only sets the number of chunks (4 per worker).
+    With ``backend`` (e.g. :class:`llmpo.harness.scaleout.RayBackend`) the chunks run there instead
+    of on a local process pool; ``workers`` then only sets the number of chunks (4 per worker).
     """
     seeds = np.random.SeedSequence(seed).spawn(reps)
     if backend is None and (workers <= 1 or reps <= 1):
@@ -386,7 +386,7 @@ def summarize(
 def _simulate_peer(
     instance: Any, strategy: str, delta: float, reps: int, seed: int, workers: int, **options: Any
 ) -> dict[str, Any]:
-    """:func:`simulate` for a duelpy peer ``duelpy:<ClassName>`` (:mod:`llmpo.peers`).
+    """:func:`simulate` for a duelpy peer ``duelpy:<ClassName>`` (:mod:`llmpo.harness.peers`).
 
     The peer stops by its own rule, so ``threshold`` does not apply (reported as None); it has
     no ε, class B or batch option. The summary adds ``peer_fault``: the peer's known defect, or

@@ -13,7 +13,7 @@ A suite is a YAML file::
       - {name: llmpo, assume_condorcet: true}                     # label "llmpo[assume_condorcet]"
       - {name: "duelpy:PlackettLucePACItem", options: {epsilon: 0.0}}
     instances:
-      - {name: BT5, reference: BT5}                     # llmpo.reference
+      - {name: BT5, reference: BT5}                     # llmpo.harness.reference
       - {name: GAP20, bradley_terry: [0, -0.4, ...]}    # utilities of a Bradley–Terry model
       - {name: mine, file: instances/mine.json}         # an instance file, relative
         strategies: [llmpo, uniform]                    # optional, per instance
@@ -23,10 +23,11 @@ the name followed by the options in brackets), the experiment options ``assume_c
 ``epsilon``, ``threshold``, ``batch_size`` and ``ties`` (for llmpo's own strategies), ``tasks``
 (the N of the ``grid`` baseline: every policy answers N tasks once, K·N generations, then the same
 stopping rule), and ``options``: the constructor arguments of a duelpy peer by keyword
-(:func:`llmpo.peers.check_peer_options`).
+(:func:`llmpo.harness.peers.check_peer_options`).
 
-Every cell runs :func:`llmpo.simulate.run_replications` with the suite's seed, so strategies are
-compared on the same outcome streams, and the numbers do not depend on the number of workers.
+Every cell runs :func:`llmpo.harness.simulate.run_replications` with the suite's seed, so
+strategies are compared on the same outcome streams, and the numbers do not depend on the number
+of workers.
 Per cell the table holds the error rate with its exact (Clopper–Pearson) 95% interval, the mean
 comparisons with a normal 95% interval, the mean generation calls (what users pay: 2 per
 comparison without shared answers, K·N for the grid) and the share of runs certified, the median
@@ -34,9 +35,9 @@ with its distribution-free 95% interval (order statistics), the ratio to the low
 T*·log(1/δ), and the ratio of means to LLM-PO's in the same instance and δ, and the allocation
 used (mean share of comparisons per pair) beside the optimal proportions w* of the lower bound.
 
-Cells can run on a local process pool (default) or on Ray (:mod:`llmpo.scaleout`), with the same
-numbers, and can be kept in a SQLite file (:class:`llmpo.benchstore.CellStore`) so that an
-interrupted suite resumes where it stopped.
+Cells can run on a local process pool (default) or on Ray (:mod:`llmpo.harness.scaleout`), with
+the same numbers, and can be kept in a SQLite file (:class:`llmpo.harness.benchstore.CellStore`)
+so that an interrupted suite resumes where it stopped.
 """
 
 from __future__ import annotations
@@ -57,9 +58,9 @@ from numpy.typing import NDArray
 from scipy.stats import binom, binomtest
 
 from llmpo import __version__
-from llmpo.benchstore import CellStore
 from llmpo.errors import ConfigError
-from llmpo.instances import (
+from llmpo.harness.benchstore import CellStore
+from llmpo.harness.instances import (
     InstanceError,
     StructuredInstance,
     UnstructuredInstance,
@@ -67,9 +68,9 @@ from llmpo.instances import (
     load_instance,
     make_unstructured_instance,
 )
-from llmpo.peers import check_peer_options, is_peer, peer_class_name, peer_fault, peer_note
-from llmpo.reference import reference_instance
-from llmpo.simulate import (
+from llmpo.harness.peers import check_peer_options, is_peer, peer_class_name, peer_fault, peer_note
+from llmpo.harness.reference import reference_instance
+from llmpo.harness.simulate import (
     STRATEGIES,
     STRUCTURED_STRATEGIES,
     ChunkRunner,
@@ -479,7 +480,7 @@ def run_suite(
     """Run every cell of ``suite``; ``progress(cell, done, total, stored)`` follows each one.
 
     Replications of a cell run on a local process pool of ``workers`` processes, or on
-    ``backend`` (:class:`llmpo.scaleout.RayBackend`). With a ``store``, a cell already in it
+    ``backend`` (:class:`llmpo.harness.scaleout.RayBackend`). With a ``store``, a cell already in it
     (same instance, strategy, options, δ, reps, seed and budget) is read back instead of run
     (``stored`` is then True), and each new cell is saved as soon as it is done, so an
     interrupted suite resumes where it stopped and gives the same table.

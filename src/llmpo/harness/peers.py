@@ -1,7 +1,8 @@
 """Peer comparators: PAC dueling-bandit algorithms of the ``duelpy`` library on our environments.
 
 Install with ``pip install 'llmpo[peers]'`` (duelpy 1.0.0). A peer is selected as strategy
-``duelpy:<ClassName>`` in :func:`llmpo.simulate.simulate`, ``llmpo simulate`` and bench suites.
+``duelpy:<ClassName>`` in :func:`llmpo.harness.simulate.simulate`, ``llmpo simulate`` and bench
+suites.
 
 duelpy algorithms pull comparisons themselves (``algorithm.run()`` calls ``duel(i, j)`` on a
 feedback mechanism until its own stopping rule holds), so a peer does not go through the ask/tell
@@ -31,7 +32,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from llmpo.environments.synthetic import SyntheticEnvironment
-from llmpo.instances import UnstructuredInstance
+from llmpo.harness.instances import UnstructuredInstance
 
 PEER_PREFIX = "duelpy:"
 
@@ -241,8 +242,8 @@ def run_peer(
     delta : float
         Passed as ``failure_probability``.
     seed : SeedSequence
-        Spawns the environment's seed (first child, as in :func:`llmpo.simulate.run_replication`)
-        and the algorithm's and tie coin's.
+        Spawns the environment's seed (first child, as in
+        :func:`llmpo.harness.simulate.run_replication`) and the algorithm's and tie coin's.
     max_comparisons : int, optional
         Budget: the run is cut when spent and reports the algorithm's answer so far, if any.
     options : dict, optional

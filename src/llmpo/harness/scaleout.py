@@ -1,9 +1,10 @@
 """Scale-out of Monte Carlo replications on Ray (``llmpo bench --backend ray``).
 
 Install with ``pip install 'llmpo[ray]'``; Ray is imported only when this backend is chosen.
-:class:`RayBackend` runs the chunks of replications that :func:`llmpo.simulate.run_replications`
-forms as Ray tasks. Replication r draws all its randomness from child r of the master seed, so
-the table is the same as on the local process pool, whatever the cluster.
+:class:`RayBackend` runs the chunks of replications that
+:func:`llmpo.harness.simulate.run_replications` forms as Ray tasks. Replication r draws all its
+randomness from child r of the master seed, so the table is the same as on the local process pool,
+whatever the cluster.
 
 With ``address`` the backend joins an existing cluster (``ray start --head`` elsewhere; llmpo must
 be importable on its workers) and leaves it running; without, it starts a local Ray instance
@@ -17,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from llmpo.simulate import Replication, SimulationSpec, run_chunk
+from llmpo.harness.simulate import Replication, SimulationSpec, run_chunk
 
 
 class RayUnavailableError(RuntimeError):
