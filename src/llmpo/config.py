@@ -76,7 +76,7 @@ import itertools
 import json
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
 
 from pydantic import (
     BaseModel,
@@ -89,6 +89,7 @@ from pydantic import (
 
 from llmpo.errors import ConfigError, looks_like_key
 from llmpo.limits import name_problem
+from llmpo.registry import BACKENDS, JUDGES, SOURCES, config_models
 from llmpo.yamlsafe import read_yaml
 
 #: Said, instead of the value, when a configuration holds what looks like an API key.
@@ -160,9 +161,21 @@ class LocalBackendConfig(_Strict):
     threads: int | None = Field(default=None, ge=1, le=256)
 
 
-AnyBackendConfig = Annotated[
-    BackendConfig | AnthropicBackendConfig | LocalBackendConfig, Field(discriminator="type")
-]
+def _tagged_union(members: dict[str, type[BaseModel]]) -> Any:
+    """The tagged union (on ``type``) of the configuration models ``members``.
+
+    Built when this module is imported, from a registry's built-ins and installed plug-ins
+    (docs/plugins.md), so that a plug-in's section validates with its own fields and errors.
+    """
+    # Union[...] over a tuple built at run time: the X | Y syntax needs the members written out.
+    return Annotated[Union[tuple(members.values())], Field(discriminator="type")]  # noqa: UP007
+
+
+_BACKEND_MODELS = config_models(BACKENDS)
+if TYPE_CHECKING:  # what a type checker sees: the built-ins (plug-ins are known at run time)
+    AnyBackendConfig = BackendConfig | AnthropicBackendConfig | LocalBackendConfig
+else:
+    AnyBackendConfig = _tagged_union(_BACKEND_MODELS)
 
 
 class ChatMessageConfig(_Strict):
@@ -283,10 +296,11 @@ class HumanJudgeConfig(_Strict):
     show_reference: bool = True
 
 
-JudgeConfig = Annotated[
-    ReferenceJudgeConfig | LLMJudgeConfig | PythonJudgeConfig | HumanJudgeConfig,
-    Field(discriminator="type"),
-]
+_JUDGE_MODELS = config_models(JUDGES)
+if TYPE_CHECKING:
+    JudgeConfig = ReferenceJudgeConfig | LLMJudgeConfig | PythonJudgeConfig | HumanJudgeConfig
+else:
+    JudgeConfig = _tagged_union(_JUDGE_MODELS)
 
 
 class PriceConfig(_Strict):
@@ -359,10 +373,13 @@ class HoldoutConfig(_Strict):
         return self
 
 
-EnvironmentConfig = Annotated[
-    SyntheticEnvironmentConfig | ReplayEnvironmentConfig | LLMEnvironmentConfig,
-    Field(discriminator="type"),
-]
+_SOURCE_MODELS = config_models(SOURCES)
+if TYPE_CHECKING:
+    EnvironmentConfig = (
+        SyntheticEnvironmentConfig | ReplayEnvironmentConfig | LLMEnvironmentConfig
+    )
+else:
+    EnvironmentConfig = _tagged_union(_SOURCE_MODELS)
 
 
 #: Policy fields a factor may vary.
@@ -604,14 +621,31 @@ def created_before_ties(data: dict[str, Any]) -> bool:
     return "ties" not in data
 
 
+#: The tagged unions of the configuration: the key that holds one, and its members by tag
+#: (generated from the registries, plug-ins included).
+_UNIONS: dict[str, dict[str, type[BaseModel]]] = {
+    "environment": _SOURCE_MODELS,
+    "judge": _JUDGE_MODELS,
+    "backend": _BACKEND_MODELS,
+}
+
+#: Union member names that pydantic inserts in error locations.
+_UNION_TAGS = tuple(sorted({tag for members in _UNIONS.values() for tag in members}))
+
+
+def _one_of(names: list[str]) -> str:
+    return ", ".join(names[:-1]) + f" or {names[-1]}" if len(names) > 1 else names[0]
+
+
 #: Fix suggested for each kind of pydantic error.
 _FIXES = {
     "missing": "add this field",
     "extra_forbidden": "remove it, or fix its spelling",
     "literal_error": "use one of the allowed values",
     "union_tag_invalid": "use one of the expected types",
-    "union_tag_not_found": "add a type field (environment: synthetic, replay or llm; "
-    "judge: reference, llm, python or human; backend: openai)",
+    "union_tag_not_found": "add a type field ("
+    + "; ".join(f"{key}: {_one_of(list(members))}" for key, members in _UNIONS.items())
+    + ")",
     "greater_than": "use a larger value",
     "greater_than_equal": "use a larger value",
     "less_than": "use a smaller value",
@@ -620,27 +654,6 @@ _FIXES = {
     "int_from_float": "write a whole number",
     "float_parsing": "write a number",
     "bool_parsing": "write true or false",
-}
-
-
-#: Union member names that pydantic inserts in error locations.
-_UNION_TAGS = ("synthetic", "replay", "llm", "reference", "python", "human", "openai", "local")
-
-
-#: The tagged unions of the configuration: the key that holds one, and its members by tag.
-_UNIONS: dict[str, dict[str, type[BaseModel]]] = {
-    "environment": {
-        "synthetic": SyntheticEnvironmentConfig,
-        "replay": ReplayEnvironmentConfig,
-        "llm": LLMEnvironmentConfig,
-    },
-    "judge": {
-        "reference": ReferenceJudgeConfig,
-        "llm": LLMJudgeConfig,
-        "python": PythonJudgeConfig,
-        "human": HumanJudgeConfig,
-    },
-    "backend": {"openai": BackendConfig, "local": LocalBackendConfig},
 }
 
 
@@ -718,7 +731,10 @@ def _describe(error: dict[str, Any], source: str) -> str:
     if error["type"] == "extra_forbidden":
         fix = _unknown_key_fix([str(part) for part in error["loc"]])
     if error["type"] == "union_tag_invalid":
-        fix = f"set {field}.type to one of {error.get('ctx', {}).get('expected_tags', '')}"
+        fix = (
+            f"set {field}.type to one of {error.get('ctx', {}).get('expected_tags', '')}, or "
+            "install the package that provides this type (docs/plugins.md)"
+        )
     got = "" if error["type"] == "missing" else f" (got {error.get('input')!r})"
     if isinstance(error.get("input"), dict):
         got = ""
@@ -745,6 +761,24 @@ def _absolute(path: Path | None, base: Path) -> Path | None:
         return None
     path = path.expanduser()
     return path if path.is_absolute() else (base / path).resolve()
+
+
+def _with_absolute_paths(section: BaseModel, base: Path) -> BaseModel:
+    """``section`` with every path in it (its nested sections' too) made absolute from ``base``.
+
+    Generic over the fields, so that a plug-in's paths resolve like the built-ins'. A Python
+    judge without ``path`` looks in the configuration's folder.
+    """
+    if isinstance(section, PythonJudgeConfig) and section.path is None:
+        section = section.model_copy(update={"path": Path(".")})
+    update: dict[str, Any] = {}
+    for name in type(section).model_fields:
+        value = getattr(section, name)
+        if isinstance(value, Path):
+            update[name] = _absolute(value, base)
+        elif isinstance(value, BaseModel):
+            update[name] = _with_absolute_paths(value, base)
+    return section.model_copy(update=update)
 
 
 def parse_config(
@@ -798,20 +832,7 @@ def parse_config(
         lines = [_describe(e, _origin(e, source, given)) for e in errors]
         raise ConfigError("\n".join(lines)) from None
     base = (base_dir or Path.cwd()).resolve()
-    environment = config.environment
-    if isinstance(environment, SyntheticEnvironmentConfig):
-        environment = environment.model_copy(
-            update={"instance": _absolute(environment.instance, base)}
-        )
-    elif isinstance(environment, LLMEnvironmentConfig):
-        judge = environment.judge
-        if isinstance(judge, PythonJudgeConfig):
-            judge = judge.model_copy(update={"path": _absolute(judge.path or Path("."), base)})
-        environment = environment.model_copy(
-            update={"tasks": _absolute(environment.tasks, base), "judge": judge}
-        )
-    else:
-        environment = environment.model_copy(update={"path": _absolute(environment.path, base)})
+    environment = _with_absolute_paths(config.environment, base)
     holdout = config.holdout
     if holdout is not None and holdout.tasks is not None:
         holdout = holdout.model_copy(update={"tasks": _absolute(holdout.tasks, base)})

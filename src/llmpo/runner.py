@@ -31,7 +31,6 @@ import numpy as np
 from llmpo.config import (
     ConfigError,
     ExperimentConfig,
-    LLMEnvironmentConfig,
     PolicyConfig,
     ReplayEnvironmentConfig,
     SyntheticEnvironmentConfig,
@@ -58,6 +57,7 @@ from llmpo.instances import (
     make_structured_instance,
     make_unstructured_instance,
 )
+from llmpo.registry import SOURCES
 from llmpo.remaining import RemainingTracker, combine, rival_needs
 from llmpo.spaces import Space, Structured, Unstructured
 from llmpo.store import (
@@ -266,21 +266,26 @@ def build_environment(
     """
     if part not in ("selection", "evaluation"):
         raise ValueError(f"part must be 'selection' or 'evaluation', got {part!r}")
-    environment = config.environment
-    wanted = config.policy_names
-    if isinstance(environment, LLMEnvironmentConfig):
-        return _llm_environment(config, part, evaluation_tasks)
+    # The environment type's registration builds it (llmpo.registry.SOURCES, plug-ins included).
+    source = SOURCES.get(config.environment.type, "environment.type")
     try:
-        if isinstance(environment, SyntheticEnvironmentConfig):
-            instance = load_instance(environment.instance, require_winner=False)
-            if wanted is not None:
-                instance = _restricted(instance, wanted, environment.instance)
-            return _ReseededSynthetic(instance, config.seed)
-        return _replay_environment(config, environment, wanted, part, evaluation_tasks)
-    except ValueError as error:  # InstanceError, ReplayError, DatasetError
+        return source.create(config, part, evaluation_tasks)
+    except ValueError as error:  # InstanceError, ReplayError, DatasetError, a plug-in's
         if isinstance(error, ConfigError):
             raise
         raise ConfigError(f"environment: {error}") from None
+
+
+def synthetic_source(
+    config: ExperimentConfig, part: str = "selection", evaluation_tasks: Path | None = None
+) -> Environment:
+    """The synthetic environment (``type: synthetic``): an instance file, its outcomes drawn."""
+    environment = config.environment
+    assert isinstance(environment, SyntheticEnvironmentConfig)
+    instance = load_instance(environment.instance, require_winner=False)
+    if config.policy_names is not None:
+        instance = _restricted(instance, config.policy_names, environment.instance)
+    return _ReseededSynthetic(instance, config.seed)
 
 
 def _read_task_ids(path: Path) -> list[str]:
@@ -289,10 +294,11 @@ def _read_task_ids(path: Path) -> list[str]:
     return [task.id for task in load_tasks(path)]
 
 
-def _llm_environment(
+def llm_source(
     config: ExperimentConfig, part: str = "selection", evaluation_tasks: Path | None = None
 ) -> Any:
-    """The live LLM environment (imported here: simulations need no HTTP client)."""
+    """The live LLM environment (``type: llm``; imported here: simulations need no HTTP
+    client)."""
     from llmpo.llm.environment import LLMEnvironment, LLMSetupError
     from llmpo.llm.tasks import load_tasks
 
@@ -359,13 +365,13 @@ _JUDGMENT_READERS: dict[str, Callable[[Path], list[Judgment]]] = {
 }
 
 
-def _replay_environment(
-    config: ExperimentConfig,
-    environment: ReplayEnvironmentConfig,
-    wanted: list[str] | None,
-    part: str = "selection",
-    evaluation_tasks: Path | None = None,
+def replay_source(
+    config: ExperimentConfig, part: str = "selection", evaluation_tasks: Path | None = None
 ) -> ReplayEnvironment:
+    """The replay environment (``type: replay``): recorded judgments or counts, resampled."""
+    environment = config.environment
+    assert isinstance(environment, ReplayEnvironmentConfig)
+    wanted = config.policy_names
     seed = config.seed
     path = environment.path  # None only with format: arena (the configuration checks it)
     data_format = environment.format
