@@ -89,7 +89,7 @@ from pydantic import (
 
 from llmpo.errors import ConfigError, looks_like_key
 from llmpo.limits import name_problem
-from llmpo.registry import BACKENDS, JUDGES, SOURCES, config_models
+from llmpo.registry import BACKENDS, JUDGES, SOURCES, config_models, judged_by_people
 from llmpo.yamlsafe import read_yaml
 
 #: Said, instead of the value, when a configuration holds what looks like an API key.
@@ -592,6 +592,12 @@ class ExperimentConfig(_Strict):
     def to_json(self) -> dict[str, Any]:
         """The JSON-ready form saved with a run (paths as strings)."""
         return json.loads(self.model_dump_json())
+
+    @property
+    def judged_by_people(self) -> bool:
+        """Whether people give the verdicts (the judge type's registration says so): such an
+        experiment is served (``llmpo serve``), not run."""
+        return judged_by_people(getattr(self.environment, "judge", None))
 
     @property
     def ties_mode(self) -> str:

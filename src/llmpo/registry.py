@@ -148,15 +148,19 @@ class Registry(Generic[T]):
         self._entries.pop(name, None)
         self._loaded.pop(name, None)
 
+    def _read_tables(self) -> None:
+        """Add the names of the included tables (imports the tables' modules), once."""
+        while self._tables:
+            for name, target in load_object(self._tables.pop(0)).items():
+                self._entries.setdefault(name, _Entry(target, "llmpo"))
+
     def _read_entry_points(self) -> None:
         """Add the included tables' names and the names other packages declare in
         :attr:`group`, once (no plug-in is imported)."""
+        self._read_tables()
         if self._entry_points_read:
             return
         self._entry_points_read = True
-        for table in self._tables:
-            for name, target in load_object(table).items():
-                self._entries.setdefault(name, _Entry(target, "llmpo"))
         for point in entry_points(group=self.group):
             origin = point.dist.name if point.dist is not None else point.value
             if point.name in self._entries:
@@ -176,6 +180,12 @@ class Registry(Generic[T]):
         """Every registered name: the built-ins first, then installed plug-ins."""
         self._read_entry_points()
         return list(self._entries)
+
+    def builtin_names(self) -> list[str]:
+        """The names llmpo itself registers (without reading the entry points: for help texts
+        that must stay cheap)."""
+        self._read_tables()
+        return [name for name, entry in self._entries.items() if entry.origin == "llmpo"]
 
     def __contains__(self, name: object) -> bool:
         self._read_entry_points()

@@ -161,7 +161,8 @@ class ProcessBackend(Backend):
         if processes < 1:
             raise ValueError(f"processes must be at least 1, got {processes}")
         read_api_key(config)  # fail here, before any process starts
-        self.label = f"{config.base_url or 'OpenAI'}"
+        default = "OpenAI" if config.type == "openai" else f"{config.type} {config.model}"
+        self.label = getattr(config, "base_url", None) or default
         self.config = config
         self.processes = processes
         self._in_process: Backend | None = None
