@@ -302,18 +302,14 @@ def _llmpo(folder: Path, site: Path, *args: str) -> subprocess.CompletedProcess[
     )
 
 
-@pytest.mark.parametrize("processes", [0, pytest.param(1, marks=pytest.mark.slow)])
-def test_a_third_party_backend_and_judge_run_an_experiment_from_yaml(
-    plugin_site, tmp_path, processes
-):
+def test_a_third_party_backend_and_judge_run_an_experiment_from_yaml(plugin_site, tmp_path):
     """Built in the test, registered only through entry points, run by ``llmpo run``: the
     backend answers deterministically (``words`` copies of its name), the judge prefers the
-    longer answer, so ``wordy`` beats both others every time and the run certifies it. With
-    ``client_processes: 1`` the backend is built in the worker process by its registration."""
+    longer answer, so ``wordy`` beats both others every time and the run certifies it."""
     (tmp_path / "tasks.jsonl").write_text(
         "".join(json.dumps({"id": f"t{i}", "prompt": f"say {i}"}) + "\n" for i in range(5))
     )
-    (tmp_path / "experiment.yaml").write_text(EXPERIMENT.replace("PROCESSES", str(processes)))
+    (tmp_path / "experiment.yaml").write_text(EXPERIMENT.replace("PROCESSES", "0"))
     done = _llmpo(tmp_path, plugin_site, "run", "experiment.yaml", "--json")
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout)
@@ -356,3 +352,36 @@ def test_a_plugin_s_configuration_is_validated_with_its_own_fields(plugin_site, 
     assert "did you mean 'words'" in bad
     assert unknown.startswith("unknown.yaml: field 'environment.judge'")
     assert "'longer'" in unknown and "'reference'" in unknown
+
+
+def test_a_worker_process_builds_a_plugin_backend_by_its_registration(plugin_site, monkeypatch):
+    """``client_processes``: the worker process, started afresh, finds the plug-in through its
+    entry point and builds the backend from the pickled configuration (every call below is
+    made in the worker)."""
+    import asyncio
+
+    from llmpo.llm.backends import GenerationRequest
+    from llmpo.llm.worker import ProcessBackend
+
+    monkeypatch.syspath_prepend(str(plugin_site))
+    monkeypatch.setenv("PYTHONPATH", str(plugin_site))  # the worker's; the source is added to it
+    from llmpo_echo import EchoConfig
+
+    # This process read the entry points before the plug-in was on its path: register it here.
+    BACKENDS.register("echo", "llmpo_echo:BACKEND", origin="llmpo-echo")
+    try:
+        config = EchoConfig(type="echo", model="m", words=4)
+
+        async def work() -> tuple[str, int]:
+            backend = ProcessBackend(config, 1)
+            try:
+                await backend.start()
+                generation = await backend.complete(GenerationRequest((("user", "hi"),), "m"), 30)
+                return generation.text, backend.worker_calls
+            finally:
+                await backend.aclose()
+
+        text, worker_calls = asyncio.run(work())
+    finally:
+        BACKENDS.unregister("echo")
+    assert text == "m m m m" and worker_calls == 1
