@@ -268,10 +268,11 @@ async def _serve() -> None:
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin.buffer)
     transport, _ = await loop.connect_write_pipe(asyncio.Protocol, frames_out)
     config = await _read_frame(reader)
-    if not isinstance(config, BaseModel):
+    kind = getattr(config, "type", None)
+    if not isinstance(config, BaseModel) or not isinstance(kind, str):
         return
     # The backend's own registration builds it, here as in the parent (docs/plugins.md).
-    backend = BACKENDS.get(config.type).create(config)
+    backend = BACKENDS.get(kind).create(config)
     transport.write(_frame(READY))
     calls: dict[int, asyncio.Task[None]] = {}
 
