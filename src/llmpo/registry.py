@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import importlib
 import warnings
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from importlib.metadata import entry_points
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
@@ -53,6 +53,8 @@ __all__ = [
     "JudgePlugin",
     "Registry",
     "SourcePlugin",
+    "StrategyPlugin",
+    "config_models",
     "judged_by_people",
     "load_object",
 ]
@@ -230,10 +232,6 @@ class Registry(Generic[T]):
             ) from None
         self._loaded[name] = loaded
         return loaded
-
-    def load_all(self) -> dict[str, T]:
-        """Every registered object by name (imports them all)."""
-        return {name: self.get(name) for name in self.names()}
 
 
 # ---- what backends, judges and sources register ----------------------------------------------
@@ -487,7 +485,3 @@ def config_models(registry: Registry[Any]) -> dict[str, type[BaseModel]]:
             warnings.warn(f"{registry.kind} plug-in {name!r} left out: {error}", stacklevel=2)
     return models
 
-
-def names_of(registries: Iterable[Registry[Any]]) -> set[str]:
-    """Every name registered in ``registries``."""
-    return {name for registry in registries for name in registry.names()}
