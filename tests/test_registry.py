@@ -150,6 +150,43 @@ def test_an_unknown_strategy_lists_the_registered_ones():
     assert Experiment(Unstructured(3), 0.05, "top-two").strategy.name == "top-two"
 
 
+def test_a_registered_strategy_and_threshold_are_used_by_the_experiment():
+    """A rule and a threshold registered under new names (as an entry point would) are what
+    ``strategy:`` and ``threshold:`` reach: the run follows the rule, the model the threshold."""
+    from llmpo.experiment import Experiment
+    from llmpo.spaces import Unstructured
+    from llmpo.stats.thresholds import KTThreshold
+    from llmpo.strategies.base import Uniform
+
+    class FirstPairOnly(Uniform):
+        name = "first-pair-only"
+
+        def select(self, model, rng):
+            return (0, 1)
+
+    class DoubleKT(KTThreshold):
+        name = "double-kt"
+
+        def common(self, t, delta, log_multiplicity):
+            return 2.0 * super().common(t, delta, log_multiplicity)
+
+    STRATEGIES.register("first-pair-only", FirstPairOnly, origin="a test")
+    THRESHOLDS.register("double-kt", DoubleKT, origin="a test")
+    try:
+        experiment = Experiment(Unstructured(4), 0.05, "first-pair-only", threshold="double-kt")
+        assert isinstance(experiment.strategy, FirstPairOnly)
+        assert isinstance(experiment.threshold, DoubleKT)
+        asked = []
+        for _ in range(5):
+            (pair,) = experiment.ask()
+            experiment.tell(*pair, 1.0)
+            asked.append(tuple(pair))
+        assert set(asked) == {(0, 1)}
+    finally:
+        STRATEGIES.unregister("first-pair-only")
+        THRESHOLDS.unregister("double-kt")
+
+
 def test_judged_by_people_is_the_registration_s_property():
     assert judged_by_people({"type": "human"}) and not judged_by_people({"type": "llm"})
     assert not judged_by_people(None) and not judged_by_people({"type": "uninstalled"})
