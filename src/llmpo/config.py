@@ -34,9 +34,11 @@ features : list of str, optional
 delta, epsilon : float
     Error probability δ ∈ (0, ½) and indifference margin ε ∈ [0, ½).
 strategy : str
-    Sampling rule: ``llmpo`` (the space's default rule), another rule of the space, ``uniform``.
+    Sampling rule: ``llmpo`` (the space's default rule), another rule of the space, ``uniform``,
+    or an installed plug-in's (:data:`llmpo.registry.STRATEGIES`).
 threshold : str, optional
-    Stopping threshold; default the space's (``kt`` unstructured, ``universal`` structured).
+    Stopping threshold; default the space's (``kt`` unstructured, ``universal`` structured); the
+    names are those of :data:`llmpo.registry.THRESHOLDS`.
 assume_condorcet : bool
     Class B statistics; δ-correct only when a Condorcet winner exists.
 ties : {"decisive", "half"}, optional
@@ -57,7 +59,9 @@ environment : mapping
     ``{type: replay, path: FILE, format: auto|judgments|counts|arena|pandalm|promptfoo|inspect,
     dense_subset: bool,
     min_pair_records: int}``; both accept ``latency_seconds`` (simulated time per comparison,
-    for demos and for the interruption tests).
+    for demos and for the interruption tests). The ``type`` of an environment, a judge or a
+    backend may also be one an installed plug-in registers (docs/plugins.md): the tagged unions
+    are built from :mod:`llmpo.registry` when this module is imported.
 store : path
     The SQLite store (created when missing).
 baseline : str, optional
