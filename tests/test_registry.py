@@ -31,6 +31,16 @@ from llmpo.registry import (
 SOURCE = Path(__file__).resolve().parents[1] / "src"
 
 
+@pytest.fixture
+def rescan():
+    """Entry points are scanned once per process: scan again for a distribution a test adds."""
+    from llmpo import registry
+
+    registry._installed_entry_points.cache_clear()
+    yield
+    registry._installed_entry_points.cache_clear()
+
+
 def _module(folder: Path, name: str, body: str) -> None:
     (folder / f"{name}.py").write_text(textwrap.dedent(body))
 
@@ -57,7 +67,7 @@ def test_registering_a_name_imports_nothing_until_it_is_used(tmp_path, monkeypat
     assert registry.get("lazy") is value  # imported once
 
 
-def test_entry_points_are_listed_without_importing_the_plugin(tmp_path, monkeypatch):
+def test_entry_points_are_listed_without_importing_the_plugin(tmp_path, monkeypatch, rescan):
     _module(tmp_path, "ep_thing_mod", "THING = 42\n")
     _dist_info(
         tmp_path, "ep_thing_pkg", "[llmpo.test-things]\nanswer = ep_thing_mod:THING\n"
@@ -70,7 +80,7 @@ def test_entry_points_are_listed_without_importing_the_plugin(tmp_path, monkeypa
     assert registry.get("answer") == 42
 
 
-def test_a_plugin_never_replaces_a_builtin(tmp_path, monkeypatch):
+def test_a_plugin_never_replaces_a_builtin(tmp_path, monkeypatch, rescan):
     _dist_info(tmp_path, "rogue_pkg", "[llmpo.test-rogue]\nopenai = os:sep\n")
     monkeypatch.syspath_prepend(str(tmp_path))
     registry: Registry[object] = Registry("backend", "llmpo.test-rogue", "backend.type")

@@ -24,11 +24,12 @@ fields and errors).
 
 from __future__ import annotations
 
+import functools
 import importlib
 import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from importlib.metadata import entry_points
+from importlib.metadata import EntryPoints, entry_points
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from llmpo.errors import ConfigError
@@ -82,6 +83,13 @@ def load_object(target: str) -> Any:
 def _resolve(value: Any) -> Any:
     """``value``, or the object it names when it is a ``"module:attribute"`` string."""
     return load_object(value) if isinstance(value, str) else value
+
+
+@functools.cache
+def _installed_entry_points() -> EntryPoints:
+    """Every installed entry point, scanned once for all the registries (one scan of the
+    installed distributions costs a few milliseconds; one per group would cost each time)."""
+    return entry_points()
 
 
 @dataclass(frozen=True)
@@ -163,7 +171,7 @@ class Registry(Generic[T]):
         if self._entry_points_read:
             return
         self._entry_points_read = True
-        for point in entry_points(group=self.group):
+        for point in _installed_entry_points().select(group=self.group):
             origin = point.dist.name if point.dist is not None else point.value
             if point.name in self._entries:
                 # A plug-in never silently replaces a name (a built-in or another package's).
