@@ -197,6 +197,31 @@ def test_a_registered_strategy_and_threshold_are_used_by_the_experiment():
         THRESHOLDS.unregister("double-kt")
 
 
+def test_a_registered_replay_format_reads_the_replay_file(tmp_path):
+    """``environment.format`` names a registered reader (as an entry point in
+    ``llmpo.replay_formats`` would); an unknown one lists the known formats."""
+    from llmpo.environments.replay import Judgment
+    from llmpo.registry import REPLAY_FORMATS
+    from llmpo.runner import build_environment
+
+    def read_tsv(path):
+        rows = [line.split("\t") for line in path.read_text().splitlines()]
+        return [Judgment(a, b, float(outcome), task) for a, b, outcome, task in rows]
+
+    (tmp_path / "votes.tsv").write_text("x\ty\t1\tt1\ny\tz\t0.5\tt2\nx\tz\t0\tt3\n")
+    data = {"environment": {"type": "replay", "path": "votes.tsv", "format": "tsv"}}
+    with pytest.raises(ConfigError) as caught:
+        parse_config(data, "r.yaml", tmp_path)
+    assert "r.yaml: field 'environment.format': unknown replay format 'tsv'" in str(caught.value)
+    assert "judgments" in str(caught.value) and "inspect" in str(caught.value)
+    REPLAY_FORMATS.register("tsv", read_tsv, origin="a test")
+    try:
+        environment = build_environment(parse_config(data, "r.yaml", tmp_path))
+    finally:
+        REPLAY_FORMATS.unregister("tsv")
+    assert sorted(environment.policies) == ["x", "y", "z"]
+
+
 def test_judged_by_people_is_the_registration_s_property():
     assert judged_by_people({"type": "human"}) and not judged_by_people({"type": "llm"})
     assert not judged_by_people(None) and not judged_by_people({"type": "uninstalled"})

@@ -93,7 +93,14 @@ from pydantic import (
 
 from llmpo.errors import ConfigError, looks_like_key
 from llmpo.limits import name_problem
-from llmpo.registry import BACKENDS, JUDGES, SOURCES, config_models, judged_by_people
+from llmpo.registry import (
+    BACKENDS,
+    JUDGES,
+    REPLAY_FORMATS,
+    SOURCES,
+    config_models,
+    judged_by_people,
+)
 from llmpo.yamlsafe import read_yaml
 
 #: Said, instead of the value, when a configuration holds what looks like an API key.
@@ -238,12 +245,22 @@ class ReplayEnvironmentConfig(_Strict):
 
     type: Literal["replay"]
     path: Path | None = None
-    format: Literal[
-        "auto", "judgments", "counts", "arena", "pandalm", "promptfoo", "inspect"
-    ] = "auto"
+    format: str = "auto"
     dense_subset: bool = False
     min_pair_records: int = Field(default=1, ge=1)
     latency_seconds: float = Field(default=0.0, ge=0.0, le=60.0)
+
+    @field_validator("format")
+    @classmethod
+    def _known_format(cls, value: str) -> str:
+        # Formats that hold judgments are registered (plug-ins too); counts are built in.
+        if value in ("auto", "counts", "arena") or value in REPLAY_FORMATS:
+            return value
+        known = ", ".join(["auto", "counts", "arena", *REPLAY_FORMATS.names()])
+        raise ValueError(
+            f"format|unknown replay format {value!r}; known: {known}|use one of these, or "
+            f"install the package that provides it (entry-point group {REPLAY_FORMATS.group})"
+        )
 
     @model_validator(mode="after")
     def _path_needed(self) -> ReplayEnvironmentConfig:

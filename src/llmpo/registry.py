@@ -1,6 +1,7 @@
 """The plug-in points of llmpo: names → lazily imported objects, open to other packages.
 
-Five registries, one per kind of plug-in (docs/plugins.md):
+Five registries, one per kind of plug-in (docs/plugins.md), and one for the file formats a
+replay source reads (:data:`REPLAY_FORMATS`, group ``llmpo.replay_formats``):
 
 ========================  ====================  ==================================================
 registry                  entry-point group     what a name stands for
@@ -47,6 +48,7 @@ if TYPE_CHECKING:
 __all__ = [
     "BACKENDS",
     "JUDGES",
+    "REPLAY_FORMATS",
     "SOURCES",
     "STRATEGIES",
     "THRESHOLDS",
@@ -397,6 +399,11 @@ JUDGES: Registry[JudgePlugin] = Registry(
 SOURCES: Registry[SourcePlugin] = Registry(
     "environment", "llmpo.sources", "environment.type", _instance_of(SourcePlugin)
 )
+#: Readers of replay files that hold individual judgments: ``reader(path) -> list[Judgment]``
+#: (``environment.format``; ``counts`` and ``arena``, aggregated pair counts, are built in).
+REPLAY_FORMATS: Registry[Callable[[Path], Any]] = Registry(
+    "replay format", "llmpo.replay_formats", "environment.format"
+)
 STRATEGIES: Registry[StrategyPlugin] = Registry(
     "strategy", "llmpo.strategies", "strategy", _strategy
 )
@@ -438,6 +445,11 @@ JUDGES.register(
         "llmpo.config:HumanJudgeConfig", "llmpo.human.queue:HumanJudge.from_config", people=True
     ),
 )
+
+REPLAY_FORMATS.register("judgments", "llmpo.environments.replay:read_judgments")
+REPLAY_FORMATS.register("pandalm", "llmpo.datasets:load_pandalm")
+REPLAY_FORMATS.register("promptfoo", "llmpo.integrations.promptfoo:read_results")
+REPLAY_FORMATS.register("inspect", "llmpo.integrations.inspect:read_logs")
 
 _UNSTRUCTURED = "llmpo.strategies.unstructured"
 _STRUCTURED = "llmpo.strategies.structured"

@@ -37,13 +37,12 @@ from llmpo.config import (
     created_before_ties,
     stored_config,
 )
-from llmpo.datasets import load_arena_counts, load_pandalm
+from llmpo.datasets import load_arena_counts
 from llmpo.environments.base import Comparison, Environment
 from llmpo.environments.replay import (
     Judgment,
     ReplayEnvironment,
     detect_format,
-    read_judgments,
     read_pair_counts,
 )
 from llmpo.environments.structured import StructuredEnvironment
@@ -57,7 +56,7 @@ from llmpo.instances import (
     make_structured_instance,
     make_unstructured_instance,
 )
-from llmpo.registry import SOURCES
+from llmpo.registry import REPLAY_FORMATS, SOURCES
 from llmpo.remaining import RemainingTracker, combine, rival_needs
 from llmpo.spaces import Space, Structured, Unstructured
 from llmpo.store import (
@@ -344,27 +343,6 @@ def llm_source(
         raise ConfigError(f"environment: {error}") from None
 
 
-def _read_promptfoo_results(path: Path) -> list[Judgment]:
-    from llmpo.integrations.promptfoo import read_results
-
-    return read_results(path)
-
-
-def _read_inspect_logs(path: Path) -> list[Judgment]:
-    from llmpo.integrations.inspect import read_logs
-
-    return read_logs(path)
-
-
-#: Readers of the replay formats that hold individual judgments (with task ids).
-_JUDGMENT_READERS: dict[str, Callable[[Path], list[Judgment]]] = {
-    "judgments": read_judgments,
-    "pandalm": load_pandalm,
-    "promptfoo": _read_promptfoo_results,
-    "inspect": _read_inspect_logs,
-}
-
-
 def replay_source(
     config: ExperimentConfig, part: str = "selection", evaluation_tasks: Path | None = None
 ) -> ReplayEnvironment:
@@ -393,7 +371,7 @@ def replay_source(
     source = Path(str(path))
     if data_format == "counts":
         return ReplayEnvironment.from_counts(read_pair_counts(source), wanted, **options)
-    judgments = _JUDGMENT_READERS[data_format](source)
+    judgments = REPLAY_FORMATS.get(data_format)(source)
     fractional = next((j for j in judgments if j.outcome not in (0.0, 0.5, 1.0)), None)
     if fractional is not None:
         # The store's schema still admits verdicts only (its CHECK on outcome).
