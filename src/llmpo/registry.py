@@ -28,10 +28,10 @@ from __future__ import annotations
 import functools
 import importlib
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from importlib.metadata import EntryPoints, entry_points
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from importlib.metadata import EntryPoint, entry_points
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 from llmpo.errors import ConfigError
 
@@ -87,8 +87,14 @@ def _resolve(value: Any) -> Any:
     return load_object(value) if isinstance(value, str) else value
 
 
+class _Selectable(Protocol):
+    """What :func:`importlib.metadata.entry_points` returns (its type varies with Python)."""
+
+    def select(self, *, group: str) -> Iterable[EntryPoint]: ...
+
+
 @functools.cache
-def _installed_entry_points() -> EntryPoints:
+def _installed_entry_points() -> _Selectable:
     """Every installed entry point, scanned once for all the registries (one scan of the
     installed distributions costs a few milliseconds; one per group would cost each time)."""
     return entry_points()

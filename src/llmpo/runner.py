@@ -317,7 +317,7 @@ def llm_source(
         selection = tuple(t for t in every if held_ids is None or t.id not in held_ids)
         if not selection:
             raise LLMSetupError(
-                f"every task of {config.environment.tasks} is held out; the selection run "
+                f"every task of {live.config.tasks} is held out; the selection run "
                 "would have none. Fix: lower holdout.fraction, or hold out other tasks"
             )
         if part == "selection":
