@@ -69,9 +69,7 @@ def test_registering_a_name_imports_nothing_until_it_is_used(tmp_path, monkeypat
 
 def test_entry_points_are_listed_without_importing_the_plugin(tmp_path, monkeypatch, rescan):
     _module(tmp_path, "ep_thing_mod", "THING = 42\n")
-    _dist_info(
-        tmp_path, "ep_thing_pkg", "[llmpo.test-things]\nanswer = ep_thing_mod:THING\n"
-    )
+    _dist_info(tmp_path, "ep_thing_pkg", "[llmpo.test-things]\nanswer = ep_thing_mod:THING\n")
     monkeypatch.syspath_prepend(str(tmp_path))
     registry: Registry[object] = Registry("thing", "llmpo.test-things", "thing")
     registry.register("builtin", "os:sep")
@@ -88,6 +86,28 @@ def test_a_plugin_never_replaces_a_builtin(tmp_path, monkeypatch, rescan):
     with pytest.warns(RuntimeWarning, match="rogue_pkg registers the backend 'openai'"):
         names = registry.names()
     assert names == ["openai"] and registry.get("openai") is os.getcwd
+
+
+def test_a_plugin_with_an_unusable_config_model_is_left_out_with_a_warning():
+    """Left out, not fatal: a configuration union built with it would fail for every file."""
+    from pydantic import BaseModel
+
+    from llmpo.config import ReferenceJudgeConfig
+    from llmpo.registry import JudgePlugin, config_models
+
+    class Untagged(BaseModel):
+        unit: str = "word"
+
+    registry: Registry[JudgePlugin] = Registry("judge", "llmpo.test-none", "judge.type")
+    registry.register("reference", JudgePlugin(ReferenceJudgeConfig, "os:sep"))
+    registry.register("untagged", JudgePlugin(Untagged, "os:sep"))
+    registry.register("missing", JudgePlugin("no_such_module_here:Config", "os:sep"))
+    with pytest.warns(RuntimeWarning) as caught:
+        models = config_models(registry)
+    assert models == {"reference": ReferenceJudgeConfig}
+    messages = [str(w.message) for w in caught]
+    assert any("'untagged' left out" in m and "type: Literal['untagged']" in m for m in messages)
+    assert any("'missing' left out" in m and "no_such_module_here" in m for m in messages)
 
 
 def test_the_builtins_import_nothing_heavy_to_validate_a_configuration():
@@ -294,7 +314,7 @@ def make_judge(config, generate):
     return LongerJudge(config.unit)
 '''
 
-PYPROJECT = '''
+PYPROJECT = """
 [build-system]
 requires = ["setuptools"]
 build-backend = "setuptools.build_meta"
@@ -311,9 +331,9 @@ longer = "llmpo_echo:JUDGE"
 
 [tool.setuptools]
 packages = ["llmpo_echo"]
-'''
+"""
 
-EXPERIMENT = '''
+EXPERIMENT = """
 delta: 0.05
 seed: 7
 store: runs.db
@@ -326,7 +346,7 @@ environment:
   tasks: tasks.jsonl
   client_processes: PROCESSES
   judge: {type: longer, unit: word}
-'''
+"""
 
 
 @pytest.fixture(scope="module")

@@ -31,7 +31,7 @@ import warnings
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from importlib.metadata import EntryPoint, entry_points
-from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Literal, Protocol, TypeVar, get_args, get_origin
 
 from llmpo.errors import ConfigError
 
@@ -499,15 +499,40 @@ def judged_by_people(judge: Any) -> bool:
     return JUDGES.get(kind).people
 
 
+def _check_config_model(name: str, model: Any) -> None:
+    """Raise TypeError unless ``model`` is a pydantic model tagged ``type: Literal[name]``."""
+    from pydantic import BaseModel
+
+    if not (isinstance(model, type) and issubclass(model, BaseModel)):
+        raise TypeError(f"its config is not a pydantic model ({model!r})")
+    tag = model.model_fields.get("type")
+    if (
+        tag is None
+        or get_origin(tag.annotation) is not Literal
+        or get_args(tag.annotation) != (name,)
+    ):
+        raise TypeError(
+            f"its config {model.__name__} needs the field type: Literal[{name!r}] (the tag "
+            "that tells it apart in a configuration)"
+        )
+
+
 def config_models(registry: Registry[Any]) -> dict[str, type[BaseModel]]:
-    """The configuration model of every name of ``registry`` (imports the plug-ins' models)."""
+    """The configuration model of every name of ``registry`` (imports the plug-ins' models).
+
+    A plug-in whose model cannot be imported, or is not a pydantic model tagged
+    ``type: Literal["<name>"]``, is left out with a warning: it must not make every
+    configuration unreadable (its name then gets the "unknown type" error).
+    """
     models: dict[str, type[BaseModel]] = {}
     for name in registry.names():
         try:
-            models[name] = registry.get(name).config_model()
-        except (ConfigError, ImportError, AttributeError) as error:
-            # A broken plug-in must not make every configuration unreadable: it is left out
-            # (its name then gets the "unknown" error, with this warning above it).
-            warnings.warn(f"{registry.kind} plug-in {name!r} left out: {error}", stacklevel=2)
+            model = registry.get(name).config_model()
+            _check_config_model(name, model)
+        except (ConfigError, ImportError, AttributeError, TypeError) as error:
+            warnings.warn(
+                f"{registry.kind} plug-in {name!r} left out: {error}", RuntimeWarning, stacklevel=2
+            )
+            continue
+        models[name] = model
     return models
-
