@@ -34,9 +34,11 @@ features : list of str, optional
 delta, epsilon : float
     Error probability δ ∈ (0, ½) and indifference margin ε ∈ [0, ½).
 strategy : str
-    Sampling rule: ``llmpo`` (the space's default rule), another rule of the space, ``uniform``.
+    Sampling rule: ``llmpo`` (the space's default rule), another rule of the space, ``uniform``,
+    or an installed plug-in's (:data:`llmpo.registry.STRATEGIES`).
 threshold : str, optional
-    Stopping threshold; default the space's (``kt`` unstructured, ``universal`` structured).
+    Stopping threshold; default the space's (``kt`` unstructured, ``universal`` structured); the
+    names are those of :data:`llmpo.registry.THRESHOLDS`.
 assume_condorcet : bool
     Class B statistics; δ-correct only when a Condorcet winner exists.
 ties : {"decisive", "half"}, optional
@@ -57,7 +59,9 @@ environment : mapping
     ``{type: replay, path: FILE, format: auto|judgments|counts|arena|pandalm|promptfoo|inspect,
     dense_subset: bool,
     min_pair_records: int}``; both accept ``latency_seconds`` (simulated time per comparison,
-    for demos and for the interruption tests).
+    for demos and for the interruption tests). The ``type`` of an environment, a judge or a
+    backend may also be one an installed plug-in registers (docs/plugins.md): the tagged unions
+    are built from :mod:`llmpo.registry` when this module is imported.
 store : path
     The SQLite store (created when missing).
 baseline : str, optional
@@ -76,7 +80,7 @@ import itertools
 import json
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
 
 from pydantic import (
     BaseModel,
@@ -89,6 +93,14 @@ from pydantic import (
 
 from llmpo.errors import ConfigError, looks_like_key
 from llmpo.limits import name_problem
+from llmpo.registry import (
+    BACKENDS,
+    JUDGES,
+    REPLAY_FORMATS,
+    SOURCES,
+    config_models,
+    judged_by_people,
+)
 from llmpo.yamlsafe import read_yaml
 
 #: Said, instead of the value, when a configuration holds what looks like an API key.
@@ -160,9 +172,21 @@ class LocalBackendConfig(_Strict):
     threads: int | None = Field(default=None, ge=1, le=256)
 
 
-AnyBackendConfig = Annotated[
-    BackendConfig | AnthropicBackendConfig | LocalBackendConfig, Field(discriminator="type")
-]
+def _tagged_union(members: dict[str, type[BaseModel]]) -> Any:
+    """The tagged union (on ``type``) of the configuration models ``members``.
+
+    Built when this module is imported, from a registry's built-ins and installed plug-ins
+    (docs/plugins.md), so that a plug-in's section validates with its own fields and errors.
+    """
+    # Union[...] over a tuple built at run time: the X | Y syntax needs the members written out.
+    return Annotated[Union[tuple(members.values())], Field(discriminator="type")]  # noqa: UP007
+
+
+_BACKEND_MODELS = config_models(BACKENDS)
+if TYPE_CHECKING:  # what a type checker sees: the built-ins (plug-ins are known at run time)
+    AnyBackendConfig = BackendConfig | AnthropicBackendConfig | LocalBackendConfig
+else:
+    AnyBackendConfig = _tagged_union(_BACKEND_MODELS)
 
 
 class ChatMessageConfig(_Strict):
@@ -221,12 +245,22 @@ class ReplayEnvironmentConfig(_Strict):
 
     type: Literal["replay"]
     path: Path | None = None
-    format: Literal[
-        "auto", "judgments", "counts", "arena", "pandalm", "promptfoo", "inspect"
-    ] = "auto"
+    format: str = "auto"
     dense_subset: bool = False
     min_pair_records: int = Field(default=1, ge=1)
     latency_seconds: float = Field(default=0.0, ge=0.0, le=60.0)
+
+    @field_validator("format")
+    @classmethod
+    def _known_format(cls, value: str) -> str:
+        # Formats that hold judgments are registered (plug-ins too); counts are built in.
+        if value in ("auto", "counts", "arena") or value in REPLAY_FORMATS:
+            return value
+        known = ", ".join(["auto", "counts", "arena", *REPLAY_FORMATS.names()])
+        raise ValueError(
+            f"format|unknown replay format {value!r}; known: {known}|use one of these, or "
+            f"install the package that provides it (entry-point group {REPLAY_FORMATS.group})"
+        )
 
     @model_validator(mode="after")
     def _path_needed(self) -> ReplayEnvironmentConfig:
@@ -283,10 +317,11 @@ class HumanJudgeConfig(_Strict):
     show_reference: bool = True
 
 
-JudgeConfig = Annotated[
-    ReferenceJudgeConfig | LLMJudgeConfig | PythonJudgeConfig | HumanJudgeConfig,
-    Field(discriminator="type"),
-]
+_JUDGE_MODELS = config_models(JUDGES)
+if TYPE_CHECKING:
+    JudgeConfig = ReferenceJudgeConfig | LLMJudgeConfig | PythonJudgeConfig | HumanJudgeConfig
+else:
+    JudgeConfig = _tagged_union(_JUDGE_MODELS)
 
 
 class PriceConfig(_Strict):
@@ -359,10 +394,13 @@ class HoldoutConfig(_Strict):
         return self
 
 
-EnvironmentConfig = Annotated[
-    SyntheticEnvironmentConfig | ReplayEnvironmentConfig | LLMEnvironmentConfig,
-    Field(discriminator="type"),
-]
+_SOURCE_MODELS = config_models(SOURCES)
+if TYPE_CHECKING:
+    EnvironmentConfig = (
+        SyntheticEnvironmentConfig | ReplayEnvironmentConfig | LLMEnvironmentConfig
+    )
+else:
+    EnvironmentConfig = _tagged_union(_SOURCE_MODELS)
 
 
 #: Policy fields a factor may vary.
@@ -577,6 +615,12 @@ class ExperimentConfig(_Strict):
         return json.loads(self.model_dump_json())
 
     @property
+    def judged_by_people(self) -> bool:
+        """Whether people give the verdicts (the judge type's registration says so): such an
+        experiment is served (``llmpo serve``), not run."""
+        return judged_by_people(getattr(self.environment, "judge", None))
+
+    @property
     def ties_mode(self) -> str:
         """The statistic's treatment of ties: ``ties``, or ``"decisive"`` when unset."""
         return self.ties or "decisive"
@@ -604,14 +648,31 @@ def created_before_ties(data: dict[str, Any]) -> bool:
     return "ties" not in data
 
 
+#: The tagged unions of the configuration: the key that holds one, and its members by tag
+#: (generated from the registries, plug-ins included).
+_UNIONS: dict[str, dict[str, type[BaseModel]]] = {
+    "environment": _SOURCE_MODELS,
+    "judge": _JUDGE_MODELS,
+    "backend": _BACKEND_MODELS,
+}
+
+#: Union member names that pydantic inserts in error locations.
+_UNION_TAGS = tuple(sorted({tag for members in _UNIONS.values() for tag in members}))
+
+
+def _one_of(names: list[str]) -> str:
+    return ", ".join(names[:-1]) + f" or {names[-1]}" if len(names) > 1 else names[0]
+
+
 #: Fix suggested for each kind of pydantic error.
 _FIXES = {
     "missing": "add this field",
     "extra_forbidden": "remove it, or fix its spelling",
     "literal_error": "use one of the allowed values",
     "union_tag_invalid": "use one of the expected types",
-    "union_tag_not_found": "add a type field (environment: synthetic, replay or llm; "
-    "judge: reference, llm, python or human; backend: openai)",
+    "union_tag_not_found": "add a type field ("
+    + "; ".join(f"{key}: {_one_of(list(members))}" for key, members in _UNIONS.items())
+    + ")",
     "greater_than": "use a larger value",
     "greater_than_equal": "use a larger value",
     "less_than": "use a smaller value",
@@ -620,27 +681,6 @@ _FIXES = {
     "int_from_float": "write a whole number",
     "float_parsing": "write a number",
     "bool_parsing": "write true or false",
-}
-
-
-#: Union member names that pydantic inserts in error locations.
-_UNION_TAGS = ("synthetic", "replay", "llm", "reference", "python", "human", "openai", "local")
-
-
-#: The tagged unions of the configuration: the key that holds one, and its members by tag.
-_UNIONS: dict[str, dict[str, type[BaseModel]]] = {
-    "environment": {
-        "synthetic": SyntheticEnvironmentConfig,
-        "replay": ReplayEnvironmentConfig,
-        "llm": LLMEnvironmentConfig,
-    },
-    "judge": {
-        "reference": ReferenceJudgeConfig,
-        "llm": LLMJudgeConfig,
-        "python": PythonJudgeConfig,
-        "human": HumanJudgeConfig,
-    },
-    "backend": {"openai": BackendConfig, "local": LocalBackendConfig},
 }
 
 
@@ -718,7 +758,10 @@ def _describe(error: dict[str, Any], source: str) -> str:
     if error["type"] == "extra_forbidden":
         fix = _unknown_key_fix([str(part) for part in error["loc"]])
     if error["type"] == "union_tag_invalid":
-        fix = f"set {field}.type to one of {error.get('ctx', {}).get('expected_tags', '')}"
+        fix = (
+            f"set {field}.type to one of {error.get('ctx', {}).get('expected_tags', '')}, or "
+            "install the package that provides this type (docs/plugins.md)"
+        )
     got = "" if error["type"] == "missing" else f" (got {error.get('input')!r})"
     if isinstance(error.get("input"), dict):
         got = ""
@@ -745,6 +788,24 @@ def _absolute(path: Path | None, base: Path) -> Path | None:
         return None
     path = path.expanduser()
     return path if path.is_absolute() else (base / path).resolve()
+
+
+def _with_absolute_paths(section: BaseModel, base: Path) -> BaseModel:
+    """``section`` with every path in it (its nested sections' too) made absolute from ``base``.
+
+    Generic over the fields, so that a plug-in's paths resolve like the built-ins'. A Python
+    judge without ``path`` looks in the configuration's folder.
+    """
+    if isinstance(section, PythonJudgeConfig) and section.path is None:
+        section = section.model_copy(update={"path": Path(".")})
+    update: dict[str, Any] = {}
+    for name in type(section).model_fields:
+        value = getattr(section, name)
+        if isinstance(value, Path):
+            update[name] = _absolute(value, base)
+        elif isinstance(value, BaseModel):
+            update[name] = _with_absolute_paths(value, base)
+    return section.model_copy(update=update)
 
 
 def parse_config(
@@ -798,20 +859,7 @@ def parse_config(
         lines = [_describe(e, _origin(e, source, given)) for e in errors]
         raise ConfigError("\n".join(lines)) from None
     base = (base_dir or Path.cwd()).resolve()
-    environment = config.environment
-    if isinstance(environment, SyntheticEnvironmentConfig):
-        environment = environment.model_copy(
-            update={"instance": _absolute(environment.instance, base)}
-        )
-    elif isinstance(environment, LLMEnvironmentConfig):
-        judge = environment.judge
-        if isinstance(judge, PythonJudgeConfig):
-            judge = judge.model_copy(update={"path": _absolute(judge.path or Path("."), base)})
-        environment = environment.model_copy(
-            update={"tasks": _absolute(environment.tasks, base), "judge": judge}
-        )
-    else:
-        environment = environment.model_copy(update={"path": _absolute(environment.path, base)})
+    environment = _with_absolute_paths(config.environment, base)
     holdout = config.holdout
     if holdout is not None and holdout.tasks is not None:
         holdout = holdout.model_copy(update={"tasks": _absolute(holdout.tasks, base)})

@@ -18,13 +18,13 @@ from typing import Any, Literal, overload
 import numpy as np
 from numpy.typing import NDArray
 
+from llmpo.errors import ConfigError
 from llmpo.models.base import Certificate, Pair
+from llmpo.registry import STRATEGIES
 from llmpo.spaces import Space, Unstructured
 from llmpo.stats.thresholds import Threshold, make_threshold
 from llmpo.stats.unstructured import check_ties_mode
-from llmpo.strategies.base import SelfStopping, Strategy, Uniform
-from llmpo.strategies.baselines import UNSTRUCTURED_BASELINES
-from llmpo.strategies.structured_baselines import STRUCTURED_BASELINES
+from llmpo.strategies.base import SelfStopping, Strategy
 
 #: Above this many policies a structured space's Result carries no K×K matrices (at K = 10,000
 #: each would take 800 MB): per-rival figures, compared pairs and utilities stand in for them.
@@ -293,26 +293,18 @@ class Experiment:
     def _make_strategy(self, strategy: str | Strategy) -> Strategy:
         if isinstance(strategy, Strategy):
             return strategy
-        adaptive = self.space.strategies()
-        if strategy == "llmpo":
-            return next(iter(adaptive.values()))()
-        if strategy in adaptive:
-            return adaptive[strategy]()
-        if strategy == Uniform.name:
-            return Uniform()
-        if strategy in UNSTRUCTURED_BASELINES and isinstance(self.space, Unstructured):
-            return UNSTRUCTURED_BASELINES[strategy]()
-        if strategy in STRUCTURED_BASELINES and not isinstance(self.space, Unstructured):
-            return STRUCTURED_BASELINES[strategy]()
-        baselines = list(
-            UNSTRUCTURED_BASELINES if isinstance(self.space, Unstructured) else STRUCTURED_BASELINES
-        )
-        known = ", ".join(
-            ["llmpo", *[n for n in adaptive if n != "llmpo"], Uniform.name, *baselines]
-        )
-        raise ValueError(
-            f"strategy: unknown {strategy!r}; choose one of {known}, or pass a Strategy object"
-        )
+        # Every name, built-in or plug-in, is known through the registry (docs/plugins.md).
+        structured = not isinstance(self.space, Unstructured)
+        rule = STRATEGIES.get(strategy).for_space(structured)
+        if rule is None:
+            fitting = [n for n in STRATEGIES.names() if STRATEGIES.get(n).for_space(structured)]
+            raise ConfigError(
+                f"field 'strategy': {strategy!r} is not a rule of the "
+                f"{'structured' if structured else 'unstructured'} space; its rules: "
+                f"{', '.join(fitting)}. Fix: choose one of them"
+            )
+        made: Strategy = rule()
+        return made
 
     # ---- the loop ------------------------------------------------------------------------------
     @property

@@ -31,20 +31,18 @@ import numpy as np
 from llmpo.config import (
     ConfigError,
     ExperimentConfig,
-    LLMEnvironmentConfig,
     PolicyConfig,
     ReplayEnvironmentConfig,
     SyntheticEnvironmentConfig,
     created_before_ties,
     stored_config,
 )
-from llmpo.datasets import load_arena_counts, load_pandalm
+from llmpo.datasets import load_arena_counts
 from llmpo.environments.base import Comparison, Environment
 from llmpo.environments.replay import (
     Judgment,
     ReplayEnvironment,
     detect_format,
-    read_judgments,
     read_pair_counts,
 )
 from llmpo.environments.structured import StructuredEnvironment
@@ -58,6 +56,7 @@ from llmpo.harness.instances import (
     make_unstructured_instance,
 )
 from llmpo.holdout import split_holdout
+from llmpo.registry import REPLAY_FORMATS, SOURCES
 from llmpo.remaining import RemainingTracker, combine, rival_needs
 from llmpo.spaces import Space, Structured, Unstructured
 from llmpo.store import (
@@ -266,21 +265,26 @@ def build_environment(
     """
     if part not in ("selection", "evaluation"):
         raise ValueError(f"part must be 'selection' or 'evaluation', got {part!r}")
-    environment = config.environment
-    wanted = config.policy_names
-    if isinstance(environment, LLMEnvironmentConfig):
-        return _llm_environment(config, part, evaluation_tasks)
+    # The environment type's registration builds it (llmpo.registry.SOURCES, plug-ins included).
+    source = SOURCES.get(config.environment.type, "environment.type")
     try:
-        if isinstance(environment, SyntheticEnvironmentConfig):
-            instance = load_instance(environment.instance, require_winner=False)
-            if wanted is not None:
-                instance = _restricted(instance, wanted, environment.instance)
-            return _ReseededSynthetic(instance, config.seed)
-        return _replay_environment(config, environment, wanted, part, evaluation_tasks)
-    except ValueError as error:  # InstanceError, ReplayError, DatasetError
+        return source.create(config, part, evaluation_tasks)
+    except ValueError as error:  # InstanceError, ReplayError, DatasetError, a plug-in's
         if isinstance(error, ConfigError):
             raise
         raise ConfigError(f"environment: {error}") from None
+
+
+def synthetic_source(
+    config: ExperimentConfig, part: str = "selection", evaluation_tasks: Path | None = None
+) -> Environment:
+    """The synthetic environment (``type: synthetic``): an instance file, its outcomes drawn."""
+    environment = config.environment
+    assert isinstance(environment, SyntheticEnvironmentConfig)
+    instance = load_instance(environment.instance, require_winner=False)
+    if config.policy_names is not None:
+        instance = _restricted(instance, config.policy_names, environment.instance)
+    return _ReseededSynthetic(instance, config.seed)
 
 
 def _read_task_ids(path: Path) -> list[str]:
@@ -289,10 +293,11 @@ def _read_task_ids(path: Path) -> list[str]:
     return [task.id for task in load_tasks(path)]
 
 
-def _llm_environment(
+def llm_source(
     config: ExperimentConfig, part: str = "selection", evaluation_tasks: Path | None = None
 ) -> Any:
-    """The live LLM environment (imported here: simulations need no HTTP client)."""
+    """The live LLM environment (``type: llm``; imported here: simulations need no HTTP
+    client)."""
     from llmpo.llm.environment import LLMEnvironment, LLMSetupError
     from llmpo.llm.tasks import load_tasks
 
@@ -312,7 +317,7 @@ def _llm_environment(
         selection = tuple(t for t in every if held_ids is None or t.id not in held_ids)
         if not selection:
             raise LLMSetupError(
-                f"every task of {config.environment.tasks} is held out; the selection run "
+                f"every task of {live.config.tasks} is held out; the selection run "
                 "would have none. Fix: lower holdout.fraction, or hold out other tasks"
             )
         if part == "selection":
@@ -338,34 +343,13 @@ def _llm_environment(
         raise ConfigError(f"environment: {error}") from None
 
 
-def _read_promptfoo_results(path: Path) -> list[Judgment]:
-    from llmpo.integrations.promptfoo import read_results
-
-    return read_results(path)
-
-
-def _read_inspect_logs(path: Path) -> list[Judgment]:
-    from llmpo.integrations.inspect import read_logs
-
-    return read_logs(path)
-
-
-#: Readers of the replay formats that hold individual judgments (with task ids).
-_JUDGMENT_READERS: dict[str, Callable[[Path], list[Judgment]]] = {
-    "judgments": read_judgments,
-    "pandalm": load_pandalm,
-    "promptfoo": _read_promptfoo_results,
-    "inspect": _read_inspect_logs,
-}
-
-
-def _replay_environment(
-    config: ExperimentConfig,
-    environment: ReplayEnvironmentConfig,
-    wanted: list[str] | None,
-    part: str = "selection",
-    evaluation_tasks: Path | None = None,
+def replay_source(
+    config: ExperimentConfig, part: str = "selection", evaluation_tasks: Path | None = None
 ) -> ReplayEnvironment:
+    """The replay environment (``type: replay``): recorded judgments or counts, resampled."""
+    environment = config.environment
+    assert isinstance(environment, ReplayEnvironmentConfig)
+    wanted = config.policy_names
     seed = config.seed
     path = environment.path  # None only with format: arena (the configuration checks it)
     data_format = environment.format
@@ -387,7 +371,7 @@ def _replay_environment(
     source = Path(str(path))
     if data_format == "counts":
         return ReplayEnvironment.from_counts(read_pair_counts(source), wanted, **options)
-    judgments = _JUDGMENT_READERS[data_format](source)
+    judgments = REPLAY_FORMATS.get(data_format)(source)
     fractional = next((j for j in judgments if j.outcome not in (0.0, 0.5, 1.0)), None)
     if fractional is not None:
         # The store's schema still admits verdicts only (its CHECK on outcome).

@@ -24,9 +24,9 @@ from llmpo.harness.instances import (
 )
 from llmpo.harness.peers import is_peer
 from llmpo.harness.simulate import DEFAULT_GRID_TASKS, STRATEGIES, STRUCTURED_STRATEGIES, simulate
+from llmpo.registry import THRESHOLDS
 from llmpo.stats.bernoulli import kl_confidence
 from llmpo.stats.structured import characteristic_time
-from llmpo.stats.thresholds import THRESHOLDS
 from llmpo.stats.unstructured import TIES_MODES, optimal_allocation
 
 console = Console(soft_wrap=True)  # sentences stay on one line; tables fit the terminal
@@ -222,8 +222,8 @@ def simulate_command(
     threshold: Annotated[
         str | None,
         typer.Option(
-            help=f"Stopping threshold: {', '.join(THRESHOLDS)}. Default: kt, or universal on a "
-            "structured instance."
+            help=f"Stopping threshold: {', '.join(THRESHOLDS.builtin_names())}, or an installed "
+            "plug-in's (docs/plugins.md). Default: kt, or universal on a structured instance."
         ),
     ] = None,
     epsilon: Annotated[float, typer.Option(help="Indifference margin ε.")] = 0.0,

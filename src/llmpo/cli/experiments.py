@@ -25,6 +25,7 @@ from llmpo.environments.replay import ReplayError
 from llmpo.errors import scrub
 from llmpo.export import ANSWER_COLUMNS, EXPORT_COLUMNS, export_row, write_csv
 from llmpo.llm.loading import LoadStep, watching_loads
+from llmpo.registry import STRATEGIES, judged_by_people
 from llmpo.remaining import rival_needs
 from llmpo.report import (
     LARGE_TABLE_ROWS,
@@ -242,8 +243,7 @@ ConcurrencyOpt = Annotated[
 
 
 def _execute(store: Store, experiment_id: int, as_json: bool, concurrency: int = 8) -> None:
-    judge = store.experiment(experiment_id).config["environment"].get("judge") or {}
-    if judge.get("type") == "human":
+    if judged_by_people(store.experiment(experiment_id).config["environment"].get("judge")):
         raise _fail(
             f"experiment {experiment_id} is judged by people. Fix: serve it to them with "
             f"llmpo serve {store.path}"
@@ -671,7 +671,13 @@ def run(
     max_comparisons: MaxComparisonsOpt = None,
     max_cost: MaxCostOpt = None,
     batch_size: Annotated[int | None, typer.Option(help="Override the batch size.")] = None,
-    strategy: Annotated[str | None, typer.Option(help="Override the sampling rule.")] = None,
+    strategy: Annotated[
+        str | None,
+        typer.Option(
+            help=f"Override the sampling rule: {', '.join(STRATEGIES.builtin_names())}, or an "
+            "installed plug-in's (docs/plugins.md)."
+        ),
+    ] = None,
     store: Annotated[Path | None, typer.Option(help="Override the store path.")] = None,
     concurrency: ConcurrencyOpt = 8,
     dense_subset: Annotated[
@@ -702,7 +708,7 @@ def run(
     }
     try:
         resolved = load_config(config, overrides)
-        if getattr(getattr(resolved.environment, "judge", None), "type", None) == "human":
+        if resolved.judged_by_people:
             raise _fail(
                 f"{config}: judge: human means people judge. Fix: serve it to them with "
                 f"llmpo serve {config}"

@@ -18,7 +18,8 @@ from llmpo.cli.experiments import (
     error_console,
     experiment_id_of,
 )
-from llmpo.config import ConfigError, LLMEnvironmentConfig, load_config
+from llmpo.config import ConfigError, load_config
+from llmpo.registry import judged_by_people
 from llmpo.runner import check_config, find_experiment, start_experiment
 from llmpo.store import Store, StoreError
 
@@ -35,10 +36,7 @@ def _experiment_for(target: Path, experiment_id: int | None) -> tuple[Path, int]
     experiment is found in its store (or started there)."""
     if target.suffix.lower() in (".yaml", ".yml"):
         config = load_config(target)
-        if not (
-            isinstance(config.environment, LLMEnvironmentConfig)
-            and config.environment.judge.type == "human"
-        ):
+        if not config.judged_by_people:
             raise ConfigError(
                 f"{target}: field 'environment.judge': llmpo serve needs judge: {{type: human}}. "
                 "Fix: set it, or use llmpo run for machine judges"
@@ -53,7 +51,7 @@ def _experiment_for(target: Path, experiment_id: int | None) -> tuple[Path, int]
     with Store(target, readonly=True) as store:
         record = store.experiment(experiment_id)
     judge = record.config.get("environment", {}).get("judge") or {}
-    if judge.get("type") != "human":
+    if not judged_by_people(judge):
         raise StoreError(
             f"{target}: experiment {record.id} is not judged by people (judge type "
             f"{judge.get('type', 'none')}). Fix: serve an experiment with judge: {{type: human}}"

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from llmpo.config import HumanJudgeConfig
 from llmpo.llm.judges import Judge, Verdict
 from llmpo.llm.tasks import Task
 
@@ -95,6 +96,12 @@ class HumanJudge(Judge):
         self.show_reference = show_reference
         self.clock = clock
         self.pending: dict[str, PendingComparison] = {}
+
+    @classmethod
+    def from_config(cls, config: HumanJudgeConfig, generate: object = None) -> HumanJudge:
+        """The judge of a ``type: human`` configuration (its registration in
+        :data:`llmpo.registry.JUDGES`; ``generate`` is not used)."""
+        return cls(config.lease_seconds, config.show_reference)
 
     async def judge(
         self, task: Task, answer_a: str, answer_b: str, rng: np.random.Generator

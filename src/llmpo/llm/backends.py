@@ -28,6 +28,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 from urllib.parse import urlsplit
 
 import numpy as np
@@ -230,22 +231,25 @@ def _count(value: object) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
-def read_api_key(config: BackendConfig | AnthropicBackendConfig) -> str:
+def read_api_key(config: BackendConfig | AnthropicBackendConfig | Any) -> str:
     """The key in the environment variable ``config.api_key_env`` names (a placeholder if none).
+
+    Any backend configuration with an ``api_key_env`` field (a plug-in's too) is read this way.
 
     Raises
     ------
     BackendError
         When the variable is named but not set (the message names it, never a key).
     """
-    if config.api_key_env is None:
+    variable = getattr(config, "api_key_env", None)
+    if variable is None:
         return PLACEHOLDER_KEY
-    value = os.environ.get(config.api_key_env)
+    value = os.environ.get(variable)
     if not value:
+        where = getattr(config, "base_url", None) or config.type.capitalize()
         raise BackendError(
-            f"the environment variable {config.api_key_env} (api_key_env of "
-            f"{config.base_url or config.type.capitalize()}) is not set. Fix: export "
-            f"{config.api_key_env}=<your key>"
+            f"the environment variable {variable} (api_key_env of {where}) is not set. Fix: "
+            f"export {variable}=<your key>"
         )
     register_secret(value)
     return value

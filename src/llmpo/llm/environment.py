@@ -29,20 +29,16 @@ import jinja2
 import numpy as np
 
 from llmpo.config import (
-    AnthropicBackendConfig,
     AnyBackendConfig,
-    BackendConfig,
     ExperimentConfig,
     LLMEnvironmentConfig,
     PolicyConfig,
 )
 from llmpo.llm.backends import (
-    AnthropicBackend,
     Backend,
     BackendError,
     Generation,
     GenerationRequest,
-    OpenAIBackend,
     RequestRateLimiter,
     RetryPolicy,
     TokenRateLimiter,
@@ -52,6 +48,7 @@ from llmpo.llm.backends import (
 from llmpo.llm.judges import Judge, Verdict, build_judge
 from llmpo.llm.tasks import Task, draw_task, load_tasks
 from llmpo.llm.worker import ProcessBackend
+from llmpo.registry import BACKENDS
 from llmpo.store import CachedGeneration, ComparisonRecord, Store
 
 _TEMPLATES = jinja2.Environment(undefined=jinja2.StrictUndefined, autoescape=False)
@@ -70,8 +67,11 @@ class LLMSetupError(ValueError):
 
 
 def _backend_key(config: AnyBackendConfig) -> tuple[str, str | None, str | None]:
-    if isinstance(config, BackendConfig | AnthropicBackendConfig):
-        return (config.type, config.base_url, config.api_key_env)
+    """Which endpoint a backend configuration calls: (type, base_url, api_key_env) for one that
+    has a ``base_url`` field, else (type, model) — any registered backend, plug-ins included."""
+    if "base_url" in type(config).model_fields:
+        endpoint: str | None = getattr(config, "base_url", None)
+        return (config.type, endpoint, getattr(config, "api_key_env", None))
     return (config.type, config.model, None)
 
 
@@ -356,7 +356,7 @@ class LLMEnvironment:
         if self._judge_backend is not None:
             self._backend_configs[_backend_key(self._judge_backend)] = self._judge_backend
         for backend in self._backend_configs.values():
-            if isinstance(backend, BackendConfig | AnthropicBackendConfig):
+            if "api_key_env" in type(backend).model_fields:
                 try:
                     read_api_key(backend)
                 except BackendError as error:
@@ -388,17 +388,12 @@ class LLMEnvironment:
     def _backend(self, config: AnyBackendConfig) -> Backend:
         key = _backend_key(config)
         if key not in self._backends:
-            if isinstance(config, BackendConfig):
-                processes = self.client_processes()
-                self._backends[key] = (
-                    ProcessBackend(config, processes) if processes else OpenAIBackend(config)
-                )
-            elif isinstance(config, AnthropicBackendConfig):
-                self._backends[key] = AnthropicBackend(config)
-            else:
-                from llmpo.llm.local import LocalBackend  # torch only when asked for
-
-                self._backends[key] = LocalBackend(config)
+            # Its registration builds it, importing its module now (torch only for local).
+            plugin = BACKENDS.get(config.type)
+            processes = self.client_processes() if plugin.worker_processes else 0
+            self._backends[key] = (
+                ProcessBackend(config, processes) if processes else plugin.create(config)
+            )
         return self._backends[key]
 
     def client_processes(self) -> int:

@@ -25,7 +25,6 @@ import jinja2
 import numpy as np
 
 from llmpo.config import (
-    HumanJudgeConfig,
     JudgeConfig,
     LLMJudgeConfig,
     PythonJudgeConfig,
@@ -33,6 +32,7 @@ from llmpo.config import (
 )
 from llmpo.llm.backends import Generation, GenerationRequest
 from llmpo.llm.tasks import Task
+from llmpo.registry import JUDGES
 
 #: The LLM judge's default prompt (Jinja2). It sees the task's fields as ``task``, the two
 #: answers in presentation order as ``first`` and ``second``, and must reply A, B or TIE. It works
@@ -216,6 +216,11 @@ class ReferenceJudge(Judge):
         self.tolerance = tolerance
         self.similarity = similarity
 
+    @classmethod
+    def from_config(cls, config: ReferenceJudgeConfig, generate: Generate | None) -> ReferenceJudge:
+        """The judge of a ``type: reference`` configuration (``generate`` is not used)."""
+        return cls(config.match, config.tolerance, config.similarity)
+
     def matches(self, answer: str, reference: str) -> bool:
         """Whether one answer matches the reference (``embedding``: see :meth:`judge`)."""
         if self.match == "embedding":
@@ -365,6 +370,27 @@ class LLMJudge(Judge):
         self.temperature = temperature
         self.max_tokens = max_tokens
 
+    @classmethod
+    def from_config(cls, config: LLMJudgeConfig, generate: Generate | None) -> LLMJudge:
+        """The judge of a ``type: llm`` configuration; ``generate`` calls its backend.
+
+        Raises
+        ------
+        ValueError
+            Without ``generate``, or for a prompt that is not a valid template.
+        """
+        if generate is None:
+            raise ValueError("an LLM judge needs a generate function")
+        return cls(
+            generate,
+            config.backend.model,
+            config.order,
+            config.prompt,
+            config.system_prompt,
+            config.temperature,
+            config.max_tokens,
+        )
+
     def check_tasks(self, tasks: tuple[Task, ...]) -> None:
         """Refuse tasks the prompt cannot be rendered for (a field it uses that a task lacks)."""
         for task in tasks:
@@ -443,6 +469,11 @@ class PythonJudge(Judge):
         self.function = function
 
     @classmethod
+    def from_config(cls, config: PythonJudgeConfig, generate: Generate | None) -> PythonJudge:
+        """The judge of a ``type: python`` configuration (see :meth:`from_spec`)."""
+        return cls.from_spec(config.function, config.path)
+
+    @classmethod
     def from_spec(cls, spec: str, folder: Path | None = None) -> PythonJudge:
         """Import ``module:function``, looking in ``folder`` first.
 
@@ -485,30 +516,13 @@ class PythonJudge(Judge):
 
 
 def build_judge(config: JudgeConfig, generate: Generate | None = None) -> Judge:
-    """The judge a configuration describes; ``generate`` sends the LLM judge's requests.
+    """The judge a configuration describes, built by its type's registration
+    (:data:`llmpo.registry.JUDGES`); ``generate`` sends the requests of a judge with a backend.
 
     Raises
     ------
     ValueError
-        For a Python judge that cannot be imported.
+        For a judge that cannot be built (a Python judge that cannot be imported, an unknown
+        type: :class:`~llmpo.errors.ConfigError`).
     """
-    if isinstance(config, ReferenceJudgeConfig):
-        return ReferenceJudge(config.match, config.tolerance, config.similarity)
-    if isinstance(config, PythonJudgeConfig):
-        return PythonJudge.from_spec(config.function, config.path)
-    if isinstance(config, HumanJudgeConfig):
-        from llmpo.human.queue import HumanJudge  # people judge through llmpo serve
-
-        return HumanJudge(config.lease_seconds, config.show_reference)
-    assert isinstance(config, LLMJudgeConfig)
-    if generate is None:
-        raise ValueError("an LLM judge needs a generate function")
-    return LLMJudge(
-        generate,
-        config.backend.model,
-        config.order,
-        config.prompt,
-        config.system_prompt,
-        config.temperature,
-        config.max_tokens,
-    )
+    return JUDGES.get(config.type, "environment.judge.type").create(config, generate)

@@ -8,7 +8,8 @@ processes (``python -m llmpo.llm.worker``) and forwards each *attempt* over a pi
 keeps everything else (retries and their backoff, rate limits, the per-call timeout, the cache,
 the judge, the store), so a worker holds no state worth losing.
 
-Protocol: length-prefixed pickled frames. The parent first sends the :class:`BackendConfig`, then
+Protocol: length-prefixed pickled frames. The parent first sends the backend configuration (the
+worker builds it by its registration, :data:`llmpo.registry.BACKENDS`), then
 ``("call", id, request, timeout)`` and ``("cancel", id)``; the worker answers ``(id, "ok",
 generation)``, ``(id, "transient", message, retry_after)`` or ``(id, "error", message)``. A worker
 reads the API key from the environment variable the configuration names (it inherits the
@@ -32,17 +33,20 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from llmpo.config import BackendConfig
+from pydantic import BaseModel
+
+from llmpo.config import AnyBackendConfig
+from llmpo.errors import scrub
 from llmpo.llm.backends import (
     Backend,
     BackendError,
     Generation,
     GenerationRequest,
-    OpenAIBackend,
     TransientBackendError,
     read_api_key,
 )
 from llmpo.orphans import exit_with_parent
+from llmpo.registry import BACKENDS
 
 _LENGTH = struct.Struct("!I")
 
@@ -141,8 +145,9 @@ class ProcessBackend(Backend):
 
     Parameters
     ----------
-    config : BackendConfig
-        The endpoint, as for :class:`~llmpo.llm.backends.OpenAIBackend`.
+    config : AnyBackendConfig
+        The endpoint, of a backend registered with ``worker_processes=True``
+        (:class:`~llmpo.registry.BackendPlugin`; the built-in: ``openai``).
     processes : int
         Worker processes (at least 1).
 
@@ -152,14 +157,15 @@ class ProcessBackend(Backend):
         When the named key variable is not set (checked here, before any process starts).
     """
 
-    def __init__(self, config: BackendConfig, processes: int) -> None:
+    def __init__(self, config: AnyBackendConfig, processes: int) -> None:
         if processes < 1:
             raise ValueError(f"processes must be at least 1, got {processes}")
         read_api_key(config)  # fail here, before any process starts
-        self.label = f"{config.base_url or 'OpenAI'}"
+        default = "OpenAI" if config.type == "openai" else f"{config.type} {config.model}"
+        self.label = getattr(config, "base_url", None) or default
         self.config = config
         self.processes = processes
-        self._in_process: OpenAIBackend | None = None
+        self._in_process: Backend | None = None
         self._workers: list[_Worker] = []
         self._ready: list[_Worker] = []
         self._starting: asyncio.Task[None] | None = None
@@ -212,7 +218,7 @@ class ProcessBackend(Backend):
             if self._starting is None:
                 self._starting = asyncio.create_task(self._spawn())
             if self._in_process is None:
-                self._in_process = OpenAIBackend(self.config)
+                self._in_process = BACKENDS.get(self.config.type).create(self.config)
             return await self._in_process.complete(request, timeout)
         worker = self._ready[next(self._turn) % len(self._ready)]
         if worker.reader.done():
@@ -262,9 +268,11 @@ async def _serve() -> None:
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin.buffer)
     transport, _ = await loop.connect_write_pipe(asyncio.Protocol, frames_out)
     config = await _read_frame(reader)
-    if not isinstance(config, BackendConfig):
+    kind = getattr(config, "type", None)
+    if not isinstance(config, BaseModel) or not isinstance(kind, str):
         return
-    backend = OpenAIBackend(config)
+    # The backend's own registration builds it, here as in the parent (docs/plugins.md).
+    backend = BACKENDS.get(kind).create(config)
     transport.write(_frame(READY))
     calls: dict[int, asyncio.Task[None]] = {}
 
@@ -276,7 +284,7 @@ async def _serve() -> None:
         except BackendError as error:
             reply = (call_id, "error", str(error))
         except Exception as error:  # a bug: reported to the parent, not lost
-            reply = (call_id, "error", backend.scrub(f"{backend.label}: {error!r}"))
+            reply = (call_id, "error", scrub(f"{backend.label}: {error!r}"))
         finally:
             calls.pop(call_id, None)
         transport.write(_frame(reply))

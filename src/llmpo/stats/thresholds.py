@@ -31,6 +31,9 @@ from abc import ABC, abstractmethod
 import numpy as np
 from numpy.typing import NDArray
 
+from llmpo.errors import ConfigError
+from llmpo.registry import THRESHOLDS as REGISTERED
+
 LOG2 = math.log(2.0)
 
 
@@ -198,8 +201,12 @@ def make_threshold(name: str | Threshold) -> Threshold:
     """The threshold called ``name`` (``"kt"``, ``"gk16-heuristic"``, …); Thresholds pass."""
     if isinstance(name, Threshold):
         return name
-    try:
-        return THRESHOLDS[name]()
-    except KeyError:
-        known = ", ".join(sorted(THRESHOLDS))
-        raise ValueError(f"unknown threshold {name!r}; choose one of: {known}") from None
+    # The registry holds THRESHOLDS and the installed plug-ins (docs/plugins.md).
+    if name not in REGISTERED:
+        known = ", ".join(REGISTERED.names())
+        raise ConfigError(
+            f"unknown threshold {name!r}; choose one of: {known}. Fix: use one of these, or "
+            f"install the package that provides it (entry-point group {REGISTERED.group})"
+        )
+    threshold: Threshold = REGISTERED.get(name, "threshold")()
+    return threshold
