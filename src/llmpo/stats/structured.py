@@ -25,15 +25,16 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-import cvxpy as cp
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
-from scipy.optimize import OptimizeResult, linprog
 from scipy.special import expit, log_expit
 
 from llmpo.stats.bernoulli import kl_bernoulli, kl_confidence
+
+if TYPE_CHECKING:
+    from scipy.optimize import OptimizeResult
 
 Form = Literal["exact", "fisher"]
 
@@ -387,6 +388,8 @@ def optimal_allocation_exact(
     x, best, rows, cols, z, s = _allocation_problem(features, theta, pairs)
     regularization = entropy
     entropy = _binary_entropy(s)
+    import cvxpy as cp  # imported here: ~0.5 s that only these two solvers need
+
     w = cp.Variable(rows.size, nonneg=True)
     t = cp.Variable()
     constraints = [cp.sum(w) == 1]
@@ -436,6 +439,8 @@ def optimal_allocation_fisher(
     StructuredAllocation
     """
     x, best, rows, cols, z, s = _allocation_problem(features, theta, pairs)
+    import cvxpy as cp  # imported here: ~0.5 s that only these two solvers need
+
     w = cp.Variable(rows.size, nonneg=True)
     t = cp.Variable()
     information = z.T @ cp.diag(cp.multiply(s * (1.0 - s), w)) @ z
@@ -521,6 +526,8 @@ def _solve_cut_lp(divergence: NDArray[np.float64]) -> OptimizeResult | None:
     Dual simplex first, then the interior-point method if HiGHS reports numerical trouble (it
     does on some degenerate programs with many cuts); None if both fail.
     """
+    from scipy.optimize import linprog  # imported here: scipy.optimize is slow to import
+
     n_pairs, n_cuts = divergence.shape
     for method in ("highs-ds", "highs-ipm"):
         result = linprog(
