@@ -49,6 +49,7 @@ from llmpo.environments.replay import (
 )
 from llmpo.environments.structured import StructuredEnvironment
 from llmpo.environments.synthetic import SyntheticEnvironment
+from llmpo.errors import RunFailedError
 from llmpo.experiment import Experiment, Result
 from llmpo.harness.instances import (
     StructuredInstance,
@@ -67,11 +68,6 @@ from llmpo.store import (
     Store,
     StoreError,
 )
-
-
-class RunFailedError(RuntimeError):
-    """A run stopped by a failure it cannot retry (a live backend); every finished comparison
-    is stored, so it can be resumed."""
 
 
 @dataclass(frozen=True)

@@ -10,11 +10,13 @@ from __future__ import annotations
 import difflib
 import importlib
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 import typer.core
 import typer.main
+
+from llmpo.errors import LlmpoError, scrub
 
 if TYPE_CHECKING:
     # Typer's own copy of Click (typer ≥ 0.29 ships one), the types its classes take.
@@ -111,6 +113,21 @@ class _LazyGroup(typer.core.TyperGroup):
             return name, command, rest
         return name, self.load(name), rest
 
+    def invoke(self, ctx: Context) -> Any:
+        """Run the command; the one place where the command line reports llmpo's own errors:
+        the message on stderr (scrubbed of secrets), never a traceback, and the error's exit
+        status (2 for bad input, 1 for a failed run)."""
+        try:
+            return super().invoke(ctx)
+        except LlmpoError as error:
+            from rich.console import Console
+            from rich.markup import escape
+
+            Console(stderr=True, soft_wrap=True).print(
+                f"[bold red]error:[/] {escape(scrub(str(error)))}", highlight=False
+            )
+            raise typer.Exit(error.exit_code) from None
+
     def load(self, name: str) -> Command:
         """The command ``name``, its module imported (it registers on ``app`` when imported)."""
         if name not in self.commands:
@@ -145,7 +162,7 @@ def _flag_type(option: typer.core.TyperOption, ctx: Context) -> str | None:
 
 
 _option_type = typer.core.TyperOption.display_type_rich
-typer.core.TyperOption.display_type_rich = _flag_type  # type: ignore[method-assign]
+typer.core.TyperOption.display_type_rich = _flag_type  # type: ignore[method-assign,assignment]
 
 
 def _print_version(value: bool) -> None:

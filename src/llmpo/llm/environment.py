@@ -36,6 +36,7 @@ from llmpo.config import (
     LLMEnvironmentConfig,
     PolicyConfig,
 )
+from llmpo.errors import ConfigError
 from llmpo.llm.backends import (
     AnthropicBackend,
     Backend,
@@ -65,7 +66,7 @@ DEFAULT_PROMPT_TEMPLATE = "{{ prompt }}"
 PROCESS_CONCURRENCY = 16
 
 
-class LLMSetupError(ValueError):
+class LLMSetupError(ConfigError):
     """A live-LLM configuration that cannot run (tasks, templates, judge, keys)."""
 
 

@@ -51,6 +51,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from llmpo.errors import ConfigError
 from llmpo.llm.backends import BackendError
 from llmpo.llm.environment import LiveComparison, LLMEnvironment, LLMSetupError, call_totals
 from llmpo.runner import Progress, RunFailedError, Runner, RunOutcome, judge_warning
@@ -96,7 +97,7 @@ class AsyncRunner(Runner):
         progress_interval: float = 0.5,
     ) -> None:
         if concurrency < 1:
-            raise ValueError(f"concurrency must be a positive integer, got {concurrency}")
+            raise ConfigError(f"concurrency must be a positive integer, got {concurrency}")
         super().__init__(store, experiment_id, on_progress, progress_interval)
         if not isinstance(self.environment, LLMEnvironment):
             raise StoreError(f"experiment {experiment_id} is not a live LLM experiment")

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from llmpo.config import BackendConfig
+from llmpo.errors import ConfigError
 from llmpo.llm.backends import (
     Backend,
     BackendError,
@@ -154,7 +155,7 @@ class ProcessBackend(Backend):
 
     def __init__(self, config: BackendConfig, processes: int) -> None:
         if processes < 1:
-            raise ValueError(f"processes must be at least 1, got {processes}")
+            raise ConfigError(f"processes must be at least 1, got {processes}")
         read_api_key(config)  # fail here, before any process starts
         self.label = f"{config.base_url or 'OpenAI'}"
         self.config = config

@@ -31,6 +31,8 @@ from abc import ABC, abstractmethod
 import numpy as np
 from numpy.typing import NDArray
 
+from llmpo.errors import ConfigError
+
 LOG2 = math.log(2.0)
 
 
@@ -123,7 +125,7 @@ class LikelihoodThreshold(Threshold):
     """
 
     def common(self, t: float, delta: float, log_multiplicity: float) -> float:
-        raise ValueError(
+        raise ConfigError(
             f"threshold {self.name!r} needs a likelihood model: use it with the structured space, "
             "or choose 'kt'"
         )
@@ -167,7 +169,7 @@ class GaussianMixtureThreshold(LikelihoodThreshold):
 
     def __init__(self, prior_precision: float = 1.0) -> None:
         if not prior_precision > 0 or not math.isfinite(prior_precision):
-            raise ValueError(f"prior_precision: must be a positive number, got {prior_precision}")
+            raise ConfigError(f"prior_precision: must be a positive number, got {prior_precision}")
         self.prior_precision = float(prior_precision)
 
 
@@ -202,4 +204,4 @@ def make_threshold(name: str | Threshold) -> Threshold:
         return THRESHOLDS[name]()
     except KeyError:
         known = ", ".join(sorted(THRESHOLDS))
-        raise ValueError(f"unknown threshold {name!r}; choose one of: {known}") from None
+        raise ConfigError(f"unknown threshold {name!r}; choose one of: {known}") from None
