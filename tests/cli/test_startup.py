@@ -121,3 +121,22 @@ def test_help_lists_what_the_loaded_commands_would():
 def test_a_mistyped_command_gets_a_suggestion_among_all_commands():
     output, _ = _run("rnu")
     assert "No such command 'rnu'. Did you mean 'run'?" in output
+
+
+def test_the_package_exports_its_api_lazily():
+    """``import llmpo`` imports no numerical code; the public names resolve on first use."""
+    probe = (
+        "import sys, llmpo; heavy = {'numpy', 'scipy', 'llmpo.experiment'} & set(sys.modules); "
+        "from llmpo import Experiment, Structured; import llmpo.experiment, llmpo.spaces; "
+        "assert Experiment is llmpo.experiment.Experiment; "
+        "assert Structured is llmpo.spaces.Structured; print(sorted(heavy))"
+    )
+    completed = subprocess.run(
+        [sys.executable, "-c", probe],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": SRC},
+        timeout=120,
+        check=True,
+    )
+    assert completed.stdout.strip() == "[]"
