@@ -83,6 +83,18 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+def fail(message: str, code: int = 2) -> typer.Exit:
+    """Print a user error on stderr (secrets scrubbed, no traceback) and return the exit to
+    raise; for the command line's own checks of its arguments."""
+    from rich.console import Console
+    from rich.markup import escape
+
+    Console(stderr=True, soft_wrap=True).print(
+        f"[bold red]error:[/] {escape(scrub(message))}", highlight=False
+    )
+    return typer.Exit(code)
+
+
 class _LazyGroup(typer.core.TyperGroup):
     """The top-level group: lists :data:`COMMANDS` without importing them; imports a command's
     module when the command is resolved to run."""
@@ -120,13 +132,7 @@ class _LazyGroup(typer.core.TyperGroup):
         try:
             return super().invoke(ctx)
         except LlmpoError as error:
-            from rich.console import Console
-            from rich.markup import escape
-
-            Console(stderr=True, soft_wrap=True).print(
-                f"[bold red]error:[/] {escape(scrub(str(error)))}", highlight=False
-            )
-            raise typer.Exit(error.exit_code) from None
+            raise fail(str(error), error.exit_code) from None
 
     def load(self, name: str) -> Command:
         """The command ``name``, its module imported (it registers on ``app`` when imported)."""
@@ -189,4 +195,4 @@ def _main(
 
     load_env_file(Path(".env"))
 
-__all__ = ["COMMANDS", "app", "load_commands"]
+__all__ = ["COMMANDS", "app", "fail", "load_commands"]

@@ -11,11 +11,10 @@ from typing import Annotated, Any
 import numpy as np
 import typer
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
 
-from llmpo.cli import app
-from llmpo.errors import ConfigError, scrub
+from llmpo.cli import app, fail
+from llmpo.errors import ConfigError
 from llmpo.harness.instances import (
     StructuredInstance,
     UnstructuredInstance,
@@ -56,12 +55,6 @@ TiesOpt = Annotated[
         "half: a tie counts as half a win (docs/ties.md).",
     ),
 ]
-
-
-def fail(message: str, code: int = 2) -> typer.Exit:
-    """Print a user error (no traceback) and return the exit to raise."""
-    error_console.print(f"[bold red]error:[/] {escape(scrub(message))}", highlight=False)
-    return typer.Exit(code)
 
 
 def _load(path: Path) -> UnstructuredInstance | StructuredInstance:

@@ -20,8 +20,8 @@ from rich.table import Table
 from rich.text import Text
 
 from llmpo.cli import app
+from llmpo.cli import fail as _fail
 from llmpo.config import ConfigError, ExperimentConfig, load_config
-from llmpo.errors import scrub
 from llmpo.export import ANSWER_COLUMNS, EXPORT_COLUMNS, export_row, write_csv
 from llmpo.llm.loading import LoadStep, watching_loads
 from llmpo.remaining import rival_needs
@@ -98,13 +98,6 @@ class ExportFormat(StrEnum):
 
     csv = "csv"
     parquet = "parquet"
-
-
-def _fail(message: str, code: int = 2) -> typer.Exit:
-    error_console.print(
-        f"[bold red]error:[/] {escape(scrub(message))}", highlight=False, soft_wrap=True
-    )
-    return typer.Exit(code)
 
 
 def _progress_line(progress: Progress) -> str:
