@@ -894,8 +894,9 @@ class Runner:
         self.environment.reseed((self.seed, sequence))
         started_at = time.time()
         comparison = self.environment.compare(a, b)
-        if self.config.environment.latency_seconds:
-            time.sleep(self.config.environment.latency_seconds)
+        environment = self.config.environment  # a live LLM's latency is real, not simulated
+        if not isinstance(environment, LLMEnvironmentConfig) and environment.latency_seconds:
+            time.sleep(environment.latency_seconds)
         record = ComparisonRecord.of(sequence, a, b, comparison, started_at, time.time())
         self.store.append_comparison(self.record.id, record)  # committed before it is told
         if comparison.cost_usd is not None:
