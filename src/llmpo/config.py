@@ -133,11 +133,12 @@ class BackendConfig(_Strict):
         if not isinstance(value, str):
             return value
         if looks_like_key(value):  # never echoed: the message goes to terminals and logs
-            raise ValueError(f"api_key_env|{KEY_IN_CONFIG}|{KEY_FIX}")
+            raise ConfigError(field="api_key_env", problem=KEY_IN_CONFIG, fix=KEY_FIX)
         if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", value) is None:
-            raise ValueError(
-                f"api_key_env|must name an environment variable (letters, digits, _), got "
-                f"{value!r}|write the variable's name, e.g. api_key_env: OPENAI_API_KEY"
+            raise ConfigError(
+                field="api_key_env",
+                problem=f"must name an environment variable (letters, digits, _), got {value!r}",
+                fix="write the variable's name, e.g. api_key_env: OPENAI_API_KEY",
             )
         return value
 
@@ -218,13 +219,16 @@ class PolicyConfig(_Strict):
     @model_validator(mode="after")
     def _one_prompt(self) -> PolicyConfig:
         if self.messages is not None and self.prompt_template is not None:
-            raise ValueError(
-                "messages|is given together with prompt_template|keep one: messages holds the "
-                "whole chat, its last message the user's prompt"
+            raise ConfigError(
+                field="messages",
+                problem="is given together with prompt_template",
+                fix="keep one: messages holds the whole chat, its last message the user's prompt",
             )
         if self.messages is not None and (not self.messages or self.messages[-1].role != "user"):
-            raise ValueError(
-                "messages|must end with a user message|put the prompt (role: user) last"
+            raise ConfigError(
+                field="messages",
+                problem="must end with a user message",
+                fix="put the prompt (role: user) last",
             )
         return self
 
@@ -265,9 +269,13 @@ class ReplayEnvironmentConfig(_Strict):
     @model_validator(mode="after")
     def _path_needed(self) -> ReplayEnvironmentConfig:
         if self.path is None and self.format != "arena":
-            raise ValueError(
-                "path|is required for this format|add path: FILE (JSONL judgments or counts); "
-                "only format: arena can read its data from the installed leaderbot package"
+            raise ConfigError(
+                field="path",
+                problem="is required for this format",
+                fix=(
+                    "add path: FILE (JSONL judgments or counts); only format: arena can read its "
+                    "data from the installed leaderbot package"
+                ),
             )
         return self
 
@@ -368,10 +376,13 @@ class LLMEnvironmentConfig(_Strict):
             isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= 64
         ):
             return value
-        raise ValueError(
-            f"client_processes|must be auto or a whole number from 0 to 64, got {value!r}|write "
-            "client_processes: auto (a worker process from 16 comparisons in flight), 0 (HTTP "
-            "calls in the runner's process) or the number of worker processes"
+        raise ConfigError(
+            field="client_processes",
+            problem=f"must be auto or a whole number from 0 to 64, got {value!r}",
+            fix=(
+                "write client_processes: auto (a worker process from 16 comparisons in flight), 0 "
+                "(HTTP calls in the runner's process) or the number of worker processes"
+            ),
         )
 
 
@@ -387,9 +398,10 @@ class HoldoutConfig(_Strict):
     @model_validator(mode="after")
     def _one_source(self) -> HoldoutConfig:
         if (self.fraction is None) == (self.tasks is None):
-            raise ValueError(
-                "holdout|needs exactly one of fraction and tasks|write holdout: {fraction: 0.2} "
-                "or holdout: {tasks: heldout.jsonl}"
+            raise ConfigError(
+                field="holdout",
+                problem="needs exactly one of fraction and tasks",
+                fix="write holdout: {fraction: 0.2} or holdout: {tasks: heldout.jsonl}",
             )
         return self
 
@@ -428,26 +440,32 @@ def expand_policy_factors(spec: Any) -> list[dict[str, Any]]:
 
     Raises
     ------
-    ValueError
-        In the ``field|problem|fix`` form of the configuration's own checks.
+    ConfigError
+        With the ``field``, ``problem`` and ``fix`` of the configuration's own checks.
     """
     if not isinstance(spec, dict) or set(spec) - {"base", "factors"} or "factors" not in spec:
-        raise ValueError(
-            "policies|a mapping of policies needs exactly 'factors' (and optionally 'base')|"
-            "write policies: {base: {backend: ...}, factors: {temperature: [0.2, 1.0]}}, or a list"
+        raise ConfigError(
+            field="policies",
+            problem="a mapping of policies needs exactly 'factors' (and optionally 'base')",
+            fix=(
+                "write policies: {base: {backend: ...}, factors: {temperature: [0.2, 1.0]}}, or "
+                "a list"
+            ),
         )
     base, factors = spec.get("base") or {}, spec["factors"]
     if not isinstance(base, dict) or not isinstance(factors, dict) or not factors:
-        raise ValueError(
-            "policies.factors|must be a non-empty mapping of fields to levels (and base a "
-            "mapping)|write factors: {temperature: [0.2, 1.0], system_prompt: {terse: ...}}"
+        raise ConfigError(
+            field="policies.factors",
+            problem="must be a non-empty mapping of fields to levels (and base a mapping)",
+            fix="write factors: {temperature: [0.2, 1.0], system_prompt: {terse: ...}}",
         )
     named_levels: dict[str, list[tuple[str, Any]]] = {}
     for factor, levels in factors.items():
         if factor not in FACTOR_FIELDS:
-            raise ValueError(
-                f"policies.factors|{factor!r} is not a policy field a factor can vary|use "
-                f"{', '.join(FACTOR_FIELDS)}"
+            raise ConfigError(
+                field="policies.factors",
+                problem=f"{factor!r} is not a policy field a factor can vary",
+                fix=f"use {', '.join(FACTOR_FIELDS)}",
             )
         if isinstance(levels, dict):
             pairs = [(str(name), value) for name, value in levels.items()]
@@ -457,9 +475,10 @@ def expand_policy_factors(spec: Any) -> list[dict[str, Any]]:
             pairs = []
         names = [name for name, _ in pairs]
         if len(pairs) < 1 or len(set(names)) != len(names):
-            raise ValueError(
-                f"policies.factors.{factor}|needs distinct levels|give a list of values or a "
-                "mapping {level name: value}"
+            raise ConfigError(
+                field=f"policies.factors.{factor}",
+                problem="needs distinct levels",
+                fix="give a list of values or a mapping {level name: value}",
             )
         named_levels[factor] = pairs
     policies = []
@@ -507,52 +526,73 @@ class ExperimentConfig(_Strict):
         names = self.policy_names
         if names is not None:
             if len(names) < 2:
-                raise ValueError("policies|lists fewer than 2 policies|list at least 2, or omit it")
+                raise ConfigError(
+                    field="policies",
+                    problem="lists fewer than 2 policies",
+                    fix="list at least 2, or omit it",
+                )
             duplicates = sorted({n for n in names if names.count(n) > 1})
             if duplicates:
                 self._refuse_duplicates(names, duplicates)
             for name in names:
                 if (problem := name_problem(name)) is not None:
-                    raise ValueError(
-                        f"policies|the name {name[:40]!r} {problem}|rename the policy"
+                    raise ConfigError(
+                        field="policies",
+                        problem=f"the name {name[:40]!r} {problem}",
+                        fix="rename the policy",
                     )
             if self.baseline is not None and self.baseline not in names:
-                raise ValueError(
-                    f"baseline|{self.baseline!r} is not one of the policies {names}|set it to "
-                    "the policy in use today, or omit it (default: the first policy)"
+                raise ConfigError(
+                    field="baseline",
+                    problem=f"{self.baseline!r} is not one of the policies {names}",
+                    fix="set it to the policy in use today, or omit it (default: the first policy)",
                 )
         if self.holdout is not None and self.environment.type == "synthetic":
-            raise ValueError(
-                "holdout|a synthetic environment has no tasks to hold out|remove holdout (every "
-                "evaluation comparison of a synthetic instance is a fresh draw)"
+            raise ConfigError(
+                field="holdout",
+                problem="a synthetic environment has no tasks to hold out",
+                fix=(
+                    "remove holdout (every evaluation comparison of a synthetic instance is a "
+                    "fresh draw)"
+                ),
             )
         if self.space == "structured" and (
             self.policies is not None or self.environment.type != "synthetic"
         ):
             specs = [p for p in self.policies or [] if isinstance(p, PolicyConfig)]
             if not specs or len(specs) != len(self.policies or []):
-                raise ValueError(
-                    "policies|space: structured needs every policy as a mapping|write each as "
-                    "{name: ..., features: [...]} or {name: ..., levels: {factor: level}}"
+                raise ConfigError(
+                    field="policies",
+                    problem="space: structured needs every policy as a mapping",
+                    fix=(
+                        "write each as {name: ..., features: [...]} or {name: ..., levels: "
+                        "{factor: level}}"
+                    ),
                 )
             if any(p.features is None and p.levels is None for p in specs):
-                raise ValueError(
-                    "policies|a policy of a structured space has neither features nor levels|"
-                    "give each policy features: [...] or levels: {factor: level}"
+                raise ConfigError(
+                    field="policies",
+                    problem="a policy of a structured space has neither features nor levels",
+                    fix="give each policy features: [...] or levels: {factor: level}",
                 )
             self._check_features(specs)
         if self.environment.type == "llm":
             if self.policies is None:
-                raise ValueError(
-                    "policies|environment type llm needs its policies|list each policy as "
-                    "{name: ..., backend: {type: openai, model: ...}}"
+                raise ConfigError(
+                    field="policies",
+                    problem="environment type llm needs its policies",
+                    fix="list each policy as {name: ..., backend: {type: openai, model: ...}}",
                 )
             for policy in self.policies:
                 if isinstance(policy, str) or policy.backend is None:
                     name = policy if isinstance(policy, str) else policy.name
-                    raise ValueError(
-                        f"policies|policy {name!r} has no backend|give it backend: "
-                        "{type: openai, base_url: ..., model: ..., api_key_env: ...}"
+                    raise ConfigError(
+                        field="policies",
+                        problem=f"policy {name!r} has no backend",
+                        fix=(
+                            "give it backend: {type: openai, base_url: ..., model: ..., "
+                            "api_key_env: ...}"
+                        ),
                     )
         return self
 
@@ -565,24 +605,35 @@ class ExperimentConfig(_Strict):
             if len({repr(e) for e, n in zip(entries, names, strict=True) if n == name}) > 1
         ]
         if differing:
-            raise ValueError(
-                f"policies|different policies share the names {differing}|rename one of each "
-                "pair (the name identifies a policy in the store, the report and ask/tell)"
+            raise ConfigError(
+                field="policies",
+                problem=f"different policies share the names {differing}",
+                fix=(
+                    "rename one of each pair (the name identifies a policy in the store, the "
+                    "report and ask/tell)"
+                ),
             )
-        raise ValueError(f"policies|policies listed twice: {duplicates}|list each policy once")
+        raise ConfigError(
+            field="policies",
+            problem=f"policies listed twice: {duplicates}",
+            fix="list each policy once",
+        )
 
     def _check_features(self, specs: list[PolicyConfig]) -> None:
         if all(p.features is not None for p in specs):
             lengths = {len(p.features or []) for p in specs}
             if len(lengths) > 1 or 0 in lengths:
-                raise ValueError(
-                    f"policies|feature vectors of lengths {sorted(lengths)}|give every policy "
-                    "a non-empty feature vector of the same length"
+                raise ConfigError(
+                    field="policies",
+                    problem=f"feature vectors of lengths {sorted(lengths)}",
+                    fix="give every policy a non-empty feature vector of the same length",
                 )
             return
         if any(p.levels is None for p in specs):
-            raise ValueError(
-                "policies|some policies give features and others levels|use one kind for all"
+            raise ConfigError(
+                field="policies",
+                problem="some policies give features and others levels",
+                fix="use one kind for all",
             )
         factors = self.factors
         for policy in specs:
@@ -590,9 +641,10 @@ class ExperimentConfig(_Strict):
             extra = [f for f in policy.levels or {} if f not in factors]
             if missing or extra:
                 problem = f"missing factors {missing}" if missing else f"unknown factors {extra}"
-                raise ValueError(
-                    f"policies|policy {policy.name!r} has {problem}|give every policy one level "
-                    f"of each factor in {factors}"
+                raise ConfigError(
+                    field="policies",
+                    problem=f"policy {policy.name!r} has {problem}",
+                    fix=f"give every policy one level of each factor in {factors}",
                 )
 
     @property
@@ -748,11 +800,12 @@ def _describe(error: dict[str, Any], source: str) -> str:
     field = ".".join(location) or "(top level)"
     message = str(error["msg"]).removeprefix("Value error, ")
     fix = _FIXES.get(error["type"], "correct the value")
-    if error["type"] == "value_error" and message.count("|") == 2:
-        # Our own validators write "field|problem|fix".
-        sub_field, problem, fix = message.split("|")
+    cause = error.get("ctx", {}).get("error")
+    if isinstance(cause, ConfigError) and cause.problem is not None:
+        # Our own validators raise ConfigError(field=, problem=, fix=).
+        sub_field = cause.field or ""
         field = ".".join(location if location[-1:] == [sub_field] else [*location, sub_field])
-        return f"{source}: field '{field}': {problem}. Fix: {fix}."
+        return f"{source}: field '{field}': {cause.problem}. Fix: {cause.fix}."
     if _holds_a_key(location, error.get("input")):
         return f"{source}: field '{field}': {KEY_IN_CONFIG}. Fix: {KEY_FIX}."
     if error["type"] == "extra_forbidden":
@@ -842,7 +895,7 @@ def parse_config(
         config = ExperimentConfig.model_validate(_merge(data, overrides or {}))
     except ValidationError as error:
         given = {key for key, value in (overrides or {}).items() if value is not None}
-        errors = error.errors()
+        errors: list[dict[str, Any]] = [dict(e) for e in error.errors()]
         # A policy written as a mapping also fails the union's string branch; that error would
         # only hide the mapping's own (a misspelt key, say).
         errors = [

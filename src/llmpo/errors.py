@@ -1,10 +1,10 @@
 """llmpo's error classes, and the one place where secrets are scrubbed from error text.
 
-Every error llmpo raises for a user to read derives from :class:`LlmpoError`; its message names
-the file or field at fault and the fix. Error text that may carry a secret (a server's error body,
-a configuration value) goes through :func:`scrub` — or :func:`clip`, which scrubs *before* it
-shortens, so that no part of a key survives a cut — before it reaches stderr, the store or a
-report.
+Every error llmpo raises on purpose derives from :class:`LlmpoError`; its message names the file
+or field at fault and the fix (also kept as the error's ``field``, ``problem`` and ``fix``). Error
+text that may carry a secret (a server's error body, a configuration value) goes through
+:func:`scrub` — or :func:`clip`, which scrubs *before* it shortens, so that no part of a key
+survives a cut — before it reaches stderr, the store or a report.
 """
 
 from __future__ import annotations
@@ -17,6 +17,8 @@ __all__ = [
     "ConfigError",
     "DataError",
     "LlmpoError",
+    "RunFailedError",
+    "StateError",
     "StoreError",
     "clip",
     "looks_like_key",
@@ -27,11 +29,47 @@ __all__ = [
 
 
 class LlmpoError(Exception):
-    """Base of the errors llmpo reports to its user (a message, never a traceback)."""
+    """Base of every error llmpo raises on purpose: a message for its user, never a traceback.
+
+    The command line catches this one type (in :mod:`llmpo.cli`), prints the message and exits
+    with :attr:`exit_code`. Catch it to handle any error of llmpo's; the subclasses below say
+    which part of the input or which resource is at fault.
+
+    Parameters
+    ----------
+    message : str, optional
+        The whole message. By default it is composed from ``field``, ``problem`` and ``fix``:
+        ``field 'FIELD': PROBLEM. Fix: FIX.``
+    field : str, optional
+        What is at fault: a configuration field (dotted), a file, an argument.
+    problem : str, optional
+        What is wrong with it.
+    fix : str, optional
+        What to do about it.
+    """
+
+    #: Exit status of the command line for this error: 2, as for a usage error (bad input).
+    exit_code: int = 2
+
+    def __init__(
+        self,
+        message: str = "",
+        *,
+        field: str | None = None,
+        problem: str | None = None,
+        fix: str | None = None,
+    ) -> None:
+        self.field = field
+        self.problem = problem
+        self.fix = fix
+        if not message:
+            where = f"field '{field}': " if field else ""
+            message = f"{where}{problem or 'invalid'}" + (f". Fix: {fix}." if fix else "")
+        super().__init__(message)
 
 
 class ConfigError(LlmpoError, ValueError):
-    """A configuration that cannot be used; the message names the file, the field and the fix."""
+    """A configuration or argument that cannot be used; names the file, the field and the fix."""
 
 
 class DataError(LlmpoError, ValueError):
@@ -44,6 +82,18 @@ class StoreError(LlmpoError, RuntimeError):
 
 class BackendError(LlmpoError, RuntimeError):
     """A generation that failed for good (after retries, or a permanent error)."""
+
+
+class StateError(LlmpoError, RuntimeError):
+    """An operation the object's state does not allow (telling an experiment that is done)."""
+
+
+class RunFailedError(LlmpoError, RuntimeError):
+    """A run stopped by a failure it cannot retry (a live backend); every finished comparison
+    is stored, so it can be resumed."""
+
+    #: A run that failed exits 1 (an input error exits 2).
+    exit_code = 1
 
 
 #: Shown in place of a secret.

@@ -18,8 +18,9 @@ from typing import Any, Literal, overload
 import numpy as np
 from numpy.typing import NDArray
 
-from llmpo.errors import ConfigError
+from llmpo.errors import ConfigError, DataError, StateError
 from llmpo.models.base import Certificate, Pair
+from llmpo.models.structured import StructuredModel
 from llmpo.registry import STRATEGIES
 from llmpo.spaces import Space, Unstructured
 from llmpo.stats.thresholds import Threshold, make_threshold
@@ -272,11 +273,11 @@ class Experiment:
         if not isinstance(space, Space):
             space = Unstructured(space)
         if not 0.0 < delta < 0.5:
-            raise ValueError(f"delta must lie in (0, 0.5), got {delta}")
+            raise ConfigError(f"delta must lie in (0, 0.5), got {delta}")
         if not 0.0 <= epsilon < 0.5:
-            raise ValueError(f"epsilon must lie in [0, 0.5), got {epsilon}")
+            raise ConfigError(f"epsilon must lie in [0, 0.5), got {epsilon}")
         if max_comparisons is not None and max_comparisons < 1:
-            raise ValueError(f"max_comparisons must be a positive integer, got {max_comparisons}")
+            raise ConfigError(f"max_comparisons must be a positive integer, got {max_comparisons}")
         self.space = space
         self._by_name = {name: index for index, name in enumerate(space.policies)}
         self.delta = delta
@@ -348,7 +349,7 @@ class Experiment:
             The pairs ``(i, j)``, ``[]`` once the experiment is done.
         """
         if n < 1:
-            raise ValueError(f"n must be a positive integer, got {n}")
+            raise ConfigError(f"n must be a positive integer, got {n}")
         if self.done:
             return []
         if self.max_comparisons is not None:
@@ -372,12 +373,12 @@ class Experiment:
                 return self._by_name[policy]
             else:
                 shown = ", ".join(repr(p) for p in policies[:10]) + (", …" if k > 10 else "")
-                raise ValueError(f"unknown policy {policy!r}; the policies are {shown}")
+                raise ConfigError(f"unknown policy {policy!r}; the policies are {shown}")
         if isinstance(policy, int | np.integer) and not isinstance(policy, bool):
             if 0 <= policy < k:
                 return int(policy)
-            raise ValueError(f"unknown policy {policy}: indices run 0..{k - 1}")
-        raise ValueError(
+            raise ConfigError(f"unknown policy {policy}: indices run 0..{k - 1}")
+        raise ConfigError(
             f"unknown policy {policy!r}: give a name or an integer index 0..{k - 1}"
         )
 
@@ -410,7 +411,7 @@ class Experiment:
         """
         a, b = self._index(i), self._index(j)
         if a == b:
-            raise ValueError(
+            raise ConfigError(
                 f"unknown pair ({i!r}, {j!r}): a policy cannot be compared with itself"
             )
         if (
@@ -418,13 +419,13 @@ class Experiment:
             or not isinstance(outcome, int | float | np.integer | np.floating)
             or not 0.0 <= outcome <= 1.0  # False for NaN too
         ):
-            raise ValueError(
+            raise DataError(
                 f"comparison ({i!r}, {j!r}): outcome must be a number in [0, 1] (1: policy "
                 f"{i!r} won, 0.5: tie, 0: policy {j!r} won, or the probability that {i!r} is "
                 f"better), got {outcome!r}"
             )
         if self.done:
-            raise RuntimeError("the experiment is done; its result is final")
+            raise StateError("the experiment is done; its result is final")
         outcome = float(outcome)
         self.model.unmark_pending(a, b)
         self.model.tell(a, b, outcome)
@@ -458,13 +459,12 @@ class Experiment:
         model = self.model
         leader = certificate.leader
         rivals = [int(r) for r in certificate.rivals]
-        dense = self.space.n_policies <= DENSE_RESULT_MAX_POLICIES or not hasattr(
-            model, "utility_intervals"
-        )
+        structured = isinstance(model, StructuredModel)
+        dense = self.space.n_policies <= DENSE_RESULT_MAX_POLICIES or not structured
         win_prob = model.win_prob_hat() if dense else None
         counts = model.counts() if dense else None
         utilities = intervals = effects = None
-        if hasattr(model, "utility_intervals"):  # structured: θ̂ᵀx for every policy
+        if isinstance(model, StructuredModel):  # structured: θ̂ᵀx for every policy
             raw = model.utilities()
             utilities = raw - raw[leader]
             intervals = model.utility_intervals()

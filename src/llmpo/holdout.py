@@ -12,6 +12,8 @@ from collections.abc import Iterable
 
 import numpy as np
 
+from llmpo.errors import ConfigError
+
 #: Stream of the experiment's seed that draws the split (distinct from the runs' streams).
 HOLDOUT_STREAM = 0x686F6C64  # "hold"
 
@@ -42,12 +44,12 @@ def split_holdout(task_ids: Iterable[str], fraction: float, seed: int) -> tuple[
     """
     ids = sorted(set(task_ids))
     if len(ids) < 2:
-        raise ValueError(
+        raise ConfigError(
             f"holdout: {len(ids)} distinct task id(s); a split needs at least 2. Fix: add tasks, "
             "or remove holdout"
         )
     if not 0.0 < fraction < 1.0:
-        raise ValueError(f"holdout.fraction must be in (0, 1), got {fraction}")
+        raise ConfigError(f"holdout.fraction must be in (0, 1), got {fraction}")
     count = min(len(ids) - 1, max(1, round(fraction * len(ids))))
     rng = np.random.default_rng(np.random.SeedSequence([seed, HOLDOUT_STREAM]))
     chosen = rng.permutation(len(ids))[:count]

@@ -302,9 +302,9 @@ def repair(path: Path, problems: list[Problem]) -> list[str]:
     cuts: dict[tuple[str, int], int] = {}
     for problem in problems:
         if problem.table is not None and problem.owner is not None:
-            key = (problem.table, problem.owner)
+            cut = (problem.table, problem.owner)
             start = problem.cut_from if problem.cut_from is not None else 10**18
-            cuts[key] = min(cuts.get(key, start), start)
+            cuts[cut] = min(cuts.get(cut, start), start)
     clear_events = any(problem.message.startswith("events ") for problem in problems)
     if not cuts and not clear_events:
         return done

@@ -156,7 +156,7 @@ def build_report(store: Store, experiment_id: int | None = None) -> dict[str, An
                 for a, b, w in model.target_proportions()
             ],
         }
-        if not dense:  # as Result: P̂(best ≻ rival) = σ(û_best − û_rival)
+        if not dense and isinstance(model, StructuredModel):  # as Result: σ(û_best − û_rival)
             utilities = model.utilities()
             for row, r in zip(answer["rivals"], certificate.rivals, strict=True):
                 gap = float(utilities[int(r)] - utilities[certificate.leader])

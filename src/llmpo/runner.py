@@ -47,6 +47,7 @@ from llmpo.environments.replay import (
 )
 from llmpo.environments.structured import StructuredEnvironment
 from llmpo.environments.synthetic import SyntheticEnvironment
+from llmpo.errors import RunFailedError
 from llmpo.experiment import Experiment, Result
 from llmpo.harness.instances import (
     StructuredInstance,
@@ -66,11 +67,6 @@ from llmpo.store import (
     Store,
     StoreError,
 )
-
-
-class RunFailedError(RuntimeError):
-    """A run stopped by a failure it cannot retry (a live backend); every finished comparison
-    is stored, so it can be resumed."""
 
 
 @dataclass(frozen=True)
@@ -882,8 +878,10 @@ class Runner:
         self.environment.reseed((self.seed, sequence))
         started_at = time.time()
         comparison = self.environment.compare(a, b)
-        if self.config.environment.latency_seconds:
-            time.sleep(self.config.environment.latency_seconds)
+        environment = self.config.environment  # a live LLM's latency is real, not simulated
+        latency = getattr(environment, "latency_seconds", 0.0)  # plug-in sources may lack it
+        if latency:
+            time.sleep(latency)
         record = ComparisonRecord.of(sequence, a, b, comparison, started_at, time.time())
         self.store.append_comparison(self.record.id, record)  # committed before it is told
         if comparison.cost_usd is not None:

@@ -10,6 +10,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from llmpo.errors import ConfigError
 from llmpo.limits import name_problem
 from llmpo.models.base import PreferenceModel
 from llmpo.models.structured import StructuredModel
@@ -32,13 +33,13 @@ def policy_names(policies: int | Sequence[str]) -> tuple[str, ...]:
     else:
         names = tuple(str(name) for name in policies)
     if len(names) < 2:
-        raise ValueError(f"policies: need at least 2 policies, got {len(names)}")
+        raise ConfigError(f"policies: need at least 2 policies, got {len(names)}")
     duplicates = sorted(name for name, n in collections.Counter(names).items() if n > 1)
     if duplicates:
-        raise ValueError(f"policies: duplicate names {duplicates}; give each policy its own name")
+        raise ConfigError(f"policies: duplicate names {duplicates}; give each policy its own name")
     for name in names:
         if (problem := name_problem(name)) is not None:
-            raise ValueError(f"policies: the name {name[:40]!r} {problem}; rename the policy")
+            raise ConfigError(f"policies: the name {name[:40]!r} {problem}; rename the policy")
     return names
 
 
@@ -136,27 +137,27 @@ class Structured(Space):
         try:
             matrix = np.array(features, dtype=float)
         except (TypeError, ValueError):
-            raise ValueError("features: must be a K×d array of numbers") from None
+            raise ConfigError("features: must be a K×d array of numbers") from None
         if matrix.ndim != 2 or matrix.shape[1] < 1:
-            raise ValueError(
+            raise ConfigError(
                 f"features: must be a 2-D array (one row per policy), got shape {matrix.shape}"
             )
         self.policies = policy_names(policies if policies is not None else matrix.shape[0])
         if len(self.policies) != matrix.shape[0]:
-            raise ValueError(
+            raise ConfigError(
                 f"policies: {len(self.policies)} names for {matrix.shape[0]} feature rows"
             )
         self.feature_names = tuple(
             str(n) for n in (feature_names or [f"x{k}" for k in range(matrix.shape[1])])
         )
         if len(self.feature_names) != matrix.shape[1]:
-            raise ValueError(
+            raise ConfigError(
                 f"feature_names: {len(self.feature_names)} names for {matrix.shape[1]} columns"
             )
         bad = np.argwhere(~np.isfinite(matrix))
         if bad.size:
             i, k = bad[0]
-            raise ValueError(
+            raise ConfigError(
                 f"features[{i}][{k}] ({self.policies[i]}, {self.feature_names[k]}) is "
                 f"{matrix[i, k]}; every feature must be a finite number"
             )
@@ -165,7 +166,7 @@ class Structured(Space):
         if duplicates.size:
             i = int(duplicates[0])
             j = int(first[inverse.ravel()[i]])
-            raise ValueError(
+            raise ConfigError(
                 f"features: policies {self.policies[j]!r} and {self.policies[i]!r} have identical "
                 "features, so the model cannot tell them apart; remove one or add a feature "
                 "that distinguishes them"
@@ -192,7 +193,7 @@ class Structured(Space):
                 if abs(c) > 1e-6
             ]
             described.append(" ".join(terms))
-        raise ValueError(
+        raise ConfigError(
             f"features: the differences x_i − x_j have rank {rank} < d = {matrix.shape[1]}, so "
             f"these combinations of columns are not identifiable from comparisons: "
             f"{'; '.join(described)}. Drop a column of each (an intercept, or one level of "
@@ -233,7 +234,7 @@ class Structured(Space):
             names = list(rows[0]) if rows else []
         for index, row in enumerate(rows):
             if set(row) != set(names):
-                raise ValueError(
+                raise ConfigError(
                     f"factors[{index}]: has factors {sorted(row)}, expected {sorted(names)}"
                 )
         levels = {name: list(dict.fromkeys(str(row[name]) for row in rows)) for name in names}

@@ -11,11 +11,12 @@ import typer.core
 import typer.main
 
 import llmpo
-from llmpo.cli import app
+from llmpo.cli import app, load_commands
 from llmpo.config import ExperimentConfig
 from llmpo.harness.reference import reference_instance
 from tests.cli.test_run import invoke, project  # noqa: F401  (the fixture)
 
+load_commands()  # the command line imports a command's module only when it runs
 COMMAND = typer.main.get_command(app)
 
 

@@ -13,14 +13,13 @@ from llmpo.cli import app
 from llmpo.cli.core import DEFAULT_WORKERS, WorkersOpt
 from llmpo.harness.bench import (
     Cell,
-    SuiteError,
     format_calls,
     load_suite,
     markdown_table,
     run_suite,
     write_results,
 )
-from llmpo.harness.benchstore import CellStore, CellStoreError
+from llmpo.harness.benchstore import CellStore
 
 console = Console(stderr=True)
 BACKENDS = ("process", "ray")
@@ -77,11 +76,7 @@ def bench(
     if address is not None and backend != "ray":
         console.print("[bold red]error:[/] --address needs --backend ray", highlight=False)
         raise typer.Exit(2)
-    try:
-        loaded = load_suite(suite)
-    except SuiteError as error:
-        console.print(f"[bold red]error:[/] {error}", highlight=False)
-        raise typer.Exit(2) from None
+    loaded = load_suite(suite)
     if reps is not None:
         loaded = replace(loaded, reps=reps)
     if deltas is not None:
@@ -100,11 +95,7 @@ def bench(
     folder = out or Path(f"bench-{loaded.name}")
     cells_store = None
     if not no_store:
-        try:
-            cells_store = CellStore(store or folder / "cells.db")
-        except CellStoreError as error:
-            console.print(f"[bold red]error:[/] {error}", highlight=False)
-            raise typer.Exit(2) from None
+        cells_store = CellStore(store or folder / "cells.db")
 
     def progress(cell: Cell, done: int, total: int, stored: bool) -> None:
         source = "stored" if stored else f"{cell.seconds:.1f} s"
@@ -118,13 +109,9 @@ def bench(
 
     runner = None
     if backend == "ray":
-        from llmpo.harness.scaleout import RayBackend, RayUnavailableError
+        from llmpo.harness.scaleout import RayBackend
 
-        try:
-            runner = RayBackend(address, num_cpus=workers)
-        except RayUnavailableError as error:
-            console.print(f"[bold red]error:[/] {error}", highlight=False)
-            raise typer.Exit(2) from None
+        runner = RayBackend(address, num_cpus=workers)
     try:
         cells = run_suite(loaded, workers, progress, runner, cells_store)
     finally:

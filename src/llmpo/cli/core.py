@@ -11,13 +11,11 @@ from typing import Annotated, Any
 import numpy as np
 import typer
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
 
-from llmpo.cli import app
-from llmpo.errors import scrub
+from llmpo.cli import app, fail
+from llmpo.errors import ConfigError
 from llmpo.harness.instances import (
-    InstanceError,
     StructuredInstance,
     UnstructuredInstance,
     load_instance,
@@ -59,17 +57,8 @@ TiesOpt = Annotated[
 ]
 
 
-def fail(message: str, code: int = 2) -> typer.Exit:
-    """Print a user error (no traceback) and return the exit to raise."""
-    error_console.print(f"[bold red]error:[/] {escape(scrub(message))}", highlight=False)
-    return typer.Exit(code)
-
-
 def _load(path: Path) -> UnstructuredInstance | StructuredInstance:
-    try:
-        instance = load_instance(path, require_winner=False)
-    except InstanceError as error:
-        raise fail(str(error)) from None
+    instance = load_instance(path, require_winner=False)
     if instance.best is None:
         reason = (
             "several policies share the best utility θᵀx"
@@ -140,7 +129,7 @@ def bound_summary(
         if mode == ties:
             allocation = current
     if allocation is None:
-        raise ValueError(f"ties: unknown {ties!r}; choose 'decisive' (default) or 'half'")
+        raise ConfigError(f"ties: unknown {ties!r}; choose 'decisive' (default) or 'half'")
     pairs = [
         (int(a), int(b), float(allocation.proportions[a, b]), float(instance.win_prob[a, b]))
         for a, b in np.argwhere(np.triu(allocation.proportions) > 0)
@@ -245,23 +234,20 @@ def simulate_command(
 ) -> None:
     """Monte Carlo of a strategy on an instance: error rate, comparisons and calls used."""
     loaded = _load(instance)
-    try:
-        summary = simulate(
-            loaded,
-            strategy,
-            delta,
-            reps,
-            seed,
-            workers,
-            threshold=threshold,
-            epsilon=epsilon,
-            assume_condorcet=assume_condorcet,
-            batch_size=batch_size,
-            max_comparisons=max_comparisons,
-            **({} if is_peer(strategy) else {"ties": ties, "tasks": tasks}),
-        )
-    except ValueError as error:
-        raise fail(str(error)) from None
+    summary = simulate(
+        loaded,
+        strategy,
+        delta,
+        reps,
+        seed,
+        workers,
+        threshold=threshold,
+        epsilon=epsilon,
+        assume_condorcet=assume_condorcet,
+        batch_size=batch_size,
+        max_comparisons=max_comparisons,
+        **({} if is_peer(strategy) else {"ties": ties, "tasks": tasks}),
+    )
     summary["instance"] = str(instance)
     if summary.get("peer_fault"):
         error_console.print(f"[bold yellow]warning:[/] {strategy}: {summary['peer_fault']}")
@@ -302,7 +288,9 @@ def demo_instance() -> UnstructuredInstance:
     """The built-in synthetic instance: six prompt × temperature policies, a cycle, 10% ties."""
     source = resources.files("llmpo") / "data" / "demo.json"
     with resources.as_file(source) as path:
-        return load_instance(path)
+        instance = load_instance(path)
+    assert isinstance(instance, UnstructuredInstance)  # the file shipped in the package
+    return instance
 
 
 @app.command()

@@ -11,7 +11,6 @@ from rich.markup import escape
 
 from llmpo.cli import app
 from llmpo.cli.core import console, fail
-from llmpo.errors import StoreError
 from llmpo.integrity import Problem, find_problems, repair
 from llmpo.store import Store
 
@@ -61,14 +60,11 @@ def doctor(
     if not fix:
         console.print(f"Run llmpo doctor {escape(str(store))} --repair to apply the repairs.")
         raise typer.Exit(1)
-    try:
-        if any(problem.damaged_file for problem in problems):
-            lines = repair(store, problems)  # into a copy: the store is not written
-        else:
-            with Store(store, writer=True, check=False):  # no other process may be writing
-                lines = repair(store, problems)
-    except StoreError as error:
-        raise fail(str(error)) from None
+    if any(problem.damaged_file for problem in problems):
+        lines = repair(store, problems)  # into a copy: the store is not written
+    else:
+        with Store(store, writer=True, check=False):  # no other process may be writing
+            lines = repair(store, problems)
     for line in lines:
         console.print(escape(line), highlight=False)
     if any(problem.damaged_file for problem in problems):

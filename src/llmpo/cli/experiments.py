@@ -20,9 +20,8 @@ from rich.table import Table
 from rich.text import Text
 
 from llmpo.cli import app
+from llmpo.cli import fail as _fail
 from llmpo.config import ConfigError, ExperimentConfig, load_config
-from llmpo.environments.replay import ReplayError
-from llmpo.errors import scrub
 from llmpo.export import ANSWER_COLUMNS, EXPORT_COLUMNS, export_row, write_csv
 from llmpo.llm.loading import LoadStep, watching_loads
 from llmpo.registry import STRATEGIES, judged_by_people
@@ -36,7 +35,6 @@ from llmpo.report import (
 from llmpo.runner import (
     BUDGET_FIELDS,
     Progress,
-    RunFailedError,
     Runner,
     RunOutcome,
     Usage,
@@ -51,14 +49,12 @@ from llmpo.store import (
     STATUS_TEXT,
     ExperimentRecord,
     Store,
-    StoreError,
 )
 
 if TYPE_CHECKING:
     from llmpo.evaluation import EvaluationProgress
 
 error_console = Console(stderr=True, soft_wrap=True)  # never break an error line
-USER_ERRORS = (ConfigError, StoreError, ReplayError)
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as one JSON object.")]
 StoreArg = Annotated[Path, typer.Argument(help="The SQLite store file.")]
@@ -103,13 +99,6 @@ class ExportFormat(StrEnum):
 
     csv = "csv"
     parquet = "parquet"
-
-
-def _fail(message: str, code: int = 2) -> typer.Exit:
-    error_console.print(
-        f"[bold red]error:[/] {escape(scrub(message))}", highlight=False, soft_wrap=True
-    )
-    return typer.Exit(code)
 
 
 def _progress_line(progress: Progress) -> str:
@@ -285,9 +274,6 @@ def _execute(store: Store, experiment_id: int, as_json: bool, concurrency: int =
     try:
         with watching_loads(display.load_step):
             outcome = runner.run()
-    except RunFailedError as error:
-        display.close()
-        raise _fail(str(error), 1) from None
     except KeyboardInterrupt:
         display.close()
         store.set_status(experiment_id, "interrupted", event="interrupted", detail={"forced": True})
@@ -355,7 +341,7 @@ def _usage_text(usage: Usage, environment: str) -> str:
 def _rival_rows(result: Any) -> list[dict[str, Any]]:
     """Per rival of the best: its name, numbers, and for an undecided one the comparisons it
     likely still needs (low, high; high None when unbounded; both None when unknown)."""
-    rows = []
+    rows: list[dict[str, Any]] = []
     structured = result.counts is None or result.utilities is not None
     for rival, comparisons, win_prob, statistic, threshold in zip(
         result.rivals,
@@ -724,12 +710,11 @@ def run(
                 )
             _execute(opened, experiment_id, as_json, concurrency)
     except ConfigError as error:
+        # Named after the file it came from; reported where every error is (llmpo.cli).
         message = str(error)
-        raise _fail(
-            message if message.startswith(str(config)) else f"{config}: {message}"
-        ) from None
-    except USER_ERRORS as error:
-        raise _fail(str(error)) from None
+        if message.startswith(str(config)):
+            raise
+        raise ConfigError(f"{config}: {message}") from None
 
 
 @app.command("resume", epilog=EXIT_CODES_HELP)
@@ -749,44 +734,38 @@ def resume_command(
     experiment_id = experiment_id_of("resume", experiment_id, experiment_option)
     if not store.is_file():
         raise _fail(f"{store}: no such store. Fix: check the path")
-    try:
-        with Store(store, writer=True) as opened:
-            record = opened.experiment(experiment_id)
-            if max_cost is not None and max_cost <= 0:
-                raise _fail(f"--max-cost {max_cost:g}: a budget must be above 0")
-            if max_comparisons is not None or max_cost is not None:
-                _raise_budget(
-                    opened,
-                    record,
-                    max_comparisons
-                    if max_comparisons is not None
-                    else record.config.get("max_comparisons"),
-                    max_cost if max_cost is not None else record.config.get("max_cost"),
-                )
-            _execute(opened, record.id, as_json, concurrency)
-    except USER_ERRORS as error:
-        raise _fail(str(error)) from None
+    with Store(store, writer=True) as opened:
+        record = opened.experiment(experiment_id)
+        if max_cost is not None and max_cost <= 0:
+            raise _fail(f"--max-cost {max_cost:g}: a budget must be above 0")
+        if max_comparisons is not None or max_cost is not None:
+            _raise_budget(
+                opened,
+                record,
+                max_comparisons
+                if max_comparisons is not None
+                else record.config.get("max_comparisons"),
+                max_cost if max_cost is not None else record.config.get("max_cost"),
+            )
+        _execute(opened, record.id, as_json, concurrency)
 
 
 @app.command()
 def experiments(store: StoreArg, as_json: JsonOpt = False) -> None:
     """List the experiments of a store: id, name, status, comparisons, best policy."""
-    try:
-        with Store(store, readonly=True) as opened:
-            rows = [
-                {
-                    "id": record.id,
-                    "name": record.name,
-                    "status": record.status,
-                    "comparisons": opened.comparison_count(record.id),
-                    "best": (record.result or {}).get("best"),
-                    "certified": (record.result or {}).get("certified", False),
-                    "created_at": record.created_at,
-                }
-                for record in opened.experiments()
-            ]
-    except USER_ERRORS as error:
-        raise _fail(str(error)) from None
+    with Store(store, readonly=True) as opened:
+        rows = [
+            {
+                "id": record.id,
+                "name": record.name,
+                "status": record.status,
+                "comparisons": opened.comparison_count(record.id),
+                "best": (record.result or {}).get("best"),
+                "certified": (record.result or {}).get("certified", False),
+                "created_at": record.created_at,
+            }
+            for record in opened.experiments()
+        ]
     if as_json:
         print(json.dumps(rows))
         return
@@ -822,11 +801,8 @@ def report(
 ) -> None:
     """Report of a stored experiment: the answer, its certificate, plots and costs."""
     experiment_id = experiment_id_of("report", experiment_id, experiment_option)
-    try:
-        with Store(store, readonly=True) as opened:
-            data = build_report(opened, experiment_id)
-    except USER_ERRORS as error:
-        raise _fail(str(error)) from None
+    with Store(store, readonly=True) as opened:
+        data = build_report(opened, experiment_id)
     if format is ReportFormat.json:
         text = json.dumps(data, indent=2)
     elif format is ReportFormat.md:
@@ -904,31 +880,28 @@ def export(
             raise _fail("--mlflow logs to MLflow. Fix: drop --output, --format and --evaluations")
         _export_mlflow(store, experiment_id, mlflow_uri, mlflow_experiment, answers)
         return
-    try:
-        with Store(store, readonly=True) as opened:
-            records = (
-                [opened.experiment(experiment_id)]
-                if experiment_id is not None
-                else opened.experiments()
-            )
-            if evaluations:
-                rows = [
-                    {
-                        "evaluation_id": evaluation.id,
-                        **export_row(record, comparison, opened if answers else None),
-                    }
-                    for record in records
-                    for evaluation in opened.evaluations(record.id)
-                    for comparison in opened.evaluation_comparisons(evaluation.id)
-                ]
-            else:
-                rows = [
-                    export_row(record, comparison, opened if answers else None)
-                    for record in records
-                    for comparison in opened.iter_comparisons(record.id)
-                ]
-    except USER_ERRORS as error:
-        raise _fail(str(error)) from None
+    with Store(store, readonly=True) as opened:
+        records = (
+            [opened.experiment(experiment_id)]
+            if experiment_id is not None
+            else opened.experiments()
+        )
+        if evaluations:
+            rows = [
+                {
+                    "evaluation_id": evaluation.id,
+                    **export_row(record, comparison, opened if answers else None),
+                }
+                for record in records
+                for evaluation in opened.evaluations(record.id)
+                for comparison in opened.evaluation_comparisons(evaluation.id)
+            ]
+        else:
+            rows = [
+                export_row(record, comparison, opened if answers else None)
+                for record in records
+                for comparison in opened.iter_comparisons(record.id)
+            ]
     if format is ExportFormat.parquet and output is None:
         raise _fail("parquet needs --output FILE")
     columns = [*EXPORT_COLUMNS, *(ANSWER_COLUMNS if answers else [])]
@@ -945,15 +918,12 @@ def export(
 def _export_mlflow(
     store: Path, experiment_id: int | None, uri: str | None, name: str | None, answers: bool
 ) -> None:
-    from llmpo.integrations.mlflow import MlflowExportError, log_experiment
+    from llmpo.integrations.mlflow import log_experiment
 
-    try:
-        with Store(store, readonly=True) as opened:
-            logged = log_experiment(
-                opened, experiment_id, tracking_uri=uri, experiment_name=name, answers=answers
-            )
-    except (*USER_ERRORS, MlflowExportError) as error:
-        raise _fail(str(error)) from None
+    with Store(store, readonly=True) as opened:
+        logged = log_experiment(
+            opened, experiment_id, tracking_uri=uri, experiment_name=name, answers=answers
+        )
     error_console.print(
         f"Logged as MLflow run {logged.run_id} of experiment {escape(logged.experiment_name)} "
         f"at {escape(logged.tracking_uri)}: {', '.join(logged.artifacts)}",
@@ -1009,34 +979,29 @@ def evaluate(
 
     if not store.is_file():
         raise _fail(f"{store}: no such store. Fix: check the path")
-    try:
-        with Store(store, writer=True) as opened:
-            display = _Display()
-            try:
-                evaluation = Evaluation(
-                    opened,
-                    experiment_id,
-                    comparisons,
-                    None if tasks is None else tasks.resolve(),
-                    concurrency,
-                    resume,
-                    lambda progress: display(_evaluation_line(progress)),
-                    display.interval,
-                )
-                with watching_loads(display.load_step):
-                    summary = evaluation.run()
-            except KeyboardInterrupt:
-                raise _fail(
-                    f"interrupted; every finished comparison is stored. Continue with: llmpo "
-                    f"evaluate {store} {opened.experiment(experiment_id).id} --resume",
-                    130,
-                ) from None
-            finally:
-                display.close()
-    except RunFailedError as error:
-        raise _fail(str(error), 1) from None
-    except (*USER_ERRORS, ValueError) as error:
-        raise _fail(str(error)) from None
+    with Store(store, writer=True) as opened:
+        display = _Display()
+        try:
+            evaluation = Evaluation(
+                opened,
+                experiment_id,
+                comparisons,
+                None if tasks is None else tasks.resolve(),
+                concurrency,
+                resume,
+                lambda progress: display(_evaluation_line(progress)),
+                display.interval,
+            )
+            with watching_loads(display.load_step):
+                summary = evaluation.run()
+        except KeyboardInterrupt:
+            raise _fail(
+                f"interrupted; every finished comparison is stored. Continue with: llmpo "
+                f"evaluate {store} {opened.experiment(experiment_id).id} --resume",
+                130,
+            ) from None
+        finally:
+            display.close()
     if as_json:
         print(json.dumps(summary))
         return

@@ -11,7 +11,6 @@ from rich.markup import escape
 
 from llmpo.cli import app
 from llmpo.cli.experiments import (
-    USER_ERRORS,
     DeprecatedIdOpt,
     IdArg,
     _fail,
@@ -83,14 +82,9 @@ def serve(
         from llmpo.human.app import create_app
     except ImportError:
         raise _fail("llmpo serve needs the human extra: pip install 'llmpo[human]'") from None
-    try:
-        store_path, experiment = _experiment_for(target, experiment_id)
-        with Store(store_path, readonly=True) as store:
-            judges = store.judge_credentials()
-    except ConfigError as error:
-        raise _fail(str(error)) from None
-    except USER_ERRORS as error:
-        raise _fail(str(error)) from None
+    store_path, experiment = _experiment_for(target, experiment_id)
+    with Store(store_path, readonly=True) as store:
+        judges = store.judge_credentials()
     if not judges:
         error_console.print(
             f"No judge can sign in yet. Add one: llmpo judges add NAME --store {store_path}",
@@ -128,13 +122,8 @@ def judges_add(
     """Create a judge and print their sign-in token once (only its hash is stored)."""
     from llmpo.human.tokens import add_judge
 
-    try:
-        with Store(store) as opened:
-            token = add_judge(opened, name, replace)
-    except ValueError as error:
-        raise _fail(str(error)) from None
-    except USER_ERRORS as error:
-        raise _fail(str(error)) from None
+    with Store(store) as opened:
+        token = add_judge(opened, name, replace)
     error_console.print(
         f"Judge {escape(name.strip())} added to {escape(str(store))}. Their token (shown only "
         "now; it signs in at the llmpo serve page):",
@@ -147,9 +136,6 @@ def judges_add(
 @judges_app.command("list")
 def judges_list(store: StoreOpt = Path("llmpo.db")) -> None:
     """List the judges of a store (names only; tokens are never shown again)."""
-    try:
-        with Store(store, readonly=True) as opened:
-            names = [name for name, _, _ in opened.judge_credentials()]
-    except USER_ERRORS as error:
-        raise _fail(str(error)) from None
+    with Store(store, readonly=True) as opened:
+        names = [name for name, _, _ in opened.judge_credentials()]
     Console(soft_wrap=True, highlight=False).print("\n".join(escape(n) for n in names))

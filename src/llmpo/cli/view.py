@@ -9,7 +9,7 @@ import typer
 from rich.markup import escape
 
 from llmpo.cli import app
-from llmpo.cli.experiments import USER_ERRORS, _fail, error_console
+from llmpo.cli.experiments import _fail, error_console
 
 #: Addresses only this machine reaches: no token needed there.
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
@@ -37,10 +37,7 @@ def view(
         raise _fail("llmpo view needs the human extra: pip install 'llmpo[human]'") from None
     paths = stores or [Path("llmpo.db")]
     exposed = host not in LOOPBACK
-    try:
-        application = create_app(paths, require_token=exposed)
-    except USER_ERRORS as error:
-        raise _fail(str(error)) from None
+    application = create_app(paths, require_token=exposed)
     if exposed:
         error_console.print(
             f"Listening on {escape(host)}: other machines can reach the viewer; each visitor "

@@ -39,12 +39,18 @@ import numpy as np
 from numpy.typing import NDArray
 
 from llmpo.environments.base import Comparison, Environment
+from llmpo.errors import DataError
 from llmpo.jsonl import read_objects
 
 ORDERS = ("ab", "ba")
 
 
-class ReplayError(ValueError):
+#: One replayable record: policy A, policy B, outcome, weight, and (task id, judge, order) when
+#: the record is one judgment (None for aggregated counts).
+_Record = tuple[str, str, float, float, tuple[str | None, str | None, str | None] | None]
+
+
+class ReplayError(DataError):
     """Replay data that cannot be used, with the file, line or pair and the fix."""
 
 
@@ -317,7 +323,7 @@ class ReplayEnvironment(Environment):
             For unknown policy names, or a pair without enough records (unless ``dense_subset``).
         """
         present = list(dict.fromkeys(n for j in judgments for n in (j.policy_a, j.policy_b)))
-        records = [
+        records: list[_Record] = [
             (j.policy_a, j.policy_b, j.outcome, 1.0, (j.task_id, j.judge, j.order))
             for j in judgments
         ]
@@ -335,7 +341,7 @@ class ReplayEnvironment(Environment):
     ) -> ReplayEnvironment:
         """Replay aggregated pair counts (parameters as :meth:`from_judgments`)."""
         present = list(dict.fromkeys(n for c in counts for n in (c.policy_a, c.policy_b)))
-        records = [
+        records: list[_Record] = [
             (c.policy_a, c.policy_b, outcome, float(weight), None)
             for c in counts
             for outcome, weight in ((1.0, c.wins), (0.0, c.losses), (0.5, c.ties))
@@ -347,9 +353,7 @@ class ReplayEnvironment(Environment):
     def _build(
         cls,
         present: list[str],
-        records: list[
-            tuple[str, str, float, float, tuple[str | None, str | None, str | None] | None]
-        ],
+        records: list[_Record],
         policies: Sequence[str] | None,
         dense_subset: bool,
         min_pair_records: int,

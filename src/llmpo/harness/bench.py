@@ -93,7 +93,7 @@ EXPERIMENT_OPTIONS = ("assume_condorcet", "epsilon", "threshold", "batch_size", 
 ALLOCATION_FLOOR = 1e-3
 
 
-class SuiteError(ValueError):
+class SuiteError(ConfigError):
     """A suite file that cannot be run; the message names the field."""
 
 
@@ -287,7 +287,8 @@ def load_suite(path: str | Path) -> Suite:
         if reps < 2:
             raise SuiteError("reps: need at least 2 replications per cell")
         budget = data.get("max_comparisons")
-        strategies = data.get("strategies", [REFERENCE_STRATEGY])
+        listed = data.get("strategies")
+        strategies: list[Any] = [REFERENCE_STRATEGY] if listed is None else listed
         entries = data.get("instances") or []
         if not entries:
             raise SuiteError("instances: the suite lists none")

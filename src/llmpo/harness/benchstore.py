@@ -18,6 +18,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from llmpo.errors import StoreError
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS bench_cells (
     key TEXT PRIMARY KEY,
@@ -30,7 +32,7 @@ CREATE TABLE IF NOT EXISTS bench_cells (
 """
 
 
-class CellStoreError(RuntimeError):
+class CellStoreError(StoreError):
     """A file that is not a bench cell store."""
 
 

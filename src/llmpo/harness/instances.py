@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from llmpo.errors import DataError
 from llmpo.jsonl import parse_json, read_text
 from llmpo.spaces import Structured, policy_names
 from llmpo.stats.unstructured import condorcet_winner
@@ -32,7 +33,7 @@ from llmpo.stats.unstructured import condorcet_winner
 TOLERANCE = 1e-9
 
 
-class InstanceError(ValueError):
+class InstanceError(DataError):
     """An instance file or matrix that cannot be used, with the reason and the fix."""
 
 

@@ -32,6 +32,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from llmpo.environments.synthetic import SyntheticEnvironment
+from llmpo.errors import ConfigError, LlmpoError
 from llmpo.harness.instances import UnstructuredInstance
 
 PEER_PREFIX = "duelpy:"
@@ -110,7 +111,7 @@ def peer_note(strategy: str, options: dict[str, Any] | None = None) -> str | Non
     return "; ".join(notes) or None
 
 
-class PeerUnavailableError(RuntimeError):
+class PeerUnavailableError(LlmpoError, RuntimeError):
     """duelpy is not installed (install the ``peers`` extra)."""
 
 
@@ -124,7 +125,7 @@ def peer_class_name(strategy: str) -> str:
     name = strategy.removeprefix(PEER_PREFIX)
     if name not in PEER_ALGORITHMS:
         known = ", ".join(PEER_PREFIX + n for n in PEER_ALGORITHMS)
-        raise ValueError(f"strategy: unknown peer {strategy!r}; choose one of {known}")
+        raise ConfigError(f"strategy: unknown peer {strategy!r}; choose one of {known}")
     return name
 
 
@@ -151,7 +152,7 @@ def check_peer_options(strategy: str, options: dict[str, Any]) -> None:
     name = peer_class_name(strategy)
     for option in options:
         if option in RESERVED_OPTIONS:
-            raise ValueError(
+            raise ConfigError(
                 f"options: {option!r} of {strategy} is set by llmpo (failure probability = δ, "
                 "seeded random state, no horizon); remove it"
             )
@@ -163,7 +164,7 @@ def check_peer_options(strategy: str, options: dict[str, Any]) -> None:
     accepted = [p for p in parameters if p not in RESERVED_OPTIONS]
     for option in options:
         if option not in parameters:
-            raise ValueError(
+            raise ConfigError(
                 f"options: {strategy} has no argument {option!r}; it takes {', '.join(accepted)}"
             )
 
@@ -260,7 +261,9 @@ def run_peer(
     environment = SyntheticEnvironment(instance, env_seed)
     coin = np.random.default_rng(algorithm_seed.spawn(1)[0])
 
-    class EnvironmentFeedback(duelpy.feedback.FeedbackMechanism):
+    feedback_base: Any = duelpy.feedback.FeedbackMechanism  # a class of the imported module
+
+    class EnvironmentFeedback(feedback_base):
         """duelpy's view of the environment: a boolean per duel, counted."""
 
         def __init__(self) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from llmpo.errors import ConfigError
 from llmpo.harness.instances import (
     UnstructuredInstance,
     bradley_terry_matrix,
@@ -40,7 +41,7 @@ def reference_instance(name: str) -> UnstructuredInstance:
         matrix = _winner_and_cycle(4, 0.6, {(1, 2): 0.8, (2, 3): 0.8, (3, 1): 0.8})
     else:
         known = ", ".join([*BT_UTILITIES, "AB4", "CYC4"])
-        raise ValueError(f"unknown reference instance {name!r}; choose one of {known}")
+        raise ConfigError(f"unknown reference instance {name!r}; choose one of {known}")
     return make_unstructured_instance(matrix)
 
 

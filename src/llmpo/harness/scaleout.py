@@ -18,10 +18,11 @@ from typing import Any
 
 import numpy as np
 
+from llmpo.errors import LlmpoError
 from llmpo.harness.simulate import Replication, SimulationSpec, run_chunk
 
 
-class RayUnavailableError(RuntimeError):
+class RayUnavailableError(LlmpoError, RuntimeError):
     """Ray is not installed (install the ``ray`` extra)."""
 
 

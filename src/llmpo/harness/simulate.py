@@ -20,6 +20,7 @@ from scipy.stats import binomtest
 
 from llmpo.environments.structured import StructuredEnvironment
 from llmpo.environments.synthetic import SyntheticEnvironment
+from llmpo.errors import ConfigError
 from llmpo.experiment import Experiment
 from llmpo.harness.instances import StructuredInstance, UnstructuredInstance
 from llmpo.harness.peers import is_peer, peer_class_name, peer_fault, run_peer
@@ -125,6 +126,8 @@ def run_replication(spec: SimulationSpec, seed: np.random.SeedSequence) -> Repli
     on the environment seeded the same way.
     """
     if is_peer(spec.strategy):
+        if not isinstance(spec.instance, UnstructuredInstance):
+            raise ConfigError(f"strategy: {spec.strategy} runs on unstructured instances only")
         peer = run_peer(
             spec.strategy,
             spec.instance,
@@ -189,7 +192,7 @@ def run_grid(spec: SimulationSpec, seed: np.random.SeedSequence) -> Replication:
     comparisons are still paid (the grid is fixed in advance) but no longer told.
     """
     if isinstance(spec.instance, StructuredInstance):
-        raise ValueError("strategy: grid runs on unstructured instances only")
+        raise ConfigError("strategy: grid runs on unstructured instances only")
     environment = SyntheticEnvironment(spec.instance, seed.spawn(1)[0])
     experiment = Experiment(
         Unstructured(spec.instance.policies),
@@ -394,13 +397,13 @@ def _simulate_peer(
     """
     peer_class_name(strategy)
     if not isinstance(instance, UnstructuredInstance):
-        raise ValueError(f"strategy: {strategy} runs on unstructured instances only")
+        raise ConfigError(f"strategy: {strategy} runs on unstructured instances only")
     refused = {"epsilon": 0.0, "assume_condorcet": False, "batch_size": 1, "threshold": None}
     for option, default in refused.items():
         if options.get(option, default) != default:
-            raise ValueError(f"{option}: not supported by duelpy peers (strategy {strategy})")
+            raise ConfigError(f"{option}: not supported by duelpy peers (strategy {strategy})")
     if reps < 1:
-        raise ValueError(f"reps must be a positive integer, got {reps}")
+        raise ConfigError(f"reps must be a positive integer, got {reps}")
     spec = with_default_cap(
         SimulationSpec(
             instance=instance,
@@ -465,11 +468,11 @@ def simulate(
         return _simulate_peer(instance, strategy, delta, reps, seed, workers, **options)
     known = STRUCTURED_STRATEGIES if isinstance(instance, StructuredInstance) else STRATEGIES
     if strategy not in known:
-        raise ValueError(f"strategy: unknown {strategy!r}; choose one of {', '.join(known)}")
+        raise ConfigError(f"strategy: unknown {strategy!r}; choose one of {', '.join(known)}")
     if reps < 1:
-        raise ValueError(f"reps must be a positive integer, got {reps}")
+        raise ConfigError(f"reps must be a positive integer, got {reps}")
     if options.get("tasks", DEFAULT_GRID_TASKS) < 1:
-        raise ValueError(f"tasks must be a positive integer, got {options['tasks']}")
+        raise ConfigError(f"tasks must be a positive integer, got {options['tasks']}")
     check_ties_mode(options.get("ties", "decisive"))
     spec = with_default_cap(
         SimulationSpec(instance=instance, strategy=strategy, delta=delta, **options)

@@ -125,14 +125,21 @@ def status_data(server: _Server) -> dict[str, Any]:
     rivals = [
         {
             "policy": result.policies[r],
-            "comparisons": int(result.counts[result.best, r]),
-            "win_rate": float(result.win_prob_hat[result.best, r]),
+            "comparisons": comparisons,
+            "win_rate": win_rate,
             "statistic": _finite(s),
             "threshold": _finite(b),
             "passed": bool(s > b),
             "progress": float(min(max(s / b, 0.0), 1.0)) if b > 0 and math.isfinite(s) else 0.0,
         }
-        for r, s, b in zip(result.rivals, result.statistics, result.thresholds, strict=True)
+        for r, s, b, comparisons, win_rate in zip(
+            result.rivals,
+            result.statistics,
+            result.thresholds,
+            result.rival_comparisons,  # also for a large structured space (no K×K counts)
+            result.rival_win_prob,
+            strict=True,
+        )
     ]
     failure = server.failure()
     state = "stopped" if failure else (str(result.stop_reason) if experiment.done else "running")

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from llmpo.config import HumanJudgeConfig
+from llmpo.errors import ConfigError, DataError, LlmpoError
 from llmpo.llm.judges import Judge, Verdict
 from llmpo.llm.tasks import Task
 
@@ -29,7 +30,7 @@ CHOICES = {"A": 1.0, "B": 0.0, "tie": 0.5}
 MAX_COMMENT = 2000
 
 
-class LeaseError(ValueError):
+class LeaseError(LlmpoError, ValueError):
     """A verdict that cannot be accepted: the comparison is gone or leased to someone else."""
 
 
@@ -91,7 +92,7 @@ class HumanJudge(Judge):
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if lease_seconds <= 0:
-            raise ValueError(f"lease_seconds must be positive, got {lease_seconds}")
+            raise ConfigError(f"lease_seconds must be positive, got {lease_seconds}")
         self.lease_seconds = lease_seconds
         self.show_reference = show_reference
         self.clock = clock
@@ -168,7 +169,7 @@ class HumanJudge(Judge):
             When the comparison is no longer pending or is leased to another judge.
         """
         if choice not in CHOICES:
-            raise ValueError(f"choice must be one of {', '.join(CHOICES)}, got {choice!r}")
+            raise DataError(f"choice must be one of {', '.join(CHOICES)}, got {choice!r}")
         item = self.pending.get(item_id)
         if item is None or item.future.done():
             raise LeaseError(
@@ -195,7 +196,7 @@ class HumanJudge(Judge):
     def counts(self) -> tuple[int, dict[str, int]]:
         """Comparisons waiting for a judge, and those being judged by each judge."""
         now = self.clock()
-        waiting, held = 0, {}
+        waiting, held = 0, dict[str, int]()
         for item in self.pending.values():
             if item.future.done():
                 continue

@@ -11,6 +11,7 @@ import hmac
 import re
 import secrets
 
+from llmpo.errors import ConfigError
 from llmpo.store import Store
 
 #: Allowed judge names: what appears in the store, the status page and the exports.
@@ -28,7 +29,7 @@ def check_name(name: str) -> str:
     """
     name = name.strip()
     if not NAME_PATTERN.match(name):
-        raise ValueError(
+        raise ConfigError(
             f"judge name {name!r}: use 1 to 40 letters, digits, spaces or _ . @ -, starting "
             "with a letter or digit"
         )

@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from llmpo.environments.replay import Judgment, ReplayError, judgments_from_scores
+from llmpo.errors import ConfigError, DataError
 from llmpo.experiment import Experiment, Result
 
 #: The longest setting value shown in a policy name.
@@ -313,9 +314,9 @@ def _selection_task(
     names = list(candidates)
     samples = list(dataset)
     if len(names) < 2:
-        raise ValueError(f"candidates: need at least two, got {len(names)}")
+        raise ConfigError(f"candidates: need at least two, got {len(names)}")
     if not samples:
-        raise ValueError("dataset: holds no sample")
+        raise DataError("dataset: holds no sample")
     to_float = value_to_float()
     spent = {"generation_calls": 0, "tokens": 0}
 
@@ -344,7 +345,7 @@ def _selection_task(
             answers = [await answer(state, candidates[names[i]], generate) for i in (a, b)]
             scores = [await judge(s, state.target) for s in answers]
             if any(s is None for s in scores):
-                raise ValueError(
+                raise DataError(
                     f"scorer: gave no score to an answer of sample {state.sample_id}. Fix: use "
                     "a scorer that scores every answer"
                 )

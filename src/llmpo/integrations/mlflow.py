@@ -34,6 +34,7 @@ from urllib.parse import urlsplit, urlunsplit
 import yaml
 
 from llmpo import __version__
+from llmpo.errors import LlmpoError
 from llmpo.export import ANSWER_COLUMNS, EXPORT_COLUMNS, export_row, write_csv
 from llmpo.report import build_report, render_html
 from llmpo.store import Store
@@ -71,7 +72,7 @@ _COST_METRICS = (
 )
 
 
-class MlflowExportError(RuntimeError):
+class MlflowExportError(LlmpoError, RuntimeError):
     """MLflow is missing or refused the run; the message says what to do."""
 
 

@@ -35,7 +35,7 @@ import numpy as np
 import openai
 
 from llmpo.config import AnthropicBackendConfig, BackendConfig
-from llmpo.errors import BackendError, clip, register_secret, scrub
+from llmpo.errors import BackendError, ConfigError, clip, register_secret, scrub
 from llmpo.limits import truncate_answer
 
 #: Sent when a configuration names no key variable (local servers accept anything).
@@ -281,7 +281,7 @@ class OpenAIBackend(Backend):
         # the calls in flight) and costs far less CPU per request than the default httpx one;
         # without it, requests are spread over several httpx clients.
         if transport not in ("auto", "aiohttp", "httpx"):
-            raise ValueError(f"transport must be 'auto', 'aiohttp' or 'httpx', got {transport!r}")
+            raise ConfigError(f"transport must be 'auto', 'aiohttp' or 'httpx', got {transport!r}")
         http_client = _aiohttp_client() if transport != "httpx" else None
         if http_client is None and transport == "aiohttp":
             raise BackendError(

@@ -11,10 +11,11 @@ from typing import Any
 
 import numpy as np
 
+from llmpo.errors import LlmpoError
 from llmpo.llm.loading import LoadedOnce
 
 
-class EmbeddingError(RuntimeError):
+class EmbeddingError(LlmpoError, RuntimeError):
     """The embedding model cannot be loaded; the message names the fix."""
 
 

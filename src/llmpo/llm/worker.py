@@ -36,7 +36,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from llmpo.config import AnyBackendConfig
-from llmpo.errors import scrub
+from llmpo.errors import ConfigError, scrub
 from llmpo.llm.backends import (
     Backend,
     BackendError,
@@ -159,7 +159,7 @@ class ProcessBackend(Backend):
 
     def __init__(self, config: AnyBackendConfig, processes: int) -> None:
         if processes < 1:
-            raise ValueError(f"processes must be at least 1, got {processes}")
+            raise ConfigError(f"processes must be at least 1, got {processes}")
         read_api_key(config)  # fail here, before any process starts
         default = "OpenAI" if config.type == "openai" else f"{config.type} {config.model}"
         self.label = getattr(config, "base_url", None) or default

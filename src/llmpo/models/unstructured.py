@@ -35,6 +35,7 @@ import math
 import numpy as np
 from numpy.typing import NDArray
 
+from llmpo.errors import ConfigError
 from llmpo.models.base import Certificate, PreferenceModel
 from llmpo.stats.bernoulli import kl_bernoulli_scalar
 from llmpo.stats.thresholds import LOG2, Threshold
@@ -74,7 +75,7 @@ class UnstructuredModel(PreferenceModel):
         ties: str = "decisive",
     ) -> None:
         if assume_condorcet and epsilon:
-            raise ValueError("epsilon > 0 is only supported with assume_condorcet=False")
+            raise ConfigError("epsilon > 0 is only supported with assume_condorcet=False")
         self.ties = check_ties_mode(ties)
         self.n_policies = n_policies
         self.delta = delta

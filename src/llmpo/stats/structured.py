@@ -25,15 +25,17 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-import cvxpy as cp
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
-from scipy.optimize import OptimizeResult, linprog
 from scipy.special import expit, log_expit
 
+from llmpo.errors import ConfigError, DataError
 from llmpo.stats.bernoulli import kl_bernoulli, kl_confidence
+
+if TYPE_CHECKING:
+    from scipy.optimize import OptimizeResult
 
 Form = Literal["exact", "fisher"]
 
@@ -302,7 +304,7 @@ def best_policy(features: ArrayLike, theta: ArrayLike) -> int:
     utilities = np.asarray(features, float) @ np.asarray(theta, float)
     order = np.argsort(-utilities)
     if utilities.size > 1 and utilities[order[0]] - utilities[order[1]] <= 1e-12:
-        raise ValueError(
+        raise DataError(
             f"theta: policies {int(order[0])} and {int(order[1])} have the same utility; "
             "the optimal policy is not unique"
         )
@@ -386,7 +388,9 @@ def optimal_allocation_exact(
     """
     x, best, rows, cols, z, s = _allocation_problem(features, theta, pairs)
     regularization = entropy
-    entropy = _binary_entropy(s)
+    binary_entropy = _binary_entropy(s)
+    import cvxpy as cp  # imported here: ~0.5 s that only these two solvers need
+
     w = cp.Variable(rows.size, nonneg=True)
     t = cp.Variable()
     constraints = [cp.sum(w) == 1]
@@ -396,7 +400,7 @@ def optimal_allocation_exact(
         v = cp.Variable(rows.size)
         nu = cp.Variable(nonneg=True)
         constraints += [
-            t <= cp.sum(-cp.rel_entr(v, w) - cp.rel_entr(w - v, w)) - entropy @ w,
+            t <= cp.sum(-cp.rel_entr(v, w) - cp.rel_entr(w - v, w)) - binary_entropy @ w,
             z.T @ (v - cp.multiply(s, w)) == nu * (x[j] - x[best]),
             v >= 0,
             v <= w,
@@ -405,6 +409,9 @@ def optimal_allocation_exact(
     cp.Problem(cp.Maximize(objective), constraints).solve(
         solver=cp.CLARABEL, **CLARABEL_OPTIONS
     )
+    # Feasible by construction (w = uniform, t = its value), so Clarabel returns a solution or
+    # cvxpy raises SolverError; never an empty value.
+    assert t.value is not None and w.value is not None
     shares = np.clip(np.asarray(w.value, float), 0.0, None)
     shares /= shares.sum()
     return StructuredAllocation(best, 1.0 / float(t.value), rows, cols, shares, "exact")
@@ -436,6 +443,8 @@ def optimal_allocation_fisher(
     StructuredAllocation
     """
     x, best, rows, cols, z, s = _allocation_problem(features, theta, pairs)
+    import cvxpy as cp  # imported here: ~0.5 s that only these two solvers need
+
     w = cp.Variable(rows.size, nonneg=True)
     t = cp.Variable()
     information = z.T @ cp.diag(cp.multiply(s * (1.0 - s), w)) @ z
@@ -448,6 +457,7 @@ def optimal_allocation_fisher(
         gap = float(np.asarray(theta, float) @ y)
         constraints.append(2.0 * cp.matrix_frac(y, information) / gap**2 <= t)
     cp.Problem(cp.Minimize(t), constraints).solve(solver=cp.CLARABEL, **CLARABEL_OPTIONS)
+    assert t.value is not None and w.value is not None  # feasible by construction, as above
     shares = np.clip(np.asarray(w.value, float), 0.0, None)
     return StructuredAllocation(best, float(t.value), rows, cols, shares / shares.sum(), "fisher")
 
@@ -521,6 +531,8 @@ def _solve_cut_lp(divergence: NDArray[np.float64]) -> OptimizeResult | None:
     Dual simplex first, then the interior-point method if HiGHS reports numerical trouble (it
     does on some degenerate programs with many cuts); None if both fail.
     """
+    from scipy.optimize import linprog  # imported here: scipy.optimize is slow to import
+
     n_pairs, n_cuts = divergence.shape
     for method in ("highs-ds", "highs-ipm"):
         result = linprog(
@@ -594,7 +606,7 @@ class AllocationSolver:
         cuts_per_iteration: int = 8,
     ) -> None:
         if form not in ("fisher", "exact"):
-            raise ValueError(f"form must be 'fisher' or 'exact', got {form!r}")
+            raise ConfigError(f"form must be 'fisher' or 'exact', got {form!r}")
         self.features = np.asarray(features, float)
         self.form: Form = form
         self.regularization = regularization

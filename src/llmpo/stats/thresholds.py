@@ -126,7 +126,7 @@ class LikelihoodThreshold(Threshold):
     """
 
     def common(self, t: float, delta: float, log_multiplicity: float) -> float:
-        raise ValueError(
+        raise ConfigError(
             f"threshold {self.name!r} needs a likelihood model: use it with the structured space, "
             "or choose 'kt'"
         )
@@ -170,7 +170,7 @@ class GaussianMixtureThreshold(LikelihoodThreshold):
 
     def __init__(self, prior_precision: float = 1.0) -> None:
         if not prior_precision > 0 or not math.isfinite(prior_precision):
-            raise ValueError(f"prior_precision: must be a positive number, got {prior_precision}")
+            raise ConfigError(f"prior_precision: must be a positive number, got {prior_precision}")
         self.prior_precision = float(prior_precision)
 
 

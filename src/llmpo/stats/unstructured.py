@@ -26,6 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from llmpo.errors import ConfigError, DataError
 from llmpo.stats.bernoulli import kl_bernoulli, kl_confidence
 
 HALF = 0.5
@@ -36,7 +37,7 @@ TIES_MODES = ("decisive", "half")
 def check_ties_mode(ties: str) -> str:
     """``ties`` itself when it is a known mode; otherwise a ValueError naming the choices."""
     if ties not in TIES_MODES:
-        raise ValueError(f"ties: unknown {ties!r}; choose 'decisive' (default) or 'half'")
+        raise ConfigError(f"ties: unknown {ties!r}; choose 'decisive' (default) or 'half'")
     return ties
 
 
@@ -121,7 +122,7 @@ def condorcet_winner(win_prob: ArrayLike) -> int | None:
 def _require_winner(matrix: NDArray[np.float64]) -> int:
     best = condorcet_winner(matrix)
     if best is None:
-        raise ValueError(
+        raise DataError(
             "win_prob has no Condorcet winner: no policy beats every other with p > 1/2"
         )
     return best
@@ -174,7 +175,7 @@ def optimal_allocation(
     tie_matrix = np.zeros_like(matrix) if tie_prob is None else np.asarray(tie_prob, dtype=float)
     if assume_condorcet:
         if epsilon:
-            raise ValueError("epsilon > 0 is only supported with assume_condorcet=False")
+            raise ConfigError("epsilon > 0 is only supported with assume_condorcet=False")
         rivals = np.array([j for j in range(n_policies) if j != best])
         all_information, _ = pair_information(matrix, tie_matrix, HALF, ties)
         np.fill_diagonal(all_information, -np.inf)
@@ -188,7 +189,7 @@ def optimal_allocation(
         )
         rows, cols = np.full(rivals.shape, best), rivals
     if np.any(information <= 0):
-        raise ValueError(
+        raise DataError(
             "the best policy does not beat every rival by more than the margin on this scale "
             "(a pair where every comparison is a tie carries no information)"
         )

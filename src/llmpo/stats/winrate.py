@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from scipy.stats import beta
+from scipy.special import betaincinv
 
 #: How the win-rate interval is computed, as shown in reports.
 WIN_RATE_METHOD = "Clopper–Pearson on wins + ties/2 (exact without ties, conservative with them)"
@@ -55,8 +55,11 @@ def clopper_pearson(successes: float, n: int, level: float = 0.95) -> tuple[floa
     if not 0.0 < level < 1.0:
         raise ValueError(f"level must be in (0, 1), got {level}")
     alpha = 1.0 - level
-    lower = 0.0 if successes == 0 else float(beta.ppf(alpha / 2, successes, n - successes + 1))
-    upper = 1.0 if successes == n else float(beta.ppf(1 - alpha / 2, successes + 1, n - successes))
+    # The beta quantiles, from scipy.special: scipy.stats costs ~0.5 s to import.
+    lower = 0.0 if successes == 0 else float(betaincinv(successes, n - successes + 1, alpha / 2))
+    upper = (
+        1.0 if successes == n else float(betaincinv(successes + 1, n - successes, 1 - alpha / 2))
+    )
     return lower, upper
 
 

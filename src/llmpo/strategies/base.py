@@ -14,6 +14,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from llmpo.errors import ConfigError
 from llmpo.models.base import Certificate, Pair, PreferenceModel
 
 
@@ -93,10 +94,10 @@ class Oracle(Strategy):
 
     def __init__(self, pairs: Sequence[Pair], shares: Sequence[float]) -> None:
         if len(pairs) != len(shares) or not pairs:
-            raise ValueError("oracle needs one share per pair and at least one pair")
+            raise ConfigError("oracle needs one share per pair and at least one pair")
         weights = np.asarray(shares, dtype=float)
         if np.any(weights < 0) or weights.sum() <= 0:
-            raise ValueError("oracle shares must be non-negative with a positive sum")
+            raise ConfigError("oracle shares must be non-negative with a positive sum")
         self.pairs = [(int(a), int(b)) for a, b in pairs]
         self.shares = weights / weights.sum()
 

@@ -25,6 +25,7 @@ import math
 import numpy as np
 from numpy.typing import NDArray
 
+from llmpo.errors import ConfigError
 from llmpo.models.base import Certificate, Pair
 from llmpo.models.unstructured import UnstructuredModel
 from llmpo.stats.unstructured import HALF
@@ -58,7 +59,7 @@ def _certificate(
 def _require_plain_condorcet(model: UnstructuredModel, name: str) -> None:
     """Refuse options that an elimination procedure cannot honour."""
     if model.level != HALF or model.assume_condorcet:
-        raise ValueError(
+        raise ConfigError(
             f"strategy {name!r} identifies the Condorcet winner with its own stopping rule; "
             "it supports neither epsilon > 0 nor assume_condorcet"
         )
@@ -162,8 +163,8 @@ class SuccessiveElimination(SelfStopping):
     def is_certified(self, model: UnstructuredModel) -> bool:  # type: ignore[override]
         active = self._state(model)
         k = model.n_policies
-        rows, cols = np.meshgrid(np.arange(k), np.flatnonzero(active), indexing="ij")
-        rows, cols = rows.ravel(), cols.ravel()
+        row_grid, col_grid = np.meshgrid(np.arange(k), np.flatnonzero(active), indexing="ij")
+        rows, cols = row_grid.ravel(), col_grid.ravel()
         statistics, counts = _evidence(model, rows, cols)
         thresholds = self._threshold(model, counts)
         ruled_out = (statistics > thresholds) & (rows != cols)
