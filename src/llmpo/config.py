@@ -261,9 +261,11 @@ class ReplayEnvironmentConfig(_Strict):
         if value in ("auto", "counts", "arena") or value in REPLAY_FORMATS:
             return value
         known = ", ".join(["auto", "counts", "arena", *REPLAY_FORMATS.names()])
-        raise ValueError(
-            f"format|unknown replay format {value!r}; known: {known}|use one of these, or "
-            f"install the package that provides it (entry-point group {REPLAY_FORMATS.group})"
+        raise ConfigError(
+            field="format",
+            problem=f"unknown replay format {value!r}; known: {known}",
+            fix="use one of these, or install the package that provides it "
+            f"(entry-point group {REPLAY_FORMATS.group})",
         )
 
     @model_validator(mode="after")

@@ -76,6 +76,11 @@ class DataError(LlmpoError, ValueError):
     """An input file (instance, tasks, judgments) that cannot be used; names the file and field."""
 
 
+class PluginError(LlmpoError, TypeError):
+    """A plug-in registered wrongly (a name taken, an object of the wrong kind, a config model
+    without its ``type`` tag); names the plug-in and what it must provide."""
+
+
 class StoreError(LlmpoError, RuntimeError):
     """A store that cannot be used (corrupt, foreign, newer, busy, missing), with the fix."""
 

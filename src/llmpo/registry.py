@@ -32,7 +32,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, Literal, Protocol, TypeVar, get_args, get_origin
 
-from llmpo.errors import ConfigError
+from llmpo.errors import ConfigError, PluginError
 
 if TYPE_CHECKING:
     from importlib.metadata import EntryPoint
@@ -147,10 +147,10 @@ class Registry(Generic[T]):
     def register(self, name: str, target: T | str, *, origin: str = "llmpo") -> None:
         """Register ``name`` for ``target`` (an object, or its ``"module:attribute"``).
 
-        Nothing is imported here. Raises ValueError when ``name`` is taken.
+        Nothing is imported here. Raises PluginError when ``name`` is taken.
         """
         if name in self._entries:
-            raise ValueError(
+            raise PluginError(
                 f"{self.kind} {name!r} is registered already (by {self._entries[name].origin})"
             )
         self._entries[name] = _Entry(target, origin)
@@ -375,14 +375,14 @@ def _strategy(value: Any) -> StrategyPlugin:
         return value
     base = load_object("llmpo.strategies.base:Strategy")
     if not (isinstance(value, type) and issubclass(value, base)):
-        raise TypeError(f"expected a Strategy subclass or a StrategyPlugin, got {value!r}")
+        raise PluginError(f"expected a Strategy subclass or a StrategyPlugin, got {value!r}")
     return StrategyPlugin(value, value)
 
 
 def _instance_of(kind: type[T]) -> Callable[[Any], T]:
     def check(value: Any) -> T:
         if not isinstance(value, kind):
-            raise TypeError(f"expected a {kind.__name__}, got {type(value).__name__}")
+            raise PluginError(f"expected a {kind.__name__}, got {type(value).__name__}")
         return value
 
     return check
@@ -392,7 +392,7 @@ def _subclass_of(target: str) -> Callable[[Any], type]:
     def check(value: Any) -> type:
         base = load_object(target)
         if not (isinstance(value, type) and issubclass(value, base)):
-            raise TypeError(f"expected a subclass of {base.__name__}, got {value!r}")
+            raise PluginError(f"expected a subclass of {base.__name__}, got {value!r}")
         return value
 
     return check
@@ -506,14 +506,14 @@ def _check_config_model(name: str, model: Any) -> None:
     from pydantic import BaseModel
 
     if not (isinstance(model, type) and issubclass(model, BaseModel)):
-        raise TypeError(f"its config is not a pydantic model ({model!r})")
+        raise PluginError(f"its config is not a pydantic model ({model!r})")
     tag = model.model_fields.get("type")
     if (
         tag is None
         or get_origin(tag.annotation) is not Literal
         or get_args(tag.annotation) != (name,)
     ):
-        raise TypeError(
+        raise PluginError(
             f"its config {model.__name__} needs the field type: Literal[{name!r}] (the tag "
             "that tells it apart in a configuration)"
         )
