@@ -132,7 +132,7 @@ def test_second_writer_is_refused_while_readers_go_on(tmp_path):
 
 
 def test_older_schema_is_migrated_in_one_transaction(tmp_path, monkeypatch):
-    import llmpo.store as store_module
+    import llmpo.store.schema as store_module
 
     path = tmp_path / "runs.db"
     with Store(path) as store:

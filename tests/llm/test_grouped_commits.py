@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-import llmpo.store
+import llmpo.store.answers
 from llmpo.config import load_config
 from llmpo.experiment import Experiment
 from llmpo.llm.runner import AsyncRunner
@@ -64,7 +64,7 @@ def test_pending_answers_are_committed_at_close_and_when_stale(tmp_path, monkeyp
         assert generations(path) == 0
     assert generations(path) == 1  # close
 
-    monkeypatch.setattr(llmpo.store, "CACHE_FLUSH_SECONDS", 0.05)
+    monkeypatch.setattr(llmpo.store.answers, "CACHE_FLUSH_SECONDS", 0.05)
     with Store(path, writer=True) as store:
         store.cache_generation("a", "t1", 1, "k", "m", ANSWER)
         assert generations(path) == 1

@@ -25,9 +25,9 @@ from llmpo.cli import app as cli
 from llmpo.human.app import SECURITY_HEADERS
 from llmpo.human.tokens import add_judge
 from llmpo.store import Store, StoreError
-from llmpo.view import queries
+from llmpo.store import views as queries
 from llmpo.view.app import create_app
-from llmpo.view.queries import OUTCOMES, RUNS, Filters
+from llmpo.store.views import OUTCOMES, RUNS, Filters
 from tests.view.conftest import CAREFUL, XSS
 
 

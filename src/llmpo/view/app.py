@@ -4,7 +4,7 @@ FastAPI with server-rendered, autoescaped Jinja2 pages (answers, tasks and polic
 untrusted text), the judging app's stylesheet and small script (its ``#live`` block polls a
 same-origin partial page and swaps it in, no reload), and its strict Content-Security-Policy:
 no CDN, no inline script, nothing from another origin. Every store is opened read-only per
-request (:func:`~llmpo.view.queries.open_readonly`), so the viewer runs safely beside
+request (:func:`~llmpo.store.views.open_readonly`), so the viewer runs safely beside
 ``llmpo run``. With ``require_token`` (any address but the loopback) every page needs the token
 of a judge of one of the stores (``llmpo judges add``), sent as ``Authorization: Bearer`` or
 set as an HttpOnly, SameSite=Strict cookie by the sign-in form.
@@ -41,9 +41,9 @@ from llmpo.human.app import add_security_headers
 from llmpo.human.tokens import judge_for_token
 from llmpo.llm.tasks import TaskError, load_tasks
 from llmpo.store import Store, StoreError
-from llmpo.view import queries
+from llmpo.store import views as queries
 from llmpo.view.live import Tracker, plot
-from llmpo.view.queries import EVALUATIONS, RUNS, Filters, Source, Tally
+from llmpo.store.views import EVALUATIONS, RUNS, Filters, Source, Tally
 
 COOKIE = "llmpo_view"
 SIGNIN_COOKIE = "llmpo_view_signin"

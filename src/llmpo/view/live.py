@@ -24,7 +24,7 @@ from llmpo.config import ExperimentConfig
 from llmpo.experiment import Experiment
 from llmpo.runner import build_experiment, remaining_range
 from llmpo.store import ExperimentRecord
-from llmpo.view.queries import RUNS
+from llmpo.store.views import RUNS, last_seq, outcomes_after
 
 #: Structured space: policies shown with their estimated utility (the best first).
 UTILITY_ROWS = 20
@@ -72,20 +72,11 @@ class Tracker:
 
     def update(self, connection: sqlite3.Connection, budget: float = BUDGET_SECONDS) -> Tracker:
         """Tell the comparisons stored since the last update, for at most ``budget`` seconds."""
-        self.total = int(
-            connection.execute(
-                f"SELECT coalesce(max(seq), 0) FROM {RUNS.table} WHERE {RUNS.key} = ?",
-                (self.record.id,),
-            ).fetchone()[0]
-        )
+        self.total = last_seq(connection, RUNS, self.record.id)
         deadline = time.perf_counter() + budget
         told = False
         while self.last_seq < self.total and time.perf_counter() < deadline:
-            rows = connection.execute(
-                f"SELECT seq, policy_a, policy_b, outcome FROM {RUNS.table} "
-                f"WHERE {RUNS.key} = ? AND seq > ? ORDER BY seq LIMIT ?",
-                (self.record.id, self.last_seq, CHUNK),
-            ).fetchall()
+            rows = outcomes_after(connection, RUNS, self.record.id, self.last_seq, CHUNK)
             if not rows:
                 break
             told = True
