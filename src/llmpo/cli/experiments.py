@@ -248,6 +248,9 @@ def _execute(store: Store, experiment_id: int, as_json: bool, concurrency: int =
             f"experiment {experiment_id} is judged by people. Fix: serve it to them with "
             f"llmpo serve {store.path}"
         )
+    note = store.migration_note()
+    if note is not None:
+        error_console.print(escape(note), soft_wrap=True, highlight=False)
     display = _Display()
     runner: Runner
     if store.experiment(experiment_id).config["environment"]["type"] == "llm":
