@@ -26,8 +26,8 @@ from llmpo.human.app import SECURITY_HEADERS
 from llmpo.human.tokens import add_judge
 from llmpo.store import Store, StoreError
 from llmpo.store import views as queries
-from llmpo.view.app import create_app
 from llmpo.store.views import OUTCOMES, RUNS, Filters
+from llmpo.view.app import create_app
 from tests.view.conftest import CAREFUL, XSS
 
 

@@ -11,8 +11,8 @@ from rich.markup import escape
 from llmpo.cli import app
 from llmpo.cli.core import console, fail
 from llmpo.errors import StoreError
-from llmpo.store.integrity import Problem, check_file, repair
 from llmpo.store import Store
+from llmpo.store.integrity import Problem, check_file, repair
 
 
 def _problems(path: Path) -> list[Problem]:

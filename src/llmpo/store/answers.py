@@ -83,6 +83,14 @@ class Answers(Database):
         )
         return rows[0][0] if len(rows) == 1 else None
 
+    def answers(self) -> list[tuple[str, str, int, str]]:
+        """Every committed answer as (policy, task id, replicate, text), in key order."""
+        rows = self.query(
+            "SELECT policy, task_id, replicate, text FROM generations "
+            "ORDER BY policy, task_id, replicate, request_key"
+        )
+        return [(str(p), str(t), int(r), str(x)) for p, t, r, x in rows]
+
     def cache_generation(
         self,
         policy: str,

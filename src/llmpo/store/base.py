@@ -127,6 +127,8 @@ class AnswerCache(Protocol):
 
     def generation_count(self) -> int: ...
 
+    def answers(self) -> list[tuple[str, str, int, str]]: ...
+
 
 @runtime_checkable
 class JudgeStore(Protocol):

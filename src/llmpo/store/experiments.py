@@ -296,4 +296,7 @@ class Experiments(Database):
             (experiment_id,),
         )
         # Scrubbed again on the way out: a store written by an older llmpo may hold a key.
-        return [(at, kind, scrub_value(loads(detail)) if detail else None) for at, kind, detail in rows]
+        return [
+            (at, kind, scrub_value(loads(detail)) if detail else None)
+            for at, kind, detail in rows
+        ]

@@ -27,9 +27,8 @@ import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 
-from llmpo.store.records import STATUSES
-
 from llmpo.errors import StoreError
+from llmpo.store.records import STATUSES
 
 __all__ = ["Problem", "check_file", "find_problems", "repair"]
 
@@ -137,8 +136,8 @@ def _comparison_problems(
         problems.append(
             Problem(
                 f"{label}: comparisons {_shown(bad)} hold values no run writes (policy index "
-                f"outside 0–{n_policies - 1} or twice the same, outcome not a number in [0, 1], raw "
-                "details not JSON, or a negative cost or token count)",
+                f"outside 0–{n_policies - 1} or twice the same, outcome not a number in [0, 1], "
+                "raw details not JSON, or a negative cost or token count)",
                 "",
                 table,
                 owner,

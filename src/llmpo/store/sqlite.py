@@ -251,6 +251,11 @@ class Database:
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
         """BEGIN IMMEDIATE … COMMIT, rolled back on any exception."""
+        if self.readonly:
+            raise StoreError(
+                f"{self.path}: opened read-only; nothing was written. Fix: open it for writing "
+                "(no other llmpo process may be writing it)"
+            )
         try:
             self.connection.execute("BEGIN IMMEDIATE")
         except sqlite3.OperationalError as error:

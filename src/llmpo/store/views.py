@@ -1,8 +1,9 @@
 """The read-only queries of ``llmpo view`` (and its live tracker) over a store's tables.
 
 Stores are opened with SQLite's ``mode=ro`` URI (:class:`~llmpo.store.Store` with
-``readonly=True``, which also sets ``PRAGMA query_only``), so the viewer can run beside ``llmpo run``: it never
-writes, takes no lock, and never waits for the writer (WAL readers see the last commit).
+``readonly=True``, which also sets ``PRAGMA query_only``), so the viewer can run beside
+``llmpo run``: it never writes, takes no lock, and never waits for the writer (WAL readers see
+the last commit).
 
 Comparisons are paged in SQL by keyset on their sequence number (``seq > after`` or ``seq <
 before``, ``LIMIT`` one more than a page), so a page costs the same on the first, middle or last

@@ -42,8 +42,8 @@ from llmpo.human.tokens import judge_for_token
 from llmpo.llm.tasks import TaskError, load_tasks
 from llmpo.store import Store, StoreError
 from llmpo.store import views as queries
-from llmpo.view.live import Tracker, plot
 from llmpo.store.views import EVALUATIONS, RUNS, Filters, Source, Tally
+from llmpo.view.live import Tracker, plot
 
 COOKIE = "llmpo_view"
 SIGNIN_COOKIE = "llmpo_view_signin"
