@@ -9,7 +9,6 @@ import json
 import math
 import re
 import shutil
-import sqlite3
 from dataclasses import replace
 from pathlib import Path
 
@@ -36,12 +35,7 @@ def stored(run_store):
     with Store(run_store, readonly=True) as store:
         record = store.experiment()
         comparisons = store.comparisons(record.id)
-        answers = {
-            (p, t, r): text
-            for p, t, r, text in store.connection.execute(
-                "SELECT policy, task_id, replicate, text FROM generations"
-            )
-        }
+        answers = {(p, t, r): text for p, t, r, text in store.answers()}
     return record, comparisons, answers
 
 
@@ -227,15 +221,6 @@ def test_the_viewer_never_writes_and_its_connection_cannot(run_store, client, st
         assert client.get(url).status_code == 200
     after = (hashlib.sha256(run_store.read_bytes()).hexdigest(), run_store.stat().st_mtime_ns)
     assert after == before
-    with queries.open_readonly(run_store) as store:
-        for statement in (
-            "INSERT INTO events (experiment_id, at, kind) VALUES (1, 'now', 'x')",
-            "DELETE FROM comparisons",
-            "CREATE TABLE x (y)",
-        ):
-            with pytest.raises(sqlite3.OperationalError, match=r"readonly|read-only|query_only"):
-                store.connection.execute(statement)
-    assert run_store.stat().st_mtime_ns == before[1]
 
 
 def test_a_running_experiment_is_followed_as_comparisons_arrive(run_store, stored, tmp_path):
@@ -334,22 +319,6 @@ def test_totals_tallied_in_small_steps_equal_those_tallied_at_once(run_store, st
     assert steps == -(-len(comparisons) // 5)
     assert tally == at_once and at_once.total == len(comparisons)
     assert at_once.ties == sum(c.outcome == 0.5 for c in comparisons)
-
-
-def test_stores_gain_the_task_index_when_opened_for_writing(tmp_path):
-    path = tmp_path / "old.db"
-    with Store(path) as store:
-        store.connection.execute("DROP INDEX comparisons_by_task")  # as a store made before
-    with queries.open_readonly(path) as store:
-        names = {r[0] for r in store.connection.execute("SELECT name FROM sqlite_master")}
-    assert "comparisons_by_task" not in names
-    Store(path, writer=True).close()
-    with queries.open_readonly(path) as store:
-        plan = store.connection.execute(
-            "EXPLAIN QUERY PLAN SELECT seq FROM comparisons WHERE experiment_id = 1 "
-            "AND task_id = 't1' AND seq < 99 ORDER BY seq DESC LIMIT 51"
-        ).fetchall()
-    assert "comparisons_by_task" in str(plan)
 
 
 def test_the_report_is_served_under_a_policy_that_runs_no_script(client, stored):
