@@ -50,6 +50,7 @@ from llmpo.store import (
     Store,
     StoreError,
 )
+from llmpo.store.payloads import number_of, replicates_of
 
 #: Stream of the experiment's seed that seeds evaluations (distinct from the run and the split).
 EVALUATION_STREAM = 0x6576616C  # "eval"
@@ -383,9 +384,8 @@ class Evaluation:
         for evaluation in self.store.evaluations(self.record.id):
             stored += self.store.evaluation_comparisons(evaluation.id)
         for comparison in stored:
-            raw = comparison.raw
-            replicates = raw.get("replicates") if isinstance(raw, dict) else None
-            if comparison.task_id is None or not isinstance(replicates, list):
+            replicates = replicates_of(comparison.raw)
+            if comparison.task_id is None or replicates is None:
                 continue
             for policy, replicate in zip(
                 (comparison.policy_a, comparison.policy_b), replicates, strict=True
@@ -404,9 +404,7 @@ class Evaluation:
         live.seed = self.seed  # the judge's random choices: the evaluation's own stream
         stored = self.store.evaluation_comparisons(self.evaluation.id)
         sequence = len(stored)
-        number = 1 + max(
-            (c.raw.get("number", 0) for c in stored if isinstance(c.raw, dict)), default=0
-        )
+        number = 1 + max((number_of(c.raw) or 0 for c in stored), default=0)
         used = self._used_replicates()
         order = self._task_order()
         a, b = self.env_pair

@@ -21,7 +21,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
-from llmpo.store.payloads import EventDetail
 from llmpo.store.records import (
     CachedGeneration,
     ComparisonRecord,
@@ -29,7 +28,8 @@ from llmpo.store.records import (
     ExperimentRecord,
 )
 
-Detail = EventDetail | dict[str, Any] | None
+#: An event's detail (declared per kind in :mod:`llmpo.store.payloads`).
+Detail = dict[str, Any] | None
 
 
 @runtime_checkable

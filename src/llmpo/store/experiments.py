@@ -15,7 +15,7 @@ from typing import Any
 
 from llmpo import __version__
 from llmpo.errors import StoreError, scrub_value
-from llmpo.store.payloads import EventDetail, event_detail
+from llmpo.store.payloads import event_detail
 from llmpo.store.records import (
     COMPARISON_COLUMNS,
     STATUSES,
@@ -135,7 +135,7 @@ def insert_event(
     connection: sqlite3.Connection,
     experiment_id: int | None,
     kind: str,
-    detail: EventDetail | dict[str, Any] | None,
+    detail: dict[str, Any] | None,
 ) -> None:
     """Add one event inside the caller's transaction (its detail scrubbed of secrets)."""
     payload = event_detail(kind, detail)
@@ -232,7 +232,7 @@ class Experiments(Database):
         status: str,
         result: dict[str, Any] | None = None,
         event: str | None = None,
-        detail: EventDetail | dict[str, Any] | None = None,
+        detail: dict[str, Any] | None = None,
     ) -> None:
         """Set an experiment's status (and final result), with an optional event, atomically."""
         if status not in STATUSES:
@@ -243,7 +243,7 @@ class Experiments(Database):
                 insert_event(connection, experiment_id, event, detail)
 
     def reopen(
-        self, experiment_id: int, config: dict[str, Any], detail: EventDetail | dict[str, Any]
+        self, experiment_id: int, config: dict[str, Any], detail: dict[str, Any]
     ) -> None:
         """Give a stopped experiment a new configuration (a larger budget) and mark it
         ``interrupted``, its result cleared, with a ``budget_extended`` event, atomically."""
@@ -283,7 +283,7 @@ class Experiments(Database):
         self,
         experiment_id: int | None,
         kind: str,
-        detail: EventDetail | dict[str, Any] | None = None,
+        detail: dict[str, Any] | None = None,
     ) -> None:
         """Record an event (committed at once)."""
         with self.transaction() as connection:
