@@ -12,6 +12,7 @@ import pytest
 from llmpo.errors import StoreError
 from llmpo.store import APPLICATION_ID, MIGRATIONS, SCHEMA_VERSION, ComparisonRecord, Store
 from llmpo.store.integrity import find_problems
+from llmpo.testing.store import tamper
 from tests.cli.test_run import SMALLEST, invoke
 
 
@@ -139,3 +140,17 @@ def test_a_replay_of_preference_probabilities_runs_and_resumes_through_llmpo_run
     with Store(tmp_path / "runs.db", readonly=True) as store:
         outcomes = {c.outcome for c in store.comparisons(1)}
     assert outcomes & {0.9, 0.15, 0.6}, outcomes  # stored as given, not rounded
+
+
+def test_resume_says_it_migrated_an_older_store(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    _write_probabilities(tmp_path)
+    (tmp_path / "experiment.yaml").write_text(SMALLEST)
+    assert invoke("run", "experiment.yaml", "--max-comparisons", "6").exit_code == 3
+    with tamper(tmp_path / "runs.db") as connection:  # as the last llmpo of schema v4 left it
+        connection.execute("PRAGMA user_version = 4")
+    resumed = invoke("resume", "runs.db", "--max-comparisons", "100000")
+    assert resumed.exit_code == 0, resumed.output
+    assert "store migrated in place from schema v4 to v5" in resumed.stderr
+    again = invoke("resume", "runs.db", "--max-comparisons", "200000")
+    assert "migrated" not in again.stderr
