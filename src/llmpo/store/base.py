@@ -6,7 +6,8 @@ conformance suite any other implementation must pass.
 
 The contract, beyond the signatures:
 
-* a comparison is durable when ``append_comparison`` returns, numbers follow 1, 2, … without gap
+* a comparison is durable when ``append_comparison`` returns (``append_comparisons``: all of
+  them, or none), numbers follow 1, 2, … without gap
   or repeat (anything else is refused, nothing written), and reads return them in that order;
 * an outcome is a number in [0, 1] — NaN, a value outside, or a tie flag on a fractional outcome is
   refused with a :class:`~llmpo.errors.StoreError` naming the comparison;
@@ -17,7 +18,7 @@ The contract, beyond the signatures:
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
@@ -64,6 +65,10 @@ class ExperimentStore(Protocol):
     def reopen(self, experiment_id: int, config: dict[str, Any], detail: Detail) -> None: ...
 
     def append_comparison(self, experiment_id: int, record: ComparisonRecord) -> None: ...
+
+    def append_comparisons(
+        self, experiment_id: int, records: Iterable[ComparisonRecord]
+    ) -> None: ...
 
     def iter_comparisons(self, experiment_id: int) -> Iterator[ComparisonRecord]: ...
 

@@ -75,7 +75,7 @@ class Evaluations(Database):
             When the sequence number would leave a gap or repeat one, or the outcome cannot be
             stored; nothing is written.
         """
-        EVALUATION_COMPARISONS.append(self, evaluation_id, record)
+        EVALUATION_COMPARISONS.append(self, evaluation_id, (record,))
 
     def evaluation_comparisons(self, evaluation_id: int) -> list[ComparisonRecord]:
         """The evaluation's comparisons in sequence order."""

@@ -10,7 +10,7 @@ naming the comparison, and nothing stored before it is touched.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from llmpo import __version__
@@ -63,14 +63,37 @@ class ComparisonTable:
     def __init__(self, table: str, key: str, owner: str) -> None:
         self.table, self.key, self.owner = table, key, owner
 
-    def append(self, database: Database, owner_id: int, record: ComparisonRecord) -> None:
-        """Commit ``record`` after checking its outcome and that its number follows the last.
+    def append(
+        self, database: Database, owner_id: int, records: Iterable[ComparisonRecord]
+    ) -> None:
+        """Commit ``records``, in one transaction, after checking each outcome and that the
+        numbers follow the last stored one without gap or repeat; none is written if one fails.
 
         Raises
         ------
         StoreError
             For an outcome that cannot be stored, or a number that would leave a gap or repeat.
         """
+        with database.transaction() as connection:
+            last = connection.execute(
+                f"SELECT coalesce(max(seq), 0) FROM {self.table} WHERE {self.key} = ?",
+                (owner_id,),
+            ).fetchone()[0]
+            connection.executemany(
+                f"INSERT INTO {self.table} ({self.key}, {', '.join(COMPARISON_COLUMNS)}) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (self._row(database, owner_id, last + k, r) for k, r in enumerate(records, 1)),
+            )
+
+    def _row(
+        self, database: Database, owner_id: int, expected: int, record: ComparisonRecord
+    ) -> tuple[Any, ...]:
+        """The row of ``record``, checked, as comparison number ``expected`` of its owner."""
+        if record.seq != expected:
+            raise StoreError(
+                f"{database.path}: {self.owner} {owner_id} has {expected - 1} comparisons; "
+                f"cannot store comparison #{record.seq} (is another process running it?)"
+            )
         problem = record.outcome_problem()
         if problem is not None:
             raise StoreError(
@@ -80,35 +103,21 @@ class ComparisonTable:
                 "outcomes in [0, 1] — 1 win, 0.5 tie, 0 loss, or a preference probability — "
                 "and no tie flag on a fractional outcome"
             )
-        with database.transaction() as connection:
-            last = connection.execute(
-                f"SELECT coalesce(max(seq), 0) FROM {self.table} WHERE {self.key} = ?",
-                (owner_id,),
-            ).fetchone()[0]
-            if record.seq != last + 1:
-                raise StoreError(
-                    f"{database.path}: {self.owner} {owner_id} has {last} comparisons; cannot "
-                    f"store comparison #{record.seq} (is another process running it?)"
-                )
-            connection.execute(
-                f"INSERT INTO {self.table} ({self.key}, {', '.join(COMPARISON_COLUMNS)}) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    owner_id,
-                    record.seq,
-                    record.policy_a,
-                    record.policy_b,
-                    float(record.outcome),
-                    record.task_id,
-                    record.order,
-                    dumps(record.raw),
-                    record.started_at,
-                    record.finished_at,
-                    record.cost_usd,
-                    record.input_tokens,
-                    record.output_tokens,
-                ),
-            )
+        return (
+            owner_id,
+            record.seq,
+            record.policy_a,
+            record.policy_b,
+            float(record.outcome),
+            record.task_id,
+            record.order,
+            dumps(record.raw),
+            record.started_at,
+            record.finished_at,
+            record.cost_usd,
+            record.input_tokens,
+            record.output_tokens,
+        )
 
     def iterate(self, database: Database, owner_id: int) -> Iterator[ComparisonRecord]:
         """The owner's comparisons in sequence order."""
@@ -264,7 +273,14 @@ class Experiments(Database):
             When the sequence number would leave a gap or repeat one, or the outcome is not a
             number in [0, 1] (or a fractional outcome is flagged as a tie); nothing is written.
         """
-        RUN_COMPARISONS.append(self, experiment_id, record)
+        RUN_COMPARISONS.append(self, experiment_id, (record,))
+
+    def append_comparisons(
+        self, experiment_id: int, records: Iterable[ComparisonRecord]
+    ) -> None:
+        """Commit many comparisons in one transaction (an import, a benchmark's store), with
+        the checks of :meth:`append_comparison`; none is written if one is refused."""
+        RUN_COMPARISONS.append(self, experiment_id, records)
 
     def iter_comparisons(self, experiment_id: int) -> Iterator[ComparisonRecord]:
         """The experiment's comparisons in sequence order."""

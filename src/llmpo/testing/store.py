@@ -165,6 +165,21 @@ class StoreConformance:
         finally:
             store.close()
 
+    def test_many_comparisons_are_appended_all_or_none(self, tmp_path: Path) -> None:
+        store = self.open_store(tmp_path / "store.db", writer=True)
+        try:
+            experiment_id = store.create_experiment({}, ["a", "b"])
+            store.append_comparison(experiment_id, ComparisonRecord(1, 0, 1, 1.0))
+            good = [ComparisonRecord(seq, seq % 2, 1 - seq % 2, 0.5) for seq in (2, 3, 4)]
+            for bad in (ComparisonRecord(5, 0, 1, 2.0), ComparisonRecord(6, 0, 1, 1.0)):
+                with pytest.raises(StoreError, match=r"comparison #[56]"):
+                    store.append_comparisons(experiment_id, [*good, bad])
+                assert store.comparison_count(experiment_id) == 1
+            store.append_comparisons(experiment_id, iter(good))
+            assert [c.seq for c in store.comparisons(experiment_id)] == [1, 2, 3, 4]
+        finally:
+            store.close()
+
     @pytest.mark.parametrize(
         ("outcome", "raw"),
         [(math.nan, None), (1.0000001, None), (-0.5, None), (0.75, {"tie": True})],
