@@ -42,7 +42,20 @@ class Evaluations(Database):
             f"settings, result FROM evaluations {where} ORDER BY id",
             parameters,
         )
-        return [EvaluationRecord(*row[:7], loads(row[7]), loads(row[8])) for row in rows]
+        return [
+            EvaluationRecord(
+                id=row[0],
+                experiment_id=row[1],
+                created_at=row[2],
+                updated_at=row[3],
+                status=row[4],
+                winner=row[5],
+                baseline=row[6],
+                settings=loads(row[7]),
+                result=loads(row[8]),
+            )
+            for row in rows
+        ]
 
     def evaluation(self, evaluation_id: int) -> EvaluationRecord:
         """One evaluation by id.

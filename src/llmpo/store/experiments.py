@@ -126,7 +126,20 @@ class ComparisonTable:
             "ORDER BY seq",
             (owner_id,),
         ):
-            yield ComparisonRecord(*row[:6], loads(row[6]), *row[7:])
+            yield ComparisonRecord(
+                seq=row[0],
+                policy_a=row[1],
+                policy_b=row[2],
+                outcome=row[3],
+                task_id=row[4],
+                order=row[5],
+                raw=loads(row[6]),
+                started_at=row[7],
+                finished_at=row[8],
+                cost_usd=row[9],
+                input_tokens=row[10],
+                output_tokens=row[11],
+            )
 
     def count(self, database: Database, owner_id: int) -> int:
         """How many comparisons the owner has."""

@@ -347,13 +347,13 @@ def repair(path: Path, problems: list[Problem]) -> list[str]:
         done.append(f"backup of the store before the repair: {backup}")
         connection.execute("BEGIN IMMEDIATE")
         for (table, owner), start in sorted(cuts.items()):
-            key, parent = (
+            column, parent = (
                 ("experiment_id", "experiments")
                 if table == "comparisons"
                 else ("evaluation_id", "evaluations")
             )
             removed = connection.execute(
-                f"DELETE FROM {table} WHERE {key} = ? AND seq >= ?", (owner, start)
+                f"DELETE FROM {table} WHERE {column} = ? AND seq >= ?", (owner, start)
             ).rowcount
             connection.execute(
                 f"UPDATE {parent} SET status = 'interrupted', result = NULL WHERE id = ?",
