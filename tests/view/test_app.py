@@ -408,3 +408,40 @@ def test_the_comparisons_download_is_llmpo_export(run_store, stored):
     assert exported.exit_code == 0, exported.output
     assert download.text.replace("\r\n", "\n") == exported.stdout.replace("\r\n", "\n")
     assert client.get("/s/0/e/999/comparisons.csv").status_code == 404
+
+
+def test_a_run_of_preference_probabilities_is_shown_with_its_fractional_outcomes(
+    tmp_path, monkeypatch
+):
+    from tests.cli.test_run import SMALLEST
+    from tests.test_store_fractional import _write_probabilities
+
+    monkeypatch.chdir(tmp_path)
+    _write_probabilities(tmp_path)
+    (tmp_path / "experiment.yaml").write_text(SMALLEST)
+    assert CliRunner().invoke(cli, ["run", "experiment.yaml"]).exit_code == 0
+    with Store(tmp_path / "runs.db", readonly=True) as store:
+        record = store.experiment()
+        comparisons = store.comparisons(record.id)
+    fractional = next(c for c in comparisons if c.outcome not in (0.0, 0.5, 1.0))
+    client = TestClient(create_app([tmp_path / "runs.db"]))
+    for url in all_urls(client, record, comparisons):
+        assert client.get(url).status_code == 200, url
+    assert f"A: {fractional.outcome:.2f}" in client.get(f"/s/0/e/{record.id}/comparisons").text
+    page = client.get(f"/s/0/e/{record.id}/c/{fractional.seq}").text
+    assert f"preferred with probability {fractional.outcome:g}" in page
+    state = client.get(f"/api/s/0/e/{record.id}").json()["live"]
+    # Wins, ties and losses of the leader by the rule of docs/ties.md, from the stored outcomes.
+    best = record.policies.index(state["leader"])
+    for rival in state["rivals"]:
+        other = record.policies.index(rival["policy"])
+        scores = [
+            c.outcome if c.policy_a == best else 1 - c.outcome
+            for c in comparisons
+            if {c.policy_a, c.policy_b} == {best, other}
+        ]
+        wins = sum(max(2 * y - 1, 0) for y in scores)
+        losses = sum(max(1 - 2 * y, 0) for y in scores)
+        assert rival["wins"] == pytest.approx(wins, abs=0.01)
+        assert rival["losses"] == pytest.approx(losses, abs=0.01)
+        assert rival["ties"] == pytest.approx(len(scores) - wins - losses, abs=0.01)

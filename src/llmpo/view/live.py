@@ -55,8 +55,9 @@ class Tracker:
     last_seq: int = 0
     total: int = 0
     trace: list[TracePoint] = field(default_factory=list)
-    #: (i, j) with i < j → [wins of i, ties, wins of j].
-    pairs: dict[tuple[int, int], list[int]] = field(default_factory=dict)
+    #: (i, j) with i < j → [wins of i, ties, wins of j]; a fractional outcome y of i counts
+    #: (2y − 1)⁺ as a win of i, (1 − 2y)⁺ as a win of j and the rest as a tie (docs/ties.md).
+    pairs: dict[tuple[int, int], list[float]] = field(default_factory=dict)
 
     @classmethod
     def of(cls, record: ExperimentRecord) -> Tracker:
@@ -89,9 +90,12 @@ class Tracker:
     def _tell(self, seq: int, a: int, b: int, outcome: float) -> None:
         self.last_seq = seq
         low, high = (a, b) if a < b else (b, a)
-        tally = self.pairs.setdefault((low, high), [0, 0, 0])
+        tally = self.pairs.setdefault((low, high), [0.0, 0.0, 0.0])
         score = outcome if a == low else 1.0 - outcome
-        tally[0 if score == 1.0 else 1 if score == 0.5 else 2] += 1
+        win, loss = max(2.0 * score - 1.0, 0.0), max(1.0 - 2.0 * score, 0.0)
+        tally[0] += win
+        tally[1] += 1.0 - win - loss
+        tally[2] += loss
         if self.experiment.done:  # comparisons in flight when it certified: not told
             return
         self.experiment.tell(a, b, outcome)
@@ -126,7 +130,7 @@ class Tracker:
             zip(result.rivals, result.statistics, result.thresholds, strict=True)
         ):
             low, high = (best, r) if best < r else (r, best)
-            wins, ties, losses = self.pairs.get((low, high), [0, 0, 0])
+            wins, ties, losses = (_count(x) for x in self.pairs.get((low, high), [0, 0, 0]))
             if best != low:
                 wins, losses = losses, wins
             rivals.append(
@@ -255,3 +259,8 @@ def plot(trace: list[TracePoint], width: int = 720, height: int = 260) -> dict[s
         "bottom": height - bottom,
         "right": width - right,
     }
+
+
+def _count(value: float) -> float:
+    """A tally as shown: a whole number as an int, else to two decimals."""
+    return int(value) if float(value).is_integer() else round(value, 2)
