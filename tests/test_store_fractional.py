@@ -154,3 +154,24 @@ def test_resume_says_it_migrated_an_older_store(tmp_path, monkeypatch):
     assert "store migrated in place from schema v4 to v5" in resumed.stderr
     again = invoke("resume", "runs.db", "--max-comparisons", "200000")
     assert "migrated" not in again.stderr
+
+
+def test_reports_tally_a_fractional_outcome_by_the_rule_of_the_statistics(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    _write_probabilities(tmp_path, rounds=10)
+    (tmp_path / "experiment.yaml").write_text(SMALLEST)
+    assert invoke("run", "experiment.yaml").exit_code == 0
+    report = json.loads(invoke("report", "runs.db", "--format", "json").stdout)
+    with Store(tmp_path / "runs.db", readonly=True) as store:
+        record = store.experiment()
+        comparisons = store.comparisons(record.id)
+    rows = {row["policy"]: row for row in report["costs"]["per_policy"]}
+    for index, name in enumerate(record.policies):
+        scores = [c.outcome for c in comparisons if c.policy_a == index] + [
+            1 - c.outcome for c in comparisons if c.policy_b == index
+        ]
+        wins = sum(max(2 * y - 1, 0) for y in scores)
+        losses = sum(max(1 - 2 * y, 0) for y in scores)
+        assert rows[name]["wins"] == pytest.approx(wins)
+        assert rows[name]["losses"] == pytest.approx(losses)
+        assert rows[name]["ties"] == pytest.approx(len(scores) - wins - losses)

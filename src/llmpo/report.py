@@ -41,6 +41,7 @@ from llmpo.store import (
     Store,
 )
 from llmpo.store.payloads import LiveRaw
+from llmpo.store.records import outcome_shares
 
 #: Pointwise coverage of the intervals shown on the win-probability matrix.
 INTERVAL_LEVEL = 0.95
@@ -543,7 +544,9 @@ def _costs(
         for policy, outcome in ((c.policy_a, c.outcome), (c.policy_b, 1 - c.outcome)):
             row = rows[policies[policy]]
             row["comparisons"] += 1
-            row["wins" if outcome == 1 else "losses" if outcome == 0 else "ties"] += 1
+            shares = outcome_shares(outcome)
+            for column, share in zip(("wins", "ties", "losses"), shares, strict=True):
+                row[column] += int(share) if share.is_integer() else share  # verdicts stay counts
             row["seconds"] += seconds
             # A comparison's cost is shared by its two policies.
             add(row, "cost_usd", None if c.cost_usd is None else c.cost_usd / 2)

@@ -127,6 +127,14 @@ class ComparisonRecord:
         return None
 
 
+def outcome_shares(outcome: float) -> tuple[float, float, float]:
+    """An outcome of policy A as (win, tie, loss) shares for tallies: a verdict is one whole
+    win, tie or loss; a preference probability y counts (2y − 1)⁺ as a win, (1 − 2y)⁺ as a loss
+    and the rest as a tie, the rule of the statistics (docs/ties.md)."""
+    win, loss = max(2.0 * outcome - 1.0, 0.0), max(1.0 - 2.0 * outcome, 0.0)
+    return win, 1.0 - win - loss, loss
+
+
 COMPARISON_COLUMNS = (
     "seq",
     "policy_a",

@@ -24,6 +24,7 @@ from llmpo.config import ExperimentConfig
 from llmpo.experiment import Experiment
 from llmpo.runner import build_experiment, remaining_range
 from llmpo.store import ExperimentRecord
+from llmpo.store.records import outcome_shares
 from llmpo.store.views import RUNS, last_seq, outcomes_after
 
 #: Structured space: policies shown with their estimated utility (the best first).
@@ -92,10 +93,8 @@ class Tracker:
         low, high = (a, b) if a < b else (b, a)
         tally = self.pairs.setdefault((low, high), [0.0, 0.0, 0.0])
         score = outcome if a == low else 1.0 - outcome
-        win, loss = max(2.0 * score - 1.0, 0.0), max(1.0 - 2.0 * score, 0.0)
-        tally[0] += win
-        tally[1] += 1.0 - win - loss
-        tally[2] += loss
+        for side, share in enumerate(outcome_shares(score)):
+            tally[side] += share
         if self.experiment.done:  # comparisons in flight when it certified: not told
             return
         self.experiment.tell(a, b, outcome)
