@@ -175,3 +175,23 @@ def test_reports_tally_a_fractional_outcome_by_the_rule_of_the_statistics(tmp_pa
         assert rows[name]["wins"] == pytest.approx(wins)
         assert rows[name]["losses"] == pytest.approx(losses)
         assert rows[name]["ties"] == pytest.approx(len(scores) - wins - losses)
+
+
+def test_a_held_out_evaluation_of_preference_probabilities_rates_their_mean(
+    tmp_path, monkeypatch
+):
+    monkeypatch.chdir(tmp_path)
+    _write_probabilities(tmp_path, rounds=40)
+    (tmp_path / "experiment.yaml").write_text(
+        SMALLEST + "holdout: {fraction: 0.3}\nbaseline: beta\n"
+    )
+    assert invoke("run", "experiment.yaml").exit_code == 0
+    evaluated = invoke("evaluate", "runs.db", "1", "--comparisons", "20", "--json")
+    assert evaluated.exit_code == 0, evaluated.output
+    summary = json.loads(evaluated.stdout)
+    with Store(tmp_path / "runs.db", readonly=True) as store:
+        outcomes = [c.outcome for c in store.evaluation_comparisons(summary["evaluation_id"])]
+    assert len(outcomes) == summary["comparisons"] == 20
+    assert summary["wins"] + summary["ties"] / 2 == pytest.approx(sum(outcomes))
+    assert summary["win_rate"] == pytest.approx(sum(outcomes) / 20)
+    assert summary["losses"] == pytest.approx(sum(max(1 - 2 * y, 0) for y in outcomes))

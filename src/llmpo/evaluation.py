@@ -51,6 +51,7 @@ from llmpo.store import (
     StoreError,
 )
 from llmpo.store.payloads import number_of, replicates_of
+from llmpo.store.records import outcome_shares, tally
 
 #: Stream of the experiment's seed that seeds evaluations (distinct from the run and the split).
 EVALUATION_STREAM = 0x6576616C  # "eval"
@@ -177,7 +178,9 @@ class Evaluation:
     ) -> None:
         self.on_progress = on_progress
         self.progress_interval = progress_interval
-        self._tally = {1.0: 0, 0.5: 0, 0.0: 0}
+        #: Comparisons counted, and the winner's wins, ties, losses (by outcome_shares).
+        self._done = 0
+        self._tally: list[float] = [0, 0, 0]
         self._cost_usd: float | None = None
         self._started = time.monotonic()
         self._last_report = -float("inf")
@@ -284,7 +287,7 @@ class Evaluation:
         evaluation_id = self.evaluation.id
         self.store.set_evaluation_status(evaluation_id, "running")
         for stored in self.store.evaluation_comparisons(evaluation_id):
-            self._tally[stored.outcome] += 1
+            self._count(stored.outcome)
         self._started = time.monotonic()
         try:
             if self.config.environment.type == "llm":
@@ -329,10 +332,15 @@ class Evaluation:
         """Commit one comparison, then count it for the progress display."""
         assert self.evaluation is not None
         self.store.append_evaluation_comparison(self.evaluation.id, record)
-        self._tally[record.outcome] += 1
+        self._count(record.outcome)
         if record.cost_usd is not None:
             self._cost_usd = (self._cost_usd or 0.0) + record.cost_usd
         self._report()
+
+    def _count(self, outcome: float) -> None:
+        self._done += 1
+        for side, share in enumerate(outcome_shares(outcome)):
+            self._tally[side] += int(share) if share.is_integer() else share
 
     def _report(self, final: bool = False) -> None:
         now = time.monotonic()
@@ -343,11 +351,9 @@ class Evaluation:
         self._last_report = now
         self.on_progress(
             EvaluationProgress(
-                sum(self._tally.values()),
+                self._done,
                 self.comparisons,
-                self._tally[1.0],
-                self._tally[0.5],
-                self._tally[0.0],
+                *self._tally,
                 self._cost_usd,
                 now - self._started,
             )
@@ -490,9 +496,9 @@ def summarize_evaluation(store: Store, evaluation: EvaluationRecord) -> dict[str
     """The JSON-ready result of an evaluation: win rate, interval, counts, cost, accuracies."""
     record = store.experiment(evaluation.experiment_id)
     comparisons = store.evaluation_comparisons(evaluation.id)
-    outcomes = [c.outcome for c in comparisons]
-    wins, ties = outcomes.count(1.0), outcomes.count(0.5)
-    losses = len(outcomes) - wins - ties
+    # A preference probability y counts (2y − 1)⁺ won, (1 − 2y)⁺ lost, the rest tied, so that
+    # wins + ties/2 is the sum of the outcomes.
+    wins, ties, losses = tally(c.outcome for c in comparisons)
     costs = [c.cost_usd for c in comparisons if c.cost_usd is not None]
     summary: dict[str, Any] = {
         "experiment_id": record.id,

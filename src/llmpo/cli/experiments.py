@@ -156,8 +156,8 @@ def _evaluation_line(progress: EvaluationProgress) -> str:
     cost = f"${progress.cost_usd:.4f}" if progress.cost_usd is not None else "n/a"
     return (
         f"evaluation {progress.done:,}/{progress.total:,} comparisons · winner vs baseline "
-        f"{progress.wins} wins, {progress.ties} ties, {progress.losses} losses · cost {cost} · "
-        f"{progress.elapsed_seconds:.1f} s"
+        f"{progress.wins:g} wins, {progress.ties:g} ties, {progress.losses:g} losses · "
+        f"cost {cost} · {progress.elapsed_seconds:.1f} s"
     )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -133,6 +134,20 @@ def outcome_shares(outcome: float) -> tuple[float, float, float]:
     and the rest as a tie, the rule of the statistics (docs/ties.md)."""
     win, loss = max(2.0 * outcome - 1.0, 0.0), max(1.0 - 2.0 * outcome, 0.0)
     return win, 1.0 - win - loss, loss
+
+
+def tally(outcomes: Iterable[float]) -> tuple[float, float, float]:
+    """Wins, ties and losses of policy A over ``outcomes`` by :func:`outcome_shares`: whole
+    counts (ints) when every outcome is a verdict, else sums rounded to 1e-9."""
+    totals = [0.0, 0.0, 0.0]
+    whole = True
+    for outcome in outcomes:
+        whole = whole and outcome in (0.0, 0.5, 1.0)
+        for side, share in enumerate(outcome_shares(outcome)):
+            totals[side] += share
+    if whole:
+        return int(totals[0]), int(totals[1]), int(totals[2])
+    return round(totals[0], 9), round(totals[1], 9), round(totals[2], 9)
 
 
 COMPARISON_COLUMNS = (
