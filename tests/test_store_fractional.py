@@ -47,6 +47,10 @@ def _v4_store(path, outcomes):
 def test_a_v4_store_is_migrated_in_place_keeping_every_row_and_its_statistic(tmp_path):
     path = tmp_path / "runs.db"
     config = _v4_store(path, [1.0, 0.5, 0.0, 1.0])
+    with Store(path, readonly=True) as store:  # readers read it as it is (v5 only widens a CHECK)
+        assert [c.outcome for c in store.comparisons(1)] == [1.0, 0.5, 0.0, 1.0]
+    with tamper(path) as connection:
+        assert connection.execute("PRAGMA user_version").fetchone()[0] == 4
     with Store(path, writer=True) as store:
         note = store.migration_note()
         assert note is not None and "from schema v4 to v5" in note and "[0, 1]" in note

@@ -161,6 +161,11 @@ MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {
     5: _admit_fractional_outcomes,
 }
 
+#: Migrations after which a store of the version before them still reads correctly as it is:
+#: a reader (report, export, viewer) opens such a store without migrating it. v5 only widens a
+#: CHECK, so a v4 store reads as a v5 one.
+READ_COMPATIBLE = frozenset({5})
+
 #: What each migration changes, in words (told to the user when a store is migrated).
 MIGRATION_TEXT = {
     2: "a cache of LLM answers",

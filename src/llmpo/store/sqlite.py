@@ -108,7 +108,10 @@ class Database:
         try:
             version = self._inspect()
             if readonly:
-                if version < schema.SCHEMA_VERSION:
+                if not all(
+                    target in schema.READ_COMPATIBLE
+                    for target in range(version + 1, schema.SCHEMA_VERSION + 1)
+                ):
                     raise StoreError(
                         f"{self.path}: store of schema v{version}; open it once with "
                         "'llmpo resume' to migrate it, then read it"
