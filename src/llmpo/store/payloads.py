@@ -90,7 +90,7 @@ class LiveRaw:
                 else None
             ),
             cached=tuple(bool(x) for x in raw.get("cached") or ()),
-            request_keys=tuple(raw.get("request_keys") or (None,) * len(raw["cached"])),
+            request_keys=tuple(raw.get("request_keys") or (None,) * len(raw["cached"] or ())),
             calls=calls if isinstance(calls, int) else None,
             round=raw.get("round"),
             shared=tuple(bool(x) for x in raw.get("shared") or ()),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -119,9 +120,9 @@ class ComparisonRecord:
         (``"tie": true``) whose outcome is not ½ are refused.
         """
         outcome = self.outcome
-        if isinstance(outcome, bool) or not isinstance(outcome, int | float):
+        if isinstance(outcome, bool) or not isinstance(outcome, numbers.Real):
             return f"outcome {outcome!r} is not a number"
-        if math.isnan(outcome) or not 0.0 <= outcome <= 1.0:
+        if math.isnan(float(outcome)) or not 0.0 <= outcome <= 1.0:
             return f"outcome {outcome!r} is not a number in [0, 1]"
         if isinstance(self.raw, dict) and self.raw.get("tie") is True and outcome != 0.5:
             return f"outcome {outcome:g} is flagged as a tie but is not 0.5"
