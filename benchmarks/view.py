@@ -6,12 +6,12 @@ Run on demand (not part of the test suite)::
 
 It builds, in a temporary folder, a store with one experiment of ``--comparisons`` comparisons
 (5 policies, 1,000 tasks, 2 replicates per answer, outcomes drawn with a fixed seed, 10,000
-cached answers of which 1 in 50 contains the word "zebra") by bulk SQL through the store's own
-schema, then times each page served by the viewer's app (FastAPI TestClient, so routing,
-queries and the rendering of the HTML are included): the listing (its first, cold request tallies
-every comparison once; later ones read only the rows appended since), the first, middle and last
-page of comparisons, pages of the ties, of one pair, of one task, a search over the answers, one
-comparison, and the experiment's live page.
+cached answers of which 1 in 50 contains the word "zebra") with the store's bulk append (one
+transaction per 100,000), then times each page served by the viewer's app (FastAPI TestClient,
+so routing, queries and the rendering of the HTML are included): the listing (its first, cold
+request tallies every comparison once; later ones read only the rows appended since), the first,
+middle and last page of comparisons, pages of the ties, of one pair, of one task, a search over
+the answers, one comparison, and the experiment's live page.
 Each figure is the median of ``--repeat`` requests (the cold listing: one request). The target is
 under 0.5 s per page.
 """
@@ -19,7 +19,6 @@ under 0.5 s per page.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import tempfile
@@ -28,7 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
-from llmpo.store import Store
+from llmpo.store import CachedGeneration, ComparisonRecord, Store
+from llmpo.store.payloads import LiveRaw
 
 POLICIES = ["alpha", "beta", "gamma", "delta", "epsilon"]
 TASKS = 1000
@@ -45,25 +45,14 @@ def build(path: Path, n: int, seed: int = 0) -> None:
     rng = np.random.default_rng(seed)
     with Store(path, writer=True) as store:
         experiment = store.create_experiment(CONFIG, POLICIES, name="large")
-        connection = store.connection
-        connection.execute("BEGIN")
-        connection.executemany(
-            "INSERT INTO generations (policy, task_id, replicate, request_key, model, text, "
-            "input_tokens, output_tokens, seconds, created_at) VALUES (?, ?, ?, 'k', 'm', ?, 20, "
-            "40, 0.5, '2026-01-01')",
-            (
-                (
-                    policy,
-                    f"t{task}",
-                    replicate,
-                    f"Answer of {policy} to task {task} #{replicate}"
-                    + (" with a zebra" if (task * 7 + replicate) % 50 == 0 else ""),
-                )
-                for policy in POLICIES
-                for task in range(TASKS)
-                for replicate in range(REPLICATES)
-            ),
-        )
+        for policy in POLICIES:
+            for task in range(TASKS):
+                for replicate in range(REPLICATES):
+                    text = f"Answer of {policy} to task {task} #{replicate}" + (
+                        " with a zebra" if (task * 7 + replicate) % 50 == 0 else ""
+                    )
+                    answer = CachedGeneration(text, 20, 40, 0.5)
+                    store.cache_generation(policy, f"t{task}", replicate, "k", "m", answer)
         chunk = 100_000
         for start in range(0, n, chunk):
             size = min(chunk, n - start)
@@ -73,38 +62,32 @@ def build(path: Path, n: int, seed: int = 0) -> None:
             tasks = rng.integers(0, TASKS, size)
             replicates = rng.integers(0, REPLICATES, (size, 2))
             cached = rng.random((size, 2)) < 0.3
-            connection.executemany(
-                "INSERT INTO comparisons (experiment_id, seq, policy_a, policy_b, task_id, "
-                "presentation_order, outcome, raw, started_at, finished_at, cost_usd, "
-                "input_tokens, output_tokens) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            store.append_comparisons(
+                experiment,
                 (
-                    (
-                        experiment,
-                        start + k + 1,
-                        int(a[k]),
-                        int(b[k]),
-                        f"t{tasks[k]}",
-                        "ab" if k % 2 else "ba",
-                        float(outcome[k]),
-                        json.dumps(
-                            {
-                                "judge": {"replies": ["A" if outcome[k] else "B"]},
-                                "number": start + k,
-                                "replicates": [int(r) for r in replicates[k]],
-                                "cached": [bool(c) for c in cached[k]],
-                            }
-                        ),
-                        1.7e9 + start + k,
-                        1.7e9 + start + k + 0.8,
-                        0.0004,
-                        300,
-                        60,
+                    ComparisonRecord(
+                        seq=start + k + 1,
+                        policy_a=int(a[k]),
+                        policy_b=int(b[k]),
+                        outcome=float(outcome[k]),
+                        task_id=f"t{tasks[k]}",
+                        order="ab" if k % 2 else "ba",
+                        raw=LiveRaw(
+                            judge={"replies": ["A" if outcome[k] else "B"]},
+                            number=start + k,
+                            replicates=(int(replicates[k][0]), int(replicates[k][1])),
+                            cached=(bool(cached[k][0]), bool(cached[k][1])),
+                        ).to_json(),
+                        started_at=1.7e9 + start + k,
+                        finished_at=1.7e9 + start + k + 0.8,
+                        cost_usd=0.0004,
+                        input_tokens=300,
+                        output_tokens=60,
                     )
                     for k in range(size)
                 ),
             )
-        connection.execute("COMMIT")
-        store.set_status(experiment, "budget")
+        store.set_status(experiment, "max_comparisons")
 
 
 def timed(client, url: str, repeat: int) -> tuple[float, int]:

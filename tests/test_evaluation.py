@@ -4,7 +4,6 @@ split recorded in the store, replay on PandaLM split by prompt, synthetic covera
 import csv
 import io
 import json
-import sqlite3
 from collections import Counter
 from pathlib import Path
 
@@ -18,6 +17,7 @@ from llmpo.evaluation import Evaluation, EvaluationError
 from llmpo.holdout import split_holdout
 from llmpo.runner import Runner, check_config, find_experiment, start_experiment
 from llmpo.store import APPLICATION_ID, MIGRATIONS, SCHEMA_VERSION, Store
+from llmpo.testing.store import tamper
 
 PANDALM = (Path(__file__).resolve().parents[1] / ".." / "shared" / "data").resolve() / (
     "pandalm_testset-v1.json"
@@ -98,23 +98,22 @@ def test_split_is_a_function_of_the_ids_and_the_seed():
 # ---- store ---------------------------------------------------------------------------------------
 def test_a_schema_v2_store_migrates_and_its_runs_still_resume(tmp_path):
     path = tmp_path / "runs.db"
-    connection = sqlite3.connect(path, isolation_level=None)
-    for version in (1, 2):
-        MIGRATIONS[version](connection)
-    connection.execute("PRAGMA user_version=2")
-    connection.execute(f"PRAGMA application_id={APPLICATION_ID}")
     config = {"space": "unstructured", "delta": 0.1, "seed": 4}
-    connection.execute(
-        "INSERT INTO experiments (name, created_at, updated_at, status, code_version, config, "
-        "policies) VALUES (NULL, 'x', 'x', 'running', '0.1.0', ?, '[\"a\", \"b\"]')",
-        (json.dumps(config),),
-    )
-    connection.close()
+    with tamper(path) as connection:  # a store as llmpo wrote it at schema v2
+        for version in (1, 2):
+            MIGRATIONS[version](connection)
+        connection.execute("PRAGMA user_version=2")
+        connection.execute(f"PRAGMA application_id={APPLICATION_ID}")
+        connection.execute(
+            "INSERT INTO experiments (name, created_at, updated_at, status, code_version, "
+            "config, policies) VALUES (NULL, 'x', 'x', 'running', '0.1.0', ?, '[\"a\", \"b\"]')",
+            (json.dumps(config),),
+        )
     with Store(path) as store:
         assert store.experiment(1).config == config
         assert store.holdout_tasks(1) is None and store.evaluations(1) == []
-    with sqlite3.connect(path) as check:
-        assert check.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
+    with tamper(path) as check:
+        assert check.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 5
 
 
 def test_a_config_stored_before_baseline_and_holdout_existed_is_found_for_resume(tmp_path):

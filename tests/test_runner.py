@@ -2,7 +2,6 @@
 gives exactly the uninterrupted run."""
 
 import json
-import sqlite3
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +11,7 @@ from llmpo.config import ConfigError, parse_config
 from llmpo.harness.instances import bradley_terry_matrix
 from llmpo.runner import Runner, build_space, check_config, find_experiment, start_experiment
 from llmpo.store import Store, StoreError
+from llmpo.testing.store import tamper
 
 
 def bt_instance(tmp_path: Path, utilities=(1.0, 0.6, 0.3, 0.0)) -> Path:
@@ -145,10 +145,8 @@ def test_resume_refuses_a_store_that_diverges_from_the_experiment(tmp_path):
     with Store(config.store, writer=True) as store:
         experiment_id = start_experiment(config, store)
         run_stopping_at(store, experiment_id, 30)
-    connection = sqlite3.connect(config.store)
-    connection.execute("UPDATE comparisons SET policy_a = 3, policy_b = 2 WHERE seq = 10")
-    connection.commit()
-    connection.close()
+    with tamper(config.store) as connection:
+        connection.execute("UPDATE comparisons SET policy_a = 3, policy_b = 2 WHERE seq = 10")
     with (
         Store(config.store, writer=True) as store,
         pytest.raises(StoreError, match="comparison #10 is of"),
@@ -321,7 +319,10 @@ def test_a_store_from_before_tie_aware_statistics_resumes_counting_ties_half(tmp
         assert find_experiment(config.model_copy(update={"ties": "half"}), store).id == old_id
 
 
-def test_a_replay_of_preference_probabilities_is_refused_before_touching_the_store(tmp_path):
+def test_a_replay_of_preference_probabilities_is_accepted_and_a_bad_outcome_refused(tmp_path):
+    # Schema v5 stores outcomes in [0, 1]: preference probabilities run (tests/
+    # test_store_fractional.py runs one end to end); outcomes outside [0, 1] are still refused
+    # before the store is touched, naming the line.
     path = tmp_path / "j.jsonl"
     records = [
         {"policy_a": "a", "policy_b": "b", "outcome": 1},
@@ -333,6 +334,9 @@ def test_a_replay_of_preference_probabilities_is_refused_before_touching_the_sto
         {"environment": {"type": "replay", "path": str(path)}, "store": str(tmp_path / "r.db")},
         "test",
     )
-    with pytest.raises(ConfigError, match=r"'b' against 'c' has outcome 0.73.*Fix: round"):
+    assert check_config(config).policies == ("a", "b", "c")
+    records[1]["outcome"] = 1.5
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    with pytest.raises(ConfigError, match=r"line 2.*'outcome' must be a number in \[0, 1\]"):
         check_config(config)
     assert not (tmp_path / "r.db").exists()

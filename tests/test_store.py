@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from llmpo.store import APPLICATION_ID, SCHEMA_VERSION, ComparisonRecord, Store, StoreError
+from llmpo.store import APPLICATION_ID, SCHEMA_VERSION, ComparisonRecord, Store, StoreError, views
 
 
 def digest(path: Path) -> str:
@@ -132,7 +132,7 @@ def test_second_writer_is_refused_while_readers_go_on(tmp_path):
 
 
 def test_older_schema_is_migrated_in_one_transaction(tmp_path, monkeypatch):
-    import llmpo.store as store_module
+    import llmpo.store.schema as store_module
 
     path = tmp_path / "runs.db"
     with Store(path) as store:
@@ -201,3 +201,35 @@ def test_only_exact_statuses_are_written(tmp_path):
         for status in ("failed", "max_comparisons", "max_cost"):
             store.set_status(experiment_id, status)
             assert store.experiment(experiment_id).status == status
+
+
+def test_the_viewers_connection_refuses_every_write(tmp_path):
+    path = tmp_path / "runs.db"
+    with Store(path) as store:
+        store.create_experiment({}, ["a", "b"])
+    before = path.stat().st_mtime_ns
+    with views.open_readonly(path) as store:
+        for statement in (
+            "INSERT INTO events (experiment_id, at, kind) VALUES (1, 'now', 'x')",
+            "DELETE FROM comparisons",
+            "CREATE TABLE x (y)",
+        ):
+            with pytest.raises(sqlite3.OperationalError, match=r"readonly|read-only|query_only"):
+                store.connection.execute(statement)
+    assert path.stat().st_mtime_ns == before
+
+
+def test_stores_gain_the_task_index_when_opened_for_writing(tmp_path):
+    path = tmp_path / "old.db"
+    with Store(path) as store:
+        store.connection.execute("DROP INDEX comparisons_by_task")  # as a store made before
+    with views.open_readonly(path) as store:
+        names = {r[0] for r in store.connection.execute("SELECT name FROM sqlite_master")}
+    assert "comparisons_by_task" not in names
+    Store(path, writer=True).close()
+    with views.open_readonly(path) as store:
+        plan = store.connection.execute(
+            "EXPLAIN QUERY PLAN SELECT seq FROM comparisons WHERE experiment_id = 1 "
+            "AND task_id = 't1' AND seq < 99 ORDER BY seq DESC LIMIT 51"
+        ).fetchall()
+    assert "comparisons_by_task" in str(plan)

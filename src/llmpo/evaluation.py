@@ -50,6 +50,8 @@ from llmpo.store import (
     Store,
     StoreError,
 )
+from llmpo.store.payloads import number_of, replicates_of
+from llmpo.store.records import outcome_shares, tally
 
 #: Stream of the experiment's seed that seeds evaluations (distinct from the run and the split).
 EVALUATION_STREAM = 0x6576616C  # "eval"
@@ -176,7 +178,9 @@ class Evaluation:
     ) -> None:
         self.on_progress = on_progress
         self.progress_interval = progress_interval
-        self._tally = {1.0: 0, 0.5: 0, 0.0: 0}
+        #: Comparisons counted, and the winner's wins, ties, losses (by outcome_shares).
+        self._done = 0
+        self._tally: list[float] = [0, 0, 0]
         self._cost_usd: float | None = None
         self._started = time.monotonic()
         self._last_report = -float("inf")
@@ -283,7 +287,7 @@ class Evaluation:
         evaluation_id = self.evaluation.id
         self.store.set_evaluation_status(evaluation_id, "running")
         for stored in self.store.evaluation_comparisons(evaluation_id):
-            self._tally[stored.outcome] += 1
+            self._count(stored.outcome)
         self._started = time.monotonic()
         try:
             if self.config.environment.type == "llm":
@@ -328,10 +332,15 @@ class Evaluation:
         """Commit one comparison, then count it for the progress display."""
         assert self.evaluation is not None
         self.store.append_evaluation_comparison(self.evaluation.id, record)
-        self._tally[record.outcome] += 1
+        self._count(record.outcome)
         if record.cost_usd is not None:
             self._cost_usd = (self._cost_usd or 0.0) + record.cost_usd
         self._report()
+
+    def _count(self, outcome: float) -> None:
+        self._done += 1
+        for side, share in enumerate(outcome_shares(outcome)):
+            self._tally[side] += int(share) if share.is_integer() else share
 
     def _report(self, final: bool = False) -> None:
         now = time.monotonic()
@@ -342,11 +351,9 @@ class Evaluation:
         self._last_report = now
         self.on_progress(
             EvaluationProgress(
-                sum(self._tally.values()),
+                self._done,
                 self.comparisons,
-                self._tally[1.0],
-                self._tally[0.5],
-                self._tally[0.0],
+                *self._tally,
                 self._cost_usd,
                 now - self._started,
             )
@@ -383,9 +390,8 @@ class Evaluation:
         for evaluation in self.store.evaluations(self.record.id):
             stored += self.store.evaluation_comparisons(evaluation.id)
         for comparison in stored:
-            raw = comparison.raw
-            replicates = raw.get("replicates") if isinstance(raw, dict) else None
-            if comparison.task_id is None or not isinstance(replicates, list):
+            replicates = replicates_of(comparison.raw)
+            if comparison.task_id is None or replicates is None:
                 continue
             for policy, replicate in zip(
                 (comparison.policy_a, comparison.policy_b), replicates, strict=True
@@ -404,9 +410,7 @@ class Evaluation:
         live.seed = self.seed  # the judge's random choices: the evaluation's own stream
         stored = self.store.evaluation_comparisons(self.evaluation.id)
         sequence = len(stored)
-        number = 1 + max(
-            (c.raw.get("number", 0) for c in stored if isinstance(c.raw, dict)), default=0
-        )
+        number = 1 + max((number_of(c.raw) or 0 for c in stored), default=0)
         used = self._used_replicates()
         order = self._task_order()
         a, b = self.env_pair
@@ -492,9 +496,9 @@ def summarize_evaluation(store: Store, evaluation: EvaluationRecord) -> dict[str
     """The JSON-ready result of an evaluation: win rate, interval, counts, cost, accuracies."""
     record = store.experiment(evaluation.experiment_id)
     comparisons = store.evaluation_comparisons(evaluation.id)
-    outcomes = [c.outcome for c in comparisons]
-    wins, ties = outcomes.count(1.0), outcomes.count(0.5)
-    losses = len(outcomes) - wins - ties
+    # A preference probability y counts (2y − 1)⁺ won, (1 − 2y)⁺ lost, the rest tied, so that
+    # wins + ties/2 is the sum of the outcomes.
+    wins, ties, losses = tally(c.outcome for c in comparisons)
     costs = [c.cost_usd for c in comparisons if c.cost_usd is not None]
     summary: dict[str, Any] = {
         "experiment_id": record.id,

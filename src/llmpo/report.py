@@ -40,6 +40,8 @@ from llmpo.store import (
     ExperimentRecord,
     Store,
 )
+from llmpo.store.payloads import LiveRaw
+from llmpo.store.records import outcome_shares
 
 #: Pointwise coverage of the intervals shown on the win-probability matrix.
 INTERVAL_LEVEL = 0.95
@@ -237,11 +239,10 @@ def answer_texts(store: Store, policies: tuple[str, ...], record: ComparisonReco
     None for an answer that is not there (not a live run, or a store written before the
     request keys were recorded, where the lookup would be ambiguous).
     """
-    raw = record.raw if isinstance(record.raw, dict) else {}
-    replicates = raw.get("replicates")
-    if record.task_id is None or not isinstance(replicates, list) or len(replicates) != 2:
+    live = LiveRaw.from_json(record.raw)
+    if record.task_id is None or live is None or live.replicates is None:
         return [None, None]
-    keys = raw.get("request_keys") or [None, None]
+    replicates, keys = live.replicates, live.request_keys
     return [
         store.answer_text(policies[policy], record.task_id, int(replicate), key)
         for policy, replicate, key in zip(
@@ -494,18 +495,8 @@ def _calls(raw: Any) -> tuple[int, int] | None:
     Stores written before ``calls`` was recorded: the answers not found in the cache, and one
     judge call per reply recorded.
     """
-    if not isinstance(raw, dict) or "cached" not in raw:
-        return None
-    generations = sum(not cached for cached in raw["cached"])
-    judge = raw.get("judge")
-    replies = 0
-    if isinstance(judge, dict):
-        replies = sum(
-            len(judge[key]) for key in ("replies", "ab", "ba") if isinstance(judge.get(key), list)
-        )
-    if "calls" in raw:
-        return generations, int(raw["calls"]) - generations
-    return generations, replies
+    live = LiveRaw.from_json(raw)
+    return None if live is None else (live.generation_calls, live.judge_calls)
 
 
 def _costs(
@@ -553,7 +544,9 @@ def _costs(
         for policy, outcome in ((c.policy_a, c.outcome), (c.policy_b, 1 - c.outcome)):
             row = rows[policies[policy]]
             row["comparisons"] += 1
-            row["wins" if outcome == 1 else "losses" if outcome == 0 else "ties"] += 1
+            shares = outcome_shares(outcome)
+            for column, share in zip(("wins", "ties", "losses"), shares, strict=True):
+                row[column] += int(share) if share.is_integer() else share  # verdicts stay counts
             row["seconds"] += seconds
             # A comparison's cost is shared by its two policies.
             add(row, "cost_usd", None if c.cost_usd is None else c.cost_usd / 2)

@@ -368,15 +368,6 @@ def replay_source(
     if data_format == "counts":
         return ReplayEnvironment.from_counts(read_pair_counts(source), wanted, **options)
     judgments = REPLAY_FORMATS.get(data_format)(source)
-    fractional = next((j for j in judgments if j.outcome not in (0.0, 0.5, 1.0)), None)
-    if fractional is not None:
-        # The store's schema still admits verdicts only (its CHECK on outcome).
-        raise ConfigError(
-            f"{source}: the judgment of {fractional.policy_a!r} against "
-            f"{fractional.policy_b!r} has outcome {fractional.outcome:g}, a preference "
-            "probability; stored runs record verdicts (0, 0.5, 1) only. Fix: round the outcomes "
-            "to verdicts, or run the judgments through Experiment.tell in Python (docs/ties.md)"
-        )
     held_ids: set[str] | None = None
     if config.holdout is not None:
         if any(j.task_id is None for j in judgments):

@@ -8,7 +8,6 @@ llmpo.config) so that a run lasts long enough to be interrupted mid-way.
 import json
 import random
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -22,6 +21,7 @@ from llmpo.config import load_config
 from llmpo.harness.instances import bradley_terry_matrix
 from llmpo.runner import Runner, start_experiment
 from llmpo.store import Store
+from llmpo.testing.store import count_rows
 
 KILLS_AT_A_COMPARISON = 11  # per chain, at a random stored count plus a random delay
 KILLS_AT_A_RANDOM_TIME = 1  # per chain, possibly during start-up
@@ -68,23 +68,11 @@ def comparisons(store: Store, experiment_id: int) -> list[tuple]:
 
 
 def stored_count(store_path: Path) -> int:
-    if not store_path.exists():
-        return 0
-    connection = sqlite3.connect(f"file:{store_path}?mode=ro", uri=True, timeout=1)
-    try:
-        return connection.execute("SELECT count(*) FROM comparisons").fetchone()[0]
-    except sqlite3.Error:  # not created yet
-        return 0
-    finally:
-        connection.close()
+    return count_rows(store_path, "comparisons")
 
 
 def has_experiment(store_path: Path) -> bool:
-    try:
-        with sqlite3.connect(f"file:{store_path}?mode=ro", uri=True, timeout=1) as connection:
-            return connection.execute("SELECT count(*) FROM experiments").fetchone()[0] > 0
-    except sqlite3.Error:
-        return False
+    return count_rows(store_path, "experiments") > 0
 
 
 def start(config_path: Path, life: int) -> subprocess.Popen:

@@ -5,13 +5,14 @@ import csv
 import hashlib
 import io
 import json
-import sqlite3
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
 from llmpo.cli import app
+from llmpo.store import Store
+from llmpo.testing.store import tamper
 
 SMALLEST = """\
 space: unstructured
@@ -177,11 +178,9 @@ def test_pair_without_records_is_refused_unless_dense_subset(project):
     assert "dropped 1 without enough records of every pair: delta" in result.stderr
     markdown = invoke("report", "runs.db", "--format", "md").stdout
     assert "Dense subset: 1 policy was left out" in markdown and "delta" in markdown
-    with sqlite3.connect(project / "runs.db") as connection:
-        detail = connection.execute(
-            "SELECT detail FROM events WHERE kind = 'dense_subset'"
-        ).fetchone()
-    assert json.loads(detail[0]) == {"dropped": ["delta"]}
+    with Store(project / "runs.db", readonly=True) as store:
+        details = [d for _, kind, d in store.events(1) if kind == "dense_subset"]
+    assert details == [{"dropped": ["delta"]}]
 
 
 def test_corrupt_and_foreign_stores_are_refused_unchanged(project):
@@ -192,7 +191,7 @@ def test_corrupt_and_foreign_stores_are_refused_unchanged(project):
     assert_clean_error(invoke("resume", "runs.db"), "corrupt or not a store")
     assert digest(project / "runs.db") == before
     foreign = project / "foreign.db"
-    with sqlite3.connect(foreign) as connection:
+    with tamper(foreign) as connection:
         connection.execute("CREATE TABLE t (x)")
     before = digest(foreign)
     assert_clean_error(invoke("export", "foreign.db"), "another application")
@@ -204,7 +203,7 @@ def test_corrupt_and_foreign_stores_are_refused_unchanged(project):
 
 def test_newer_store_is_refused(project):
     invoke("run", "experiment.yaml")
-    with sqlite3.connect(project / "runs.db") as connection:
+    with tamper(project / "runs.db") as connection:
         connection.execute("PRAGMA user_version = 99")
     before = digest(project / "runs.db")
     assert_clean_error(invoke("run", "experiment.yaml", "--resume"), "newer llmpo", "upgrade")

@@ -4,11 +4,11 @@ larger budget, and re-running an identical experiment (issue 13, points 3 and 4)
 import json
 import re
 import shlex
-import sqlite3
 
 import pytest
 
 from llmpo.store import Store
+from llmpo.testing.store import tamper
 from tests.cli.test_run import SMALLEST, assert_clean_error, invoke, write_judgments
 
 
@@ -137,7 +137,7 @@ def test_an_identical_finished_experiment_is_shown_not_duplicated(project):
 
 def test_an_identical_interrupted_experiment_is_not_duplicated_either(project):
     invoke("run", "experiment.yaml", "--max-comparisons", "5")
-    with sqlite3.connect(project / "runs.db") as connection:
+    with tamper(project / "runs.db") as connection:
         connection.execute("UPDATE experiments SET status = 'interrupted'")
     assert_clean_error(
         invoke("run", "experiment.yaml", "--max-comparisons", "5"),

@@ -1,31 +1,23 @@
 """Cached answers are committed with the next write of the store, and never lose a comparison."""
 
-import sqlite3
 import time
 
 import pytest
 
-import llmpo.store
+import llmpo.store.answers
 from llmpo.config import load_config
 from llmpo.experiment import Experiment
 from llmpo.llm.runner import AsyncRunner
 from llmpo.runner import start_experiment
 from llmpo.store import CachedGeneration, ComparisonRecord, Store, StoreError
+from llmpo.testing.store import count_rows
 
 ANSWER = CachedGeneration("4", 5, 1, 0.2)
 
 
-def committed(path, sql: str) -> int:
-    """What another connection (a reader, or the store after a crash) sees."""
-    reader = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-    try:
-        return int(reader.execute(sql).fetchone()[0])
-    finally:
-        reader.close()
-
-
 def generations(path) -> int:
-    return committed(path, "SELECT count(*) FROM generations")
+    """Answers another connection (a reader, or the store after a crash) sees."""
+    return count_rows(path, "generations")
 
 
 def test_answers_commit_with_the_comparison_that_used_them(tmp_path):
@@ -40,7 +32,7 @@ def test_answers_commit_with_the_comparison_that_used_them(tmp_path):
         assert store.cached_generation("b", "t1", 1, "k") is None
         store.append_comparison(experiment_id, ComparisonRecord(1, 0, 1, 0.5, "t1"))
         assert generations(path) == 2
-        assert committed(path, "SELECT count(*) FROM comparisons") == 1
+        assert count_rows(path, "comparisons") == 1
         assert store.cached_generation("b", "t1", 0, "k") == ANSWER  # now from the table
 
 
@@ -64,7 +56,7 @@ def test_pending_answers_are_committed_at_close_and_when_stale(tmp_path, monkeyp
         assert generations(path) == 0
     assert generations(path) == 1  # close
 
-    monkeypatch.setattr(llmpo.store, "CACHE_FLUSH_SECONDS", 0.05)
+    monkeypatch.setattr(llmpo.store.answers, "CACHE_FLUSH_SECONDS", 0.05)
     with Store(path, writer=True) as store:
         store.cache_generation("a", "t1", 1, "k", "m", ANSWER)
         assert generations(path) == 1
@@ -89,7 +81,7 @@ def test_every_told_comparison_is_committed_with_its_answers_first(project, serv
         seen.append(
             (
                 self.n_comparisons,
-                committed(path, "SELECT count(*) FROM comparisons"),
+                count_rows(path, "comparisons"),
                 generations(path),
             )
         )

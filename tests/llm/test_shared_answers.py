@@ -3,13 +3,13 @@ pair of a round's answers compared by a scoring judge, only the round's pairs by
 recorded in the store, and resumed without paying twice."""
 
 import json
-import sqlite3
 from collections import defaultdict
 
 import pytest
 
 from llmpo.runner import RunFailedError
 from llmpo.store import Store
+from llmpo.testing.store import tamper
 from tests.llm.conftest import FAST_RETRIES, run
 
 MORE_POLICIES = """\
@@ -164,7 +164,7 @@ def test_a_store_written_before_rounds_resumes_its_unfinished_comparisons(fast, 
     with pytest.raises(RunFailedError):
         run(fast, concurrency=6, max_comparisons=60, delta=0.001)
     database = fast.parent / "runs.db"
-    with sqlite3.connect(database) as connection:  # rewrite it as an older llmpo stored it
+    with tamper(database) as connection:  # rewrite it as an older llmpo stored it
         for row_id, detail in connection.execute(
             "SELECT id, detail FROM events WHERE kind = 'asked'"
         ).fetchall():

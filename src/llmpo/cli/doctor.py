@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sqlite3
 from pathlib import Path
 from typing import Annotated
 
@@ -11,27 +10,16 @@ from rich.markup import escape
 
 from llmpo.cli import app
 from llmpo.cli.core import console, fail
-from llmpo.integrity import Problem, find_problems, repair
+from llmpo.errors import StoreError
 from llmpo.store import Store
+from llmpo.store.integrity import Problem, check_file, repair
 
 
 def _problems(path: Path) -> list[Problem]:
-    if not path.is_file():
-        raise fail(f"{path}: no such store file. Fix: check the path")
     try:
-        connection = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-    except sqlite3.Error as error:
-        raise fail(f"{path}: cannot open ({error})") from None
-    try:
-        connection.execute("SELECT count(*) FROM sqlite_master").fetchone()
-        return find_problems(connection)
-    except sqlite3.DatabaseError as error:
-        raise fail(
-            f"{path}: not a readable SQLite database ({error}); nothing can be repaired. "
-            "Fix: restore it from a backup"
-        ) from None
-    finally:
-        connection.close()
+        return check_file(path)
+    except StoreError as error:
+        raise fail(str(error)) from None
 
 
 @app.command()

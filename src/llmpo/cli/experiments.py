@@ -146,8 +146,8 @@ def _evaluation_line(progress: EvaluationProgress) -> str:
     cost = f"${progress.cost_usd:.4f}" if progress.cost_usd is not None else "n/a"
     return (
         f"evaluation {progress.done:,}/{progress.total:,} comparisons · winner vs baseline "
-        f"{progress.wins} wins, {progress.ties} ties, {progress.losses} losses · cost {cost} · "
-        f"{progress.elapsed_seconds:.1f} s"
+        f"{progress.wins:g} wins, {progress.ties:g} ties, {progress.losses:g} losses · "
+        f"cost {cost} · {progress.elapsed_seconds:.1f} s"
     )
 
 
@@ -237,6 +237,9 @@ def _execute(store: Store, experiment_id: int, as_json: bool, concurrency: int =
             f"experiment {experiment_id} is judged by people. Fix: serve it to them with "
             f"llmpo serve {store.path}"
         )
+    note = store.migration_note()
+    if note is not None:
+        error_console.print(escape(note), soft_wrap=True, highlight=False)
     display = _Display()
     runner: Runner
     if store.experiment(experiment_id).config["environment"]["type"] == "llm":

@@ -51,6 +51,7 @@ from llmpo.llm.tasks import Task, draw_task, load_tasks
 from llmpo.llm.worker import ProcessBackend
 from llmpo.registry import BACKENDS
 from llmpo.store import CachedGeneration, ComparisonRecord, Store
+from llmpo.store.payloads import LiveRaw
 
 _TEMPLATES = jinja2.Environment(undefined=jinja2.StrictUndefined, autoescape=False)
 
@@ -200,17 +201,17 @@ class LiveComparison:
         comparison of the round: an answer is identified by (policy, task, replicate), so
         comparisons with equal round, task, policy and replicate used one answer.
         """
-        return {
-            "judge": self.verdict.raw,
-            "number": self.number,
-            "replicates": list(self.replicates),
-            "cached": list(self.cached),
+        return LiveRaw(
+            judge=self.verdict.raw,
+            number=self.number,
+            replicates=self.replicates,
+            cached=tuple(self.cached),
             # Where the answers are in the generation cache (reports and exports show them).
-            "request_keys": list(self.request_keys),
-            "calls": self.generation_calls + self.judge_calls,
-            "round": self.number if self.round is None else self.round,
-            "shared": list(self.shared),
-        }
+            request_keys=tuple(self.request_keys),
+            calls=self.generation_calls + self.judge_calls,
+            round=self.round,
+            shared=tuple(self.shared),
+        ).to_json()
 
     def to_record(self, seq: int, policy_a: int, policy_b: int) -> ComparisonRecord:
         """The stored form of this comparison (a valid one) as number ``seq`` of a run or an
@@ -230,16 +231,6 @@ class LiveComparison:
             input_tokens=self.input_tokens,
             output_tokens=self.output_tokens,
         )
-
-
-def _judge_calls(raw: Any) -> int:
-    """Judge calls of a comparison stored before calls were recorded (LLM judge replies)."""
-    verdict = raw.get("judge") if isinstance(raw, dict) else None
-    if not isinstance(verdict, dict):
-        return 0
-    if "replies" in verdict:
-        return len(verdict["replies"])
-    return len(verdict.get("ab", ())) + len(verdict.get("ba", ()))
 
 
 def call_totals(
@@ -279,15 +270,13 @@ def call_totals(
     raws = [c.raw for c in comparisons] + list(invalid or [])
     generation = judge = reused = shared = 0
     for raw in raws:
-        if not isinstance(raw, dict):
+        live = LiveRaw.from_json(raw)
+        if live is None:
             continue
-        not_paid = [bool(x) for x in raw.get("cached", (False, False))]
-        reused += sum(not_paid)
-        shared += any(raw.get("shared", ()))
-        paid_generations = len(not_paid) - sum(not_paid)
-        generation += paid_generations
-        calls = raw.get("calls")
-        judge += int(calls) - paid_generations if isinstance(calls, int) else _judge_calls(raw)
+        reused += sum(live.cached)
+        shared += any(live.shared)
+        generation += live.generation_calls
+        judge += live.judge_calls
 
     def total(values: list[Any]) -> Any:
         present = [v for v in values if v is not None]

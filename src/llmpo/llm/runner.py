@@ -57,6 +57,7 @@ from llmpo.llm.environment import LiveComparison, LLMEnvironment, LLMSetupError,
 from llmpo.runner import Progress, RunFailedError, Runner, RunOutcome, judge_warning
 from llmpo.sharing import Round, ask_rounds, sharing_allowed, unshared_rounds
 from llmpo.store import UNFINISHED_STATUSES, Store, StoreError
+from llmpo.store.payloads import number_of, replicates_of
 
 #: A run stops when more than this share of its verdicts are invalid (after enough results).
 MAX_INVALID_SHARE = 0.9
@@ -147,15 +148,15 @@ class AsyncRunner(Runner):
 
     def _remember(self, raw: Any, a: int, b: int, task_id: str | None) -> None:
         """Mark a stored comparison's number and replicates as used."""
-        if not isinstance(raw, dict) or task_id is None:
+        if task_id is None:
             return
-        number = raw.get("number")
-        if isinstance(number, int):
+        number = number_of(raw)
+        if number is not None:
             self._next_number = max(self._next_number, number + 1)
-        replicates = raw.get("replicates")
-        if isinstance(replicates, list) and len(replicates) == 2:
-            self._use(a, task_id, int(replicates[0]))
-            self._use(b, task_id, int(replicates[1]))
+        replicates = replicates_of(raw)
+        if replicates is not None:
+            self._use(a, task_id, replicates[0])
+            self._use(b, task_id, replicates[1])
 
     def _replay(self) -> int:
         stored = self.store.comparisons(self.record.id)
@@ -170,7 +171,7 @@ class AsyncRunner(Runner):
                 )
             self.experiment.tell(record.policy_a, record.policy_b, record.outcome)
         self._sequence = len(stored)
-        finished = {r.raw.get("number") for r in stored if isinstance(r.raw, dict)}
+        finished = {number_of(r.raw) for r in stored}
         asked: dict[int, list[Any]] = {}
         for _, kind, detail in self.store.events(self.record.id):
             if kind == "invalid_verdict" and detail is not None:

@@ -4,7 +4,7 @@ FastAPI with server-rendered, autoescaped Jinja2 pages (answers, tasks and polic
 untrusted text), the judging app's stylesheet and small script (its ``#live`` block polls a
 same-origin partial page and swaps it in, no reload), and its strict Content-Security-Policy:
 no CDN, no inline script, nothing from another origin. Every store is opened read-only per
-request (:func:`~llmpo.view.queries.open_readonly`), so the viewer runs safely beside
+request (:func:`~llmpo.store.views.open_readonly`), so the viewer runs safely beside
 ``llmpo run``. With ``require_token`` (any address but the loopback) every page needs the token
 of a judge of one of the stores (``llmpo judges add``), sent as ``Authorization: Bearer`` or
 set as an HttpOnly, SameSite=Strict cookie by the sign-in form.
@@ -41,9 +41,10 @@ from llmpo.human.app import add_security_headers
 from llmpo.human.tokens import judge_for_token
 from llmpo.llm.tasks import TaskError, load_tasks
 from llmpo.store import Store, StoreError
-from llmpo.view import queries
+from llmpo.store import views as queries
+from llmpo.store.payloads import LiveRaw, replicates_of
+from llmpo.store.views import EVALUATIONS, RUNS, Filters, Source, Tally
 from llmpo.view.live import Tracker, plot
-from llmpo.view.queries import EVALUATIONS, RUNS, Filters, Source, Tally
 
 COOKIE = "llmpo_view"
 SIGNIN_COOKIE = "llmpo_view_signin"
@@ -375,8 +376,8 @@ def create_app(
             if found is None:
                 raise _NotFoundError(f"{title} has no comparison #{seq}")
             config = _config_of(store, kind, owner_id)
-            raw = found["raw"] if isinstance(found["raw"], dict) else {}
-            replicates = raw.get("replicates") or [None, None]
+            live = LiveRaw.from_json(found["raw"])
+            replicates = replicates_of(found["raw"]) or (None, None)
             models = _models(config)
             answers = [
                 queries.answer(
@@ -388,9 +389,12 @@ def create_app(
                 )
                 for side, p in enumerate((found["policy_a"], found["policy_b"]))
             ]
-        verdict = {1.0: f"{names[found['policy_a']]} won", 0.5: "tie"}.get(
-            found["outcome"], f"{names[found['policy_b']]} won"
-        )
+        outcome = found["outcome"]
+        verdict = {
+            1.0: f"{names[found['policy_a']]} won",
+            0.5: "tie",
+            0.0: f"{names[found['policy_b']]} won",
+        }.get(outcome, f"{names[found['policy_a']]} preferred with probability {outcome:g}")
         seconds = (
             found["finished_at"] - found["started_at"]
             if found["finished_at"] is not None and found["started_at"] is not None
@@ -407,8 +411,10 @@ def create_app(
             seconds=seconds,
             task=viewer.task_text(config, found["task_id"]),
             answers=answers,
-            raw_judge=json.dumps(raw.get("judge", found["raw"]), indent=2, ensure_ascii=False),
-            cached=raw.get("cached"),
+            raw_judge=json.dumps(
+                found["raw"] if live is None else live.judge, indent=2, ensure_ascii=False
+            ),
+            cached=None if live is None else list(live.cached),
         )
 
     return app

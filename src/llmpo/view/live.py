@@ -24,7 +24,8 @@ from llmpo.config import ExperimentConfig
 from llmpo.experiment import Experiment
 from llmpo.runner import build_experiment, remaining_range
 from llmpo.store import ExperimentRecord
-from llmpo.view.queries import RUNS
+from llmpo.store.records import outcome_shares
+from llmpo.store.views import RUNS, last_seq, outcomes_after
 
 #: Structured space: policies shown with their estimated utility (the best first).
 UTILITY_ROWS = 20
@@ -55,8 +56,9 @@ class Tracker:
     last_seq: int = 0
     total: int = 0
     trace: list[TracePoint] = field(default_factory=list)
-    #: (i, j) with i < j → [wins of i, ties, wins of j].
-    pairs: dict[tuple[int, int], list[int]] = field(default_factory=dict)
+    #: (i, j) with i < j → [wins of i, ties, wins of j]; a fractional outcome y of i counts
+    #: (2y − 1)⁺ as a win of i, (1 − 2y)⁺ as a win of j and the rest as a tie (docs/ties.md).
+    pairs: dict[tuple[int, int], list[float]] = field(default_factory=dict)
 
     @classmethod
     def of(cls, record: ExperimentRecord) -> Tracker:
@@ -72,20 +74,11 @@ class Tracker:
 
     def update(self, connection: sqlite3.Connection, budget: float = BUDGET_SECONDS) -> Tracker:
         """Tell the comparisons stored since the last update, for at most ``budget`` seconds."""
-        self.total = int(
-            connection.execute(
-                f"SELECT coalesce(max(seq), 0) FROM {RUNS.table} WHERE {RUNS.key} = ?",
-                (self.record.id,),
-            ).fetchone()[0]
-        )
+        self.total = last_seq(connection, RUNS, self.record.id)
         deadline = time.perf_counter() + budget
         told = False
         while self.last_seq < self.total and time.perf_counter() < deadline:
-            rows = connection.execute(
-                f"SELECT seq, policy_a, policy_b, outcome FROM {RUNS.table} "
-                f"WHERE {RUNS.key} = ? AND seq > ? ORDER BY seq LIMIT ?",
-                (self.record.id, self.last_seq, CHUNK),
-            ).fetchall()
+            rows = outcomes_after(connection, RUNS, self.record.id, self.last_seq, CHUNK)
             if not rows:
                 break
             told = True
@@ -98,9 +91,10 @@ class Tracker:
     def _tell(self, seq: int, a: int, b: int, outcome: float) -> None:
         self.last_seq = seq
         low, high = (a, b) if a < b else (b, a)
-        tally = self.pairs.setdefault((low, high), [0, 0, 0])
+        tally = self.pairs.setdefault((low, high), [0.0, 0.0, 0.0])
         score = outcome if a == low else 1.0 - outcome
-        tally[0 if score == 1.0 else 1 if score == 0.5 else 2] += 1
+        for side, share in enumerate(outcome_shares(score)):
+            tally[side] += share
         if self.experiment.done:  # comparisons in flight when it certified: not told
             return
         self.experiment.tell(a, b, outcome)
@@ -135,7 +129,7 @@ class Tracker:
             zip(result.rivals, result.statistics, result.thresholds, strict=True)
         ):
             low, high = (best, r) if best < r else (r, best)
-            wins, ties, losses = self.pairs.get((low, high), [0, 0, 0])
+            wins, ties, losses = (_count(x) for x in self.pairs.get((low, high), [0, 0, 0]))
             if best != low:
                 wins, losses = losses, wins
             rivals.append(
@@ -264,3 +258,8 @@ def plot(trace: list[TracePoint], width: int = 720, height: int = 260) -> dict[s
         "bottom": height - bottom,
         "right": width - right,
     }
+
+
+def _count(value: float) -> float:
+    """A tally as shown: a whole number as an int, else to two decimals."""
+    return int(value) if float(value).is_integer() else round(value, 2)

@@ -8,7 +8,8 @@ flipped bit — must be found before it is used, not surface as a wrong certific
 * every experiment: its configuration is a JSON object, its policies a list of ≥ 2 distinct
   names, its status known, its result JSON;
 * every comparison (of runs and of held-out evaluations): sequence numbers 1, 2, …, n with no
-  gap, policy indices of the experiment's policies and distinct, an outcome of 0, ½ or 1, raw
+  gap, policy indices of the experiment's policies and distinct, an outcome in [0, 1] (a verdict
+  0, ½, 1 or a preference probability), raw
   details that are JSON, costs and token counts ≥ 0;
 * every event's details are JSON.
 
@@ -26,7 +27,10 @@ import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["Problem", "find_problems", "repair"]
+from llmpo.errors import StoreError
+from llmpo.store.records import STATUSES
+
+__all__ = ["Problem", "check_file", "find_problems", "repair"]
 
 #: Rows of one kind quoted in a message (the count is always given).
 _SHOWN = 5
@@ -120,7 +124,7 @@ def _comparison_problems(
     bad = [
         row[0]
         for row in connection.execute(
-            f"SELECT seq FROM {table} WHERE {key} = ? AND (outcome NOT IN (0.0, 0.5, 1.0) "
+            f"SELECT seq FROM {table} WHERE {key} = ? AND (NOT outcome BETWEEN 0.0 AND 1.0 "
             "OR typeof(outcome) NOT IN ('real', 'integer') OR typeof(seq) != 'integer' "
             f"{index_bound}"
             "OR (raw IS NOT NULL AND json_valid(raw) = 0) "
@@ -132,8 +136,8 @@ def _comparison_problems(
         problems.append(
             Problem(
                 f"{label}: comparisons {_shown(bad)} hold values no run writes (policy index "
-                f"outside 0–{n_policies - 1} or twice the same, outcome not 0, 0.5 or 1, raw "
-                "details not JSON, or a negative cost or token count)",
+                f"outside 0–{n_policies - 1} or twice the same, outcome not a number in [0, 1], "
+                "raw details not JSON, or a negative cost or token count)",
                 "",
                 table,
                 owner,
@@ -156,8 +160,6 @@ def find_problems(connection: sqlite3.Connection) -> list[Problem]:
     list of Problem
         In the order found; the damaged-file problem first.
     """
-    from llmpo.store import STATUSES  # the store imports this module
-
     # "budget": stores written before the two budgets were told apart (read back as either).
     known_statuses = (*STATUSES, "budget")
     problems: list[Problem] = []
@@ -256,6 +258,32 @@ def find_problems(connection: sqlite3.Connection) -> list[Problem]:
     return [_with_fix(problem) for problem in problems]
 
 
+def check_file(path: Path) -> list[Problem]:
+    """Every integrity problem of the store file at ``path``, read without changing it.
+
+    Raises
+    ------
+    StoreError
+        When the path is not a file, or not an SQLite database SQLite can read.
+    """
+    if not path.is_file():
+        raise StoreError(f"{path}: no such store file. Fix: check the path")
+    try:
+        connection = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    except sqlite3.Error as error:
+        raise StoreError(f"{path}: cannot open ({error})") from None
+    try:
+        connection.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        return find_problems(connection)
+    except sqlite3.DatabaseError as error:
+        raise StoreError(
+            f"{path}: not a readable SQLite database ({error}); nothing can be repaired. "
+            "Fix: restore it from a backup"
+        ) from None
+    finally:
+        connection.close()
+
+
 def _with_fix(problem: Problem) -> Problem:
     if problem.fix or problem.cut_from is None:
         return problem
@@ -319,13 +347,13 @@ def repair(path: Path, problems: list[Problem]) -> list[str]:
         done.append(f"backup of the store before the repair: {backup}")
         connection.execute("BEGIN IMMEDIATE")
         for (table, owner), start in sorted(cuts.items()):
-            key, parent = (
+            column, parent = (
                 ("experiment_id", "experiments")
                 if table == "comparisons"
                 else ("evaluation_id", "evaluations")
             )
             removed = connection.execute(
-                f"DELETE FROM {table} WHERE {key} = ? AND seq >= ?", (owner, start)
+                f"DELETE FROM {table} WHERE {column} = ? AND seq >= ?", (owner, start)
             ).rowcount
             connection.execute(
                 f"UPDATE {parent} SET status = 'interrupted', result = NULL WHERE id = ?",

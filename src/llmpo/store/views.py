@@ -1,8 +1,9 @@
-"""The read-only query layer of ``llmpo view`` over a store's tables.
+"""The read-only queries of ``llmpo view`` (and its live tracker) over a store's tables.
 
 Stores are opened with SQLite's ``mode=ro`` URI (:class:`~llmpo.store.Store` with
-``readonly=True``) and ``PRAGMA query_only``, so the viewer can run beside ``llmpo run``: it never
-writes, takes no lock, and never waits for the writer (WAL readers see the last commit).
+``readonly=True``, which also sets ``PRAGMA query_only``), so the viewer can run beside
+``llmpo run``: it never writes, takes no lock, and never waits for the writer (WAL readers see
+the last commit).
 
 Comparisons are paged in SQL by keyset on their sequence number (``seq > after`` or ``seq <
 before``, ``LIMIT`` one more than a page), so a page costs the same on the first, middle or last
@@ -48,9 +49,29 @@ def open_readonly(path: str | Path) -> Store:
     StoreError
         For a missing, corrupt, foreign or newer store (unchanged).
     """
-    store = Store(path, readonly=True)
-    store.connection.execute("PRAGMA query_only=ON")
-    return store
+    return Store(path, readonly=True)
+
+
+def last_seq(connection: sqlite3.Connection, source: Source, owner_id: int) -> int:
+    """The number of the owner's last stored comparison (0: none)."""
+    return int(
+        connection.execute(
+            f"SELECT coalesce(max(seq), 0) FROM {source.table} WHERE {source.key} = ?",
+            (owner_id,),
+        ).fetchone()[0]
+    )
+
+
+def outcomes_after(
+    connection: sqlite3.Connection, source: Source, owner_id: int, after: int, limit: int
+) -> list[tuple[int, int, int, float]]:
+    """Up to ``limit`` of the owner's comparisons numbered after ``after``, in order, as
+    (seq, policy_a, policy_b, outcome)."""
+    return connection.execute(
+        f"SELECT seq, policy_a, policy_b, outcome FROM {source.table} "
+        f"WHERE {source.key} = ? AND seq > ? ORDER BY seq LIMIT ?",
+        (owner_id, after, limit),
+    ).fetchall()
 
 
 @dataclass
@@ -82,12 +103,7 @@ class Tally:
         chunk: int = TALLY_CHUNK,
     ) -> Tally:
         """Add the rows with ``seq`` in (:attr:`last_seq`, :attr:`last_seq` + ``chunk``]."""
-        self.total = int(
-            connection.execute(
-                f"SELECT coalesce(max(seq), 0) FROM {source.table} WHERE {source.key} = ?",
-                (owner_id,),
-            ).fetchone()[0]
-        )
+        self.total = last_seq(connection, source, owner_id)
         if self.last_seq >= self.total:
             return self
         # Calls paid: answers not taken from the cache, and one per recorded judge reply.

@@ -1,0 +1,1 @@
+"""Test suites shipped with llmpo, for implementations of its interfaces (needs pytest)."""
