@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from llmpo.errors import StoreError
 from llmpo.store import Store
 from llmpo.store.payloads import EVENT_DETAILS, LiveRaw, event_detail, number_of, replicates_of
 
@@ -33,12 +34,12 @@ def test_records_of_older_stores_and_other_kinds_are_read_as_they_were():
 def test_an_event_detail_with_an_undeclared_field_is_refused_and_nothing_is_written(tmp_path):
     with Store(tmp_path / "runs.db", writer=True) as store:
         experiment_id = store.create_experiment({}, ["a", "b"])
-        with pytest.raises(ValueError, match=r"event 'finished': detail fields \['comparisonz'\]"):
+        with pytest.raises(StoreError, match=r"event 'finished': detail fields \['comparisonz'\]"):
             store.set_status(
                 experiment_id, "certified", {}, event="finished", detail={"comparisonz": 3}
             )
         assert store.experiment(experiment_id).status == "running"  # rolled back with it
-        with pytest.raises(ValueError, match=r"\['dropped'\] are missing"):
+        with pytest.raises(StoreError, match=r"\['dropped'\] are missing"):
             store.add_event(experiment_id, "dense_subset", {})
         store.add_event(experiment_id, "budget_extended", {"from": {}, "to": {"x": 1}})
         store.add_event(experiment_id, "a_plugin_event", {"anything": 1})  # undeclared kind

@@ -9,17 +9,9 @@ import typer
 from rich.markup import escape
 
 from llmpo.cli import app
-from llmpo.cli.core import console, fail
-from llmpo.errors import StoreError
+from llmpo.cli.core import console
 from llmpo.store import Store
-from llmpo.store.integrity import Problem, check_file, repair
-
-
-def _problems(path: Path) -> list[Problem]:
-    try:
-        return check_file(path)
-    except StoreError as error:
-        raise fail(str(error)) from None
+from llmpo.store.integrity import check_file, repair
 
 
 @app.command()
@@ -37,7 +29,7 @@ def doctor(
 
     Exits 0 when the store is sound (or was repaired), 1 when problems remain.
     """
-    problems = _problems(store)
+    problems = check_file(store)  # a StoreError is reported by the CLI
     if not problems:
         console.print(f"{escape(str(store))}: sound (integrity check passed).", highlight=False)
         return
@@ -57,7 +49,7 @@ def doctor(
         console.print(escape(line), highlight=False)
     if any(problem.damaged_file for problem in problems):
         raise typer.Exit(0 if not lines[0].startswith("not repaired") else 1)
-    left = _problems(store)
+    left = check_file(store)
     if left:
         console.print(
             f"{len(left)} problem(s) have no safe repair and remain (see above).", highlight=False

@@ -23,6 +23,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, TypedDict
 
+from llmpo.errors import StoreError
+
 
 @dataclass(frozen=True)
 class LiveRaw:
@@ -247,7 +249,7 @@ def event_detail(kind: str, detail: dict[str, Any] | None) -> dict[str, Any] | N
     unknown = sorted(set(detail) - fields)
     missing = sorted(set(declared.__required_keys__) - set(detail))  # type: ignore[attr-defined]
     if unknown or missing:
-        raise ValueError(
+        raise StoreError(
             f"event {kind!r}: detail fields {unknown or missing} are "
             f"{'not declared' if unknown else 'missing'}; its fields are {sorted(fields)} "
             f"({declared.__name__} in llmpo.store.payloads)"
