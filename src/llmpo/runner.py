@@ -20,7 +20,7 @@ import secrets
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -474,25 +474,37 @@ def build_space(config: ExperimentConfig, policies: tuple[str, ...]) -> Space:
     )
 
 
-def build_experiment(config: ExperimentConfig, policies: tuple[str, ...]) -> Experiment:
+def build_experiment(
+    config: ExperimentConfig,
+    policies: tuple[str, ...],
+    comparisons: Iterable[tuple[int, int, float]] | None = None,
+    on_told: Callable[[int, Experiment], None] | None = None,
+) -> Experiment:
     """The ask/tell experiment of a resolved configuration.
+
+    With ``comparisons`` (stored ones, in their order) it is rebuilt from them by
+    :meth:`Experiment.from_comparisons <llmpo.experiment.Experiment.from_comparisons>`, which
+    calls ``on_told`` after each.
 
     Raises
     ------
     ConfigError
         For an unknown strategy or threshold, or an invalid combination of options.
     """
+    options: dict[str, Any] = {
+        "threshold": config.threshold,
+        "epsilon": config.epsilon,
+        "assume_condorcet": config.assume_condorcet,
+        "max_comparisons": config.max_comparisons,
+        "ties": config.ties_mode,
+        "seed": config.seed,
+    }
     try:
-        return Experiment(
-            build_space(config, policies),
-            config.delta,
-            config.strategy,
-            threshold=config.threshold,
-            epsilon=config.epsilon,
-            assume_condorcet=config.assume_condorcet,
-            max_comparisons=config.max_comparisons,
-            ties=config.ties_mode,
-            seed=config.seed,
+        space = build_space(config, policies)
+        if comparisons is None:
+            return Experiment(space, config.delta, config.strategy, **options)
+        return Experiment.from_comparisons(
+            space, comparisons, config.delta, config.strategy, on_told=on_told, **options
         )
     except ConfigError:
         raise
