@@ -20,7 +20,7 @@ from rich.table import Table
 from rich.text import Text
 
 from llmpo.cli import app
-from llmpo.config import ConfigError, ExperimentConfig, load_config
+from llmpo.config import ConfigError, ExperimentConfig, load_config, stored_config
 from llmpo.environments.replay import ReplayError
 from llmpo.errors import scrub
 from llmpo.export import ANSWER_COLUMNS, EXPORT_COLUMNS, export_row, write_csv
@@ -36,16 +36,17 @@ from llmpo.runner import (
     BUDGET_FIELDS,
     Progress,
     RunFailedError,
-    Runner,
     RunOutcome,
     Usage,
     check_config,
     closest_experiment,
     continue_with_budget,
     find_experiment,
+    is_human_judged,
     start_experiment,
     usage_of,
 )
+from llmpo.runtime.run import Runner
 from llmpo.store import (
     STATUS_TEXT,
     ExperimentRecord,
@@ -242,31 +243,24 @@ ConcurrencyOpt = Annotated[
 
 
 def _execute(store: Store, experiment_id: int, as_json: bool, concurrency: int = 8) -> None:
-    judge = store.experiment(experiment_id).config["environment"].get("judge") or {}
-    if judge.get("type") == "human":
+    record = store.experiment(experiment_id)
+    try:
+        config = stored_config(record.config)
+    except ValueError:
+        config = None  # the Runner names the problem
+    if config is not None and is_human_judged(config):
         raise _fail(
             f"experiment {experiment_id} is judged by people. Fix: serve it to them with "
             f"llmpo serve {store.path}"
         )
     display = _Display()
-    runner: Runner
-    if store.experiment(experiment_id).config["environment"]["type"] == "llm":
-        from llmpo.llm.runner import AsyncRunner
-
-        runner = AsyncRunner(
-            store,
-            experiment_id,
-            concurrency,
-            lambda progress: display(_progress_line(progress)),
-            progress_interval=display.interval,
-        )
-    else:
-        runner = Runner(
-            store,
-            experiment_id,
-            on_progress=lambda progress: display(_progress_line(progress)),
-            progress_interval=display.interval,
-        )
+    runner = Runner(
+        store,
+        experiment_id,
+        lambda progress: display(_progress_line(progress)),
+        progress_interval=display.interval,
+        concurrency=concurrency,
+    )
     if runner.legacy_ties:
         error_console.print(
             f"Experiment {experiment_id} was stored before tie-aware statistics: it resumes "
@@ -702,7 +696,7 @@ def run(
     }
     try:
         resolved = load_config(config, overrides)
-        if getattr(getattr(resolved.environment, "judge", None), "type", None) == "human":
+        if is_human_judged(resolved):
             raise _fail(
                 f"{config}: judge: human means people judge. Fix: serve it to them with "
                 f"llmpo serve {config}"

@@ -18,8 +18,8 @@ from llmpo.cli.experiments import (
     error_console,
     experiment_id_of,
 )
-from llmpo.config import ConfigError, LLMEnvironmentConfig, load_config
-from llmpo.runner import check_config, find_experiment, start_experiment
+from llmpo.config import ConfigError, load_config, stored_config
+from llmpo.runner import check_config, find_experiment, is_human_judged, start_experiment
 from llmpo.store import Store, StoreError
 
 judges_app = typer.Typer(help="Manage the people who judge through 'llmpo serve'.")
@@ -35,10 +35,7 @@ def _experiment_for(target: Path, experiment_id: int | None) -> tuple[Path, int]
     experiment is found in its store (or started there)."""
     if target.suffix.lower() in (".yaml", ".yml"):
         config = load_config(target)
-        if not (
-            isinstance(config.environment, LLMEnvironmentConfig)
-            and config.environment.judge.type == "human"
-        ):
+        if not is_human_judged(config):
             raise ConfigError(
                 f"{target}: field 'environment.judge': llmpo serve needs judge: {{type: human}}. "
                 "Fix: set it, or use llmpo run for machine judges"
@@ -52,8 +49,8 @@ def _experiment_for(target: Path, experiment_id: int | None) -> tuple[Path, int]
         raise StoreError(f"{target}: no such store. Fix: check the path, or pass a configuration")
     with Store(target, readonly=True) as store:
         record = store.experiment(experiment_id)
-    judge = record.config.get("environment", {}).get("judge") or {}
-    if judge.get("type") != "human":
+    if not is_human_judged(stored_config(record.config)):
+        judge = record.config.get("environment", {}).get("judge") or {}
         raise StoreError(
             f"{target}: experiment {record.id} is not judged by people (judge type "
             f"{judge.get('type', 'none')}). Fix: serve an experiment with judge: {{type: human}}"
