@@ -42,7 +42,7 @@ from llmpo.config import ExperimentConfig, stored_config
 from llmpo.environments.base import Environment
 from llmpo.environments.replay import ReplayEnvironment
 from llmpo.runner import RunFailedError, build_environment
-from llmpo.runtime.driver import Driver, FixedPair
+from llmpo.runtime.driver import Driver, FixedPair, Reporter
 from llmpo.runtime.sources import Finished, OrderedSource, Source
 from llmpo.stats.winrate import WIN_RATE_METHOD, clopper_pearson, win_rate_interval
 from llmpo.store import (
@@ -177,12 +177,9 @@ class Evaluation:
         on_progress: Callable[[EvaluationProgress], None] | None = None,
         progress_interval: float = 0.5,
     ) -> None:
-        self.on_progress = on_progress
-        self.progress_interval = progress_interval
         self._tally = {1.0: 0, 0.5: 0, 0.0: 0}
         self._cost_usd: float | None = None
-        self._started = time.monotonic()
-        self._last_report = -float("inf")
+        self._report = Reporter(on_progress, self._progress, progress_interval)
         if comparisons < 1:
             raise EvaluationError(f"--comparisons must be at least 1, got {comparisons}")
         self.store = store
@@ -287,7 +284,7 @@ class Evaluation:
         self.store.set_evaluation_status(evaluation_id, "running")
         for stored in self.store.evaluation_comparisons(evaluation_id):
             self._tally[stored.outcome] += 1
-        self._started = time.monotonic()
+        self._report.started = time.monotonic()
         try:
             failure = asyncio.run(self._drive())
             if failure is not None:
@@ -339,23 +336,15 @@ class Evaluation:
             self._cost_usd = (self._cost_usd or 0.0) + finished.cost_usd
         self._report()
 
-    def _report(self, final: bool = False) -> None:
-        now = time.monotonic()
-        if self.on_progress is None or (
-            not final and now - self._last_report < self.progress_interval
-        ):
-            return
-        self._last_report = now
-        self.on_progress(
-            EvaluationProgress(
-                sum(self._tally.values()),
-                self.comparisons,
-                self._tally[1.0],
-                self._tally[0.5],
-                self._tally[0.0],
-                self._cost_usd,
-                now - self._started,
-            )
+    def _progress(self, elapsed_seconds: float) -> EvaluationProgress:
+        return EvaluationProgress(
+            sum(self._tally.values()),
+            self.comparisons,
+            self._tally[1.0],
+            self._tally[0.5],
+            self._tally[0.0],
+            self._cost_usd,
+            elapsed_seconds,
         )
 
     def _in_source_indices(self, records: list[ComparisonRecord]) -> list[ComparisonRecord]:

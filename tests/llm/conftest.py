@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 
 from llmpo.config import load_config
-from llmpo.runtime.run import Runner
 from llmpo.runner import RunOutcome, find_experiment, start_experiment
+from llmpo.runtime.run import Runner
 from llmpo.store import Store
 from tests.llm.server import FakeOpenAIServer, answers_by_system_prompt
 

@@ -8,8 +8,8 @@ import pytest
 import llmpo.store
 from llmpo.config import load_config
 from llmpo.experiment import Experiment
-from llmpo.runtime.run import Runner
 from llmpo.runner import start_experiment
+from llmpo.runtime.run import Runner
 from llmpo.store import CachedGeneration, ComparisonRecord, Store, StoreError
 
 ANSWER = CachedGeneration("4", 5, 1, 0.2)
@@ -117,4 +117,5 @@ def test_fresh_replicates_are_the_smallest_unused_indices(project):
         runner.driver.ledger.use(0, "t1", 5)
         runner.driver.ledger.use(0, "t1", 4)
         assert [runner.driver.ledger.fresh_replicate(0, "t1") for _ in range(2)] == [6, 7]
-        assert runner.driver.ledger.fresh_replicate(1, "t1") == runner.driver.ledger.fresh_replicate(0, "t2") == 0
+        ledger = runner.driver.ledger
+        assert ledger.fresh_replicate(1, "t1") == ledger.fresh_replicate(0, "t2") == 0

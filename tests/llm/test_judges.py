@@ -17,9 +17,9 @@ from llmpo.llm.judges import (
     ReferenceJudge,
     parse_verdict,
 )
-from llmpo.runtime.run import Runner
 from llmpo.llm.tasks import Task
 from llmpo.runner import RunFailedError, start_experiment
+from llmpo.runtime.run import Runner
 from llmpo.store import Store
 
 TASK = Task("t1", {"id": "t1", "prompt": "What is 2 + 3?", "reference": "5"})

@@ -32,13 +32,14 @@ is reused by the next round that needs one (its outcome was never seen).
 from __future__ import annotations
 
 import asyncio
+import math
 import signal
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from typing import Any, Protocol
+from typing import Any, Generic, Protocol, TypeVar
 
 from llmpo.models.base import Pair
 from llmpo.runtime.sources import Finished, Job, Source, stored_finished
@@ -48,6 +49,8 @@ from llmpo.store import ComparisonRecord, StoreError
 #: A run stops when more than this share of its verdicts are invalid (after enough results).
 MAX_INVALID_SHARE = 0.9
 MIN_RESULTS_FOR_JUDGE_CHECK = 50
+
+T = TypeVar("T")
 
 
 class Target(Protocol):
@@ -468,6 +471,30 @@ class Driver:
         return failure
 
 
+class Reporter(Generic[T]):
+    """Calls ``on_progress(make(elapsed seconds))`` at most every ``interval`` seconds, and
+    always when ``final`` (a progress display that does not slow the loop)."""
+
+    def __init__(
+        self,
+        on_progress: Callable[[T], None] | None,
+        make: Callable[[float], T],
+        interval: float,
+    ) -> None:
+        self.on_progress = on_progress
+        self.make = make
+        self.interval = interval
+        self.started = time.monotonic()
+        self._last = -math.inf
+
+    def __call__(self, final: bool = False) -> None:
+        now = time.monotonic()
+        if self.on_progress is None or (not final and now - self._last < self.interval):
+            return
+        self._last = now
+        self.on_progress(self.make(now - self.started))
+
+
 @contextmanager
 def stop_on_signals(stop: threading.Event) -> Iterator[None]:
     """SIGINT or SIGTERM sets ``stop`` (a bounded stop); a second one stops at once
@@ -495,6 +522,7 @@ __all__ = [
     "Driver",
     "FixedPair",
     "Ledger",
+    "Reporter",
     "Sink",
     "Target",
     "stop_on_signals",

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import math
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -41,7 +40,7 @@ from llmpo.runner import (
     judge_warning,
     remaining_needs,
 )
-from llmpo.runtime.driver import Driver, stop_on_signals
+from llmpo.runtime.driver import Driver, Reporter, stop_on_signals
 from llmpo.runtime.sources import Finished, OrderedSource, Source
 from llmpo.store import UNFINISHED_STATUSES, Store, StoreError
 
@@ -151,10 +150,7 @@ class Runner:
             on_tick=self._tick,
         )
         self.concurrency = self.driver.concurrency
-        self.on_progress = on_progress
-        self.progress_interval = progress_interval
-        self._started = time.monotonic()
-        self._last_report = -math.inf
+        self._report = Reporter(on_progress, self.progress, progress_interval)
         self._remaining = RemainingTracker()
 
     def _source(self, share_answers: bool) -> Source:
@@ -228,7 +224,7 @@ class Runner:
                 event="resumed" if self.driver.stored else "started",
                 detail=detail,
             )
-        self._started = time.monotonic()
+        self._report.started = time.monotonic()
         failure = await self.driver.drive()
         if self.experiment.done and self.driver.unfinished_replay:
             raise StoreError(
@@ -270,7 +266,7 @@ class Runner:
         calls = self.calls()
         detail: dict[str, Any] = {
             "comparisons": self.driver.stored,
-            "seconds": time.monotonic() - self._started,
+            "seconds": time.monotonic() - self._report.started,
         }
         if self.live:
             detail.update(
@@ -320,15 +316,6 @@ class Runner:
     def _tick(self) -> None:
         self.store.flush_stale()  # answers of unfinished comparisons: within ~1 s
         self._report()
-
-    def _report(self, final: bool = False) -> None:
-        now = time.monotonic()
-        if self.on_progress is None or (
-            not final and now - self._last_report < self.progress_interval
-        ):
-            return
-        self._last_report = now
-        self.on_progress(self.progress(now - self._started))
 
     def progress(self, elapsed_seconds: float) -> Progress:
         """The current state, for a progress display."""
