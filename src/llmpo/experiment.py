@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, overload
+from typing import Any, Literal, cast, overload
 
 import numpy as np
 from numpy.typing import NDArray
@@ -559,13 +559,15 @@ class Experiment:
         counts = model.counts() if dense else None
         utilities = intervals = effects = None
         records: list[tuple[float, float, float]] = []
-        if isinstance(model, StructuredModel):  # θ̂ᵀx for every policy
-            raw = model.utilities()
+        if self.structured:  # θ̂ᵀx for every policy
+            fitted = cast(StructuredModel, model)
+            raw = fitted.utilities()
             utilities = raw - raw[leader]
-            intervals = model.utility_intervals()
-            effects = model.feature_effects()
-        elif isinstance(model, UnstructuredModel):
-            records = [model.outcome_counts(leader, r) for r in rivals]
+            intervals = fitted.utility_intervals()
+            effects = fitted.feature_effects()
+        else:
+            counted = cast(UnstructuredModel, model)
+            records = [counted.outcome_counts(leader, r) for r in rivals]
         if win_prob is not None and counts is not None:
             rival_win_prob = [float(win_prob[leader, r]) for r in rivals]
             rival_comparisons = [int(counts[leader, r]) for r in rivals]
