@@ -42,7 +42,7 @@ from contextlib import contextmanager
 from typing import Any, Generic, Protocol, TypeVar
 
 from llmpo.models.base import Pair
-from llmpo.runtime.sources import Finished, Job, Source, stored_finished
+from llmpo.runtime.sources import Finished, Job, Planned, Source, stored_finished
 from llmpo.sharing import Round
 from llmpo.store import ComparisonRecord, StoreError
 
@@ -305,7 +305,7 @@ class Driver:
         replicates: dict[int, int] = {}
         if task is not None:
             replicates = {p: self.ledger.fresh_replicate(p, task.id) for p in planned.policies}
-        comparisons = []
+        comparisons: list[Planned] = []
         for a, b in planned.pairs(score_each):
             number = self.ledger.next_number
             self.ledger.next_number += 1

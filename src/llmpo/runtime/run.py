@@ -159,11 +159,10 @@ class Runner:
             from llmpo.runtime.live import LiveSource
 
             return LiveSource(self.environment, share_answers)  # type: ignore[arg-type]
+        environment = self.config.environment
+        assert not isinstance(environment, LLMEnvironmentConfig)
         return OrderedSource(
-            self.environment,
-            self.seed,
-            self.config.batch_size,
-            self.config.environment.latency_seconds,
+            self.environment, self.seed, self.config.batch_size, environment.latency_seconds
         )
 
     @property
