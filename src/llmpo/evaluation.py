@@ -43,7 +43,7 @@ from llmpo.environments.base import Environment
 from llmpo.environments.replay import ReplayEnvironment
 from llmpo.runner import RunFailedError, build_environment
 from llmpo.runtime.driver import Driver, FixedPair, Reporter
-from llmpo.runtime.sources import Finished, OrderedSource, Source
+from llmpo.runtime.sources import Finished, source_for
 from llmpo.stats.winrate import WIN_RATE_METHOD, clopper_pearson, win_rate_interval
 from llmpo.store import (
     FINISHED_STATUSES,
@@ -365,13 +365,12 @@ class Evaluation:
         """Run the missing comparisons through the one driver; the failure that stopped it."""
         assert self.evaluation is not None
         a, b = self.env_pair
-        source: Source
+        environment: Any = self.environment
+        records = None
         if self.config.environment.type == "llm":
-            from llmpo.runtime.live import LiveSource
-
             # The judge's random choices: the evaluation's own stream. One pair is compared, so
             # no answer serves two comparisons (no rounds).
-            live = build_environment(
+            environment = build_environment(
                 _restricted_config(self.config, [self.winner, self.baseline]),
                 "evaluation",
                 self.tasks,
@@ -379,17 +378,20 @@ class Evaluation:
                 concurrency=self.concurrency,
                 seed=self.seed,
             )
-            source = LiveSource(live, share_answers=False, task_order=self._task_order())  # type: ignore[arg-type]
-        else:
-            records = (
-                self.environment.records(a, b)
-                if isinstance(self.environment, ReplayEnvironment)
-                else None
-            )
+        elif isinstance(self.environment, ReplayEnvironment):
+            records = self.environment.records(a, b)
             if records:  # each held-out record once (seeded order) before any repeats
                 rng = np.random.default_rng(np.random.SeedSequence([self.seed, 1]))
                 records = [records[k] for k in rng.permutation(len(records))]
-            source = OrderedSource(self.environment, self.seed, records=records)
+        source = source_for(
+            self.config,
+            environment,
+            share_answers=False,
+            task_order=self._task_order(),
+            records=records,
+            seed=self.seed,
+            paced=False,
+        )
         stored = self.store.evaluation_comparisons(self.evaluation.id)
         others = list(self.store.iter_comparisons(self.record.id))
         for evaluation in self.store.evaluations(self.record.id):

@@ -41,7 +41,7 @@ from llmpo.runner import (
     remaining_needs,
 )
 from llmpo.runtime.driver import Driver, Reporter, stop_on_signals
-from llmpo.runtime.sources import Finished, OrderedSource, Source
+from llmpo.runtime.sources import Finished, source_for
 from llmpo.store import UNFINISHED_STATUSES, Store, StoreError
 
 
@@ -139,7 +139,7 @@ class Runner:
                 "cannot be resumed"
             )
         self.experiment = build_experiment(self.config, self.environment.policies)
-        self.source = self._source(share_answers)
+        self.source = source_for(self.config, self.environment, share_answers=share_answers)
         self.driver = Driver(
             self.experiment,
             self.source,
@@ -152,18 +152,6 @@ class Runner:
         self.concurrency = self.driver.concurrency
         self._report = Reporter(on_progress, self.progress, progress_interval)
         self._remaining = RemainingTracker()
-
-    def _source(self, share_answers: bool) -> Source:
-        """The source of outcomes of this experiment's environment."""
-        if self.live:
-            from llmpo.runtime.live import LiveSource
-
-            return LiveSource(self.environment, share_answers)  # type: ignore[arg-type]
-        environment = self.config.environment
-        assert not isinstance(environment, LLMEnvironmentConfig)
-        return OrderedSource(
-            self.environment, self.seed, self.config.batch_size, environment.latency_seconds
-        )
 
     @property
     def dropped_policies(self) -> tuple[str, ...]:

@@ -22,6 +22,7 @@ from llmpo.sharing import Round, unshared_rounds
 from llmpo.store import ComparisonRecord
 
 if TYPE_CHECKING:
+    from llmpo.config import ExperimentConfig
     from llmpo.runtime.driver import Target
 
 #: A planned comparison: (number, a, b, (replicate of a, replicate of b) or None without tasks).
@@ -209,6 +210,50 @@ class OrderedSource:
 
     async def aclose(self) -> None:
         return None
+
+
+def source_for(
+    config: ExperimentConfig,
+    environment: Any,
+    *,
+    share_answers: bool = True,
+    task_order: Sequence[Any] | None = None,
+    records: Sequence[Comparison] | None = None,
+    seed: int | None = None,
+    paced: bool = True,
+) -> Source:
+    """The source of outcomes of an environment built from ``config`` (the one place that
+    decides which adapter fits which environment).
+
+    Parameters
+    ----------
+    config : ExperimentConfig
+        The resolved configuration the environment was built from.
+    environment : Environment or LLMEnvironment
+        What :func:`llmpo.runner.build_environment` returned for it.
+    share_answers, task_order
+        Live sources: see :class:`~llmpo.runtime.live.LiveSource`.
+    records, seed
+        Ordered sources: fixed outcomes used in turn, and the seed of the outcomes (default:
+        the configuration's).
+    paced : bool
+        Ordered sources: ask ``batch_size`` pairs at once and wait the configured
+        ``latency_seconds`` after each comparison, as a run does (an evaluation does not).
+    """
+    from llmpo.config import LLMEnvironmentConfig
+
+    settings = config.environment
+    if isinstance(settings, LLMEnvironmentConfig):
+        from llmpo.runtime.live import LiveSource
+
+        return LiveSource(environment, share_answers, task_order)
+    return OrderedSource(
+        environment,
+        config.seed or 0 if seed is None else seed,
+        config.batch_size if paced else 1,
+        settings.latency_seconds if paced else 0.0,
+        records,
+    )
 
 
 def stored_finished(record: ComparisonRecord) -> Finished:
