@@ -1,16 +1,10 @@
-"""The synchronous runner: ask → compare → store → tell, and resume by replaying the store.
+"""From a configuration to the pieces a run needs, and the stored experiments around it.
 
-Determinism. The experiment's sampling rule draws from one generator seeded with the configured
-seed, and it is driven by the same sequence of ask/tell calls on every run; the environment is
-reseeded before comparison number ``seq`` with (seed, seq). So every comparison is a function of
-(seed, sequence number) alone, and a run killed at any instant then resumed performs exactly the
-comparisons of an uninterrupted run: the stored ones are replayed (and checked against what the
-experiment asks), the missing ones are run.
-
-Interruption. SIGINT or SIGTERM asks the runner to stop: the comparison in flight is finished and
-committed, the experiment is marked ``interrupted``, and ``llmpo resume`` continues it. A second
-SIGINT or SIGTERM stops at once (the comparison in flight is then lost, never half-stored; the
-experiment is still marked ``interrupted``).
+Builds the environment (:func:`build_environment`), the policy space and the experiment
+(:func:`build_experiment`, also from stored comparisons) of a configuration; starts, finds and
+continues stored experiments; defines what a run reports (:class:`Progress`, :class:`RunOutcome`,
+:class:`Usage`). The run loop itself is :mod:`llmpo.runtime` (``llmpo.runner.Runner`` is
+:class:`llmpo.runtime.run.Runner`).
 """
 
 from __future__ import annotations
