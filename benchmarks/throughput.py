@@ -73,8 +73,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 from llmpo.config import parse_config
-from llmpo.llm.runner import AsyncRunner
 from llmpo.runner import start_experiment
+from llmpo.runtime.run import Runner
 from llmpo.store import Store
 
 
@@ -142,7 +142,7 @@ def measure(
         with Store(config.store, writer=True) as store:
             experiment_id = start_experiment(config, store)
             started, (runner_cpu, worker_cpu) = time.monotonic(), client_cpu_seconds()
-            outcome = AsyncRunner(store, experiment_id, concurrency).run()
+            outcome = Runner(store, experiment_id, concurrency=concurrency).run()
             seconds = time.monotonic() - started
             runner_cpu, worker_cpu = (
                 end - start

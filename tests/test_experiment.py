@@ -182,3 +182,50 @@ def test_ties_option_chooses_the_statistic():
     assert half.result.ties == "half"
     with pytest.raises(ValueError, match="ties: unknown 'third'"):
         Experiment(2, ties="third")
+
+
+# ---- the closed API runners and reports use ------------------------------------------------------
+def test_mark_pending_and_abandon_count_comparisons_that_were_not_told():
+    experiment = Experiment(["a", "b", "c"], delta=0.1)
+    (pair,) = experiment.ask(1)
+    assert experiment.n_pending == 1
+    experiment.abandon(*pair)  # its verdict was invalid: it will never be told
+    assert experiment.n_pending == 0 and experiment.n_comparisons == 0
+    experiment.mark_pending("a", "c")  # dispatched again without ask
+    assert experiment.n_pending == 1
+    experiment.tell("a", "c", 1.0)
+    assert experiment.n_pending == 0 and experiment.n_comparisons == 1
+
+
+def test_from_comparisons_rebuilds_the_experiment_that_told_them():
+    instance = reference_instance("BT4")
+    environment = SyntheticEnvironment(instance, seed=4)
+    live = Experiment(instance.policies, delta=0.1, seed=4)
+    told = []
+    while not live.done:
+        for a, b in live.ask(3):
+            if live.done:
+                break
+            outcome = environment.compare(a, b).outcome
+            live.tell(a, b, outcome)
+            told.append((a, b, outcome))
+    seen = []
+    rebuilt = Experiment.from_comparisons(
+        instance.policies, told, 0.1, on_told=lambda n, e: seen.append(e.n_comparisons)
+    )
+    assert seen == list(range(1, len(told) + 1))
+    assert rebuilt.done and rebuilt.result.to_dict() == live.result.to_dict()
+    # Half of them: not done, the same state as the live experiment had then.
+    half = Experiment.from_comparisons(instance.policies, told[: len(told) // 2], 0.1)
+    assert not half.done and half.n_comparisons == len(told) // 2
+    counts = half.pair_counts()
+    assert counts.sum() / 2 == len(told) // 2
+
+
+def test_structured_is_decided_by_the_space():
+    from llmpo import Structured
+
+    structured = Experiment(Structured([[0.0, 1.0], [1.0, 0.0], [1.0, 1.0]]), delta=0.1)
+    assert structured.structured and not Experiment(3).structured
+    with pytest.raises(ValueError, match="no K×K counts"):
+        structured.pair_counts()

@@ -53,7 +53,7 @@ def counts_config(tmp_path: Path, **fields):
 
 def run_stopping_at(store: Store, experiment_id: int, stop_after: int):
     runner = Runner(store, experiment_id)
-    compare = runner._compare_and_store
+    compare = runner.source.compare
 
     def compare_then_maybe_stop(sequence, a, b):
         outcome = compare(sequence, a, b)
@@ -61,7 +61,7 @@ def run_stopping_at(store: Store, experiment_id: int, stop_after: int):
             runner.request_stop()
         return outcome
 
-    runner._compare_and_store = compare_then_maybe_stop
+    runner.source.compare = compare_then_maybe_stop
     return runner.run()
 
 
@@ -121,7 +121,7 @@ def test_a_run_that_raises_is_marked_failed_not_left_running(tmp_path, monkeypat
         def broken(sequence, a, b):
             raise RuntimeError("the judge broke")
 
-        monkeypatch.setattr(runner, "_compare_and_store", broken)
+        monkeypatch.setattr(runner.source, "compare", broken)
         with pytest.raises(RuntimeError, match="the judge broke"):
             runner.run()
         record = store.experiment()

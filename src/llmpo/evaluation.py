@@ -29,6 +29,7 @@ next is counted, so an interrupted evaluation resumes (``--resume``) where it st
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -41,6 +42,8 @@ from llmpo.config import ExperimentConfig, stored_config
 from llmpo.environments.base import Environment
 from llmpo.environments.replay import ReplayEnvironment
 from llmpo.runner import RunFailedError, build_environment
+from llmpo.runtime.driver import Driver, FixedPair, Reporter
+from llmpo.runtime.sources import Finished, source_for
 from llmpo.stats.winrate import WIN_RATE_METHOD, clopper_pearson, win_rate_interval
 from llmpo.store import (
     FINISHED_STATUSES,
@@ -50,7 +53,6 @@ from llmpo.store import (
     Store,
     StoreError,
 )
-from llmpo.store.payloads import number_of, replicates_of
 from llmpo.store.records import outcome_shares, tally
 
 #: Stream of the experiment's seed that seeds evaluations (distinct from the run and the split).
@@ -176,14 +178,11 @@ class Evaluation:
         on_progress: Callable[[EvaluationProgress], None] | None = None,
         progress_interval: float = 0.5,
     ) -> None:
-        self.on_progress = on_progress
-        self.progress_interval = progress_interval
         #: Comparisons counted, and the winner's wins, ties, losses (by outcome_shares).
         self._done = 0
         self._tally: list[float] = [0, 0, 0]
         self._cost_usd: float | None = None
-        self._started = time.monotonic()
-        self._last_report = -float("inf")
+        self._report = Reporter(on_progress, self._progress, progress_interval)
         if comparisons < 1:
             raise EvaluationError(f"--comparisons must be at least 1, got {comparisons}")
         self.store = store
@@ -288,12 +287,15 @@ class Evaluation:
         self.store.set_evaluation_status(evaluation_id, "running")
         for stored in self.store.evaluation_comparisons(evaluation_id):
             self._count(stored.outcome)
-        self._started = time.monotonic()
+        self._report.started = time.monotonic()
         try:
-            if self.config.environment.type == "llm":
-                asyncio.run(self._run_live())
-            else:
-                self._run_offline()
+            failure = asyncio.run(self._drive())
+            if failure is not None:
+                raise RunFailedError(
+                    f"{failure}\nStopped after {self._done} evaluation "
+                    "comparisons, all stored. Fix the endpoint, then continue: llmpo evaluate "
+                    f"{self.store.path} {self.record.id} --resume"
+                )
         except BaseException:
             self.store.set_evaluation_status(evaluation_id, "interrupted")
             raise
@@ -328,13 +330,13 @@ class Evaluation:
         rng = np.random.default_rng(np.random.SeedSequence([self.seed, 1]))
         return [tasks[k] for k in rng.permutation(len(tasks))]
 
-    def _record(self, record: ComparisonRecord) -> None:
-        """Commit one comparison, then count it for the progress display."""
-        assert self.evaluation is not None
-        self.store.append_evaluation_comparison(self.evaluation.id, record)
-        self._count(record.outcome)
-        if record.cost_usd is not None:
-            self._cost_usd = (self._cost_usd or 0.0) + record.cost_usd
+    def _settled(self, finished: Finished) -> None:
+        """Count a committed comparison for the progress display."""
+        if finished.stored or finished.outcome is None:
+            return
+        self._count(finished.outcome)
+        if finished.cost_usd is not None:
+            self._cost_usd = (self._cost_usd or 0.0) + finished.cost_usd
         self._report()
 
     def _count(self, outcome: float) -> None:
@@ -342,136 +344,103 @@ class Evaluation:
         for side, share in enumerate(outcome_shares(outcome)):
             self._tally[side] += int(share) if share.is_integer() else share
 
-    def _report(self, final: bool = False) -> None:
-        now = time.monotonic()
-        if self.on_progress is None or (
-            not final and now - self._last_report < self.progress_interval
-        ):
-            return
-        self._last_report = now
-        self.on_progress(
-            EvaluationProgress(
-                self._done,
-                self.comparisons,
-                *self._tally,
-                self._cost_usd,
-                now - self._started,
-            )
+    def _progress(self, elapsed_seconds: float) -> EvaluationProgress:
+        return EvaluationProgress(
+            self._done,
+            self.comparisons,
+            *self._tally,
+            self._cost_usd,
+            elapsed_seconds,
         )
 
-    def _run_offline(self) -> None:
-        assert self.evaluation is not None
-        done = len(self.store.evaluation_comparisons(self.evaluation.id))
-        a, b = self.env_pair
-        records = (
-            self.environment.records(a, b)
-            if isinstance(self.environment, ReplayEnvironment)
-            else None
-        )
-        if records:  # each held-out record once (seeded order) before any repeats
-            rng = np.random.default_rng(np.random.SeedSequence([self.seed, 1]))
-            records = [records[k] for k in rng.permutation(len(records))]
-        for seq in range(done + 1, self.comparisons + 1):
-            started = time.time()
-            if records:
-                comparison = records[(seq - 1) % len(records)]
-            else:
-                self.environment.reseed((self.seed, seq))
-                comparison = self.environment.compare(a, b)
-            self._record(
-                ComparisonRecord.of(seq, *self.stored_pair, comparison, started, time.time())
-            )
-
-    def _used_replicates(self) -> dict[tuple[str, str], set[int]]:
-        """Replicates of every stored comparison of the experiment, by (policy name, task)."""
-        used: dict[tuple[str, str], set[int]] = {}
+    def _in_source_indices(self, records: list[ComparisonRecord]) -> list[ComparisonRecord]:
+        """Stored comparisons with the policy indices of the evaluation's two-policy source
+        (the experiment's other policies get negative indices: their replicates do not matter)."""
         names = self.record.policies
-        stored = list(self.store.iter_comparisons(self.record.id))
-        for evaluation in self.store.evaluations(self.record.id):
-            stored += self.store.evaluation_comparisons(evaluation.id)
-        for comparison in stored:
-            replicates = replicates_of(comparison.raw)
-            if comparison.task_id is None or replicates is None:
-                continue
-            for policy, replicate in zip(
-                (comparison.policy_a, comparison.policy_b), replicates, strict=True
-            ):
-                used.setdefault((names[policy], comparison.task_id), set()).add(int(replicate))
-        return used
-
-    async def _run_live(self) -> None:
-        from llmpo.llm.backends import BackendError
-        from llmpo.llm.environment import LLMSetupError
-
-        assert self.evaluation is not None
-        live: Any = self.environment
-        live.cache = self.store
-        live.concurrency = self.concurrency
-        live.seed = self.seed  # the judge's random choices: the evaluation's own stream
-        stored = self.store.evaluation_comparisons(self.evaluation.id)
-        sequence = len(stored)
-        number = 1 + max((number_of(c.raw) or 0 for c in stored), default=0)
-        used = self._used_replicates()
-        order = self._task_order()
-        a, b = self.env_pair
-
-        def fresh(policy: str, task_id: str) -> int:
-            taken = used.setdefault((policy, task_id), set())
-            replicate = next(r for r in range(len(taken) + 1) if r not in taken)
-            taken.add(replicate)
-            return replicate
-
-        in_flight: set[asyncio.Task[Any]] = set()
-        failure: str | None = None
-        try:
-            while True:
-                while (
-                    not failure
-                    and sequence + len(in_flight) < self.comparisons
-                    and len(in_flight) < self.concurrency
-                ):
-                    task = order[(number - 1) % len(order)]
-                    replicates = (fresh(self.winner, task.id), fresh(self.baseline, task.id))
-                    in_flight.add(asyncio.create_task(live.compare(a, b, number, task, replicates)))
-                    number += 1
-                if not in_flight:
-                    break
-                finished, in_flight = await asyncio.wait(
-                    in_flight, return_when=asyncio.FIRST_COMPLETED
-                )
-                for done in finished:
-                    error = done.exception()
-                    if isinstance(error, BackendError | LLMSetupError):
-                        failure = failure or str(error)
-                        continue
-                    if error is not None:
-                        raise error
-                    result = done.result()
-                    if result.verdict.outcome is None:
-                        self.store.add_event(
-                            self.record.id,
-                            "evaluation_invalid_verdict",
-                            {
-                                **result.raw(),
-                                "evaluation": self.evaluation.id,
-                                "task_id": result.task_id,
-                                "cost_usd": result.cost_usd,
-                            },
-                        )
-                        continue
-                    sequence += 1
-                    self._record(result.to_record(sequence, *self.stored_pair))
-        finally:
-            for pending in in_flight:
-                pending.cancel()
-            await asyncio.gather(*in_flight, return_exceptions=True)
-            await live.aclose()
-        if failure is not None:
-            raise RunFailedError(
-                f"{failure}\nStopped after {sequence} evaluation comparisons, all stored. Fix the "
-                f"endpoint, then continue: llmpo evaluate {self.store.path} {self.record.id} "
-                "--resume"
+        index = {name: k for k, name in enumerate(self.environment.policies)}
+        return [
+            dataclasses.replace(
+                record,
+                policy_a=index.get(names[record.policy_a], -1 - record.policy_a),
+                policy_b=index.get(names[record.policy_b], -1 - record.policy_b),
             )
+            for record in records
+        ]
+
+    async def _drive(self) -> str | None:
+        """Run the missing comparisons through the one driver; the failure that stopped it."""
+        assert self.evaluation is not None
+        a, b = self.env_pair
+        environment: Any = self.environment
+        records = None
+        if self.config.environment.type == "llm":
+            # The judge's random choices: the evaluation's own stream. One pair is compared, so
+            # no answer serves two comparisons (no rounds).
+            environment = build_environment(
+                _restricted_config(self.config, [self.winner, self.baseline]),
+                "evaluation",
+                self.tasks,
+                cache=self.store,
+                concurrency=self.concurrency,
+                seed=self.seed,
+            )
+        elif isinstance(self.environment, ReplayEnvironment):
+            records = self.environment.records(a, b)
+            if records:  # each held-out record once (seeded order) before any repeats
+                rng = np.random.default_rng(np.random.SeedSequence([self.seed, 1]))
+                records = [records[k] for k in rng.permutation(len(records))]
+        source = source_for(
+            self.config,
+            environment,
+            share_answers=False,
+            task_order=self._task_order(),
+            records=records,
+            seed=self.seed,
+            paced=False,
+        )
+        stored = self.store.evaluation_comparisons(self.evaluation.id)
+        others = list(self.store.iter_comparisons(self.record.id))
+        for evaluation in self.store.evaluations(self.record.id):
+            if evaluation.id != self.evaluation.id:
+                others += self.store.evaluation_comparisons(evaluation.id)
+        driver = Driver(
+            FixedPair(a, b, self.comparisons),
+            source,
+            _EvaluationSink(self.store, self.record.id, self.evaluation.id, self.stored_pair),
+            concurrency=self.concurrency,
+            on_settled=self._settled,
+            judge_check=False,
+        )
+        driver.resume(
+            self._in_source_indices(stored), also_used=self._in_source_indices(others)
+        )
+        return await driver.drive()
+
+
+class _EvaluationSink:
+    """Commits an evaluation's comparisons (with the experiment's policy indices) and events."""
+
+    def __init__(
+        self, store: Store, experiment_id: int, evaluation_id: int, pair: tuple[int, int]
+    ) -> None:
+        self.store = store
+        self.experiment_id = experiment_id
+        self.evaluation_id = evaluation_id
+        self.pair = pair
+
+    def append(self, seq: int, finished: Finished) -> None:
+        record = finished.record(seq, *self.pair)
+        self.store.append_evaluation_comparison(self.evaluation_id, record)
+
+    def invalid(self, finished: Finished) -> None:
+        self.store.add_event(
+            self.experiment_id,
+            "evaluation_invalid_verdict",
+            {**finished.detail, "evaluation": self.evaluation_id},
+        )
+
+    def asked(self, rows: list[list[Any]]) -> None:
+        return None  # an evaluation dispatches nothing again: its stored comparisons suffice
 
 
 # ---- summaries -----------------------------------------------------------------------------------

@@ -11,9 +11,9 @@ drives.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, overload
+from typing import Any, Literal, cast, overload
 
 import numpy as np
 from numpy.typing import NDArray
@@ -21,8 +21,9 @@ from numpy.typing import NDArray
 from llmpo.errors import ConfigError, DataError, StateError
 from llmpo.models.base import Certificate, Pair
 from llmpo.models.structured import StructuredModel
+from llmpo.models.unstructured import UnstructuredModel
 from llmpo.registry import STRATEGIES
-from llmpo.spaces import Space, Unstructured
+from llmpo.spaces import Space, Structured, Unstructured
 from llmpo.stats.thresholds import Threshold, make_threshold
 from llmpo.stats.unstructured import check_ties_mode
 from llmpo.strategies.base import SelfStopping, Strategy
@@ -285,6 +286,9 @@ class Experiment:
         self.max_comparisons = max_comparisons
         self.ties = check_ties_mode(ties)
         self.threshold = make_threshold(space.default_threshold if threshold is None else threshold)
+        self.assume_condorcet = assume_condorcet
+        #: The statistics model. Part of the core: code outside ``experiment.py`` and the core
+        #: uses the methods below instead (mark_pending, abandon, certificate, pair_counts, …).
         self.model = space.make_model(delta, self.threshold, epsilon, assume_condorcet, ties)
         self.strategy = self._make_strategy(strategy)
         self.rng = np.random.default_rng(seed)
@@ -307,7 +311,53 @@ class Experiment:
         made: Strategy = rule()
         return made
 
+    @classmethod
+    def from_comparisons(
+        cls,
+        space: Space | int | Sequence[str],
+        comparisons: Iterable[tuple[int, int, float]],
+        *args: Any,
+        on_told: Callable[[int, Experiment], None] | None = None,
+        **options: Any,
+    ) -> Experiment:
+        """An experiment rebuilt from stored comparisons, told in their stored order.
+
+        Parameters
+        ----------
+        space, *args, **options
+            As for :class:`Experiment` (the stored configuration's settings).
+        comparisons : iterable of (i, j, outcome)
+            The comparisons an earlier run told, in the order it told them.
+        on_told : callable, optional
+            Called as ``on_told(n, experiment)`` after the n-th comparison (reports draw the
+            statistic's trace from it).
+
+        Notes
+        -----
+        The stopping rule is checked once, after the last comparison: a run stores no comparison
+        after its experiment is done, so the stored ones end where it stopped, and checking every
+        one (which refits a large structured model each time) would only repeat the run's work.
+        Use :meth:`tell` to re-tell comparisons one by one with the rule checked after each.
+        """
+        experiment = cls(space, *args, **options)
+        for n, (a, b, outcome) in enumerate(comparisons, start=1):
+            experiment._record(experiment._index(a), experiment._index(b), float(outcome))
+            if on_told is not None:
+                on_told(n, experiment)
+        experiment._check_stop()
+        return experiment
+
     # ---- the loop ------------------------------------------------------------------------------
+    @property
+    def structured(self) -> bool:
+        """True for a :class:`~llmpo.spaces.Structured` space (the one place that decides)."""
+        return isinstance(self.space, Structured)
+
+    @property
+    def self_stopping(self) -> bool:
+        """True when the sampling rule stops by its own rule instead of the GLR rule."""
+        return isinstance(self.strategy, SelfStopping)
+
     @property
     def done(self) -> bool:
         """True once the leader is certified or the comparison budget is spent."""
@@ -426,9 +476,46 @@ class Experiment:
             )
         if self.done:
             raise StateError("the experiment is done; its result is final")
-        outcome = float(outcome)
+        self._record(a, b, float(outcome))
+        self._check_stop()
+
+    def _record(self, a: int, b: int, outcome: float) -> None:
         self.model.unmark_pending(a, b)
         self.model.tell(a, b, outcome)
+
+    def mark_pending(self, i: int | str, j: int | str) -> None:
+        """Count the pair (i, j) as asked, until it is told or abandoned.
+
+        For comparisons decided without :meth:`ask`: a resumed run dispatching again what an
+        earlier run asked, or comparisons added to a round that shares answers.
+        """
+        self.model.mark_pending(self._index(i), self._index(j))
+
+    def abandon(self, i: int | str, j: int | str) -> None:
+        """Forget a comparison of (i, j) that was asked but will never be told (its verdict was
+        invalid, or its worker gave up), so the sampling rule no longer counts it."""
+        self.model.unmark_pending(self._index(i), self._index(j))
+
+    def certificate(self) -> Certificate:
+        """The GLR certificate now: the leader, and per rival its statistic and threshold."""
+        return self.model.certificate()
+
+    def pair_counts(self) -> NDArray[np.float64]:
+        """K×K comparisons told per pair (symmetric).
+
+        Raises
+        ------
+        ValueError
+            For a structured space, which keeps no K×K array (its evidence is shared by every
+            pair through the features).
+        """
+        if self.structured:
+            raise ValueError("a structured space keeps no K×K counts")
+        return self.model.counts()
+
+    def _check_stop(self) -> None:
+        if self.done:
+            return
         if self._is_certified():
             self._stop("certified")
         elif self.max_comparisons is not None and self.model.n_told >= self.max_comparisons:
@@ -459,21 +546,20 @@ class Experiment:
         model = self.model
         leader = certificate.leader
         rivals = [int(r) for r in certificate.rivals]
-        structured = isinstance(model, StructuredModel)
-        dense = self.space.n_policies <= DENSE_RESULT_MAX_POLICIES or not structured
+        dense = self.space.n_policies <= DENSE_RESULT_MAX_POLICIES or not self.structured
         win_prob = model.win_prob_hat() if dense else None
         counts = model.counts() if dense else None
         utilities = intervals = effects = None
-        if isinstance(model, StructuredModel):  # structured: θ̂ᵀx for every policy
-            raw = model.utilities()
+        records: list[tuple[float, float, float]] = []
+        if self.structured:  # θ̂ᵀx for every policy
+            fitted = cast(StructuredModel, model)
+            raw = fitted.utilities()
             utilities = raw - raw[leader]
-            intervals = model.utility_intervals()
-            effects = model.feature_effects()
-        records = (
-            [model.outcome_counts(leader, r) for r in rivals]
-            if hasattr(model, "outcome_counts")
-            else []
-        )
+            intervals = fitted.utility_intervals()
+            effects = fitted.feature_effects()
+        else:
+            counted = cast(UnstructuredModel, model)
+            records = [counted.outcome_counts(leader, r) for r in rivals]
         if win_prob is not None and counts is not None:
             rival_win_prob = [float(win_prob[leader, r]) for r in rivals]
             rival_comparisons = [int(counts[leader, r]) for r in rivals]

@@ -333,10 +333,15 @@ class SourcePlugin:
         ``build(config, part, evaluation_tasks) -> Environment``: ``config`` the whole
         :class:`~llmpo.config.ExperimentConfig`, ``part`` ``"selection"`` or ``"evaluation"``
         (held-out tasks only), ``evaluation_tasks`` a held-out task file or None.
+    run_options : bool
+        True when ``build`` also takes the driver's keyword options (``cache``: the store's
+        answer cache, ``concurrency``, ``seed``), as a live source does; other sources are
+        built without them.
     """
 
     config: type[BaseModel] | str
-    build: Callable[[ExperimentConfig, str, Path | None], Environment] | str
+    build: Callable[..., Environment] | str
+    run_options: bool = False
 
     def config_model(self) -> type[BaseModel]:
         """The configuration model (imported)."""
@@ -344,10 +349,18 @@ class SourcePlugin:
         return model
 
     def create(
-        self, config: ExperimentConfig, part: str, evaluation_tasks: Path | None
+        self,
+        config: ExperimentConfig,
+        part: str,
+        evaluation_tasks: Path | None,
+        **options: Any,
     ) -> Environment:
-        """The environment of ``config`` (one part of its tasks)."""
-        environment: Environment = _resolve(self.build)(config, part, evaluation_tasks)
+        """The environment of ``config`` (one part of its tasks); ``options`` reach only a
+        source registered with ``run_options``."""
+        build = _resolve(self.build)
+        if not self.run_options:
+            options = {}
+        environment: Environment = build(config, part, evaluation_tasks, **options)
         return environment
 
 
@@ -485,7 +498,10 @@ SOURCES.register(
     "replay", SourcePlugin("llmpo.config:ReplayEnvironmentConfig", "llmpo.runner:replay_source")
 )
 SOURCES.register(
-    "llm", SourcePlugin("llmpo.config:LLMEnvironmentConfig", "llmpo.runner:llm_source")
+    "llm",
+    SourcePlugin(
+        "llmpo.config:LLMEnvironmentConfig", "llmpo.runner:llm_source", run_options=True
+    ),
 )
 
 

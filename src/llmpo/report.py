@@ -25,16 +25,12 @@ import jinja2
 import numpy as np
 
 from llmpo.config import ExperimentConfig, stored_config
-from llmpo.experiment import DENSE_RESULT_MAX_POLICIES
-from llmpo.models.base import PreferenceModel
-from llmpo.models.structured import StructuredModel
-from llmpo.runner import build_space, judge_warning
+from llmpo.experiment import DENSE_RESULT_MAX_POLICIES, Experiment
+from llmpo.runner import build_experiment, judge_warning
 from llmpo.stats.bernoulli import kl_lower, kl_upper
-from llmpo.stats.thresholds import make_threshold
 from llmpo.stats.unstructured import condorcet_winner, optimal_allocation
 from llmpo.stats.winrate import clopper_pearson
 from llmpo.store import (
-    FINISHED_STATUSES,
     STATUS_TEXT,
     ComparisonRecord,
     ExperimentRecord,
@@ -91,88 +87,47 @@ def build_report(store: Store, experiment_id: int | None = None) -> dict[str, An
     record = store.experiment(experiment_id)
     config = stored_config(record.config)
     policies = tuple(record.policies)
-    space = build_space(config, policies)
-    threshold = make_threshold(config.threshold or space.default_threshold)
-    model = space.make_model(
-        config.delta,
-        threshold,
-        config.epsilon,
-        config.assume_condorcet,
-        config.ties_mode,
-    )
-    # The same rule as Experiment's Result: no K×K matrices for large structured spaces.
-    dense = len(policies) <= DENSE_RESULT_MAX_POLICIES or not isinstance(model, StructuredModel)
     comparisons = store.comparisons(record.id)
+    # Large structured spaces: fewer trace points (each refits the certificate against every
+    # rival), as their Result has no K×K matrices.
+    large = config.space == "structured" and len(policies) > DENSE_RESULT_MAX_POLICIES
     checkpoints = _trace_checkpoints(
-        len(comparisons), TRACE_POINTS if dense else LARGE_TRACE_POINTS
+        len(comparisons), LARGE_TRACE_POINTS if large else TRACE_POINTS
     )
     trace: list[dict[str, Any]] = []
-    for comparison in comparisons:
-        model.tell(comparison.policy_a, comparison.policy_b, comparison.outcome)
-        if comparison.seq in checkpoints:
-            certificate = model.certificate()
-            margins = certificate.margins
-            binding = int(margins.argmin())
+
+    def traced(n: int, experiment: Experiment) -> None:
+        if n in checkpoints:
+            certificate = experiment.certificate()
+            binding = int(certificate.margins.argmin())
             trace.append(
                 {
-                    "comparisons": comparison.seq,
+                    "comparisons": n,
                     "leader": policies[certificate.leader],
                     "binding_rival": policies[int(certificate.rivals[binding])],
                     "statistic": float(certificate.statistics[binding]),
                     "threshold": float(certificate.thresholds[binding]),
                 }
             )
-    if record.result is not None:
-        answer = record.result
-    else:
-        certificate = model.certificate()
-        if dense:
-            counts = model.counts()
-            leader = certificate.leader
-            rival_comparisons = [int(counts[leader, int(r)]) for r in certificate.rivals]
-        else:
-            rival_comparisons = _rival_comparisons(model, certificate.leader, certificate.rivals)
-        answer = {
-            "best": policies[certificate.leader],
-            "best_index": certificate.leader,
-            "certified": False,
-            "stop_reason": record.status if record.status in FINISHED_STATUSES else None,
-            "n_comparisons": len(comparisons),
-            "rivals": [
-                {
-                    "policy": policies[int(r)],
-                    "statistic": float(s),
-                    "threshold": float(b),
-                    "comparisons": n,
-                }
-                for r, s, b, n in zip(
-                    certificate.rivals,
-                    certificate.statistics,
-                    certificate.thresholds,
-                    rival_comparisons,
-                    strict=True,
-                )
-            ],
-            "target_proportions": [
-                {"pair": [policies[a], policies[b]], "share": w}
-                for a, b, w in model.target_proportions()
-            ],
-        }
-        if not dense and isinstance(model, StructuredModel):  # as Result: σ(û_best − û_rival)
-            utilities = model.utilities()
-            for row, r in zip(answer["rivals"], certificate.rivals, strict=True):
-                gap = float(utilities[int(r)] - utilities[certificate.leader])
-                row["win_prob_hat"] = 1.0 / (1.0 + math.exp(min(gap, 700.0)))
+
+    experiment = build_experiment(
+        config,
+        policies,
+        [(c.policy_a, c.policy_b, c.outcome) for c in comparisons],
+        on_told=traced,
+    )
+    result = experiment.result
+    # A finished run's stored Result is the experiment's, with what only the runner knew (the
+    # cost budget that stopped it, the calls it paid).
+    answer = record.result if record.result is not None else result.to_dict()
     targets = answer.get("target_proportions", [])
-    win_prob: np.ndarray | None = None
-    if dense:
-        counts = model.counts()
-        win_prob = model.win_prob_hat()
-        win_prob_section = _win_prob_section(policies, win_prob, counts)
-        allocation = _allocation_section(policies, counts, targets)
+    win_prob = result.win_prob_hat
+    if win_prob is not None and result.counts is not None:
+        win_prob_section = _win_prob_section(policies, win_prob, result.counts)
+        allocation = _allocation_section(policies, result.counts, targets)
     else:
         win_prob_section = None
-        allocation = _compared_allocation(policies, model.compared_pairs(), targets)
+        allocation = _compared_allocation(policies, result.compared_pairs, targets)
     events = store.events(record.id)
     dropped = [
         name for _, kind, detail in events if kind == "dense_subset" for name in detail["dropped"]
@@ -183,7 +138,7 @@ def build_report(store: Store, experiment_id: int | None = None) -> dict[str, An
     report = {
         "experiment": {
             **_experiment_summary(record),
-            "threshold": threshold.name,
+            "threshold": result.threshold,
             "dropped_policies": dropped,
         },
         "events": [{"at": at, "kind": kind, "detail": detail} for at, kind, detail in events],
@@ -200,7 +155,7 @@ def build_report(store: Store, experiment_id: int | None = None) -> dict[str, An
             else _savings(config, policies, win_prob, answer, len(comparisons))
         ),
         "costs": costs,
-        "utilities": _utilities(policies, model),
+        "utilities": result.to_dict()["utilities"],
         "gain": _gain(store, record),
     }
     report["summary"] = _summary(report, store.path)
@@ -334,12 +289,6 @@ def _accuracy(
     return rows
 
 
-def _rival_comparisons(model: PreferenceModel, leader: int, rivals: np.ndarray) -> list[int]:
-    """Comparisons of (leader, rival) per rival, from the compared pairs (no K×K counts)."""
-    with_leader = {(a, b): n for a, b, n, _ in model.compared_pairs() if leader in (a, b)}
-    return [with_leader.get((min(leader, int(r)), max(leader, int(r))), 0) for r in rivals]
-
-
 def _compared_allocation(
     policies: tuple[str, ...],
     pairs: list[tuple[int, int, int, float]],
@@ -368,24 +317,6 @@ def _gain(store: Store, record: ExperimentRecord) -> list[dict[str, Any]]:
     return [
         evaluation.result or summarize_evaluation(store, evaluation)
         for evaluation in store.evaluations(record.id)
-    ]
-
-
-def _utilities(policies: tuple[str, ...], model: PreferenceModel) -> list[dict[str, Any]] | None:
-    """Structured runs: estimated utilities relative to the leader, with 95% Wald intervals."""
-    if not isinstance(model, StructuredModel):
-        return None
-    leader = model.leader
-    utilities = model.utilities()
-    intervals = model.utility_intervals(INTERVAL_LEVEL)
-    return [
-        {
-            "policy": name,
-            "utility_vs_best": float(utilities[k] - utilities[leader]),
-            "lower": float(intervals[k, 0]),
-            "upper": float(intervals[k, 1]),
-        }
-        for k, name in enumerate(policies)
     ]
 
 

@@ -1,27 +1,17 @@
-"""The synchronous runner: ask → compare → store → tell, and resume by replaying the store.
+"""From a configuration to the pieces a run needs, and the stored experiments around it.
 
-Determinism. The experiment's sampling rule draws from one generator seeded with the configured
-seed, and it is driven by the same sequence of ask/tell calls on every run; the environment is
-reseeded before comparison number ``seq`` with (seed, seq). So every comparison is a function of
-(seed, sequence number) alone, and a run killed at any instant then resumed performs exactly the
-comparisons of an uninterrupted run: the stored ones are replayed (and checked against what the
-experiment asks), the missing ones are run.
-
-Interruption. SIGINT or SIGTERM asks the runner to stop: the comparison in flight is finished and
-committed, the experiment is marked ``interrupted``, and ``llmpo resume`` continues it. A second
-SIGINT or SIGTERM stops at once (the comparison in flight is then lost, never half-stored; the
-experiment is still marked ``interrupted``).
+Builds the environment (:func:`build_environment`), the policy space and the experiment
+(:func:`build_experiment`, also from stored comparisons) of a configuration; starts, finds and
+continues stored experiments; defines what a run reports (:class:`Progress`, :class:`RunOutcome`,
+:class:`Usage`). The run loop itself is :mod:`llmpo.runtime` (``llmpo.runner.Runner`` is
+:class:`llmpo.runtime.run.Runner`).
 """
 
 from __future__ import annotations
 
 import math
 import secrets
-import signal
-import threading
-import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,7 +24,6 @@ from llmpo.config import (
     PolicyConfig,
     ReplayEnvironmentConfig,
     SyntheticEnvironmentConfig,
-    created_before_ties,
     stored_config,
 )
 from llmpo.datasets import load_arena_counts
@@ -47,7 +36,6 @@ from llmpo.environments.replay import (
 )
 from llmpo.environments.structured import StructuredEnvironment
 from llmpo.environments.synthetic import SyntheticEnvironment
-from llmpo.errors import RunFailedError
 from llmpo.experiment import Experiment, Result
 from llmpo.harness.instances import (
     StructuredInstance,
@@ -58,10 +46,9 @@ from llmpo.harness.instances import (
 )
 from llmpo.holdout import split_holdout
 from llmpo.registry import REPLAY_FORMATS, SOURCES
-from llmpo.remaining import RemainingTracker, combine, rival_needs
+from llmpo.remaining import combine, rival_needs
 from llmpo.spaces import Space, Structured, Unstructured
 from llmpo.store import (
-    UNFINISHED_STATUSES,
     ComparisonRecord,
     ExperimentRecord,
     Store,
@@ -237,7 +224,10 @@ def _restricted(
 
 
 def build_environment(
-    config: ExperimentConfig, part: str = "selection", evaluation_tasks: Path | None = None
+    config: ExperimentConfig,
+    part: str = "selection",
+    evaluation_tasks: Path | None = None,
+    **live_options: Any,
 ) -> Environment:
     """The environment a configuration describes, restricted to its policies and to one part of
     its tasks.
@@ -253,6 +243,10 @@ def build_environment(
     evaluation_tasks : Path, optional
         A held-out task file given at evaluation time (``llmpo evaluate --tasks``), used instead
         of the configuration's holdout for the ``evaluation`` part.
+    **live_options
+        Live LLM environments: keyword arguments of
+        :class:`~llmpo.llm.environment.LLMEnvironment` (``cache``, ``concurrency``, ``seed``);
+        ignored by the others.
 
     Raises
     ------
@@ -264,7 +258,7 @@ def build_environment(
     # The environment type's registration builds it (llmpo.registry.SOURCES, plug-ins included).
     source = SOURCES.get(config.environment.type, "environment.type")
     try:
-        return source.create(config, part, evaluation_tasks)
+        return source.create(config, part, evaluation_tasks, **live_options)
     except ValueError as error:  # InstanceError, ReplayError, DatasetError, a plug-in's
         if isinstance(error, ConfigError):
             raise
@@ -290,7 +284,10 @@ def _read_task_ids(path: Path) -> list[str]:
 
 
 def llm_source(
-    config: ExperimentConfig, part: str = "selection", evaluation_tasks: Path | None = None
+    config: ExperimentConfig,
+    part: str = "selection",
+    evaluation_tasks: Path | None = None,
+    **options: Any,
 ) -> Any:
     """The live LLM environment (``type: llm``; imported here: simulations need no HTTP
     client)."""
@@ -298,7 +295,7 @@ def llm_source(
     from llmpo.llm.tasks import load_tasks
 
     try:
-        live = LLMEnvironment(config)
+        live = LLMEnvironment(config, **options)
         every = live.tasks
         held_tasks: tuple[Any, ...] | None = None
         if config.holdout is not None and config.holdout.tasks is not None:
@@ -445,25 +442,37 @@ def build_space(config: ExperimentConfig, policies: tuple[str, ...]) -> Space:
     )
 
 
-def build_experiment(config: ExperimentConfig, policies: tuple[str, ...]) -> Experiment:
+def build_experiment(
+    config: ExperimentConfig,
+    policies: tuple[str, ...],
+    comparisons: Iterable[tuple[int, int, float]] | None = None,
+    on_told: Callable[[int, Experiment], None] | None = None,
+) -> Experiment:
     """The ask/tell experiment of a resolved configuration.
+
+    With ``comparisons`` (stored ones, in their order) it is rebuilt from them by
+    :meth:`Experiment.from_comparisons <llmpo.experiment.Experiment.from_comparisons>`, which
+    calls ``on_told`` after each.
 
     Raises
     ------
     ConfigError
         For an unknown strategy or threshold, or an invalid combination of options.
     """
+    options: dict[str, Any] = {
+        "threshold": config.threshold,
+        "epsilon": config.epsilon,
+        "assume_condorcet": config.assume_condorcet,
+        "max_comparisons": config.max_comparisons,
+        "ties": config.ties_mode,
+        "seed": config.seed,
+    }
     try:
-        return Experiment(
-            build_space(config, policies),
-            config.delta,
-            config.strategy,
-            threshold=config.threshold,
-            epsilon=config.epsilon,
-            assume_condorcet=config.assume_condorcet,
-            max_comparisons=config.max_comparisons,
-            ties=config.ties_mode,
-            seed=config.seed,
+        space = build_space(config, policies)
+        if comparisons is None:
+            return Experiment(space, config.delta, config.strategy, **options)
+        return Experiment.from_comparisons(
+            space, comparisons, config.delta, config.strategy, on_told=on_told, **options
         )
     except ConfigError:
         raise
@@ -703,258 +712,25 @@ def usage_of(store: Store, record: ExperimentRecord) -> Usage:
     )
 
 
-# ---- running -------------------------------------------------------------------------------------
-class Runner:
-    """Runs (or resumes) one stored experiment to its end.
+def __getattr__(name: str) -> Any:
+    # The runner of stored experiments lives in the runtime package, which imports this module.
+    if name == "Runner":
+        from llmpo.runtime.run import Runner
 
-    Parameters
-    ----------
-    store : Store
-        The store, opened as writer.
-    experiment_id : int
-        The experiment to run.
-    on_progress : callable, optional
-        Called with a :class:`Progress` at most every ``progress_interval`` seconds and at the end.
-    progress_interval : float
-        Seconds between progress reports.
-    """
-
-    def __init__(
-        self,
-        store: Store,
-        experiment_id: int,
-        on_progress: Callable[[Progress], None] | None = None,
-        progress_interval: float = 0.5,
-    ) -> None:
-        self.store = store
-        self.record = store.experiment(experiment_id)
-        #: True when the experiment was stored before the ``ties`` option: it resumes counting
-        #: ties as half a win, as it was created (the CLI says so).
-        self.legacy_ties = created_before_ties(self.record.config)
-        try:
-            self.config = stored_config(self.record.config)
-        except ValueError:
-            raise StoreError(
-                f"{store.path}: experiment {experiment_id} has a configuration this llmpo "
-                "cannot read"
-            ) from None
-        if self.config.seed is None:
-            raise StoreError(f"{store.path}: experiment {experiment_id} has no seed; cannot resume")
-        self.seed = self.config.seed
-        self.environment = build_environment(self.config)
-        if list(self.environment.policies) != self.record.policies:
-            raise StoreError(
-                f"experiment {experiment_id}: its data now gives policies "
-                f"{list(self.environment.policies)}, but it ran on {self.record.policies}; "
-                "the data changed since it started, so it cannot be resumed"
-            )
-        held = getattr(self.environment, "holdout_task_ids", None)
-        if (None if held is None else list(held)) != store.holdout_tasks(experiment_id):
-            raise StoreError(
-                f"experiment {experiment_id}: its held-out tasks, drawn again from the seed and "
-                "the data, differ from those recorded when it started; the data changed, so it "
-                "cannot be resumed"
-            )
-        self.experiment = build_experiment(self.config, self.environment.policies)
-        self.on_progress = on_progress
-        self.progress_interval = progress_interval
-        self._stop_requested = threading.Event()
-        self._cost_usd: float | None = None
-        self._remaining = RemainingTracker()
-
-    @property
-    def dropped_policies(self) -> tuple[str, ...]:
-        """Policies of the data left out by the replay's dense-subset restriction."""
-        return dropped_policies(self.environment)
-
-    def request_stop(self) -> None:
-        """Stop after the comparison in flight is committed (what Ctrl-C does)."""
-        self._stop_requested.set()
-
-    def run(self) -> RunOutcome:
-        """Replay the stored comparisons, then run new ones until the experiment is done.
-
-        Raises
-        ------
-        StoreError
-            When the stored comparisons diverge from what the experiment asks (the code or the
-            data changed since they were stored).
-        """
-        stored = self.store.comparisons(self.record.id)
-        for record in stored:
-            if record.cost_usd is not None:
-                self._cost_usd = (self._cost_usd or 0.0) + record.cost_usd
-        experiment_id = self.record.id
-        if self.record.status in UNFINISHED_STATUSES:
-            self.store.set_status(
-                experiment_id,
-                "running",
-                event="resumed" if stored else "started",
-                detail={"stored_comparisons": len(stored)},
-            )
-        started = time.monotonic()
-        last_report = -math.inf
-        sequence = 0
-        new = 0
-        with self._stop_on_signals(), self._failure_recorded():
-            while not self.experiment.done and not self._stop_requested.is_set():
-                for a, b in self.experiment.ask(self.config.batch_size):
-                    if self.experiment.done:
-                        break
-                    sequence += 1
-                    if sequence <= len(stored):
-                        outcome = self._replayed(stored[sequence - 1], a, b)
-                    elif self._stop_requested.is_set():
-                        break
-                    else:
-                        outcome = self._compare_and_store(sequence, a, b)
-                        new += 1
-                    self.experiment.tell(a, b, outcome)
-                    now = time.monotonic()
-                    if self.on_progress is not None and now - last_report >= self.progress_interval:
-                        last_report = now
-                        self.on_progress(self.progress(now - started))
-        if self.experiment.done and sequence < len(stored):
-            raise StoreError(
-                f"experiment {experiment_id}: the store holds {len(stored)} comparisons but the "
-                f"experiment stopped after {sequence}; the code or data changed since they were run"
-            )
-        result = self.experiment.result
-        if not self.experiment.done:
-            status = "interrupted"
-            self.store.set_status(
-                experiment_id,
-                status,
-                event="interrupted",
-                detail={
-                    "comparisons": max(sequence, len(stored)),
-                    "seconds": time.monotonic() - started,
-                },
-            )
-        else:
-            status = str(result.stop_reason)
-            if self.record.status != status:  # a finished experiment stays untouched
-                self.store.set_status(
-                    experiment_id,
-                    status,
-                    result.to_dict(),
-                    event="finished",
-                    detail={
-                        "comparisons": result.n_comparisons,
-                        "seconds": time.monotonic() - started,
-                    },
-                )
-        if self.on_progress is not None:
-            self.on_progress(self.progress(time.monotonic() - started))
-        return RunOutcome(
-            experiment_id,
-            status,
-            result,
-            min(sequence, len(stored)),
-            new,
-            self.dropped_policies,
-            judge_warning(self.store.comparisons(experiment_id)),
-        )
-
-    def _replayed(self, record: ComparisonRecord, a: int, b: int) -> float:
-        if (record.policy_a, record.policy_b) != (a, b):
-            raise StoreError(
-                f"experiment {self.record.id}: stored comparison #{record.seq} is of "
-                f"({record.policy_a}, {record.policy_b}) but the experiment now asks ({a}, {b}); "
-                "the code or the data changed since it was stored, so it cannot be resumed"
-            )
-        return record.outcome
-
-    def _compare_and_store(self, sequence: int, a: int, b: int) -> float:
-        self.environment.reseed((self.seed, sequence))
-        started_at = time.time()
-        comparison = self.environment.compare(a, b)
-        environment = self.config.environment  # a live LLM's latency is real, not simulated
-        latency = getattr(environment, "latency_seconds", 0.0)  # plug-in sources may lack it
-        if latency:
-            time.sleep(latency)
-        record = ComparisonRecord.of(sequence, a, b, comparison, started_at, time.time())
-        self.store.append_comparison(self.record.id, record)  # committed before it is told
-        if comparison.cost_usd is not None:
-            self._cost_usd = (self._cost_usd or 0.0) + comparison.cost_usd
-        return comparison.outcome
-
-    def progress(self, elapsed_seconds: float) -> Progress:
-        """The current state, for a progress display."""
-        certificate = self.experiment.model.certificate()
-        margins = certificate.statistics - certificate.thresholds
-        binding = int(margins.argmin())
-        structured = self.config.space == "structured"
-        remaining = self._remaining.update(
-            self.experiment.n_comparisons,
-            remaining_needs(self.experiment, structured, self.config.assume_condorcet),
-            self.experiment.done and self.experiment.result.certified,
-        )
-        policies = self.environment.policies
-        return Progress(
-            n_comparisons=self.experiment.n_comparisons,
-            max_comparisons=self.config.max_comparisons,
-            leader=policies[certificate.leader],
-            min_margin=float(margins[binding]),
-            binding_rival=policies[int(certificate.rivals[binding])],
-            estimated_remaining=None if remaining is None else remaining.estimate,
-            cost_usd=self._cost_usd,
-            elapsed_seconds=elapsed_seconds,
-            remaining_low=None if remaining is None else remaining.low,
-            remaining_high=None if remaining is None else remaining.high,
-        )
-
-    @contextmanager
-    def _failure_recorded(self) -> Iterator[None]:
-        """Mark the experiment ``failed`` (with a ``failed`` event) when the run raises.
-
-        Without it an unexpected error (a judge prompt that cannot be rendered, a broken user
-        function) left the experiment ``running`` forever. ``RunFailedError`` has already been
-        recorded; the error itself is re-raised.
-        """
-        try:
-            yield
-        except RunFailedError:
-            raise
-        except Exception as error:
-            self.store.set_status(
-                self.record.id,
-                "failed",
-                event="failed",
-                detail={"error": f"{type(error).__name__}: {error}"},
-            )
-            raise
-
-    @contextmanager
-    def _stop_on_signals(self) -> Iterator[None]:
-        if threading.current_thread() is not threading.main_thread():
-            yield
-            return
-
-        def handle(signum: int, frame: object) -> None:
-            if self._stop_requested.is_set():  # asked twice (SIGINT or SIGTERM): stop at once
-                raise KeyboardInterrupt
-            self.request_stop()
-
-        previous = {sig: signal.signal(sig, handle) for sig in (signal.SIGINT, signal.SIGTERM)}
-        try:
-            yield
-        finally:
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
+        return Runner
+    raise AttributeError(f"module 'llmpo.runner' has no attribute {name!r}")
 
 
-def remaining_needs(
-    experiment: Experiment, structured: bool, assume_condorcet: bool
-) -> tuple[float, ...] | None:
+def remaining_needs(experiment: Experiment) -> tuple[float, ...] | None:
     """(estimate, low, high) comparisons the experiment still needs, from each rival's evidence
     so far (:func:`llmpo.remaining.rival_needs`); None while some rival has no evidence yet."""
-    certificate = experiment.model.certificate()
+    certificate = experiment.certificate()
+    structured = experiment.structured
     if structured:  # every comparison informs every rival's statistic
         evidence_counts = np.full(len(certificate.rivals), experiment.n_comparisons)
     else:
-        counts = experiment.model.counts()  # K×K: unstructured spaces only
-        if assume_condorcet:  # class B: a rival's evidence is over all its pairs
+        counts = experiment.pair_counts()
+        if experiment.assume_condorcet:  # class B: a rival's evidence is over all its pairs
             evidence_counts = counts[certificate.rivals].sum(axis=1)
         else:
             evidence_counts = counts[certificate.leader, certificate.rivals]
@@ -962,12 +738,10 @@ def remaining_needs(
     return None if needs is None else combine(needs, parallel=structured)
 
 
-def remaining_range(
-    experiment: Experiment, structured: bool, assume_condorcet: bool
-) -> tuple[int, int, int | None] | None:
+def remaining_range(experiment: Experiment) -> tuple[int, int, int | None] | None:
     """:func:`remaining_needs` in whole comparisons, (estimate, low, high), for ``llmpo view``;
     high is None when unbounded, and the whole None when unknown or the estimate unbounded."""
-    totals = remaining_needs(experiment, structured, assume_condorcet)
+    totals = remaining_needs(experiment)
     if totals is None or math.isinf(totals[0]):
         return None
     estimate, low, high = totals

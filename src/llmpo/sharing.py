@@ -137,13 +137,10 @@ def sharing_allowed(experiment: Experiment) -> bool:
     True only for the unstructured space with class A statistics (no ``assume_condorcet``) and
     the model's GLR stopping rule (not a self-stopping baseline): see the module docstring.
     """
-    from llmpo.spaces import Unstructured
-    from llmpo.strategies.base import SelfStopping
-
     return (
-        isinstance(experiment.space, Unstructured)
-        and not getattr(experiment.model, "assume_condorcet", True)
-        and not isinstance(experiment.strategy, SelfStopping)
+        not experiment.structured
+        and not experiment.assume_condorcet
+        and not experiment.self_stopping
     )
 
 
@@ -162,8 +159,7 @@ def ask_rounds(experiment: Experiment, n: int, score_each: bool = False) -> list
     if not sharing_allowed(experiment):
         return unshared_rounds(pairs)
     rounds = plan_rounds(pairs)
-    model = experiment.model
-    certificate = model.certificate()
+    certificate = experiment.certificate()
     leader = int(certificate.leader)
     short = [
         int(rival)
@@ -178,8 +174,8 @@ def ask_rounds(experiment: Experiment, n: int, score_each: bool = False) -> list
                 if rival not in one.policies:
                     one.policies.append(rival)
                     one.asked.append((leader, rival))
-                    model.mark_pending(leader, rival)
+                    experiment.mark_pending(leader, rival)
         if score_each:
             for a, b in one.pairs(True)[len(one.asked) :]:
-                model.mark_pending(a, b)
+                experiment.mark_pending(a, b)
     return rounds

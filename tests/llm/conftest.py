@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 
 from llmpo.config import load_config
-from llmpo.llm.runner import AsyncRunner
 from llmpo.runner import RunOutcome, find_experiment, start_experiment
+from llmpo.runtime.run import Runner
 from llmpo.store import Store
 from tests.llm.server import FakeOpenAIServer, answers_by_system_prompt
 
@@ -79,4 +79,4 @@ def run(config_path: Path, concurrency: int = 4, **overrides) -> RunOutcome:
     with Store(config.store, writer=True) as store:
         record = find_experiment(config, store)
         experiment_id = record.id if record else start_experiment(config, store)
-        return AsyncRunner(store, experiment_id, concurrency).run()
+        return Runner(store, experiment_id, concurrency=concurrency).run()

@@ -7,8 +7,8 @@ import pytest
 import llmpo.store.answers
 from llmpo.config import load_config
 from llmpo.experiment import Experiment
-from llmpo.llm.runner import AsyncRunner
 from llmpo.runner import start_experiment
+from llmpo.runtime.run import Runner
 from llmpo.store import CachedGeneration, ComparisonRecord, Store, StoreError
 from llmpo.testing.store import count_rows
 
@@ -91,7 +91,7 @@ def test_every_told_comparison_is_committed_with_its_answers_first(project, serv
     config = load_config(project / "live.yaml", {"max_comparisons": 120})
     with Store(config.store, writer=True) as store:
         experiment_id = start_experiment(config, store)
-        outcome = AsyncRunner(store, experiment_id, concurrency=16).run()
+        outcome = Runner(store, experiment_id, concurrency=16).run()
         stored = store.comparisons(experiment_id)
     assert outcome.new_comparisons == len(stored) == len(seen) == 120
     for told, on_disk, answers in seen:
@@ -102,11 +102,12 @@ def test_every_told_comparison_is_committed_with_its_answers_first(project, serv
 def test_fresh_replicates_are_the_smallest_unused_indices(project):
     config = load_config(project / "live.yaml")
     with Store(config.store, writer=True) as store:
-        runner = AsyncRunner(store, start_experiment(config, store), concurrency=2)
+        runner = Runner(store, start_experiment(config, store), concurrency=2)
         for replicate in (0, 2):  # as a replay marks them, out of order
-            runner._use(0, "t1", replicate)
-        assert [runner._fresh_replicate(0, "t1") for _ in range(2)] == [1, 3]
-        runner._use(0, "t1", 5)
-        runner._use(0, "t1", 4)
-        assert [runner._fresh_replicate(0, "t1") for _ in range(2)] == [6, 7]
-        assert runner._fresh_replicate(1, "t1") == runner._fresh_replicate(0, "t2") == 0
+            runner.driver.ledger.use(0, "t1", replicate)
+        assert [runner.driver.ledger.fresh_replicate(0, "t1") for _ in range(2)] == [1, 3]
+        runner.driver.ledger.use(0, "t1", 5)
+        runner.driver.ledger.use(0, "t1", 4)
+        assert [runner.driver.ledger.fresh_replicate(0, "t1") for _ in range(2)] == [6, 7]
+        ledger = runner.driver.ledger
+        assert ledger.fresh_replicate(1, "t1") == ledger.fresh_replicate(0, "t2") == 0

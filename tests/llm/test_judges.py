@@ -17,9 +17,9 @@ from llmpo.llm.judges import (
     ReferenceJudge,
     parse_verdict,
 )
-from llmpo.llm.runner import AsyncRunner
 from llmpo.llm.tasks import Task
 from llmpo.runner import RunFailedError, start_experiment
+from llmpo.runtime.run import Runner
 from llmpo.store import Store
 
 TASK = Task("t1", {"id": "t1", "prompt": "What is 2 + 3?", "reference": "5"})
@@ -220,7 +220,7 @@ def live_run_with_judge(project, server, order: str, judge_reply, max_comparison
     config = load_config(path, {"max_comparisons": max_comparisons})
     with Store(config.store, writer=True) as store:
         experiment_id = start_experiment(config, store)
-        outcome = AsyncRunner(store, experiment_id, 4).run()
+        outcome = Runner(store, experiment_id, concurrency=4).run()
         return outcome, store.comparisons(experiment_id), store.events(experiment_id)
 
 

@@ -100,8 +100,7 @@ def test_client_processes_auto_uses_a_worker_from_16_comparisons_in_flight(
     (tmp_path / "t.jsonl").write_text(json.dumps({"id": "1", "prompt": "?", "reference": "1"}))
     environment = {"type": "llm", "tasks": "t.jsonl", "judge": {"type": "reference"}}
     config = live_config(tmp_path, environment={**environment, "client_processes": setting})
-    live = LLMEnvironment(config)
-    live.concurrency = concurrency
+    live = LLMEnvironment(config, concurrency=concurrency)
     assert live.client_processes() == processes
 
 

@@ -8,8 +8,8 @@ from typer.testing import CliRunner
 
 from llmpo.cli import app
 from llmpo.config import load_config
-from llmpo.llm.runner import AsyncRunner
 from llmpo.runner import start_experiment
+from llmpo.runtime.run import Runner
 from llmpo.store import Store
 from tests.llm.conftest import SECRET
 
@@ -116,7 +116,7 @@ def test_concurrency_32_keeps_at_least_30_requests_in_flight(project, server):
     with Store(config.store, writer=True) as store:
         experiment_id = start_experiment(config, store)
         started = time.monotonic()
-        outcome = AsyncRunner(store, experiment_id, concurrency=32).run()
+        outcome = Runner(store, experiment_id, concurrency=32).run()
         seconds = time.monotonic() - started
     assert outcome.status == "max_comparisons" and outcome.new_comparisons == 160
     assert server.max_in_flight >= 30

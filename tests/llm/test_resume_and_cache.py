@@ -7,8 +7,8 @@ from collections import Counter
 import pytest
 
 from llmpo.config import load_config
-from llmpo.llm.runner import AsyncRunner
 from llmpo.runner import RunFailedError, start_experiment
+from llmpo.runtime.run import Runner
 from llmpo.store import Store
 from tests.llm.conftest import run
 from tests.llm.server import answers_by_system_prompt
@@ -96,7 +96,7 @@ def test_a_resumed_or_repeated_run_makes_no_new_generation_call(fast, server):
     assert again.new_comparisons == 0 and server.served == served
     config = load_config(fast)
     with Store(config.store, writer=True) as store:  # a repeated run: a new experiment
-        repeated = AsyncRunner(store, start_experiment(config, store), 1).run()
+        repeated = Runner(store, start_experiment(config, store), concurrency=1).run()
         assert store.generation_count() == served
     assert server.served == served
     assert repeated.result.n_comparisons == first.result.n_comparisons

@@ -240,7 +240,7 @@ def test_calls_before_the_workers_are_ready_are_made_in_process(server):
 
 def test_a_live_run_at_high_concurrency_uses_a_worker_and_loses_nothing(project, server, capfd):
     from llmpo.config import load_config
-    from llmpo.llm.runner import AsyncRunner
+    from llmpo.runtime.run import Runner
 
     server.latency = 0.2
     server.responder = lambda body: "0"  # every comparison a tie: the budget ends the run
@@ -258,7 +258,7 @@ def test_a_live_run_at_high_concurrency_uses_a_worker_and_loses_nothing(project,
         patch.setattr(ProcessBackend, "aclose", counting_close)
         with Store(config.store, writer=True) as store:
             experiment_id = start_experiment(config, store)
-            outcome = AsyncRunner(store, experiment_id, concurrency=32).run()
+            outcome = Runner(store, experiment_id, concurrency=32).run()
             stored = store.comparisons(experiment_id)
             generations = store.generation_count()
     assert outcome.status == "max_comparisons" and len(stored) == outcome.new_comparisons == 480

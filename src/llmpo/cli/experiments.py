@@ -21,10 +21,10 @@ from rich.text import Text
 
 from llmpo.cli import app
 from llmpo.cli import fail as _fail
-from llmpo.config import ConfigError, ExperimentConfig, load_config
+from llmpo.config import ConfigError, ExperimentConfig, load_config, stored_config
 from llmpo.export import ANSWER_COLUMNS, EXPORT_COLUMNS, export_row, write_csv
 from llmpo.llm.loading import LoadStep, watching_loads
-from llmpo.registry import STRATEGIES, judged_by_people
+from llmpo.registry import STRATEGIES
 from llmpo.remaining import rival_needs
 from llmpo.report import (
     LARGE_TABLE_ROWS,
@@ -35,7 +35,6 @@ from llmpo.report import (
 from llmpo.runner import (
     BUDGET_FIELDS,
     Progress,
-    Runner,
     RunOutcome,
     Usage,
     check_config,
@@ -45,6 +44,7 @@ from llmpo.runner import (
     start_experiment,
     usage_of,
 )
+from llmpo.runtime.run import Runner
 from llmpo.store import (
     STATUS_TEXT,
     ExperimentRecord,
@@ -232,7 +232,12 @@ ConcurrencyOpt = Annotated[
 
 
 def _execute(store: Store, experiment_id: int, as_json: bool, concurrency: int = 8) -> None:
-    if judged_by_people(store.experiment(experiment_id).config["environment"].get("judge")):
+    record = store.experiment(experiment_id)
+    try:
+        config = stored_config(record.config)
+    except ValueError:
+        config = None  # the Runner names the problem
+    if config is not None and config.judged_by_people:
         raise _fail(
             f"experiment {experiment_id} is judged by people. Fix: serve it to them with "
             f"llmpo serve {store.path}"
@@ -241,24 +246,13 @@ def _execute(store: Store, experiment_id: int, as_json: bool, concurrency: int =
     if note is not None:
         error_console.print(escape(note), soft_wrap=True, highlight=False)
     display = _Display()
-    runner: Runner
-    if store.experiment(experiment_id).config["environment"]["type"] == "llm":
-        from llmpo.llm.runner import AsyncRunner
-
-        runner = AsyncRunner(
-            store,
-            experiment_id,
-            concurrency,
-            lambda progress: display(_progress_line(progress)),
-            progress_interval=display.interval,
-        )
-    else:
-        runner = Runner(
-            store,
-            experiment_id,
-            on_progress=lambda progress: display(_progress_line(progress)),
-            progress_interval=display.interval,
-        )
+    runner = Runner(
+        store,
+        experiment_id,
+        lambda progress: display(_progress_line(progress)),
+        progress_interval=display.interval,
+        concurrency=concurrency,
+    )
     if runner.legacy_ties:
         error_console.print(
             f"Experiment {experiment_id} was stored before tie-aware statistics: it resumes "

@@ -17,8 +17,7 @@ from llmpo.cli.experiments import (
     error_console,
     experiment_id_of,
 )
-from llmpo.config import ConfigError, load_config
-from llmpo.registry import judged_by_people
+from llmpo.config import ConfigError, load_config, stored_config
 from llmpo.runner import check_config, find_experiment, start_experiment
 from llmpo.store import Store, StoreError
 
@@ -49,8 +48,8 @@ def _experiment_for(target: Path, experiment_id: int | None) -> tuple[Path, int]
         raise StoreError(f"{target}: no such store. Fix: check the path, or pass a configuration")
     with Store(target, readonly=True) as store:
         record = store.experiment(experiment_id)
-    judge = record.config.get("environment", {}).get("judge") or {}
-    if not judged_by_people(judge):
+    if not stored_config(record.config).judged_by_people:
+        judge = record.config.get("environment", {}).get("judge") or {}
         raise StoreError(
             f"{target}: experiment {record.id} is not judged by people (judge type "
             f"{judge.get('type', 'none')}). Fix: serve an experiment with judge: {{type: human}}"

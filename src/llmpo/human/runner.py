@@ -1,4 +1,4 @@
-"""The live runner of an experiment judged by people, run inside the web server's event loop."""
+"""People as judges: the human layer over the one driver, run inside the web server's loop."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ from collections import Counter
 from typing import Any
 
 from llmpo.human.queue import HumanJudge
-from llmpo.llm.environment import LiveComparison
-from llmpo.llm.runner import AsyncRunner
 from llmpo.runner import RunOutcome
+from llmpo.runtime.run import Runner
+from llmpo.runtime.sources import Finished
 from llmpo.store import Store, StoreError
 
 
@@ -21,8 +21,10 @@ def judge_name(raw: Any) -> str | None:
     return None
 
 
-class HumanRunner(AsyncRunner):
-    """An :class:`~llmpo.llm.runner.AsyncRunner` whose judge is a :class:`HumanJudge`.
+class HumanRunner:
+    """Serves an experiment judged by people: a :class:`~llmpo.runtime.run.Runner` whose live
+    judge is a :class:`~llmpo.human.queue.HumanJudge`, one comparison per round, plus what the
+    web app shows (verdicts per judge) and waits for (a verdict committed and told).
 
     ``concurrency`` is the number of comparisons waiting for people at once (with their answers
     generated ahead). Verdicts are committed to the store, then told, exactly as for any judge.
@@ -33,12 +35,15 @@ class HumanRunner(AsyncRunner):
         When the experiment is not a live experiment with ``judge: {type: human}``.
     """
 
-    #: People judge one comparison at a time: each gets its own answers (no rounds).
-    share_answers = False
-
     def __init__(self, store: Store, experiment_id: int, concurrency: int = 4) -> None:
-        super().__init__(store, experiment_id, concurrency)
-        judge = self.live.judge
+        self.runner = Runner(
+            store,
+            experiment_id,
+            concurrency=concurrency,
+            share_answers=False,  # people judge one comparison at a time: no rounds
+            on_settled=self._settled,
+        )
+        judge = getattr(self.runner.source, "judge", None)
         if not isinstance(judge, HumanJudge):
             raise StoreError(
                 f"experiment {experiment_id} is judged by a {type(judge).__name__}, not by "
@@ -46,38 +51,33 @@ class HumanRunner(AsyncRunner):
                 "configuration has judge: {type: human}"
             )
         self.judge: HumanJudge = judge
+        self.record = self.runner.record
+        self.experiment = self.runner.experiment
+        self.progress = self.runner.progress
         self.verdicts_by_judge: Counter[str] = Counter(
             name
             for name in (judge_name(c.raw) for c in store.iter_comparisons(experiment_id))
             if name is not None
         )
         self.outcome: RunOutcome | None = None
-        self._settled: dict[int, asyncio.Event] = {}
+        self._settled_events: dict[int, asyncio.Event] = {}
 
     def settled_event(self, verdict: object) -> asyncio.Event:
         """Set once the comparison of this verdict is committed and told."""
-        return self._settled.setdefault(id(verdict), asyncio.Event())
+        return self._settled_events.setdefault(id(verdict), asyncio.Event())
 
-    def _settle(self, comparison: LiveComparison) -> None:
-        super()._settle(comparison)
+    def _settled(self, finished: Finished) -> None:
+        if finished.stored:
+            return
+        comparison = finished.origin
         name = judge_name(comparison.raw())
         if name is not None:
             self.verdicts_by_judge[name] += 1
         self.settled_event(comparison.verdict).set()
-        self._settled.pop(id(comparison.verdict), None)
+        self._settled_events.pop(id(comparison.verdict), None)
 
     async def serve(self) -> RunOutcome:
-        """Run until the experiment is done; when cancelled (server stopping), mark it
+        """Run until the experiment is done; when cancelled (server stopping), it is left
         ``interrupted`` so that the next ``llmpo serve`` resumes it."""
-        try:
-            self.outcome = await self._run()
-            return self.outcome
-        except asyncio.CancelledError:
-            if not self.experiment.done:
-                self.store.set_status(
-                    self.record.id,
-                    "interrupted",
-                    event="interrupted",
-                    detail={"comparisons": self._sequence, "by": "server stopped"},
-                )
-            raise
+        self.outcome = await self.runner.serve()
+        return self.outcome

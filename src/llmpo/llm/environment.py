@@ -313,6 +313,14 @@ class LLMEnvironment:
     ----------
     config : ExperimentConfig
         A resolved configuration with ``environment.type: llm``.
+    cache : Store, optional
+        The store whose generation cache answers are looked up in and added to.
+    concurrency : int
+        Comparisons the runner keeps in flight (``client_processes: auto`` moves HTTP calls to
+        a worker process from :data:`PROCESS_CONCURRENCY` on).
+    seed : int, optional
+        Seed of the task draws and the judge's random choices (default: the configuration's;
+        an evaluation gives its own stream).
 
     Raises
     ------
@@ -321,11 +329,18 @@ class LLMEnvironment:
         variable; the message names the fix and never a key.
     """
 
-    def __init__(self, config: ExperimentConfig) -> None:
+    def __init__(
+        self,
+        config: ExperimentConfig,
+        *,
+        cache: Store | None = None,
+        concurrency: int = 1,
+        seed: int | None = None,
+    ) -> None:
         environment = config.environment
         assert isinstance(environment, LLMEnvironmentConfig)
         self.config = environment
-        self.seed = config.seed
+        self.seed = config.seed if seed is None else seed
         specs = [p for p in config.policies or [] if isinstance(p, PolicyConfig)]
         self.live_policies = tuple(LivePolicy.from_config(p) for p in specs)
         self.policies = tuple(p.name for p in self.live_policies)
@@ -361,12 +376,10 @@ class LLMEnvironment:
             key: TokenRateLimiter(tokens) for key in self._backend_configs if tokens is not None
         }
         self._jitter = np.random.default_rng()
-        self.cache: Store | None = None
+        self.cache = cache
         #: Task ids held out of the selection run (set by the runner's builder), or None.
         self.holdout_task_ids: tuple[str, ...] | None = None
-        #: Comparisons the runner keeps in flight (it sets this); ``client_processes: auto``
-        #: moves HTTP calls to a worker process from :data:`PROCESS_CONCURRENCY` on.
-        self.concurrency = 1
+        self.concurrency = concurrency
         #: Backend calls made by this process, and retries among them.
         self.calls = 0
         self.retries = 0

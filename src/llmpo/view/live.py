@@ -163,9 +163,7 @@ class Tracker:
         remaining = (
             None
             if self.experiment.done or self.catching_up
-            else remaining_range(
-                self.experiment, self.config.space == "structured", self.config.assume_condorcet
-            )
+            else remaining_range(self.experiment)
         )
         utilities = []
         if result.utilities is not None and result.utility_intervals is not None:
