@@ -49,6 +49,7 @@ from llmpo.llm.backends import (
     call_with_retries,
     read_api_key,
 )
+from llmpo.llm.batch import BatchBackend, BatchJournal, batch_backend
 from llmpo.llm.judges import Judge, Verdict, build_judge
 from llmpo.llm.tasks import Task, draw_task, load_tasks
 from llmpo.llm.worker import ProcessBackend
@@ -69,10 +70,10 @@ class LLMSetupError(ValueError):
     """A live-LLM configuration that cannot run (tasks, templates, judge, keys)."""
 
 
-def _backend_key(config: AnyBackendConfig) -> tuple[str, str | None, str | None]:
+def _backend_key(config: AnyBackendConfig) -> tuple[str, str | None, str | None, bool]:
     if isinstance(config, BackendConfig | AnthropicBackendConfig):
-        return (config.type, config.base_url, config.api_key_env)
-    return (config.type, config.model, None)
+        return (config.type, config.base_url, config.api_key_env, config.batch)
+    return (config.type, config.model, None, False)
 
 
 @dataclass(frozen=True)
@@ -361,7 +362,7 @@ class LLMEnvironment:
                     read_api_key(backend)
                 except BackendError as error:
                     raise LLMSetupError(str(error)) from None
-        self._backends: dict[tuple[str, str | None, str | None], Backend] = {}
+        self._backends: dict[tuple[str, str | None, str | None, bool], Backend] = {}
         rate = environment.requests_per_minute
         self._limiters = {
             key: RequestRateLimiter(rate) for key in self._backend_configs if rate is not None
@@ -372,6 +373,8 @@ class LLMEnvironment:
         }
         self._jitter = np.random.default_rng()
         self.cache: Store | None = None
+        #: Where batch jobs are recorded for a resume (set by the runner), or None.
+        self.batch_journal: BatchJournal | None = None
         #: Task ids held out of the selection run (set by the runner's builder), or None.
         self.holdout_task_ids: tuple[str, ...] | None = None
         #: Comparisons the runner keeps in flight (it sets this); ``client_processes: auto``
@@ -388,7 +391,11 @@ class LLMEnvironment:
     def _backend(self, config: AnyBackendConfig) -> Backend:
         key = _backend_key(config)
         if key not in self._backends:
-            if isinstance(config, BackendConfig):
+            if isinstance(config, BackendConfig | AnthropicBackendConfig) and config.batch:
+                self._backends[key] = batch_backend(
+                    config, self.retry.max_retries, self.batch_journal
+                )
+            elif isinstance(config, BackendConfig):
                 processes = self.client_processes()
                 self._backends[key] = (
                     ProcessBackend(config, processes) if processes else OpenAIBackend(config)
@@ -412,8 +419,13 @@ class LLMEnvironment:
         self.retries += 1
 
     async def _call(self, backend: AnyBackendConfig, request: GenerationRequest) -> Generation:
+        target = self._backend(backend)
+        if isinstance(target, BatchBackend):  # polls and retries on its own (llm/batch.py)
+            generation = await target.complete(request, self.retry.timeout_seconds)
+            self.calls += 1
+            return generation
         generation = await call_with_retries(
-            self._backend(backend),
+            target,
             request,
             self.retry,
             self._jitter,
@@ -435,9 +447,14 @@ class LLMEnvironment:
         price = self.config.prices.get(model)
         if price is None:
             return None
+        rates = (price.input, price.output)
+        if generation.batch:  # the batch price: as configured, else half the listed one
+            rates = (
+                price.input / 2 if price.batch_input is None else price.batch_input,
+                price.output / 2 if price.batch_output is None else price.batch_output,
+            )
         return (
-            (generation.input_tokens or 0) * price.input
-            + (generation.output_tokens or 0) * price.output
+            (generation.input_tokens or 0) * rates[0] + (generation.output_tokens or 0) * rates[1]
         ) / 1e6
 
     async def answer(self, policy: int, task: Task, replicate: int) -> tuple[Generation, bool]:

@@ -52,6 +52,7 @@ from collections.abc import Callable
 from typing import Any
 
 from llmpo.llm.backends import BackendError
+from llmpo.llm.batch import BatchJournal
 from llmpo.llm.environment import LiveComparison, LLMEnvironment, LLMSetupError, call_totals
 from llmpo.runner import Progress, RunFailedError, Runner, RunOutcome, judge_warning
 from llmpo.sharing import Round, ask_rounds, sharing_allowed, unshared_rounds
@@ -102,6 +103,7 @@ class AsyncRunner(Runner):
             raise StoreError(f"experiment {experiment_id} is not a live LLM experiment")
         self.live: LLMEnvironment = self.environment
         self.live.cache = store
+        self.live.batch_journal = BatchJournal(store, experiment_id)
         self.live.concurrency = self.concurrency = concurrency
         self._used_replicates: dict[tuple[int, str], set[int]] = {}
         self._lowest_free: dict[tuple[int, str], int] = {}  # every replicate below it is used

@@ -1,0 +1,279 @@
+"""Batch APIs (``backend: {batch: true}``): rounds as batch jobs over real HTTP, resume without
+paying twice, partly failed jobs, the batch price, Anthropic's Message Batches."""
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+
+import pytest
+
+from llmpo.llm.batch import fingerprint
+from llmpo.runner import RunFailedError
+from llmpo.store import Store
+from tests.llm.batch_server import FakeBatchServer
+from tests.llm.conftest import SECRET, SMALLEST_LIVE, run, write_tasks
+from tests.llm.server import answers_by_system_prompt
+
+#: The batch options of every backend here: fast polling for a local server.
+BATCH = "batch: true, batch_poll_seconds: 0.05, batch_max_poll_seconds: 0.2"
+
+#: Listed prices of m1 (USD per million tokens); the batch price is half.
+PRICES = "  prices: {m1: {input: 2.0, output: 8.0}}\n"
+
+LLM_JUDGE = (
+    "  judge:\n"
+    "    type: llm\n"
+    '    backend: {type: openai, base_url: "BASE_URL", model: m1, api_key_env: MY_KEY, '
+    + BATCH
+    + "}\n"
+)
+
+
+def respond(body):
+    """Arithmetic answers (right with a system prompt), and a judge that prefers the exact sum."""
+    prompt = str(body["messages"][0]["content"])
+    if "[Answer A]" in prompt:
+        first = prompt.split("[Answer A]\n")[1].split("\n")[0]
+        return "B" if first.startswith("about") else "A"
+    return answers_by_system_prompt(body)
+
+
+@pytest.fixture
+def batches():
+    server = FakeBatchServer(respond, latency=0.2).start()
+    yield server
+    server.stop()
+
+
+def write_config(folder, server, judge: str = "", backend: str = "openai", extra: str = ""):
+    text = SMALLEST_LIVE.replace(
+        "model: m1, api_key_env: MY_KEY}", f"model: m1, api_key_env: MY_KEY, {BATCH}}}"
+    )
+    url = server.base_url
+    if backend == "anthropic":
+        text = text.replace("type: openai", "type: anthropic")
+        url = server.root_url
+    text = text.replace("  type: llm\n", "  type: llm\n" + PRICES + extra)
+    # Seeded policies: every answer request differs, so a repeated body is a request paid twice.
+    for temperature in ("0.2", "1.0"):
+        text = text.replace(
+            f"temperature: {temperature}\n", f"temperature: {temperature}\n    seed: 11\n"
+        )
+    if judge:
+        text = text.replace("  judge: {type: reference, match: contains}\n", judge)
+    (folder / "live.yaml").write_text(text.replace("BASE_URL", url))
+    return folder / "live.yaml"
+
+
+@pytest.fixture
+def folder(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MY_KEY", SECRET)
+    write_tasks(tmp_path)
+    return tmp_path
+
+
+def events(folder, kind):
+    with Store(folder / "runs.db", readonly=True) as store:
+        return [d for _, k, d in store.events(store.experiment().id) if k == kind]
+
+
+def comparisons(folder):
+    with Store(folder / "runs.db", readonly=True) as store:
+        return store.comparisons(store.experiment().id)
+
+
+def test_a_batched_run_with_a_batched_judge_certifies_round_by_round_at_the_batch_price(
+    folder, batches
+):
+    config = write_config(folder, batches, LLM_JUDGE.replace("BASE_URL", batches.base_url))
+    outcome = run(config, concurrency=6)
+    assert outcome.status == "certified" and outcome.result.best_name == "careful"
+    # Every call the run paid went into a job once; jobs alternate generations and judge calls.
+    assert (
+        len(batches.submitted) == outcome.calls["generation_calls"] + outcome.calls["judge_calls"]
+    )
+    answers = [b for b in batches.submitted_bodies() if "[Answer A]" not in b]
+    assert len(set(answers)) == len(answers) == outcome.calls["generation_calls"]
+    kinds = [
+        {"judge" if "[Answer A]" in b["messages"][0]["content"] else "answer" for b in bodies}
+        for bodies in _job_bodies(batches)
+    ]
+    assert all(len(k) == 1 for k in kinds), "a job mixed answers and judge calls"
+    assert kinds[0] == {"answer"} and {"judge"} in kinds
+    # A round's generations (2 policies x at most 6 comparisons) go as one job, not one by one.
+    assert max(len(ids) for ids in batches.jobs.values()) > 2
+    recorded = events(folder, "batch_submitted")
+    assert sorted(d["batch_id"] for d in recorded) == sorted(batches.jobs)
+    # The cost is the batch price: half the listed one, on every paid call.
+    stored = comparisons(folder)
+    tokens_in = sum(c.input_tokens for c in stored)
+    tokens_out = sum(c.output_tokens for c in stored)
+    assert tokens_in > 0
+    assert sum(c.cost_usd for c in stored) == pytest.approx(
+        (tokens_in * 2.0 + tokens_out * 8.0) / 2 / 1e6
+    )
+
+
+def _job_bodies(server):
+    """The bodies of each job, in order of creation."""
+    bodies, start = [], 0
+    for ids in server.jobs.values():
+        bodies.append(server.submitted[start : start + len(ids)])
+        start += len(ids)
+    return bodies
+
+
+def test_configured_batch_prices_replace_the_half_price(folder, batches):
+    config = write_config(folder, batches)
+    text = config.read_text().replace(
+        "{input: 2.0, output: 8.0}",
+        "{input: 2.0, output: 8.0, batch_input: 0.5, batch_output: 1.0}",
+    )
+    config.write_text(text)
+    run(config, concurrency=4)
+    stored = comparisons(folder)
+    expected = sum(c.input_tokens * 0.5 + c.output_tokens * 1.0 for c in stored) / 1e6
+    assert sum(c.cost_usd for c in stored) == pytest.approx(expected)
+
+
+def test_the_report_shows_batch_pricing(folder, batches):
+    from llmpo.report import build_report, render_markdown
+
+    run(write_config(folder, batches), concurrency=4)
+    with Store(folder / "runs.db", readonly=True) as store:
+        report = build_report(store, store.experiment().id)
+    text = render_markdown(report)
+    jobs = len(batches.jobs)
+    assert f"at batch pricing ({len(batches.submitted):,} requests in {jobs:,} batch jobs)" in text
+
+
+def test_failed_requests_of_a_partly_failed_job_go_into_the_next_job_once(folder, batches):
+    batches.fail_first = 3  # the first three requests land in the first job's error file
+    outcome = run(write_config(folder, batches), concurrency=4)
+    assert outcome.status == "certified"
+    counts = Counter(batches.submitted_bodies())
+    first_job = batches.submitted_bodies()[: len(next(iter(batches.jobs.values())))]
+    assert [counts[b] for b in first_job[:3]] == [2, 2, 2]  # failed, then answered
+    assert all(n == 1 for body, n in counts.items() if body not in first_job[:3])
+
+
+def test_a_request_the_provider_refuses_fails_the_run_with_its_error(folder, batches):
+    batches.fail_first, batches.fail_status = 1, 400
+    with pytest.raises(RunFailedError, match=r"failed \(HTTP 400\).*Fix the request"):
+        run(write_config(folder, batches), concurrency=4)
+    with Store(folder / "runs.db", readonly=True) as store:
+        assert store.experiment().status == "failed"
+
+
+def test_a_job_past_batch_timeout_fails_the_run_and_the_resume_collects_it(folder, batches):
+    config = write_config(folder, batches)
+    config.write_text(config.read_text().replace(BATCH, BATCH + ", batch_timeout: 0.5"))
+    batches.hold = True
+    with pytest.raises(RunFailedError, match="batch_timeout"):
+        run(config, concurrency=4)
+    submitted = len(batches.submitted)
+    batches.hold = False
+    outcome = run(config, concurrency=4)
+    assert outcome.status == "certified"
+    first = set(batches.submitted_bodies()[:submitted])
+    assert all(body not in first for body in batches.submitted_bodies()[submitted:])
+
+
+def _start(folder) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "llmpo", "run", "live.yaml"],
+        cwd=folder,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _wait(condition, seconds: float = 60.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "timed out waiting"
+        time.sleep(0.05)
+
+
+def test_a_run_killed_mid_batch_resumes_without_resubmitting_anything(folder, batches):
+    config = write_config(folder, batches)
+    batches.hold = True  # the first job stays in progress: killed after submission
+    process = _start(folder)
+    try:
+        _wait(lambda: batches.polls >= 1)  # polled: submitted and recorded
+        process.kill()
+        process.wait(30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    killed = len(batches.submitted)
+    assert killed > 0 and batches.downloads == 0
+    (recorded,) = events(folder, "batch_submitted")
+    assert recorded["batch_id"] == next(iter(batches.jobs))
+    batches.hold = False
+    outcome = run(config, concurrency=4)
+    assert outcome.status == "certified"
+    # The killed job was polled and collected, not submitted again; nothing was paid twice.
+    counts = Counter(batches.submitted_bodies())
+    assert max(counts.values()) == 1
+    assert len(batches.submitted) > killed  # the run went on with new jobs
+    handed = {c for d in events(folder, "batch_collected") for c in d["custom_ids"]}
+    assert {c for c, _ in recorded["requests"]} <= handed
+
+
+def test_sigterm_stops_a_batched_run_within_the_grace_leaving_it_interrupted(folder, batches):
+    write_config(folder, batches, extra="  timeout_seconds: 1\n")
+    batches.hold = True
+    process = _start(folder)
+    try:
+        _wait(lambda: batches.polls >= 1)
+        started = time.monotonic()
+        process.send_signal(signal.SIGTERM)
+        process.wait(30)
+        assert time.monotonic() - started < 15
+    finally:
+        if process.poll() is None:
+            process.kill()
+    with Store(folder / "runs.db", readonly=True) as store:
+        assert store.experiment().status == "interrupted"
+    assert [d["batch_id"] for d in events(folder, "batch_submitted")] == list(batches.jobs)
+
+
+def test_anthropic_message_batches_certify_and_retry_errored_requests(folder, batches):
+    batches.fail_first = 2
+    outcome = run(write_config(folder, batches, backend="anthropic"), concurrency=4)
+    assert outcome.status == "certified"
+    assert all(job.startswith("msgbatch_") for job in batches.jobs)
+    # The two errored requests went into a later job once more; every other call only once.
+    paid = outcome.calls["generation_calls"] + outcome.calls["judge_calls"]
+    assert len(batches.submitted) == paid + 2
+    later = batches.submitted_bodies()[len(next(iter(batches.jobs.values()))) :]
+    assert all(body in later for body in batches.submitted_bodies()[:2])
+    stored = comparisons(folder)
+    assert sum(c.cost_usd for c in stored) == pytest.approx(
+        sum(c.input_tokens * 2.0 + c.output_tokens * 8.0 for c in stored) / 2 / 1e6
+    )
+
+
+def test_the_key_never_reaches_the_store_or_a_job(folder, batches):
+    run(write_config(folder, batches), concurrency=4)
+    assert SECRET.encode() not in (folder / "runs.db").read_bytes()
+    assert all(SECRET not in json.dumps(body) for body in batches.submitted)
+
+
+def test_fingerprints_tell_requests_apart():
+    from llmpo.llm.backends import GenerationRequest
+
+    one = GenerationRequest((("user", "hi"),), "m1", seed=1)
+    assert fingerprint("x", one) == fingerprint(
+        "x", GenerationRequest((("user", "hi"),), "m1", seed=1)
+    )
+    assert fingerprint("x", one) != fingerprint(
+        "x", GenerationRequest((("user", "hi"),), "m1", seed=2)
+    )
+    assert fingerprint("x", one) != fingerprint("y", one)
