@@ -41,7 +41,6 @@ import io
 import json
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -88,7 +87,8 @@ class RequestFailure:
 
 def fingerprint(label: str, request: GenerationRequest) -> str:
     """Hash of the endpoint and everything in a request, to find it in a recorded job."""
-    identity = [label, request.messages, request.model, request.temperature, request.top_p]
+    identity: list[Any] = [label, request.messages, request.model, request.temperature]
+    identity += [request.top_p]
     identity += [request.max_tokens, request.seed, request.stop]
     return hashlib.sha256(json.dumps(identity).encode()).hexdigest()[:32]
 
@@ -258,10 +258,13 @@ class AnthropicBatches(BatchProvider):
                 except TransientBackendError as error:
                     found[line["custom_id"]] = RequestFailure(None, str(error))
             elif kind == "errored":
-                error = (result.get("error") or {}).get("error") or {}
-                # Anthropic's error types, as HTTP statuses: only these are worth another job.
-                retry = error.get("type") in ("api_error", "overloaded_error", "rate_limit_error")
-                found[line["custom_id"]] = RequestFailure(None if retry else 400, str(error))
+                failure = (result.get("error") or {}).get("error") or {}
+                # Only these error types are worth another job (the others are the request's).
+                retry = failure.get("type") in ("api_error", "overloaded_error", "rate_limit_error")
+                found[line["custom_id"]] = RequestFailure(
+                    None if retry else 400,
+                    f"{failure.get('type', 'error')}: {failure.get('message', '')}",
+                )
             else:  # canceled, expired: never processed
                 found[line["custom_id"]] = RequestFailure(None, f"request {kind}")
         return found
@@ -547,8 +550,9 @@ def batch_backend(
     config: BackendConfig | AnthropicBackendConfig,
     max_retries: int,
     journal: BatchJournal | None = None,
-    provider: Callable[[Any], BatchProvider] | None = None,
 ) -> BatchBackend:
     """The :class:`BatchBackend` of a configured backend with ``batch: true``."""
-    make = provider or (OpenAIBatches if isinstance(config, BackendConfig) else AnthropicBatches)
-    return BatchBackend(make(config), BatchSettings.of(config, max_retries), journal)
+    provider: BatchProvider = (
+        OpenAIBatches(config) if isinstance(config, BackendConfig) else AnthropicBatches(config)
+    )
+    return BatchBackend(provider, BatchSettings.of(config, max_retries), journal)
