@@ -226,6 +226,7 @@ def test_a_run_killed_mid_batch_resumes_without_resubmitting_anything(folder, ba
     assert {c for c, _ in recorded["requests"]} <= handed
 
 
+@pytest.mark.slow  # a subprocess and its grace: ~9 s
 def test_sigterm_stops_a_batched_run_within_the_grace_leaving_it_interrupted(folder, batches):
     write_config(folder, batches, extra="  timeout_seconds: 1\n")
     batches.hold = True
