@@ -477,6 +477,8 @@ class BatchBackend(Backend):
             results = await self.provider.results(job_id)
         except Exception as error:  # every waiting call gets the failure
             self._fail(waiting.values(), self._error(f"polling batch {job_id}", error))
+            if keep:  # a later call on this recorded job starts collecting it again
+                self._adopted.pop(job_id, None)
             return
         if keep:
             self._collected[job_id] = results
