@@ -273,3 +273,136 @@ def test_fingerprints_tell_requests_apart():
         "x", GenerationRequest((("user", "hi"),), "m1", seed=2)
     )
     assert fingerprint("x", one) != fingerprint("y", one)
+
+
+class MemoryProvider:
+    """A batch provider in memory: a job ends once its id is in ``done``; each request is
+    answered "re: " + its last message."""
+
+    label = "memory"
+
+    def __init__(self):
+        self.jobs = {}
+        self.done = set()
+
+    async def submit(self, requests):
+        job_id = f"job{len(self.jobs) + 1}"
+        self.jobs[job_id] = list(requests)
+        return job_id
+
+    async def ended(self, job_id):
+        return job_id in self.done
+
+    async def results(self, job_id):
+        from llmpo.llm.backends import Generation
+
+        return {c: Generation(f"re: {r.messages[-1][1]}", 3, 2, 0.0) for c, r in self.jobs[job_id]}
+
+    async def aclose(self):
+        pass
+
+    def scrub(self, text):
+        return text
+
+
+class MemoryStore:
+    def __init__(self):
+        self.rows = []
+
+    def add_event(self, experiment_id, kind, detail):
+        self.rows.append(("t", kind, json.loads(json.dumps(detail))))
+
+    def events(self, experiment_id):
+        return list(self.rows)
+
+
+def _backend(provider, store, max_retries=2):
+    from llmpo.llm.batch import BatchBackend, BatchJournal, BatchSettings
+
+    settings = BatchSettings(0.01, 0.02, 5.0, max_retries)
+    return BatchBackend(provider, settings, BatchJournal(store, 1))
+
+
+def _request(text):
+    from llmpo.llm.backends import GenerationRequest
+
+    return GenerationRequest((("user", text),), "m1", seed=len(text))
+
+
+async def _ending_jobs(provider, coroutine):
+    """Await ``coroutine`` while every job of ``provider`` ends as soon as it is submitted."""
+    import asyncio
+
+    async def end_all():
+        while True:
+            provider.done.update(provider.jobs)
+            await asyncio.sleep(0.01)
+
+    helper = asyncio.create_task(end_all())
+    try:
+        return await coroutine
+    finally:
+        helper.cancel()
+
+
+def test_calls_made_together_go_as_one_job_and_a_resume_adopts_its_requests_late():
+    import asyncio
+
+    from llmpo.llm.batch import BatchJournal
+
+    store, provider = MemoryStore(), MemoryProvider()
+
+    async def killed_session():
+        backend = _backend(provider, store)
+        calls = [asyncio.create_task(backend.complete(_request(t), 1.0)) for t in "abc"]
+        await asyncio.sleep(0.5)  # submitted and polled, never ended: the session stops
+        assert list(provider.jobs) == ["job1"] and len(provider.jobs["job1"]) == 3
+        for call in calls:
+            call.cancel()
+        await backend.aclose()
+
+    async def resumed_session():
+        backend = _backend(provider, store)
+        early = await backend.complete(_request("a"), 1.0)
+        late = await backend.complete(_request("c"), 1.0)  # after job1 was collected
+        fresh = await backend.complete(_request("d"), 1.0)  # not in job1: a new job
+        await backend.aclose()
+        return early, late, fresh
+
+    asyncio.run(killed_session())
+    early, late, fresh = asyncio.run(_ending_jobs(provider, resumed_session()))
+    assert (early.text, late.text, fresh.text) == ("re: a", "re: c", "re: d")
+    assert early.batch and late.batch and fresh.batch
+    # a and c came from job1, never submitted again; only d went into a new job.
+    assert [[r.messages[-1][1] for _, r in job] for job in provider.jobs.values()] == [
+        ["a", "b", "c"],
+        ["d"],
+    ]
+    handed = [d["custom_ids"] for _, kind, d in store.rows if kind == "batch_collected"]
+    assert [len(h) for h in handed] == [1, 1, 1]
+    (still_open,) = BatchJournal(store, 1).open_jobs("memory").values()
+    assert len(still_open) == 1  # b: never asked again, left for a later resume
+
+
+def test_a_request_that_keeps_failing_gives_up_after_max_retries():
+    import asyncio
+
+    from llmpo.errors import BackendError
+    from llmpo.llm.batch import RequestFailure
+
+    class AlwaysFailing(MemoryProvider):
+        async def results(self, job_id):
+            return {c: RequestFailure(503, "unavailable") for c, _ in self.jobs[job_id]}
+
+    provider = AlwaysFailing()
+    backend = _backend(provider, MemoryStore(), max_retries=2)
+
+    async def session():
+        try:
+            with pytest.raises(BackendError, match=r"HTTP 503.*gave up after 3 batches"):
+                await backend.complete(_request("x"), 1.0)
+        finally:
+            await backend.aclose()
+
+    asyncio.run(_ending_jobs(provider, session()))
+    assert len(provider.jobs) == 3  # the first job and two retries
