@@ -374,9 +374,6 @@ class BatchBackend(Backend):
         self._adopted: dict[str, dict[str, _Call]] = {}
         self._collected: dict[str, dict[str, Generation | RequestFailure]] = {}
         self._count = 0
-        #: Jobs submitted and requests in them, by this backend (for tests and progress).
-        self.jobs_submitted = 0
-        self.requests_submitted = 0
 
     async def complete(self, request: GenerationRequest, timeout: float) -> Generation:
         """Wait for the request's answer from a batch job (``timeout`` is not used: jobs have
@@ -449,8 +446,6 @@ class BatchBackend(Backend):
         except Exception as error:  # every waiting call gets the failure
             self._fail(waiting.values(), self._error("submitting a batch", error))
             return
-        self.jobs_submitted += 1
-        self.requests_submitted += len(waiting)
         if self.journal is not None:  # recorded before it is polled: a resume finds it
             self.journal.submitted(
                 self.label, job_id, [(c, call.fingerprint) for c, call in waiting.items()]
