@@ -7,7 +7,8 @@ Anthropic's: ``POST /v1/messages/batches``, ``GET /v1/messages/batches/{id}``,
 (chat-completions shape; for Anthropic the system prompt is put back as a first message).
 
 A job ends ``latency`` seconds after it is created, unless ``hold`` is set (then it stays in
-progress until ``hold`` is cleared). The first ``fail_first`` requests ever submitted fail (HTTP
+progress until ``hold`` is cleared); with ``reject`` set, every OpenAI job fails validation with
+that message. The first ``fail_first`` requests ever submitted fail (HTTP
 ``fail_status``: in the error file for OpenAI, ``errored`` for Anthropic). Counters the tests
 check: ``jobs`` (id → custom_ids), ``submitted`` (every request body received, in order),
 ``polls`` and ``downloads``.
@@ -34,6 +35,7 @@ class FakeBatchServer:
         self.hold = False
         self.fail_first = 0
         self.fail_status = 500
+        self.reject = ""  # a message: every OpenAI job fails validation with it
         self.files: dict[str, bytes] = {}
         self.jobs: dict[str, list[str]] = {}
         self.submitted: list[dict[str, Any]] = []
@@ -119,10 +121,16 @@ class FakeBatchServer:
             "endpoint": "/v1/chat/completions",
             "input_file_id": input_file_id,
             "completion_window": "24h",
-            "status": "completed" if ended else "in_progress",
+            "status": "failed" if self.reject else "completed" if ended else "in_progress",
             "created_at": 0,
             "request_counts": {"total": len(self.jobs[job_id]), "completed": 0, "failed": 0},
         }
+        if self.reject:
+            job["errors"] = {
+                "object": "list",
+                "data": [{"code": "invalid_request", "message": self.reject, "line": 1}],
+            }
+            return job
         if ended:
             output, errors = [], []
             for line in self._requests[job_id]:

@@ -170,6 +170,12 @@ def test_a_request_the_provider_refuses_fails_the_run_with_its_error(folder, bat
         assert store.experiment().status == "failed"
 
 
+def test_a_job_the_provider_rejects_fails_the_run_with_its_reasons(folder, batches):
+    batches.reject = "model m1 does not support batches"
+    with pytest.raises(RunFailedError, match=r"batch batch_1 failed: model m1 does not support"):
+        run(write_config(folder, batches), concurrency=4)
+
+
 def test_a_job_past_batch_timeout_fails_the_run_and_the_resume_collects_it(folder, batches):
     config = write_config(folder, batches)
     config.write_text(config.read_text().replace(BATCH, BATCH + ", batch_timeout: 0.5"))
