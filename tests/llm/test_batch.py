@@ -285,7 +285,7 @@ class MemoryProvider:
     """A batch provider in memory: a job ends once its id is in ``done``; each request is
     answered "re: " + its last message."""
 
-    label = "memory"
+    label = name = "memory"
 
     def __init__(self):
         self.jobs = {}

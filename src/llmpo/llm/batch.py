@@ -17,16 +17,16 @@ requests, polled until ``processing_status`` is ``ended``, then its results), th
 official SDK clients.
 
 Paying once. Every submitted job is recorded in the store before it is polled, as a
-``batch_submitted`` event (provider, job id, and per request its ``custom_id`` and the
-fingerprint of its body); the requests whose results were handed out are recorded as a
-``batch_collected`` event (:class:`BatchJournal`). A resumed run loads the jobs with requests not
-yet handed out: a call whose body has the fingerprint of such a request waits for that job
-(polled and collected, never submitted again) instead of going into a new one. Finished
-requests are never submitted again: their answers are in the generation cache (the runner caches
-each answer as it arrives), or their comparisons are stored. A request that failed in a job
-(in the error file, or errored) is retried in the next job, up to ``environment.max_retries``
-times when the failure is transient (HTTP 429, 5xx, expired, cancelled, or missing); a 4xx
-reply fails the run at once, naming the request's error.
+``batch_submitted`` event (provider, endpoint and key variable, job id, and per request its
+``custom_id`` and the fingerprint of its body); the requests whose results were handed out are
+recorded as a ``batch_collected`` event (:class:`BatchJournal`). A resumed run loads the jobs with
+requests not yet handed out: a call whose body has the fingerprint of such a request waits for that
+job (polled and collected, never submitted again) instead of going into a new one. Finished requests
+are never submitted again: their answers are in the generation cache (the runner caches each answer
+as it arrives), or their comparisons are stored. A request that failed in a job (in the error file,
+or errored) is retried in the next job, up to ``environment.max_retries`` times when the failure is
+transient (HTTP 429, 5xx, expired, cancelled, or missing); a 4xx reply fails the run at once, naming
+the request's error.
 
 Stopping. Nothing waits on a job but the calls of the rounds in flight: on SIGINT or SIGTERM the
 runner cancels them after its grace period and the run is left ``interrupted``, with the job's
@@ -85,9 +85,9 @@ class RequestFailure:
         return self.status is None or self.status == 429 or self.status >= 500
 
 
-def fingerprint(label: str, request: GenerationRequest) -> str:
+def fingerprint(endpoint: str, request: GenerationRequest) -> str:
     """Hash of the endpoint and everything in a request, to find it in a recorded job."""
-    identity: list[Any] = [label, request.messages, request.model, request.temperature]
+    identity: list[Any] = [endpoint, request.messages, request.model, request.temperature]
     identity += [request.top_p]
     identity += [request.max_tokens, request.seed, request.stop]
     return hashlib.sha256(json.dumps(identity).encode()).hexdigest()[:32]
@@ -96,8 +96,11 @@ def fingerprint(label: str, request: GenerationRequest) -> str:
 class BatchProvider(ABC):
     """One provider's batch API: submit a job, poll it, fetch its results."""
 
-    #: Names the endpoint in messages and in the store (never a secret).
+    #: Names the endpoint in messages (never a secret).
     label: str
+    #: Names the endpoint and the key's variable in the store: a job is collected with the key
+    #: that submitted it.
+    name: str
 
     @abstractmethod
     async def submit(self, requests: list[tuple[str, GenerationRequest]]) -> str:
@@ -141,6 +144,7 @@ class OpenAIBatches(BatchProvider):
 
     def __init__(self, config: BackendConfig) -> None:
         self.label = config.base_url or "OpenAI"
+        self.name = f"openai {self.label} {config.api_key_env}"
         self._secret = read_api_key(config)
         self.client = openai.AsyncOpenAI(
             api_key=self._secret, base_url=config.base_url, max_retries=SDK_RETRIES
@@ -219,6 +223,7 @@ class AnthropicBatches(BatchProvider):
                 "'llmpo[anthropic]'"
             ) from None
         self.label = config.base_url or "Anthropic"
+        self.name = f"anthropic {self.label} {config.api_key_env}"
         self._secret = read_api_key(config)
         self._default_max_tokens = config.default_max_tokens
         self.client = anthropic.AsyncAnthropic(
@@ -386,7 +391,7 @@ class BatchBackend(Backend):
         """
         call = _Call(
             request,
-            fingerprint(self.label, request),
+            fingerprint(self.provider.name, request),
             asyncio.get_running_loop().create_future(),
         )
         if not self._adopt(call):
@@ -400,7 +405,7 @@ class BatchBackend(Backend):
         if self._recorded is None:
             self._recorded = {}
             for job_id, requests in (
-                self.journal.open_jobs(self.label) if self.journal is not None else {}
+                self.journal.open_jobs(self.provider.name) if self.journal is not None else {}
             ).items():
                 for custom_id, print_ in requests:
                     self._recorded.setdefault(print_, []).append((job_id, custom_id))
@@ -448,7 +453,7 @@ class BatchBackend(Backend):
             return
         if self.journal is not None:  # recorded before it is polled: a resume finds it
             self.journal.submitted(
-                self.label, job_id, [(c, call.fingerprint) for c, call in waiting.items()]
+                self.provider.name, job_id, [(c, call.fingerprint) for c, call in waiting.items()]
             )
         self._start(self._collect(job_id, waiting))
 
