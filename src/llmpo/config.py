@@ -115,11 +115,27 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class BackendConfig(_Strict):
+class _BatchOptions(_Strict):
+    """Sending calls through the provider's batch API (docs/batch.md).
+
+    With ``batch: true`` the calls made together (a round of generations, then its judge calls)
+    go as one batch job, billed at the batch price; its status is polled every
+    ``batch_poll_seconds``, doubling up to ``batch_max_poll_seconds``, and a job not finished
+    within ``batch_timeout`` seconds fails the run (a resumed run polls it again).
+    """
+
+    batch: bool = False
+    batch_poll_seconds: float = Field(default=5.0, gt=0.0, le=3600.0)
+    batch_max_poll_seconds: float = Field(default=120.0, gt=0.0, le=3600.0)
+    batch_timeout: float = Field(default=86400.0, gt=0.0, le=7 * 86400.0)
+
+
+class BackendConfig(_BatchOptions):
     """An OpenAI-compatible chat-completions endpoint (OpenAI, vLLM, Ollama, llama.cpp, …).
 
     ``api_key_env`` names the environment variable that holds the key; the key itself is read at
     run time and never stored. Without it a placeholder key is sent (local servers ignore it).
+    ``batch: true`` sends calls through the Batch API (files and batches endpoints).
     """
 
     type: Literal["openai"]
@@ -143,12 +159,13 @@ class BackendConfig(_Strict):
         return value
 
 
-class AnthropicBackendConfig(_Strict):
+class AnthropicBackendConfig(_BatchOptions):
     """Anthropic's Messages API through the ``anthropic`` SDK (extra ``llmpo[anthropic]``).
 
     ``api_key_env`` (default ``ANTHROPIC_API_KEY``) names the environment variable with the key;
     ``base_url`` points at another server that speaks the Messages API. The API needs a length
-    cap: a policy without ``max_tokens`` is sent ``default_max_tokens``.
+    cap: a policy without ``max_tokens`` is sent ``default_max_tokens``. ``batch: true`` sends
+    calls through the Message Batches API.
     """
 
     type: Literal["anthropic"]
@@ -335,10 +352,16 @@ else:
 
 
 class PriceConfig(_Strict):
-    """Price of a model in USD per million tokens."""
+    """Price of a model in USD per million tokens.
+
+    ``batch_input`` and ``batch_output`` are the prices of calls sent through a batch API
+    (``batch: true``); by default half the listed ones, as OpenAI and Anthropic charge.
+    """
 
     input: float = Field(ge=0.0)
     output: float = Field(ge=0.0)
+    batch_input: float | None = Field(default=None, ge=0.0)
+    batch_output: float | None = Field(default=None, ge=0.0)
 
 
 class LLMEnvironmentConfig(_Strict):

@@ -499,7 +499,11 @@ def _costs(
     finished = [c.finished_at for c in comparisons if c.finished_at is not None]
     costs = [c.cost_usd for c in comparisons if c.cost_usd is not None]
     costs += [d["cost_usd"] for d in invalid if d.get("cost_usd") is not None]
+    # Requests sent through a provider's batch API (llm/batch.py), billed at the batch price.
+    batched = [d for _, kind, d in events or [] if kind == "batch_submitted" and d is not None]
     return {
+        "batch_requests": sum(len(d.get("requests", ())) for d in batched),
+        "batch_jobs": len(batched),
         "per_policy": list(rows.values()),
         "comparisons": len(comparisons),
         "invalid_verdicts": len(invalid),
@@ -726,6 +730,13 @@ def _spent(costs: dict[str, Any], detail: bool = True) -> str:
         )
     if costs.get("cost_usd") is not None:
         parts.append(_usd(costs["cost_usd"]))
+        if costs.get("batch_requests"):
+            parts[-1] += (
+                f" at batch pricing ({costs['batch_requests']:,} requests in "
+                f"{costs['batch_jobs']:,} batch jobs)"
+                if detail
+                else " at batch pricing"
+            )
     if costs.get("wall_seconds") is not None:
         parts.append(_duration(costs["wall_seconds"]))
     return ", ".join(parts)

@@ -170,6 +170,8 @@ class Generation:
     input_tokens: int | None
     output_tokens: int | None
     seconds: float
+    #: Made through a provider's batch API (billed at the batch price).
+    batch: bool = False
 
 
 class Backend(ABC):
@@ -229,6 +231,96 @@ def _retry_after(headers: object) -> float | None:
 def _count(value: object) -> int | None:
     """A token count from a reply, or None when absent or not a count."""
     return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def openai_body(request: GenerationRequest) -> dict[str, object]:
+    """The JSON body of a chat-completions call (decoding parameters left out when None)."""
+    body: dict[str, object] = {
+        "model": request.model,
+        "messages": [{"role": role, "content": content} for role, content in request.messages],
+    }
+    for name, value in (
+        ("temperature", request.temperature),
+        ("top_p", request.top_p),
+        ("max_tokens", request.max_tokens),
+        ("seed", request.seed),
+        ("stop", list(request.stop) if request.stop else None),
+    ):
+        if value is not None:
+            body[name] = value
+    return body
+
+
+def openai_generation(payload: object, label: str, seconds: float) -> Generation:
+    """The answer in a chat-completions reply.
+
+    Raises
+    ------
+    TransientBackendError
+        When the reply has no choice or no message content.
+    """
+    choices = payload.get("choices") if isinstance(payload, dict) else None
+    if not isinstance(payload, dict) or not isinstance(choices, list) or not choices:
+        raise TransientBackendError(f"{label}: response with no choices")
+    message = choices[0].get("message") if isinstance(choices[0], dict) else None
+    content = message.get("content") if isinstance(message, dict) else None
+    if not isinstance(content, str):
+        raise TransientBackendError(f"{label}: response without message content")
+    usage = payload.get("usage")
+    usage = usage if isinstance(usage, dict) else {}
+    return Generation(
+        content, _count(usage.get("prompt_tokens")), _count(usage.get("completion_tokens")), seconds
+    )
+
+
+def anthropic_body(request: GenerationRequest, default_max_tokens: int) -> dict[str, object]:
+    """The JSON body of a Messages API call: system messages as ``system``, ``stop`` as
+    ``stop_sequences``, ``default_max_tokens`` when the request has no cap; no ``seed``."""
+    system = "\n\n".join(c for role, c in request.messages if role == "system")
+    body: dict[str, object] = {
+        "model": request.model,
+        "max_tokens": request.max_tokens or default_max_tokens,
+        "messages": [
+            {"role": role, "content": content}
+            for role, content in request.messages
+            if role != "system"
+        ],
+    }
+    for name, value in (
+        ("system", system or None),
+        ("temperature", request.temperature),
+        ("top_p", request.top_p),
+        ("stop_sequences", list(request.stop) if request.stop else None),
+    ):
+        if value is not None:
+            body[name] = value
+    return body
+
+
+def anthropic_generation(payload: object, label: str, seconds: float) -> Generation:
+    """The answer in a Messages API reply (its text blocks joined).
+
+    Raises
+    ------
+    TransientBackendError
+        When the reply has no text block.
+    """
+    blocks = payload.get("content") if isinstance(payload, dict) else None
+    texts = [
+        b["text"]
+        for b in blocks or []
+        if isinstance(b, dict) and b.get("type") == "text" and isinstance(b.get("text"), str)
+    ]
+    if not isinstance(payload, dict) or not texts:
+        raise TransientBackendError(f"{label}: response without text content")
+    usage = payload.get("usage")
+    usage = usage if isinstance(usage, dict) else {}
+    return Generation(
+        "".join(texts),
+        _count(usage.get("input_tokens")),
+        _count(usage.get("output_tokens")),
+        seconds,
+    )
 
 
 def read_api_key(config: BackendConfig | AnthropicBackendConfig | Any) -> str:
@@ -312,19 +404,7 @@ class OpenAIBackend(Backend):
         return scrub(text, self._secret)
 
     async def complete(self, request: GenerationRequest, timeout: float) -> Generation:
-        body: dict[str, object] = {
-            "model": request.model,
-            "messages": [{"role": role, "content": content} for role, content in request.messages],
-        }
-        for name, value in (
-            ("temperature", request.temperature),
-            ("top_p", request.top_p),
-            ("max_tokens", request.max_tokens),
-            ("seed", request.seed),
-            ("stop", list(request.stop) if request.stop else None),
-        ):
-            if value is not None:
-                body[name] = value
+        body = openai_body(request)
         client = self.clients[self._next_client]
         self._next_client = (self._next_client + 1) % len(self.clients)
         started = time.monotonic()
@@ -358,21 +438,7 @@ class OpenAIBackend(Backend):
             raise TransientBackendError(
                 clip(f"{self.label}: malformed response ({error})", ERROR_TEXT_LIMIT, self._secret)
             ) from None
-        choices = payload.get("choices") if isinstance(payload, dict) else None
-        if not isinstance(choices, list) or not choices:
-            raise TransientBackendError(f"{self.label}: response with no choices")
-        message = choices[0].get("message") if isinstance(choices[0], dict) else None
-        content = message.get("content") if isinstance(message, dict) else None
-        if not isinstance(content, str):
-            raise TransientBackendError(f"{self.label}: response without message content")
-        usage = payload.get("usage")
-        usage = usage if isinstance(usage, dict) else {}
-        return Generation(
-            content,
-            _count(usage.get("prompt_tokens")),
-            _count(usage.get("completion_tokens")),
-            time.monotonic() - started,
-        )
+        return openai_generation(payload, self.label, time.monotonic() - started)
 
     async def aclose(self) -> None:
         for client in self.clients:
@@ -479,24 +545,7 @@ class AnthropicBackend(Backend):
         return text.replace(self._secret, "***")
 
     async def complete(self, request: GenerationRequest, timeout: float) -> Generation:
-        system = "\n\n".join(c for role, c in request.messages if role == "system")
-        body: dict[str, object] = {
-            "model": request.model,
-            "max_tokens": request.max_tokens or self._default_max_tokens,
-            "messages": [
-                {"role": role, "content": content}
-                for role, content in request.messages
-                if role != "system"
-            ],
-        }
-        for name, value in (
-            ("system", system or None),
-            ("temperature", request.temperature),
-            ("top_p", request.top_p),
-            ("stop_sequences", list(request.stop) if request.stop else None),
-        ):
-            if value is not None:
-                body[name] = value
+        body = anthropic_body(request, self._default_max_tokens)
         sdk = self._sdk
         started = time.monotonic()
         try:
@@ -521,22 +570,7 @@ class AnthropicBackend(Backend):
             raise TransientBackendError(
                 self.scrub(f"{self.label}: malformed response ({str(error)[:200]})")
             ) from None
-        blocks = payload.get("content") if isinstance(payload, dict) else None
-        texts = [
-            b["text"]
-            for b in blocks or []
-            if isinstance(b, dict) and b.get("type") == "text" and isinstance(b.get("text"), str)
-        ]
-        if not texts:
-            raise TransientBackendError(f"{self.label}: response without text content")
-        usage = payload.get("usage")
-        usage = usage if isinstance(usage, dict) else {}
-        return Generation(
-            "".join(texts),
-            _count(usage.get("input_tokens")),
-            _count(usage.get("output_tokens")),
-            time.monotonic() - started,
-        )
+        return anthropic_generation(payload, self.label, time.monotonic() - started)
 
     async def aclose(self) -> None:
         await self.client.close()

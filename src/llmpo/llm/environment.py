@@ -46,6 +46,7 @@ from llmpo.llm.backends import (
     call_with_retries,
     read_api_key,
 )
+from llmpo.llm.batch import BatchBackend, BatchJournal, batch_backend
 from llmpo.llm.judges import Judge, Verdict, build_judge
 from llmpo.llm.tasks import Task, draw_task, load_tasks
 from llmpo.llm.worker import ProcessBackend
@@ -68,13 +69,15 @@ class LLMSetupError(ConfigError):
     """A live-LLM configuration that cannot run (tasks, templates, judge, keys)."""
 
 
-def _backend_key(config: AnyBackendConfig) -> tuple[str, str | None, str | None]:
-    """Which endpoint a backend configuration calls: (type, base_url, api_key_env) for one that
-    has a ``base_url`` field, else (type, model) — any registered backend, plug-ins included."""
+def _backend_key(config: AnyBackendConfig) -> tuple[str, str | None, str | None, bool]:
+    """Which endpoint a backend configuration calls, and whether in batches: (type, base_url,
+    api_key_env, batch) for one that has a ``base_url`` field, else (type, model, None, False) —
+    any registered backend, plug-ins included."""
     if "base_url" in type(config).model_fields:
         endpoint: str | None = getattr(config, "base_url", None)
-        return (config.type, endpoint, getattr(config, "api_key_env", None))
-    return (config.type, config.model, None)
+        batch = bool(getattr(config, "batch", False))
+        return (config.type, endpoint, getattr(config, "api_key_env", None), batch)
+    return (config.type, config.model, None, False)
 
 
 @dataclass(frozen=True)
@@ -321,6 +324,9 @@ class LLMEnvironment:
     seed : int, optional
         Seed of the task draws and the judge's random choices (default: the configuration's;
         an evaluation gives its own stream).
+    batch_journal : BatchJournal, optional
+        Where a ``batch: true`` backend records its jobs, so that a resumed run collects them
+        instead of paying again (docs/batch.md).
 
     Raises
     ------
@@ -336,6 +342,7 @@ class LLMEnvironment:
         cache: Store | None = None,
         concurrency: int = 1,
         seed: int | None = None,
+        batch_journal: BatchJournal | None = None,
     ) -> None:
         environment = config.environment
         assert isinstance(environment, LLMEnvironmentConfig)
@@ -366,7 +373,7 @@ class LLMEnvironment:
                     read_api_key(backend)
                 except BackendError as error:
                     raise LLMSetupError(str(error)) from None
-        self._backends: dict[tuple[str, str | None, str | None], Backend] = {}
+        self._backends: dict[tuple[str, str | None, str | None, bool], Backend] = {}
         rate = environment.requests_per_minute
         self._limiters = {
             key: RequestRateLimiter(rate) for key in self._backend_configs if rate is not None
@@ -377,6 +384,8 @@ class LLMEnvironment:
         }
         self._jitter = np.random.default_rng()
         self.cache = cache
+        #: Where batch jobs are recorded for a resume (given by the runner), or None.
+        self.batch_journal = batch_journal
         #: Task ids held out of the selection run (set by the runner's builder), or None.
         self.holdout_task_ids: tuple[str, ...] | None = None
         self.concurrency = concurrency
@@ -391,12 +400,17 @@ class LLMEnvironment:
     def _backend(self, config: AnyBackendConfig) -> Backend:
         key = _backend_key(config)
         if key not in self._backends:
-            # Its registration builds it, importing its module now (torch only for local).
-            plugin = BACKENDS.get(config.type)
-            processes = self.client_processes() if plugin.worker_processes else 0
-            self._backends[key] = (
-                ProcessBackend(config, processes) if processes else plugin.create(config)
-            )
+            if getattr(config, "batch", False):
+                self._backends[key] = batch_backend(
+                    config, self.retry.max_retries, self.batch_journal
+                )
+            else:
+                # Its registration builds it, importing its module now (torch only for local).
+                plugin = BACKENDS.get(config.type)
+                processes = self.client_processes() if plugin.worker_processes else 0
+                self._backends[key] = (
+                    ProcessBackend(config, processes) if processes else plugin.create(config)
+                )
         return self._backends[key]
 
     def client_processes(self) -> int:
@@ -410,8 +424,13 @@ class LLMEnvironment:
         self.retries += 1
 
     async def _call(self, backend: AnyBackendConfig, request: GenerationRequest) -> Generation:
+        target = self._backend(backend)
+        if isinstance(target, BatchBackend):  # polls and retries on its own (llm/batch.py)
+            generation = await target.complete(request, self.retry.timeout_seconds)
+            self.calls += 1
+            return generation
         generation = await call_with_retries(
-            self._backend(backend),
+            target,
             request,
             self.retry,
             self._jitter,
@@ -433,9 +452,14 @@ class LLMEnvironment:
         price = self.config.prices.get(model)
         if price is None:
             return None
+        rates = (price.input, price.output)
+        if generation.batch:  # the batch price: as configured, else half the listed one
+            rates = (
+                price.input / 2 if price.batch_input is None else price.batch_input,
+                price.output / 2 if price.batch_output is None else price.batch_output,
+            )
         return (
-            (generation.input_tokens or 0) * price.input
-            + (generation.output_tokens or 0) * price.output
+            (generation.input_tokens or 0) * rates[0] + (generation.output_tokens or 0) * rates[1]
         ) / 1e6
 
     async def answer(self, policy: int, task: Task, replicate: int) -> tuple[Generation, bool]:

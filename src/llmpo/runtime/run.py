@@ -124,7 +124,12 @@ class Runner:
             raise StoreError(f"{store.path}: experiment {experiment_id} has no seed; cannot resume")
         self.seed = self.config.seed
         self.live = isinstance(self.config.environment, LLMEnvironmentConfig)
-        self.environment = build_environment(self.config, cache=store, concurrency=concurrency)
+        options: dict[str, Any] = {"cache": store, "concurrency": concurrency}
+        if self.live:
+            from llmpo.llm.batch import BatchJournal  # HTTP clients only for live runs
+
+            options["batch_journal"] = BatchJournal(store, experiment_id)
+        self.environment = build_environment(self.config, **options)
         if list(self.environment.policies) != self.record.policies:
             raise StoreError(
                 f"experiment {experiment_id}: its data now gives policies "
