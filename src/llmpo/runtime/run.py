@@ -29,10 +29,10 @@ from contextlib import contextmanager
 from typing import Any
 
 from llmpo.config import LLMEnvironmentConfig, created_before_ties, stored_config
+from llmpo.errors import RunFailedError
 from llmpo.remaining import RemainingTracker
 from llmpo.runner import (
     Progress,
-    RunFailedError,
     RunOutcome,
     build_environment,
     build_experiment,
