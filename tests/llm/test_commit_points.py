@@ -136,10 +136,12 @@ def launch(
 def snapshot(path: Path) -> tuple[list[tuple[Any, ...]], set[tuple[str, str, int]]]:
     """The stored comparisons (all columns) and the stored answers' (policy, task, replicate),
     read as a resumed run will find them (the store's integrity check runs on opening)."""
-    with Store(path, readonly=True):
-        pass  # refused if the kill left anything a run does not write
     connection = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     try:
+        if connection.execute("PRAGMA user_version").fetchone()[0] == 0:
+            return [], set()  # killed before its schema was committed: an empty file
+        with Store(path, readonly=True):
+            pass  # refused if the kill left anything a run does not write
         comparisons = connection.execute("SELECT * FROM comparisons ORDER BY seq").fetchall()
         answers = {
             (str(p), str(t), int(r))
