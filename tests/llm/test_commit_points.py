@@ -15,6 +15,7 @@ the figures: points tried, comparisons lost, answers re-paid).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import sqlite3
@@ -27,6 +28,8 @@ from typing import Any
 import pytest
 
 import llmpo
+from llmpo.config import load_config
+from llmpo.llm.environment import LLMEnvironment
 from llmpo.store import Store
 from tests.llm.commit_point_launcher import KILLED
 from tests.llm.conftest import SECRET, run, write_tasks
@@ -220,6 +223,49 @@ def commit_count(folder: Path, server: FakeOpenAIServer) -> int:
     finished = launch(make_project(folder, server), 0, "count")
     assert finished.returncode == 0, finished.stderr[-2000:]
     return int(finished.stderr.rsplit("commits ", 1)[1].split()[0])
+
+
+def committed_rows(path: Path) -> int:
+    """Answers and judge replies another connection (a resumed run) would find."""
+    connection = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        return int(connection.execute("SELECT count(*) FROM generations").fetchone()[0])
+    finally:
+        connection.close()
+
+
+def test_answers_and_judge_replies_are_committed_as_they_arrive(tmp_path, monkeypatch):
+    """In process: after one comparison its two answers and its judge's reply are on disk, before
+    the comparison itself is stored; a new session re-asking that comparison pays nothing, and
+    another comparison on the same answers gets its own judge reply."""
+    server = FakeOpenAIServer(judge_replies).start()
+    try:
+        monkeypatch.setenv("MY_KEY", SECRET)
+        monkeypatch.chdir(tmp_path)
+        config = load_config(make_project(tmp_path / "p", server, LLM_JUDGE))
+        database = tmp_path / "p" / "runs.db"
+
+        async def compare(store: Store, number: int) -> tuple[Any, LLMEnvironment]:
+            live = LLMEnvironment(config)
+            live.cache = store
+            task = live.task(1)
+            try:
+                (done,) = await live.compare_round(1, task, [(number, 0, 1, (0, 0))])
+            finally:
+                await live.aclose()
+            return done, live
+
+        with Store(database, writer=True) as store:
+            first, live = asyncio.run(compare(store, 1))
+            assert (live.generation_calls, live.judge_calls) == (2, 1) and server.served == 3
+            assert committed_rows(database) == 3  # nothing else was written to the store
+            again, live = asyncio.run(compare(store, 1))  # the same comparison, resumed
+            assert (live.generation_calls, live.judge_calls) == (0, 0) and server.served == 3
+            assert again.verdict == first.verdict and again.cached == (True, True)
+            _, live = asyncio.run(compare(store, 2))  # another comparison, same answers
+            assert (live.generation_calls, live.judge_calls) == (0, 1) and server.served == 4
+    finally:
+        server.stop()
 
 
 def test_answers_that_arrived_before_a_kill_are_not_paid_again(tmp_path, counting_server):
