@@ -10,11 +10,17 @@ returned, so it is durable and nothing after it ran; with ``comparison`` it ends
 the K-th stored comparison starts (every call of that comparison has been answered by then).
 ``count`` kills nothing and prints ``commits N`` at exit. A process that finished before the K-th
 commit exits with its own code.
+
+With ``LLMPO_ARRIVED`` set to a file name, the process writes there, as it dies, the answers whose
+reply had reached it (the live environment's call had returned): one ``[model, seed, last
+message]`` per line. What a resumed run pays again can then be compared with what had arrived,
+whatever the code under test does with an answer once it arrives.
 """
 
 from __future__ import annotations
 
 import atexit
+import json
 import os
 import sqlite3
 import sys
@@ -25,6 +31,29 @@ KILLED = 137
 
 _commits = 0
 _comparisons = 0
+_arrived: list[list[Any]] = []
+
+
+def _die() -> None:
+    """End the process at once, as SIGKILL would, after noting what had arrived."""
+    path = os.environ.get("LLMPO_ARRIVED")
+    if path:
+        with open(path, "w") as out:
+            out.writelines(json.dumps(row) + "\n" for row in _arrived)
+    os._exit(KILLED)
+
+
+def _record_arrivals() -> None:
+    from llmpo.llm.environment import LLMEnvironment
+
+    call = LLMEnvironment._call
+
+    async def recorded(self: Any, backend: Any, request: Any) -> Any:
+        generation = await call(self, backend, request)
+        _arrived.append([request.model, request.seed, request.messages[-1][1]])
+        return generation
+
+    LLMEnvironment._call = recorded  # type: ignore[method-assign]
 
 
 def main() -> None:
@@ -40,13 +69,13 @@ def main() -> None:
             return
         _commits += 1
         if (mode == "before" and _commits == k) or (mode == "comparison" and _comparisons == k):
-            os._exit(KILLED)
+            _die()
 
     class Killing(sqlite3.Connection):
         def execute(self, sql: str, *rest: Any) -> sqlite3.Cursor:  # type: ignore[override]
             cursor = super().execute(sql, *rest)
             if mode == "after" and _commits == k:
-                os._exit(KILLED)  # the K-th commit has returned: it is on disk
+                _die()  # the K-th commit has returned: it is on disk
             return cursor
 
     def traced(*positional: Any, **named: Any) -> sqlite3.Connection:
@@ -59,6 +88,7 @@ def main() -> None:
     if mode == "count":
         atexit.register(lambda: print(f"commits {_commits}", file=sys.stderr, flush=True))
 
+    _record_arrivals()
     from llmpo.cli import app
 
     app(args)

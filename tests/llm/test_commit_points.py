@@ -72,15 +72,18 @@ LLM_JUDGE = (
 CONCURRENCY = 4
 
 
-def sample(body: dict[str, Any]) -> tuple[str, str, int] | None:
-    """The (policy, task id, replicate) a paid request asked for; None for a judge's request."""
-    seed = body.get("seed")
+def sample_of(seed: int | None, question: str) -> tuple[str, str, int] | None:
+    """The (policy, task id, replicate) of a policy's request; None for a judge's request."""
     if seed is None:
         return None
     policy = "careful" if seed < SEEDS["loose"] else "loose"
-    question = str(body["messages"][-1]["content"])
     task = int(question.removeprefix("What is ").split(" + ")[0])
     return policy, f"t{task}", seed - SEEDS[policy]
+
+
+def sample(body: dict[str, Any]) -> tuple[str, str, int] | None:
+    """The (policy, task id, replicate) a paid request asked for; None for a judge's request."""
+    return sample_of(body.get("seed"), str(body["messages"][-1]["content"]))
 
 
 def judge_replies(body: dict[str, Any]) -> str:
@@ -124,6 +127,7 @@ def launch(
         **os.environ,
         "MY_KEY": SECRET,
         "PYTHONPATH": os.pathsep.join([str(ROOT), source]),
+        "LLMPO_ARRIVED": str(config.parent / "arrived.jsonl"),
     }
     command = ["run", config.name, "--concurrency", str(concurrency)]
     return subprocess.run(
@@ -181,12 +185,18 @@ def trial(
     finally:
         os.chdir(cwd)
     after_kill = server.bodies[resumed_from:]
+    arrived_file = config.parent / "arrived.jsonl"
+    lines = arrived_file.read_text().splitlines() if arrived_file.exists() else []
+    arrived = [json.loads(line) for line in lines]
+    arrived_answers = {sample_of(seed, question) for model, seed, question in arrived} - {None}
+    arrived_judge = {question for model, seed, question in arrived if seed is None}
     final, _ = snapshot(config.parent / "runs.db")
     numbers = [json.loads(row[7])["number"] for row in final]
     paid_before = Counter(filter(None, map(sample, before_kill)))
     paid_after = Counter(filter(None, map(sample, after_kill)))
     judged_before = {canonical(b) for b in before_kill if sample(b) is None}
     return {
+        "mode": mode,
         "killed": killed.returncode == KILLED,
         "status": outcome.status,
         "winner": outcome.result.best_name,
@@ -197,7 +207,15 @@ def trial(
         "kept": len(kept),
         # Answers whose reply had been stored before the kill, paid for again.
         "repaid_stored": sum(n for s, n in paid_after.items() if s in stored_answers),
-        # Answers requested before the kill whose reply had not arrived (in flight), paid again.
+        # Answers whose reply had reached the killed process (stored or not), paid again.
+        "repaid_arrived": sum(n for s, n in paid_after.items() if s in arrived_answers),
+        "judge_repaid_arrived": sum(
+            str(b["messages"][-1]["content"]) in arrived_judge
+            for b in after_kill
+            if sample(b) is None
+        ),
+        # Answers requested before the kill and not stored (in flight, or their own commit was
+        # the one cut short), paid again.
         "repaid_in_flight": sum(
             n for s, n in paid_after.items() if s in paid_before and s not in stored_answers
         ),
@@ -215,6 +233,9 @@ def check(figures: dict[str, Any]) -> None:
     assert len(set(figures["numbers"])) == len(figures["numbers"])
     assert figures["lost"] == 0
     assert figures["repaid_stored"] == 0
+    # Killed as an answer's own commit starts, that one answer had arrived and is lost; at any
+    # other point every answer that had arrived was stored.
+    assert figures["repaid_arrived"] <= (1 if figures["mode"] == "before" else 0)
     assert figures["paid_twice_in_a_session"] == 0
 
 
@@ -274,8 +295,9 @@ def test_answers_that_arrived_before_a_kill_are_not_paid_again(tmp_path, countin
     instead of paying again (before answers were committed on arrival it paid all three again)."""
     figures = trial(tmp_path / "p", counting_server, 1, "comparison", LLM_JUDGE, concurrency=1)
     assert figures["killed"] and figures["kept"] == 0
-    assert figures["repaid_stored"] == 0 and figures["repaid_in_flight"] == 0
-    assert figures["judge_repaid"] == 0
+    assert figures["repaid_stored"] == figures["repaid_arrived"] == 0
+    assert figures["repaid_in_flight"] == figures["judge_repaid"] == 0
+    assert figures["judge_repaid_arrived"] == 0
     assert figures["numbers"][0] == 1 and figures["lost"] == 0
 
 
@@ -295,7 +317,7 @@ def test_a_kill_at_every_commit_point_loses_nothing_and_pays_nothing_twice(
     tmp_path, counting_server
 ):
     total = commit_count(tmp_path / "count", counting_server)
-    tried = lost = repaid = in_flight = 0
+    tried = lost = repaid = in_flight = arrived = 0
     for mode in ("before", "after"):
         for k in range(1, total + 1):
             figures = trial(tmp_path / f"{mode}{k}", counting_server, k, mode)
@@ -306,9 +328,10 @@ def test_a_kill_at_every_commit_point_loses_nothing_and_pays_nothing_twice(
             lost += figures["lost"]
             repaid += figures["repaid_stored"]
             in_flight += figures["repaid_in_flight"]
+            arrived += figures["repaid_arrived"]
     print(
         f"\ncommit points: {total} per run, {tried} kills (before and after each); comparisons "
-        f"lost {lost}; stored answers re-paid {repaid}; answers in flight at the kill re-paid "
-        f"{in_flight}"
+        f"lost {lost}; stored answers re-paid {repaid}; answers not stored re-paid {in_flight}, "
+        f"of which had arrived {arrived}"
     )
     assert tried >= total
