@@ -47,7 +47,7 @@ seed: 1
 environment:
   type: llm
   tasks: tasks.jsonl
-  timeout_seconds: 5
+  timeout_seconds: 30  # a loaded machine must not make a retry look like a double payment
   max_retries: 2
   backoff_seconds: 0.001
   judge: JUDGE
