@@ -13,16 +13,25 @@ answer on its own (:attr:`~llmpo.llm.judges.Judge.scores_each_answer`) scores ea
 pairwise judge judges each comparison. An answer's generation (tokens, money, one call) is charged
 to the first comparison of the round that uses it, so sums over stored comparisons are what was
 paid.
+
+Each answer, and each reply of an LLM judge, is committed to the store the moment it arrives (one
+small transaction, ~40 µs), not with the comparison that uses it: a run killed at any instant has
+stored every call whose reply had reached it, and its resumption re-asks the comparisons that were
+in flight with the same numbers and replicates, so it reads those replies instead of paying again.
+A judge reply is stored under :data:`JUDGE_REPLIES` (a key no policy name can take), keyed by the
+comparison's task and number and a hash of the request and of the two samples judged: it is reused
+only by the comparison it was made for, never by another comparison.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import hashlib
 import json
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import jinja2
@@ -59,6 +68,17 @@ _TEMPLATES = jinja2.Environment(undefined=jinja2.StrictUndefined, autoescape=Fal
 #: Template of a policy without ``prompt_template``.
 DEFAULT_PROMPT_TEMPLATE = "{{ prompt }}"
 
+
+#: The ``policy`` under which the generation cache keeps an LLM judge's replies: it starts with a
+#: NUL, which policy names may not contain (:mod:`llmpo.limits`), so it never meets a policy's.
+JUDGE_REPLIES = "\x00judge"
+
+#: The comparison an LLM judge is called for, in the task that judges it: (task id, comparison
+#: number, its two samples as ((policy, replicate), (policy, replicate)), replies asked so far with
+#: each request key). Unset outside :meth:`compare_round`.
+_JUDGING: contextvars.ContextVar[tuple[str, int, Any, dict[str, int]]] = contextvars.ContextVar(
+    "judging"
+)
 
 #: From this many comparisons in flight, ``client_processes: auto`` makes HTTP calls in a worker
 #: process (on a machine with more than one CPU): below it the SDK's CPU delays nothing.
@@ -441,11 +461,66 @@ class LLMEnvironment:
         self.calls += 1
         return generation
 
+    def _keep(
+        self, policy: str, task_id: str, replicate: int, key: str, model: str, reply: Generation
+    ) -> None:
+        """Commit a reply to the generation cache now: a kill a moment later does not lose it."""
+        if self.cache is None:
+            return
+        self.cache.cache_generation(
+            policy,
+            task_id,
+            replicate,
+            key,
+            model,
+            CachedGeneration(reply.text, reply.input_tokens, reply.output_tokens, reply.seconds),
+        )
+        self.cache.flush()
+
+    def _cached(self, policy: str, task_id: str, replicate: int, key: str) -> Generation | None:
+        """A reply already in the generation cache, if any."""
+        found = (
+            None
+            if self.cache is None
+            else self.cache.cached_generation(policy, task_id, replicate, key)
+        )
+        if found is None:
+            return None
+        return Generation(found.text, found.input_tokens, found.output_tokens, found.seconds or 0.0)
+
     async def _judge_generate(self, request: GenerationRequest) -> Generation:
+        """One call of the LLM judge; inside a comparison, its reply is read from the cache when
+        this comparison already paid for it (in a run that was killed), and stored on arrival."""
         assert self._judge_backend is not None  # only an LLM judge generates
+        judging = _JUDGING.get(None)
+        key = ""
+        if judging is not None:
+            task_id, number, samples, asked = judging
+            identity = json.dumps([_backend_key(self._judge_backend)[:2], asdict(request), samples])
+            digest = hashlib.sha256(identity.encode()).hexdigest()[:32]
+            # The same request twice in one comparison (order "both" on equal answers) is two
+            # replies: the occurrence tells them apart.
+            asked[digest] = asked.get(digest, 0) + 1
+            key = f"{digest}:{asked[digest]}"
+            found = self._cached(JUDGE_REPLIES, task_id, number, key)
+            if found is not None:
+                return found
         generation = await self._call(self._judge_backend, request)
         self.judge_calls += 1
+        if judging is not None:
+            self._keep(JUDGE_REPLIES, judging[0], judging[1], key, request.model, generation)
         return generation
+
+    async def _judge_pair(
+        self, number: int, task: Task, samples: tuple[tuple[int, int], tuple[int, int]], texts: Any
+    ) -> Verdict:
+        """The judge's verdict on comparison ``number`` of the samples (policy, replicate) whose
+        answers are ``texts``; its replies are cached under that number and those samples, so a
+        reply serves only the comparison it was made for."""
+        # Set in this task's own context (gather gives each comparison a copy).
+        _JUDGING.set((task.id, number, samples, {}))
+        rng = np.random.default_rng(np.random.SeedSequence([self.seed or 0, number, 1]))
+        return await self.judge.judge(task, texts[0], texts[1], rng)
 
     def cost(self, model: str, generation: Generation) -> float | None:
         """USD of one call by the price table, or None when the model has no price."""
@@ -463,35 +538,20 @@ class LLMEnvironment:
         ) / 1e6
 
     async def answer(self, policy: int, task: Task, replicate: int) -> tuple[Generation, bool]:
-        """A policy's answer for one replicate: from the cache, else generated and cached.
+        """A policy's answer for one replicate: from the cache, else generated and committed to the
+        cache as it arrives.
 
         Returns the answer and whether it came from the cache.
         """
         live = self.live_policies[policy]
         request = live.request(task, replicate)
         key = live.request_key(request)
-        if self.cache is not None:
-            cached = self.cache.cached_generation(live.name, task.id, replicate, key)
-            if cached is not None:
-                return Generation(
-                    cached.text, cached.input_tokens, cached.output_tokens, cached.seconds or 0.0
-                ), True
+        cached = self._cached(live.name, task.id, replicate, key)
+        if cached is not None:
+            return cached, True
         generation = await self._call(live.backend, request)
         self.generation_calls += 1
-        if self.cache is not None:
-            self.cache.cache_generation(
-                live.name,
-                task.id,
-                replicate,
-                key,
-                request.model,
-                CachedGeneration(
-                    generation.text,
-                    generation.input_tokens,
-                    generation.output_tokens,
-                    generation.seconds,
-                ),
-            )
+        self._keep(live.name, task.id, replicate, key, request.model, generation)
         return generation, False
 
     def task(self, number: int) -> Task:
@@ -566,13 +626,11 @@ class LLMEnvironment:
             verdicts = list(
                 await asyncio.gather(
                     *(
-                        self.judge.judge(
+                        self._judge_pair(
+                            number,
                             task,
-                            answers[(a, ra)][0].text,
-                            answers[(b, rb)][0].text,
-                            np.random.default_rng(
-                                np.random.SeedSequence([self.seed or 0, number, 1])
-                            ),
+                            ((a, ra), (b, rb)),
+                            (answers[(a, ra)][0].text, answers[(b, rb)][0].text),
                         )
                         for number, a, b, (ra, rb) in comparisons
                     )
