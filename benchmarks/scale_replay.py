@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -36,6 +35,8 @@ import time
 from itertools import combinations
 from pathlib import Path
 from typing import Any
+
+from llmpo.store import Store
 
 CONFIG = """\
 space: unstructured
@@ -87,13 +88,9 @@ def measured(command: list[str], cwd: Path) -> dict[str, Any]:
 def store_figures(path: Path) -> dict[str, Any]:
     """Size on disk (with the WAL) and the comparisons' count and numbering."""
     size = sum(p.stat().st_size for p in path.parent.glob(path.name + "*") if p.is_file())
-    connection = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-    try:
-        count, low, high = connection.execute(
-            "SELECT count(*), min(seq), max(seq) FROM comparisons"
-        ).fetchone()
-    finally:
-        connection.close()
+    with Store(path, readonly=True) as store:
+        seqs = [c.seq for c in store.iter_comparisons(store.experiment().id)]
+    count, low, high = len(seqs), min(seqs, default=None), max(seqs, default=None)
     return {"store_mb": size / 2**20, "stored": count, "contiguous": (low, high) == (1, count)}
 
 

@@ -33,7 +33,6 @@ import os
 import random
 import re
 import signal
-import sqlite3
 import statistics
 import subprocess
 import sys
@@ -43,6 +42,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+
+from llmpo.store import Store
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -125,12 +126,10 @@ def wait_until_serving(base_url: str, process: subprocess.Popen[bytes]) -> None:
 
 def stored_verdicts(path: Path) -> collections.Counter[str]:
     """Stored comparisons by judge name."""
-    connection = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-    try:
-        rows = connection.execute("SELECT raw FROM comparisons").fetchall()
-    finally:
-        connection.close()
-    return collections.Counter(json.loads(raw)["judge"]["judge_name"] for (raw,) in rows)
+    with Store(path, readonly=True) as store:
+        return collections.Counter(
+            c.raw["judge"]["judge_name"] for c in store.iter_comparisons(store.experiment().id)
+        )
 
 
 def summary(name: str, judges: list[Judge], wall: float) -> dict[str, Any]:

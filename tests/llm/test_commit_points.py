@@ -30,6 +30,7 @@ import llmpo
 from llmpo.config import load_config
 from llmpo.llm.environment import LLMEnvironment
 from llmpo.store import Store
+from llmpo.store.payloads import number_of
 from llmpo.testing.store import count_rows
 from tests.llm.commit_point_launcher import KILLED
 from tests.llm.conftest import SECRET, run, write_tasks
@@ -183,7 +184,7 @@ def trial(
     arrived_answers = {sample_of(seed, question) for model, seed, question in arrived} - {None}
     arrived_judge = {question for model, seed, question in arrived if seed is None}
     final, _ = snapshot(config.parent / "runs.db")
-    numbers = [json.loads(row[7])["number"] for row in final]
+    numbers = [number_of(record.raw) for record in final]
     paid_before = Counter(filter(None, map(sample, before_kill)))
     paid_after = Counter(filter(None, map(sample, after_kill)))
     judged_before = {canonical(b) for b in before_kill if sample(b) is None}
@@ -192,7 +193,7 @@ def trial(
         "killed": killed.returncode == KILLED,
         "status": outcome.status,
         "winner": outcome.result.best_name,
-        "seqs": [row[1] for row in final],
+        "seqs": [record.seq for record in final],
         "numbers": numbers,
         # A comparison stored before the kill and missing or changed afterwards.
         "lost": sum(row not in final for row in kept),
