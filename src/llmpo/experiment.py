@@ -304,7 +304,7 @@ class Experiment:
         if rule is None:
             fitting = [n for n in STRATEGIES.names() if STRATEGIES.get(n).for_space(structured)]
             raise ConfigError(
-                f"field 'strategy': {strategy!r} is not a rule of the "
+                f"field 'strategy': unknown {strategy!r} here: {strategy!r} is not a rule of the "
                 f"{'structured' if structured else 'unstructured'} space; its rules: "
                 f"{', '.join(fitting)}. Fix: choose one of them"
             )

@@ -41,6 +41,7 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any, Generic, Protocol, TypeVar
 
+from llmpo.errors import ConfigError
 from llmpo.models.base import Pair
 from llmpo.runtime.sources import Finished, Job, Planned, Source, stored_finished
 from llmpo.sharing import Round
@@ -214,7 +215,7 @@ class Driver:
         judge_check: bool = True,
     ) -> None:
         if concurrency < 1:
-            raise ValueError(f"concurrency must be a positive integer, got {concurrency}")
+            raise ConfigError(f"concurrency must be a positive integer, got {concurrency}")
         self.target = target
         self.source = source
         self.sink = sink

@@ -29,7 +29,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from llmpo.config import LLMEnvironmentConfig, created_before_ties, stored_config
-from llmpo.errors import RunFailedError
+from llmpo.errors import ConfigError, RunFailedError
 from llmpo.remaining import RemainingTracker
 from llmpo.runner import (
     Progress,
@@ -107,7 +107,7 @@ class Runner:
         on_settled: Callable[[Finished], None] | None = None,
     ) -> None:
         if concurrency < 1:
-            raise ValueError(f"concurrency must be a positive integer, got {concurrency}")
+            raise ConfigError(f"concurrency must be a positive integer, got {concurrency}")
         self.store = store
         self.record = store.experiment(experiment_id)
         #: True when the experiment was stored before the ``ties`` option: it resumes counting
