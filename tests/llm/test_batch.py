@@ -10,8 +10,8 @@ from collections import Counter
 
 import pytest
 
+from llmpo.errors import RunFailedError
 from llmpo.llm.batch import fingerprint
-from llmpo.runner import RunFailedError
 from llmpo.store import Store
 from tests.llm.batch_server import FakeBatchServer
 from tests.llm.conftest import SECRET, SMALLEST_LIVE, run, write_tasks

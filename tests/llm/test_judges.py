@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from llmpo.config import load_config
+from llmpo.errors import RunFailedError
 from llmpo.llm.backends import Generation, GenerationRequest
 from llmpo.llm.judges import (
     DEFAULT_JUDGE_PROMPT,
@@ -18,7 +19,7 @@ from llmpo.llm.judges import (
     parse_verdict,
 )
 from llmpo.llm.tasks import Task
-from llmpo.runner import RunFailedError, start_experiment
+from llmpo.runner import start_experiment
 from llmpo.runtime.run import Runner
 from llmpo.store import Store
 

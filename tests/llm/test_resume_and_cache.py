@@ -7,7 +7,8 @@ from collections import Counter
 import pytest
 
 from llmpo.config import load_config
-from llmpo.runner import RunFailedError, start_experiment
+from llmpo.errors import RunFailedError
+from llmpo.runner import start_experiment
 from llmpo.runtime.run import Runner
 from llmpo.store import Store
 from tests.llm.conftest import run

@@ -7,7 +7,7 @@ from collections import defaultdict
 
 import pytest
 
-from llmpo.runner import RunFailedError
+from llmpo.errors import RunFailedError
 from llmpo.store import Store
 from llmpo.testing.store import tamper
 from tests.llm.conftest import FAST_RETRIES, run

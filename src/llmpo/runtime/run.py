@@ -15,7 +15,7 @@ comparisons in flight are then lost, never half-stored).
 Failures. A live call that still fails after its retries, or a judge whose verdicts are more than
 90% invalid (after 50 results), stops the run: the run records a ``backend_failed`` event, marks
 the experiment ``failed`` (every finished comparison is stored) and raises
-:class:`~llmpo.runner.RunFailedError`; ``llmpo run CONFIG --resume`` continues it. Any other
+:class:`~llmpo.errors.RunFailedError`; ``llmpo run CONFIG --resume`` continues it. Any other
 error marks the experiment ``failed`` (with a ``failed`` event) and is re-raised.
 """
 
@@ -29,10 +29,10 @@ from contextlib import contextmanager
 from typing import Any
 
 from llmpo.config import LLMEnvironmentConfig, created_before_ties, stored_config
+from llmpo.errors import RunFailedError
 from llmpo.remaining import RemainingTracker
 from llmpo.runner import (
     Progress,
-    RunFailedError,
     RunOutcome,
     build_environment,
     build_experiment,
