@@ -413,7 +413,7 @@ def test_the_comparisons_download_is_llmpo_export(run_store, stored):
 def test_a_run_of_preference_probabilities_is_shown_with_its_fractional_outcomes(
     tmp_path, monkeypatch
 ):
-    from tests.cli.test_run import SMALLEST
+    from tests.conftest import SMALLEST
     from tests.test_store_fractional import _write_probabilities
 
     monkeypatch.chdir(tmp_path)
