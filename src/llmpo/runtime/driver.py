@@ -41,6 +41,7 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any, Generic, Protocol, TypeVar
 
+from llmpo.errors import ConfigError
 from llmpo.models.base import Pair
 from llmpo.runtime.sources import Finished, Job, Planned, Source, stored_finished
 from llmpo.sharing import Round
@@ -214,7 +215,11 @@ class Driver:
         judge_check: bool = True,
     ) -> None:
         if concurrency < 1:
-            raise ValueError(f"concurrency must be a positive integer, got {concurrency}")
+            raise ConfigError(
+                field="concurrency",
+                problem=f"must be a positive integer, got {concurrency}",
+                fix="give 1 or more",
+            )
         self.target = target
         self.source = source
         self.sink = sink

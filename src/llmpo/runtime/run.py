@@ -29,7 +29,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from llmpo.config import LLMEnvironmentConfig, created_before_ties, stored_config
-from llmpo.errors import RunFailedError
+from llmpo.errors import ConfigError, RunFailedError
 from llmpo.remaining import RemainingTracker
 from llmpo.runner import (
     Progress,
@@ -92,7 +92,7 @@ class Runner:
     StoreError
         When the stored experiment cannot be resumed (no seed, its data changed).
     ConfigError
-        When its configuration's data cannot be read.
+        When its configuration's data cannot be read, or ``concurrency`` is below 1.
     """
 
     def __init__(
@@ -107,7 +107,11 @@ class Runner:
         on_settled: Callable[[Finished], None] | None = None,
     ) -> None:
         if concurrency < 1:
-            raise ValueError(f"concurrency must be a positive integer, got {concurrency}")
+            raise ConfigError(
+                field="concurrency",
+                problem=f"must be a positive integer, got {concurrency}",
+                fix="give 1 or more",
+            )
         self.store = store
         self.record = store.experiment(experiment_id)
         #: True when the experiment was stored before the ``ties`` option: it resumes counting
