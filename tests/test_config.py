@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from llmpo.config import ConfigError, ReplayEnvironmentConfig, load_config, parse_config
-from tests.cli.test_run import SMALLEST
+from tests.conftest import SMALLEST
 
 
 def write(tmp_path: Path, text: str) -> Path:

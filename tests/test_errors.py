@@ -36,8 +36,10 @@ ALLOWED_VALUE_ERRORS = {
     "status must be one of": "the store's status argument: statuses come from llmpo's code",
     "part must be 'selection' or 'evaluation'": "runner: an internal argument",
     "an LLM judge needs a generate function": "judges: an internal argument",
-    "a structured space keeps no K×K counts": "Experiment.pair_counts: a caller's misuse, "
-    "checked by code that asks `structured` first",
+    "a structured space keeps no K×K counts": "Experiment.pair_counts: callers check "
+    "experiment.structured first",
+    "must be a whole number of comparisons": "stats.winrate: precondition of a pure function "
+    "(a comparison's shares sum to 1)",
 }
 
 BUILTIN_ERRORS = {

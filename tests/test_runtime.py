@@ -167,3 +167,15 @@ def test_fixed_pair_asks_no_more_than_it_needs():
     for _ in range(3):
         target.tell(0, 1, 1.0)
     assert target.done
+
+
+def test_a_concurrency_below_one_is_a_config_error_naming_the_field(tmp_path):
+    from llmpo.errors import ConfigError
+    from llmpo.runtime.run import Runner
+    from llmpo.store import Store
+
+    with pytest.raises(ConfigError, match="field 'concurrency': must be a positive integer, got 0"):
+        Driver(Experiment(3), OrderedSource(Reseeded(), 1), Sink(), concurrency=0)
+    with Store(tmp_path / "runs.db", writer=True) as store, pytest.raises(ConfigError) as error:
+        Runner(store, 1, concurrency=0)
+    assert error.value.field == "concurrency"

@@ -13,7 +13,8 @@ from llmpo.errors import StoreError
 from llmpo.store import APPLICATION_ID, MIGRATIONS, SCHEMA_VERSION, ComparisonRecord, Store
 from llmpo.store.integrity import find_problems
 from llmpo.testing.store import tamper
-from tests.cli.test_run import SMALLEST, invoke
+from tests.cli.test_run import invoke
+from tests.conftest import SMALLEST
 
 
 def _v4_store(path, outcomes):

@@ -119,8 +119,10 @@ class EvaluationProgress:
         Comparisons stored so far (those of an earlier, resumed session included).
     total : int
         Comparisons asked for.
-    wins, ties, losses : int
-        Outcomes of the winner against the baseline so far.
+    wins, ties, losses : float
+        Outcomes of the winner against the baseline so far: whole numbers for verdicts; a
+        preference probability y counts (2y − 1)⁺ won, (1 − 2y)⁺ lost and the rest tied
+        (docs/ties.md).
     cost_usd : float or None
         Money spent so far by this session, when the environment reports it.
     elapsed_seconds : float
@@ -129,9 +131,9 @@ class EvaluationProgress:
 
     done: int
     total: int
-    wins: int
-    ties: int
-    losses: int
+    wins: float
+    ties: float
+    losses: float
     cost_usd: float | None
     elapsed_seconds: float
 
@@ -264,7 +266,7 @@ class Evaluation:
                 f"experiment {self.record.id}: the held-out tasks drawn again from the seed "
                 "differ from those recorded when it started; the data changed"
             )
-        used = {c.task_id for c in self.store.iter_comparisons(self.record.id)} & pool
+        used = pool.intersection(c.task_id for c in self.store.iter_comparisons(self.record.id))
         if used:
             raise EvaluationError(
                 f"tasks {sorted(used)[:5]} were used by the selection run of experiment "
@@ -346,12 +348,9 @@ class Evaluation:
             self._tally[side] += int(share) if share.is_integer() else share
 
     def _progress(self, elapsed_seconds: float) -> EvaluationProgress:
+        wins, ties, losses = self._tally
         return EvaluationProgress(
-            self._done,
-            self.comparisons,
-            *self._tally,
-            self._cost_usd,
-            elapsed_seconds,
+            self._done, self.comparisons, wins, ties, losses, self._cost_usd, elapsed_seconds
         )
 
     def _in_source_indices(self, records: list[ComparisonRecord]) -> list[ComparisonRecord]:

@@ -19,7 +19,7 @@ import io
 import json
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import jinja2
 import numpy as np
@@ -55,6 +55,44 @@ LARGE_TRACE_POINTS = 25
 #: answer text shown in full (longer ones are cut, with the length said).
 EXAMPLES = 3
 EXAMPLE_CHARACTERS = 1500
+
+
+class AccuracyRow(TypedDict):
+    """A policy's matches of the reference (reference judges): the report's ``accuracy`` rows."""
+
+    policy: str
+    correct: int
+    answers: int
+    accuracy: float
+    interval: list[float]
+
+
+class AllocationRow(TypedDict):
+    """A compared pair's share of the comparisons against its optimal share (``allocation``)."""
+
+    pair: list[str]
+    comparisons: int
+    used_share: float
+    optimal_share: float
+
+
+class CostRow(TypedDict):
+    """What one policy's comparisons cost (``costs["per_policy"]``).
+
+    Wins, ties and losses are whole for verdicts and fractional with preference probabilities
+    (:func:`llmpo.store.records.outcome_shares`); a comparison's cost and tokens count half for
+    each of its two policies. None: not reported by the environment.
+    """
+
+    policy: str
+    comparisons: int
+    wins: float
+    ties: float
+    losses: float
+    seconds: float
+    cost_usd: float | None
+    input_tokens: float | None
+    output_tokens: float | None
 
 
 def _trace_checkpoints(total: int, n_points: int = TRACE_POINTS) -> set[int]:
@@ -130,7 +168,10 @@ def build_report(store: Store, experiment_id: int | None = None) -> dict[str, An
         allocation = _compared_allocation(policies, result.compared_pairs, targets)
     events = store.events(record.id)
     dropped = [
-        name for _, kind, detail in events if kind == "dense_subset" for name in detail["dropped"]
+        name
+        for _, kind, detail in events
+        if kind == "dense_subset" and detail is not None
+        for name in detail["dropped"]
     ]
     warning = judge_warning(comparisons)
     costs = _costs(policies, comparisons, events)
@@ -254,7 +295,7 @@ def _examples(
 
 def _accuracy(
     policies: tuple[str, ...], comparisons: list[ComparisonRecord]
-) -> list[dict[str, Any]] | None:
+) -> list[AccuracyRow] | None:
     """Reference judges: share of each policy's answers that matched the reference.
 
     Every answer of a comparison is a fresh sample, so a policy's matches over its comparisons
@@ -272,18 +313,18 @@ def _accuracy(
             correct[policy] += bool(judge[key])
     if not comparisons:
         return None
-    rows = []
+    rows: list[AccuracyRow] = []
     for k, name in enumerate(policies):
         if answered[k]:
             low, high = clopper_pearson(correct[k], answered[k], INTERVAL_LEVEL)
             rows.append(
-                {
-                    "policy": name,
-                    "correct": correct[k],
-                    "answers": answered[k],
-                    "accuracy": correct[k] / answered[k],
-                    "interval": [low, high],
-                }
+                AccuracyRow(
+                    policy=name,
+                    correct=correct[k],
+                    answers=answered[k],
+                    accuracy=correct[k] / answered[k],
+                    interval=[low, high],
+                )
             )
     rows.sort(key=lambda row: -row["accuracy"])
     return rows
@@ -293,17 +334,17 @@ def _compared_allocation(
     policies: tuple[str, ...],
     pairs: list[tuple[int, int, int, float]],
     targets: list[dict[str, Any]],
-) -> list[dict[str, Any]]:
+) -> list[AllocationRow]:
     """The allocation over the pairs actually compared, most compared first (large spaces)."""
     total = sum(n for _, _, n, _ in pairs)
     target = {frozenset(t["pair"]): float(t["share"]) for t in targets}
     rows = [
-        {
-            "pair": [policies[a], policies[b]],
-            "comparisons": int(n),
-            "used_share": n / total if total else 0.0,
-            "optimal_share": target.get(frozenset((policies[a], policies[b])), 0.0),
-        }
+        AllocationRow(
+            pair=[policies[a], policies[b]],
+            comparisons=int(n),
+            used_share=n / total if total else 0.0,
+            optimal_share=target.get(frozenset((policies[a], policies[b])), 0.0),
+        )
         for a, b, n, _ in pairs
     ]
     rows.sort(key=lambda row: (-row["comparisons"], -row["optimal_share"]))
@@ -353,7 +394,7 @@ def _win_prob_section(
 
 def _allocation_section(
     policies: tuple[str, ...], counts: np.ndarray, targets: list[dict[str, Any]]
-) -> list[dict[str, Any]]:
+) -> list[AllocationRow]:
     total = counts.sum() / 2
     index = {name: k for k, name in enumerate(policies)}
     target = {
@@ -363,19 +404,19 @@ def _allocation_section(
         ): float(t["share"])
         for t in targets
     }
-    rows = []
+    rows: list[AllocationRow] = []
     for a in range(len(policies)):
         for b in range(a + 1, len(policies)):
             used = float(counts[a, b] / total) if total else 0.0
             optimal = target.get((a, b), 0.0)
             if used or optimal:
                 rows.append(
-                    {
-                        "pair": [policies[a], policies[b]],
-                        "comparisons": int(counts[a, b]),
-                        "used_share": used,
-                        "optimal_share": optimal,
-                    }
+                    AllocationRow(
+                        pair=[policies[a], policies[b]],
+                        comparisons=int(counts[a, b]),
+                        used_share=used,
+                        optimal_share=optimal,
+                    )
                 )
     rows.sort(key=lambda row: -max(row["used_share"], row["optimal_share"]))
     return rows
@@ -430,6 +471,19 @@ def _calls(raw: Any) -> tuple[int, int] | None:
     return None if live is None else (live.generation_calls, live.judge_calls)
 
 
+def _plus(total: float | None, value: float | None) -> float | None:
+    """A running sum of figures that may be unreported (None until one is)."""
+    return total if value is None else (total or 0) + value
+
+
+def _half(value: float | None) -> float | None:
+    return None if value is None else value / 2
+
+
+def _add(totals: dict[str, float | None], key: str, value: float | None) -> None:
+    totals[key] = _plus(totals[key], value)
+
+
 def _costs(
     policies: tuple[str, ...],
     comparisons: list[ComparisonRecord],
@@ -442,25 +496,20 @@ def _costs(
     verdicts (events) are not comparisons but were paid for: their calls and dollars count.
     """
     rows = {
-        name: {
-            "policy": name,
-            "comparisons": 0,
-            "wins": 0,
-            "ties": 0,
-            "losses": 0,
-            "seconds": 0.0,
-            "cost_usd": None,
-            "input_tokens": None,
-            "output_tokens": None,
-        }
+        name: CostRow(
+            policy=name,
+            comparisons=0,
+            wins=0,
+            ties=0,
+            losses=0,
+            seconds=0.0,
+            cost_usd=None,
+            input_tokens=None,
+            output_tokens=None,
+        )
         for name in policies
     }
-
-    def add(row: dict[str, Any], key: str, value: float | None) -> None:
-        if value is not None:
-            row[key] = (row[key] or 0) + value
-
-    totals: dict[str, Any] = {
+    totals: dict[str, float | None] = {
         "generation_calls": None,
         "judge_calls": None,
         "input_tokens": None,
@@ -475,26 +524,30 @@ def _costs(
         for policy, outcome in ((c.policy_a, c.outcome), (c.policy_b, 1 - c.outcome)):
             row = rows[policies[policy]]
             row["comparisons"] += 1
-            shares = outcome_shares(outcome)
-            for column, share in zip(("wins", "ties", "losses"), shares, strict=True):
-                row[column] += int(share) if share.is_integer() else share  # verdicts stay counts
+            win, tie, loss = (
+                int(share) if share.is_integer() else share  # verdicts stay counts
+                for share in outcome_shares(outcome)
+            )
+            row["wins"] += win
+            row["ties"] += tie
+            row["losses"] += loss
             row["seconds"] += seconds
             # A comparison's cost is shared by its two policies.
-            add(row, "cost_usd", None if c.cost_usd is None else c.cost_usd / 2)
-            add(row, "input_tokens", None if c.input_tokens is None else c.input_tokens / 2)
-            add(row, "output_tokens", None if c.output_tokens is None else c.output_tokens / 2)
-        add(totals, "input_tokens", c.input_tokens)
-        add(totals, "output_tokens", c.output_tokens)
+            row["cost_usd"] = _plus(row["cost_usd"], _half(c.cost_usd))
+            row["input_tokens"] = _plus(row["input_tokens"], _half(c.input_tokens))
+            row["output_tokens"] = _plus(row["output_tokens"], _half(c.output_tokens))
+        _add(totals, "input_tokens", c.input_tokens)
+        _add(totals, "output_tokens", c.output_tokens)
         calls = _calls(c.raw)
         if calls is not None:
-            add(totals, "generation_calls", calls[0])
-            add(totals, "judge_calls", calls[1])
+            _add(totals, "generation_calls", calls[0])
+            _add(totals, "judge_calls", calls[1])
     invalid = [detail for _, kind, detail in events or [] if kind == "invalid_verdict"]
     for detail in invalid:
         calls = _calls(detail)
         if calls is not None:
-            add(totals, "generation_calls", calls[0])
-            add(totals, "judge_calls", calls[1])
+            _add(totals, "generation_calls", calls[0])
+            _add(totals, "judge_calls", calls[1])
     started = [c.started_at for c in comparisons if c.started_at is not None]
     finished = [c.finished_at for c in comparisons if c.finished_at is not None]
     costs = [c.cost_usd for c in comparisons if c.cost_usd is not None]
@@ -547,8 +600,9 @@ def _heatmap(section: dict[str, Any]) -> str:
     size = max(4.0, 0.32 * len(names) + 2)
     figure = Figure(figsize=(size + 1.5, size))
     axes = figure.subplots()
-    shown = np.ma.masked_where(counts == 0, estimate)
-    np.fill_diagonal(shown.mask, True)
+    hidden = counts == 0
+    np.fill_diagonal(hidden, True)
+    shown = np.ma.masked_array(estimate, mask=hidden)
     image = axes.imshow(shown, cmap="RdBu", vmin=0, vmax=1)
     axes.set_xticks(range(len(names)), names, rotation=90, fontsize=7)
     axes.set_yticks(range(len(names)), names, fontsize=7)

@@ -14,7 +14,7 @@ import secrets
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, overload
 
 import numpy as np
 
@@ -202,9 +202,18 @@ class _ReseededSynthetic(Environment):
         return self._current.compare(a, b)
 
 
+@overload
+def _restricted(
+    instance: StructuredInstance, wanted: list[str], source: Path
+) -> StructuredInstance: ...
+@overload
+def _restricted(
+    instance: UnstructuredInstance, wanted: list[str], source: Path
+) -> UnstructuredInstance: ...
 def _restricted(
     instance: UnstructuredInstance | StructuredInstance, wanted: list[str], source: Path
 ) -> UnstructuredInstance | StructuredInstance:
+    """The instance over the ``wanted`` policies, of the same kind (structured or not)."""
     unknown = [name for name in wanted if name not in instance.policies]
     if unknown:
         raise ConfigError(
@@ -416,8 +425,10 @@ def build_space(config: ExperimentConfig, policies: tuple[str, ...]) -> Space:
     try:
         if specs:
             ordered = [specs[name] for name in policies]
-            if ordered[0].features is not None:
-                return Structured([p.features for p in ordered], policies)
+            # Every policy gives features, or none does (ExperimentConfig checks it).
+            features = [p.features for p in ordered if p.features is not None]
+            if features:
+                return Structured(features, policies)
             # Encode in the configuration's order (it fixes the reference levels), then follow
             # the environment's order of the policies.
             levels = [{f: str((p.levels or {})[f]) for f in config.factors} for p in specs.values()]

@@ -13,37 +13,9 @@ from typer.testing import CliRunner
 from llmpo.cli import app
 from llmpo.store import Store
 from llmpo.testing.store import tamper
-
-SMALLEST = """\
-space: unstructured
-delta: 0.05
-seed: 3
-environment:
-  type: replay
-  path: judgments.jsonl
-store: runs.db
-"""
+from tests.conftest import SMALLEST
 
 runner = CliRunner()
-
-
-def write_judgments(folder: Path, rounds: int = 25) -> Path:
-    lines = []
-    for k in range(rounds):
-        for a, b, outcome in (("alpha", "beta", 1), ("gamma", "alpha", 0), ("beta", "gamma", 1)):
-            lines.append({"policy_a": a, "policy_b": b, "task_id": f"q{k}", "outcome": outcome})
-        lines.append({"policy_a": "alpha", "policy_b": "beta", "task_id": f"q{k}", "outcome": 0.5})
-    path = folder / "judgments.jsonl"
-    path.write_text("".join(json.dumps(line) + "\n" for line in lines))
-    return path
-
-
-@pytest.fixture
-def project(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    write_judgments(tmp_path)
-    (tmp_path / "experiment.yaml").write_text(SMALLEST)
-    return tmp_path
 
 
 def invoke(*args: str):

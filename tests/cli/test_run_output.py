@@ -5,20 +5,9 @@ import json
 import re
 import shlex
 
-import pytest
-
 from llmpo.store import Store
 from llmpo.testing.store import tamper
-from tests.cli.test_run import SMALLEST, assert_clean_error, invoke, write_judgments
-
-
-@pytest.fixture
-def project(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    write_judgments(tmp_path)
-    (tmp_path / "experiment.yaml").write_text(SMALLEST)
-    return tmp_path
-
+from tests.cli.test_run import assert_clean_error, invoke
 
 SENTENCE = re.compile(
     r"^alpha is the best of 3 policies, with 95% confidence, after (\d+) comparisons "

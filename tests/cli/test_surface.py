@@ -14,7 +14,7 @@ import llmpo
 from llmpo.cli import app, load_commands
 from llmpo.config import ExperimentConfig
 from llmpo.harness.reference import reference_instance
-from tests.cli.test_run import invoke, project  # noqa: F401  (the fixture)
+from tests.cli.test_run import invoke
 
 load_commands()  # the command line imports a command's module only when it runs
 COMMAND = typer.main.get_command(app)
@@ -69,7 +69,7 @@ def test_every_command_that_takes_an_experiment_takes_its_id_after_the_store():
         assert arguments[1] == "experiment_id", (name, arguments)
 
 
-def test_export_takes_the_id_after_the_store_and_the_old_option_with_a_warning(project):  # noqa: F811
+def test_export_takes_the_id_after_the_store_and_the_old_option_with_a_warning(project):
     assert invoke("run", "experiment.yaml").exit_code == 0
     assert invoke("run", "experiment.yaml", "--seed", "4").exit_code == 0
     rows = list(csv.DictReader(io.StringIO(invoke("export", "runs.db", "2").stdout)))

@@ -8,6 +8,7 @@ count tokens with tiktoken, which would download an encoding).
 import json
 import shutil
 import sys
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -16,6 +17,7 @@ from llmpo.cli import app
 from llmpo.integrations.inspect import (
     Candidate,
     InspectError,
+    InspectSelection,
     policy_names,
     read_logs,
     select_policy,
@@ -152,18 +154,22 @@ def test_without_inspect_the_error_names_the_extra(monkeypatch, tmp_path):
         read_logs(tmp_path)
 
 
-def test_an_inspect_task_certifies_the_better_of_two_mock_model_policies(tmp_path):
-    candidates = {"careful": Candidate(system_message=CAREFUL), "quick": Candidate(QUICK)}
-    selection = select_policy(
+def select_careful_or_quick(log_dir: Path) -> InspectSelection:
+    """The Inspect task choosing between the two mock-model policies, logged to ``log_dir``."""
+    return select_policy(
         dataset(),
-        candidates,
+        {"careful": Candidate(system_message=CAREFUL), "quick": Candidate(QUICK)},
         includes(),
         model=mock_model(),
         delta=0.05,
         max_comparisons=400,
-        log_dir=str(tmp_path),
+        log_dir=str(log_dir),
         display="none",
     )
+
+
+def test_an_inspect_task_certifies_the_better_of_two_mock_model_policies(tmp_path):
+    selection = select_careful_or_quick(tmp_path)
     assert selection.result.certified and selection.result.best_name == "careful"
     told = selection.result.n_comparisons
     assert told < 400  # stopped by the certificate, not by the budget

@@ -18,10 +18,8 @@ import pytest
 
 pytest.importorskip("inspect_ai")
 
-from inspect_ai.scorer import includes
 
-from llmpo.integrations.inspect import Candidate, select_policy
-from tests.integrations.test_inspect import CAREFUL, QUICK, dataset, mock_model
+from tests.integrations.test_inspect import select_careful_or_quick
 
 
 def free_port() -> int:
@@ -44,16 +42,7 @@ def fetch(url: str, deadline: float) -> bytes:
 
 @pytest.mark.slow  # ~18 s: the Inspect task, then the viewer's start-up
 def test_inspect_view_opens_the_log_of_the_llmpo_task(tmp_path):
-    selection = select_policy(
-        dataset(),
-        {"careful": Candidate(system_message=CAREFUL), "quick": Candidate(QUICK)},
-        includes(),
-        model=mock_model(),
-        delta=0.05,
-        max_comparisons=400,
-        log_dir=str(tmp_path),
-        display="none",
-    )
+    selection = select_careful_or_quick(tmp_path)
     assert selection.result.certified
     (log,) = tmp_path.glob("*.eval")
     port = free_port()

@@ -12,7 +12,6 @@ from typer.testing import CliRunner
 
 from llmpo.cli import app
 from llmpo.integrations.mlflow import safe_uri
-from tests.cli.test_run import SMALLEST, write_judgments
 from tests.llm.conftest import SMALLEST_LIVE, write_tasks
 from tests.llm.server import FakeOpenAIServer, answers_by_system_prompt
 
@@ -33,14 +32,6 @@ def mlflow(monkeypatch):
     monkeypatch.setenv("MLFLOW_DISABLE_TELEMETRY", "")  # recorded, so restored afterwards
     monkeypatch.delenv("MLFLOW_DISABLE_TELEMETRY")
     return module
-
-
-@pytest.fixture
-def project(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    write_judgments(tmp_path)
-    (tmp_path / "experiment.yaml").write_text(SMALLEST)
-    return tmp_path
 
 
 def only_run(mlflow, uri: str, experiment: str):

@@ -16,7 +16,6 @@ check: ``jobs`` (id → custom_ids), ``submitted`` (every request body received,
 
 from __future__ import annotations
 
-import asyncio
 import json
 import threading
 import time
@@ -25,11 +24,14 @@ from typing import Any
 
 from aiohttp import web
 
+from tests.llm.server import ThreadedServer
 
-class FakeBatchServer:
+
+class FakeBatchServer(ThreadedServer):
     """Start with :meth:`start`, stop with :meth:`stop`."""
 
     def __init__(self, responder: Callable[[dict[str, Any]], str], latency: float = 0.3) -> None:
+        super().__init__()
         self.responder = responder
         self.latency = latency
         self.hold = False
@@ -45,20 +47,6 @@ class FakeBatchServer:
         self._requests: dict[str, list[dict[str, Any]]] = {}
         self._failing: set[tuple[str, str]] = set()
         self._lock = threading.Lock()
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
-        self._runner: web.AppRunner | None = None
-        self.port = 0
-
-    @property
-    def base_url(self) -> str:
-        """For the ``openai`` client."""
-        return f"http://127.0.0.1:{self.port}/v1"
-
-    @property
-    def root_url(self) -> str:
-        """For the ``anthropic`` client."""
-        return f"http://127.0.0.1:{self.port}"
 
     def submitted_bodies(self) -> list[str]:
         """Every submitted request body as canonical JSON (a duplicate: a request paid twice)."""
@@ -267,8 +255,7 @@ class FakeBatchServer:
         return web.Response(body="".join(json.dumps(x) + "\n" for x in lines).encode())
 
     # ---- serving -------------------------------------------------------------------------------
-    async def _start(self) -> None:
-        app = web.Application()
+    def routes(self, app: web.Application) -> None:
         app.router.add_post("/v1/files", self._upload)
         app.router.add_post("/v1/batches", self._create)
         app.router.add_get("/v1/batches/{job}", self._retrieve)
@@ -276,21 +263,3 @@ class FakeBatchServer:
         app.router.add_post("/v1/messages/batches", self._anthropic_create)
         app.router.add_get("/v1/messages/batches/{job}", self._anthropic_retrieve)
         app.router.add_get("/v1/messages/batches/{job}/results", self._anthropic_results)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-
-    def start(self) -> FakeBatchServer:
-        """Serve on a free port of 127.0.0.1 from a background thread."""
-        self._thread.start()
-        asyncio.run_coroutine_threadsafe(self._start(), self._loop).result(10)
-        return self
-
-    def stop(self) -> None:
-        """Stop serving and end the thread."""
-        if self._runner is not None:
-            asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(10)

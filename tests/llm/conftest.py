@@ -1,6 +1,10 @@
 """Fixtures of the live-LLM tests: a local OpenAI-compatible server and a project folder."""
 
 import json
+import subprocess
+import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -80,3 +84,22 @@ def run(config_path: Path, concurrency: int = 4, **overrides) -> RunOutcome:
         record = find_experiment(config, store)
         experiment_id = record.id if record else start_experiment(config, store)
         return Runner(store, experiment_id, concurrency=concurrency).run()
+
+
+def start_run(folder: Path) -> subprocess.Popen:
+    """``llmpo run live.yaml`` in ``folder`` as a process of its own (to signal or kill)."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "llmpo", "run", "live.yaml"],
+        cwd=folder,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def wait_for(condition: Callable[[], bool], seconds: float = 30.0) -> None:
+    """Poll ``condition`` every 50 ms; fail the test after ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "timed out waiting"
+        time.sleep(0.05)

@@ -23,9 +23,58 @@ import json
 import threading
 import zlib
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Self
 
 from aiohttp import web
+
+
+class ThreadedServer:
+    """An aiohttp application served on a free port of 127.0.0.1 from a background thread.
+
+    Subclasses add their routes in :meth:`routes`. Start with :meth:`start`, stop with
+    :meth:`stop`; ``base_url`` (ends in ``/v1``) is for the ``openai`` client, ``root_url`` for the
+    ``anthropic`` client (it adds ``/v1/...`` itself).
+    """
+
+    def __init__(self) -> None:
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self._runner: web.AppRunner | None = None
+        self.port = 0
+
+    @property
+    def root_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    def routes(self, app: web.Application) -> None:
+        """Add the server's handlers to ``app`` (run in the server's event loop)."""
+        raise NotImplementedError
+
+    async def _start(self) -> None:
+        app = web.Application()
+        self.routes(app)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0, backlog=1024)
+        await site.start()
+        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+
+    def start(self) -> Self:
+        """Serve from the background thread; returns the server."""
+        self._thread.start()
+        asyncio.run_coroutine_threadsafe(self._start(), self._loop).result(10)
+        return self
+
+    def stop(self) -> None:
+        """Stop serving and end the thread."""
+        if self._runner is not None:
+            asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
 
 
 def echo_last_message(body: dict[str, Any]) -> str:
@@ -33,7 +82,7 @@ def echo_last_message(body: dict[str, Any]) -> str:
     return str(body["messages"][-1]["content"])
 
 
-class FakeOpenAIServer:
+class FakeOpenAIServer(ThreadedServer):
     """Start with :meth:`start`, stop with :meth:`stop`; ``base_url`` ends in ``/v1``."""
 
     def __init__(
@@ -43,6 +92,7 @@ class FakeOpenAIServer:
         retry_after: str = "0.05",
         hang_seconds: float = 5.0,
     ) -> None:
+        super().__init__()
         self.responder = responder
         self.latency = latency
         self.retry_after = retry_after
@@ -57,20 +107,6 @@ class FakeOpenAIServer:
         self.in_flight = 0
         self.max_in_flight = 0
         self._lock = threading.Lock()
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
-        self._runner: web.AppRunner | None = None
-        self.port = 0
-
-    @property
-    def root_url(self) -> str:
-        """The endpoint to give the ``anthropic`` client (it adds ``/v1/messages``)."""
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def base_url(self) -> str:
-        """The endpoint to give the ``openai`` client."""
-        return f"http://127.0.0.1:{self.port}/v1"
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         with self._lock:
@@ -161,30 +197,15 @@ class FakeOpenAIServer:
             }
         )
 
-    async def _start(self) -> None:
+    def routes(self, app: web.Application) -> None:
         self._released = asyncio.Event()
-        app = web.Application()
         app.router.add_post("/v1/chat/completions", self._handle)
         app.router.add_post("/v1/messages", self._handle)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0, backlog=1024)
-        await site.start()
-        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-
-    def start(self) -> FakeOpenAIServer:
-        """Serve on a free port of 127.0.0.1 from a background thread."""
-        self._thread.start()
-        asyncio.run_coroutine_threadsafe(self._start(), self._loop).result(10)
-        return self
 
     def stop(self) -> None:
-        """Stop serving and end the thread."""
-        if self._runner is not None:
+        if self._runner is not None:  # a hung "timeout" fault ends now
             self._loop.call_soon_threadsafe(self._released.set)
-            asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(10)
+        super().stop()
 
 
 def answers_by_system_prompt(body: dict[str, Any]) -> str:

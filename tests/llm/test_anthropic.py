@@ -4,6 +4,7 @@ retries, timeouts and key hygiene as the openai backend, and a live run that cer
 import asyncio
 import email.utils
 import json
+import sys
 import time
 
 import numpy as np
@@ -143,3 +144,13 @@ def test_a_live_run_on_the_anthropic_backend_certifies_and_keeps_the_key_off_dis
         if path.is_file() and path.name != ".env":
             assert SECRET.encode() not in path.read_bytes(), path
     assert SECRET not in result.output
+
+
+def test_without_the_sdk_both_anthropic_clients_name_the_extra(monkeypatch):
+    from llmpo.llm.batch import AnthropicBatches
+
+    monkeypatch.setitem(sys.modules, "anthropic", None)  # import raises ImportError
+    config = AnthropicBackendConfig(type="anthropic", model="claude-test", batch=True)
+    for client in (AnthropicBackend, AnthropicBatches):
+        with pytest.raises(BackendError, match=r"pip install 'llmpo\[anthropic\]'"):
+            client(config)

@@ -3,8 +3,6 @@ paying twice, partly failed jobs, the batch price, Anthropic's Message Batches."
 
 import json
 import signal
-import subprocess
-import sys
 import time
 from collections import Counter
 
@@ -14,7 +12,7 @@ from llmpo.errors import RunFailedError
 from llmpo.llm.batch import fingerprint
 from llmpo.store import Store
 from tests.llm.batch_server import FakeBatchServer
-from tests.llm.conftest import SECRET, SMALLEST_LIVE, run, write_tasks
+from tests.llm.conftest import SECRET, SMALLEST_LIVE, run, start_run, wait_for, write_tasks
 from tests.llm.server import answers_by_system_prompt
 
 #: The batch options of every backend here: fast polling for a local server.
@@ -190,29 +188,12 @@ def test_a_job_past_batch_timeout_fails_the_run_and_the_resume_collects_it(folde
     assert all(body not in first for body in batches.submitted_bodies()[submitted:])
 
 
-def _start(folder) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "-m", "llmpo", "run", "live.yaml"],
-        cwd=folder,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-
-
-def _wait(condition, seconds: float = 60.0) -> None:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        assert time.monotonic() < deadline, "timed out waiting"
-        time.sleep(0.05)
-
-
 def test_a_run_killed_mid_batch_resumes_without_resubmitting_anything(folder, batches):
     config = write_config(folder, batches)
     batches.hold = True  # the first job stays in progress: killed after submission
-    process = _start(folder)
+    process = start_run(folder)
     try:
-        _wait(lambda: batches.polls >= 1)  # polled: submitted and recorded
+        wait_for(lambda: batches.polls >= 1, seconds=60)  # polled: submitted and recorded
         process.kill()
         process.wait(30)
     finally:
@@ -237,9 +218,9 @@ def test_a_run_killed_mid_batch_resumes_without_resubmitting_anything(folder, ba
 def test_sigterm_stops_a_batched_run_within_the_grace_leaving_it_interrupted(folder, batches):
     write_config(folder, batches, extra="  timeout_seconds: 1\n")
     batches.hold = True
-    process = _start(folder)
+    process = start_run(folder)
     try:
-        _wait(lambda: batches.polls >= 1)
+        wait_for(lambda: batches.polls >= 1, seconds=60)
         started = time.monotonic()
         process.send_signal(signal.SIGTERM)
         process.wait(30)

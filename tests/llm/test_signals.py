@@ -3,7 +3,6 @@ server asks for are capped."""
 
 import signal
 import subprocess
-import sys
 import time
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
@@ -12,6 +11,7 @@ import pytest
 
 from llmpo.llm.backends import MAX_RETRY_AFTER_SECONDS, RetryPolicy, _retry_after
 from llmpo.store import Store
+from tests.llm.conftest import start_run, wait_for
 
 #: What a stop may take here: the runner's grace for calls in flight (10 s) plus start-up slack.
 BOUND_SECONDS = 25.0
@@ -42,23 +42,11 @@ def test_a_wait_is_never_longer_than_the_caps():
     assert max(policy.delay(k, None, rng) for k in range(1, 30)) <= 30.0
 
 
-def start_run(project, extra: str = "") -> subprocess.Popen:
+def start_run_with(project, extra: str = "") -> subprocess.Popen:
+    """:func:`start_run` with ``extra`` lines added to the environment section."""
     text = (project / "live.yaml").read_text()
     (project / "live.yaml").write_text(text.replace("  type: llm\n", f"  type: llm\n{extra}"))
-    return subprocess.Popen(
-        [sys.executable, "-m", "llmpo", "run", "live.yaml"],
-        cwd=project,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-
-
-def wait_for(condition, seconds: float = 30.0) -> None:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        assert time.monotonic() < deadline, "timed out waiting"
-        time.sleep(0.05)
+    return start_run(project)
 
 
 def stop(process: subprocess.Popen, signals: list[int]) -> float:
@@ -105,7 +93,7 @@ def test_a_server_asking_to_retry_much_later_cannot_hold_a_run(project, server, 
 def test_a_hanging_server_cannot_hold_a_run(project, server):
     server.hang_seconds = 600.0
     server.faults.extend(["timeout"] * 10_000)
-    process = start_run(project, "  timeout_seconds: 60\n")
+    process = start_run_with(project, "  timeout_seconds: 60\n")
     wait_for(lambda: len(server.faults_served) >= 4)
     seconds = stop(process, [signal.SIGTERM])
     assert seconds < BOUND_SECONDS, seconds

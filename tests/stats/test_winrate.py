@@ -74,3 +74,38 @@ def test_coverage_is_not_below_95_percent(p_win, p_tie, n):
     # 1,000 repetitions per case; one-sided binomial test of coverage < 95% at the 1% level.
     covered = coverage(p_win, p_tie, n, 1000, stream=7)
     assert binomtest(covered, 1000, 0.95, alternative="less").pvalue > 0.01, covered
+
+
+def test_fractional_counts_are_a_score_total_over_whole_comparisons():
+    # Two comparisons scored 0.8 and 0.3: (2y − 1)⁺ won, (1 − 2y)⁺ lost, the rest tied.
+    rate = win_rate_interval(0.6, 1.0, 0.4)
+    assert rate.n == 2
+    assert rate.estimate == pytest.approx(0.55)
+    assert (rate.lower, rate.upper) == clopper_pearson(1.1, 2)
+    # Shares rounded to 1e-9 (the store's tally) still make whole comparisons.
+    assert win_rate_interval(0.6 + 1e-9, 1.0, 0.4).n == 2
+    with pytest.raises(ValueError, match="whole number of comparisons"):
+        win_rate_interval(0.6, 1.0, 0.3)
+
+
+def fractional_coverage(a: float, b: float, n: int, repetitions: int, stream: int) -> int:
+    """Coverage of E[y] when a judge returns preference probabilities y ~ Beta(a, b)."""
+    truth = a / (a + b)
+    covered = 0
+    for repetition in range(repetitions):
+        y = np.random.default_rng([stream, repetition]).beta(a, b, size=n)
+        wins = float(np.maximum(2 * y - 1, 0).sum())
+        losses = float(np.maximum(1 - 2 * y, 0).sum())
+        interval = win_rate_interval(wins, n - wins - losses, losses)
+        covered += interval.lower <= truth <= interval.upper
+    return covered
+
+
+# Beta laws of y: U-shaped near a coin (closest to Bernoulli, the hardest case), a clear winner,
+# a clear loser, and one concentrated near ½.
+@pytest.mark.parametrize(("a", "b"), [(0.3, 0.3), (0.3, 0.15), (2.0, 1.0), (1.0, 4.0), (8.0, 6.0)])
+@pytest.mark.parametrize("n", [30, 200])
+def test_coverage_with_preference_probabilities_is_not_below_95_percent(a, b, n):
+    # 1,000 repetitions per case; one-sided binomial test of coverage < 95% at the 1% level.
+    covered = fractional_coverage(a, b, n, 1000, stream=11)
+    assert binomtest(covered, 1000, 0.95, alternative="less").pvalue > 0.01, covered

@@ -115,6 +115,8 @@ def test_a_comparison_shows_task_both_answers_verdict_order_and_raw_output(clien
         verdict = html.unescape(re.search(r'<span id="verdict">(.*?)</span>', page)[1])
         expected = {1.0: f"{names[c.policy_a]} won", 0.5: "tie", 0.0: f"{names[c.policy_b]} won"}
         assert verdict == expected[c.outcome]
+        order = re.search(r'<dd id="order">(.*?)</dd>', page)[1]
+        assert order == (c.order or "—")
         raw = html.unescape(re.search(r'<pre id="raw">(.*?)</pre>', page, re.S)[1])
         assert '"match_a"' in raw and '"match_b"' in raw
     assert client.get(f"/s/0/e/{record.id}/c/100000").status_code == 404
@@ -413,7 +415,7 @@ def test_the_comparisons_download_is_llmpo_export(run_store, stored):
 def test_a_run_of_preference_probabilities_is_shown_with_its_fractional_outcomes(
     tmp_path, monkeypatch
 ):
-    from tests.cli.test_run import SMALLEST
+    from tests.conftest import SMALLEST
     from tests.test_store_fractional import _write_probabilities
 
     monkeypatch.chdir(tmp_path)
@@ -445,3 +447,21 @@ def test_a_run_of_preference_probabilities_is_shown_with_its_fractional_outcomes
         assert rival["wins"] == pytest.approx(wins, abs=0.01)
         assert rival["losses"] == pytest.approx(losses, abs=0.01)
         assert rival["ties"] == pytest.approx(len(scores) - wins - losses, abs=0.01)
+
+
+def test_a_comparisons_detail_has_every_stored_field_with_its_presentation_order(tmp_path):
+    from llmpo.store import ComparisonRecord, Store
+    from llmpo.store.views import RUNS, comparison
+
+    with Store(tmp_path / "runs.db", writer=True) as store:
+        experiment_id = store.create_experiment({}, ["a", "b"])
+        store.append_comparison(
+            experiment_id, ComparisonRecord(1, 0, 1, 1.0, "t1", "ba", {"judge": "x"}, 1.0, 2.5)
+        )
+    with Store(tmp_path / "runs.db", readonly=True) as store:
+        found = comparison(store.connection, RUNS, experiment_id, 1)
+        assert comparison(store.connection, RUNS, experiment_id, 2) is None
+    assert found is not None
+    assert (found["order"], found["task_id"], found["raw"]) == ("ba", "t1", {"judge": "x"})
+    assert (found["started_at"], found["finished_at"]) == (1.0, 2.5)
+    assert "presentation_order" not in found

@@ -18,6 +18,7 @@ import asyncio
 import dataclasses
 import email.utils
 import errno
+import importlib
 import json
 import math
 import os
@@ -323,6 +324,23 @@ def anthropic_generation(payload: object, label: str, seconds: float) -> Generat
     )
 
 
+def require_anthropic() -> None:
+    """Check that the ``anthropic`` SDK (an optional extra) can be imported.
+
+    Raises
+    ------
+    BackendError
+        When it is not installed, naming the extra that installs it.
+    """
+    try:
+        importlib.import_module("anthropic")
+    except ImportError:
+        raise BackendError(
+            "backend type anthropic needs the anthropic package. Fix: pip install "
+            "'llmpo[anthropic]'"
+        ) from None
+
+
 def read_api_key(config: BackendConfig | AnthropicBackendConfig | Any) -> str:
     """The key in the environment variable ``config.api_key_env`` names (a placeholder if none).
 
@@ -524,13 +542,9 @@ class AnthropicBackend(Backend):
     """
 
     def __init__(self, config: AnthropicBackendConfig) -> None:
-        try:
-            import anthropic
-        except ImportError:
-            raise BackendError(
-                "backend type anthropic needs the anthropic package. Fix: pip install "
-                "'llmpo[anthropic]'"
-            ) from None
+        require_anthropic()
+        import anthropic
+
         self._sdk = anthropic
         self.label = config.base_url or "Anthropic"
         self._secret = read_api_key(config)

@@ -60,6 +60,7 @@ from llmpo.llm.backends import (
     openai_body,
     openai_generation,
     read_api_key,
+    require_anthropic,
 )
 
 #: Calls arriving within this long of the first one of a job go into that job.
@@ -215,13 +216,9 @@ class AnthropicBatches(BatchProvider):
     """Anthropic's Message Batches API (or a server speaking it)."""
 
     def __init__(self, config: AnthropicBackendConfig) -> None:
-        try:
-            import anthropic
-        except ImportError:
-            raise BackendError(
-                "backend type anthropic needs the anthropic package. Fix: pip install "
-                "'llmpo[anthropic]'"
-            ) from None
+        require_anthropic()
+        import anthropic
+
         self.label = config.base_url or "Anthropic"
         self.name = f"anthropic {self.label} {config.api_key_env}"
         self._secret = read_api_key(config)

@@ -38,7 +38,9 @@ import jinja2
 import numpy as np
 
 from llmpo.config import (
+    AnthropicBackendConfig,
     AnyBackendConfig,
+    BackendConfig,
     ExperimentConfig,
     LLMEnvironmentConfig,
     PolicyConfig,
@@ -420,7 +422,8 @@ class LLMEnvironment:
     def _backend(self, config: AnyBackendConfig) -> Backend:
         key = _backend_key(config)
         if key not in self._backends:
-            if getattr(config, "batch", False):
+            # Only the OpenAI and Anthropic configurations have a batch API (docs/batch.md).
+            if isinstance(config, BackendConfig | AnthropicBackendConfig) and config.batch:
                 self._backends[key] = batch_backend(
                     config, self.retry.max_retries, self.batch_journal
                 )

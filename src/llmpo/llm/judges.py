@@ -451,11 +451,11 @@ class LLMJudge(Judge):
             return Verdict(outcome, "both", raw, calls)
         swapped = bool(rng.integers(2))
         first, second = (answer_b, answer_a) if swapped else (answer_a, answer_b)
-        score, replies, calls = await self._ask(task, first, second)
+        score, replies, made = await self._ask(task, first, second)
         order = "ba" if swapped else "ab"
         if score is None:
-            return Verdict(None, order, {"replies": replies, "invalid": True}, tuple(calls))
-        return Verdict(1.0 - score if swapped else score, order, {"replies": replies}, tuple(calls))
+            return Verdict(None, order, {"replies": replies, "invalid": True}, tuple(made))
+        return Verdict(1.0 - score if swapped else score, order, {"replies": replies}, tuple(made))
 
 
 # ---- python -------------------------------------------------------------------------------------

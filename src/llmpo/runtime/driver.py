@@ -215,7 +215,11 @@ class Driver:
         judge_check: bool = True,
     ) -> None:
         if concurrency < 1:
-            raise ConfigError(f"concurrency must be a positive integer, got {concurrency}")
+            raise ConfigError(
+                field="concurrency",
+                problem=f"must be a positive integer, got {concurrency}",
+                fix="give 1 or more",
+            )
         self.target = target
         self.source = source
         self.sink = sink

@@ -15,7 +15,7 @@ comparisons in flight are then lost, never half-stored).
 Failures. A live call that still fails after its retries, or a judge whose verdicts are more than
 90% invalid (after 50 results), stops the run: the run records a ``backend_failed`` event, marks
 the experiment ``failed`` (every finished comparison is stored) and raises
-:class:`~llmpo.runner.RunFailedError`; ``llmpo run CONFIG --resume`` continues it. Any other
+:class:`~llmpo.errors.RunFailedError`; ``llmpo run CONFIG --resume`` continues it. Any other
 error marks the experiment ``failed`` (with a ``failed`` event) and is re-raised.
 """
 
@@ -92,7 +92,7 @@ class Runner:
     StoreError
         When the stored experiment cannot be resumed (no seed, its data changed).
     ConfigError
-        When its configuration's data cannot be read.
+        When its configuration's data cannot be read, or ``concurrency`` is below 1.
     """
 
     def __init__(
@@ -107,7 +107,11 @@ class Runner:
         on_settled: Callable[[Finished], None] | None = None,
     ) -> None:
         if concurrency < 1:
-            raise ConfigError(f"concurrency must be a positive integer, got {concurrency}")
+            raise ConfigError(
+                field="concurrency",
+                problem=f"must be a positive integer, got {concurrency}",
+                fix="give 1 or more",
+            )
         self.store = store
         self.record = store.experiment(experiment_id)
         #: True when the experiment was stored before the ``ties`` option: it resumes counting

@@ -9,11 +9,14 @@ S = W + T/2 out of n, with the beta quantiles taken at a half-integer S when the
 Without ties S is binomial and this *is* the exact Clopper–Pearson interval. With ties it is
 conservative: among the distributions on [0, 1] with mean p the Bernoulli(p) one is the most
 spread (every other is below it in convex order), so a score total is less dispersed than the
-binomial count the interval is built for. ``tests/stats/test_winrate.py`` checks the coverage by
-Monte Carlo (no case below the nominal 95%, ties or not). The interval is deterministic — the same
-counts always give the same interval — and always contains the estimate S/n; a tie is never split
-by a coin (that exact alternative throws information away: with many ties it moves the interval
-by the luck of the coin flips).
+binomial count the interval is built for. The same holds for a judge's preference probabilities
+y ∈ [0, 1] (docs/ties.md): y is the score, counted (2y − 1)⁺ won, (1 − 2y)⁺ lost and the rest
+tied, so that S = W + T/2 = Σ y and W, T, L are real numbers summing to n.
+``tests/stats/test_winrate.py`` checks the coverage by Monte Carlo (no case below the nominal
+95%, with ties, without, and with preference probabilities). The interval is deterministic — the
+same counts always give the same interval — and always contains the estimate S/n; a tie is never
+split by a coin (that exact alternative throws information away: with many ties it moves the
+interval by the luck of the coin flips).
 
 Accuracies (right or wrong answers) are binomial: plain Clopper–Pearson.
 """
@@ -69,8 +72,8 @@ class WinRate:
 
     Attributes
     ----------
-    wins, ties, losses : int
-        Counts for the first policy.
+    wins, ties, losses : float
+        Counts for the first policy (whole for verdicts; see :func:`win_rate_interval`).
     n : int
         Comparisons.
     estimate : float
@@ -81,9 +84,9 @@ class WinRate:
         Its confidence level.
     """
 
-    wins: int
-    ties: int
-    losses: int
+    wins: float
+    ties: float
+    losses: float
     n: int
     estimate: float
     lower: float
@@ -91,13 +94,16 @@ class WinRate:
     level: float
 
 
-def win_rate_interval(wins: int, ties: int, losses: int, level: float = 0.95) -> WinRate:
+def win_rate_interval(wins: float, ties: float, losses: float, level: float = 0.95) -> WinRate:
     """Win rate (ties ½) with the Clopper–Pearson interval of wins + ties/2.
 
     Parameters
     ----------
-    wins, ties, losses : int
-        Counts of the first policy (non-negative, at least one comparison).
+    wins, ties, losses : float
+        Counts of the first policy (non-negative, at least one comparison). Whole numbers for
+        verdicts; with preference probabilities a comparison scored y adds (2y − 1)⁺ to wins,
+        (1 − 2y)⁺ to losses and the rest to ties, so the three may be fractional but sum to the
+        number of comparisons.
     level : float
         Confidence level.
 
@@ -108,13 +114,20 @@ def win_rate_interval(wins: int, ties: int, losses: int, level: float = 0.95) ->
     Raises
     ------
     ValueError
-        For negative counts or no comparison.
+        For negative counts, no comparison, or counts that do not sum to a whole number of
+        comparisons.
     """
     if min(wins, ties, losses) < 0:
         raise ValueError(f"counts must be non-negative, got {wins}, {ties}, {losses}")
-    n = wins + ties + losses
+    total = wins + ties + losses
+    n = round(total)
+    # Fractional counts are sums of shares rounded to 1e-9 (store.records.tally).
+    if abs(total - n) > 1e-6:
+        raise ValueError(
+            f"wins + ties + losses must be a whole number of comparisons, got {total:g}"
+        )
     if n == 0:
         raise ValueError("no comparison: a win rate needs at least one")
-    score = wins + ties / 2
+    score = min(wins + ties / 2, n)  # the rounding of fractional counts may overshoot n
     lower, upper = clopper_pearson(score, n, level)
     return WinRate(wins, ties, losses, n, score / n, lower, upper, level)

@@ -2,7 +2,7 @@
 
 A store is marked with :data:`APPLICATION_ID` in its SQLite header and its schema version in
 ``user_version``. ``MIGRATIONS[v]`` brings a store from schema v − 1 to v (v = 1 creates it);
-:meth:`llmpo.store.sqlite.Database.migrate` runs the missing ones in one transaction, so a store
+:meth:`llmpo.store.sqlite.Database._migrate` runs the missing ones in one transaction, so a store
 is either migrated whole or left as it was.
 
 Versions:

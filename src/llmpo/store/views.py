@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from llmpo.store import Store
+from llmpo.store.records import COMPARISON_COLUMNS
 
 #: Rows per page of comparisons.
 PAGE_SIZE = 50
@@ -340,36 +341,20 @@ class Answer:
     seconds: float | None
 
 
-_DETAIL_KEYS = (
-    "seq",
-    "policy_a",
-    "policy_b",
-    "outcome",
-    "task_id",
-    "order",
-    "raw",
-    "started_at",
-    "finished_at",
-    "cost_usd",
-    "input_tokens",
-    "output_tokens",
-)
-
-
 def comparison(
     connection: sqlite3.Connection, source: Source, owner_id: int, seq: int
 ) -> dict[str, Any] | None:
     """Every stored field of one comparison (``raw`` decoded), or None."""
     row = connection.execute(
-        "SELECT seq, policy_a, policy_b, outcome, task_id, presentation_order, raw, started_at, "
-        "finished_at, cost_usd, input_tokens, output_tokens "
+        f"SELECT {', '.join(COMPARISON_COLUMNS)} "
         f"FROM {source.table} WHERE {source.key} = ? AND seq = ?",
         (owner_id, seq),
     ).fetchone()
     if row is None:
         return None
-    found = dict(zip(_DETAIL_KEYS, row, strict=True))
-    found["raw"] = json.loads(row[6]) if row[6] is not None else None
+    found = dict(zip(COMPARISON_COLUMNS, row, strict=True))
+    found["order"] = found.pop("presentation_order")
+    found["raw"] = json.loads(found["raw"]) if found["raw"] is not None else None
     return found
 
 
