@@ -84,11 +84,13 @@ def test_mixture_stopping_threshold():
     for a, b, y in [(0, 1, 1.0), (0, 2, 0.0), (1, 3, 0.5), (0, 3, 1.0)]:
         hybrid.tell(a, b, y)
     assert hybrid.stopping_threshold() == pytest.approx(expected + math.log(2))
-    # hybrid-lean: the structured route at 0.9δ, the direct route at 0.1δ/(K − 1).
+    # hybrid-lean: universal inference at 0.9δ, the direct route at 0.1δ/(K − 1).
     lean = StructuredModel(np.eye(4)[:, :3], 0.01, LeanHybridThreshold())
     for a, b, y in [(0, 1, 1.0), (0, 2, 0.0), (1, 3, 0.5), (0, 3, 1.0)]:
         lean.tell(a, b, y)
-    assert lean.stopping_threshold() == pytest.approx(expected + math.log(1 / 0.9))
+    _, _, z, n, s = lean.pair_statistics()
+    universal = log_likelihood(lean.estimate(), z, n, s) - lean.predictive_log_likelihood
+    assert lean.stopping_threshold() == pytest.approx(math.log(1 / 0.009) + universal)
     _, direct, counts = lean.direct_statistics(np.array([1, 2, 3]))
     np.testing.assert_allclose(
         direct, math.log(3 / 0.001) + 0.5 * np.log(np.maximum(counts, 1)) + math.log(2)

@@ -53,12 +53,13 @@ Thresholds (``threshold`` argument):
 * ``"hybrid"`` and ``"hybrid-lean"`` (:class:`HybridThreshold`, the latter the default of the
   structured space) — valid, "whichever certifies first" of the structured statistic and the
   unstructured (one-pair) one, rival by rival, with δ split as (1 − η)δ + ηδ (η = ½ for
-  ``hybrid``, 0.1 for ``hybrid-lean``): a rival j is ruled out when Z_j exceeds the mixture
-  threshold at (1 − η)δ, or when the direct test clears it: with n comparisons of pairs whose
+  ``hybrid``, 0.1 for ``hybrid-lean``): a rival j is ruled out when Z_j exceeds the structured
+  threshold at (1 − η)δ — the mixture one for ``hybrid``, the universal-inference one for
+  ``hybrid-lean`` — or when the direct test clears it: with n comparisons of pairs whose
   difference is ±(x_î − x_j), of which the î side won a share p̂ > ½ − ε,
   n·kl(p̂, ½ − ε) > log((K − 1)/(ηδ)) + ½ log n + log 2. Proof. If the rule stops on î ≠ i*,
-  rival i* was ruled out by one of the two. (a) has probability ≤ (1 − η)δ (the mixture
-  argument above with δ replaced by (1 − η)δ). (b): the pairs whose difference is
+  rival i* was ruled out by one of the two. (a) has probability ≤ (1 − η)δ (the universal or
+  mixture argument above with δ replaced by (1 − η)δ: Ville at level 1/((1 − η)δ)). (b): the pairs whose difference is
   x_î − x_{i*} share the win probability p = σ(θ*ᵀ(x_î − x_{i*})) ≤ ½ − ε, so
   n·kl(p̂, ½ − ε) ≤ n·kl(p̂, p) ≤ log(KT_n/L_n(p)) + ½ log n + log 2 (the KT bound of
   :mod:`llmpo.stats.thresholds`), and KT_n/L_n(p) is a non-negative supermartingale; Ville
@@ -69,7 +70,8 @@ Thresholds (``threshold`` argument):
   The direct test needs no d-dimensional regret, so for a close rival in high dimension it
   certifies long before the structured statistic; with factor features it pools every pair
   that differs in the same factor levels. A smaller η costs the direct route log(½/η) nats and
-  saves the structured route log((1 − η)/½) (``hybrid-lean``: 1.6 and 0.59).
+  saves the structured route log((1 − η)/½) (``hybrid-lean``: 1.6 and 0.59); ``hybrid-lean``
+  then pays log(1/0.9) ≈ 0.11 nats over ``universal`` where the direct route certifies nothing.
 * ``"kt"`` — the saturated-model KT threshold of docs/structured.md (a), valid:
   β = log(1/δ) + Σ_{ab: n_ab>0} (½ log n_ab + log 2). Z_{i*} ≤ LL(θ̂) − LL(θ) ≤
   Σ_ab n_ab d(p̂_ab, p_ab) (the saturated model fits each pair freely), and the product over
@@ -512,18 +514,27 @@ class StructuredModel(PreferenceModel):
         return self._threshold_cache[1]
 
     def _stopping_threshold(self) -> float:
-        theta = self.estimate()
+        threshold = self.threshold
+        if isinstance(threshold, HybridThreshold):  # (1 − η)δ for the structured route
+            regret = (
+                self.universal_regret()
+                if threshold.structured_route == "universal"
+                else self.mixture_regret()
+            )
+            return threshold.structured_log_inverse_delta(self.delta) + regret
         log_inverse_delta = math.log(1.0 / self.delta)
-        if isinstance(self.threshold, HybridThreshold):  # (1 − η)δ for the structured route
-            return self.threshold.structured_log_inverse_delta(self.delta) + self.mixture_regret()
-        if isinstance(self.threshold, GaussianMixtureThreshold):
+        if isinstance(threshold, GaussianMixtureThreshold):
             return log_inverse_delta + self.mixture_regret()
-        if isinstance(self.threshold, UniversalInferenceThreshold):
-            _, _, z, n, s = self.pair_statistics()
-            regret = log_likelihood(theta, z, n, s) - self.predictive_log_likelihood
-            return log_inverse_delta + regret
+        if isinstance(threshold, UniversalInferenceThreshold):
+            return log_inverse_delta + self.universal_regret()
         counts = self.pair_statistics()[3]
-        return self.threshold.pair_set(counts, float(self.n_told), self.delta, 0.0)
+        return threshold.pair_set(counts, float(self.n_told), self.delta, 0.0)
+
+    def universal_regret(self) -> float:
+        """LL(θ̂) − Σ_s log p_{θ̃_{s−1}}(y_s): the regret of the sequential plug-in predictions
+        (universal inference, module docstring)."""
+        _, _, z, n, s = self.pair_statistics()
+        return log_likelihood(self.estimate(), z, n, s) - self.predictive_log_likelihood
 
     def mixture_regret(self) -> float:
         """(ρ/2)‖θ̂‖² + ½ log det(I + B/ρ): LL(θ̂) minus a lower bound of the mixture likelihood.
