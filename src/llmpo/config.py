@@ -36,7 +36,7 @@ delta, epsilon : float
 strategy : str
     Sampling rule: ``llmpo`` (the space's default rule), another rule of the space, ``uniform``.
 threshold : str, optional
-    Stopping threshold; default the space's (``kt`` unstructured, ``universal`` structured).
+    Stopping threshold; default the space's (``kt`` unstructured, ``hybrid-lean`` structured).
 assume_condorcet : bool
     Class B statistics; δ-correct only when a Condorcet winner exists.
 ties : {"decisive", "half"}, optional

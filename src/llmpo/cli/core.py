@@ -222,7 +222,7 @@ def simulate_command(
     threshold: Annotated[
         str | None,
         typer.Option(
-            help=f"Stopping threshold: {', '.join(THRESHOLDS)}. Default: kt, or universal on a "
+            help=f"Stopping threshold: {', '.join(THRESHOLDS)}. Default: kt, or hybrid-lean on a "
             "structured instance."
         ),
     ] = None,

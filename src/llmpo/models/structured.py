@@ -59,11 +59,12 @@ Thresholds (``threshold`` argument):
   difference is ±(x_î − x_j), of which the î side won a share p̂ > ½ − ε,
   n·kl(p̂, ½ − ε) > log((K − 1)/(ηδ)) + ½ log n + log 2. Proof. If the rule stops on î ≠ i*,
   rival i* was ruled out by one of the two. (a) has probability ≤ (1 − η)δ (the universal or
-  mixture argument above with δ replaced by (1 − η)δ: Ville at level 1/((1 − η)δ)). (b): the pairs whose difference is
-  x_î − x_{i*} share the win probability p = σ(θ*ᵀ(x_î − x_{i*})) ≤ ½ − ε, so
-  n·kl(p̂, ½ − ε) ≤ n·kl(p̂, p) ≤ log(KT_n/L_n(p)) + ½ log n + log 2 (the KT bound of
-  :mod:`llmpo.stats.thresholds`), and KT_n/L_n(p) is a non-negative supermartingale; Ville
-  bounds its crossing of (K − 1)/(ηδ) by ηδ/(K − 1). î ranges over the K − 1 policies other
+  mixture argument above with δ replaced by (1 − η)δ: Ville at level 1/((1 − η)δ)). (b): the
+  pairs whose difference is x_î − x_{i*} share the win probability
+  p = σ(θ*ᵀ(x_î − x_{i*})) ≤ ½ − ε, so n·kl(p̂, ½ − ε) ≤ n·kl(p̂, p) ≤
+  log(KT_n/L_n(p)) + ½ log n + log 2 (the KT bound of :mod:`llmpo.stats.thresholds`), and
+  KT_n/L_n(p) is a non-negative supermartingale; Ville bounds its crossing of (K − 1)/(ηδ) by
+  ηδ/(K − 1). î ranges over the K − 1 policies other
   than i*, so at most K − 1 such pooled sequences exist: (b) has probability ≤ ηδ, and the
   union of (a) and (b) ≤ δ. The two events need no independence (a union bound), and the
   per-rival "or" rules out at least every rival that the global "either rule certifies" would.
