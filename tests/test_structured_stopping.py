@@ -1,4 +1,5 @@
-"""δ-correctness of the structured space's mixture and hybrid thresholds (issue 18), by Monte Carlo.
+"""δ-correctness of the structured space's mixture, hybrid and hybrid-lean thresholds (issue 18), by
+Monte Carlo.
 
 δ = 0.1, fixed seeds, one-sided binomial test at 1% of H0: error rate ≤ δ, on four instances:
 one-hot BT5 (d = 4, a rival at p = .55), 100 factor policies (d = 11), 60 factor policies with
@@ -58,6 +59,18 @@ def test_structured_thresholds_are_delta_correct(name, threshold):
     make, reps = INSTANCES[name]
     instance = make()
     summary = simulate(instance, "llmpo", DELTA, reps, seed=18, workers=2, threshold=threshold)
+    assert summary["uncertified"] == 0
+    assert binomtest(summary["errors"], reps, DELTA, alternative="greater").pvalue > 0.01, summary
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["factors60-close", "continuous30-close"])
+def test_hybrid_lean_default_is_delta_correct(name):
+    """The structured space's default threshold (mixture route at 0.9δ, direct route at 0.1δ)
+    on the two close-rival instances, where both routes certify rivals (CI: ``-k hybrid``)."""
+    make, reps = INSTANCES[name]
+    summary = simulate(make(), "llmpo", DELTA, reps, seed=18, workers=2, threshold="hybrid-lean")
+    assert summary["threshold"] == "hybrid-lean"
     assert summary["uncertified"] == 0
     assert binomtest(summary["errors"], reps, DELTA, alternative="greater").pvalue > 0.01, summary
 

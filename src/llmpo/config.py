@@ -37,7 +37,7 @@ strategy : str
     Sampling rule: ``llmpo`` (the space's default rule), another rule of the space, ``uniform``,
     or an installed plug-in's (:data:`llmpo.registry.STRATEGIES`).
 threshold : str, optional
-    Stopping threshold; default the space's (``kt`` unstructured, ``universal`` structured); the
+    Stopping threshold; default the space's (``kt`` unstructured, ``hybrid-lean`` structured); the
     names are those of :data:`llmpo.registry.THRESHOLDS`.
 assume_condorcet : bool
     Class B statistics; δ-correct only when a Condorcet winner exists.
@@ -698,6 +698,14 @@ class ExperimentConfig(_Strict):
         return judged_by_people(getattr(self.environment, "judge", None))
 
     @property
+    def threshold_name(self) -> str:
+        """The stopping threshold: ``threshold``, or the space's default when unset."""
+        from llmpo.spaces import Structured, Unstructured  # numpy only when asked
+
+        space = Structured if self.space == "structured" else Unstructured
+        return self.threshold or space.default_threshold
+
+    @property
     def ties_mode(self) -> str:
         """The statistic's treatment of ties: ``ties``, or ``"decisive"`` when unset."""
         return self.ties or "decisive"
@@ -705,6 +713,9 @@ class ExperimentConfig(_Strict):
 
 #: Statistic of experiments stored before the ``ties`` option existed (ties counted ½).
 LEGACY_TIES = "half"
+#: Stopping threshold of structured experiments stored without one: the structured space's
+#: default before ``hybrid-lean`` (docs/structured-stopping.md); they resume with it.
+LEGACY_STRUCTURED_THRESHOLD = "universal"
 
 
 def stored_config(data: dict[str, Any]) -> ExperimentConfig:
@@ -712,11 +723,15 @@ def stored_config(data: dict[str, Any]) -> ExperimentConfig:
 
     A configuration stored before the ``ties`` option existed has no ``ties`` key: its
     experiment counted ties as half a win, so it resumes with ``ties="half"``
-    (:func:`created_before_ties`). Raises pydantic's ValueError when unreadable.
+    (:func:`created_before_ties`). New experiments record their stopping threshold; a
+    structured one stored without it was created with the default of the time, ``universal``,
+    and resumes with it. Raises pydantic's ValueError when unreadable.
     """
     config = ExperimentConfig.model_validate(data)
     if created_before_ties(data):
         config = config.model_copy(update={"ties": LEGACY_TIES})
+    if config.space == "structured" and config.threshold is None:
+        config = config.model_copy(update={"threshold": LEGACY_STRUCTURED_THRESHOLD})
     return config
 
 

@@ -523,8 +523,11 @@ def start_experiment(
         if config.seed is not None
         else config.model_copy(update={"seed": secrets.randbits(32)})
     )
-    # Record the statistic, so that a later default cannot change how this experiment resumes.
-    resolved = resolved.model_copy(update={"ties": resolved.ties_mode})
+    # Record the statistic and the threshold, so that a later default cannot change how this
+    # experiment resumes.
+    resolved = resolved.model_copy(
+        update={"ties": resolved.ties_mode, "threshold": resolved.threshold_name}
+    )
     if environment is None or (config.seed is None and config.holdout is not None):
         environment = check_config(resolved)  # the held-out split depends on the seed drawn
     held = getattr(environment, "holdout_task_ids", None)
@@ -555,8 +558,9 @@ def _comparable(config: dict[str, Any], ignore: tuple[str, ...]) -> dict[str, An
 
 def _stored_config(record: ExperimentRecord, config: ExperimentConfig) -> dict[str, Any] | None:
     """A stored experiment's configuration, comparable with ``config``'s: the defaults of fields
-    added since it was stored filled in, and the seed and ties left out where ``config`` leaves
-    them unset (then any seed matches, and a resume keeps the statistic it was stored with)."""
+    added since it was stored filled in, and the seed, ties and threshold left out where ``config``
+    leaves them unset (then any seed matches, and a resume keeps the statistic and threshold it
+    was stored with)."""
     try:
         stored = stored_config(record.config).to_json()
     except ValueError:
@@ -565,6 +569,8 @@ def _stored_config(record: ExperimentRecord, config: ExperimentConfig) -> dict[s
         stored["seed"] = None
     if config.ties is None:
         stored["ties"] = None
+    if config.threshold is None:
+        stored["threshold"] = None
     return stored
 
 

@@ -17,7 +17,12 @@ from scipy.stats import binomtest, multivariate_normal
 from llmpo.models.structured import StructuredModel, jaakkola_jordan_curvature
 from llmpo.stats.bernoulli import kl_bernoulli
 from llmpo.stats.structured import log_likelihood
-from llmpo.stats.thresholds import GaussianMixtureThreshold, HybridThreshold, make_threshold
+from llmpo.stats.thresholds import (
+    GaussianMixtureThreshold,
+    HybridThreshold,
+    LeanHybridThreshold,
+    make_threshold,
+)
 
 
 def test_jaakkola_jordan_bound_is_a_tangent_lower_bound_of_log_sigmoid():
@@ -79,8 +84,21 @@ def test_mixture_stopping_threshold():
     for a, b, y in [(0, 1, 1.0), (0, 2, 0.0), (1, 3, 0.5), (0, 3, 1.0)]:
         hybrid.tell(a, b, y)
     assert hybrid.stopping_threshold() == pytest.approx(expected + math.log(2))
+    # hybrid-lean: universal inference at 0.9δ, the direct route at 0.1δ/(K − 1).
+    lean = StructuredModel(np.eye(4)[:, :3], 0.01, LeanHybridThreshold())
+    for a, b, y in [(0, 1, 1.0), (0, 2, 0.0), (1, 3, 0.5), (0, 3, 1.0)]:
+        lean.tell(a, b, y)
+    _, _, z, n, s = lean.pair_statistics()
+    universal = log_likelihood(lean.estimate(), z, n, s) - lean.predictive_log_likelihood
+    assert lean.stopping_threshold() == pytest.approx(math.log(1 / 0.009) + universal)
+    _, direct, counts = lean.direct_statistics(np.array([1, 2, 3]))
+    np.testing.assert_allclose(
+        direct, math.log(3 / 0.001) + 0.5 * np.log(np.maximum(counts, 1)) + math.log(2)
+    )
     with pytest.raises(ValueError, match="prior_precision"):
         GaussianMixtureThreshold(0.0)
+    with pytest.raises(ValueError, match="direct_share"):
+        HybridThreshold(direct_share=1.0)
 
 
 def mixture_crossings(runs: int, horizon: int, slack: bool) -> int:
@@ -157,6 +175,35 @@ def test_direct_statistics_pool_pairs_with_the_same_difference():
     )
 
 
+def direct_route_crossings(level_log: float, runs: int = 4000, horizon: int = 400) -> int:
+    """Runs of ``horizon`` fair comparisons (p = ½: the boundary of the wrong leader's
+    alternative) in which the direct test n·kl(p̂, ½) (p̂ > ½) ever exceeds
+    ``level_log`` + ½ log n + log 2."""
+    rng = np.random.default_rng(18)
+    wins = np.cumsum(rng.random((runs, horizon)) < 0.5, axis=1)
+    n = np.arange(1, horizon + 1)
+    rate = wins / n
+    statistic = np.where(rate > 0.5, n * np.asarray(kl_bernoulli(rate, 0.5)), 0.0)
+    bar = level_log + 0.5 * np.log(n) + math.log(2)
+    return int(np.sum(np.any(statistic > bar, axis=1)))
+
+
+def test_the_direct_route_errs_at_most_its_share_of_delta():
+    """The split of δ between the two routes, checked where it can fail: with K = 2 and
+    δ = 0.9, hybrid-lean's direct route may err with probability ηδ/(K − 1) = 0.09. Its bar,
+    as the threshold computes it, is crossed by a fair sequence in ≤ 9% of 4,000 runs
+    (binomial test at 1%; measured 2.5%), while the bar of a route given all of δ (no split)
+    or half of it (hybrid's split applied to hybrid-lean's budget) is crossed far more often
+    than 9% (measured 32% and 17%): a wrong split fails this test."""
+    delta, share = 0.9, LeanHybridThreshold().direct_share
+    level = share * delta
+    correct = direct_route_crossings(LeanHybridThreshold().direct_log_inverse_delta(delta, 2))
+    assert binomtest(correct, 4000, level, alternative="greater").pvalue > 0.01
+    for wrong in (math.log(1 / delta), math.log(2 / delta)):
+        crossings = direct_route_crossings(wrong)
+        assert binomtest(crossings, 4000, level, alternative="greater").pvalue < 0.01
+
+
 def test_hybrid_certifies_a_close_rival_through_the_direct_test():
     """Leader 1 and rival 0 differ in one factor level; 4,000 comparisons of that difference
     at p = .6 clear it directly, while the structured GLR of the other rivals carries the rest."""
@@ -198,6 +245,6 @@ def test_hybrid_sampling_routes_a_close_rival_to_its_direct_pair():
 
 
 def test_likelihood_thresholds_are_refused_without_a_likelihood_model():
-    for name in ("mixture", "hybrid"):
+    for name in ("mixture", "hybrid", "hybrid-lean"):
         with pytest.raises(ValueError, match=f"'{name}' needs a likelihood model"):
             make_threshold(name).pair(np.ones(3), 10.0, 0.05, 0.0)

@@ -50,19 +50,29 @@ Thresholds (``threshold`` argument):
   LL(θ*)): error probability ≤ δ, with no union over rivals and whatever θ̂ is. For one-hot
   features and p near ½, c ≈ ¼ is the Fisher information, so the regret is ≈ (d/2) log t less
   what the allocation leaves unexplored.
-* ``"hybrid"`` (:class:`HybridThreshold`) — valid: a rival j is ruled out when Z_j exceeds the
-  mixture threshold at δ/2, or when the direct test clears it: with n comparisons of pairs
-  whose difference is ±(x_î − x_j), of which the î side won a share p̂ > ½ − ε,
-  n·kl(p̂, ½ − ε) > log(2(K − 1)/δ) + ½ log n + log 2. Proof. If the rule stops on î ≠ i*,
-  rival i* was ruled out by one of the two. (a) has probability ≤ δ/2 (above). (b): the
-  pairs whose difference is x_î − x_{i*} share the win probability p = σ(θ*ᵀ(x_î − x_{i*})) ≤
-  ½ − ε, so n·kl(p̂, ½ − ε) ≤ n·kl(p̂, p) ≤ log(KT_n/L_n(p)) + ½ log n + log 2 (the KT bound
-  of :mod:`llmpo.stats.thresholds`), and KT_n/L_n(p) is a non-negative supermartingale;
-  Ville bounds its crossing of 2(K − 1)/δ by δ/(2(K − 1)). î ranges over the K − 1 policies
-  other than i*, so at most K − 1 such pooled sequences exist: (b) has probability ≤ δ/2. The
-  direct test needs no d-dimensional regret, so for a close rival in high dimension it
+* ``"hybrid"`` and ``"hybrid-lean"`` (:class:`HybridThreshold`, the latter the default of the
+  structured space) — valid, "whichever certifies first" of the structured statistic and the
+  unstructured (one-pair) one, rival by rival, with δ split as (1 − η)δ + ηδ (η = ½ for
+  ``hybrid``, 0.1 for ``hybrid-lean``): a rival j is ruled out when Z_j exceeds the structured
+  threshold at (1 − η)δ — the mixture one for ``hybrid``, the universal-inference one for
+  ``hybrid-lean`` — or when the direct test clears it: with n comparisons of pairs whose
+  difference is ±(x_î − x_j), of which the î side won a share p̂ > ½ − ε,
+  n·kl(p̂, ½ − ε) > log((K − 1)/(ηδ)) + ½ log n + log 2. Proof. If the rule stops on î ≠ i*,
+  rival i* was ruled out by one of the two. (a) has probability ≤ (1 − η)δ (the universal or
+  mixture argument above with δ replaced by (1 − η)δ: Ville at level 1/((1 − η)δ)). (b): the
+  pairs whose difference is x_î − x_{i*} share the win probability
+  p = σ(θ*ᵀ(x_î − x_{i*})) ≤ ½ − ε, so n·kl(p̂, ½ − ε) ≤ n·kl(p̂, p) ≤
+  log(KT_n/L_n(p)) + ½ log n + log 2 (the KT bound of :mod:`llmpo.stats.thresholds`), and
+  KT_n/L_n(p) is a non-negative supermartingale; Ville bounds its crossing of (K − 1)/(ηδ) by
+  ηδ/(K − 1). î ranges over the K − 1 policies other
+  than i*, so at most K − 1 such pooled sequences exist: (b) has probability ≤ ηδ, and the
+  union of (a) and (b) ≤ δ. The two events need no independence (a union bound), and the
+  per-rival "or" rules out at least every rival that the global "either rule certifies" would.
+  The direct test needs no d-dimensional regret, so for a close rival in high dimension it
   certifies long before the structured statistic; with factor features it pools every pair
-  that differs in the same factor levels.
+  that differs in the same factor levels. A smaller η costs the direct route log(½/η) nats and
+  saves the structured route log((1 − η)/½) (``hybrid-lean``: 1.6 and 0.59); ``hybrid-lean``
+  then pays log(1/0.9) ≈ 0.11 nats over ``universal`` where the direct route certifies nothing.
 * ``"kt"`` — the saturated-model KT threshold of docs/structured.md (a), valid:
   β = log(1/δ) + Σ_{ab: n_ab>0} (½ log n_ab + log 2). Z_{i*} ≤ LL(θ̂) − LL(θ) ≤
   Σ_ab n_ab d(p̂_ab, p_ab) (the saturated model fits each pair freely), and the product over
@@ -506,18 +516,27 @@ class StructuredModel(PreferenceModel):
         return self._threshold_cache[1]
 
     def _stopping_threshold(self) -> float:
-        theta = self.estimate()
+        threshold = self.threshold
+        if isinstance(threshold, HybridThreshold):  # (1 − η)δ for the structured route
+            regret = (
+                self.universal_regret()
+                if threshold.structured_route == "universal"
+                else self.mixture_regret()
+            )
+            return threshold.structured_log_inverse_delta(self.delta) + regret
         log_inverse_delta = math.log(1.0 / self.delta)
-        if isinstance(self.threshold, HybridThreshold):  # δ/2 for each route
-            return log_inverse_delta + LOG2 + self.mixture_regret()
-        if isinstance(self.threshold, GaussianMixtureThreshold):
+        if isinstance(threshold, GaussianMixtureThreshold):
             return log_inverse_delta + self.mixture_regret()
-        if isinstance(self.threshold, UniversalInferenceThreshold):
-            _, _, z, n, s = self.pair_statistics()
-            regret = log_likelihood(theta, z, n, s) - self.predictive_log_likelihood
-            return log_inverse_delta + regret
+        if isinstance(threshold, UniversalInferenceThreshold):
+            return log_inverse_delta + self.universal_regret()
         counts = self.pair_statistics()[3]
-        return self.threshold.pair_set(counts, float(self.n_told), self.delta, 0.0)
+        return threshold.pair_set(counts, float(self.n_told), self.delta, 0.0)
+
+    def universal_regret(self) -> float:
+        """LL(θ̂) − Σ_s log p_{θ̃_{s−1}}(y_s): the regret of the sequential plug-in predictions
+        (universal inference, module docstring)."""
+        _, _, z, n, s = self.pair_statistics()
+        return log_likelihood(self.estimate(), z, n, s) - self.predictive_log_likelihood
 
     def mixture_regret(self) -> float:
         """(ρ/2)‖θ̂‖² + ½ log det(I + B/ρ): LL(θ̂) minus a lower bound of the mixture likelihood.
@@ -550,7 +569,7 @@ class StructuredModel(PreferenceModel):
         The comparisons pooled for rival j are those of every pair whose feature difference is
         ±(x_î − x_j) (they share the win probability σ(θᵀ(x_î − x_j))), oriented so that p̂ is
         the rate at which the î side wins. Statistic n·kl(p̂, ½ − ε) when p̂ > ½ − ε, else 0;
-        threshold log(2(K − 1)/δ) + ½ log n + log 2 (module docstring, "hybrid").
+        threshold log((K − 1)/(ηδ)) + ½ log n + log 2 (module docstring, "hybrid").
         """
         leader = self.leader
         floor = 0.5 - self.epsilon
@@ -567,11 +586,16 @@ class StructuredModel(PreferenceModel):
             rate > floor, counts * np.asarray(kl_bernoulli(rate, floor)), 0.0
         )
         thresholds = (
-            math.log(2.0 * (self.n_policies - 1) / self.delta)
+            self._direct_log_inverse_delta()
             + 0.5 * np.log(np.maximum(counts, 1.0))
             + LOG2
         )
         return statistics, thresholds, counts
+
+    def _direct_log_inverse_delta(self) -> float:
+        """log((K − 1)/(ηδ)) of the hybrid threshold's direct route."""
+        assert isinstance(self.threshold, HybridThreshold)
+        return self.threshold.direct_log_inverse_delta(self.delta, self.n_policies)
 
     def directly_cleared(self, rivals: NDArray[np.intp]) -> NDArray[np.bool_]:
         """Which of these rivals the direct test rules out (none unless hybrid; a view, no cost
@@ -588,7 +612,7 @@ class StructuredModel(PreferenceModel):
         screened statistic Z_j (in that order) not yet ruled out: structured, t·(β_t/Z_j − 1)
         (the statistic grows about in proportion to t, and the structured route must lift the
         weakest rival it keeps); direct, n_j − (comparisons so far), where n_j solves
-        n·kl(σ(θ̂ᵀ(x_î − x_j)), ½ − ε) = log(2(K − 1)/δ) + ½ log n + log 2. Routing the k weakest
+        n·kl(σ(θ̂ᵀ(x_î − x_j)), ½ − ε) = log((K − 1)/(ηδ)) + ½ log n + log 2. Routing the k weakest
         rivals directly costs the sum of their direct remainders plus the structured remainder
         of the (k+1)-th; the k minimizing that is chosen, and when k > 0 the weakest of them
         gets its direct pair (None: the structured best response runs). Only speed depends on
@@ -608,7 +632,7 @@ class StructuredModel(PreferenceModel):
         p = expit((self.features[leader] - self.features[chosen]) @ self.estimate())
         floor = 0.5 - self.epsilon
         rate = np.where(p > floor, np.asarray(kl_bernoulli(p, floor)), 0.0)
-        base = math.log(2.0 * (self.n_policies - 1) / self.delta) + LOG2
+        base = self._direct_log_inverse_delta() + LOG2
         t = self.n_told + self.n_pending + 1.0
         structured = t * np.maximum(threshold / np.maximum(screened[order], 1e-12) - 1.0, 0.0)
         direct = np.full(order.size, math.inf)
