@@ -157,7 +157,7 @@ def main() -> None:
 
     from llmpo.config import load_config
     from llmpo.human.tokens import add_judge
-    from llmpo.runner import start_experiment
+    from llmpo.runtime.setup import start_experiment
     from llmpo.store import Store
 
     environment = {**os.environ, "LOAD_KEY": "sk-load-test", "PYTHONPATH": str(ROOT / "src")}

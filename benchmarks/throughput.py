@@ -73,8 +73,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 from llmpo.config import parse_config
-from llmpo.runner import start_experiment
 from llmpo.runtime.run import Runner
+from llmpo.runtime.setup import start_experiment
 from llmpo.store import Store
 
 

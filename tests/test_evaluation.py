@@ -13,9 +13,10 @@ from typer.testing import CliRunner
 from llmpo.cli import app
 from llmpo.config import ConfigError, load_config
 from llmpo.datasets import load_pandalm
-from llmpo.evaluation import Evaluation, EvaluationError
 from llmpo.holdout import split_holdout
-from llmpo.runner import Runner, check_config, find_experiment, start_experiment
+from llmpo.runtime.evaluation import Evaluation, EvaluationError
+from llmpo.runtime.run import Runner
+from llmpo.runtime.setup import check_config, find_experiment, start_experiment
 from llmpo.store import APPLICATION_ID, MIGRATIONS, SCHEMA_VERSION, Store
 from llmpo.testing.store import tamper
 

@@ -3,7 +3,7 @@ tasks themselves when they repeat, new questions like them only when each was us
 
 import pytest
 
-from llmpo.evaluation import summarize_evaluation
+from llmpo.runtime.evaluation import summarize_evaluation
 from llmpo.store import ComparisonRecord, Store
 
 

@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 
 from llmpo.cli import app
 from llmpo.config import load_config
-from llmpo.runner import build_environment
+from llmpo.runtime.setup import build_environment
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 SHARED_DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"

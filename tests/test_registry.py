@@ -222,7 +222,7 @@ def test_a_registered_replay_format_reads_the_replay_file(tmp_path):
     ``llmpo.replay_formats`` would); an unknown one lists the known formats."""
     from llmpo.environments.replay import Judgment
     from llmpo.registry import REPLAY_FORMATS
-    from llmpo.runner import build_environment
+    from llmpo.runtime.setup import build_environment
 
     def read_tsv(path):
         rows = [line.split("\t") for line in path.read_text().splitlines()]

@@ -11,7 +11,8 @@ import pytest
 from llmpo.config import parse_config
 from llmpo.harness.instances import bradley_terry_matrix
 from llmpo.remaining import Z_RANGE, Remaining, RemainingTracker, combine, rival_needs
-from llmpo.runner import Runner, start_experiment
+from llmpo.runtime.run import Runner
+from llmpo.runtime.setup import start_experiment
 from llmpo.store import Store
 
 

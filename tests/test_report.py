@@ -25,7 +25,8 @@ from llmpo.report import (
     render_html,
     render_markdown,
 )
-from llmpo.runner import Runner, start_experiment
+from llmpo.runtime.run import Runner
+from llmpo.runtime.setup import start_experiment
 from llmpo.store import Store
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

@@ -9,7 +9,8 @@ import pytest
 
 from llmpo.config import ConfigError, parse_config
 from llmpo.harness.instances import bradley_terry_matrix
-from llmpo.runner import Runner, build_space, check_config, find_experiment, start_experiment
+from llmpo.runtime.run import Runner
+from llmpo.runtime.setup import build_space, check_config, find_experiment, start_experiment
 from llmpo.store import Store, StoreError
 from llmpo.testing.store import tamper
 

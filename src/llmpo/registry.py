@@ -492,15 +492,18 @@ for _name, _plugin in {
 
 SOURCES.register(
     "synthetic",
-    SourcePlugin("llmpo.config:SyntheticEnvironmentConfig", "llmpo.runner:synthetic_source"),
+    SourcePlugin(
+        "llmpo.config:SyntheticEnvironmentConfig", "llmpo.runtime.setup:synthetic_source"
+    ),
 )
 SOURCES.register(
-    "replay", SourcePlugin("llmpo.config:ReplayEnvironmentConfig", "llmpo.runner:replay_source")
+    "replay",
+    SourcePlugin("llmpo.config:ReplayEnvironmentConfig", "llmpo.runtime.setup:replay_source"),
 )
 SOURCES.register(
     "llm",
     SourcePlugin(
-        "llmpo.config:LLMEnvironmentConfig", "llmpo.runner:llm_source", run_options=True
+        "llmpo.config:LLMEnvironmentConfig", "llmpo.runtime.setup:llm_source", run_options=True
     ),
 )
 

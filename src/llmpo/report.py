@@ -26,7 +26,7 @@ import numpy as np
 
 from llmpo.config import ExperimentConfig, stored_config
 from llmpo.experiment import DENSE_RESULT_MAX_POLICIES, Experiment
-from llmpo.runner import build_experiment, judge_warning
+from llmpo.runtime.setup import build_experiment, judge_warning
 from llmpo.stats.bernoulli import kl_lower, kl_upper
 from llmpo.stats.unstructured import condorcet_winner, optimal_allocation
 from llmpo.stats.winrate import clopper_pearson
@@ -353,7 +353,7 @@ def _compared_allocation(
 
 def _gain(store: Store, record: ExperimentRecord) -> list[dict[str, Any]]:
     """Held-out evaluations of the winner against the baseline (``llmpo evaluate``)."""
-    from llmpo.evaluation import summarize_evaluation
+    from llmpo.runtime.evaluation import summarize_evaluation
 
     return [
         evaluation.result or summarize_evaluation(store, evaluation)

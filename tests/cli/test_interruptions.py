@@ -19,7 +19,8 @@ import yaml
 
 from llmpo.config import load_config
 from llmpo.harness.instances import bradley_terry_matrix
-from llmpo.runner import Runner, start_experiment
+from llmpo.runtime.run import Runner
+from llmpo.runtime.setup import start_experiment
 from llmpo.store import Store
 from llmpo.testing.store import count_rows
 

@@ -149,7 +149,7 @@ def test_a_new_run_with_another_budget_points_at_the_stopped_one(project):
 def test_usage_counts_calls_tokens_and_seconds_over_sessions_and_local_models_cost_nothing(
     tmp_path,
 ):
-    from llmpo.runner import usage_of
+    from llmpo.runtime.setup import usage_of
     from llmpo.store import ComparisonRecord
 
     local = {"type": "local", "model": "smollm2"}

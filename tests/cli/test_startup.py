@@ -75,7 +75,7 @@ def test_help_imports_no_command_module_and_nothing_heavy():
     assert imported & HEAVY == set(), f"llmpo --help imported {sorted(imported & HEAVY)}"
     loaded_commands = {f"llmpo.cli.{module}" for module, _ in COMMANDS.values()} & modules
     assert loaded_commands == set(), f"llmpo --help imported {sorted(loaded_commands)}"
-    assert not {"llmpo.experiment", "llmpo.store", "llmpo.config", "llmpo.runner"} & modules
+    assert not {"llmpo.experiment", "llmpo.store", "llmpo.config", "llmpo.runtime.setup"} & modules
 
 
 def test_a_command_imports_its_own_module_only():

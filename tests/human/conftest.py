@@ -14,7 +14,7 @@ import pytest
 
 from llmpo.config import load_config
 from llmpo.human.tokens import add_judge
-from llmpo.runner import start_experiment
+from llmpo.runtime.setup import start_experiment
 from llmpo.store import Store
 from tests.llm.server import FakeOpenAIServer
 

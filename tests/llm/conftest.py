@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from llmpo.config import load_config
-from llmpo.runner import RunOutcome, find_experiment, start_experiment
 from llmpo.runtime.run import Runner
+from llmpo.runtime.setup import RunOutcome, find_experiment, start_experiment
 from llmpo.store import Store
 from tests.llm.server import FakeOpenAIServer, answers_by_system_prompt
 

@@ -7,8 +7,8 @@ import pytest
 import llmpo.store.answers
 from llmpo.config import load_config
 from llmpo.experiment import Experiment
-from llmpo.runner import start_experiment
 from llmpo.runtime.run import Runner
+from llmpo.runtime.setup import start_experiment
 from llmpo.store import CachedGeneration, ComparisonRecord, Store, StoreError
 from llmpo.testing.store import count_rows
 

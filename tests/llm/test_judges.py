@@ -19,8 +19,8 @@ from llmpo.llm.judges import (
     parse_verdict,
 )
 from llmpo.llm.tasks import Task
-from llmpo.runner import start_experiment
 from llmpo.runtime.run import Runner
+from llmpo.runtime.setup import start_experiment
 from llmpo.store import Store
 
 TASK = Task("t1", {"id": "t1", "prompt": "What is 2 + 3?", "reference": "5"})

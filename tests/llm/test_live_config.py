@@ -8,7 +8,7 @@ import yaml
 from llmpo.config import ConfigError, parse_config
 from llmpo.llm.environment import LLMEnvironment, LLMSetupError
 from llmpo.llm.tasks import TaskError, draw_task, load_tasks
-from llmpo.runner import build_space
+from llmpo.runtime.setup import build_space
 
 BACKEND = {"type": "openai", "base_url": "http://127.0.0.1:9/v1", "model": "m1"}
 

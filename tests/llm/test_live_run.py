@@ -8,8 +8,8 @@ from typer.testing import CliRunner
 
 from llmpo.cli import app
 from llmpo.config import load_config
-from llmpo.runner import start_experiment
 from llmpo.runtime.run import Runner
+from llmpo.runtime.setup import start_experiment
 from llmpo.store import Store
 from tests.llm.conftest import SECRET
 

@@ -8,8 +8,8 @@ import pytest
 
 from llmpo.config import load_config
 from llmpo.errors import RunFailedError
-from llmpo.runner import start_experiment
 from llmpo.runtime.run import Runner
+from llmpo.runtime.setup import start_experiment
 from llmpo.store import Store
 from tests.llm.conftest import run
 from tests.llm.server import answers_by_system_prompt

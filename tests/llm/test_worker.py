@@ -21,7 +21,7 @@ from llmpo.llm.backends import (
     call_with_retries,
 )
 from llmpo.llm.worker import ProcessBackend
-from llmpo.runner import start_experiment
+from llmpo.runtime.setup import start_experiment
 from llmpo.store import Store
 from tests.llm.conftest import SECRET
 

@@ -32,7 +32,8 @@ from llmpo.report import (
     render_html,
     render_markdown,
 )
-from llmpo.runner import (
+from llmpo.runtime.run import Runner
+from llmpo.runtime.setup import (
     BUDGET_FIELDS,
     Progress,
     RunOutcome,
@@ -44,7 +45,6 @@ from llmpo.runner import (
     start_experiment,
     usage_of,
 )
-from llmpo.runtime.run import Runner
 from llmpo.store import (
     STATUS_TEXT,
     ExperimentRecord,
@@ -52,7 +52,7 @@ from llmpo.store import (
 )
 
 if TYPE_CHECKING:
-    from llmpo.evaluation import EvaluationProgress
+    from llmpo.runtime.evaluation import EvaluationProgress
 
 error_console = Console(stderr=True, soft_wrap=True)  # never break an error line
 
@@ -972,7 +972,7 @@ def evaluate(
 ) -> None:
     """Compare the certified policy with the baseline on held-out tasks, with a 95% interval."""
     experiment_id = experiment_id_of("evaluate", experiment_id, experiment_option)
-    from llmpo.evaluation import Evaluation
+    from llmpo.runtime.evaluation import Evaluation
 
     if not store.is_file():
         raise _fail(f"{store}: no such store. Fix: check the path")

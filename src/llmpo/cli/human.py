@@ -18,7 +18,7 @@ from llmpo.cli.experiments import (
     experiment_id_of,
 )
 from llmpo.config import ConfigError, load_config, stored_config
-from llmpo.runner import check_config, find_experiment, start_experiment
+from llmpo.runtime.setup import check_config, find_experiment, start_experiment
 from llmpo.store import Store, StoreError
 
 judges_app = typer.Typer(help="Manage the people who judge through 'llmpo serve'.")

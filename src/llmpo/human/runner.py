@@ -7,8 +7,8 @@ from collections import Counter
 from typing import Any
 
 from llmpo.human.queue import HumanJudge
-from llmpo.runner import RunOutcome
 from llmpo.runtime.run import Runner
+from llmpo.runtime.setup import RunOutcome
 from llmpo.runtime.sources import Finished
 from llmpo.store import Store, StoreError
 

@@ -1,8 +1,8 @@
 """The one run loop: ask the target, hand the work to a source, store each comparison, tell it.
 
 Every way llmpo runs comparisons goes through :class:`Driver` — ``llmpo run`` and ``resume``
-(:class:`llmpo.runtime.run.Runner`), ``llmpo evaluate`` (:mod:`llmpo.evaluation`) and ``llmpo
-serve`` (:mod:`llmpo.human.runner`) — with the source of outcomes as a parameter
+(:class:`llmpo.runtime.run.Runner`), ``llmpo evaluate`` (:mod:`llmpo.runtime.evaluation`) and
+``llmpo serve`` (:mod:`llmpo.human.runner`) — with the source of outcomes as a parameter
 (:mod:`llmpo.runtime.sources`). The loop:
 
 1. while nothing stops it (the target done, a stop asked, the cost budget spent, a failure), it

@@ -31,7 +31,8 @@ from typing import Any
 from llmpo.config import LLMEnvironmentConfig, created_before_ties, stored_config
 from llmpo.errors import ConfigError, RunFailedError
 from llmpo.remaining import RemainingTracker
-from llmpo.runner import (
+from llmpo.runtime.driver import Driver, Reporter, stop_on_signals
+from llmpo.runtime.setup import (
     Progress,
     RunOutcome,
     build_environment,
@@ -40,7 +41,6 @@ from llmpo.runner import (
     judge_warning,
     remaining_needs,
 )
-from llmpo.runtime.driver import Driver, Reporter, stop_on_signals
 from llmpo.runtime.sources import Finished, source_for
 from llmpo.store import UNFINISHED_STATUSES, Store, StoreError
 
@@ -74,7 +74,7 @@ class Runner:
     experiment_id : int
         The experiment to run.
     on_progress : callable, optional
-        Called with a :class:`~llmpo.runner.Progress` at most every ``progress_interval``
+        Called with a :class:`~llmpo.runtime.setup.Progress` at most every ``progress_interval``
         seconds and at the end.
     progress_interval : float
         Seconds between progress reports.

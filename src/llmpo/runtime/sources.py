@@ -230,7 +230,7 @@ def source_for(
     config : ExperimentConfig
         The resolved configuration the environment was built from.
     environment : Environment or LLMEnvironment
-        What :func:`llmpo.runner.build_environment` returned for it.
+        What :func:`llmpo.runtime.setup.build_environment` returned for it.
     share_answers, task_order
         Live sources: see :class:`~llmpo.runtime.live.LiveSource`.
     records, seed

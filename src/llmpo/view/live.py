@@ -1,12 +1,12 @@
 """Where an experiment's certificate stands, followed live by replaying its stored comparisons.
 
 A :class:`Tracker` rebuilds the experiment from its stored configuration (the same
-:func:`~llmpo.runner.build_experiment` as ``llmpo run``) and tells it the comparisons appended
-since its last update, for at most ``budget`` seconds per update, so that a page of a huge store
-answers quickly and catches up over the next polls (replay runs at a few thousand comparisons a
-second: the certificate of a 10⁶-comparison run takes minutes to replay; its totals and
-comparison pages do not wait for it). It keeps, per rival of the leader, the GLR statistic
-and threshold at geometrically spaced numbers of comparisons (the trace the page plots) and the
+:func:`~llmpo.runtime.setup.build_experiment` as ``llmpo run``) and tells it the comparisons
+appended since its last update, for at most ``budget`` seconds per update, so that a page of a
+huge store answers quickly and catches up over the next polls (replay runs at a few thousand
+comparisons a second: the certificate of a 10⁶-comparison run takes minutes to replay; its totals
+and comparison pages do not wait for it). It keeps, per rival of the leader, the GLR statistic and
+threshold at geometrically spaced numbers of comparisons (the trace the page plots) and the
 wins, ties and losses of every pair.
 """
 
@@ -22,7 +22,7 @@ import numpy as np
 
 from llmpo.config import ExperimentConfig
 from llmpo.experiment import Experiment
-from llmpo.runner import build_experiment, remaining_range
+from llmpo.runtime.setup import build_experiment, remaining_range
 from llmpo.store import ExperimentRecord
 from llmpo.store.records import outcome_shares
 from llmpo.store.views import RUNS, last_seq, outcomes_after

@@ -42,8 +42,8 @@ from llmpo.config import ExperimentConfig, stored_config
 from llmpo.environments.base import Environment
 from llmpo.environments.replay import ReplayEnvironment
 from llmpo.errors import RunFailedError
-from llmpo.runner import build_environment
 from llmpo.runtime.driver import Driver, FixedPair, Reporter
+from llmpo.runtime.setup import build_environment
 from llmpo.runtime.sources import Finished, source_for
 from llmpo.stats.winrate import WIN_RATE_METHOD, clopper_pearson, win_rate_interval
 from llmpo.store import (

@@ -3,8 +3,8 @@
 Builds the environment (:func:`build_environment`), the policy space and the experiment
 (:func:`build_experiment`, also from stored comparisons) of a configuration; starts, finds and
 continues stored experiments; defines what a run reports (:class:`Progress`, :class:`RunOutcome`,
-:class:`Usage`). The run loop itself is :mod:`llmpo.runtime` (``llmpo.runner.Runner`` is
-:class:`llmpo.runtime.run.Runner`).
+:class:`Usage`). The run loop itself is :mod:`llmpo.runtime.driver`, and the runner of stored
+experiments :class:`llmpo.runtime.run.Runner`.
 """
 
 from __future__ import annotations
@@ -728,14 +728,6 @@ def usage_of(store: Store, record: ExperimentRecord) -> Usage:
         wall_seconds=float(sum(d.get("seconds", 0.0) for d in details)),
     )
 
-
-def __getattr__(name: str) -> Any:
-    # The runner of stored experiments lives in the runtime package, which imports this module.
-    if name == "Runner":
-        from llmpo.runtime.run import Runner
-
-        return Runner
-    raise AttributeError(f"module 'llmpo.runner' has no attribute {name!r}")
 
 
 def remaining_needs(experiment: Experiment) -> tuple[float, ...] | None:
