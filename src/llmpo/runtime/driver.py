@@ -174,6 +174,16 @@ class Ledger:
             self.cost_usd = (self.cost_usd or 0.0) + cost_usd
 
 
+def check_concurrency(concurrency: int) -> None:
+    """Refuse a number of comparisons in flight below 1 (a ConfigError naming the field)."""
+    if concurrency < 1:
+        raise ConfigError(
+            field="concurrency",
+            problem=f"must be a positive integer, got {concurrency}",
+            fix="give 1 or more",
+        )
+
+
 class Driver:
     """The one run loop (module docstring).
 
@@ -214,12 +224,7 @@ class Driver:
         on_tick: Callable[[], None] | None = None,
         judge_check: bool = True,
     ) -> None:
-        if concurrency < 1:
-            raise ConfigError(
-                field="concurrency",
-                problem=f"must be a positive integer, got {concurrency}",
-                fix="give 1 or more",
-            )
+        check_concurrency(concurrency)
         self.target = target
         self.source = source
         self.sink = sink

@@ -29,9 +29,9 @@ from contextlib import contextmanager
 from typing import Any
 
 from llmpo.config import LLMEnvironmentConfig, created_before_ties, stored_config
-from llmpo.errors import ConfigError, RunFailedError
+from llmpo.errors import RunFailedError
 from llmpo.remaining import RemainingTracker
-from llmpo.runtime.driver import Driver, Reporter, stop_on_signals
+from llmpo.runtime.driver import Driver, Reporter, check_concurrency, stop_on_signals
 from llmpo.runtime.setup import (
     Progress,
     RunOutcome,
@@ -106,12 +106,7 @@ class Runner:
         share_answers: bool = True,
         on_settled: Callable[[Finished], None] | None = None,
     ) -> None:
-        if concurrency < 1:
-            raise ConfigError(
-                field="concurrency",
-                problem=f"must be a positive integer, got {concurrency}",
-                fix="give 1 or more",
-            )
+        check_concurrency(concurrency)
         self.store = store
         self.record = store.experiment(experiment_id)
         #: True when the experiment was stored before the ``ties`` option: it resumes counting

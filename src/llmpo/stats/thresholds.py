@@ -205,7 +205,9 @@ class HybridThreshold(GaussianMixtureThreshold):
         super().__init__(prior_precision)
         share = self.default_direct_share if direct_share is None else direct_share
         if not 0.0 < share < 1.0:
-            raise ValueError(f"direct_share: must lie strictly between 0 and 1, got {share}")
+            raise ConfigError(
+                field="direct_share", problem=f"must lie strictly between 0 and 1, got {share}"
+            )
         self.direct_share = float(share)
 
     def structured_log_inverse_delta(self, delta: float) -> float:
