@@ -37,7 +37,7 @@ strategy : str
     Sampling rule: ``llmpo`` (the space's default rule), another rule of the space, ``uniform``,
     or an installed plug-in's (:data:`llmpo.registry.STRATEGIES`).
 threshold : str, optional
-    Stopping threshold; default the space's (``kt`` unstructured, ``hybrid-lean`` structured); the
+    Stopping threshold; default the space's (``kt`` unstructured, ``universal`` structured); the
     names are those of :data:`llmpo.registry.THRESHOLDS`.
 assume_condorcet : bool
     Class B statistics; δ-correct only when a Condorcet winner exists.
@@ -713,8 +713,8 @@ class ExperimentConfig(_Strict):
 
 #: Statistic of experiments stored before the ``ties`` option existed (ties counted ½).
 LEGACY_TIES = "half"
-#: Stopping threshold of structured experiments stored without one: the structured space's
-#: default before ``hybrid-lean`` (docs/structured-stopping.md); they resume with it.
+#: Stopping threshold of structured experiments stored without one (before thresholds were
+#: recorded): the structured space's default then and now (docs/structured-stopping.md).
 LEGACY_STRUCTURED_THRESHOLD = "universal"
 
 

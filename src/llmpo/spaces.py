@@ -125,11 +125,8 @@ class Structured(Space):
         rank (the message names the unidentifiable combinations of columns).
     """
 
-    #: Universal inference at 0.9δ or the direct one-pair test at 0.1δ, per rival: valid, within
-    #: noise of ``universal`` where no rival is close, far below it where close rivals share a
-    #: feature difference (docs/structured-stopping.md). Stores made before it resume with
-    #: ``universal`` (:data:`llmpo.config.LEGACY_STRUCTURED_THRESHOLD`).
-    default_threshold = "hybrid-lean"
+    #: Universal inference: valid, and grows with d rather than with the number of pairs.
+    default_threshold = "universal"
 
     def __init__(
         self,
