@@ -51,8 +51,8 @@ Thresholds (``threshold`` argument):
   features and p near ½, c ≈ ¼ is the Fisher information, so the regret is ≈ (d/2) log t less
   what the allocation leaves unexplored.
 * ``"hybrid"`` and ``"hybrid-lean"`` (:class:`HybridThreshold`) — valid, "whichever certifies
-  first" of the structured statistic and the unstructured (one-pair) one, rival by rival, with δ split as (1 − η)δ + ηδ (η = ½ for
-  ``hybrid``, 0.1 for ``hybrid-lean``): a rival j is ruled out when Z_j exceeds the structured
+  first" of the structured statistic and the unstructured (one-pair) one, rival by rival, with
+  δ split as (1 − η)δ + ηδ (η = ½ for ``hybrid``, 0.1 for ``hybrid-lean``): a rival j is ruled out when Z_j exceeds the structured
   threshold at (1 − η)δ — the mixture one for ``hybrid``, the universal-inference one for
   ``hybrid-lean`` — or when the direct test clears it: with n comparisons of pairs whose
   difference is ±(x_î − x_j), of which the î side won a share p̂ > ½ − ε,
