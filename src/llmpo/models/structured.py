@@ -50,28 +50,27 @@ Thresholds (``threshold`` argument):
   LL(θ*)): error probability ≤ δ, with no union over rivals and whatever θ̂ is. For one-hot
   features and p near ½, c ≈ ¼ is the Fisher information, so the regret is ≈ (d/2) log t less
   what the allocation leaves unexplored.
-* ``"hybrid"`` and ``"hybrid-lean"`` (:class:`HybridThreshold`) — valid, "whichever certifies
-  first" of the structured statistic and the unstructured (one-pair) one, rival by rival, with
-  δ split as (1 − η)δ + ηδ (η = ½ for ``hybrid``, 0.1 for ``hybrid-lean``): a rival j is ruled out when Z_j exceeds the structured
-  threshold at (1 − η)δ — the mixture one for ``hybrid``, the universal-inference one for
-  ``hybrid-lean`` — or when the direct test clears it: with n comparisons of pairs whose
-  difference is ±(x_î − x_j), of which the î side won a share p̂ > ½ − ε,
-  n·kl(p̂, ½ − ε) > log((K − 1)/(ηδ)) + ½ log n + log 2. Proof. If the rule stops on î ≠ i*,
-  rival i* was ruled out by one of the two. (a) has probability ≤ (1 − η)δ (the universal or
-  mixture argument above with δ replaced by (1 − η)δ: Ville at level 1/((1 − η)δ)). (b): the
-  pairs whose difference is x_î − x_{i*} share the win probability
-  p = σ(θ*ᵀ(x_î − x_{i*})) ≤ ½ − ε, so n·kl(p̂, ½ − ε) ≤ n·kl(p̂, p) ≤
-  log(KT_n/L_n(p)) + ½ log n + log 2 (the KT bound of :mod:`llmpo.stats.thresholds`), and
-  KT_n/L_n(p) is a non-negative supermartingale; Ville bounds its crossing of (K − 1)/(ηδ) by
-  ηδ/(K − 1). î ranges over the K − 1 policies other
-  than i*, so at most K − 1 such pooled sequences exist: (b) has probability ≤ ηδ, and the
-  union of (a) and (b) ≤ δ. The two events need no independence (a union bound), and the
-  per-rival "or" rules out at least every rival that the global "either rule certifies" would.
-  The direct test needs no d-dimensional regret, so for a close rival in high dimension it
-  certifies long before the structured statistic; with factor features it pools every pair
-  that differs in the same factor levels. A smaller η costs the direct route log(½/η) nats and
-  saves the structured route log((1 − η)/½) (``hybrid-lean``: 1.6 and 0.59); ``hybrid-lean``
-  then pays log(1/0.9) ≈ 0.11 nats over ``universal`` where the direct route certifies nothing.
+* ``"hybrid"`` and ``"hybrid-lean"`` (:class:`HybridThreshold`) — valid, "whichever certifies first"
+  of the structured statistic and the unstructured (one-pair) one, rival by rival, with δ split as
+  (1 − η)δ + ηδ (η = ½ for ``hybrid``, 0.1 for ``hybrid-lean``): a rival j is ruled out when Z_j
+  exceeds the structured threshold at (1 − η)δ — the mixture one for ``hybrid``, the
+  universal-inference one for ``hybrid-lean`` — or when the direct test clears it: with n
+  comparisons of pairs whose difference is ±(x_î − x_j), of which the î side won a share p̂ > ½ − ε,
+  n·kl(p̂, ½ − ε) > log((K − 1)/(ηδ)) + ½ log n + log 2. Proof. If the rule stops on î ≠ i*, rival
+  i* was ruled out by one of the two. (a) has probability ≤ (1 − η)δ (the universal or mixture
+  argument above with δ replaced by (1 − η)δ: Ville at level 1/((1 − η)δ)). (b): the pairs whose
+  difference is x_î − x_{i*} share the win probability p = σ(θ*ᵀ(x_î − x_{i*})) ≤ ½ − ε, so n·kl(p̂,
+  ½ − ε) ≤ n·kl(p̂, p) ≤ log(KT_n/L_n(p)) + ½ log n + log 2 (the KT bound of
+  :mod:`llmpo.stats.thresholds`), and KT_n/L_n(p) is a non-negative supermartingale; Ville bounds
+  its crossing of (K − 1)/(ηδ) by ηδ/(K − 1). î ranges over the K − 1 policies other than i*, so at
+  most K − 1 such pooled sequences exist: (b) has probability ≤ ηδ, and the union of (a) and (b) ≤
+  δ. The two events need no independence (a union bound), and the per-rival "or" rules out at least
+  every rival that the global "either rule certifies" would. The direct test needs no d-dimensional
+  regret, so for a close rival in high dimension it certifies long before the structured statistic;
+  with factor features it pools every pair that differs in the same factor levels. A smaller η costs
+  the direct route log(½/η) nats and saves the structured route log((1 − η)/½) (``hybrid-lean``: 1.6
+  and 0.59); ``hybrid-lean`` then pays log(1/0.9) ≈ 0.11 nats over ``universal`` where the direct
+  route certifies nothing.
 * ``"kt"`` — the saturated-model KT threshold of docs/structured.md (a), valid:
   β = log(1/δ) + Σ_{ab: n_ab>0} (½ log n_ab + log 2). Z_{i*} ≤ LL(θ̂) − LL(θ) ≤
   Σ_ab n_ab d(p̂_ab, p_ab) (the saturated model fits each pair freely), and the product over
