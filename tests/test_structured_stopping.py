@@ -65,8 +65,8 @@ def test_structured_thresholds_are_delta_correct(name, threshold):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["factors60-close", "continuous30-close"])
-def test_hybrid_lean_default_is_delta_correct(name):
-    """The structured space's default threshold (mixture route at 0.9δ, direct route at 0.1δ)
+def test_hybrid_lean_is_delta_correct(name):
+    """The hybrid-lean threshold (universal-inference route at 0.9δ, direct route at 0.1δ)
     on the two close-rival instances, where both routes certify rivals (CI: ``-k hybrid``)."""
     make, reps = INSTANCES[name]
     summary = simulate(make(), "llmpo", DELTA, reps, seed=18, workers=2, threshold="hybrid-lean")
