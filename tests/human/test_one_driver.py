@@ -8,12 +8,10 @@ import json
 import time
 
 import pytest
-from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
 from llmpo.cli import app
 from llmpo.harness.instances import bradley_terry_matrix
-from llmpo.human.app import create_app
 from llmpo.runtime.driver import Driver
 
 runner = CliRunner()
@@ -58,6 +56,11 @@ def test_run_resume_and_evaluate_go_through_the_driver(tmp_path, monkeypatch, dr
 
 
 def test_serve_goes_through_the_driver(human_project, driven):
+    pytest.importorskip("fastapi")  # the serve app (extra `human`); run/resume/evaluate need none
+    from fastapi.testclient import TestClient
+
+    from llmpo.human.app import create_app
+
     _, store, _ = human_project()
     with TestClient(create_app(store, concurrency=1), follow_redirects=False):
         deadline = time.monotonic() + 10
