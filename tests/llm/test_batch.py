@@ -234,6 +234,7 @@ def test_sigterm_stops_a_batched_run_within_the_grace_leaving_it_interrupted(fol
 
 
 def test_anthropic_message_batches_certify_and_retry_errored_requests(folder, batches):
+    pytest.importorskip("anthropic")  # the `anthropic` extra
     batches.fail_first = 2
     outcome = run(write_config(folder, batches, backend="anthropic"), concurrency=4)
     assert outcome.status == "certified"
