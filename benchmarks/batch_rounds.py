@@ -8,7 +8,9 @@ On a reference instance (default BT5, the benchmarks' main one), LLM-PO asks n p
 (``experiment.ask(n)``, as the live runner does with ``--concurrency n``), tells them all, and
 asks again until it stops. Each ask is one round: with ``batch: true`` a generations job, then a
 judge job. Prints, as Markdown, per n: the mean rounds and comparisons to stop (± one standard
-error), the share certified, and the error rate, over ``--reps`` seeds (the same seeds for
+error), what they cost in calls (answers generated, without shared answers, two a comparison; an
+LLM judge's calls, one a comparison) and batch jobs (two a round), the share certified, and the
+error rate, over ``--reps`` seeds (the same seeds for
 every n).
 """
 
@@ -21,6 +23,7 @@ import numpy as np
 from llmpo.environments.synthetic import SyntheticEnvironment
 from llmpo.experiment import Experiment
 from llmpo.harness.reference import reference_instance
+from llmpo.harness.simulate import GENERATIONS_PER_COMPARISON
 
 
 def rounds_to_stop(name: str, n: int, delta: float, seed: int) -> tuple[int, int, bool, int]:
@@ -48,8 +51,11 @@ def main() -> None:
     parser.add_argument("--sizes", default="1,8,32,128,512")
     arguments = parser.parse_args()
     print(f"{arguments.instance}, δ = {arguments.delta}, {arguments.reps} runs per batch size\n")
-    print("| n (pairs per round) | rounds | comparisons | certified | wrong winner |")
-    print("|---|---|---|---|---|")
+    print(
+        "| n (pairs per round) | rounds | batch jobs | comparisons | generation calls "
+        "| judge calls | certified | wrong winner |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
     for n in (int(x) for x in arguments.sizes.split(",")):
         runs = np.array(
             [
@@ -59,9 +65,13 @@ def main() -> None:
         )
         rounds, paid = runs[:, 0], runs[:, 1]
         error = np.sqrt(arguments.reps)
+        generations = GENERATIONS_PER_COMPARISON * paid
         print(
             f"| {n} | {rounds.mean():,.1f} ± {rounds.std(ddof=1) / error:,.1f} "
+            f"| {2 * rounds.mean():,.1f} "
             f"| {paid.mean():,.0f} ± {paid.std(ddof=1) / error:,.0f} "
+            f"| {generations.mean():,.0f} ± {generations.std(ddof=1) / error:,.0f} "
+            f"| {paid.mean():,.0f} "
             f"| {runs[:, 2].mean():.0%} | {(runs[:, 3] != 0).mean():.0%} |"
         )
 
