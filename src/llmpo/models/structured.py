@@ -218,6 +218,7 @@ class StructuredModel(PreferenceModel):
         self._differences = np.zeros((capacity, self.dimension))
         self._counts = np.zeros(capacity)
         self._wins = np.zeros(capacity)  # outcomes of rows[k] against cols[k], ties ½
+        self._told = np.zeros(capacity)  # comparisons told per pair (_counts: their weight)
         self._pending: dict[tuple[int, int], int] = {}
         self._theta = np.zeros(self.dimension)
         self._stale = False  # θ̂ lags the data
@@ -263,6 +264,7 @@ class StructuredModel(PreferenceModel):
 
         self._rows, self._cols = grown(self._rows), grown(self._cols)
         self._counts, self._wins = grown(self._counts), grown(self._wins)
+        self._told = grown(self._told)
         self._differences = grown(self._differences)
 
     def tell(self, a: int, b: int, outcome: float) -> None:
@@ -282,6 +284,7 @@ class StructuredModel(PreferenceModel):
         )
         self._counts[slot] += weight
         self._wins[slot] += weight * win
+        self._told[slot] += 1.0
         self.n_told += 1
         self._stale = True
 
@@ -303,10 +306,39 @@ class StructuredModel(PreferenceModel):
         return True
 
     def effective_count(self, a: int, b: int) -> float:
+        """Comparisons of {a, b} told or pending, ties included: what sampling rules count (a
+        pair that keeps tying is sampled, not starved of its exploration for ever)."""
         key = (a, b) if a < b else (b, a)
         slot = self._index.get(key)
-        told = self._counts[slot] if slot is not None else 0.0
+        told = self._told[slot] if slot is not None else 0.0
         return float(told + self._pending.get(key, 0))
+
+    def decisive_shares(
+        self, rows: NDArray[np.intp], cols: NDArray[np.intp]
+    ) -> NDArray[np.float64] | None:
+        """Estimated information per comparison of the pairs (rows[k], cols[k]), in (0, 1].
+
+        With ``ties="decisive"`` a tie adds nothing to the likelihood, so a comparison of a pair
+        is worth its chance of being decisive. Estimate, per pair: (weight told + 2g) /
+        (comparisons told + 2), shrunk toward the share g over all pairs (Laplace). None while no
+        comparison has lost weight (no ties: every pair is worth a whole comparison). Sampling
+        uses it to stop spending comparisons on pairs that keep tying; validity does not depend
+        on it.
+        """
+        m = self.n_pairs
+        weight, told = float(self._counts[:m].sum()), float(self._told[:m].sum())
+        if weight >= told:
+            return None
+        overall = (weight + 1.0) / (told + 2.0)
+        k = self.n_policies
+        told_keys = self._rows[:m] * k + self._cols[:m]  # rows[s] < cols[s] for every slot
+        by_key = np.argsort(told_keys)
+        keys = np.minimum(rows, cols) * k + np.maximum(rows, cols)
+        found = np.minimum(np.searchsorted(told_keys[by_key], keys), m - 1)
+        slots = by_key[found]
+        known = told_keys[slots] == keys
+        pair_shares = (self._counts[slots] + 2.0 * overall) / (self._told[slots] + 2.0)
+        return np.where(known, pair_shares, overall)
 
     # ---- estimates -----------------------------------------------------------------------------
     def pair_statistics(
@@ -487,7 +519,8 @@ class StructuredModel(PreferenceModel):
             # ν such that the step stays on the hyperplane (yᵀH₀⁻¹(r − νy) = 0 with y = −v).
             multiplier = np.einsum("dj,dj->j", gaps[part].T, step) / quadratic[part]
             step -= multiplier * solved_gaps[:, part]
-            corrected = probabilities + (weights / n)[:, None] * (z @ step)
+            # p(1 − p) = weights / n, also for a pair told only ties (n = 0, no term)
+            corrected = probabilities + (p_hat * (1.0 - p_hat))[:, None] * (z @ step)
             inside = np.all((corrected >= 0.0) & (corrected <= 1.0), axis=0)
             safe = np.clip(corrected, 1e-300, 1.0 - 1e-16)
             entropy = -(safe * np.log(safe) + (1.0 - safe) * np.log1p(-safe))
@@ -590,6 +623,37 @@ class StructuredModel(PreferenceModel):
         )
         return statistics, thresholds, counts
 
+    def _direct_routes(
+        self, rivals: NDArray[np.intp]
+    ) -> tuple[NDArray[np.float64], list[Pair]]:
+        """For each rival, the pair to sample for its direct test and that pair's decisive share.
+
+        Every pair whose feature difference is ±(x_î − x_j) feeds the same direct test; without
+        ties each is worth one decisive comparison and the direct pair (î, j) is taken. With
+        ties, the member told most decisively (:meth:`decisive_shares`) is taken: two policies
+        that always tie each other may still differ, in the same factor level, from two that do
+        not.
+        """
+        leader = self.leader
+        direct = [(leader, int(rival)) for rival in rivals]
+        firsts = np.full(rivals.size, leader, dtype=np.intp)
+        shares = self.decisive_shares(firsts, np.asarray(rivals, dtype=np.intp))
+        if shares is None:
+            return np.ones(rivals.size), direct
+        for position, rival in enumerate(rivals):
+            key, _ = _canonical(self.features[leader] - self.features[int(rival)])
+            members = [slot for slot, _ in self._groups.get(key, ())]
+            if not members:
+                continue
+            rows, cols = self._rows[members], self._cols[members]
+            member_shares = self.decisive_shares(rows, cols)
+            assert member_shares is not None
+            best = int(np.argmax(member_shares))
+            if member_shares[best] > shares[position]:
+                shares[position] = member_shares[best]
+                direct[position] = (int(rows[best]), int(cols[best]))
+        return shares, direct
+
     def _direct_log_inverse_delta(self) -> float:
         """log((K − 1)/(ηδ)) of the hybrid threshold's direct route."""
         assert isinstance(self.threshold, HybridThreshold)
@@ -604,17 +668,18 @@ class StructuredModel(PreferenceModel):
         return statistics > thresholds
 
     def direct_pair(self, rivals: NDArray[np.intp], screened: NDArray[np.float64]) -> Pair | None:
-        """(leader, rival) when routing the weakest rivals to the direct test finishes sooner.
+        """The pair that feeds the weakest rival's direct test, when routing the weakest rivals
+        to the direct test finishes sooner; None: the structured best response runs.
 
         Projected remaining comparisons, for the ``PRECHECKED_RIVALS`` rivals of smallest
         screened statistic Z_j (in that order) not yet ruled out: structured, t·(β_t/Z_j − 1)
         (the statistic grows about in proportion to t, and the structured route must lift the
-        weakest rival it keeps); direct, n_j − (comparisons so far), where n_j solves
-        n·kl(σ(θ̂ᵀ(x_î − x_j)), ½ − ε) = log((K − 1)/(ηδ)) + ½ log n + log 2. Routing the k weakest
-        rivals directly costs the sum of their direct remainders plus the structured remainder
-        of the (k+1)-th; the k minimizing that is chosen, and when k > 0 the weakest of them
-        gets its direct pair (None: the structured best response runs). Only speed depends on
-        this choice.
+        weakest rival it keeps); direct, (n_j − decisive comparisons so far) / s_j, where n_j
+        solves n·kl(σ(θ̂ᵀ(x_î − x_j)), ½ − ε) = log((K − 1)/(ηδ)) + ½ log n + log 2 and s_j is the
+        decisive share of the pair that feeds the test (:meth:`_direct_routes`; 1 without ties).
+        Routing the k weakest rivals directly costs the sum of their direct remainders plus the
+        structured remainder of the (k+1)-th; the k minimizing that is chosen, and when k > 0
+        the weakest of them gets its pair. Only speed depends on this choice.
         """
         if not self.hybrid:
             return None
@@ -634,11 +699,14 @@ class StructuredModel(PreferenceModel):
         t = self.n_told + self.n_pending + 1.0
         structured = t * np.maximum(threshold / np.maximum(screened[order], 1e-12) - 1.0, 0.0)
         direct = np.full(order.size, math.inf)
+        shares, routes = self._direct_routes(chosen)
         for k in np.flatnonzero(rate > 0.0):
             needed = base
             for _ in range(3):  # fixed point of n = (base + ½ log n) / rate
                 needed = base + 0.5 * math.log(max(needed / rate[k], 1.0))
-            direct[k] = max(needed / rate[k] - counts[k], 0.0)
+            # decisive comparisons still needed, in comparisons: a pooled pair that keeps tying
+            # is never worth routing to (it would take every comparison and gain nothing)
+            direct[k] = max(needed / rate[k] - counts[k], 0.0) / shares[k]
         # totals[k]: the k weakest direct, the rest structured; routing every rival considered
         # directly still leaves the last one's structured remainder unless all K − 1 rivals were
         # considered and open (conservative: cleared rivals may hide open ones beyond).
@@ -647,7 +715,7 @@ class StructuredModel(PreferenceModel):
         totals = np.concatenate([[0.0], np.cumsum(direct)]) + np.append(structured, last)
         if int(np.argmin(totals)) == 0:
             return None
-        return leader, int(chosen[0])
+        return routes[0]
 
     def exact_statistic(self, rival: int, start: NDArray[np.float64] | None = None) -> float:
         """Z_j = LL(θ̂) − max_{λᵀ(x_j − x_î) = γ} LL(λ); 0 if the constrained fit fails."""

@@ -109,6 +109,9 @@ class BestResponse(_StructuredRule):
         )
         z = model.features[rows] - model.features[cols]
         divergence = np.asarray(kl_bernoulli(expit(z @ theta), expit(z @ alternative)))
+        shares = model.decisive_shares(rows, cols)  # a tie carries no information
+        if shares is not None:
+            divergence = divergence * shares
         best = int(np.argmax(divergence))
         return int(rows[best]), int(cols[best])
 
