@@ -244,7 +244,7 @@ def test_structured_run_on_a_feature_instance_resumes_exactly(tmp_path):
     with Store(config.store, writer=True) as store:
         reference = Runner(store, start_experiment(config, store)).run()
         assert reference.result.certified and reference.result.best_name == "q2"  # FEAT10
-        assert reference.result.threshold == "universal"  # the structured space's default
+        assert reference.result.threshold == "hybrid-lean"  # the structured space's default
         experiment_id = start_experiment(config, store)
         run_stopping_at(store, experiment_id, reference.result.n_comparisons // 2)
         resumed = Runner(store, experiment_id, seen.append, progress_interval=0).run()
@@ -262,15 +262,17 @@ def test_a_structured_store_from_before_thresholds_were_recorded_resumes_with_un
     with Store(config.store, writer=True) as store:
         old_id = store.create_experiment(legacy, [f"q{k}" for k in range(10)])
         new_id = start_experiment(config, store)
-        assert store.experiment(new_id).config["threshold"] == "universal"  # recorded
+        assert store.experiment(new_id).config["threshold"] == "hybrid-lean"  # recorded
         assert Runner(store, old_id).run().result.threshold == "universal"
-        assert Runner(store, new_id).run().result.threshold == "universal"
+        assert Runner(store, new_id).run().result.threshold == "hybrid-lean"
         # Unset in the configuration: either resumes (the latest experiment); named: its own.
         assert find_experiment(config, store).id == new_id
         universal = config.model_copy(update={"threshold": "universal"})
-        assert find_experiment(universal, store).id == new_id  # both are universal: the latest
+        assert find_experiment(universal, store).id == old_id  # the legacy one is universal
         lean = config.model_copy(update={"threshold": "hybrid-lean"})
-        assert find_experiment(lean, store) is None  # named: only an experiment with it
+        assert find_experiment(lean, store).id == new_id
+        mixture = config.model_copy(update={"threshold": "mixture"})
+        assert find_experiment(mixture, store) is None  # named: only an experiment with it
 
 
 def test_structured_space_from_factor_levels(tmp_path):

@@ -104,7 +104,7 @@ def test_experiment_certifies_the_best_policy(strategy):
                 experiment.tell(a, b, environment.outcome(a, b))
     result = experiment.result
     assert result.certified and result.best == 2
-    assert result.threshold == "universal" and not result.threshold_heuristic
+    assert result.threshold == "hybrid-lean" and not result.threshold_heuristic
     assert min(result.statistics) > result.thresholds[0]
     assert result.win_prob_hat.shape == (10, 10) and result.counts.sum() == 2 * result.n_comparisons
 

@@ -66,8 +66,9 @@ def run(
 @pytest.mark.parametrize("make_instance", [bt5, feat10, factors100], ids=lambda f: f.__name__)
 def test_structured_llmpo_is_delta_correct(make_instance):
     """δ = 0.1, 100 replications each: one-sided binomial test at 1% of error rate ≤ δ (it would
-    fail from 18 errors on). The universal-inference threshold is conservative, so ~0 errors are
-    expected; the test guards against a wrong statistic or threshold."""
+    fail from 18 errors on). The default threshold (``hybrid-lean``: universal inference at 0.9δ
+    or a direct test per rival at 0.1δ) is conservative, so ~0 errors are expected; the test
+    guards against a wrong statistic, threshold or δ split."""
     instance = make_instance()
     errors = 0
     for seed in range(100):

@@ -37,7 +37,7 @@ strategy : str
     Sampling rule: ``llmpo`` (the space's default rule), another rule of the space, ``uniform``,
     or an installed plug-in's (:data:`llmpo.registry.STRATEGIES`).
 threshold : str, optional
-    Stopping threshold; default the space's (``kt`` unstructured, ``universal`` structured); the
+    Stopping threshold; default the space's (``kt`` unstructured, ``hybrid-lean`` structured); the
     names are those of :data:`llmpo.registry.THRESHOLDS`.
 assume_condorcet : bool
     Class B statistics; δ-correct only when a Condorcet winner exists.

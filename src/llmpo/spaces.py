@@ -125,8 +125,10 @@ class Structured(Space):
         rank (the message names the unidentifiable combinations of columns).
     """
 
-    #: Universal inference: valid, and grows with d rather than with the number of pairs.
-    default_threshold = "universal"
+    #: Universal inference or the direct test of each rival, whichever rules it out first: valid,
+    #: grows with d rather than the number of pairs, and a close rival in a factor level does not
+    #: pay the d-dimensional regret (docs/structured-stopping.md).
+    default_threshold = "hybrid-lean"
 
     def __init__(
         self,

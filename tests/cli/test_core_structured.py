@@ -43,7 +43,7 @@ def test_simulate_accepts_structured_instances(feat10_file, strategy):
     assert done.returncode == 0, done.stderr
     summary = json.loads(done.stdout)
     assert summary["errors"] == 0 and summary["t_star"] == pytest.approx(127.4, rel=1e-3)
-    expected = "kt" if strategy == "llmpo-unstructured" else "universal"
+    expected = "kt" if strategy == "llmpo-unstructured" else "hybrid-lean"
     assert summary["threshold"] == expected
     assert summary["ratio_to_bound"] > 1
 

@@ -212,7 +212,7 @@ def simulate_command(
         str | None,
         typer.Option(
             help=f"Stopping threshold: {', '.join(THRESHOLDS.builtin_names())}, or an installed "
-            "plug-in's (docs/plugins.md). Default: kt, or universal on a structured instance."
+            "plug-in's (docs/plugins.md). Default: kt, or hybrid-lean on a structured instance."
         ),
     ] = None,
     epsilon: Annotated[float, typer.Option(help="Indifference margin ε.")] = 0.0,

@@ -57,7 +57,7 @@ class SimulationSpec:
     instance: UnstructuredInstance | StructuredInstance
     strategy: str
     delta: float
-    threshold: str | None = None  # None: the space's default (kt; universal when structured)
+    threshold: str | None = None  # None: the space's default (kt; hybrid-lean when structured)
     epsilon: float = 0.0
     assume_condorcet: bool = False
     batch_size: int = 1

@@ -19,7 +19,8 @@ thresholds hold uniformly in time).
 
 Thresholds (``threshold`` argument):
 
-* ``"universal"`` (:class:`UniversalInferenceThreshold`, the default of the structured space) —
+* ``"universal"`` (:class:`UniversalInferenceThreshold`; ``"hybrid-lean"``, the default, is it
+  at 0.9δ or a direct test per rival) —
   valid, grows like (d/2)·log t, not with the number of pairs. Universal inference (Wasserman,
   Ramdas & Balakrishnan 2020, "Universal inference", PNAS; sequential version §7): let
   M_t = Σ_{s≤t} log p_{θ̃_{s−1}}(y_s), where θ̃_{s−1} is the estimate held *before* outcome s was
