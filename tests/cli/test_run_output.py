@@ -190,3 +190,30 @@ def test_the_table_shows_wins_ties_and_losses_per_rival(project):
         assert wins + ties + losses == rival["comparisons"]
         row = next(line for line in printed.splitlines() if line.split()[:1] == [rival["policy"]])
         assert f"{wins:,.4g}/{ties:,.4g}/{losses:,.4g}" in row
+
+
+def test_a_run_stopped_on_a_near_tie_names_epsilon_as_the_fix(tmp_path, monkeypatch):
+    """Two equally good policies are never certified apart with ε = 0: the summary says they
+    look tied and how to certify either; not before 100 comparisons, never once ε is set."""
+    monkeypatch.chdir(tmp_path)
+    half, better = 0.5, 0.75
+    instance = {
+        "policies": ["a", "b", "c"],
+        "win_prob": [[half, half, better], [half, half, better], [1 - better, 1 - better, half]],
+    }
+    (tmp_path / "tied.json").write_text(json.dumps(instance))
+    (tmp_path / "tied.yaml").write_text(
+        "space: unstructured\ndelta: 0.05\nseed: 3\n"
+        "environment: {type: synthetic, instance: tied.json}\nstore: runs.db\n"
+    )
+    result = invoke("run", "tied.yaml", "--max-comparisons", "600", "--json")
+    assert result.exit_code == 3, result.output
+    data = json.loads(result.stdout)
+    assert data["near_ties"] == [data["undecided"][0]["policy"]] and data["winner"] in "ab"
+    assert "look nearly tied" in data["summary"] and "`epsilon: 0.05`" in data["summary"]
+    early = json.loads(
+        invoke("run", "tied.yaml", "--store", "b.db", "--max-comparisons", "20", "--json").stdout
+    )
+    assert early["near_ties"] == [] and "nearly tied" not in early["summary"]
+    within = invoke("run", "tied.yaml", "--store", "c.db", "--epsilon", "0.05", "--json")
+    assert within.exit_code == 0 and json.loads(within.stdout)["near_ties"] == []

@@ -403,6 +403,26 @@ def _continue_command(
     return f"{base} --max-comparisons {_round_up(2 * n)}"
 
 
+#: Margin of the near-tie hint: a rival the best beats with probability within ½ ± NEAR_TIE
+#: after MIN_NEAR_TIE comparisons, and the ε suggested for it.
+NEAR_TIE = 0.05
+MIN_NEAR_TIE = 100
+
+
+def _near_ties(result: Any, undecided: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Undecided rivals that look tied with the best, when the run asked for exact optimality.
+
+    Two equally good policies are never certified apart with ε = 0 (that would take forever), so
+    a run that ends without a certificate on such a rival should say so and name the fix."""
+    if result.epsilon or result.n_comparisons < MIN_NEAR_TIE:
+        return []
+    return [
+        row
+        for row in undecided
+        if row["win_prob_hat"] is not None and abs(row["win_prob_hat"] - 0.5) <= NEAR_TIE
+    ]
+
+
 def _outcome_facts(
     outcome: RunOutcome, store: Store
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
@@ -444,12 +464,23 @@ def _outcome_facts(
             f"{len(undecided)} {'rival is' if len(undecided) == 1 else 'rivals are'} still "
             f"undecided at {confidence} confidence."
         )
+        near = _near_ties(result, undecided)
+        if near:
+            names = ", ".join(row["policy"] for row in near)
+            shares = ", ".join(f"{row['win_prob_hat']:.0%}" for row in near)
+            summary += (
+                f" {result.best_name} and {names} look nearly tied (best wins {shares}, ties "
+                "counted half), and exact ties are never certified: if any of them would do, "
+                f"`epsilon: {NEAR_TIE:g}` in the configuration certifies a policy that no rival "
+                f"beats more than {0.5 + NEAR_TIE:.0%} of the time (docs/configuration.md)."
+            )
         code = EXIT_UNCERTIFIED
     if outcome.judge_warning and outcome.status != "interrupted":
         # The comparisons say nothing about the policies: name no winner, certified or not.
         summary = f"No winner: {outcome.judge_warning}."
     facts = {
         **outcome.to_dict(str(store.path)),
+        "near_ties": [row["policy"] for row in _near_ties(result, undecided)],
         **usage.to_dict(),
         "summary": summary,
         "undecided": undecided,
