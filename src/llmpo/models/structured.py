@@ -220,6 +220,8 @@ class StructuredModel(PreferenceModel):
         self._counts = np.zeros(capacity)
         self._wins = np.zeros(capacity)  # outcomes of rows[k] against cols[k], ties ½
         self._told = np.zeros(capacity)  # comparisons told per pair (_counts: their weight)
+        self._told_weight = 0.0  # Σ _counts: the comparisons' weight (n_told when no tie)
+        self._sorted_keys: tuple[int, NDArray[np.intp], NDArray[np.intp]] | None = None
         self._pending: dict[tuple[int, int], int] = {}
         self._theta = np.zeros(self.dimension)
         self._stale = False  # θ̂ lags the data
@@ -286,6 +288,7 @@ class StructuredModel(PreferenceModel):
         self._counts[slot] += weight
         self._wins[slot] += weight * win
         self._told[slot] += 1.0
+        self._told_weight += weight
         self.n_told += 1
         self._stale = True
 
@@ -326,20 +329,27 @@ class StructuredModel(PreferenceModel):
         uses it to stop spending comparisons on pairs that keep tying; validity does not depend
         on it.
         """
-        m = self.n_pairs
-        weight, told = float(self._counts[:m].sum()), float(self._told[:m].sum())
-        if weight >= told:
+        overall = self._overall_decisive_share()
+        if overall is None:
             return None
-        overall = (weight + 1.0) / (told + 2.0)
-        k = self.n_policies
-        told_keys = self._rows[:m] * k + self._cols[:m]  # rows[s] < cols[s] for every slot
-        by_key = np.argsort(told_keys)
+        m, k = self.n_pairs, self.n_policies
+        if self._sorted_keys is None or self._sorted_keys[0] != m:  # a pair was added since
+            told_keys = self._rows[:m] * k + self._cols[:m]  # rows[s] < cols[s] for every slot
+            by_key = np.argsort(told_keys)
+            self._sorted_keys = (m, told_keys[by_key], by_key)
+        _, sorted_keys, by_key = self._sorted_keys
         keys = np.minimum(rows, cols) * k + np.maximum(rows, cols)
-        found = np.minimum(np.searchsorted(told_keys[by_key], keys), m - 1)
+        found = np.minimum(np.searchsorted(sorted_keys, keys), m - 1)
         slots = by_key[found]
-        known = told_keys[slots] == keys
+        known = sorted_keys[found] == keys
         pair_shares = (self._counts[slots] + 2.0 * overall) / (self._told[slots] + 2.0)
         return np.where(known, pair_shares, overall)
+
+    def _overall_decisive_share(self) -> float | None:
+        """g = (weight told + 1)/(comparisons told + 2); None while no comparison has tied."""
+        if self._told_weight >= self.n_told:
+            return None
+        return (self._told_weight + 1.0) / (self.n_told + 2.0)
 
     # ---- estimates -----------------------------------------------------------------------------
     def pair_statistics(
