@@ -3,10 +3,10 @@
 :class:`BatchBackend` gathers the calls that arrive together (within
 :data:`COLLECT_SECONDS` of the first) into one batch job: the live runner dispatches the rounds
 an ``ask(n)`` returned at once, so their generations go as one job and, once it is collected,
-their judge calls as the next. Each job is polled (every ``batch_poll_seconds``, doubling up to
-``batch_max_poll_seconds``) until it ends or ``batch_timeout`` passes; its answers are handed to
-the waiting calls as soon as it is collected, and the runner tells the outcomes of the rounds
-they complete.
+their judge calls as the next (both orders of an ``order: both`` judge in that one job). Each
+job is polled (every ``batch_poll_seconds``, doubling up to ``batch_max_poll_seconds``) until it
+ends or ``batch_timeout`` passes; its answers are handed to the waiting calls as soon as it is
+collected, and the runner tells the outcomes of the rounds they complete.
 
 Providers (:class:`BatchProvider`): OpenAI's Batch API (:class:`OpenAIBatches`: a JSONL file of
 ``{"custom_id", "method", "url", "body"}`` lines uploaded through ``files`` with purpose
@@ -21,7 +21,8 @@ Paying once. Every submitted job is recorded in the store before it is polled, a
 ``custom_id`` and the fingerprint of its body); the requests whose results were handed out are
 recorded as a ``batch_collected`` event (:class:`BatchJournal`). A resumed run loads the jobs with
 requests not yet handed out: a call whose body has the fingerprint of such a request waits for that
-job (polled and collected, never submitted again) instead of going into a new one. Finished requests
+job (polled and collected, never submitted again) instead of going into a new one. A held-out
+evaluation keeps a journal of its own, resumed the same way. Finished requests
 are never submitted again: their answers are in the generation cache (the runner caches each answer
 as it arrives), or their comparisons are stored. A request that failed in a job (in the error file,
 or errored) is retried in the next job, up to ``environment.max_retries`` times when the failure is
@@ -501,7 +502,8 @@ class BatchBackend(Backend):
                     raise BackendError(
                         f"{self.label}: batch {job_id} did not finish within batch_timeout "
                         f"({self.settings.timeout_seconds:g} s). Fix: raise batch_timeout, or "
-                        "resume later (llmpo run CONFIG --resume polls the same batch again)"
+                        "resume later (llmpo run CONFIG --resume, or llmpo evaluate STORE ID "
+                        "--resume, polls the same batch again)"
                     )
                 await asyncio.sleep(min(delay, max(0.0, deadline - time.monotonic())))
                 delay = min(2 * delay, self.settings.max_poll_seconds)
