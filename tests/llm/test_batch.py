@@ -363,33 +363,18 @@ def test_a_batched_evaluation_records_its_jobs_in_its_own_journal(folder, batche
         assert build_report(store, store.experiment().id)["costs"]["batch_jobs"] == len(run_jobs)
 
 
-def test_an_evaluation_killed_mid_batch_resumes_without_resubmitting_anything(folder, batches):
-    config = write_config(folder, batches)
-    declare_holdout(config)
-    run(config, concurrency=4)
-    before_jobs, before = len(batches.jobs), len(batches.submitted)
-    # The evaluation's first request fails in its first job (its comparison lags behind the
-    # others, which are stored); the jobs after that one stay in progress until released.
-    batches.fail_first = before + 1
-    batches.hold, batches.hold_after = True, before_jobs + 1
+def _kill_an_evaluation_at_its_held_job(folder, batches, before_jobs: int):
+    """Start ``llmpo evaluate runs.db --comparisons 8 --concurrency 4`` as a process of its own,
+    SIGKILL it once a job the server holds is submitted and recorded; the evaluation's recorded
+    jobs, and its record."""
+    command = ["evaluate", "runs.db", "--comparisons", "8", "--concurrency", "4"]
     process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "llmpo",
-            "evaluate",
-            "runs.db",
-            "--comparisons",
-            "8",
-            "--concurrency",
-            "4",
-        ],
+        [sys.executable, "-m", "llmpo", *command],
         cwd=folder,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
-
     try:
         wait_for(lambda: len(batches.jobs) >= before_jobs + 2, seconds=60)  # a held job
         time.sleep(0.5)  # recorded meanwhile; nothing else is asked while it is held
@@ -400,9 +385,32 @@ def test_an_evaluation_killed_mid_batch_resumes_without_resubmitting_anything(fo
     finally:
         if process.poll() is None:
             process.kill()
-    killed = evaluation_events(folder, "batch_submitted")
     with Store(folder / "runs.db", readonly=True) as store:
         (evaluation,) = store.evaluations(store.experiment().id)
+    return recorded, evaluation
+
+
+def _handed_out(folder, jobs) -> bool:
+    """Whether every request of the recorded ``jobs`` was handed out to a call."""
+    handed = {
+        (d["batch_id"], c)
+        for d in evaluation_events(folder, "batch_collected")
+        for c in d["custom_ids"]
+    }
+    return {(d["batch_id"], c) for d in jobs for c, _ in d["requests"]} <= handed
+
+
+def test_an_evaluation_killed_mid_batch_resumes_without_resubmitting_anything(folder, batches):
+    config = write_config(folder, batches)
+    declare_holdout(config)
+    run(config, concurrency=4)
+    before_jobs, before = len(batches.jobs), len(batches.submitted)
+    # The evaluation's first request fails in its first job (its comparison lags behind the
+    # others, which are stored); the jobs after that one stay in progress until released.
+    batches.fail_first = before + 1
+    batches.hold, batches.hold_after = True, before_jobs + 1
+    killed, evaluation = _kill_an_evaluation_at_its_held_job(folder, batches, before_jobs)
+    with Store(folder / "runs.db", readonly=True) as store:
         stored = len(store.evaluation_comparisons(evaluation.id))
     assert 0 < stored < 8  # killed with comparisons stored and others waiting on a held job
     batches.hold = False
@@ -414,15 +422,39 @@ def test_an_evaluation_killed_mid_batch_resumes_without_resubmitting_anything(fo
     assert Counter(bodies) == Counter(set(bodies)) + Counter([bodies[0]])
     # Every request of the killed session's jobs was handed out to the comparison it was asked
     # for (the resume asked those comparisons again): none paid for nothing.
-    handed = {
-        (d["batch_id"], c)
-        for d in evaluation_events(folder, "batch_collected")
-        for c in d["custom_ids"]
-    }
-    assert {(d["batch_id"], c) for d in killed for c, _ in d["requests"]} <= handed
+    assert _handed_out(folder, killed)
     with Store(folder / "runs.db", readonly=True) as store:
         assert len(store.evaluation_comparisons(evaluation.id)) == 8
         assert store.evaluations(store.experiment().id)[0].status == "done"
+
+
+def test_an_evaluation_killed_with_its_answers_collected_but_not_judged_pays_nothing_twice(
+    folder, batches
+):
+    config = write_config(folder, batches, LLM_JUDGE.replace("BASE_URL", batches.base_url))
+    declare_holdout(config)
+    run(config, concurrency=4)
+    before_jobs, before = len(batches.jobs), len(batches.submitted)
+    # The evaluation's answers job ends and is collected; its judge job stays in progress.
+    batches.hold, batches.hold_after = True, before_jobs + 1
+    killed, evaluation = _kill_an_evaluation_at_its_held_job(folder, batches, before_jobs)
+    with Store(folder / "runs.db", readonly=True) as store:
+        assert store.evaluation_comparisons(evaluation.id) == []  # nothing stored yet
+    # The answers job was handed out (its answers are in the cache), the judge job was not.
+    assert len(killed) == 2 and _handed_out(folder, killed[:1])
+    assert not _handed_out(folder, killed[1:])
+    batches.hold = False
+    summary = evaluate("--resume")
+    assert (summary["evaluation_id"], summary["comparisons"]) == (evaluation.id, 8)
+    # Each call was sent once: the answers collected before the kill came from the cache, the
+    # held judge job was collected, not submitted again.
+    bodies = batches.submitted_bodies()[before:]
+    answers = [b for b in bodies if "[Answer A]" not in b]
+    assert len(answers) == len(set(answers)) == 16  # two answers for each of 8 comparisons
+    calls = summary["calls"]
+    assert len(bodies) - len(answers) == calls["judge_calls"] == 8  # one a comparison
+    assert calls["batch_requests"] == len(bodies)
+    assert _handed_out(folder, killed)
 
 
 def test_fingerprints_tell_requests_apart():
