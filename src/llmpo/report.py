@@ -552,8 +552,13 @@ def _costs(
     finished = [c.finished_at for c in comparisons if c.finished_at is not None]
     costs = [c.cost_usd for c in comparisons if c.cost_usd is not None]
     costs += [d["cost_usd"] for d in invalid if d.get("cost_usd") is not None]
-    # Requests sent through a provider's batch API (llm/batch.py), billed at the batch price.
-    batched = [d for _, kind, d in events or [] if kind == "batch_submitted" and d is not None]
+    # Requests the run sent through a provider's batch API (llm/batch.py), billed at the batch
+    # price; an evaluation's jobs name their evaluation and are not the run's.
+    batched = [
+        d
+        for _, kind, d in events or []
+        if kind == "batch_submitted" and d is not None and d.get("evaluation") is None
+    ]
     return {
         "batch_requests": sum(len(d.get("requests", ())) for d in batched),
         "batch_jobs": len(batched),

@@ -7,7 +7,8 @@ Anthropic's: ``POST /v1/messages/batches``, ``GET /v1/messages/batches/{id}``,
 (chat-completions shape; for Anthropic the system prompt is put back as a first message).
 
 A job ends ``latency`` seconds after it is created, unless ``hold`` is set (then it stays in
-progress until ``hold`` is cleared); with ``reject`` set, every OpenAI job fails validation with
+progress until ``hold`` is cleared; with ``hold_after`` = k, the first k jobs ever created are
+not held); with ``reject`` set, every OpenAI job fails validation with
 that message. The first ``fail_first`` requests ever submitted fail (HTTP
 ``fail_status``: in the error file for OpenAI, ``errored`` for Anthropic). Counters the tests
 check: ``jobs`` (id → custom_ids), ``submitted`` (every request body received, in order),
@@ -35,6 +36,7 @@ class FakeBatchServer(ThreadedServer):
         self.responder = responder
         self.latency = latency
         self.hold = False
+        self.hold_after = 0
         self.fail_first = 0
         self.fail_status = 500
         self.reject = ""  # a message: every OpenAI job fails validation with it
@@ -66,7 +68,8 @@ class FakeBatchServer(ThreadedServer):
         return job_id
 
     def _ended(self, job_id: str) -> bool:
-        return not self.hold and time.monotonic() - self._created[job_id] >= self.latency
+        held = self.hold and list(self.jobs).index(job_id) >= self.hold_after
+        return not held and time.monotonic() - self._created[job_id] >= self.latency
 
     def _answer(self, body: dict[str, Any]) -> tuple[str, int, int]:
         text = self.responder(body)

@@ -3,11 +3,15 @@ paying twice, partly failed jobs, the batch price, Anthropic's Message Batches."
 
 import json
 import signal
+import subprocess
+import sys
 import time
 from collections import Counter
 
 import pytest
+from typer.testing import CliRunner
 
+from llmpo.cli import app
 from llmpo.errors import RunFailedError
 from llmpo.llm.batch import fingerprint
 from llmpo.store import Store
@@ -248,6 +252,209 @@ def test_anthropic_message_batches_certify_and_retry_errored_requests(folder, ba
     assert sum(c.cost_usd for c in stored) == pytest.approx(
         sum(c.input_tokens * 2.0 + c.output_tokens * 8.0 for c in stored) / 2 / 1e6
     )
+
+
+def _judged(body) -> tuple[str, str, str]:
+    """(task, answer shown first, answer shown second) of a judge request."""
+    prompt = str(body["messages"][0]["content"])
+    first = prompt.split("[Answer A]\n")[1].split("\n")[0]
+    second = prompt.split("[Answer B]\n")[1].split("\n")[0]
+    return prompt.split("[Answer A]")[0], first, second
+
+
+def test_both_orders_of_a_round_go_in_one_judge_job_with_the_verdicts_of_each_order(
+    folder, batches
+):
+    judge = LLM_JUDGE.replace("    type: llm\n", "    type: llm\n    order: both\n")
+    config = write_config(folder, batches, judge.replace("BASE_URL", batches.base_url))
+    outcome = run(config, concurrency=6)
+    assert outcome.status == "certified" and outcome.result.best_name == "careful"
+    stored = comparisons(folder)
+    judged = [b for b in batches.submitted if "[Answer A]" in b["messages"][0]["content"]]
+    # Two judge calls a comparison (those of the round the run certified in included).
+    assert len(judged) == outcome.calls["judge_calls"] >= 2 * len(stored)
+    # Two jobs a round: its answers, then its judge calls in both orders (not one job per order).
+    jobs = _job_bodies(batches)
+    kinds = [
+        {"judge" if "[Answer A]" in b["messages"][0]["content"] else "answer" for b in job}
+        for job in jobs
+    ]
+    assert kinds == [{"answer"}, {"judge"}] * (len(jobs) // 2) and len(jobs) >= 4
+    for job in jobs[1::2]:
+        asked = Counter(_judged(body) for body in job)
+        # Each comparison's two orders are in the same job (equal answers: one request twice).
+        assert all(asked[(task, second, first)] >= 1 for task, first, second in asked)
+    # The verdicts are those of each order asked on its own: the server's reply to a's answer
+    # shown first, to b's shown first, combined as order "both" does (docs/judges-llm.md).
+    with Store(folder / "runs.db", readonly=True) as store:
+        names = store.experiment().policies
+        for c in stored:
+            a, b = (
+                store.cached_generation(names[p], c.task_id, r, key).text
+                for p, r, key in zip(
+                    (c.policy_a, c.policy_b),
+                    c.raw["replicates"],
+                    c.raw["request_keys"],
+                    strict=True,
+                )
+            )
+            ab, ba = (
+                respond({"messages": [{"content": f"[Answer A]\n{x}\n[Answer B]\n{y}\n"}]})
+                for x, y in ((a, b), (b, a))
+            )
+            assert c.raw["judge"] == {"ab": [ab], "ba": [ba]} and c.order == "both"
+            expected = {("A", "B"): 1.0, ("B", "A"): 0.0}.get((ab, ba), 0.5)
+            assert c.outcome == expected
+    assert {c.outcome for c in stored} == {1.0, 0.5}  # careful wins, or both are exact: a tie
+
+
+def declare_holdout(config) -> None:
+    """Hold out a quarter of the 20 tasks (5) for evaluations; loose is today's policy."""
+    config.write_text(config.read_text() + "baseline: loose\nholdout: {fraction: 0.25}\n")
+
+
+def evaluate(*options: str) -> dict:
+    """``llmpo evaluate runs.db OPTIONS --json`` in this process; its summary."""
+    result = CliRunner().invoke(app, ["evaluate", "runs.db", *options, "--json"])
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
+
+
+def evaluation_events(folder, kind, evaluation=None):
+    """The batch events of one evaluation (any evaluation when None)."""
+    return [
+        d
+        for d in events(folder, kind)
+        if d.get("evaluation") is not None and evaluation in (None, d["evaluation"])
+    ]
+
+
+def test_a_batched_evaluation_records_its_jobs_in_its_own_journal(folder, batches):
+    from llmpo.report import build_report
+
+    config = write_config(folder, batches, LLM_JUDGE.replace("BASE_URL", batches.base_url))
+    declare_holdout(config)
+    run(config, concurrency=4)
+    run_jobs = list(batches.jobs)
+    summary = evaluate("--comparisons", "8", "--concurrency", "4")
+    assert summary["comparisons"] == 8
+    jobs = [job for job in batches.jobs if job not in run_jobs]
+    assert len(jobs) >= 2  # answers, then the judge's calls
+    recorded = evaluation_events(folder, "batch_submitted", summary["evaluation_id"])
+    assert [d["batch_id"] for d in recorded] == jobs
+    assert [[c for c, _ in d["requests"]] for d in recorded] == [batches.jobs[j] for j in jobs]
+    handed = {
+        (d["batch_id"], c)
+        for d in evaluation_events(folder, "batch_collected", summary["evaluation_id"])
+        for c in d["custom_ids"]
+    }
+    assert handed == {(job, c) for job in jobs for c in batches.jobs[job]}
+    # What it paid: every request of its jobs is a call it counts, each sent once.
+    calls = summary["calls"]
+    requests = sum(len(batches.jobs[job]) for job in jobs)
+    assert (calls["batch_jobs"], calls["batch_requests"]) == (len(jobs), requests)
+    assert requests == calls["generation_calls"] + calls["judge_calls"]
+    answers = [b for b in batches.submitted_bodies() if "[Answer A]" not in b]
+    assert max(Counter(answers).values()) == 1  # (equal answers make equal judge requests)
+    # The run's events and report are the run's own jobs only.
+    run_recorded = [d for d in events(folder, "batch_submitted") if "evaluation" not in d]
+    assert [d["batch_id"] for d in run_recorded] == run_jobs
+    with Store(folder / "runs.db", readonly=True) as store:
+        assert build_report(store, store.experiment().id)["costs"]["batch_jobs"] == len(run_jobs)
+
+
+def _kill_an_evaluation_at_its_held_job(folder, batches, before_jobs: int):
+    """Start ``llmpo evaluate runs.db --comparisons 8 --concurrency 4`` as a process of its own,
+    SIGKILL it once a job the server holds is submitted and recorded; the evaluation's recorded
+    jobs, and its record."""
+    command = ["evaluate", "runs.db", "--comparisons", "8", "--concurrency", "4"]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "llmpo", *command],
+        cwd=folder,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_for(lambda: len(batches.jobs) >= before_jobs + 2, seconds=60)  # a held job
+        time.sleep(0.5)  # recorded meanwhile; nothing else is asked while it is held
+        recorded = evaluation_events(folder, "batch_submitted")
+        assert [d["batch_id"] for d in recorded] == list(batches.jobs)[before_jobs:]
+        process.kill()
+        process.wait(30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    with Store(folder / "runs.db", readonly=True) as store:
+        (evaluation,) = store.evaluations(store.experiment().id)
+    return recorded, evaluation
+
+
+def _handed_out(folder, jobs) -> bool:
+    """Whether every request of the recorded ``jobs`` was handed out to a call."""
+    handed = {
+        (d["batch_id"], c)
+        for d in evaluation_events(folder, "batch_collected")
+        for c in d["custom_ids"]
+    }
+    return {(d["batch_id"], c) for d in jobs for c, _ in d["requests"]} <= handed
+
+
+def test_an_evaluation_killed_mid_batch_resumes_without_resubmitting_anything(folder, batches):
+    config = write_config(folder, batches)
+    declare_holdout(config)
+    run(config, concurrency=4)
+    before_jobs, before = len(batches.jobs), len(batches.submitted)
+    # The evaluation's first request fails in its first job (its comparison lags behind the
+    # others, which are stored); the jobs after that one stay in progress until released.
+    batches.fail_first = before + 1
+    batches.hold, batches.hold_after = True, before_jobs + 1
+    killed, evaluation = _kill_an_evaluation_at_its_held_job(folder, batches, before_jobs)
+    with Store(folder / "runs.db", readonly=True) as store:
+        stored = len(store.evaluation_comparisons(evaluation.id))
+    assert 0 < stored < 8  # killed with comparisons stored and others waiting on a held job
+    batches.hold = False
+    summary = evaluate("--resume")
+    assert (summary["evaluation_id"], summary["comparisons"]) == (evaluation.id, 8)
+    # The held job was polled and collected, not submitted again: the one request that failed
+    # went in twice (failed, then answered), every other evaluation request once.
+    bodies = batches.submitted_bodies()[before:]
+    assert Counter(bodies) == Counter(set(bodies)) + Counter([bodies[0]])
+    # Every request of the killed session's jobs was handed out to the comparison it was asked
+    # for (the resume asked those comparisons again): none paid for nothing.
+    assert _handed_out(folder, killed)
+    with Store(folder / "runs.db", readonly=True) as store:
+        assert len(store.evaluation_comparisons(evaluation.id)) == 8
+        assert store.evaluations(store.experiment().id)[0].status == "done"
+
+
+def test_an_evaluation_killed_with_its_answers_collected_but_not_judged_pays_nothing_twice(
+    folder, batches
+):
+    config = write_config(folder, batches, LLM_JUDGE.replace("BASE_URL", batches.base_url))
+    declare_holdout(config)
+    run(config, concurrency=4)
+    before_jobs, before = len(batches.jobs), len(batches.submitted)
+    # The evaluation's answers job ends and is collected; its judge job stays in progress.
+    batches.hold, batches.hold_after = True, before_jobs + 1
+    killed, evaluation = _kill_an_evaluation_at_its_held_job(folder, batches, before_jobs)
+    with Store(folder / "runs.db", readonly=True) as store:
+        assert store.evaluation_comparisons(evaluation.id) == []  # nothing stored yet
+    # The answers job was handed out (its answers are in the cache), the judge job was not.
+    assert len(killed) == 2 and _handed_out(folder, killed[:1])
+    assert not _handed_out(folder, killed[1:])
+    batches.hold = False
+    summary = evaluate("--resume")
+    assert (summary["evaluation_id"], summary["comparisons"]) == (evaluation.id, 8)
+    # Each call was sent once: the answers collected before the kill came from the cache, the
+    # held judge job was collected, not submitted again.
+    bodies = batches.submitted_bodies()[before:]
+    answers = [b for b in bodies if "[Answer A]" not in b]
+    assert len(answers) == len(set(answers)) == 16  # two answers for each of 8 comparisons
+    calls = summary["calls"]
+    assert len(bodies) - len(answers) == calls["judge_calls"] == 8  # one a comparison
+    assert calls["batch_requests"] == len(bodies)
+    assert _handed_out(folder, killed)
 
 
 def test_fingerprints_tell_requests_apart():

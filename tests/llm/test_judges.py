@@ -120,6 +120,43 @@ def test_a_judge_that_always_prefers_the_first_position_gives_ties_under_both():
     assert judge(LLMJudge(consistent, "j", order="both"), "x", "y").outcome == 1.0
 
 
+def test_both_orders_are_asked_at_once_with_the_verdicts_of_each_order():
+    """``order: both`` sends its two requests together (a batched judge puts them in one job):
+    the model below answers only once both are waiting, which asking one order after the other
+    never does. Each order's reply is read on its own, as before."""
+
+    class TogetherModel(ScriptedJudgeModel):
+        def __init__(self, reply):
+            super().__init__(reply)
+            self.both_waiting = asyncio.Event()
+
+        async def __call__(self, request):
+            self.requests.append(request)
+            if len(self.requests) == 2:
+                self.both_waiting.set()
+            await asyncio.wait_for(self.both_waiting.wait(), timeout=2)
+            return await super().__call__(request)
+
+    async def verdict(model, a, b):
+        return await LLMJudge(model, "j", order="both").judge(TASK, a, b, np.random.default_rng())
+
+    # Every verdict of a judge that reads the answers, and of one that reads the position only.
+    cases = [
+        (lambda first, second: "A" if first == "x" else "B", 1.0, ["A"], ["B"]),
+        (lambda first, second: "B" if first == "x" else "A", 0.0, ["B"], ["A"]),
+        (lambda first, second: "TIE", 0.5, ["TIE"], ["TIE"]),
+        (lambda first, second: "A", 0.5, ["A"], ["A"]),
+        (lambda first, second: "A" if first == "x" else "TIE", 0.5, ["A"], ["TIE"]),
+    ]
+    for reply, outcome, ab, ba in cases:
+        model = TogetherModel(reply)
+        result = asyncio.run(verdict(model, "x", "y"))
+        assert (result.outcome, result.order, result.raw) == (outcome, "both", {"ab": ab, "ba": ba})
+        assert len(result.generations) == 2
+        # The first request shows a's answer first, the second b's.
+        assert [p.split("[Answer A]\n")[1].split("\n")[0] for p in model.prompts] == ["x", "y"]
+
+
 def test_an_unparseable_verdict_is_retried_once_then_invalid():
     replies = iter(["I think A", "A"])
     recovered = judge(LLMJudge(ScriptedJudgeModel(lambda f, s: next(replies)), "j"), "x", "y")

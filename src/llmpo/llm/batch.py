@@ -3,10 +3,10 @@
 :class:`BatchBackend` gathers the calls that arrive together (within
 :data:`COLLECT_SECONDS` of the first) into one batch job: the live runner dispatches the rounds
 an ``ask(n)`` returned at once, so their generations go as one job and, once it is collected,
-their judge calls as the next. Each job is polled (every ``batch_poll_seconds``, doubling up to
-``batch_max_poll_seconds``) until it ends or ``batch_timeout`` passes; its answers are handed to
-the waiting calls as soon as it is collected, and the runner tells the outcomes of the rounds
-they complete.
+their judge calls as the next (both orders of an ``order: both`` judge in that one job). Each
+job is polled (every ``batch_poll_seconds``, doubling up to ``batch_max_poll_seconds``) until it
+ends or ``batch_timeout`` passes; its answers are handed to the waiting calls as soon as it is
+collected, and the runner tells the outcomes of the rounds they complete.
 
 Providers (:class:`BatchProvider`): OpenAI's Batch API (:class:`OpenAIBatches`: a JSONL file of
 ``{"custom_id", "method", "url", "body"}`` lines uploaded through ``files`` with purpose
@@ -21,7 +21,8 @@ Paying once. Every submitted job is recorded in the store before it is polled, a
 ``custom_id`` and the fingerprint of its body); the requests whose results were handed out are
 recorded as a ``batch_collected`` event (:class:`BatchJournal`). A resumed run loads the jobs with
 requests not yet handed out: a call whose body has the fingerprint of such a request waits for that
-job (polled and collected, never submitted again) instead of going into a new one. Finished requests
+job (polled and collected, never submitted again) instead of going into a new one. A held-out
+evaluation keeps a journal of its own, resumed the same way. Finished requests
 are never submitted again: their answers are in the generation cache (the runner caches each answer
 as it arrives), or their comparisons are stored. A request that failed in a job (in the error file,
 or errored) is retried in the next job, up to ``environment.max_retries`` times when the failure is
@@ -281,27 +282,61 @@ class BatchJournal:
     ``batch_submitted``: ``{"provider", "batch_id", "requests": [[custom_id, fingerprint], …]}``
     (committed before the job is polled); ``batch_collected``: ``{"batch_id", "custom_ids"}``,
     the requests whose results were handed out (answers, or failures sent to a new job).
+
+    A run and each held-out evaluation of its experiment keep a journal of their own: the
+    events of an evaluation's journal carry ``"evaluation": id``, and a journal sees only its
+    own events (a run's report counts only the run's jobs; an evaluation's resume adopts only
+    its own).
+
+    Parameters
+    ----------
+    store : Store
+        The store (``add_event`` and ``events``).
+    experiment_id : int
+        The experiment the events belong to.
+    evaluation : int, optional
+        The held-out evaluation that submits the jobs (None: the run itself).
     """
 
-    def __init__(self, store: Any, experiment_id: int) -> None:
+    def __init__(self, store: Any, experiment_id: int, evaluation: int | None = None) -> None:
         self.store = store
         self.experiment_id = experiment_id
+        self.evaluation = evaluation
+
+    def _add(self, kind: str, detail: dict[str, Any]) -> None:
+        if self.evaluation is not None:
+            detail["evaluation"] = self.evaluation
+        self.store.add_event(self.experiment_id, kind, detail)
 
     def submitted(self, provider: str, job_id: str, requests: list[tuple[str, str]]) -> None:
         """Record a new job and its (custom_id, fingerprint) requests."""
-        detail = {"provider": provider, "batch_id": job_id, "requests": requests}
-        self.store.add_event(self.experiment_id, "batch_submitted", detail)
+        self._add(
+            "batch_submitted", {"provider": provider, "batch_id": job_id, "requests": requests}
+        )
 
     def collected(self, job_id: str, custom_ids: list[str]) -> None:
         """Record the requests of a job whose results were handed out."""
-        detail = {"batch_id": job_id, "custom_ids": custom_ids}
-        self.store.add_event(self.experiment_id, "batch_collected", detail)
+        self._add("batch_collected", {"batch_id": job_id, "custom_ids": custom_ids})
+
+    def jobs(self) -> list[dict[str, Any]]:
+        """The ``batch_submitted`` details of this journal, in order (reports count them)."""
+        return [d for kind, d in self._events() if kind == "batch_submitted"]
+
+    def _events(self) -> list[tuple[str, dict[str, Any]]]:
+        """This journal's batch events: (kind, detail)."""
+        return [
+            (kind, detail)
+            for _, kind, detail in self.store.events(self.experiment_id)
+            if kind in ("batch_submitted", "batch_collected")
+            and detail is not None
+            and detail.get("evaluation") == self.evaluation
+        ]
 
     def open_jobs(self, provider: str) -> dict[str, list[tuple[str, str]]]:
         """The recorded jobs of ``provider`` with requests not handed out: job id → requests."""
         jobs: dict[str, list[tuple[str, str]]] = {}
         handed: dict[str, set[str]] = {}
-        for _, kind, detail in self.store.events(self.experiment_id):
+        for kind, detail in self._events():
             if kind == "batch_submitted" and detail.get("provider") == provider:
                 jobs[detail["batch_id"]] = [(c, f) for c, f in detail["requests"]]
             elif kind == "batch_collected":
@@ -467,7 +502,8 @@ class BatchBackend(Backend):
                     raise BackendError(
                         f"{self.label}: batch {job_id} did not finish within batch_timeout "
                         f"({self.settings.timeout_seconds:g} s). Fix: raise batch_timeout, or "
-                        "resume later (llmpo run CONFIG --resume polls the same batch again)"
+                        "resume later (llmpo run CONFIG --resume, or llmpo evaluate STORE ID "
+                        "--resume, polls the same batch again)"
                     )
                 await asyncio.sleep(min(delay, max(0.0, deadline - time.monotonic())))
                 delay = min(2 * delay, self.settings.max_poll_seconds)

@@ -322,11 +322,11 @@ class LLMJudge(Judge):
     """Pairwise LLM-as-judge with position-bias control.
 
     ``order: random`` shows the two answers in a random order (recorded); ``order: both`` asks
-    twice, once in each order, and a wins only if both orders prefer a (b likewise), anything else
-    is a tie, so a judge that always prefers the first position yields ties. A reply
-    :func:`parse_verdict` cannot read is asked once more, differently: the first reply is kept in
-    the conversation, followed by :data:`RETRY_INSTRUCTION`, at a temperature of at least
-    :data:`RETRY_TEMPERATURE`; a second failure makes the verdict invalid.
+    twice, once in each order (both at once), and a wins only if both orders prefer a (b
+    likewise), anything else is a tie, so a judge that always prefers the first position yields
+    ties. A reply :func:`parse_verdict` cannot read is asked once more, differently: the first
+    reply is kept in the conversation, followed by :data:`RETRY_INSTRUCTION`, at a temperature of
+    at least :data:`RETRY_TEMPERATURE`; a second failure makes the verdict invalid.
 
     Parameters
     ----------
@@ -440,8 +440,13 @@ class LLMJudge(Judge):
         self, task: Task, answer_a: str, answer_b: str, rng: np.random.Generator
     ) -> Verdict:
         if self.order == "both":
-            score_ab, replies_ab, calls_ab = await self._ask(task, answer_a, answer_b)
-            score_ba, replies_ba, calls_ba = await self._ask(task, answer_b, answer_a)
+            # The two orders are asked together (one batch job for both, not two in a row);
+            # each order's verdict depends on its own replies only.
+            (score_ab, replies_ab, calls_ab), (score_ba, replies_ba, calls_ba) = (
+                await asyncio.gather(
+                    self._ask(task, answer_a, answer_b), self._ask(task, answer_b, answer_a)
+                )
+            )
             raw = {"ab": replies_ab, "ba": replies_ba}
             calls = (*calls_ab, *calls_ba)
             if score_ab is None or score_ba is None:

@@ -23,7 +23,12 @@ The result is the winner's win rate against the baseline with ties counted ½ (t
 separately) and its 95% interval — Clopper–Pearson on wins + ties/2: exact without ties,
 conservative with them (:mod:`llmpo.stats.winrate`) — plus, for a ``reference`` judge,
 each policy's accuracy with its Clopper–Pearson interval. Each comparison is committed before the
-next is counted, so an interrupted evaluation resumes (``--resume``) where it stopped.
+next is counted, so an interrupted evaluation resumes (``--resume``) where it stopped: as a run
+resumes (:meth:`llmpo.runtime.driver.Driver.resume`), the comparisons it had asked for and not
+finished (``evaluation_asked`` events) are dispatched again with the same numbers, tasks and
+replicates, and a ``batch: true`` backend records its jobs in the evaluation's own
+:class:`~llmpo.llm.batch.BatchJournal`, so a job submitted before the stop is collected, never
+submitted (and paid) again.
 """
 
 from __future__ import annotations
@@ -317,9 +322,15 @@ class Evaluation:
                 and detail is not None
                 and detail.get("evaluation") == evaluation_id
             ]
+            from llmpo.llm.batch import BatchJournal
+
             summary["calls"] = call_totals(
                 self.store.evaluation_comparisons(evaluation_id), invalid
             )
+            jobs = BatchJournal(self.store, self.record.id, evaluation_id).jobs()
+            if jobs:  # calls sent through a provider's batch API (docs/batch.md)
+                summary["calls"]["batch_jobs"] = len(jobs)
+                summary["calls"]["batch_requests"] = sum(len(d["requests"]) for d in jobs)
         self.store.set_evaluation_status(evaluation_id, "done", summary)
         self.store.add_event(
             self.record.id,
@@ -374,8 +385,11 @@ class Evaluation:
         environment: Any = self.environment
         records = None
         if self.config.environment.type == "llm":
+            from llmpo.llm.batch import BatchJournal  # HTTP clients only for live evaluations
+
             # The judge's random choices: the evaluation's own stream. One pair is compared, so
-            # no answer serves two comparisons (no rounds).
+            # no answer serves two comparisons (no rounds). Batch jobs are recorded as a run
+            # records them, in the evaluation's own journal: a resume collects them.
             environment = build_environment(
                 _restricted_config(self.config, [self.winner, self.baseline]),
                 "evaluation",
@@ -383,6 +397,7 @@ class Evaluation:
                 cache=self.store,
                 concurrency=self.concurrency,
                 seed=self.seed,
+                batch_journal=BatchJournal(self.store, self.record.id, self.evaluation.id),
             )
         elif isinstance(self.environment, ReplayEnvironment):
             records = self.environment.records(a, b)
@@ -403,22 +418,33 @@ class Evaluation:
         for evaluation in self.store.evaluations(self.record.id):
             if evaluation.id != self.evaluation.id:
                 others += self.store.evaluation_comparisons(evaluation.id)
+        sink = _EvaluationSink(self.store, self.record.id, self.evaluation.id, self.stored_pair)
         driver = Driver(
             FixedPair(a, b, self.comparisons),
             source,
-            _EvaluationSink(self.store, self.record.id, self.evaluation.id, self.stored_pair),
+            sink,
             concurrency=self.concurrency,
             on_settled=self._settled,
             judge_check=False,
         )
+        # The run's resume rule: comparisons asked but never finished are dispatched again with
+        # the same numbers, tasks and replicates, so their paid answers, judge replies and batch
+        # jobs are found again.
         driver.resume(
-            self._in_source_indices(stored), also_used=self._in_source_indices(others)
+            self._in_source_indices(stored),
+            sink.events(),
+            also_used=self._in_source_indices(others),
         )
         return await driver.drive()
 
 
 class _EvaluationSink:
-    """Commits an evaluation's comparisons (with the experiment's policy indices) and events."""
+    """Commits an evaluation's comparisons (with the experiment's policy indices) and events.
+
+    Its events are the experiment's, named for the evaluation (``evaluation_invalid_verdict``,
+    ``evaluation_asked``, with ``"evaluation": id``) so that neither the run nor another
+    evaluation takes them for its own; :meth:`events` reads them back for the driver's resume.
+    """
 
     def __init__(
         self, store: Store, experiment_id: int, evaluation_id: int, pair: tuple[int, int]
@@ -440,7 +466,22 @@ class _EvaluationSink:
         )
 
     def asked(self, rows: list[list[Any]]) -> None:
-        return None  # an evaluation dispatches nothing again: its stored comparisons suffice
+        self.store.add_event(
+            self.experiment_id,
+            "evaluation_asked",
+            {"comparisons": rows, "evaluation": self.evaluation_id},
+        )
+
+    def events(self) -> list[tuple[str, Any]]:
+        """This evaluation's events as the driver's resume reads a run's: (kind, detail)."""
+        kinds = {"evaluation_invalid_verdict": "invalid_verdict", "evaluation_asked": "asked"}
+        return [
+            (kinds[kind], detail)
+            for _, kind, detail in self.store.events(self.experiment_id)
+            if kind in kinds
+            and detail is not None
+            and detail.get("evaluation") == self.evaluation_id
+        ]
 
 
 # ---- summaries -----------------------------------------------------------------------------------

@@ -194,6 +194,38 @@ class Asked(TypedDict):
     comparisons: list[list[Any]]
 
 
+class EvaluationAsked(Asked):
+    """``evaluation_asked``: comparisons an evaluation asked (rows as in :class:`Asked`)."""
+
+    evaluation: int
+
+
+class _BatchSubmitted(TypedDict):
+    provider: str
+    batch_id: str
+    requests: list[list[str]]
+
+
+class BatchSubmitted(_BatchSubmitted, total=False):
+    """``batch_submitted``: a batch job recorded before it is polled (:mod:`llmpo.llm.batch`):
+    its provider, id and (custom_id, fingerprint) requests; ``evaluation`` when a held-out
+    evaluation submitted it."""
+
+    evaluation: int
+
+
+class _BatchCollected(TypedDict):
+    batch_id: str
+    custom_ids: list[str]
+
+
+class BatchCollected(_BatchCollected, total=False):
+    """``batch_collected``: the requests of a job whose results were handed out; ``evaluation``
+    as in :class:`BatchSubmitted`."""
+
+    evaluation: int
+
+
 class InvalidVerdict(TypedDict, total=False):
     """``invalid_verdict`` and ``evaluation_invalid_verdict``: a :class:`LiveRaw` record and
     where it came from (paid for, never told)."""
@@ -228,6 +260,9 @@ EVENT_DETAILS: dict[str, type] = {
     "evaluation_finished": EvaluationEvent,
     "dense_subset": DenseSubset,
     "asked": Asked,
+    "evaluation_asked": EvaluationAsked,
+    "batch_submitted": BatchSubmitted,
+    "batch_collected": BatchCollected,
     "invalid_verdict": InvalidVerdict,
     "evaluation_invalid_verdict": InvalidVerdict,
 }
