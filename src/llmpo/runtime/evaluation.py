@@ -30,8 +30,9 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import itertools
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -353,19 +354,20 @@ class Evaluation:
             self._done, self.comparisons, wins, ties, losses, self._cost_usd, elapsed_seconds
         )
 
-    def _in_source_indices(self, records: list[ComparisonRecord]) -> list[ComparisonRecord]:
+    def _in_source_indices(
+        self, records: Iterable[ComparisonRecord]
+    ) -> Iterator[ComparisonRecord]:
         """Stored comparisons with the policy indices of the evaluation's two-policy source
-        (the experiment's other policies get negative indices: their replicates do not matter)."""
+        (the experiment's other policies get negative indices: their replicates do not matter),
+        one at a time."""
         names = self.record.policies
         index = {name: k for k, name in enumerate(self.environment.policies)}
-        return [
-            dataclasses.replace(
+        for record in records:
+            yield dataclasses.replace(
                 record,
                 policy_a=index.get(names[record.policy_a], -1 - record.policy_a),
                 policy_b=index.get(names[record.policy_b], -1 - record.policy_b),
             )
-            for record in records
-        ]
 
     async def _drive(self) -> str | None:
         """Run the missing comparisons through the one driver; the failure that stopped it."""
@@ -399,10 +401,15 @@ class Evaluation:
             paced=False,
         )
         stored = self.store.evaluation_comparisons(self.evaluation.id)
-        others = list(self.store.iter_comparisons(self.record.id))
-        for evaluation in self.store.evaluations(self.record.id):
-            if evaluation.id != self.evaluation.id:
-                others += self.store.evaluation_comparisons(evaluation.id)
+        # The experiment's comparisons, read as a stream (resume keeps their replicates only).
+        others = itertools.chain(
+            self.store.iter_comparisons(self.record.id),
+            *(
+                self.store.evaluation_comparisons(evaluation.id)
+                for evaluation in self.store.evaluations(self.record.id)
+                if evaluation.id != self.evaluation.id
+            ),
+        )
         driver = Driver(
             FixedPair(a, b, self.comparisons),
             source,
@@ -412,7 +419,7 @@ class Evaluation:
             judge_check=False,
         )
         driver.resume(
-            self._in_source_indices(stored), also_used=self._in_source_indices(others)
+            list(self._in_source_indices(stored)), also_used=self._in_source_indices(others)
         )
         return await driver.drive()
 
