@@ -110,6 +110,14 @@ class _LazyGroup(typer.core.TyperGroup):
         # What --help lists: the name and its line, nothing imported.
         return typer.core.TyperCommand(cmd_name, short_help=COMMANDS[cmd_name][1])
 
+    def get_help_option(self, ctx: Context) -> Any:
+        option = super().get_help_option(ctx)
+        # Typer (≥ 0.29) coerces the value of a flag not given (None) through pydantic; with
+        # False for a default, `llmpo COMMAND --help` runs without importing pydantic.
+        if option is not None and option.default is None:
+            option.default = False
+        return option
+
     def resolve_command(
         self, ctx: Context, args: list[str]
     ) -> tuple[str | None, Command | None, list[str]]:

@@ -10,10 +10,10 @@ from typing import Annotated, Any
 
 import numpy as np
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from llmpo.cli import app, fail
+from llmpo.cli.consoles import console, error_console
 from llmpo.errors import ConfigError
 from llmpo.harness.instances import (
     StructuredInstance,
@@ -26,9 +26,6 @@ from llmpo.registry import THRESHOLDS
 from llmpo.stats.bernoulli import kl_confidence
 from llmpo.stats.structured import characteristic_time
 from llmpo.stats.unstructured import TIES_MODES, optimal_allocation
-
-console = Console(soft_wrap=True)  # sentences stay on one line; tables fit the terminal
-error_console = Console(stderr=True, soft_wrap=True)  # never break an error line
 
 InstanceArg = Annotated[Path, typer.Argument(help="Instance file (JSON, see docs/cli.md).")]
 DeltaOpt = Annotated[
