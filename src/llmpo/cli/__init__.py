@@ -95,7 +95,19 @@ def fail(message: str, code: int = 2) -> typer.Exit:
     return typer.Exit(code)
 
 
-class _LazyGroup(typer.core.TyperGroup):
+class LightGroup(typer.core.TyperGroup):
+    """A group whose ``--help`` flag, when not given, needs no pydantic: Typer (≥ 0.29)
+    coerces a flag's missing value (None) through pydantic, so the group's own flag would import
+    it before ``llmpo COMMAND --help`` prints anything; with False for a default it does not."""
+
+    def get_help_option(self, ctx: Context) -> Any:
+        option = super().get_help_option(ctx)
+        if option is not None and option.default is None:
+            option.default = False
+        return option
+
+
+class _LazyGroup(LightGroup):
     """The top-level group: lists :data:`COMMANDS` without importing them; imports a command's
     module when the command is resolved to run."""
 
@@ -109,14 +121,6 @@ class _LazyGroup(typer.core.TyperGroup):
             return None
         # What --help lists: the name and its line, nothing imported.
         return typer.core.TyperCommand(cmd_name, short_help=COMMANDS[cmd_name][1])
-
-    def get_help_option(self, ctx: Context) -> Any:
-        option = super().get_help_option(ctx)
-        # Typer (≥ 0.29) coerces the value of a flag not given (None) through pydantic; with
-        # False for a default, `llmpo COMMAND --help` runs without importing pydantic.
-        if option is not None and option.default is None:
-            option.default = False
-        return option
 
     def resolve_command(
         self, ctx: Context, args: list[str]
@@ -203,4 +207,4 @@ def _main(
 
     load_env_file(Path(".env"))
 
-__all__ = ["COMMANDS", "app", "fail", "load_commands"]
+__all__ = ["COMMANDS", "LightGroup", "app", "fail", "load_commands"]

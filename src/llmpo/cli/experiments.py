@@ -21,7 +21,7 @@ from rich.text import Text
 
 from llmpo.cli import app
 from llmpo.cli import fail as _fail
-from llmpo.cli.consoles import error_console
+from llmpo.cli.common import error_console
 from llmpo.errors import ConfigError
 from llmpo.llm.loading import LoadStep, watching_loads
 from llmpo.registry import STRATEGIES

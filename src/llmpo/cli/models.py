@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from llmpo.cli import app
-from llmpo.cli.consoles import console
+from llmpo.cli.common import console
 
 models_app = typer.Typer(
     help="Models of the local backend (weights fetched once into the user cache).",
