@@ -21,6 +21,17 @@ It prints wall and CPU time, peak RSS and store size of each; the time per new c
 large run minus the baseline, so the start-up cancels), per replayed comparison on resume, and
 the peak RSS as ratios to the baseline; and checks that the store holds exactly N + M comparisons
 numbered 1…N+M.
+
+**Memory of resume against the stored count** (``--resume-memory``)::
+
+    nice -n 10 .venv/bin/python benchmarks/scale_replay.py --resume-memory 100000 400000 \
+        --before a0ffcfa
+
+runs to each stored count in its own store, then resumes a copy of each store (``--extra`` new
+comparisons) with this tree's llmpo and, with ``--before REF``, with the llmpo of git commit REF
+(its ``src/`` exported by ``git archive``), each in its own process, in the same run. It prints
+each resume's peak RSS, how much it grows from the smaller count to the larger, per 100,000
+stored comparisons, and that growth's ratio between the two versions.
 """
 
 from __future__ import annotations
@@ -28,6 +39,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -62,12 +74,20 @@ def write_project(folder: Path, policies: int, store: str) -> Path:
     return config
 
 
-def measured(command: list[str], cwd: Path) -> dict[str, Any]:
-    """Run ``python -m llmpo COMMAND…``; its wall and CPU seconds, peak RSS and JSON output."""
+def measured(command: list[str], cwd: Path, source: Path | None = None) -> dict[str, Any]:
+    """Run ``python -m llmpo COMMAND…`` (the llmpo of the folder ``source`` when given); its wall
+    and CPU seconds, peak RSS and JSON output."""
+    environment = dict(os.environ)
+    if source is not None:
+        environment["PYTHONPATH"] = str(source)
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
         started = time.perf_counter()
         process = subprocess.Popen(
-            [sys.executable, "-m", "llmpo", *command], cwd=cwd, stdout=out, stderr=err
+            [sys.executable, "-m", "llmpo", *command],
+            cwd=cwd,
+            stdout=out,
+            stderr=err,
+            env=environment,
         )
         _, status, usage = os.wait4(process.pid, 0)
         wall = time.perf_counter() - started
@@ -114,13 +134,87 @@ def marginal(seconds: float, base_seconds: float, count: int) -> str:
     return f"{(seconds - base_seconds) / count * 1e6:.0f} µs"
 
 
+def exported_source(reference: str, folder: Path) -> Path:
+    """The ``src/`` of git commit ``reference`` of this repository, exported into ``folder``."""
+    repository = Path(__file__).resolve().parents[1]
+    archive = subprocess.run(
+        ["git", "-C", str(repository), "archive", reference, "src"],
+        check=True,
+        capture_output=True,
+    ).stdout
+    subprocess.run(["tar", "-x", "-C", str(folder)], input=archive, check=True)
+    return folder / "src"
+
+
+def resume_memory(sizes: list[int], before: str | None, policies: int, extra: int) -> None:
+    """Peak RSS of resuming stores of each size, with this llmpo and the one of ``before``."""
+    with tempfile.TemporaryDirectory() as directory:
+        folder = Path(directory)
+        versions: dict[str, Path | None] = {"this tree": None}
+        if before is not None:
+            versions = {f"before ({before})": exported_source(before, folder), **versions}
+        peaks: dict[str, dict[int, float]] = {label: {} for label in versions}
+        for size in sizes:
+            name = f"stored{size}"
+            one_run(folder, name, policies, size)
+            store = folder / f"{name}.db"
+            pristine = folder / f"{name}.pristine"
+            shutil.copy(store, pristine)  # closed: the WAL is checkpointed into the file
+            for label, source in versions.items():
+                # The store's path is part of the experiment's identity: resume it in place,
+                # from the same pristine copy each time.
+                for suffix in ("", "-wal", "-shm"):
+                    (folder / f"{name}.db{suffix}").unlink(missing_ok=True)
+                shutil.copy(pristine, store)
+                figures = measured(
+                    ["run", f"{name}.db.yaml", "--resume", "--max-comparisons", str(size + extra),
+                     "--json"],
+                    folder,
+                    source,
+                )
+                assert figures["result"]["new_comparisons"] == extra, figures["result"]
+                peaks[label][size] = figures["peak_rss_mb"]
+                print(
+                    f"{label:<22} resume of {size:>9,} stored (+{extra:,} new): peak RSS "
+                    f"{figures['peak_rss_mb']:6.0f} MB, {figures['cpu_seconds']:6.1f} s CPU",
+                    flush=True,
+                )
+    low, high = min(sizes), max(sizes)
+    growth = {
+        label: (peak[high] - peak[low]) / (high - low) * 100_000 for label, peak in peaks.items()
+    }
+    for label, peak in peaks.items():
+        print(
+            f"{label:<22} peak RSS {peak[high] / peak[low]:.2f}× for {high / low:.0f}× the "
+            f"stored comparisons; +{growth[label]:.1f} MB per 100,000 stored"
+        )
+    if before is not None:
+        old, new = growth[f"before ({before})"], growth["this tree"]
+        print(f"growth per stored comparison: this tree {new / old:.3f}× the one before")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--comparisons", type=int, default=1_000_000)
     parser.add_argument("--baseline", type=int, default=None, help="default: 1%% of the run")
     parser.add_argument("--extra", type=int, default=1_000, help="new comparisons on resume")
     parser.add_argument("--policies", type=int, default=5)
+    parser.add_argument(
+        "--resume-memory",
+        type=int,
+        nargs="+",
+        metavar="N",
+        help="only measure resume's peak RSS with N stored comparisons (two sizes or more)",
+    )
+    parser.add_argument(
+        "--before", help="with --resume-memory: also resume with the llmpo of this git commit"
+    )
     arguments = parser.parse_args()
+    if arguments.resume_memory:
+        resume_memory(
+            sorted(arguments.resume_memory), arguments.before, arguments.policies, arguments.extra
+        )
+        return
     n, m = arguments.comparisons, arguments.extra
     baseline_n = arguments.baseline or max(1_000, n // 100)
     with tempfile.TemporaryDirectory() as directory:

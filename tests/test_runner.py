@@ -2,6 +2,7 @@
 gives exactly the uninterrupted run."""
 
 import json
+import weakref
 from pathlib import Path
 
 import numpy as np
@@ -363,3 +364,40 @@ def test_a_replay_of_preference_probabilities_is_accepted_and_a_bad_outcome_refu
     with pytest.raises(ConfigError, match=r"line 2.*'outcome' must be a number in \[0, 1\]"):
         check_config(config)
     assert not (tmp_path / "r.db").exists()
+
+
+def test_resume_reads_the_store_as_a_stream_and_holds_no_list_of_it(tmp_path, monkeypatch):
+    """The runner's resume (and its end: the judge's warning) reads stored comparisons and
+    events in chunks, never as lists, and never holds more than a couple of records at once."""
+    from llmpo.store import experiments
+
+    config = counts_config(tmp_path)
+    with Store(config.store, writer=True) as store:
+        reference = Runner(store, start_experiment(config, store)).run()
+        experiment_id = start_experiment(config, store)
+        run_stopping_at(store, experiment_id, 150)
+
+        monkeypatch.setattr(experiments, "READ_CHUNK", 16)
+        alive = {"now": 0, "most": 0}
+
+        def freed() -> None:
+            alive["now"] -= 1
+
+        read = Store.iter_comparisons
+
+        def tracked(self, owner_id):
+            for record in read(self, owner_id):
+                alive["now"] += 1
+                alive["most"] = max(alive["most"], alive["now"])
+                weakref.finalize(record, freed)
+                yield record
+
+        def as_list(self, owner_id):
+            raise AssertionError("read as a list")
+
+        monkeypatch.setattr(Store, "iter_comparisons", tracked)
+        monkeypatch.setattr(Store, "comparisons", as_list)
+        monkeypatch.setattr(Store, "events", as_list)
+        resumed = Runner(store, experiment_id).run()
+    assert resumed.replayed == 150 and resumed.result.to_dict() == reference.result.to_dict()
+    assert alive["most"] <= 2, f"{alive['most']} stored comparisons alive at once"

@@ -4,6 +4,10 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import weakref
+from collections.abc import Iterator
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -88,6 +92,71 @@ def test_each_comparison_is_committed_before_it_is_told_and_resume_is_exact():
         return [(r.seq, r.policy_a, r.policy_b, r.outcome) for r in records]
 
     assert key(sink.records) == key(stopped.records + rest.records)
+
+
+class Tracked:
+    """Stored comparisons read afresh on each iteration as new objects, counting how many are
+    alive at once: a resume that holds the records (a list) keeps every one alive."""
+
+    def __init__(self, records: list[ComparisonRecord]) -> None:
+        self.records = records
+        self.alive = 0
+        self.most = 0
+        self.reads = 0
+
+    def __iter__(self) -> Iterator[ComparisonRecord]:
+        self.reads += 1
+        for record in self.records:
+            copy = dataclasses.replace(record)  # a fresh object, as a store read gives
+            self.alive += 1
+            weakref.finalize(copy, self._freed)
+            self.most = max(self.most, self.alive)
+            yield copy
+
+    def _freed(self) -> None:
+        self.alive -= 1
+
+
+def test_resume_streams_the_stored_comparisons_and_holds_none_of_them():
+    """An in-order source reads the store twice (the ledger, then one record per ask), a live
+    one once; neither keeps the records: at most two are alive at any time, for 300 stored."""
+
+    def experiment() -> Experiment:
+        return Experiment(
+            reference_instance("BT4").policies, delta=0.1, seed=1, max_comparisons=300
+        )
+
+    reference = experiment()
+    sink = Sink(reference)
+    asyncio.run(Driver(reference, OrderedSource(Reseeded(), 1), sink).drive())
+    assert len(sink.records) == 300
+
+    resumed = experiment()
+    stored = Tracked(sink.records)
+    driver = Driver(resumed, OrderedSource(Reseeded(), 1), Sink(resumed))
+    driver.resume(stored)
+    assert driver.stored == 300 and driver.unfinished_replay == 300 and stored.alive == 0
+    asyncio.run(driver.drive())
+    assert driver.replayed == 300 and driver.unfinished_replay == 0 and stored.reads == 2
+    assert resumed.result.to_dict() == reference.result.to_dict()
+    assert stored.most <= 2, f"{stored.most} stored comparisons alive at once"
+
+    live = [
+        ComparisonRecord(n, 0, 1, 1.0, "t", raw={"number": n, "replicates": [n, n]})
+        for n in range(1, 301)
+    ]
+    target = FixedPair(0, 1, total=400)
+    stored = Tracked(live)
+    source = SlowSource()
+    source.task = lambda round_number: SimpleNamespace(id="t")  # type: ignore[method-assign]
+    live_driver = Driver(target, source, Sink())
+    # Comparison 301 was asked and never stored (in flight at the stop), 300 was stored.
+    asked = [[300, 0, 1, "t", 300, 300, 300], [301, 0, 1, "t", 0, 0, 301]]
+    live_driver.resume(stored, [("asked", {"comparisons": asked})])
+    assert target.told == live_driver.replayed == 300 and live_driver.ledger.next_number == 302
+    assert stored.reads == 1 and stored.most <= 2, f"{stored.most} alive at once"
+    assert live_driver.ledger.unfinished == [(301, 0, 1, "t", (0, 0), 301)]
+    assert live_driver.ledger.used[(0, "t")] == set(range(301))
 
 
 def test_a_resume_that_diverges_from_the_store_is_refused():

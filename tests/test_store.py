@@ -233,3 +233,31 @@ def test_stores_gain_the_task_index_when_opened_for_writing(tmp_path):
             "AND task_id = 't1' AND seq < 99 ORDER BY seq DESC LIMIT 51"
         ).fetchall()
     assert "comparisons_by_task" in str(plan)
+
+
+def test_comparisons_and_events_are_read_in_chunks_across_their_boundaries(tmp_path, monkeypatch):
+    """Iterating reads a chunk per query (resume never holds the table): every row once, in
+    order, whatever the chunk size, and later chunks are only read when the iterator gets there."""
+    from llmpo.store import experiments
+
+    monkeypatch.setattr(experiments, "READ_CHUNK", 3)
+    with Store(tmp_path / "s.db") as store:
+        experiment_id = store.create_experiment({}, ["a", "b"])
+        other = store.create_experiment({}, ["a", "b"])
+        for owner in (experiment_id, other):
+            store.append_comparisons(
+                owner, [ComparisonRecord(seq, 0, 1, 1.0, raw={"n": seq}) for seq in range(1, 8)]
+            )
+            for k in range(5):
+                store.add_event(owner, "resumed", {"stored_comparisons": k})
+        assert [c.raw["n"] for c in store.iter_comparisons(experiment_id)] == list(range(1, 8))
+        assert store.comparisons(other) == list(store.iter_comparisons(other))
+        events = list(store.iter_events(experiment_id))
+        assert [kind for _, kind, _ in events] == ["created"] + ["resumed"] * 5
+        assert [d["stored_comparisons"] for _, _, d in events[1:]] == list(range(5))
+        queries = []
+        store.connection.set_trace_callback(queries.append)
+        reading = store.iter_comparisons(experiment_id)
+        assert [next(reading).seq for _ in range(3)] == [1, 2, 3]
+        assert len(queries) == 1  # the first chunk only
+        assert next(reading).seq == 4 and len(queries) == 2

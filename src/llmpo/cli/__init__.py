@@ -95,7 +95,19 @@ def fail(message: str, code: int = 2) -> typer.Exit:
     return typer.Exit(code)
 
 
-class _LazyGroup(typer.core.TyperGroup):
+class LightGroup(typer.core.TyperGroup):
+    """A group whose ``--help`` flag, when not given, needs no pydantic: Typer (≥ 0.29)
+    coerces a flag's missing value (None) through pydantic, so the group's own flag would import
+    it before ``llmpo COMMAND --help`` prints anything; with False for a default it does not."""
+
+    def get_help_option(self, ctx: Context) -> Any:
+        option = super().get_help_option(ctx)
+        if option is not None and option.default is None:
+            option.default = False
+        return option
+
+
+class _LazyGroup(LightGroup):
     """The top-level group: lists :data:`COMMANDS` without importing them; imports a command's
     module when the command is resolved to run."""
 
@@ -195,4 +207,4 @@ def _main(
 
     load_env_file(Path(".env"))
 
-__all__ = ["COMMANDS", "app", "fail", "load_commands"]
+__all__ = ["COMMANDS", "LightGroup", "app", "fail", "load_commands"]

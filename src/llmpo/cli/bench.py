@@ -4,22 +4,16 @@ from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 
 from llmpo.cli import app
-from llmpo.cli.core import DEFAULT_WORKERS, WorkersOpt
-from llmpo.harness.bench import (
-    Cell,
-    format_calls,
-    load_suite,
-    markdown_table,
-    run_suite,
-    write_results,
-)
-from llmpo.harness.benchstore import CellStore
+from llmpo.cli.common import DEFAULT_WORKERS, WorkersOpt
+
+if TYPE_CHECKING:
+    from llmpo.harness.bench import Cell
 
 console = Console(stderr=True)
 BACKENDS = ("process", "ray")
@@ -76,6 +70,16 @@ def bench(
     if address is not None and backend != "ray":
         console.print("[bold red]error:[/] --address needs --backend ray", highlight=False)
         raise typer.Exit(2)
+    # The harness (numpy, scipy, yaml) only when the suite runs: --help imports none of it.
+    from llmpo.harness.bench import (
+        format_calls,
+        load_suite,
+        markdown_table,
+        run_suite,
+        write_results,
+    )
+    from llmpo.harness.benchstore import CellStore
+
     loaded = load_suite(suite)
     if reps is not None:
         loaded = replace(loaded, reps=reps)

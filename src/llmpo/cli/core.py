@@ -6,40 +6,41 @@ import json
 import math
 from importlib import resources
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-import numpy as np
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from llmpo.cli import app, fail
+from llmpo.cli.common import DEFAULT_WORKERS, WorkersOpt, console, error_console
 from llmpo.errors import ConfigError
-from llmpo.harness.instances import (
-    StructuredInstance,
-    UnstructuredInstance,
-    load_instance,
-)
-from llmpo.harness.peers import is_peer
-from llmpo.harness.simulate import DEFAULT_GRID_TASKS, STRATEGIES, STRUCTURED_STRATEGIES, simulate
-from llmpo.registry import THRESHOLDS
-from llmpo.stats.bernoulli import kl_confidence
-from llmpo.stats.structured import characteristic_time
-from llmpo.stats.unstructured import TIES_MODES, optimal_allocation
+from llmpo.harness import DEFAULT_GRID_TASKS
+from llmpo.registry import STRATEGIES as RULES
 
-console = Console(soft_wrap=True)  # sentences stay on one line; tables fit the terminal
-error_console = Console(stderr=True, soft_wrap=True)  # never break an error line
+# Options are declared without numpy, scipy or the harness: a command's --help imports none of
+# them (tests/cli/test_startup.py); each command imports what it computes with.
+if TYPE_CHECKING:
+    from llmpo.harness.instances import StructuredInstance, UnstructuredInstance
+
+
+#: The built-in stopping thresholds, named here for --help without importing them (numpy);
+#: tests/cli/test_startup.py checks them against the registry's.
+THRESHOLD_NAMES = ("kt", "gk16-heuristic", "universal", "mixture", "hybrid", "hybrid-lean")
+
+
+def simulate_rules(structured: bool) -> list[str]:
+    """The sampling rules ``simulate`` runs on an unstructured (or a structured) instance: the
+    registered built-in rules of that space, the oracle, and the grid (or unstructured LLM-PO on
+    the same outcomes); tests/cli/test_startup.py checks them against the harness's."""
+    kind = "structured" if structured else "unstructured"
+    names = [n for n in RULES.builtin_names() if getattr(RULES.get(n), kind) is not None]
+    return [*names, "oracle", "llmpo-unstructured" if structured else "grid"]
+
 
 InstanceArg = Annotated[Path, typer.Argument(help="Instance file (JSON, see docs/cli.md).")]
 DeltaOpt = Annotated[
     float, typer.Option(help="Error probability δ (the default 0.05 is a configuration's too).")
 ]
-#: One default for every command that runs replications in parallel (the numbers do not depend
-#: on it: each replication has its own seed).
-WorkersOpt = Annotated[
-    int, typer.Option(min=1, help="Worker processes (the same seed gives the same numbers).")
-]
-DEFAULT_WORKERS = 2
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object instead of tables.")]
 CondorcetOpt = Annotated[
     bool,
@@ -58,6 +59,8 @@ TiesOpt = Annotated[
 
 
 def _load(path: Path) -> UnstructuredInstance | StructuredInstance:
+    from llmpo.harness.instances import StructuredInstance, load_instance
+
     instance = load_instance(path, require_winner=False)
     if instance.best is None:
         reason = (
@@ -78,6 +81,8 @@ def _summary(
     **space: Any,
 ) -> dict[str, Any]:
     """The bound's JSON: i*, T*, the lower bound at δ and (pair, share, win_prob) per pair."""
+    from llmpo.stats.bernoulli import kl_confidence
+
     return {
         "best": policies[best],
         "best_index": best,
@@ -96,6 +101,10 @@ def _summary(
 def structured_bound_summary(instance: StructuredInstance, delta: float) -> dict[str, Any]:
     """i*, T*(θ), optimal proportions and the lower bound of a structured instance
     (docs/structured.md)."""
+    import numpy as np
+
+    from llmpo.stats.structured import characteristic_time
+
     allocation = characteristic_time(instance.features, instance.theta)
     utilities = instance.utilities
     pairs = [
@@ -120,6 +129,10 @@ def bound_summary(
     With tie probabilities, ``t_star_decisive`` and ``t_star_half`` give both statistics' T* and
     each pair its tie probability (shares are of all comparisons, ties included).
     """
+    import numpy as np
+
+    from llmpo.stats.unstructured import TIES_MODES, optimal_allocation
+
     allocation, t_stars = None, {}
     for mode in TIES_MODES:
         current = optimal_allocation(
@@ -156,6 +169,9 @@ def bound(
     as_json: JsonOpt = False,
 ) -> None:
     """Optimal policy, characteristic time T*, optimal proportions and the lower bound."""
+    from llmpo.harness.instances import StructuredInstance
+    from llmpo.stats.unstructured import TIES_MODES
+
     if not 0 < delta < 0.5:
         raise fail(f"--delta must lie in (0, 0.5), got {delta}")
     if ties not in TIES_MODES:
@@ -200,8 +216,9 @@ def simulate_command(
     strategy: Annotated[
         str,
         typer.Option(
-            help=f"Sampling rule: {', '.join(STRATEGIES)}, or a duelpy peer duelpy:<ClassName> "
-            f"(extra llmpo[peers]); on a structured instance {', '.join(STRUCTURED_STRATEGIES)}.",
+            help=f"Sampling rule: {', '.join(simulate_rules(False))}, or a duelpy peer "
+            "duelpy:<ClassName> (extra llmpo[peers]); on a structured instance "
+            f"{', '.join(simulate_rules(True))}.",
         ),
     ] = "llmpo",
     delta: DeltaOpt = 0.05,
@@ -211,7 +228,7 @@ def simulate_command(
     threshold: Annotated[
         str | None,
         typer.Option(
-            help=f"Stopping threshold: {', '.join(THRESHOLDS.builtin_names())}, or an installed "
+            help=f"Stopping threshold: {', '.join(THRESHOLD_NAMES)}, or an installed "
             "plug-in's (docs/plugins.md). Default: kt, or hybrid-lean on a structured instance."
         ),
     ] = None,
@@ -233,6 +250,9 @@ def simulate_command(
     as_json: JsonOpt = False,
 ) -> None:
     """Monte Carlo of a strategy on an instance: error rate, comparisons and calls used."""
+    from llmpo.harness.peers import is_peer
+    from llmpo.harness.simulate import simulate
+
     loaded = _load(instance)
     summary = simulate(
         loaded,
@@ -286,6 +306,8 @@ def simulate_command(
 
 def demo_instance() -> UnstructuredInstance:
     """The built-in synthetic instance: six prompt × temperature policies, a cycle, 10% ties."""
+    from llmpo.harness.instances import UnstructuredInstance, load_instance
+
     source = resources.files("llmpo") / "data" / "demo.json"
     with resources.as_file(source) as path:
         instance = load_instance(path)
@@ -307,6 +329,7 @@ def demo(
     """
     from llmpo.environments.synthetic import SyntheticEnvironment
     from llmpo.experiment import Experiment
+    from llmpo.harness.simulate import simulate
 
     instance = demo_instance()
     environment = SyntheticEnvironment(instance, seed)

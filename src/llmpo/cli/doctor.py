@@ -9,7 +9,7 @@ import typer
 from rich.markup import escape
 
 from llmpo.cli import app
-from llmpo.cli.core import console
+from llmpo.cli.common import console
 from llmpo.store import Store
 from llmpo.store.integrity import check_file, repair
 

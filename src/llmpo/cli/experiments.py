@@ -21,40 +21,20 @@ from rich.text import Text
 
 from llmpo.cli import app
 from llmpo.cli import fail as _fail
-from llmpo.config import ConfigError, ExperimentConfig, load_config, stored_config
-from llmpo.export import ANSWER_COLUMNS, EXPORT_COLUMNS, export_row, write_csv
+from llmpo.cli.common import error_console
+from llmpo.errors import ConfigError
 from llmpo.llm.loading import LoadStep, watching_loads
 from llmpo.registry import STRATEGIES
 from llmpo.remaining import rival_needs
-from llmpo.report import (
-    LARGE_TABLE_ROWS,
-    build_report,
-    render_html,
-    render_markdown,
-)
-from llmpo.runtime.run import Runner
-from llmpo.runtime.setup import (
-    BUDGET_FIELDS,
-    Progress,
-    RunOutcome,
-    Usage,
-    check_config,
-    closest_experiment,
-    continue_with_budget,
-    find_experiment,
-    start_experiment,
-    usage_of,
-)
-from llmpo.store import (
-    STATUS_TEXT,
-    ExperimentRecord,
-    Store,
-)
+from llmpo.store import STATUS_TEXT, ExperimentRecord, Store
 
+# The commands' options are declared without these (pydantic, numpy, scipy, jinja2): a command's
+# --help imports none of them (tests/cli/test_startup.py); each command imports what it runs.
 if TYPE_CHECKING:
+    from llmpo.config import ExperimentConfig
     from llmpo.runtime.evaluation import EvaluationProgress
+    from llmpo.runtime.setup import Progress, RunOutcome, Usage
 
-error_console = Console(stderr=True, soft_wrap=True)  # never break an error line
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as one JSON object.")]
 StoreArg = Annotated[Path, typer.Argument(help="The SQLite store file.")]
@@ -232,6 +212,9 @@ ConcurrencyOpt = Annotated[
 
 
 def _execute(store: Store, experiment_id: int, as_json: bool, concurrency: int = 8) -> None:
+    from llmpo.config import stored_config
+    from llmpo.runtime.run import Runner
+
     record = store.experiment(experiment_id)
     try:
         config = stored_config(record.config)
@@ -429,6 +412,8 @@ def _outcome_facts(
     """What ``run`` and ``resume`` print, as JSON-ready facts (the result, what it cost, the
     plain sentence, the rivals still undecided, the command that continues it, the exit code),
     and the rows of every rival."""
+    from llmpo.runtime.setup import usage_of
+
     record = store.experiment(outcome.experiment_id)
     usage = usage_of(store, record)
     result = outcome.result
@@ -492,6 +477,8 @@ def _outcome_facts(
 
 def _print_outcome(outcome: RunOutcome, store: Store, as_json: bool) -> int:
     """Print a run's outcome for people (or as JSON); the exit code."""
+    from llmpo.report import LARGE_TABLE_ROWS
+
     facts, rows = _outcome_facts(outcome, store)
     if as_json:
         print(json.dumps(facts))
@@ -581,6 +568,8 @@ def _difference_text(differences: list[tuple[str, Any, Any]]) -> str:
 
 def _resumable(config: Path, resolved: ExperimentConfig, store: Store) -> int:
     """The experiment ``run --resume`` continues, its budgets raised to the configuration's."""
+    from llmpo.runtime.setup import BUDGET_FIELDS, closest_experiment, find_experiment
+
     record = find_experiment(resolved, store, ignore=BUDGET_FIELDS)
     if record is None:
         closest = closest_experiment(resolved, store)
@@ -602,6 +591,8 @@ def _resumable(config: Path, resolved: ExperimentConfig, store: Store) -> int:
 def _raise_budget(
     store: Store, record: ExperimentRecord, max_comparisons: int | None, max_cost: float | None
 ) -> None:
+    from llmpo.runtime.setup import BUDGET_FIELDS, continue_with_budget
+
     if continue_with_budget(store, record, max_comparisons, max_cost):
         old = {key: record.config.get(key) for key in BUDGET_FIELDS}
         new = {"max_comparisons": max_comparisons, "max_cost": max_cost}
@@ -621,6 +612,8 @@ def _raise_budget(
 def _identical(config: Path, resolved: ExperimentConfig, store: Store) -> int | None:
     """A stored experiment identical to the one ``run`` would start: its id to show it when it
     finished; a refusal naming both ways on when it did not; None when there is none."""
+    from llmpo.runtime.setup import BUDGET_FIELDS, find_experiment
+
     record = find_experiment(resolved, store)
     if record is None:
         earlier = find_experiment(resolved, store, ignore=BUDGET_FIELDS)
@@ -709,6 +702,9 @@ def run(
     """
     if resume and new:
         raise _fail("--resume and --new contradict each other. Fix: give one of them")
+    from llmpo.config import load_config
+    from llmpo.runtime.setup import check_config, start_experiment
+
     overrides: dict[str, Any] = {
         "delta": delta,
         "epsilon": epsilon,
@@ -828,6 +824,8 @@ def report(
     experiment_option: DeprecatedIdOpt = None,
 ) -> None:
     """Report of a stored experiment: the answer, its certificate, plots and costs."""
+    from llmpo.report import build_report, render_html, render_markdown
+
     experiment_id = experiment_id_of("report", experiment_id, experiment_option)
     with Store(store, readonly=True) as opened:
         data = build_report(opened, experiment_id)
@@ -902,6 +900,8 @@ def export(
     experiment_option: DeprecatedIdOpt = None,
 ) -> None:
     """Export stored comparisons, one row each, with policy names; times are ISO-8601 (UTC)."""
+    from llmpo.export import ANSWER_COLUMNS, EXPORT_COLUMNS, export_row
+
     experiment_id = experiment_id_of("export", experiment_id, experiment_option)
     if mlflow:
         if output is not None or evaluations or format is not ExportFormat.csv:
@@ -963,6 +963,8 @@ def _export_mlflow(
 def _write_export(
     rows: list[dict[str, Any]], columns: list[str], format: ExportFormat, output: Path | None
 ) -> None:
+    from llmpo.export import write_csv
+
     if format is ExportFormat.parquet:
         try:
             import pyarrow as pa

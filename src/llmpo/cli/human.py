@@ -9,7 +9,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from llmpo.cli import app
+from llmpo.cli import LightGroup, app
 from llmpo.cli.experiments import (
     DeprecatedIdOpt,
     IdArg,
@@ -17,11 +17,12 @@ from llmpo.cli.experiments import (
     error_console,
     experiment_id_of,
 )
-from llmpo.config import ConfigError, load_config, stored_config
-from llmpo.runtime.setup import check_config, find_experiment, start_experiment
+from llmpo.errors import ConfigError
 from llmpo.store import Store, StoreError
 
-judges_app = typer.Typer(help="Manage the people who judge through 'llmpo serve'.")
+judges_app = typer.Typer(
+    help="Manage the people who judge through 'llmpo serve'.", cls=LightGroup
+)
 app.add_typer(judges_app, name="judges")
 
 StoreOpt = Annotated[
@@ -32,6 +33,9 @@ StoreOpt = Annotated[
 def _experiment_for(target: Path, experiment_id: int | None) -> tuple[Path, int]:
     """The store and experiment to serve: a store file, or a YAML configuration whose
     experiment is found in its store (or started there)."""
+    from llmpo.config import load_config, stored_config
+    from llmpo.runtime.setup import check_config, find_experiment, start_experiment
+
     if target.suffix.lower() in (".yaml", ".yml"):
         config = load_config(target)
         if not config.judged_by_people:

@@ -8,12 +8,13 @@ from typing import Annotated
 
 import typer
 
-from llmpo.cli import app
-from llmpo.cli.core import console
+from llmpo.cli import LightGroup, app
+from llmpo.cli.common import console
 
 models_app = typer.Typer(
     help="Models of the local backend (weights fetched once into the user cache).",
     no_args_is_help=True,
+    cls=LightGroup,
 )
 app.add_typer(models_app, name="models")
 

@@ -22,6 +22,7 @@ from llmpo.environments.structured import StructuredEnvironment
 from llmpo.environments.synthetic import SyntheticEnvironment
 from llmpo.errors import ConfigError
 from llmpo.experiment import Experiment
+from llmpo.harness import DEFAULT_GRID_TASKS
 from llmpo.harness.instances import StructuredInstance, UnstructuredInstance
 from llmpo.harness.peers import is_peer, peer_class_name, peer_fault, run_peer
 from llmpo.orphans import exit_with_parent
@@ -35,8 +36,6 @@ from llmpo.strategies.structured_baselines import STRUCTURED_BASELINES
 
 #: The grid baseline: every policy answers each of N tasks once, every pair of answers is judged.
 GRID = "grid"
-#: Tasks of the grid baseline when none are given.
-DEFAULT_GRID_TASKS = 100
 STRATEGIES = ("llmpo", "llmpo-tracking", "uniform", "oracle", *UNSTRUCTURED_BASELINES, GRID)
 # On a structured instance: the structured rules, uniform and oracle with the structured stopping
 # rule, and unstructured LLM-PO on the same outcomes for comparison.

@@ -31,6 +31,7 @@ import hashlib
 import json
 import os
 import time
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -258,8 +259,15 @@ class LiveComparison:
         )
 
 
+def _plus(total: Any, value: Any) -> Any:
+    """``total + value``, where None is no value (a total stays None until one is reported)."""
+    if value is None:
+        return total
+    return value if total is None else total + value
+
+
 def call_totals(
-    comparisons: list[ComparisonRecord],
+    comparisons: Iterable[ComparisonRecord],
     invalid: list[dict[str, Any]] | None = None,
     sessions: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
@@ -267,8 +275,8 @@ def call_totals(
 
     Parameters
     ----------
-    comparisons : list of ComparisonRecord
-        The stored comparisons of a run (or an evaluation).
+    comparisons : iterable of ComparisonRecord
+        The stored comparisons of a run (or an evaluation), read once (a stream will do).
     invalid : list of dict, optional
         The details of its ``invalid_verdict`` events: paid for, never told.
     sessions : list of dict, optional
@@ -292,31 +300,40 @@ def call_totals(
         not ``cached``, its judge calls the rest of its ``calls`` (one per recorded judge reply
         when stored before calls were recorded).
     """
-    raws = [c.raw for c in comparisons] + list(invalid or [])
-    generation = judge = reused = shared = 0
-    for raw in raws:
-        live = LiveRaw.from_json(raw)
-        if live is None:
-            continue
-        reused += sum(live.cached)
-        shared += any(live.shared)
-        generation += live.generation_calls
-        judge += live.judge_calls
+    extra = list(invalid or [])
+    count = generation = judge = reused = shared = 0
+    input_tokens = output_tokens = cost_usd = None  # None while no value is reported
+    first_start = last_end = None
 
-    def total(values: list[Any]) -> Any:
-        present = [v for v in values if v is not None]
-        return sum(present) if present else None
+    def count_calls(raw: Any) -> None:
+        nonlocal generation, judge, reused, shared
+        live = LiveRaw.from_json(raw)
+        if live is not None:
+            reused += sum(live.cached)
+            shared += any(live.shared)
+            generation += live.generation_calls
+            judge += live.judge_calls
+
+    for c in comparisons:
+        count += 1
+        count_calls(c.raw)
+        input_tokens = _plus(input_tokens, c.input_tokens)
+        output_tokens = _plus(output_tokens, c.output_tokens)
+        cost_usd = _plus(cost_usd, c.cost_usd)
+        if c.started_at is not None:
+            first_start = c.started_at if first_start is None else min(first_start, c.started_at)
+        if c.finished_at is not None:
+            last_end = c.finished_at if last_end is None else max(last_end, c.finished_at)
+    for raw in extra:
+        count_calls(raw)
+        cost_usd = _plus(cost_usd, raw.get("cost_usd"))
 
     told_generation, told_judge = generation, judge
     if sessions:
         generation = max(generation, sum(int(x.get("generation", 0)) for x in sessions))
         judge = max(judge, sum(int(x.get("judge", 0)) for x in sessions))
-    every = [*comparisons]
-    started = [c.started_at for c in every if c.started_at is not None]
-    finished = [c.finished_at for c in every if c.finished_at is not None]
-    extra = list(invalid or [])
     return {
-        "comparisons": len(comparisons),
+        "comparisons": count,
         "generation_calls": generation,
         "unused_generation_calls": generation - told_generation,
         "reused_answers": reused,
@@ -324,10 +341,12 @@ def call_totals(
         "unused_judge_calls": judge - told_judge,
         "shared_comparisons": shared,
         "invalid_verdicts": len(extra),
-        "input_tokens": total([c.input_tokens for c in every]),
-        "output_tokens": total([c.output_tokens for c in every]),
-        "cost_usd": total([c.cost_usd for c in every] + [r.get("cost_usd") for r in extra]),
-        "wall_seconds": max(finished) - min(started) if started and finished else None,
+        "input_tokens": input_tokens,
+        "output_tokens": output_tokens,
+        "cost_usd": cost_usd,
+        "wall_seconds": (
+            last_end - first_start if first_start is not None and last_end is not None else None
+        ),
     }
 
 

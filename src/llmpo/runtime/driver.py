@@ -36,7 +36,6 @@ import math
 import signal
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any, Generic, Protocol, TypeVar
@@ -174,6 +173,32 @@ class Ledger:
             self.cost_usd = (self.cost_usd or 0.0) + cost_usd
 
 
+def _mark(numbers: bytearray, number: int | None) -> None:
+    """Set ``numbers[number]`` (a byte per comparison number: resume's record of the finished
+    ones, 1 byte each where a set of ints takes ~60)."""
+    if number is None:
+        return
+    if number >= len(numbers):
+        numbers.extend(bytes(max(number + 1 - len(numbers), len(numbers))))  # amortised growth
+    numbers[number] = 1
+
+
+def _marked(numbers: bytearray, number: int) -> bool:
+    return number < len(numbers) and numbers[number] == 1
+
+
+class Reread(Generic[T]):
+    """An iterable that reads afresh each time it is iterated: ``Reread(lambda: store.
+    iter_comparisons(id))`` gives :meth:`Driver.resume` the stored comparisons as a stream it
+    may read twice (an in-order source), never as a list."""
+
+    def __init__(self, read: Callable[[], Iterable[T]]) -> None:
+        self._read = read
+
+    def __iter__(self) -> Iterator[T]:
+        return iter(self._read())
+
+
 def check_concurrency(concurrency: int) -> None:
     """Refuse a number of comparisons in flight below 1 (a ConfigError naming the field)."""
     if concurrency < 1:
@@ -240,7 +265,8 @@ class Driver:
         self.replayed = 0
         self.new = 0
         self.invalid = 0
-        self._replay: deque[ComparisonRecord] = deque()
+        self._replay: Iterator[ComparisonRecord] = iter(())
+        self._replay_left = 0  # stored comparisons of an in-order source not re-told yet
         self._asked: list[list[Any]] = []
 
     # ---- resume: the one place ------------------------------------------------------------------
@@ -252,10 +278,18 @@ class Driver:
     ) -> None:
         """Take up what the store holds (module docstring: the resume rule).
 
+        Nothing here holds the stored comparisons: each is read, remembered in the
+        :class:`Ledger` (numbers, replicates, cost) and told or left, so that a store read as a
+        stream (:class:`Reread` over :meth:`~llmpo.store.Store.iter_comparisons`) costs the
+        ledger's memory, not the records'.
+
         Parameters
         ----------
         stored : iterable of ComparisonRecord
-            The comparisons stored so far, in stored order.
+            The comparisons stored so far, in stored order. An in-order source reads them twice
+            (the ledger, then one by one as the target asks again), so give a collection that
+            reads them afresh each time it is iterated (:class:`Reread`, a list); a one-shot
+            iterator is read into a list first.
         events : iterable of (kind, detail)
             The stored events: ``invalid_verdict`` (finished, never told) and ``asked``.
         also_used : iterable of ComparisonRecord
@@ -267,39 +301,55 @@ class Driver:
         StoreError
             When the target is done before every stored comparison is told.
         """
-        stored = list(stored)
-        for record in [*stored, *also_used]:
+        in_order = self.source.in_order
+        if in_order and iter(stored) is stored:  # a one-shot iterator cannot be read twice
+            stored = list(stored)
+        finished = bytearray()  # finished[n] == 1: comparison number n was stored
+        stopped_after: int | None = None
+        for record in stored:
             self.ledger.remember(record.raw, record.policy_a, record.policy_b, record.task_id)
-        for record in stored:
             self.ledger.add_cost(record.cost_usd)
-        self.stored = len(stored)
-        if self.source.in_order:
-            # Re-told against the pairs the target asks again (in the loop): determinism.
-            self._replay = deque(stored)
-            self.ledger.next_number = 1
-            return
-        for record in stored:
+            self.stored += 1
+            if in_order:
+                continue  # re-told against the pairs the target asks again (in the loop)
+            _mark(finished, number_of(record.raw))
+            if stopped_after is not None:
+                continue  # counted for the message below, never told
             if self.target.done:
-                raise StoreError(
-                    f"the store holds {len(stored)} comparisons but the experiment stopped "
-                    f"after {record.seq - 1}; the code or data changed"
-                )
+                stopped_after = record.seq - 1
+                continue
             self.target.tell(record.policy_a, record.policy_b, record.outcome)
             self.replayed += 1
-        finished = {number_of(r.raw) for r in stored}
+        for record in also_used:
+            self.ledger.remember(record.raw, record.policy_a, record.policy_b, record.task_id)
+        if stopped_after is not None:
+            raise StoreError(
+                f"the store holds {self.stored} comparisons but the experiment stopped "
+                f"after {stopped_after}; the code or data changed"
+            )
+        if in_order:
+            # Determinism: stored comparison n answers the n-th ask, read when it is asked.
+            self._replay = iter(stored)
+            self._replay_left = self.stored
+            self.ledger.next_number = 1
+            return
+        # Only the rows asked but not (yet seen) finished are kept: those in flight at the stop.
         asked: dict[int, list[Any]] = {}
         for kind, detail in events:
             if kind == "invalid_verdict" and detail is not None:
-                finished.add(number_of(detail))
+                _mark(finished, number_of(detail))
                 self.ledger.remember(detail, detail["a"], detail["b"], detail.get("task_id"))
                 self.ledger.add_cost(detail.get("cost_usd"))
             elif kind == "asked" and detail is not None:
-                asked.update((int(row[0]), row) for row in detail["comparisons"])
+                for row in detail["comparisons"]:
+                    number = int(row[0])
+                    self.ledger.next_number = max(self.ledger.next_number, number + 1)
+                    if not _marked(finished, number):
+                        asked[number] = row
         for number, row in sorted(asked.items()):
             _, a, b, task_id, ra, rb = row[:6]
             round_number = int(row[6]) if len(row) > 6 else number  # older stores: no rounds
-            self.ledger.next_number = max(self.ledger.next_number, number + 1)
-            if number in finished or self.source.task(round_number).id != task_id:
+            if _marked(finished, number) or self.source.task(round_number).id != task_id:
                 continue  # told, recorded invalid, or the tasks changed since it was asked
             self.ledger.remember({"replicates": [ra, rb]}, a, b, task_id)
             self.ledger.unfinished.append((number, a, b, task_id, (ra, rb), round_number))
@@ -308,10 +358,11 @@ class Driver:
     def _dispatch(self, planned: Round) -> asyncio.Task[list[Finished]]:
         round_number = self.ledger.next_number
         score_each = self.source.score_each(self.target)
-        if self._replay:  # an in-order source's stored comparison, re-told
+        if self._replay_left:  # an in-order source's stored comparison, re-told
             ((a, b),) = planned.pairs(False)
             self.ledger.next_number += 1
-            return asyncio.create_task(self._stored(self._replay.popleft(), a, b))
+            self._replay_left -= 1
+            return asyncio.create_task(self._stored(next(self._replay), a, b))
         task = self.source.task(round_number)
         replicates: dict[int, int] = {}
         if task is not None:
@@ -406,7 +457,7 @@ class Driver:
     @property
     def unfinished_replay(self) -> int:
         """Stored comparisons of an in-order source not re-told yet."""
-        return len(self._replay)
+        return self._replay_left
 
     # ---- the loop -------------------------------------------------------------------------------
     async def drive(self) -> str | None:
@@ -534,6 +585,7 @@ __all__ = [
     "FixedPair",
     "Ledger",
     "Reporter",
+    "Reread",
     "Sink",
     "Target",
     "stop_on_signals",

@@ -35,8 +35,9 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import itertools
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -364,19 +365,20 @@ class Evaluation:
             self._done, self.comparisons, wins, ties, losses, self._cost_usd, elapsed_seconds
         )
 
-    def _in_source_indices(self, records: list[ComparisonRecord]) -> list[ComparisonRecord]:
+    def _in_source_indices(
+        self, records: Iterable[ComparisonRecord]
+    ) -> Iterator[ComparisonRecord]:
         """Stored comparisons with the policy indices of the evaluation's two-policy source
-        (the experiment's other policies get negative indices: their replicates do not matter)."""
+        (the experiment's other policies get negative indices: their replicates do not matter),
+        one at a time."""
         names = self.record.policies
         index = {name: k for k, name in enumerate(self.environment.policies)}
-        return [
-            dataclasses.replace(
+        for record in records:
+            yield dataclasses.replace(
                 record,
                 policy_a=index.get(names[record.policy_a], -1 - record.policy_a),
                 policy_b=index.get(names[record.policy_b], -1 - record.policy_b),
             )
-            for record in records
-        ]
 
     async def _drive(self) -> str | None:
         """Run the missing comparisons through the one driver; the failure that stopped it."""
@@ -414,10 +416,15 @@ class Evaluation:
             paced=False,
         )
         stored = self.store.evaluation_comparisons(self.evaluation.id)
-        others = list(self.store.iter_comparisons(self.record.id))
-        for evaluation in self.store.evaluations(self.record.id):
-            if evaluation.id != self.evaluation.id:
-                others += self.store.evaluation_comparisons(evaluation.id)
+        # The experiment's comparisons, read as a stream (resume keeps their replicates only).
+        others = itertools.chain(
+            self.store.iter_comparisons(self.record.id),
+            *(
+                self.store.evaluation_comparisons(evaluation.id)
+                for evaluation in self.store.evaluations(self.record.id)
+                if evaluation.id != self.evaluation.id
+            ),
+        )
         sink = _EvaluationSink(self.store, self.record.id, self.evaluation.id, self.stored_pair)
         driver = Driver(
             FixedPair(a, b, self.comparisons),
@@ -431,7 +438,7 @@ class Evaluation:
         # the same numbers, tasks and replicates, so their paid answers, judge replies and batch
         # jobs are found again.
         driver.resume(
-            self._in_source_indices(stored),
+            list(self._in_source_indices(stored)),
             sink.events(),
             also_used=self._in_source_indices(others),
         )

@@ -31,7 +31,7 @@ from typing import Any
 from llmpo.config import LLMEnvironmentConfig, created_before_ties, stored_config
 from llmpo.errors import RunFailedError
 from llmpo.remaining import RemainingTracker
-from llmpo.runtime.driver import Driver, Reporter, check_concurrency, stop_on_signals
+from llmpo.runtime.driver import Driver, Reporter, Reread, check_concurrency, stop_on_signals
 from llmpo.runtime.setup import (
     Progress,
     RunOutcome,
@@ -201,9 +201,10 @@ class Runner:
     async def arun(self) -> RunOutcome:
         """The run itself: take up the store, drive, record how it ended."""
         experiment_id = self.record.id
-        events = self.store.events(experiment_id)
+        # Streams, read in chunks: resume keeps the ledger, not a million records.
         self.driver.resume(
-            self.store.comparisons(experiment_id), [(kind, detail) for _, kind, detail in events]
+            Reread(lambda: self.store.iter_comparisons(experiment_id)),
+            ((kind, detail) for _, kind, detail in self.store.iter_events(experiment_id)),
         )
         if self.record.status in UNFINISHED_STATUSES:
             detail: dict[str, Any] = {"stored_comparisons": self.driver.stored}
@@ -234,7 +235,7 @@ class Runner:
         from llmpo.llm.environment import call_totals
 
         invalid, sessions = [], []
-        for _, kind, detail in self.store.events(self.record.id):
+        for _, kind, detail in self.store.iter_events(self.record.id):
             if detail is None:
                 continue
             if kind == "invalid_verdict":
@@ -244,7 +245,7 @@ class Runner:
             ):
                 sessions.append(detail["session_calls"])
         sessions.append(self.source.session_detail()["session_calls"])
-        totals = call_totals(self.store.comparisons(self.record.id), invalid, sessions)
+        totals = call_totals(self.store.iter_comparisons(self.record.id), invalid, sessions)
         # What the non-adaptive alternative pays: every policy answers every selection task once.
         totals["grid_generation_calls"] = len(self.environment.policies) * len(
             self.environment.tasks  # type: ignore[attr-defined]
@@ -299,7 +300,7 @@ class Runner:
             self.driver.replayed,
             self.driver.new,
             self.dropped_policies,
-            judge_warning(self.store.comparisons(experiment_id)),
+            judge_warning(self.store.iter_comparisons(experiment_id)),
             calls,
         )
 

@@ -102,26 +102,20 @@ class Progress:
 MIN_POSITION_VERDICTS = 10
 
 
-def judge_warning(comparisons: Sequence[ComparisonRecord]) -> str | None:
+def judge_warning(comparisons: Iterable[ComparisonRecord]) -> str | None:
     """A warning when the judge never told the two answers apart, else None.
 
     Two cases: every verdict was a tie (with ``order: both``, also a judge that always picks
     the same position), or — answers shown in a random order — every decisive verdict went to
     the answer shown in the same position (first, or second), with at least
     :data:`MIN_POSITION_VERDICTS` of them. Either way the comparisons hold no evidence about
-    the policies, so no winner may be named, certified or not.
+    the policies, so no winner may be named, certified or not. The comparisons are read once,
+    in one pass (a stream from the store will do).
     """
-    if not comparisons:
-        return None
-    if all(c.outcome == 0.5 for c in comparisons):
-        return (
-            f"the judge never told the answers apart: all {len(comparisons):,} verdicts were "
-            "ties, so no policy can be named the winner. Check the judge's raw replies "
-            "(llmpo export) and its prompt"
-        )
+    count = decisive = 0
     positions = set()
-    decisive = 0
     for c in comparisons:
+        count += 1
         if c.outcome == 0.5:
             continue
         if c.order not in ("ab", "ba"):
@@ -129,6 +123,12 @@ def judge_warning(comparisons: Sequence[ComparisonRecord]) -> str | None:
         decisive += 1
         # The shown-first answer won when a won shown first, or b won shown first.
         positions.add((c.outcome == 1.0) == (c.order == "ab"))
+    if count and not decisive:
+        return (
+            f"the judge never told the answers apart: all {count:,} verdicts were "
+            "ties, so no policy can be named the winner. Check the judge's raw replies "
+            "(llmpo export) and its prompt"
+        )
     if decisive >= MIN_POSITION_VERDICTS and len(positions) == 1:
         where = "first" if positions.pop() else "second"
         return (

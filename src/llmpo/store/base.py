@@ -78,6 +78,10 @@ class ExperimentStore(Protocol):
 
     def add_event(self, experiment_id: int | None, kind: str, detail: Detail = None) -> None: ...
 
+    def iter_events(
+        self, experiment_id: int
+    ) -> Iterator[tuple[str, str, dict[str, Any] | None]]: ...
+
     def events(self, experiment_id: int) -> list[tuple[str, str, dict[str, Any] | None]]: ...
 
 

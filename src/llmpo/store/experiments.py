@@ -24,6 +24,9 @@ from llmpo.store.records import (
 )
 from llmpo.store.sqlite import Database, dumps, loads, now
 
+#: Rows read per query when comparisons or events are iterated (memory: a chunk, not the table).
+READ_CHUNK = 2_000
+
 
 def legacy_stop(status: str, result: dict[str, Any] | None) -> tuple[str, dict[str, Any] | None]:
     """A status and result as written today, from a store written before budgets were told apart.
@@ -120,26 +123,37 @@ class ComparisonTable:
         )
 
     def iterate(self, database: Database, owner_id: int) -> Iterator[ComparisonRecord]:
-        """The owner's comparisons in sequence order."""
-        for row in database.iterate(
-            f"SELECT {', '.join(COMPARISON_COLUMNS)} FROM {self.table} WHERE {self.key} = ? "
-            "ORDER BY seq",
-            (owner_id,),
-        ):
-            yield ComparisonRecord(
-                seq=row[0],
-                policy_a=row[1],
-                policy_b=row[2],
-                outcome=row[3],
-                task_id=row[4],
-                order=row[5],
-                raw=loads(row[6]),
-                started_at=row[7],
-                finished_at=row[8],
-                cost_usd=row[9],
-                input_tokens=row[10],
-                output_tokens=row[11],
+        """The owner's comparisons in sequence order, read :data:`READ_CHUNK` at a time.
+
+        Each chunk is its own query, read whole: no statement stays open between chunks, so a
+        reader that keeps the iterator (resume re-tells stored comparisons one by one while it
+        writes events) neither holds every record nor pins the WAL.
+        """
+        after = 0
+        while True:
+            rows = database.query(
+                f"SELECT {', '.join(COMPARISON_COLUMNS)} FROM {self.table} "
+                f"WHERE {self.key} = ? AND seq > ? ORDER BY seq LIMIT ?",
+                (owner_id, after, READ_CHUNK),
             )
+            for row in rows:
+                yield ComparisonRecord(
+                    seq=row[0],
+                    policy_a=row[1],
+                    policy_b=row[2],
+                    outcome=row[3],
+                    task_id=row[4],
+                    order=row[5],
+                    raw=loads(row[6]),
+                    started_at=row[7],
+                    finished_at=row[8],
+                    cost_usd=row[9],
+                    input_tokens=row[10],
+                    output_tokens=row[11],
+                )
+            if len(rows) < READ_CHUNK:
+                return
+            after = rows[-1][0]
 
     def count(self, database: Database, owner_id: int) -> int:
         """How many comparisons the owner has."""
@@ -318,14 +332,23 @@ class Experiments(Database):
         with self.transaction() as connection:
             insert_event(connection, experiment_id, kind, detail)
 
+    def iter_events(self, experiment_id: int) -> Iterator[tuple[str, str, dict[str, Any] | None]]:
+        """The experiment's events: (time, kind, detail), oldest first, read in chunks (a live
+        run's ``asked`` events hold a row per comparison: resume never holds them all)."""
+        after = 0
+        while True:
+            rows = self.query(
+                "SELECT id, at, kind, detail FROM events WHERE experiment_id = ? AND id > ? "
+                "ORDER BY id LIMIT ?",
+                (experiment_id, after, READ_CHUNK),
+            )
+            # Scrubbed again on the way out: a store written by an older llmpo may hold a key.
+            for _, at, kind, detail in rows:
+                yield at, kind, scrub_value(loads(detail)) if detail else None
+            if len(rows) < READ_CHUNK:
+                return
+            after = rows[-1][0]
+
     def events(self, experiment_id: int) -> list[tuple[str, str, dict[str, Any] | None]]:
         """The experiment's events: (time, kind, detail), oldest first."""
-        rows = self.query(
-            "SELECT at, kind, detail FROM events WHERE experiment_id = ? ORDER BY id",
-            (experiment_id,),
-        )
-        # Scrubbed again on the way out: a store written by an older llmpo may hold a key.
-        return [
-            (at, kind, scrub_value(loads(detail)) if detail else None)
-            for at, kind, detail in rows
-        ]
+        return list(self.iter_events(experiment_id))

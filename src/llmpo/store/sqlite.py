@@ -280,12 +280,3 @@ class Database:
             raise StoreError(
                 f"{self.path}: cannot read ({error}); the store may be damaged"
             ) from None
-
-    def iterate(self, sql: str, parameters: tuple[Any, ...] = ()) -> Iterator[tuple[Any, ...]]:
-        """The rows of a read one at a time (a long read does not hold them all)."""
-        try:
-            yield from self.connection.execute(sql, parameters)
-        except sqlite3.DatabaseError as error:
-            raise StoreError(
-                f"{self.path}: cannot read ({error}); the store may be damaged"
-            ) from None

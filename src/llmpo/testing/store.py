@@ -132,6 +132,7 @@ class StoreConformance:
             store.add_event(experiment_id, "resumed", None)
             store.add_event(None, "note", {"n": 1})  # an event of no experiment
             events = store.events(experiment_id)
+            assert list(store.iter_events(experiment_id)) == events
             assert [kind for _, kind, _ in events] == ["created", "failed", "resumed"]
             assert secret[:12] not in str(events[1][2]) and events[2][2] is None
             times = [at for at, _, _ in events]
