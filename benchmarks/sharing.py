@@ -16,9 +16,12 @@ from __future__ import annotations
 import argparse
 
 import numpy as np
+from scipy.optimize import minimize_scalar
+from scipy.stats import norm
 
 from llmpo.environments.answers import AnswerModel, RoundsRun, run_with_rounds
 from llmpo.experiment import Experiment
+from llmpo.stats.bernoulli import kl_bernoulli
 
 INSTANCES = {
     "K=4, equal rivals": [0.5, 0.0, 0.0, 0.0],
@@ -45,7 +48,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--reps", type=int, default=20)
     parser.add_argument("--delta", type=float, default=0.1)
+    parser.add_argument(
+        "--per-nat",
+        action="store_true",
+        help="print generations per nat of evidence of paired, shared and unpaired designs",
+    )
     args = parser.parse_args()
+    if args.per_nat:
+        for name, means in INSTANCES.items():
+            if len(set(means[1:])) == 1:  # the computation assumes equally far rivals
+                figures = generations_per_nat(list(means))
+                print(f"{name}: " + ", ".join(f"{d} {v:.0f}" for d, v in figures.items()))
+        return
     print(
         "| instance | judge | generation calls, unshared | shared | ratio | comparisons, "
         "unshared | shared | errors |"
@@ -65,6 +79,41 @@ def main() -> None:
                 f"{calls[0] / calls[1]:.2f}× | {told[0]:.0f} | {told[1]:.0f} | "
                 f"{errors}/{2 * args.reps} |"
             )
+
+
+def generations_per_nat(means: list[float], task_scale: float = 1.0) -> dict[str, float]:
+    """Generations per nat of evidence against every rival (rivals equally far from the leader,
+    policy 0), for the correctness judge, three designs, computed from the answer model by
+    quadrature (no simulation):
+
+    * paired, unshared: each leader comparison pays two answers and gives its pair
+      (decisive share)·kl(P(win | decisive), ½) nats, and each of the K − 1 rivals needs its own;
+    * paired, shared rounds: a round of all K answers gives every rival that much for K answers;
+    * unpaired: binary scores make P(i ≻ j) − P(j ≻ i) = a_i − a_j, so a test of the mean scores
+      may use every leader answer against every rival, whatever its round; the best split of the
+      answers (leader share w, rivals (1 − w)/(K − 1) each) gives each rival
+      min_μ w·kl(a_0, μ) + (1 − w)/(K − 1)·kl(a_j, μ) nats per answer. It loses the pairing: the
+      task moves the two answers of a pair together, which the paired test cancels.
+    """
+    nodes, weights = np.polynomial.hermite_e.hermegauss(80)
+    weights = weights / weights.sum()
+    leader = norm.cdf(means[0] + task_scale * nodes)
+    rival = norm.cdf(means[1] + task_scale * nodes)
+    win, loss = np.sum(weights * leader * (1 - rival)), np.sum(weights * rival * (1 - leader))
+    paired = (win + loss) * float(kl_bernoulli(win / (win + loss), 0.5))
+    k = len(means)
+    accuracy = (float(np.sum(weights * leader)), float(np.sum(weights * rival)))
+
+    def unpaired_rate(share: float) -> float:
+        rest = (1.0 - share) / (k - 1)
+        return minimize_scalar(
+            lambda mu: share * kl_bernoulli(accuracy[0], mu) + rest * kl_bernoulli(accuracy[1], mu),
+            bounds=(accuracy[1], accuracy[0]),
+            method="bounded",
+        ).fun
+
+    best = max(unpaired_rate(share) for share in np.linspace(0.05, 0.95, 181))
+    return {"unshared": 2.0 * (k - 1) / paired, "shared rounds": k / paired, "unpaired": 1.0 / best}
 
 
 if __name__ == "__main__":
