@@ -235,6 +235,8 @@ class StructuredModel(PreferenceModel):
         # canonical difference → [(slot, ±1: the slot's difference is ± the canonical one)].
         self._groups: dict[bytes, list[tuple[int, int]]] = {}
         self._threshold_cache: tuple[int, float] = (-1, math.nan)  # (n_told, β)
+        # (n_told, leader, rival → (comparisons, î-side wins) pooled by the direct test)
+        self._direct_tallies: tuple[int, int, dict[int, tuple[float, float]]] = (-1, -1, {})
 
     # ---- updates -------------------------------------------------------------------------------
     @property
@@ -615,14 +617,22 @@ class StructuredModel(PreferenceModel):
         """
         leader = self.leader
         floor = 0.5 - self.epsilon
+        if self._direct_tallies[:2] != (self.n_told, leader):  # new data: tally afresh
+            self._direct_tallies = (self.n_told, leader, {})
+        tallies = self._direct_tallies[2]
         counts = np.zeros(rivals.size)
         ahead = np.zeros(rivals.size)  # wins of the î side
         for position, rival in enumerate(rivals):
-            key, sign = _canonical(self.features[leader] - self.features[int(rival)])
-            for slot, member in self._groups.get(key, ()):
-                n, w = self._counts[slot], self._wins[slot]
-                counts[position] += n
-                ahead[position] += w if member == sign else n - w
+            tally = tallies.get(int(rival))
+            if tally is None:
+                key, sign = _canonical(self.features[leader] - self.features[int(rival)])
+                told = won = 0.0
+                for slot, member in self._groups.get(key, ()):
+                    n, w = self._counts[slot], self._wins[slot]
+                    told += n
+                    won += w if member == sign else n - w
+                tally = tallies[int(rival)] = (told, won)
+            counts[position], ahead[position] = tally
         rate = np.divide(ahead, counts, out=np.zeros(rivals.size), where=counts > 0)
         statistics = np.where(
             rate > floor, counts * np.asarray(kl_bernoulli(rate, floor)), 0.0
