@@ -1,7 +1,7 @@
 """What a live run paid, in calls, from its stored comparisons: rounds, cached answers, judge
 calls, cancelled rounds, and comparisons stored before calls were recorded."""
 
-from llmpo.llm.environment import call_totals
+from llmpo.llm.paid import call_totals
 from llmpo.store import ComparisonRecord
 
 

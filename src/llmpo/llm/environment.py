@@ -62,7 +62,7 @@ from llmpo.llm.judges import Judge, Verdict, build_judge
 from llmpo.llm.tasks import Task, draw_task, load_tasks
 from llmpo.llm.worker import ProcessBackend
 from llmpo.registry import BACKENDS
-from llmpo.store import CachedGeneration, ComparisonRecord, Store
+from llmpo.store import CachedGeneration, ComparisonRecord, Payment, Store
 from llmpo.store.payloads import LiveRaw
 
 _TEMPLATES = jinja2.Environment(undefined=jinja2.StrictUndefined, autoescape=False)
@@ -258,79 +258,6 @@ class LiveComparison:
         )
 
 
-def call_totals(
-    comparisons: list[ComparisonRecord],
-    invalid: list[dict[str, Any]] | None = None,
-    sessions: list[dict[str, Any]] | None = None,
-) -> dict[str, Any]:
-    """What a live run paid, in calls, next to the comparisons it got.
-
-    Parameters
-    ----------
-    comparisons : list of ComparisonRecord
-        The stored comparisons of a run (or an evaluation).
-    invalid : list of dict, optional
-        The details of its ``invalid_verdict`` events: paid for, never told.
-    sessions : list of dict, optional
-        Calls counted by each session of the run as ``{"generation": g, "judge": j}``: they
-        include answers of rounds cancelled when the run stopped, which no stored comparison
-        shows.
-
-    Returns
-    -------
-    dict
-        ``comparisons``; ``generation_calls`` (answers generated, each once however many
-        comparisons it served: the larger of the sessions' counts and the calls charged to stored
-        comparisons, since a session killed at once records no count); ``unused_generation_calls``
-        (of those, answers no told comparison used: rounds cancelled when the run stopped);
-        ``reused_answers`` (answer uses a comparison did not pay: read from the cache, or paid by
-        an earlier comparison of its round);
-        ``judge_calls`` and ``unused_judge_calls`` likewise; ``shared_comparisons`` (comparisons
-        with an answer shared with another of their round); ``invalid_verdicts``; ``input_tokens``,
-        ``output_tokens``, ``cost_usd`` (None when never reported); ``wall_seconds`` from the
-        first comparison's start to the last one's end. A comparison's generations are its sides
-        not ``cached``, its judge calls the rest of its ``calls`` (one per recorded judge reply
-        when stored before calls were recorded).
-    """
-    raws = [c.raw for c in comparisons] + list(invalid or [])
-    generation = judge = reused = shared = 0
-    for raw in raws:
-        live = LiveRaw.from_json(raw)
-        if live is None:
-            continue
-        reused += sum(live.cached)
-        shared += any(live.shared)
-        generation += live.generation_calls
-        judge += live.judge_calls
-
-    def total(values: list[Any]) -> Any:
-        present = [v for v in values if v is not None]
-        return sum(present) if present else None
-
-    told_generation, told_judge = generation, judge
-    if sessions:
-        generation = max(generation, sum(int(x.get("generation", 0)) for x in sessions))
-        judge = max(judge, sum(int(x.get("judge", 0)) for x in sessions))
-    every = [*comparisons]
-    started = [c.started_at for c in every if c.started_at is not None]
-    finished = [c.finished_at for c in every if c.finished_at is not None]
-    extra = list(invalid or [])
-    return {
-        "comparisons": len(comparisons),
-        "generation_calls": generation,
-        "unused_generation_calls": generation - told_generation,
-        "reused_answers": reused,
-        "judge_calls": judge,
-        "unused_judge_calls": judge - told_judge,
-        "shared_comparisons": shared,
-        "invalid_verdicts": len(extra),
-        "input_tokens": total([c.input_tokens for c in every]),
-        "output_tokens": total([c.output_tokens for c in every]),
-        "cost_usd": total([c.cost_usd for c in every] + [r.get("cost_usd") for r in extra]),
-        "wall_seconds": max(finished) - min(started) if started and finished else None,
-    }
-
-
 class LLMEnvironment:
     """Live policies, their tasks and the judge of a configuration.
 
@@ -346,6 +273,10 @@ class LLMEnvironment:
     seed : int, optional
         Seed of the task draws and the judge's random choices (default: the configuration's;
         an evaluation gives its own stream).
+    payer : (int, int or None), optional
+        The experiment (and held-out evaluation) that pays the calls: each one is recorded in
+        the store's payments, with its tokens and cost, as its reply arrives (None: nothing is
+        recorded; runs and evaluations always give it).
     batch_journal : BatchJournal, optional
         Where a ``batch: true`` backend records its jobs, so that a resumed run collects them
         instead of paying again (docs/batch.md).
@@ -364,6 +295,7 @@ class LLMEnvironment:
         cache: Store | None = None,
         concurrency: int = 1,
         seed: int | None = None,
+        payer: tuple[int, int | None] | None = None,
         batch_journal: BatchJournal | None = None,
     ) -> None:
         environment = config.environment
@@ -406,6 +338,7 @@ class LLMEnvironment:
         }
         self._jitter = np.random.default_rng()
         self.cache = cache
+        self.payer = payer
         #: Where batch jobs are recorded for a resume (given by the runner), or None.
         self.batch_journal = batch_journal
         #: Task ids held out of the selection run (set by the runner's builder), or None.
@@ -414,9 +347,6 @@ class LLMEnvironment:
         #: Backend calls made by this process, and retries among them.
         self.calls = 0
         self.retries = 0
-        #: Of those calls, answers generated for the policies and calls of the judge's model.
-        self.generation_calls = 0
-        self.judge_calls = 0
 
     # ---- calls ---------------------------------------------------------------------------------
     def _backend(self, config: AnyBackendConfig) -> Backend:
@@ -465,19 +395,38 @@ class LLMEnvironment:
         return generation
 
     def _keep(
-        self, policy: str, task_id: str, replicate: int, key: str, model: str, reply: Generation
+        self,
+        kind: str,
+        where: tuple[str, str, int, str] | None,
+        model: str,
+        reply: Generation,
     ) -> None:
-        """Commit a reply to the generation cache now: a kill a moment later does not lose it."""
+        """Commit a paid reply now, to the generation cache at ``where`` (policy, task,
+        replicate, request key; None: not cached) and to the payments of :attr:`payer` (with
+        its tokens and cost), in one transaction: a kill a moment later loses neither."""
         if self.cache is None:
             return
-        self.cache.cache_generation(
-            policy,
-            task_id,
-            replicate,
-            key,
-            model,
-            CachedGeneration(reply.text, reply.input_tokens, reply.output_tokens, reply.seconds),
-        )
+        if where is not None:
+            self.cache.cache_generation(
+                *where,
+                model,
+                CachedGeneration(
+                    reply.text, reply.input_tokens, reply.output_tokens, reply.seconds
+                ),
+            )
+        if self.payer is not None:
+            self.cache.record_payment(
+                Payment(
+                    *self.payer,
+                    kind,
+                    *(where or (None, None, None, None)),
+                    model,
+                    reply.input_tokens,
+                    reply.output_tokens,
+                    self.cost(model, reply),
+                    time.time(),
+                )
+            )
         self.cache.flush()
 
     def _cached(self, policy: str, task_id: str, replicate: int, key: str) -> Generation | None:
@@ -509,9 +458,8 @@ class LLMEnvironment:
             if found is not None:
                 return found
         generation = await self._call(self._judge_backend, request)
-        self.judge_calls += 1
-        if judging is not None:
-            self._keep(JUDGE_REPLIES, judging[0], judging[1], key, request.model, generation)
+        where = None if judging is None else (JUDGE_REPLIES, judging[0], judging[1], key)
+        self._keep("judge", where, request.model, generation)
         return generation
 
     async def _judge_pair(
@@ -553,8 +501,7 @@ class LLMEnvironment:
         if cached is not None:
             return cached, True
         generation = await self._call(live.backend, request)
-        self.generation_calls += 1
-        self._keep(live.name, task.id, replicate, key, request.model, generation)
+        self._keep("generation", (live.name, task.id, replicate, key), request.model, generation)
         return generation, False
 
     def task(self, number: int) -> Task:
