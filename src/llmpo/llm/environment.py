@@ -82,6 +82,10 @@ _JUDGING: contextvars.ContextVar[tuple[str, int, Any, dict[str, int]]] = context
     "judging"
 )
 
+#: How long :meth:`LLMEnvironment.aclose` waits for the calls still in flight when a run stopped
+#: (their comparisons cancelled) to arrive and be recorded: the provider bills what it answered.
+SETTLE_SECONDS = 10.0
+
 #: From this many comparisons in flight, ``client_processes: auto`` makes HTTP calls in a worker
 #: process (on a machine with more than one CPU): below it the SDK's CPU delays nothing.
 PROCESS_CONCURRENCY = 16
@@ -347,6 +351,8 @@ class LLMEnvironment:
         #: Backend calls made by this process, and retries among them.
         self.calls = 0
         self.retries = 0
+        #: Calls whose comparison may have been cancelled, still going until they are recorded.
+        self._settling: set[asyncio.Task[Generation]] = set()
 
     # ---- calls ---------------------------------------------------------------------------------
     def _backend(self, config: AnyBackendConfig) -> Backend:
@@ -393,6 +399,35 @@ class LLMEnvironment:
         )
         self.calls += 1
         return generation
+
+    async def _paid_call(
+        self,
+        kind: str,
+        where: tuple[str, str, int, str] | None,
+        backend: AnyBackendConfig,
+        request: GenerationRequest,
+    ) -> Generation:
+        """:meth:`_call`, its reply kept (:meth:`_keep`) the moment it arrives.
+
+        The call goes on when the comparison that made it is cancelled (the run certified or
+        stopped with rounds in flight), until :meth:`aclose`: a provider bills a request it
+        answered, so the reply is recorded as paid, and cached for a later run, not dropped.
+        """
+
+        async def call_and_keep() -> Generation:
+            generation = await self._call(backend, request)
+            self._keep(kind, where, request.model, generation)
+            return generation
+
+        task = asyncio.ensure_future(call_and_keep())
+        self._settling.add(task)
+        task.add_done_callback(self._settled)
+        return await asyncio.shield(task)
+
+    def _settled(self, task: asyncio.Task[Generation]) -> None:
+        self._settling.discard(task)
+        if not task.cancelled():
+            task.exception()  # retrieved: the comparison that awaited it reports it, if any
 
     def _keep(
         self,
@@ -457,10 +492,8 @@ class LLMEnvironment:
             found = self._cached(JUDGE_REPLIES, task_id, number, key)
             if found is not None:
                 return found
-        generation = await self._call(self._judge_backend, request)
         where = None if judging is None else (JUDGE_REPLIES, judging[0], judging[1], key)
-        self._keep("judge", where, request.model, generation)
-        return generation
+        return await self._paid_call("judge", where, self._judge_backend, request)
 
     async def _judge_pair(
         self, number: int, task: Task, samples: tuple[tuple[int, int], tuple[int, int]], texts: Any
@@ -500,9 +533,8 @@ class LLMEnvironment:
         cached = self._cached(live.name, task.id, replicate, key)
         if cached is not None:
             return cached, True
-        generation = await self._call(live.backend, request)
-        self._keep("generation", (live.name, task.id, replicate, key), request.model, generation)
-        return generation, False
+        where = (live.name, task.id, replicate, key)
+        return await self._paid_call("generation", where, live.backend, request), False
 
     def task(self, number: int) -> Task:
         """The task of comparison ``number`` (a function of the seed and the number)."""
@@ -629,7 +661,14 @@ class LLMEnvironment:
         return results
 
     async def aclose(self) -> None:
-        """Close the backends' connections."""
+        """Let the calls still in flight arrive and be recorded (at most :data:`SETTLE_SECONDS`,
+        or the call timeout when shorter), then close the backends' connections."""
+        if self._settling:
+            settling = set(self._settling)
+            await asyncio.wait(settling, timeout=min(SETTLE_SECONDS, self.retry.timeout_seconds))
+            for task in settling:
+                task.cancel()
+            await asyncio.gather(*settling, return_exceptions=True)
         for backend in self._backends.values():
             await backend.aclose()
         self._backends.clear()
