@@ -26,6 +26,7 @@ from llmpo.cli import app
 from llmpo.llm.paid import call_totals, paid_totals
 from llmpo.report import build_report
 from llmpo.store import Store
+from llmpo.store.views import RUNS, Tally
 from llmpo.testing.store import count_rows, tamper
 from tests.llm.conftest import SECRET, wait_for
 from tests.llm.server import FakeOpenAIServer
@@ -100,10 +101,13 @@ def test_a_run_killed_and_resumed_reports_every_call_the_server_served(tmp_path,
         assert (calls["input_tokens"], calls["output_tokens"]) == tuple(server.tokens_served)
         with Store(store, readonly=True) as reader:
             costs = build_report(reader)["costs"]
+            tally = Tally().update(reader.connection, RUNS, 1)  # what llmpo view shows
             comparisons = reader.comparisons(1)
             invalid = [d for _, kind, d in reader.events(1) if kind == "invalid_verdict"]
         assert {key: costs[key] for key in served} == served
         assert (costs["input_tokens"], costs["output_tokens"]) == tuple(server.tokens_served)
+        assert (tally.generations, tally.judgements) == tuple(served.values())
+        assert tally.tokens == sum(server.tokens_served)
         # Nothing the run read from the cache was paid by another experiment.
         assert calls["reused_answers"] == 0
         # What the comparisons alone show (the totals before payments were recorded): the
