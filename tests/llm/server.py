@@ -12,6 +12,9 @@ served to the next requests, one each: ``"429"`` (with ``Retry-After``), ``"500"
 It also speaks Anthropic's Messages API on ``POST /v1/messages`` (same faults, counters and
 responder, which sees the body with the system prompt put back as a first message), for the
 ``anthropic`` SDK at ``root_url``. ``retry_headers`` replace the 429's ``Retry-After``.
+``tokens_served`` counts the tokens of the (OpenAI) replies served; ``gate`` serves that many
+requests and holds the rest until :meth:`FakeOpenAIServer.open_gate` (a process can then be
+killed with requests in flight that were never served).
 """
 
 from __future__ import annotations

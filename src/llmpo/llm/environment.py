@@ -11,8 +11,7 @@ one task decided together: each (policy, replicate) answer of the round is gener
 the cache) once and serves every comparison of the round that names it. A judge that scores each
 answer on its own (:attr:`~llmpo.llm.judges.Judge.scores_each_answer`) scores each answer once; a
 pairwise judge judges each comparison. An answer's generation (tokens, money, one call) is charged
-to the first comparison of the round that uses it, so sums over stored comparisons are what was
-paid.
+to the first comparison of the round that uses it, so each comparison shows its own share.
 
 Each answer, and each reply of an LLM judge, is committed to the store the moment it arrives (one
 small transaction, ~40 µs), not with the comparison that uses it: a run killed at any instant has
@@ -21,6 +20,12 @@ in flight with the same numbers and replicates, so it reads those replies instea
 A judge reply is stored under :data:`JUDGE_REPLIES` (a key no policy name can take), keyed by the
 comparison's task and number and a hash of the request and of the two samples judged: it is reused
 only by the comparison it was made for, never by another comparison.
+
+Each call is also recorded as paid, by the experiment or evaluation given as ``payer``, with its
+tokens and cost, in the transaction of its reply: what a run reports it paid is counted from
+these records (:mod:`llmpo.llm.paid`), whichever session paid and however it ended. A call in
+flight when its comparison is cancelled (a run that certified or stopped) is finished and
+recorded rather than dropped (:meth:`LLMEnvironment.aclose`).
 """
 
 from __future__ import annotations
