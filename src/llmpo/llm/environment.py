@@ -455,16 +455,21 @@ class LLMEnvironment:
                 ),
             )
         if self.payer is not None:
+            policy, task_id, replicate, key = where or (None, None, None, None)
             self.cache.record_payment(
                 Payment(
-                    *self.payer,
-                    kind,
-                    *(where or (None, None, None, None)),
-                    model,
-                    reply.input_tokens,
-                    reply.output_tokens,
-                    self.cost(model, reply),
-                    time.time(),
+                    experiment_id=self.payer[0],
+                    evaluation_id=self.payer[1],
+                    kind=kind,
+                    policy=policy,
+                    task_id=task_id,
+                    replicate=replicate,
+                    request_key=key,
+                    model=model,
+                    input_tokens=reply.input_tokens,
+                    output_tokens=reply.output_tokens,
+                    cost_usd=self.cost(model, reply),
+                    paid_at=time.time(),
                 )
             )
         self.cache.flush()

@@ -20,11 +20,13 @@ finished before its first recorded payment, the records for the rest.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from llmpo.store.base import StoreProtocol
 from llmpo.store.payloads import LiveRaw
 from llmpo.store.records import ComparisonRecord, Payment
+
+if TYPE_CHECKING:
+    from llmpo.store import Store
 
 
 def _total(values: list[Any]) -> Any:
@@ -178,7 +180,7 @@ def call_totals(
 
 
 def paid_totals(
-    store: StoreProtocol, experiment_id: int, evaluation_id: int | None = None
+    store: Store, experiment_id: int, evaluation_id: int | None = None
 ) -> dict[str, Any]:
     """:func:`call_totals` of an experiment's run (``evaluation_id`` None) or of one of its
     held-out evaluations, from what the store holds."""
