@@ -87,8 +87,10 @@ _JUDGING: contextvars.ContextVar[tuple[str, int, Any, dict[str, int]]] = context
     "judging"
 )
 
-#: How long :meth:`LLMEnvironment.aclose` waits for the calls still in flight when a run stopped
-#: (their comparisons cancelled) to arrive and be recorded: the provider bills what it answered.
+#: How long from its start a call still in flight when a run stopped (its comparison cancelled) is
+#: given, by :meth:`LLMEnvironment.aclose`, to arrive and be recorded: the provider bills what it
+#: answered. Counted from the call's start, so a stop that already gave the calls in flight their
+#: grace (as long) waits no longer.
 SETTLE_SECONDS = 10.0
 
 #: From this many comparisons in flight, ``client_processes: auto`` makes HTTP calls in a worker
@@ -356,8 +358,9 @@ class LLMEnvironment:
         #: Backend calls made by this process, and retries among them.
         self.calls = 0
         self.retries = 0
-        #: Calls whose comparison may have been cancelled, still going until they are recorded.
-        self._settling: set[asyncio.Task[Generation]] = set()
+        #: Calls going on until they are recorded (their comparison may have been cancelled),
+        #: with when each started (monotonic seconds).
+        self._settling: dict[asyncio.Task[Generation], float] = {}
 
     # ---- calls ---------------------------------------------------------------------------------
     def _backend(self, config: AnyBackendConfig) -> Backend:
@@ -425,12 +428,12 @@ class LLMEnvironment:
             return generation
 
         task = asyncio.ensure_future(call_and_keep())
-        self._settling.add(task)
+        self._settling[task] = time.monotonic()
         task.add_done_callback(self._settled)
         return await asyncio.shield(task)
 
     def _settled(self, task: asyncio.Task[Generation]) -> None:
-        self._settling.discard(task)
+        self._settling.pop(task, None)
         if not task.cancelled():
             task.exception()  # retrieved: the comparison that awaited it reports it, if any
 
@@ -671,11 +674,14 @@ class LLMEnvironment:
         return results
 
     async def aclose(self) -> None:
-        """Let the calls still in flight arrive and be recorded (at most :data:`SETTLE_SECONDS`,
-        or the call timeout when shorter), then close the backends' connections."""
+        """Let the calls still in flight arrive and be recorded (each until
+        :data:`SETTLE_SECONDS` after it started, or the call timeout when shorter), then close
+        the backends' connections."""
         if self._settling:
             settling = set(self._settling)
-            await asyncio.wait(settling, timeout=min(SETTLE_SECONDS, self.retry.timeout_seconds))
+            limit = min(SETTLE_SECONDS, self.retry.timeout_seconds)
+            until = max(self._settling.values()) + limit
+            await asyncio.wait(settling, timeout=max(until - time.monotonic(), 0.0))
             for task in settling:
                 task.cancel()
             await asyncio.gather(*settling, return_exceptions=True)
