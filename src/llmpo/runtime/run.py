@@ -234,7 +234,6 @@ class Runner:
             return None
         from llmpo.llm.paid import paid_totals
 
-        self.store.flush()  # the payments of this session still pending
         totals = paid_totals(self.store, self.record.id)
         # What the non-adaptive alternative pays: every policy answers every selection task once.
         totals["grid_generation_calls"] = len(self.environment.policies) * len(
