@@ -129,7 +129,7 @@ def test_an_evaluation_killed_and_resumed_reports_every_call_the_server_served(
         monkeypatch.setenv("MY_KEY", SECRET)
         result = runner.invoke(app, ["run", "live.yaml", "--json", "--concurrency", "4"])
         assert result.exit_code == 0, result.output
-        first = server.served
+        first, tokens_before = server.served, list(server.tokens_served)
         server.gate = first + 7
         evaluate = ["evaluate", "runs.db", "--comparisons", "12", "--concurrency", "4"]
         kill_at_gate(server, spawn(config.parent, *evaluate), config.parent / "runs.db")
@@ -141,6 +141,10 @@ def test_an_evaluation_killed_and_resumed_reports_every_call_the_server_served(
         served = served_since(server, first)
         assert served["judge_calls"] > 0 and server.served > first + 7
         assert {key: calls[key] for key in served} == served
+        tokens = [
+            now - before for now, before in zip(server.tokens_served, tokens_before, strict=True)
+        ]
+        assert [calls["input_tokens"], calls["output_tokens"]] == tokens
         with Store(config.parent / "runs.db", readonly=True) as reader:
             evaluated = reader.evaluation_comparisons(summary["evaluation_id"])
         assert call_totals(evaluated)["generation_calls"] < served["generation_calls"]
