@@ -114,7 +114,7 @@ def test_a_schema_v2_store_migrates_and_its_runs_still_resume(tmp_path):
         assert store.experiment(1).config == config
         assert store.holdout_tasks(1) is None and store.evaluations(1) == []
     with tamper(path) as check:
-        assert check.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 5
+        assert check.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 6
 
 
 def test_a_config_stored_before_baseline_and_holdout_existed_is_found_for_resume(tmp_path):

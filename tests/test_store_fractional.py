@@ -54,7 +54,8 @@ def test_a_v4_store_is_migrated_in_place_keeping_every_row_and_its_statistic(tmp
         assert connection.execute("PRAGMA user_version").fetchone()[0] == 4
     with Store(path, writer=True) as store:
         note = store.migration_note()
-        assert note is not None and "from schema v4 to v5" in note and "[0, 1]" in note
+        assert note is not None and f"from schema v4 to v{SCHEMA_VERSION}" in note
+        assert "[0, 1]" in note
         assert "statistic it was created with" in note
         assert store.experiment(1).config == config  # ties: half, as created
         assert [c.outcome for c in store.comparisons(1)] == [1.0, 0.5, 0.0, 1.0]
@@ -64,7 +65,7 @@ def test_a_v4_store_is_migrated_in_place_keeping_every_row_and_its_statistic(tmp
         assert store.comparisons(1)[-1].outcome == pytest.approx(0.73)
     connection = sqlite3.connect(path)
     try:
-        assert connection.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 5
+        assert connection.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 6
         assert not find_problems(connection)
         # The indexes the viewer pages by are rebuilt with the tables.
         names = {r[0] for r in connection.execute("SELECT name FROM sqlite_master")}
@@ -153,10 +154,11 @@ def test_resume_says_it_migrated_an_older_store(tmp_path, monkeypatch):
     (tmp_path / "experiment.yaml").write_text(SMALLEST)
     assert invoke("run", "experiment.yaml", "--max-comparisons", "6").exit_code == 3
     with tamper(tmp_path / "runs.db") as connection:  # as the last llmpo of schema v4 left it
+        connection.execute("DROP TABLE payments")  # added by v6
         connection.execute("PRAGMA user_version = 4")
     resumed = invoke("resume", "runs.db", "--max-comparisons", "100000")
     assert resumed.exit_code == 0, resumed.output
-    assert "store migrated in place from schema v4 to v5" in resumed.stderr
+    assert f"store migrated in place from schema v4 to v{SCHEMA_VERSION}" in resumed.stderr
     again = invoke("resume", "runs.db", "--max-comparisons", "200000")
     assert "migrated" not in again.stderr
 

@@ -174,7 +174,12 @@ def build_report(store: Store, experiment_id: int | None = None) -> dict[str, An
         for name in detail["dropped"]
     ]
     warning = judge_warning(comparisons)
-    costs = _costs(policies, comparisons, events)
+    paid = None
+    if config.environment.type == "llm":  # what was paid, as the run reports it
+        from llmpo.llm.paid import paid_totals
+
+        paid = paid_totals(store, record.id)
+    costs = _costs(policies, comparisons, events, paid)
     closest = _closest_rival(answer)
     report = {
         "experiment": {
@@ -461,16 +466,6 @@ def _savings(
     }
 
 
-def _calls(raw: Any) -> tuple[int, int] | None:
-    """(generation calls, judge calls) of a live comparison from its raw record, else None.
-
-    Stores written before ``calls`` was recorded: the answers not found in the cache, and one
-    judge call per reply recorded.
-    """
-    live = LiveRaw.from_json(raw)
-    return None if live is None else (live.generation_calls, live.judge_calls)
-
-
 def _plus(total: float | None, value: float | None) -> float | None:
     """A running sum of figures that may be unreported (None until one is)."""
     return total if value is None else (total or 0) + value
@@ -488,12 +483,16 @@ def _costs(
     policies: tuple[str, ...],
     comparisons: list[ComparisonRecord],
     events: list[tuple[str, str, Any]] | None = None,
+    paid: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """What the run cost: per policy, and in all (LLM calls, tokens, dollars, time).
 
     A comparison's time is from its start to its verdict; comparisons run concurrently, so the
-    per-policy sums add up overlapping intervals and can exceed the run's wall time. Invalid
-    verdicts (events) are not comparisons but were paid for: their calls and dollars count.
+    per-policy sums add up overlapping intervals and can exceed the run's wall time; a
+    comparison's tokens and dollars are the calls it was charged, half to each policy. The
+    totals of a live run are what it paid (``paid``, from :func:`llmpo.llm.paid.paid_totals`:
+    every call, invalid verdicts and rounds that were never told included); otherwise the sums
+    over the comparisons and invalid verdicts.
     """
     rows = {
         name: CostRow(
@@ -538,20 +537,15 @@ def _costs(
             row["output_tokens"] = _plus(row["output_tokens"], _half(c.output_tokens))
         _add(totals, "input_tokens", c.input_tokens)
         _add(totals, "output_tokens", c.output_tokens)
-        calls = _calls(c.raw)
-        if calls is not None:
-            _add(totals, "generation_calls", calls[0])
-            _add(totals, "judge_calls", calls[1])
     invalid = [detail for _, kind, detail in events or [] if kind == "invalid_verdict"]
-    for detail in invalid:
-        calls = _calls(detail)
-        if calls is not None:
-            _add(totals, "generation_calls", calls[0])
-            _add(totals, "judge_calls", calls[1])
     started = [c.started_at for c in comparisons if c.started_at is not None]
     finished = [c.finished_at for c in comparisons if c.finished_at is not None]
     costs = [c.cost_usd for c in comparisons if c.cost_usd is not None]
     costs += [d["cost_usd"] for d in invalid if d.get("cost_usd") is not None]
+    cost_usd = float(sum(costs)) if costs else None
+    if paid is not None:
+        totals = {key: paid[key] for key in totals}
+        cost_usd = paid["cost_usd"]
     # Requests the run sent through a provider's batch API (llm/batch.py), billed at the batch
     # price; an evaluation's jobs name their evaluation and are not the run's.
     batched = [
@@ -574,7 +568,7 @@ def _costs(
             )
         ),
         "wall_seconds": float(max(finished) - min(started)) if started and finished else None,
-        "cost_usd": float(sum(costs)) if costs else None,
+        "cost_usd": cost_usd,
     }
 
 

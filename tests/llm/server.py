@@ -12,6 +12,9 @@ served to the next requests, one each: ``"429"`` (with ``Retry-After``), ``"500"
 It also speaks Anthropic's Messages API on ``POST /v1/messages`` (same faults, counters and
 responder, which sees the body with the system prompt put back as a first message), for the
 ``anthropic`` SDK at ``root_url``. ``retry_headers`` replace the 429's ``Retry-After``.
+``tokens_served`` counts the tokens of the (OpenAI) replies served; ``gate`` serves that many
+requests and holds the rest until :meth:`FakeOpenAIServer.open_gate` (a process can then be
+killed with requests in flight that were never served).
 """
 
 from __future__ import annotations
@@ -103,6 +106,12 @@ class FakeOpenAIServer(ThreadedServer):
         self.bodies: list[dict[str, Any]] = []
         self.authorizations: list[str] = []
         self.served = 0
+        #: Tokens of the replies served, as their ``usage`` reports them: [prompt, completion].
+        self.tokens_served = [0, 0]
+        #: Serve at most this many requests; later ones are held until :meth:`open_gate`, then
+        #: refused with a 503 (never counted as served: a provider bills no failed request).
+        self.gate: int | None = None
+        self.held = 0
         self.faults_served: list[str] = []
         self.in_flight = 0
         self.max_in_flight = 0
@@ -144,6 +153,10 @@ class FakeOpenAIServer(ThreadedServer):
                 return web.Response(
                     text='{"id": "x", "choices": [', content_type="application/json"
                 )
+            if self.gate is not None and self.served >= self.gate:
+                self.held += 1
+                await self._opened.wait()
+                return web.json_response({"error": {"message": "gate closed"}}, status=503)
             with self._lock:
                 self.bodies.append(body)
                 self.served += 1
@@ -161,6 +174,9 @@ class FakeOpenAIServer(ThreadedServer):
                 ]
             )
             prompt_tokens = sum(len(str(m["content"]).split()) for m in body["messages"])
+            with self._lock:
+                self.tokens_served[0] += prompt_tokens
+                self.tokens_served[1] += 3
             return web.json_response(
                 {
                     "id": f"chatcmpl-{self.served}",
@@ -199,12 +215,19 @@ class FakeOpenAIServer(ThreadedServer):
 
     def routes(self, app: web.Application) -> None:
         self._released = asyncio.Event()
+        self._opened = asyncio.Event()
         app.router.add_post("/v1/chat/completions", self._handle)
         app.router.add_post("/v1/messages", self._handle)
 
+    def open_gate(self) -> None:
+        """Serve every request from now on; the held ones are refused (see :attr:`gate`)."""
+        self.gate = None
+        self._loop.call_soon_threadsafe(self._opened.set)
+
     def stop(self) -> None:
-        if self._runner is not None:  # a hung "timeout" fault ends now
+        if self._runner is not None:  # a hung "timeout" fault, a held request end now
             self._loop.call_soon_threadsafe(self._released.set)
+            self._loop.call_soon_threadsafe(self._opened.set)
         super().stop()
 
 

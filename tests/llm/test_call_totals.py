@@ -1,8 +1,8 @@
 """What a live run paid, in calls, from its stored comparisons: rounds, cached answers, judge
 calls, cancelled rounds, and comparisons stored before calls were recorded."""
 
-from llmpo.llm.environment import call_totals
-from llmpo.store import ComparisonRecord
+from llmpo.llm.paid import call_totals
+from llmpo.store import ComparisonRecord, Payment
 
 
 def record(seq, raw, cost=None, tokens=None, started=0.0, finished=1.0):
@@ -46,3 +46,66 @@ def test_invalid_verdicts_and_cancelled_rounds_are_paid_too():
     assert totals["cost_usd"] == 0.5
     # A session killed at once recorded nothing: the stored comparisons are a lower bound.
     assert call_totals(told, invalid, [{"generation": 1, "judge": 0}])["generation_calls"] == 4
+
+
+def paid(kind, task, replicate, key, tokens=10, cost=0.25, at=100.0):
+    policy = "p" if kind == "generation" else "\x00judge"
+    return Payment(1, None, kind, policy, task, replicate, key, "m", tokens, 1, cost, at)
+
+
+def live(seq, task, number, replicates, keys, cached, calls, finished=200.0):
+    raw = {
+        "number": number,
+        "replicates": list(replicates),
+        "request_keys": list(keys),
+        "cached": list(cached),
+        "calls": calls,
+    }
+    return ComparisonRecord(seq, 0, 1, 1.0, task, None, raw, finished - 1, finished, 9.0, 99, 99)
+
+
+def test_recorded_payments_are_what_was_paid_whichever_session_paid_them():
+    # Comparison 1 paid both answers and a judge call. Comparison 2 was in flight when its
+    # session was killed: its answer k3 and its judge reply had been paid and stored, and the
+    # resumed session read them back (cached), paying only k4. k5 was paid for a round that was
+    # never told; k9 was read from the cache, paid by another experiment.
+    comparisons = [
+        live(1, "t", 1, (0, 0), ("k1", "k2"), (False, False), 3),
+        live(2, "u", 2, (0, 0), ("k3", "k4"), (True, False), 2),
+        live(3, "u", 3, (1, 0), ("k9", "k4"), (True, True), 0),
+    ]
+    payments = [
+        paid("generation", "t", 0, "k1"),
+        paid("generation", "t", 0, "k2"),
+        paid("judge", "t", 1, "r1"),
+        paid("generation", "u", 0, "k3"),
+        paid("judge", "u", 2, "r2"),
+        paid("generation", "u", 0, "k4", cost=None),
+        paid("generation", "v", 0, "k5"),
+        paid("judge", "w", 7, "r7"),
+    ]
+    totals = call_totals(comparisons, [], [], payments)
+    assert totals["generation_calls"] == 5 and totals["judge_calls"] == 3
+    assert totals["unused_generation_calls"] == 1 and totals["unused_judge_calls"] == 1
+    # k3 was paid by this experiment (its killed session), k4 by comparison 2: only k9 is reused.
+    assert totals["reused_answers"] == 1
+    assert totals["input_tokens"] == 80 and totals["output_tokens"] == 8
+    assert totals["cost_usd"] == 7 * 0.25  # the calls paid, not the comparisons' 27.0
+    # Without the records (a store before v6), the answer k3 the killed session paid is counted
+    # as reused and k5 is missed (comparison 2 was charged its judge reply read back: 2 calls).
+    old = call_totals(comparisons)
+    assert (old["generation_calls"], old["judge_calls"], old["reused_answers"]) == (3, 2, 3)
+
+
+def test_an_experiment_begun_before_payments_were_recorded_counts_both_parts():
+    # Comparison 1 was finished (at 50) by a session before the upgrade, which counted 4
+    # generations when it ended (2 of a round never told); comparison 2 after (first payment 100).
+    comparisons = [
+        live(1, "t", 1, (0, 0), ("k1", "k2"), (False, False), 2, finished=50.0),
+        live(2, "u", 2, (0, 0), ("k3", "k4"), (False, False), 2),
+    ]
+    payments = [paid("generation", "u", 0, "k3"), paid("generation", "u", 0, "k4")]
+    totals = call_totals(comparisons, [], [{"generation": 4, "judge": 0}], payments)
+    assert totals["generation_calls"] == 6 and totals["unused_generation_calls"] == 2
+    assert totals["input_tokens"] == 99 + 20 and totals["cost_usd"] == 9.0 + 0.5
+    assert totals["reused_answers"] == 0

@@ -255,24 +255,30 @@ def test_answers_and_judge_replies_are_committed_as_they_arrive(tmp_path, monkey
         config = load_config(make_project(tmp_path / "p", server, LLM_JUDGE))
         database = tmp_path / "p" / "runs.db"
 
-        async def compare(store: Store, number: int) -> tuple[Any, LLMEnvironment]:
-            live = LLMEnvironment(config, cache=store)
+        async def compare(store: Store, number: int) -> Any:
+            live = LLMEnvironment(config, cache=store, payer=(payer, None))
             task = live.task(1)
             try:
                 (done,) = await live.compare_round(1, task, [(number, 0, 1, (0, 0))])
             finally:
                 await live.aclose()
-            return done, live
+            return done
+
+        def paid(store: Store) -> tuple[int, int]:
+            kinds = [p.kind for p in store.payments(payer) or []]
+            return kinds.count("generation"), kinds.count("judge")
 
         with Store(database, writer=True) as store:
-            first, live = asyncio.run(compare(store, 1))
-            assert (live.generation_calls, live.judge_calls) == (2, 1) and server.served == 3
+            payer = store.create_experiment({"seed": 1}, ["careful", "loose"])
+            first = asyncio.run(compare(store, 1))
+            assert paid(store) == (2, 1) and server.served == 3
             assert committed_rows(database) == 3  # nothing else was written to the store
-            again, live = asyncio.run(compare(store, 1))  # the same comparison, resumed
-            assert (live.generation_calls, live.judge_calls) == (0, 0) and server.served == 3
+            assert count_rows(database, "payments") == 3  # each with its reply
+            again = asyncio.run(compare(store, 1))  # the same comparison, resumed
+            assert paid(store) == (2, 1) and server.served == 3
             assert again.verdict == first.verdict and again.cached == (True, True)
-            _, live = asyncio.run(compare(store, 2))  # another comparison, same answers
-            assert (live.generation_calls, live.judge_calls) == (0, 1) and server.served == 4
+            asyncio.run(compare(store, 2))  # another comparison, same answers
+            assert paid(store) == (2, 2) and server.served == 4
     finally:
         server.stop()
 

@@ -55,11 +55,12 @@ def test_report_shows_examples_accuracy_and_calls(project, server):
         assert row["answers"] == len(matches) and row["correct"] == sum(matches)
         assert row["interval"] == list(clopper_pearson(sum(matches), len(matches)))
     assert accuracy["careful"]["accuracy"] == 1.0  # the server always answers it right
-    # What it cost: two generation calls per comparison at most (answers are cached), no
-    # judge calls for a reference judge, tokens as stored.
+    # What it cost: every request the server answered (rounds still in flight when the run
+    # certified included), no judge calls for a reference judge, the tokens the server counted.
     costs = data["costs"]
-    assert costs["judge_calls"] == 0 and 0 < costs["generation_calls"] <= 2 * len(comparisons)
-    assert costs["input_tokens"] == sum(c.input_tokens for c in comparisons)
+    assert costs["judge_calls"] == 0 and costs["generation_calls"] == server.served
+    assert (costs["input_tokens"], costs["output_tokens"]) == tuple(server.tokens_served)
+    assert costs["input_tokens"] >= sum(c.input_tokens for c in comparisons)
     sentence = data["summary"]["sentence"]
     assert f"{costs['generation_calls']:,} LLM calls" in sentence
     markdown = render_markdown(data)

@@ -11,8 +11,7 @@ one task decided together: each (policy, replicate) answer of the round is gener
 the cache) once and serves every comparison of the round that names it. A judge that scores each
 answer on its own (:attr:`~llmpo.llm.judges.Judge.scores_each_answer`) scores each answer once; a
 pairwise judge judges each comparison. An answer's generation (tokens, money, one call) is charged
-to the first comparison of the round that uses it, so sums over stored comparisons are what was
-paid.
+to the first comparison of the round that uses it, so each comparison shows its own share.
 
 Each answer, and each reply of an LLM judge, is committed to the store the moment it arrives (one
 small transaction, ~40 µs), not with the comparison that uses it: a run killed at any instant has
@@ -21,6 +20,12 @@ in flight with the same numbers and replicates, so it reads those replies instea
 A judge reply is stored under :data:`JUDGE_REPLIES` (a key no policy name can take), keyed by the
 comparison's task and number and a hash of the request and of the two samples judged: it is reused
 only by the comparison it was made for, never by another comparison.
+
+Each call is also recorded as paid, by the experiment or evaluation given as ``payer``, with its
+tokens and cost, in the transaction of its reply: what a run reports it paid is counted from
+these records (:mod:`llmpo.llm.paid`), whichever session paid and however it ended. A call in
+flight when its comparison is cancelled (a run that certified or stopped) is finished and
+recorded rather than dropped (:meth:`LLMEnvironment.aclose`).
 """
 
 from __future__ import annotations
@@ -31,7 +36,6 @@ import hashlib
 import json
 import os
 import time
-from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -63,7 +67,7 @@ from llmpo.llm.judges import Judge, Verdict, build_judge
 from llmpo.llm.tasks import Task, draw_task, load_tasks
 from llmpo.llm.worker import ProcessBackend
 from llmpo.registry import BACKENDS
-from llmpo.store import CachedGeneration, ComparisonRecord, Store
+from llmpo.store import CachedGeneration, ComparisonRecord, Payment, Store
 from llmpo.store.payloads import LiveRaw
 
 _TEMPLATES = jinja2.Environment(undefined=jinja2.StrictUndefined, autoescape=False)
@@ -82,6 +86,12 @@ JUDGE_REPLIES = "\x00judge"
 _JUDGING: contextvars.ContextVar[tuple[str, int, Any, dict[str, int]]] = contextvars.ContextVar(
     "judging"
 )
+
+#: How long from its start a call still in flight when a run stopped (its comparison cancelled) is
+#: given, by :meth:`LLMEnvironment.aclose`, to arrive and be recorded: the provider bills what it
+#: answered. Counted from the call's start, so a stop that already gave the calls in flight their
+#: grace (as long) waits no longer.
+SETTLE_SECONDS = 10.0
 
 #: From this many comparisons in flight, ``client_processes: auto`` makes HTTP calls in a worker
 #: process (on a machine with more than one CPU): below it the SDK's CPU delays nothing.
@@ -259,97 +269,6 @@ class LiveComparison:
         )
 
 
-def _plus(total: Any, value: Any) -> Any:
-    """``total + value``, where None is no value (a total stays None until one is reported)."""
-    if value is None:
-        return total
-    return value if total is None else total + value
-
-
-def call_totals(
-    comparisons: Iterable[ComparisonRecord],
-    invalid: list[dict[str, Any]] | None = None,
-    sessions: list[dict[str, Any]] | None = None,
-) -> dict[str, Any]:
-    """What a live run paid, in calls, next to the comparisons it got.
-
-    Parameters
-    ----------
-    comparisons : iterable of ComparisonRecord
-        The stored comparisons of a run (or an evaluation), read once (a stream will do).
-    invalid : list of dict, optional
-        The details of its ``invalid_verdict`` events: paid for, never told.
-    sessions : list of dict, optional
-        Calls counted by each session of the run as ``{"generation": g, "judge": j}``: they
-        include answers of rounds cancelled when the run stopped, which no stored comparison
-        shows.
-
-    Returns
-    -------
-    dict
-        ``comparisons``; ``generation_calls`` (answers generated, each once however many
-        comparisons it served: the larger of the sessions' counts and the calls charged to stored
-        comparisons, since a session killed at once records no count); ``unused_generation_calls``
-        (of those, answers no told comparison used: rounds cancelled when the run stopped);
-        ``reused_answers`` (answer uses a comparison did not pay: read from the cache, or paid by
-        an earlier comparison of its round);
-        ``judge_calls`` and ``unused_judge_calls`` likewise; ``shared_comparisons`` (comparisons
-        with an answer shared with another of their round); ``invalid_verdicts``; ``input_tokens``,
-        ``output_tokens``, ``cost_usd`` (None when never reported); ``wall_seconds`` from the
-        first comparison's start to the last one's end. A comparison's generations are its sides
-        not ``cached``, its judge calls the rest of its ``calls`` (one per recorded judge reply
-        when stored before calls were recorded).
-    """
-    extra = list(invalid or [])
-    count = generation = judge = reused = shared = 0
-    input_tokens = output_tokens = cost_usd = None  # None while no value is reported
-    first_start = last_end = None
-
-    def count_calls(raw: Any) -> None:
-        nonlocal generation, judge, reused, shared
-        live = LiveRaw.from_json(raw)
-        if live is not None:
-            reused += sum(live.cached)
-            shared += any(live.shared)
-            generation += live.generation_calls
-            judge += live.judge_calls
-
-    for c in comparisons:
-        count += 1
-        count_calls(c.raw)
-        input_tokens = _plus(input_tokens, c.input_tokens)
-        output_tokens = _plus(output_tokens, c.output_tokens)
-        cost_usd = _plus(cost_usd, c.cost_usd)
-        if c.started_at is not None:
-            first_start = c.started_at if first_start is None else min(first_start, c.started_at)
-        if c.finished_at is not None:
-            last_end = c.finished_at if last_end is None else max(last_end, c.finished_at)
-    for raw in extra:
-        count_calls(raw)
-        cost_usd = _plus(cost_usd, raw.get("cost_usd"))
-
-    told_generation, told_judge = generation, judge
-    if sessions:
-        generation = max(generation, sum(int(x.get("generation", 0)) for x in sessions))
-        judge = max(judge, sum(int(x.get("judge", 0)) for x in sessions))
-    return {
-        "comparisons": count,
-        "generation_calls": generation,
-        "unused_generation_calls": generation - told_generation,
-        "reused_answers": reused,
-        "judge_calls": judge,
-        "unused_judge_calls": judge - told_judge,
-        "shared_comparisons": shared,
-        "invalid_verdicts": len(extra),
-        "input_tokens": input_tokens,
-        "output_tokens": output_tokens,
-        "cost_usd": cost_usd,
-        "wall_seconds": (
-            last_end - first_start if first_start is not None and last_end is not None else None
-        ),
-    }
-
-
 class LLMEnvironment:
     """Live policies, their tasks and the judge of a configuration.
 
@@ -365,6 +284,10 @@ class LLMEnvironment:
     seed : int, optional
         Seed of the task draws and the judge's random choices (default: the configuration's;
         an evaluation gives its own stream).
+    payer : (int, int or None), optional
+        The experiment (and held-out evaluation) that pays the calls: each one is recorded in
+        the store's payments, with its tokens and cost, as its reply arrives (None: nothing is
+        recorded; runs and evaluations always give it).
     batch_journal : BatchJournal, optional
         Where a ``batch: true`` backend records its jobs, so that a resumed run collects them
         instead of paying again (docs/batch.md).
@@ -383,6 +306,7 @@ class LLMEnvironment:
         cache: Store | None = None,
         concurrency: int = 1,
         seed: int | None = None,
+        payer: tuple[int, int | None] | None = None,
         batch_journal: BatchJournal | None = None,
     ) -> None:
         environment = config.environment
@@ -425,6 +349,7 @@ class LLMEnvironment:
         }
         self._jitter = np.random.default_rng()
         self.cache = cache
+        self.payer = payer
         #: Where batch jobs are recorded for a resume (given by the runner), or None.
         self.batch_journal = batch_journal
         #: Task ids held out of the selection run (set by the runner's builder), or None.
@@ -433,9 +358,9 @@ class LLMEnvironment:
         #: Backend calls made by this process, and retries among them.
         self.calls = 0
         self.retries = 0
-        #: Of those calls, answers generated for the policies and calls of the judge's model.
-        self.generation_calls = 0
-        self.judge_calls = 0
+        #: Calls going on until they are recorded (their comparison may have been cancelled),
+        #: with when each started (monotonic seconds).
+        self._settling: dict[asyncio.Task[Generation], float] = {}
 
     # ---- calls ---------------------------------------------------------------------------------
     def _backend(self, config: AnyBackendConfig) -> Backend:
@@ -483,20 +408,73 @@ class LLMEnvironment:
         self.calls += 1
         return generation
 
+    async def _paid_call(
+        self,
+        kind: str,
+        where: tuple[str, str, int, str] | None,
+        backend: AnyBackendConfig,
+        request: GenerationRequest,
+    ) -> Generation:
+        """:meth:`_call`, its reply kept (:meth:`_keep`) the moment it arrives.
+
+        The call goes on when the comparison that made it is cancelled (the run certified or
+        stopped with rounds in flight), until :meth:`aclose`: a provider bills a request it
+        answered, so the reply is recorded as paid, and cached for a later run, not dropped.
+        """
+
+        async def call_and_keep() -> Generation:
+            generation = await self._call(backend, request)
+            self._keep(kind, where, request.model, generation)
+            return generation
+
+        task = asyncio.ensure_future(call_and_keep())
+        self._settling[task] = time.monotonic()
+        task.add_done_callback(self._settled)
+        return await asyncio.shield(task)
+
+    def _settled(self, task: asyncio.Task[Generation]) -> None:
+        self._settling.pop(task, None)
+        if not task.cancelled():
+            task.exception()  # retrieved: the comparison that awaited it reports it, if any
+
     def _keep(
-        self, policy: str, task_id: str, replicate: int, key: str, model: str, reply: Generation
+        self,
+        kind: str,
+        where: tuple[str, str, int, str] | None,
+        model: str,
+        reply: Generation,
     ) -> None:
-        """Commit a reply to the generation cache now: a kill a moment later does not lose it."""
+        """Commit a paid reply now, to the generation cache at ``where`` (policy, task,
+        replicate, request key; None: not cached) and to the payments of :attr:`payer` (with
+        its tokens and cost), in one transaction: a kill a moment later loses neither."""
         if self.cache is None:
             return
-        self.cache.cache_generation(
-            policy,
-            task_id,
-            replicate,
-            key,
-            model,
-            CachedGeneration(reply.text, reply.input_tokens, reply.output_tokens, reply.seconds),
-        )
+        if where is not None:
+            self.cache.cache_generation(
+                *where,
+                model,
+                CachedGeneration(
+                    reply.text, reply.input_tokens, reply.output_tokens, reply.seconds
+                ),
+            )
+        if self.payer is not None:
+            policy, task_id, replicate, key = where or (None, None, None, None)
+            self.cache.record_payment(
+                Payment(
+                    experiment_id=self.payer[0],
+                    evaluation_id=self.payer[1],
+                    kind=kind,
+                    policy=policy,
+                    task_id=task_id,
+                    replicate=replicate,
+                    request_key=key,
+                    model=model,
+                    input_tokens=reply.input_tokens,
+                    output_tokens=reply.output_tokens,
+                    cost_usd=self.cost(model, reply),
+                    paid_at=time.time(),
+                )
+            )
         self.cache.flush()
 
     def _cached(self, policy: str, task_id: str, replicate: int, key: str) -> Generation | None:
@@ -527,11 +505,8 @@ class LLMEnvironment:
             found = self._cached(JUDGE_REPLIES, task_id, number, key)
             if found is not None:
                 return found
-        generation = await self._call(self._judge_backend, request)
-        self.judge_calls += 1
-        if judging is not None:
-            self._keep(JUDGE_REPLIES, judging[0], judging[1], key, request.model, generation)
-        return generation
+        where = None if judging is None else (JUDGE_REPLIES, judging[0], judging[1], key)
+        return await self._paid_call("judge", where, self._judge_backend, request)
 
     async def _judge_pair(
         self, number: int, task: Task, samples: tuple[tuple[int, int], tuple[int, int]], texts: Any
@@ -571,10 +546,8 @@ class LLMEnvironment:
         cached = self._cached(live.name, task.id, replicate, key)
         if cached is not None:
             return cached, True
-        generation = await self._call(live.backend, request)
-        self.generation_calls += 1
-        self._keep(live.name, task.id, replicate, key, request.model, generation)
-        return generation, False
+        where = (live.name, task.id, replicate, key)
+        return await self._paid_call("generation", where, live.backend, request), False
 
     def task(self, number: int) -> Task:
         """The task of comparison ``number`` (a function of the seed and the number)."""
@@ -701,7 +674,17 @@ class LLMEnvironment:
         return results
 
     async def aclose(self) -> None:
-        """Close the backends' connections."""
+        """Let the calls still in flight arrive and be recorded (each until
+        :data:`SETTLE_SECONDS` after it started, or the call timeout when shorter), then close
+        the backends' connections."""
+        if self._settling:
+            settling = set(self._settling)
+            limit = min(SETTLE_SECONDS, self.retry.timeout_seconds)
+            until = max(self._settling.values()) + limit
+            await asyncio.wait(settling, timeout=max(until - time.monotonic(), 0.0))
+            for task in settling:
+                task.cancel()
+            await asyncio.gather(*settling, return_exceptions=True)
         for backend in self._backends.values():
             await backend.aclose()
         self._backends.clear()

@@ -314,20 +314,10 @@ class Evaluation:
             "status": "done",
         }
         if self.config.environment.type == "llm":  # what it paid, as a run reports it
-            from llmpo.llm.environment import call_totals
-
-            invalid = [
-                detail
-                for _, kind, detail in self.store.events(self.record.id)
-                if kind == "evaluation_invalid_verdict"
-                and detail is not None
-                and detail.get("evaluation") == evaluation_id
-            ]
             from llmpo.llm.batch import BatchJournal
+            from llmpo.llm.paid import paid_totals
 
-            summary["calls"] = call_totals(
-                self.store.evaluation_comparisons(evaluation_id), invalid
-            )
+            summary["calls"] = paid_totals(self.store, self.record.id, evaluation_id)
             jobs = BatchJournal(self.store, self.record.id, evaluation_id).jobs()
             if jobs:  # calls sent through a provider's batch API (docs/batch.md)
                 summary["calls"]["batch_jobs"] = len(jobs)
@@ -399,6 +389,7 @@ class Evaluation:
                 cache=self.store,
                 concurrency=self.concurrency,
                 seed=self.seed,
+                payer=(self.record.id, self.evaluation.id),
                 batch_journal=BatchJournal(self.store, self.record.id, self.evaluation.id),
             )
         elif isinstance(self.environment, ReplayEnvironment):

@@ -97,11 +97,9 @@ class LiveSource:
         return [_finished(result) for result in results]
 
     def session_detail(self) -> dict[str, Any]:
+        # What each call paid is in the store's payments (llmpo.llm.paid); these count the
+        # attempts, which no payment shows.
         return {
-            "session_calls": {
-                "generation": self.live.generation_calls,
-                "judge": self.live.judge_calls,
-            },
             "backend_calls": self.live.calls,
             "retries": self.live.retries,
         }

@@ -128,6 +128,7 @@ class Runner:
             from llmpo.llm.batch import BatchJournal  # HTTP clients only for live runs
 
             options["batch_journal"] = BatchJournal(store, experiment_id)
+            options["payer"] = (experiment_id, None)
         self.environment = build_environment(self.config, **options)
         if list(self.environment.policies) != self.record.policies:
             raise StoreError(
@@ -229,23 +230,12 @@ class Runner:
     # ---- the end --------------------------------------------------------------------------------
     def calls(self) -> dict[str, Any] | None:
         """Live runs: what the experiment paid so far, over every session that ran it, this one
-        included (see :func:`~llmpo.llm.environment.call_totals`); None otherwise."""
+        included (see :func:`~llmpo.llm.paid.call_totals`); None otherwise."""
         if not self.live:
             return None
-        from llmpo.llm.environment import call_totals
+        from llmpo.llm.paid import paid_totals
 
-        invalid, sessions = [], []
-        for _, kind, detail in self.store.iter_events(self.record.id):
-            if detail is None:
-                continue
-            if kind == "invalid_verdict":
-                invalid.append(detail)
-            elif (
-                kind in ("finished", "interrupted", "backend_failed") and "session_calls" in detail
-            ):
-                sessions.append(detail["session_calls"])
-        sessions.append(self.source.session_detail()["session_calls"])
-        totals = call_totals(self.store.iter_comparisons(self.record.id), invalid, sessions)
+        totals = paid_totals(self.store, self.record.id)
         # What the non-adaptive alternative pays: every policy answers every selection task once.
         totals["grid_generation_calls"] = len(self.environment.policies) * len(
             self.environment.tasks  # type: ignore[attr-defined]

@@ -254,8 +254,8 @@ def build_environment(
         of the configuration's holdout for the ``evaluation`` part.
     **live_options
         Live LLM environments: keyword arguments of
-        :class:`~llmpo.llm.environment.LLMEnvironment` (``cache``, ``concurrency``, ``seed``);
-        ignored by the others.
+        :class:`~llmpo.llm.environment.LLMEnvironment` (``cache``, ``concurrency``, ``seed``,
+        ``payer``); ignored by the others.
 
     Raises
     ------

@@ -30,6 +30,7 @@ from llmpo.store.records import (
     ComparisonRecord,
     EvaluationRecord,
     ExperimentRecord,
+    Payment,
 )
 from llmpo.store.schema import APPLICATION_ID, MIGRATIONS, SCHEMA_VERSION
 
@@ -48,6 +49,7 @@ __all__ = [
     "ComparisonRecord",
     "EvaluationRecord",
     "ExperimentRecord",
+    "Payment",
     "Store",
     "StoreError",
 ]

@@ -7,16 +7,22 @@ comparison that used them, an event, a status), or are committed at :meth:`Answe
 :meth:`Answers.flush`, or once the oldest has waited :data:`CACHE_FLUSH_SECONDS` — so a comparison
 and its answers are committed together, and a process killed outright loses at most the last
 second's answers (paid again, never reused wrongly).
+
+Every call paid is recorded too (:meth:`Answers.record_payment`, the ``payments`` table): which
+experiment or evaluation paid it, with its tokens and cost, in the transaction that commits its
+reply. Totals of what a run paid count these records (:mod:`llmpo.llm.paid`), so a session
+killed outright loses from them nothing whose reply was stored.
 """
 
 from __future__ import annotations
 
 import sqlite3
 import time
+from dataclasses import astuple
 from pathlib import Path
 from typing import Any
 
-from llmpo.store.records import CachedGeneration
+from llmpo.store.records import CachedGeneration, Payment
 from llmpo.store.sqlite import Database, now
 
 #: Cached answers wait at most this long (seconds) for the next write of the store to commit them.
@@ -34,6 +40,8 @@ class Answers(Database):
         #: Answers waiting for the next transaction: key → row, and when the first one arrived.
         self._pending_generations: dict[_Key, tuple[Any, ...]] = {}
         self._pending_since = 0.0
+        #: Calls paid waiting for the next transaction (with their replies).
+        self._pending_payments: list[Payment] = []
         super().__init__(path, readonly=readonly, writer=writer, check=check)
 
     def _before_commit(self, connection: sqlite3.Connection) -> None:
@@ -45,10 +53,18 @@ class Answers(Database):
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 self._pending_generations.values(),
             )
+        if self._pending_payments:
+            connection.executemany(
+                "INSERT INTO payments (experiment_id, evaluation_id, kind, policy, task_id, "
+                "replicate, request_key, model, input_tokens, output_tokens, cost_usd, paid_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [astuple(payment) for payment in self._pending_payments],
+            )
 
     def _after_commit(self) -> None:
         super()._after_commit()
         self._pending_generations.clear()
+        self._pending_payments.clear()
 
     def cached_generation(
         self, policy: str, task_id: str, replicate: int, request_key: str
@@ -107,7 +123,7 @@ class Answers(Database):
         :meth:`close`.
         """
         key = (policy, task_id, replicate, request_key)
-        if not self._pending_generations:
+        if not self._pending_generations and not self._pending_payments:
             self._pending_since = time.monotonic()
         self._pending_generations.setdefault(
             key,
@@ -123,18 +139,45 @@ class Answers(Database):
         )
         self.flush_stale()
 
+    def record_payment(self, payment: Payment) -> None:
+        """Record a call paid; it is committed with the store's next transaction (as a cached
+        answer is: :meth:`flush` commits it with the reply it paid for)."""
+        if not self._pending_generations and not self._pending_payments:
+            self._pending_since = time.monotonic()
+        self._pending_payments.append(payment)
+
+    def payments(
+        self, experiment_id: int, evaluation_id: int | None = None
+    ) -> list[Payment] | None:
+        """The calls an experiment's run (``evaluation_id`` None) or one of its evaluations paid,
+        in the order they were paid; None for a store written before payments were recorded
+        (schema v5, read as it is)."""
+        if not self.query("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'payments'"):
+            return None
+        rows = self.query(
+            "SELECT experiment_id, evaluation_id, kind, policy, task_id, replicate, request_key, "
+            "model, input_tokens, output_tokens, cost_usd, paid_at FROM payments "
+            "WHERE experiment_id = ? AND evaluation_id IS ? ORDER BY id",
+            (experiment_id, evaluation_id),
+        )
+        pending = [
+            p
+            for p in self._pending_payments
+            if p.experiment_id == experiment_id and p.evaluation_id == evaluation_id
+        ]
+        return [Payment(*row) for row in rows] + pending
+
     def flush(self) -> None:
-        """Commit the cached answers still pending (if any)."""
-        if self._pending_generations:
+        """Commit the cached answers and payments still pending (if any)."""
+        if self._pending_generations or self._pending_payments:
             with self.transaction():
                 pass
 
     def flush_stale(self) -> None:
         """Commit the pending cached answers once the oldest has waited ``CACHE_FLUSH_SECONDS``."""
         if (
-            self._pending_generations
-            and time.monotonic() - self._pending_since >= CACHE_FLUSH_SECONDS
-        ):
+            self._pending_generations or self._pending_payments
+        ) and time.monotonic() - self._pending_since >= CACHE_FLUSH_SECONDS:
             self.flush()
 
     def generation_count(self) -> int:

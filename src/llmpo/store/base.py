@@ -12,7 +12,8 @@ The contract, beyond the signatures:
 * an outcome is a number in [0, 1] — NaN, a value outside, or a tie flag on a fractional outcome is
   refused with a :class:`~llmpo.errors.StoreError` naming the comparison;
 * status changes with their event are atomic;
-* a cached answer is visible to ``cached_generation`` at once and durable after ``flush``;
+* a cached answer is visible to ``cached_generation`` at once and durable after ``flush``, and
+  so is a recorded payment (to ``payments``);
 * a read-only opening changes nothing; a second writer is refused while the first holds the store.
 """
 
@@ -27,6 +28,7 @@ from llmpo.store.records import (
     ComparisonRecord,
     EvaluationRecord,
     ExperimentRecord,
+    Payment,
 )
 
 #: An event's detail (declared per kind in :mod:`llmpo.store.payloads`).
@@ -129,6 +131,12 @@ class AnswerCache(Protocol):
         model: str,
         generation: CachedGeneration,
     ) -> None: ...
+
+    def record_payment(self, payment: Payment) -> None: ...
+
+    def payments(
+        self, experiment_id: int, evaluation_id: int | None = None
+    ) -> list[Payment] | None: ...
 
     def flush(self) -> None: ...
 

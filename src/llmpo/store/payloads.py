@@ -135,7 +135,8 @@ def number_of(raw: Any) -> int | None:
 
 # ---- event details -------------------------------------------------------------------------------
 class SessionCalls(TypedDict):
-    """Calls counted by one session of a live run."""
+    """Calls counted by one session of a live run (written by sessions before the store recorded
+    payments, schema v6; read for those stores' totals)."""
 
     generation: int
     judge: int

@@ -39,6 +39,29 @@ class CachedGeneration:
 
 
 @dataclass(frozen=True)
+class Payment:
+    """One LLM call paid: by which experiment (and held-out evaluation), what it was, what it cost.
+
+    ``kind`` is ``"generation"`` (a policy's answer) or ``"judge"`` (a reply of an LLM judge);
+    ``policy``, ``task_id``, ``replicate`` and ``request_key`` say where the reply is in the answer
+    cache (None: a judge reply that is not cached). ``paid_at`` is when it arrived (Unix time).
+    """
+
+    experiment_id: int
+    evaluation_id: int | None
+    kind: str
+    policy: str | None
+    task_id: str | None
+    replicate: int | None
+    request_key: str | None
+    model: str
+    input_tokens: int | None
+    output_tokens: int | None
+    cost_usd: float | None
+    paid_at: float
+
+
+@dataclass(frozen=True)
 class EvaluationRecord:
     """One stored held-out evaluation of an experiment's winner against its baseline."""
 

@@ -15,6 +15,10 @@ Versions:
    in place of ``outcome IN (0, 0.5, 1)``, so that preference probabilities (fractional outcomes)
    can be stored. Every row is copied unchanged; the statistic of each experiment is part of its
    stored configuration (``ties``), so an experiment resumes as it was created.
+6. ``payments``: one row per LLM call paid (a policy's answer or a judge's reply), naming the
+   experiment (and evaluation) that paid it, with its tokens and cost, committed with the reply
+   itself. Older experiments have none: their totals are still computed from their comparisons
+   and session counts (:mod:`llmpo.llm.paid`).
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from collections.abc import Callable
 
 #: "llpo" in ASCII, written in the SQLite header of every llmpo store.
 APPLICATION_ID = 0x6C6C706F
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 #: The comparison tables and the column naming their owner.
 COMPARISON_TABLES = (
@@ -152,6 +156,29 @@ def _admit_fractional_outcomes(connection: sqlite3.Connection) -> None:
         connection.execute(f"ALTER TABLE {table}_v5 RENAME TO {table}")
 
 
+def _add_payments(connection: sqlite3.Connection) -> None:
+    # The call's place in the answer cache (policy, task, replicate, request key) is NULL for a
+    # judge reply that is not cached (one that scores answers on their own).
+    connection.execute(
+        """CREATE TABLE payments (
+            id INTEGER PRIMARY KEY,
+            experiment_id INTEGER NOT NULL REFERENCES experiments(id),
+            evaluation_id INTEGER REFERENCES evaluations(id),
+            kind TEXT NOT NULL CHECK (kind IN ('generation', 'judge')),
+            policy TEXT,
+            task_id TEXT,
+            replicate INTEGER,
+            request_key TEXT,
+            model TEXT NOT NULL,
+            input_tokens INTEGER,
+            output_tokens INTEGER,
+            cost_usd REAL,
+            paid_at REAL NOT NULL
+        )"""
+    )
+    connection.execute("CREATE INDEX payments_by_payer ON payments (experiment_id, evaluation_id)")
+
+
 #: MIGRATIONS[v] brings a store from schema v − 1 to v (v = 1 creates it), inside a transaction.
 MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {
     1: _create_schema_v1,
@@ -159,12 +186,14 @@ MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {
     3: _add_judges,
     4: _add_holdout_and_evaluations,
     5: _admit_fractional_outcomes,
+    6: _add_payments,
 }
 
 #: Migrations after which a store of the version before them still reads correctly as it is:
 #: a reader (report, export, viewer) opens such a store without migrating it. v5 only widens a
-#: CHECK, so a v4 store reads as a v5 one.
-READ_COMPATIBLE = frozenset({5})
+#: CHECK, so a v4 store reads as a v5 one; v6 only adds ``payments``, and a reader of a store
+#: without it computes its totals as before (:mod:`llmpo.llm.paid`).
+READ_COMPATIBLE = frozenset({5, 6})
 
 #: What each migration changes, in words (told to the user when a store is migrated).
 MIGRATION_TEXT = {
@@ -173,6 +202,8 @@ MIGRATION_TEXT = {
     4: "held-out tasks and evaluations",
     5: "comparison outcomes in [0, 1] (preference probabilities); every experiment keeps the "
     "statistic it was created with",
+    6: "a record of every LLM call paid and by which experiment, so that totals count what was "
+    "paid even by a session that was killed",
 }
 
 #: Indexes for readers (``llmpo view`` pages comparisons of one task in sequence order), created

@@ -95,6 +95,12 @@ class Tally:
     priced: int = 0
     first_started: float | None = None
     last_finished: float | None = None
+    #: The calls the owner paid, from the store's payments (schema v6), added up from the rows
+    #: after ``last_payment``: [generations, judge calls, input tokens, output tokens, dollars,
+    #: priced calls]. While there are none (a store or an experiment from before payments were
+    #: recorded), the figures are those charged to the comparisons above.
+    paid: list[float] = field(default_factory=lambda: [0, 0, 0, 0, 0.0, 0])
+    last_payment: int = 0
 
     def update(
         self,
@@ -105,6 +111,7 @@ class Tally:
     ) -> Tally:
         """Add the rows with ``seq`` in (:attr:`last_seq`, :attr:`last_seq` + ``chunk``]."""
         self.total = last_seq(connection, source, owner_id)
+        self._update_paid(connection, source, owner_id)
         if self.last_seq >= self.total:
             return self
         # Calls paid: answers not taken from the cache, and one per recorded judge reply.
@@ -140,6 +147,37 @@ class Tally:
             self.last_finished = max(self.last_finished or row[11], row[11])
         return self
 
+    def _update_paid(self, connection: sqlite3.Connection, source: Source, owner_id: int) -> None:
+        if not connection.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'payments'"
+        ).fetchone():
+            return  # a store of schema v5, read as it is
+        owner = (
+            "experiment_id = ? AND evaluation_id IS NULL"
+            if source is RUNS
+            else "evaluation_id = ?"
+        )
+        row = connection.execute(
+            "SELECT coalesce(max(id), 0), coalesce(sum(kind = 'generation'), 0), "
+            "coalesce(sum(kind = 'judge'), 0), coalesce(sum(input_tokens), 0), "
+            "coalesce(sum(output_tokens), 0), coalesce(sum(cost_usd), 0.0), count(cost_usd) "
+            f"FROM payments WHERE {owner} AND id > ?",
+            (owner_id, self.last_payment),
+        ).fetchone()
+        if row[0]:
+            self.last_payment = row[0]
+            self.paid = [total + added for total, added in zip(self.paid, row[1:], strict=True)]
+
+    @property
+    def generations(self) -> int:
+        """Answers paid: recorded payments, else those charged to the comparisons."""
+        return int(self.paid[0]) if self.last_payment else self.generation_calls
+
+    @property
+    def judgements(self) -> int:
+        """Judge calls paid: recorded payments, else those charged to the comparisons."""
+        return int(self.paid[1]) if self.last_payment else self.judge_calls
+
     @property
     def complete(self) -> bool:
         """Whether every stored comparison is counted in the totals."""
@@ -148,15 +186,19 @@ class Tally:
     @property
     def calls(self) -> int:
         """LLM calls paid: generations plus judge calls."""
-        return self.generation_calls + self.judge_calls
+        return self.generations + self.judgements
 
     @property
     def tokens(self) -> int:
+        if self.last_payment:
+            return int(self.paid[2] + self.paid[3])
         return self.input_tokens + self.output_tokens
 
     @property
     def cost(self) -> float | None:
-        """Dollars, or None when no comparison carries a price."""
+        """Dollars, or None when no call (no comparison, without payments) carries a price."""
+        if self.last_payment:
+            return float(self.paid[4]) if self.paid[5] else None
         return self.cost_usd if self.priced else None
 
     @property

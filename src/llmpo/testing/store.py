@@ -33,7 +33,7 @@ import pytest
 
 from llmpo.errors import StoreError
 from llmpo.store.base import StoreProtocol
-from llmpo.store.records import CachedGeneration, ComparisonRecord
+from llmpo.store.records import CachedGeneration, ComparisonRecord, Payment
 
 __all__ = ["StoreConformance", "count_rows", "tamper"]
 
@@ -259,6 +259,33 @@ class StoreConformance:
             reader = self.open_store(path, readonly=True)
             try:
                 assert reader.answer_text("p", "t", 0, "k") == "x"
+            finally:
+                reader.close()
+        finally:
+            store.close()
+
+    def test_payments_are_kept_per_payer_and_durable_after_a_flush(self, tmp_path: Path) -> None:
+        path = tmp_path / "store.db"
+        store = self.open_store(path, writer=True)
+        try:
+            run = store.create_experiment({"seed": 1}, ["a", "b"])
+            other = store.create_experiment({"seed": 2}, ["a", "b"])
+            evaluation = store.create_evaluation(run, "a", "b", {})
+            paid = [
+                Payment(run, None, "generation", "a", "t", 0, "k", "m", 3, 4, 0.5, 1.0),
+                Payment(run, None, "judge", None, None, None, None, "j", 1, 1, None, 2.0),
+                Payment(run, evaluation, "generation", "b", "t", 1, "k", "m", 1, 2, None, 3.0),
+                Payment(other, None, "generation", "a", "t", 0, "k", "m", 3, 4, 0.5, 4.0),
+            ]
+            for payment in paid:
+                store.record_payment(payment)
+            assert store.payments(run) == paid[:2]  # seen before any commit
+            store.flush()
+            reader = self.open_store(path, readonly=True)
+            try:
+                assert reader.payments(run) == paid[:2]
+                assert reader.payments(run, evaluation) == [paid[2]]
+                assert reader.payments(other) == [paid[3]]
             finally:
                 reader.close()
         finally:
