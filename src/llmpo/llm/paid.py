@@ -30,6 +30,10 @@ if TYPE_CHECKING:
     from llmpo.store import Store
 
 
+#: Events that end a session: before payments were recorded, they carried its ``session_calls``.
+SESSION_ENDS = ("finished", "interrupted", "backend_failed")
+
+
 def _plus(total: Any, value: Any) -> Any:
     """``total + value``, where None is no value (a total stays None until one is reported)."""
     if value is None:
@@ -149,8 +153,9 @@ def call_totals(
             told_old.add(live, None, None, detail.get("cost_usd"))
     # Sessions' own counts, when larger, include rounds cancelled when a session stopped (a
     # session killed at once wrote none: the comparisons are then a lower bound).
-    old.generation = max(told_old.generation, sum(int(x.get("generation", 0)) for x in sessions or []))
-    old.judge = max(told_old.judge, sum(int(x.get("judge", 0)) for x in sessions or []))
+    ended = list(sessions or [])
+    old.generation = max(told_old.generation, sum(int(x.get("generation", 0)) for x in ended))
+    old.judge = max(told_old.judge, sum(int(x.get("judge", 0)) for x in ended))
     return {
         "comparisons": count,
         "generation_calls": old.generation + len(answers),
@@ -193,9 +198,8 @@ def paid_totals(
         if evaluation_id is None:
             if kind == "invalid_verdict":
                 invalid.append(detail)
-            elif kind in ("finished", "interrupted", "backend_failed") and "session_calls" in detail:
-                # sessions of runs before payments were recorded wrote their counts at the end
-                sessions.append(detail["session_calls"])
+            elif "session_calls" in detail and kind in SESSION_ENDS:
+                sessions.append(detail["session_calls"])  # a session before payments, at its end
         elif kind == "evaluation_invalid_verdict" and detail.get("evaluation") == evaluation_id:
             invalid.append(detail)
     comparisons = (
