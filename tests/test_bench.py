@@ -32,6 +32,7 @@ def small_suite(tmp_path):
     return path
 
 
+@pytest.mark.slow  # ~10 s: CI's simulation group runs it
 def test_suite_runs_into_tables_and_plots(small_suite, tmp_path):
     suite = load_suite(small_suite)
     cells = run_suite(suite, workers=1)
@@ -51,6 +52,7 @@ def test_suite_runs_into_tables_and_plots(small_suite, tmp_path):
     assert paths["plot:BT4"].stat().st_size > 10_000
 
 
+@pytest.mark.slow  # ~15 s: CI's simulation group runs it
 def test_process_pool_gives_the_same_table(small_suite):
     suite = load_suite(small_suite)
     serial = run_suite(suite, workers=1)

@@ -248,7 +248,7 @@ def test_structured_run_on_a_feature_instance_resumes_exactly(tmp_path):
         assert reference.result.threshold == "hybrid-lean"  # the structured space's default
         experiment_id = start_experiment(config, store)
         run_stopping_at(store, experiment_id, reference.result.n_comparisons // 2)
-        resumed = Runner(store, experiment_id, seen.append, progress_interval=0).run()
+        resumed = Runner(store, experiment_id, seen.append, progress_interval=0.05).run()
         assert stored(store, experiment_id) == stored(store, reference.experiment_id)
     assert resumed.result.to_dict() == reference.result.to_dict()
     assert any(p.estimated_remaining for p in seen[:-1]) and seen[-1].estimated_remaining == 0

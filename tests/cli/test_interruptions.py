@@ -15,6 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from itertools import pairwise
 from pathlib import Path
 
+import pytest
 import yaml
 
 from llmpo.config import load_config
@@ -119,6 +120,7 @@ def kill_chain(config_path: Path, total: int, seed: int) -> tuple[list[dict], di
     return kills, json.loads(stdout)
 
 
+@pytest.mark.slow  # ~15 s: CI's kill group runs it
 def test_sigkill_at_random_points_then_resume_equals_uninterrupted(tmp_path):
     configs = [write_config(tmp_path, f"chain{k}") for k in range(CHAINS)]
     reference_result, reference_comparisons = reference_run(configs[0])

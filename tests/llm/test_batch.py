@@ -428,6 +428,7 @@ def test_an_evaluation_killed_mid_batch_resumes_without_resubmitting_anything(fo
         assert store.evaluations(store.experiment().id)[0].status == "done"
 
 
+@pytest.mark.slow  # ~5 s: CI's batch group runs it
 def test_an_evaluation_killed_with_its_answers_collected_but_not_judged_pays_nothing_twice(
     folder, batches
 ):
