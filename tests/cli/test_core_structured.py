@@ -37,7 +37,7 @@ def test_bound_refuses_a_tie_for_the_best_utility(tmp_path):
 @pytest.mark.parametrize("strategy", ["llmpo", "uniform", "oracle", "llmpo-unstructured"])
 def test_simulate_accepts_structured_instances(feat10_file, strategy):
     done = llmpo(
-        "simulate", str(feat10_file), "--strategy", strategy, "--reps", "2", "--delta", "0.1",
+        "simulate", str(feat10_file), "--strategy", strategy, "--reps", "1", "--delta", "0.1",
         "--json",
     )
     assert done.returncode == 0, done.stderr

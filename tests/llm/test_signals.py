@@ -73,7 +73,7 @@ def status(project) -> str:
     "signals",
     [
         pytest.param([signal.SIGINT], marks=pytest.mark.slow, id="SIGINT"),
-        pytest.param([signal.SIGTERM], id="SIGTERM"),
+        pytest.param([signal.SIGTERM], marks=pytest.mark.slow, id="SIGTERM"),  # ~12 s
         pytest.param([signal.SIGTERM, signal.SIGTERM], marks=pytest.mark.slow, id="SIGTERM-twice"),
     ],
 )
