@@ -26,6 +26,7 @@ import numpy as np
 
 from llmpo.config import ExperimentConfig, stored_config
 from llmpo.experiment import DENSE_RESULT_MAX_POLICIES, Experiment
+from llmpo.llm.paid import paid_totals, plus_reported
 from llmpo.runtime.setup import build_experiment, judge_warning
 from llmpo.stats.bernoulli import kl_lower, kl_upper
 from llmpo.stats.unstructured import condorcet_winner, optimal_allocation
@@ -176,8 +177,6 @@ def build_report(store: Store, experiment_id: int | None = None) -> dict[str, An
     warning = judge_warning(comparisons)
     paid = None
     if config.environment.type == "llm":  # what was paid, as the run reports it
-        from llmpo.llm.paid import paid_totals
-
         paid = paid_totals(store, record.id)
     costs = _costs(policies, comparisons, events, paid)
     closest = _closest_rival(answer)
@@ -466,17 +465,12 @@ def _savings(
     }
 
 
-def _plus(total: float | None, value: float | None) -> float | None:
-    """A running sum of figures that may be unreported (None until one is)."""
-    return total if value is None else (total or 0) + value
-
-
 def _half(value: float | None) -> float | None:
     return None if value is None else value / 2
 
 
 def _add(totals: dict[str, float | None], key: str, value: float | None) -> None:
-    totals[key] = _plus(totals[key], value)
+    totals[key] = plus_reported(totals[key], value)
 
 
 def _costs(
@@ -532,9 +526,9 @@ def _costs(
             row["losses"] += loss
             row["seconds"] += seconds
             # A comparison's cost is shared by its two policies.
-            row["cost_usd"] = _plus(row["cost_usd"], _half(c.cost_usd))
-            row["input_tokens"] = _plus(row["input_tokens"], _half(c.input_tokens))
-            row["output_tokens"] = _plus(row["output_tokens"], _half(c.output_tokens))
+            row["cost_usd"] = plus_reported(row["cost_usd"], _half(c.cost_usd))
+            row["input_tokens"] = plus_reported(row["input_tokens"], _half(c.input_tokens))
+            row["output_tokens"] = plus_reported(row["output_tokens"], _half(c.output_tokens))
         _add(totals, "input_tokens", c.input_tokens)
         _add(totals, "output_tokens", c.output_tokens)
     invalid = [detail for _, kind, detail in events or [] if kind == "invalid_verdict"]

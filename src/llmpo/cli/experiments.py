@@ -428,6 +428,7 @@ def _outcome_facts(
         spent += f"; every policy answering every task once would take {grid:,} generation calls"
     command = None
     undecided = [row for row in rows if not row["ruled_out"]]
+    near = _near_ties(result, undecided) if not result.certified else []
     if outcome.status == "interrupted":
         summary = (
             f"Interrupted after {spent}; every comparison is stored. Resume with: "
@@ -449,7 +450,6 @@ def _outcome_facts(
             f"{len(undecided)} {'rival is' if len(undecided) == 1 else 'rivals are'} still "
             f"undecided at {confidence} confidence."
         )
-        near = _near_ties(result, undecided)
         if near:
             names = ", ".join(row["policy"] for row in near)
             shares = ", ".join(f"{row['win_prob_hat']:.0%}" for row in near)
@@ -465,7 +465,7 @@ def _outcome_facts(
         summary = f"No winner: {outcome.judge_warning}."
     facts = {
         **outcome.to_dict(str(store.path)),
-        "near_ties": [row["policy"] for row in _near_ties(result, undecided)],
+        "near_ties": [row["policy"] for row in near],
         **usage.to_dict(),
         "summary": summary,
         "undecided": undecided,

@@ -19,6 +19,7 @@ finished before its first recorded payment, the records for the rest.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -34,7 +35,7 @@ if TYPE_CHECKING:
 SESSION_ENDS = ("finished", "interrupted", "backend_failed")
 
 
-def _plus(total: Any, value: Any) -> Any:
+def plus_reported(total: Any, value: Any) -> Any:
     """``total + value``, where None is no value (a total stays None until one is reported)."""
     if value is None:
         return total
@@ -55,9 +56,9 @@ class _Charged:
         if live is not None:
             self.generation += live.generation_calls
             self.judge += live.judge_calls
-        self.input_tokens = _plus(self.input_tokens, input_tokens)
-        self.output_tokens = _plus(self.output_tokens, output_tokens)
-        self.cost_usd = _plus(self.cost_usd, cost)
+        self.input_tokens = plus_reported(self.input_tokens, input_tokens)
+        self.output_tokens = plus_reported(self.output_tokens, output_tokens)
+        self.cost_usd = plus_reported(self.cost_usd, cost)
 
 
 def _sides(live: LiveRaw, task_id: str | None) -> list[tuple[bool, tuple[Any, ...]]]:
@@ -120,7 +121,7 @@ def call_totals(
     answers = [p for p in payments if p.kind == "generation"]
     replies = [p for p in payments if p.kind == "judge"]
     paid = {_where(p) for p in answers}
-    old, told_old = _Charged(), _Charged()
+    charged = _Charged()  # what the comparisons counted the old way were charged
     used: set[tuple[Any, ...]] = set()
     judged: set[tuple[Any, ...]] = set()  # a judge reply is cached under (task, number)
     count = reused = shared = 0
@@ -141,7 +142,7 @@ def call_totals(
         live = LiveRaw.from_json(c.raw)
         tell(live, c.task_id)
         if first is None or (c.finished_at is not None and c.finished_at < first):
-            told_old.add(live, c.input_tokens, c.output_tokens, c.cost_usd)
+            charged.add(live, c.input_tokens, c.output_tokens, c.cost_usd)
         if c.started_at is not None:
             first_start = c.started_at if first_start is None else min(first_start, c.started_at)
         if c.finished_at is not None:
@@ -150,28 +151,28 @@ def call_totals(
         live = LiveRaw.from_json(detail)
         tell(live, detail.get("task_id"))
         if first is None:
-            told_old.add(live, None, None, detail.get("cost_usd"))
+            charged.add(live, None, None, detail.get("cost_usd"))
     # Sessions' own counts, when larger, include rounds cancelled when a session stopped (a
     # session killed at once wrote none: the comparisons are then a lower bound).
     ended = list(sessions or [])
-    old.generation = max(told_old.generation, sum(int(x.get("generation", 0)) for x in ended))
-    old.judge = max(told_old.judge, sum(int(x.get("judge", 0)) for x in ended))
+    old_generation = max(charged.generation, sum(int(x.get("generation", 0)) for x in ended))
+    old_judge = max(charged.judge, sum(int(x.get("judge", 0)) for x in ended))
     return {
         "comparisons": count,
-        "generation_calls": old.generation + len(answers),
-        "unused_generation_calls": old.generation
-        - told_old.generation
+        "generation_calls": old_generation + len(answers),
+        "unused_generation_calls": old_generation
+        - charged.generation
         + sum(_where(p) not in used for p in answers),
         "reused_answers": reused,
-        "judge_calls": old.judge + len(replies),
-        "unused_judge_calls": old.judge
-        - told_old.judge
+        "judge_calls": old_judge + len(replies),
+        "unused_judge_calls": old_judge
+        - charged.judge
         + sum(r.task_id is not None and (r.task_id, r.replicate) not in judged for r in replies),
         "shared_comparisons": shared,
         "invalid_verdicts": len(invalid),
-        "input_tokens": _sum([told_old.input_tokens] + [p.input_tokens for p in payments]),
-        "output_tokens": _sum([told_old.output_tokens] + [p.output_tokens for p in payments]),
-        "cost_usd": _sum([told_old.cost_usd] + [p.cost_usd for p in payments]),
+        "input_tokens": _sum([charged.input_tokens] + [p.input_tokens for p in payments]),
+        "output_tokens": _sum([charged.output_tokens] + [p.output_tokens for p in payments]),
+        "cost_usd": _sum([charged.cost_usd] + [p.cost_usd for p in payments]),
         "wall_seconds": (
             last_end - first_start if first_start is not None and last_end is not None else None
         ),
@@ -180,8 +181,7 @@ def call_totals(
 
 def _sum(values: list[Any]) -> Any:
     """The sum of the figures reported (None when none was)."""
-    present = [v for v in values if v is not None]
-    return sum(present) if present else None
+    return functools.reduce(plus_reported, values, None)
 
 
 def paid_totals(
