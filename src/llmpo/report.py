@@ -26,7 +26,7 @@ import numpy as np
 
 from llmpo.config import ExperimentConfig, stored_config
 from llmpo.experiment import DENSE_RESULT_MAX_POLICIES, Experiment
-from llmpo.llm.paid import paid_totals, plus_reported
+from llmpo.llm.paid import batch_totals, paid_totals, plus_reported
 from llmpo.runtime.setup import build_experiment, judge_warning
 from llmpo.stats.bernoulli import kl_lower, kl_upper
 from llmpo.stats.unstructured import condorcet_winner, optimal_allocation
@@ -540,16 +540,9 @@ def _costs(
     if paid is not None:
         totals = {key: paid[key] for key in totals}
         cost_usd = paid["cost_usd"]
-    # Requests the run sent through a provider's batch API (llm/batch.py), billed at the batch
-    # price; an evaluation's jobs name their evaluation and are not the run's.
-    batched = [
-        d
-        for _, kind, d in events or []
-        if kind == "batch_submitted" and d is not None and d.get("evaluation") is None
-    ]
     return {
-        "batch_requests": sum(len(d.get("requests", ())) for d in batched),
-        "batch_jobs": len(batched),
+        # requests the run (not an evaluation) sent through a batch API, at the batch price
+        **batch_totals(events or []),
         "per_policy": list(rows.values()),
         "comparisons": len(comparisons),
         "invalid_verdicts": len(invalid),

@@ -318,10 +318,6 @@ class BatchJournal:
         """Record the requests of a job whose results were handed out."""
         self._add("batch_collected", {"batch_id": job_id, "custom_ids": custom_ids})
 
-    def jobs(self) -> list[dict[str, Any]]:
-        """The ``batch_submitted`` details of this journal, in order (reports count them)."""
-        return [d for kind, d in self._events() if kind == "batch_submitted"]
-
     def _events(self) -> list[tuple[str, dict[str, Any]]]:
         """This journal's batch events: (kind, detail)."""
         return [

@@ -184,6 +184,25 @@ def _sum(values: list[Any]) -> Any:
     return functools.reduce(plus_reported, values, None)
 
 
+def batch_totals(
+    events: Iterable[tuple[Any, str, dict[str, Any] | None]], evaluation_id: int | None = None
+) -> dict[str, int]:
+    """Jobs and requests sent through a provider's batch API (docs/batch.md) by the run
+    (``evaluation_id`` None) or by one held-out evaluation, from the store's ``batch_submitted``
+    events (an evaluation's name it; the run's do not)."""
+    jobs = [
+        detail
+        for _, kind, detail in events
+        if kind == "batch_submitted"
+        and detail is not None
+        and detail.get("evaluation") == evaluation_id
+    ]
+    return {
+        "batch_jobs": len(jobs),
+        "batch_requests": sum(len(detail.get("requests", ())) for detail in jobs),
+    }
+
+
 def paid_totals(
     store: Store, experiment_id: int, evaluation_id: int | None = None
 ) -> dict[str, Any]:

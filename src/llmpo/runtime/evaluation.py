@@ -314,14 +314,12 @@ class Evaluation:
             "status": "done",
         }
         if self.config.environment.type == "llm":  # what it paid, as a run reports it
-            from llmpo.llm.batch import BatchJournal
-            from llmpo.llm.paid import paid_totals
+            from llmpo.llm.paid import batch_totals, paid_totals
 
             summary["calls"] = paid_totals(self.store, self.record.id, evaluation_id)
-            jobs = BatchJournal(self.store, self.record.id, evaluation_id).jobs()
-            if jobs:  # calls sent through a provider's batch API (docs/batch.md)
-                summary["calls"]["batch_jobs"] = len(jobs)
-                summary["calls"]["batch_requests"] = sum(len(d["requests"]) for d in jobs)
+            batched = batch_totals(self.store.iter_events(self.record.id), evaluation_id)
+            if batched["batch_jobs"]:  # calls sent through a provider's batch API
+                summary["calls"].update(batched)
         self.store.set_evaluation_status(evaluation_id, "done", summary)
         self.store.add_event(
             self.record.id,
